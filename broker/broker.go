@@ -1,0 +1,261 @@
+// Package broker embeds the mochi-mqtt broker: listeners (TCP, TLS,
+// WebSocket), capabilities, lifecycle, and delivery of timeline events from
+// the store to devices (devices.go).
+//
+// The broker holds no state beyond connections: messages, cursors and
+// accounts live in the store, so a device can reconnect to any broker that
+// shares it.
+package broker
+
+import (
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/duet-im/duet/command"
+	"github.com/duet-im/duet/hooks"
+	"github.com/duet-im/duet/store"
+)
+
+// Config configures a Broker.
+type Config struct {
+	MQTTAddr string // TCP listener, e.g. 127.0.0.1:1883; empty = none
+	WSAddr   string // WebSocket listener (path /mqtt); empty = none
+	TLSAddr  string // TLS listener; needs TLS
+	TLS      *tls.Config
+
+	SDKAppID     uint64
+	Key          string // UserSig secret
+	AutoAccounts bool
+	KickedAt     func(user string) time.Time
+
+	// Window is how many timeline events a device may have unacknowledged.
+	Window int
+	// MaxRequest bounds one request payload (93000 above it).
+	MaxRequest int
+	// MaxPacket is the hard MQTT packet size cap (connection closed above it).
+	MaxPacket uint32
+
+	Clock func() time.Time
+	Log   *slog.Logger
+}
+
+// Broker is the MQTT side of Duet.
+type Broker struct {
+	Server  *mqtt.Server
+	Devices *Devices
+	cfg     Config
+	stop    chan struct{}
+}
+
+// New builds the broker and its listeners; Serve starts it.
+func New(cfg Config, svc *command.Service, st *store.Store) (*Broker, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = 128
+	}
+	if cfg.MaxRequest <= 0 {
+		cfg.MaxRequest = 64 << 10
+	}
+	if cfg.MaxPacket == 0 {
+		cfg.MaxPacket = 1 << 20
+	}
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = cfg.MaxPacket
+	// Timeline events never enter mochi's inflight queue (devices.go writes
+	// them with its own packet ids), and nothing else may be queued there:
+	// no retained messages, and a session keeps only its subscriptions.
+	caps.RetainAvailable = 0
+	caps.MaximumQos = 1
+	caps.SharedSubAvailable = 0
+	caps.MaximumMessageExpiryInterval = 0
+	caps.Compatibilities.ObscureNotAuthorized = false
+
+	server := mqtt.New(&mqtt.Options{
+		Capabilities: caps,
+		Logger:       cfg.Log.With("component", "mqtt"),
+		// Devices need no $SYS topics; metrics are on /metrics.
+		SysTopicResendInterval: 0,
+	})
+	b := &Broker{Server: server, cfg: cfg, stop: make(chan struct{})}
+	b.Devices = newDevices(st, cfg.Log, cfg.Window)
+	svc.SetDeliverer(b.Devices)
+
+	if err := server.AddHook(hooks.NewAuth(server, hooks.AuthConfig{
+		SDKAppID: cfg.SDKAppID, Key: cfg.Key, Accounts: st, AutoAccounts: cfg.AutoAccounts,
+		Clock: cfg.Clock, KickedAt: cfg.KickedAt, Log: cfg.Log,
+	}), nil); err != nil {
+		return nil, err
+	}
+	if err := server.AddHook(&sessionHook{b: b}, nil); err != nil {
+		return nil, err
+	}
+	if err := server.AddHook(hooks.NewRequests(hooks.RequestsConfig{Service: svc, MaxRequest: cfg.MaxRequest, Log: cfg.Log}), nil); err != nil {
+		return nil, err
+	}
+
+	if cfg.MQTTAddr != "" {
+		if err := server.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.MQTTAddr})); err != nil {
+			return nil, fmt.Errorf("broker: tcp listener: %w", err)
+		}
+	}
+	if cfg.TLSAddr != "" {
+		if cfg.TLS == nil {
+			return nil, fmt.Errorf("broker: TLS listener %s needs a certificate and key", cfg.TLSAddr)
+		}
+		if err := server.AddListener(listeners.NewTCP(listeners.Config{ID: "tls", Address: cfg.TLSAddr, TLSConfig: cfg.TLS})); err != nil {
+			return nil, fmt.Errorf("broker: tls listener: %w", err)
+		}
+	}
+	if cfg.WSAddr != "" {
+		if err := server.AddListener(listeners.NewWebsocket(listeners.Config{ID: "ws", Address: cfg.WSAddr})); err != nil {
+			return nil, fmt.Errorf("broker: websocket listener: %w", err)
+		}
+	}
+	return b, nil
+}
+
+// Serve starts the listeners and returns.
+func (b *Broker) Serve() error {
+	if err := b.Server.Serve(); err != nil {
+		return err
+	}
+	go b.flushLoop()
+	return nil
+}
+
+// Addr returns the bound address of listener id ("tcp", "tls", "ws").
+func (b *Broker) Addr(id string) string {
+	if l, ok := b.Server.Listeners.Get(id); ok {
+		return l.Address()
+	}
+	return ""
+}
+
+// Close disconnects every client and stops the listeners. Cursors are
+// flushed as devices detach.
+func (b *Broker) Close() error {
+	close(b.stop)
+	err := b.Server.Close()
+	b.Devices.flushAll()
+	return err
+}
+
+func (b *Broker) flushLoop() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+			b.Devices.flushAll()
+		}
+	}
+}
+
+// sessionHook tells the delivery layer about connections, subscriptions and
+// PUBACKs.
+type sessionHook struct {
+	mqtt.HookBase
+	b *Broker
+}
+
+func (h *sessionHook) ID() string { return "duet-sessions" }
+
+func (h *sessionHook) Provides(b byte) bool {
+	return bytes.Contains([]byte{
+		mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPacketRead,
+	}, []byte{b})
+}
+
+func (h *sessionHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	if cl.Net.Inline {
+		return
+	}
+	// mochi never holds a timeline event of ours, but a resumed session could
+	// carry what an older broker version left in flight: drop it, replay
+	// from the cursor covers it.
+	cl.ClearInflights()
+	user, ephemeral := hooks.Device(cl)
+	dev := h.b.Devices.attach(cl, user, ephemeral)
+	// A resumed session (clean session off) keeps its subscriptions without
+	// a new SUBSCRIBE: deliver as if it had just subscribed.
+	h.applySubscriptions(dev, cl)
+}
+
+func (h *sessionHook) applySubscriptions(dev *Device, cl *mqtt.Client) {
+	in, live := false, false
+	for f := range cl.State.Subscriptions.GetAll() {
+		in = in || hooks.Covers(f, "im/"+dev.User+"/in")
+		live = live || hooks.Covers(f, "im/"+dev.User+"/live")
+	}
+	dev.setLive(live)
+	dev.mu.Lock()
+	was := dev.subscribed
+	dev.mu.Unlock()
+	switch {
+	case in && !was:
+		if err := dev.subscribe(); err != nil {
+			h.b.cfg.Log.Error("replay failed to start", "client", cl.ID, "error", err)
+		}
+	case !in && was:
+		dev.unsubscribe()
+	}
+}
+
+func (h *sessionHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
+	user, _ := hooks.Device(cl)
+	dev := h.b.Devices.get(user, cl.ID)
+	if dev == nil {
+		return
+	}
+	// A SUBSCRIBE naming the timeline (again) replays from the cursor and
+	// ends with a fresh sync_complete (PROTOCOL §5).
+	for i, f := range pk.Filters {
+		if i < len(codes) && codes[i] < 0x80 && hooks.Covers(f.Filter, "im/"+user+"/in") {
+			dev.mu.Lock()
+			dev.subscribed = false
+			dev.mu.Unlock()
+		}
+	}
+	h.applySubscriptions(dev, cl)
+}
+
+func (h *sessionHook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
+	user, _ := hooks.Device(cl)
+	if dev := h.b.Devices.get(user, cl.ID); dev != nil {
+		h.applySubscriptions(dev, cl)
+	}
+}
+
+func (h *sessionHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	user, _ := hooks.Device(cl)
+	h.b.Devices.mu.RLock()
+	dev := h.b.Devices.users[user][cl.ID]
+	h.b.Devices.mu.RUnlock()
+	if dev != nil && dev.cl == cl {
+		h.b.Devices.detach(dev)
+	}
+}
+
+// OnPacketRead takes PUBACKs of timeline events before mochi looks for them
+// in its own inflight queue (where they are not).
+func (h *sessionHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Puback {
+		return pk, nil
+	}
+	user, _ := hooks.Device(cl)
+	if dev := h.b.Devices.get(user, cl.ID); dev != nil && dev.cl == cl {
+		dev.puback(pk.PacketID)
+	}
+	return pk, nil
+}

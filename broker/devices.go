@@ -1,0 +1,422 @@
+package broker
+
+import (
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/duet-im/duet/store"
+)
+
+// Delivery: the store is the queue.
+//
+// Every connected device has a pump goroutine. A device that subscribes to
+// its timeline (im/{me}/in, or a wildcard covering it) gets, in Seq order,
+// every event after its cursor, read from the store, with at most Window
+// events unacknowledged; when it has caught up with the Seq the timeline had
+// when it subscribed, it gets a sync_complete. New commits wake the pumps of
+// the users they touch. Nothing is handed to mochi's inflight queue: packets
+// are written straight to the client with packet IDs we track, and PUBACKs
+// are taken from the read path (OnPacketRead). A slow device therefore costs
+// Window events of memory, whatever its backlog, and a sender never waits
+// for any receiver.
+//
+// Cursors (highest PUBACKed Seq) are kept in memory and flushed to the store
+// every flushEvery acks, on a timer and at disconnect. A cursor lost in a
+// crash only re-delivers events; devices de-duplicate by Seq.
+//
+// Lock order: Devices.mu before Device.mu. A pump never holds Device.mu while
+// it writes to the network.
+
+const flushEvery = 256
+
+// Devices is the registry of connected devices.
+type Devices struct {
+	store  *store.Store
+	log    *slog.Logger
+	window int
+
+	mu    sync.RWMutex
+	users map[string]map[string]*Device // UserID → client id → device
+
+	Metrics DeliveryMetrics
+}
+
+// DeliveryMetrics are delivery counters, read by the metrics endpoint.
+type DeliveryMetrics struct {
+	Delivered   atomic.Int64 // timeline events written to devices
+	Acked       atomic.Int64
+	LiveSent    atomic.Int64
+	LiveDropped atomic.Int64 // live events dropped because a device's live queue was full
+	Connected   atomic.Int64
+}
+
+func newDevices(st *store.Store, log *slog.Logger, window int) *Devices {
+	return &Devices{store: st, log: log, window: window, users: make(map[string]map[string]*Device)}
+}
+
+// Device is one connected MQTT client of a user.
+type Device struct {
+	d    *Devices
+	cl   *mqtt.Client
+	User string
+	ID   string // client id
+	// ephemeral devices (server-assigned client ids) keep no cursor.
+	ephemeral bool
+
+	wake chan struct{}
+	live chan []byte
+	stop chan struct{}
+	once sync.Once
+
+	mu         sync.Mutex
+	subscribed bool   // to the timeline
+	liveSub    bool   // to im/{me}/live
+	next       uint64 // next Seq to send
+	acked      uint64 // cursor
+	flushed    uint64 // cursor as last written to the store
+	syncTarget uint64 // send sync_complete once next > syncTarget; 0 = none owed
+	syncOwed   bool
+	pending    map[uint16]uint64 // packet id → Seq (0 for sync_complete)
+	lastPID    uint16
+	window     int
+}
+
+func (ds *Devices) attach(cl *mqtt.Client, user string, ephemeral bool) *Device {
+	window := ds.window
+	if cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.ReceiveMaximum > 0 && int(cl.Properties.Props.ReceiveMaximum) < window {
+		window = int(cl.Properties.Props.ReceiveMaximum) // [MQTT-3.3.4-9]
+	}
+	dev := &Device{
+		d: ds, cl: cl, User: user, ID: cl.ID, ephemeral: ephemeral,
+		wake: make(chan struct{}, 1), live: make(chan []byte, 256), stop: make(chan struct{}),
+		pending: make(map[uint16]uint64), window: window,
+	}
+	ds.mu.Lock()
+	m := ds.users[user]
+	if m == nil {
+		m = make(map[string]*Device)
+		ds.users[user] = m
+	}
+	old := m[cl.ID]
+	m[cl.ID] = dev
+	ds.mu.Unlock()
+	if old != nil {
+		old.close()
+	}
+	ds.Metrics.Connected.Add(1)
+	go dev.pump()
+	return dev
+}
+
+func (ds *Devices) get(user, id string) *Device {
+	ds.mu.RLock()
+	defer ds.mu.RUnlock()
+	return ds.users[user][id]
+}
+
+// detach removes dev (if it is still the registered device for its id),
+// flushes its cursor and stops its pump.
+func (ds *Devices) detach(dev *Device) {
+	ds.mu.Lock()
+	if m := ds.users[dev.User]; m != nil && m[dev.ID] == dev {
+		delete(m, dev.ID)
+		if len(m) == 0 {
+			delete(ds.users, dev.User)
+		}
+	}
+	ds.mu.Unlock()
+	dev.close()
+}
+
+func (dev *Device) close() {
+	dev.once.Do(func() {
+		close(dev.stop)
+		dev.flush()
+		dev.d.Metrics.Connected.Add(-1)
+	})
+}
+
+// Committed wakes the pumps of every device whose user got new events.
+func (ds *Devices) Committed(evs []store.Appended) {
+	ds.mu.RLock()
+	defer ds.mu.RUnlock()
+	var prev string
+	for _, e := range evs {
+		if e.User == prev {
+			continue
+		}
+		prev = e.User
+		for _, dev := range ds.users[e.User] {
+			dev.poke()
+		}
+	}
+}
+
+// Online reports how many devices of user are connected.
+func (ds *Devices) Online(user string) int {
+	ds.mu.RLock()
+	defer ds.mu.RUnlock()
+	return len(ds.users[user])
+}
+
+// Live queues an ephemeral event for user's devices that listen on
+// im/{user}/live. It never blocks: a device whose live queue is full misses
+// the event, which is what ephemeral means.
+func (ds *Devices) Live(user string, payload []byte) {
+	ds.mu.RLock()
+	defer ds.mu.RUnlock()
+	for _, dev := range ds.users[user] {
+		dev.mu.Lock()
+		listening := dev.liveSub
+		dev.mu.Unlock()
+		if !listening {
+			continue
+		}
+		select {
+		case dev.live <- payload:
+		default:
+			ds.Metrics.LiveDropped.Add(1)
+		}
+	}
+}
+
+// flushAll writes every device's cursor; called on a timer.
+func (ds *Devices) flushAll() {
+	ds.mu.RLock()
+	var all []*Device
+	for _, m := range ds.users {
+		for _, dev := range m {
+			all = append(all, dev)
+		}
+	}
+	ds.mu.RUnlock()
+	for _, dev := range all {
+		dev.flush()
+	}
+}
+
+func (dev *Device) poke() {
+	select {
+	case dev.wake <- struct{}{}:
+	default:
+	}
+}
+
+// subscribe starts (or restarts) timeline delivery: replay from the cursor,
+// then sync_complete.
+func (dev *Device) subscribe() error {
+	cursor, seen, err := uint64(0), false, error(nil)
+	if !dev.ephemeral {
+		cursor, seen, err = dev.d.store.Cursor(dev.User, dev.ID)
+		if err != nil {
+			return err
+		}
+	}
+	if !seen {
+		// PROTOCOL §5: a device seen for the first time starts at the oldest
+		// event no device of the user has received yet.
+		if cursor, err = dev.d.store.HighWater(dev.User); err != nil {
+			return err
+		}
+		if !dev.ephemeral {
+			if err := dev.d.store.SetCursor(dev.User, dev.ID, cursor); err != nil {
+				return err
+			}
+		}
+	}
+	last, err := dev.d.store.LastSeq(dev.User)
+	if err != nil {
+		return err
+	}
+	dev.mu.Lock()
+	if cursor > dev.acked {
+		dev.acked, dev.flushed = cursor, cursor
+	}
+	dev.subscribed = true
+	dev.next = dev.acked + 1
+	dev.syncTarget, dev.syncOwed = last, true
+	dev.mu.Unlock()
+	dev.poke()
+	return nil
+}
+
+func (dev *Device) unsubscribe() {
+	dev.mu.Lock()
+	dev.subscribed, dev.syncOwed = false, false
+	dev.mu.Unlock()
+}
+
+func (dev *Device) setLive(on bool) {
+	dev.mu.Lock()
+	dev.liveSub = on
+	dev.mu.Unlock()
+}
+
+// acked records a PUBACK from the device. It reports whether the packet id
+// was one of ours.
+func (dev *Device) puback(pid uint16) bool {
+	dev.mu.Lock()
+	seq, ok := dev.pending[pid]
+	if !ok {
+		dev.mu.Unlock()
+		return false
+	}
+	delete(dev.pending, pid)
+	if seq > dev.acked {
+		dev.acked = seq
+	}
+	due := dev.acked-dev.flushed >= flushEvery
+	dev.mu.Unlock()
+	if seq > 0 {
+		dev.d.Metrics.Acked.Add(1)
+	}
+	if due {
+		dev.flush()
+	}
+	dev.poke()
+	return true
+}
+
+func (dev *Device) flush() {
+	if dev.ephemeral {
+		return
+	}
+	dev.mu.Lock()
+	acked, flushed := dev.acked, dev.flushed
+	dev.mu.Unlock()
+	if acked <= flushed {
+		return
+	}
+	if err := dev.d.store.SetCursor(dev.User, dev.ID, acked); err != nil {
+		dev.d.log.Warn("cursor flush failed", "client", dev.ID, "error", err)
+		return
+	}
+	dev.mu.Lock()
+	if acked > dev.flushed {
+		dev.flushed = acked
+	}
+	dev.mu.Unlock()
+}
+
+// nextPID hands out a packet id not in flight. Called with dev.mu held.
+func (dev *Device) nextPID() uint16 {
+	for {
+		dev.lastPID++
+		if dev.lastPID == 0 {
+			dev.lastPID = 1
+		}
+		if _, busy := dev.pending[dev.lastPID]; !busy {
+			return dev.lastPID
+		}
+	}
+}
+
+func (dev *Device) pump() {
+	inTopic := "im/" + dev.User + "/in"
+	liveTopic := "im/" + dev.User + "/live"
+	for {
+		select {
+		case <-dev.stop:
+			return
+		case p := <-dev.live:
+			if dev.write(liveTopic, 0, 0, p) == nil {
+				dev.d.Metrics.LiveSent.Add(1)
+			}
+		case <-dev.wake:
+			for dev.deliver(inTopic) {
+				select {
+				case <-dev.stop:
+					return
+				default:
+				}
+			}
+		}
+	}
+}
+
+// deliver sends what the window allows and reports whether there may be more.
+func (dev *Device) deliver(topic string) bool {
+	dev.mu.Lock()
+	room := dev.window - len(dev.pending)
+	if !dev.subscribed || room <= 0 {
+		dev.mu.Unlock()
+		return false
+	}
+	next := dev.next
+	dev.mu.Unlock()
+
+	last, err := dev.d.store.LastSeq(dev.User)
+	if err != nil {
+		dev.d.log.Error("delivery: last seq", "user", dev.User, "error", err)
+		return false
+	}
+	if next <= last {
+		evs, err := dev.d.store.ReadTimeline(dev.User, next-1, room)
+		if err != nil {
+			dev.d.log.Error("delivery: read timeline", "user", dev.User, "error", err)
+			return false
+		}
+		for _, ev := range evs {
+			dev.mu.Lock()
+			if !dev.subscribed || dev.next != ev.Seq {
+				// Unsubscribed, or a re-subscribe restarted the replay.
+				dev.mu.Unlock()
+				return true
+			}
+			pid := dev.nextPID()
+			dev.pending[pid] = ev.Seq
+			dev.next = ev.Seq + 1
+			dev.mu.Unlock()
+			if err := dev.write(topic, 1, pid, ev.Data); err != nil {
+				return false
+			}
+			dev.d.Metrics.Delivered.Add(1)
+		}
+		if len(evs) > 0 {
+			return true
+		}
+	}
+	// Caught up: owe the device its sync_complete?
+	dev.mu.Lock()
+	if !dev.syncOwed || dev.next <= dev.syncTarget || len(dev.pending) >= dev.window {
+		dev.mu.Unlock()
+		return false
+	}
+	dev.syncOwed = false
+	lastSeq := dev.next - 1
+	pid := dev.nextPID()
+	dev.pending[pid] = 0
+	dev.mu.Unlock()
+	msg, _ := json.Marshal(struct {
+		Event   string `json:"Event"`
+		LastSeq uint64 `json:"LastSeq"`
+	}{"sync_complete", lastSeq})
+	dev.write(topic, 1, pid, msg)
+	return false
+}
+
+// write sends one PUBLISH straight to the client.
+func (dev *Device) write(topic string, qos byte, pid uint16, payload []byte) error {
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos},
+		TopicName:   topic,
+		Payload:     payload,
+		PacketID:    pid,
+		Created:     time.Now().Unix(),
+	}
+	if dev.cl.Properties.ProtocolVersion == 5 {
+		pk.Properties.PayloadFormat, pk.Properties.PayloadFormatFlag = 1, true
+		pk.Properties.ContentType = "application/json"
+	}
+	if err := dev.cl.WritePacket(pk); err != nil {
+		dev.d.log.Debug("delivery: write failed", "client", dev.ID, "error", err)
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,209 @@
+// Package command executes Duet's commands — `openim/sendmsg`,
+// `sns/friend_add`, … — for every transport. MQTT requests
+// (`im/{me}/req/{service}/{command}`) and REST calls (`/v4/{service}/{command}`)
+// both arrive here as a Caller, a command name and a JSON body, and leave as
+// a Reply that the transport wraps in its envelope.
+//
+// Errors are *Error values carrying a Tencent error code and an ErrorInfo;
+// every handler validates its whole input before it writes anything, so a
+// refused request leaves no trace.
+package command
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/duet-im/duet/store"
+)
+
+// Transport says where a request came from; a few rules differ (REST sends
+// skip the permission checks, as Tencent's do).
+type Transport int
+
+const (
+	MQTT Transport = iota
+	REST
+)
+
+// Caller is the authenticated identity behind a request.
+type Caller struct {
+	UserID    string
+	Admin     bool
+	Device    string // MQTT client id; empty for REST
+	Transport Transport
+}
+
+// Error is a failed command: a Tencent error code and its ErrorInfo.
+type Error struct {
+	Code int
+	Info string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%d: %s", e.Code, e.Info) }
+
+// Errorf makes an *Error.
+func Errorf(code int, format string, args ...any) *Error {
+	return &Error{Code: code, Info: fmt.Sprintf(format, args...)}
+}
+
+// Deliverer sends ephemeral events (never stored) to a user's online devices
+// on im/{user}/live. Stored events reach devices through the store's commit
+// notification instead.
+type Deliverer interface {
+	Live(user string, payload []byte)
+}
+
+// Config holds the deployment's settings that commands follow.
+type Config struct {
+	SDKAppID     uint64
+	Admins       []string
+	AutoAccounts bool
+	// MaxMsgBytes bounds MsgBody plus CloudCustomData (93000 above it).
+	MaxMsgBytes int
+	// MaxLifeTime is the longest a message is kept (and the default MsgLifeTime).
+	MaxLifeTime time.Duration
+}
+
+// DefaultConfig is the product's defaults.
+func DefaultConfig() Config {
+	return Config{
+		SDKAppID:    1400000000,
+		Admins:      []string{"administrator"},
+		MaxMsgBytes: 12 << 10,
+		MaxLifeTime: 7 * 24 * time.Hour,
+	}
+}
+
+// Handler executes one command. It returns the result fields of the reply
+// (a struct or map marshalled into the envelope) or an error, an *Error for
+// anything the caller did wrong.
+type Handler func(ctx context.Context, c *Caller, body []byte) (any, error)
+
+// Service runs commands against the store.
+type Service struct {
+	cfg      Config
+	store    *store.Store
+	live     Deliverer
+	log      *slog.Logger
+	admins   map[string]bool
+	handlers map[string]Handler
+
+	profMu   sync.RWMutex
+	profiles map[string][]byte // UserID → encoded SenderProfile ("" when none)
+}
+
+// New makes a Service. live may be nil until the broker exists (SetDeliverer).
+func New(cfg Config, st *store.Store, log *slog.Logger) *Service {
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Service{
+		cfg:      cfg,
+		store:    st,
+		log:      log,
+		admins:   make(map[string]bool),
+		handlers: make(map[string]Handler),
+		profiles: make(map[string][]byte),
+	}
+	for _, a := range cfg.Admins {
+		s.admins[a] = true
+	}
+	s.handlers["openim/sendmsg"] = s.sendMsg
+	return s
+}
+
+// SetDeliverer connects the service to the broker's live channel.
+func (s *Service) SetDeliverer(d Deliverer) { s.live = d }
+
+// Config returns the service's configuration.
+func (s *Service) Config() Config { return s.cfg }
+
+// IsAdmin reports whether user is one of the configured admin identities.
+func (s *Service) IsAdmin(user string) bool { return s.admins[user] }
+
+// Store is the service's store.
+func (s *Service) Store() *store.Store { return s.store }
+
+// Register adds a command. It is meant for start-up, before requests flow.
+func (s *Service) Register(name string, h Handler) { s.handlers[name] = h }
+
+// Reply is the outcome of a command.
+type Reply struct {
+	Err    *Error
+	Result any
+}
+
+// Exec runs command name for c with the JSON body.
+func (s *Service) Exec(ctx context.Context, c *Caller, name string, body []byte) Reply {
+	h, ok := s.handlers[name]
+	if !ok {
+		return Reply{Err: Errorf(60009, "unknown command %q", name)}
+	}
+	if !utf8.Valid(body) {
+		return Reply{Err: Errorf(90001, "request body is not valid UTF-8")}
+	}
+	res, err := h(ctx, c, body)
+	if err != nil {
+		var ce *Error
+		if errors.As(err, &ce) {
+			return Reply{Err: ce}
+		}
+		s.log.Error("command failed", "command", name, "user", c.UserID, "error", err)
+		return Reply{Err: Errorf(91000, "internal error, retry: %v", err)}
+	}
+	return Reply{Result: res}
+}
+
+// Encode writes the reply as one JSON object: the given leading fields (for
+// MQTT, ReqId and Command), the Tencent envelope, then the result's fields.
+func (r Reply) Encode(lead ...string) []byte {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i := 0; i+1 < len(lead); i += 2 {
+		b.WriteString(strconv.Quote(lead[i]))
+		b.WriteByte(':')
+		v, _ := json.Marshal(lead[i+1])
+		b.Write(v)
+		b.WriteByte(',')
+	}
+	if r.Err != nil {
+		b.WriteString(`"ActionStatus":"FAIL","ErrorCode":`)
+		b.WriteString(strconv.Itoa(r.Err.Code))
+		b.WriteString(`,"ErrorInfo":`)
+		v, _ := json.Marshal(r.Err.Info)
+		b.Write(v)
+		b.WriteByte('}')
+		return b.Bytes()
+	}
+	b.WriteString(`"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""`)
+	if r.Result != nil {
+		v, err := marshal(r.Result)
+		if err == nil && len(v) > 2 && v[0] == '{' {
+			b.WriteByte(',')
+			b.Write(v[1:])
+			return b.Bytes()
+		}
+	}
+	b.WriteByte('}')
+	return b.Bytes()
+}
+
+// marshal is json.Marshal without HTML escaping: message text travels as
+// the sender wrote it.
+func marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(b.Bytes(), "\n"), nil
+}

@@ -1,0 +1,267 @@
+package command
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/duet-im/duet/store"
+)
+
+// sendRequest is a validated openim/sendmsg body (reference §5.1).
+type sendRequest struct {
+	From             string
+	To               string
+	MsgRandom        uint32
+	MsgSeq           uint32
+	HasMsgSeq        bool
+	MsgTimeStamp     int64
+	MsgBody          json.RawMessage
+	CloudCustomData  string
+	LifeTime         time.Duration
+	SyncOtherMachine int64
+	OfflinePushInfo  json.RawMessage
+	SendMsgControl   []string
+}
+
+func (s *Service) parseSendMsg(body []byte) (*sendRequest, error) {
+	f, err := parseObject(body, 90001)
+	if err != nil {
+		return nil, err
+	}
+	r := &sendRequest{}
+	var present, ok bool
+	if r.To, present, ok = f.str("To_Account"); !present || !ok || r.To == "" {
+		return nil, Errorf(90003, "To_Account is missing or is not a String")
+	}
+	if r.From, _, ok = f.str("From_Account"); !ok {
+		return nil, Errorf(90008, "From_Account is not a String")
+	}
+	rnd, present, ok := f.integer("MsgRandom", 0, 1<<32-1)
+	if !present || !ok {
+		return nil, Errorf(90005, "MsgRandom is missing or is not a 32-bit unsigned Integer")
+	}
+	r.MsgRandom = uint32(rnd)
+	seq, present, ok := f.integer("MsgSeq", 0, 1<<32-1)
+	if !ok {
+		return nil, Errorf(90001, "MsgSeq is not a 32-bit unsigned Integer")
+	}
+	r.MsgSeq, r.HasMsgSeq = uint32(seq), present
+	if r.MsgTimeStamp, _, ok = f.integer("MsgTimeStamp", 0, 1<<32-1); !ok {
+		return nil, Errorf(90006, "MsgTimeStamp is not an Integer")
+	}
+	if r.SyncOtherMachine, _, ok = f.integer("SyncOtherMachine", 0, 2); !ok {
+		return nil, Errorf(90031, "SyncOtherMachine must be the Integer 1 or 2")
+	}
+	life, present, ok := f.integer("MsgLifeTime", -1<<62, 1<<62)
+	switch {
+	case !ok:
+		return nil, Errorf(90044, "MsgLifeTime is not an Integer")
+	case life < 0:
+		return nil, Errorf(90026, "MsgLifeTime must be between 0 and %d seconds", int64(s.cfg.MaxLifeTime/time.Second))
+	case !present:
+		r.LifeTime = s.cfg.MaxLifeTime
+	default:
+		// Larger values are clamped to the maximum, as Tencent's newer docs say.
+		r.LifeTime = min(time.Duration(life)*time.Second, s.cfg.MaxLifeTime)
+	}
+	if r.CloudCustomData, _, ok = f.str("CloudCustomData"); !ok {
+		return nil, Errorf(90001, "CloudCustomData is not a String")
+	}
+	if r.SendMsgControl, _, ok = f.strings("SendMsgControl"); !ok {
+		return nil, Errorf(90001, "SendMsgControl is not an Array of String")
+	}
+	if f.has("OfflinePushInfo") {
+		var opi map[string]json.RawMessage
+		if err := json.Unmarshal(f["OfflinePushInfo"], &opi); err != nil {
+			return nil, Errorf(90043, "OfflinePushInfo is not an object")
+		}
+		r.OfflinePushInfo = f["OfflinePushInfo"]
+	}
+	if !f.has("MsgBody") {
+		return nil, Errorf(90007, "MsgBody is missing")
+	}
+	if _, e := parseMsgBody(f["MsgBody"]); e != nil {
+		return nil, e
+	}
+	r.MsgBody = f["MsgBody"]
+	if n := len(r.MsgBody) + len(r.CloudCustomData); n > s.cfg.MaxMsgBytes {
+		return nil, Errorf(93000, "message is %d bytes; the limit is %d", n, s.cfg.MaxMsgBytes)
+	}
+	return r, nil
+}
+
+// SendResult is the reply to openim/sendmsg.
+type SendResult struct {
+	MsgTime int64  `json:"MsgTime"`
+	MsgKey  string `json:"MsgKey"`
+	Seq     uint64 `json:"Seq,omitempty"`
+}
+
+// msgEvent is a `msg` timeline event (PROTOCOL §4) without its Seq.
+type msgEvent struct {
+	Event           string          `json:"Event"`
+	From            string          `json:"From_Account"`
+	To              string          `json:"To_Account"`
+	MsgKey          string          `json:"MsgKey"`
+	MsgSeq          uint32          `json:"MsgSeq"`
+	MsgRandom       uint32          `json:"MsgRandom"`
+	MsgTimeStamp    int64           `json:"MsgTimeStamp"`
+	MsgBody         json.RawMessage `json:"MsgBody"`
+	CloudCustomData string          `json:"CloudCustomData"`
+	System          int             `json:"System,omitempty"`
+	SenderProfile   json.RawMessage `json:"SenderProfile,omitempty"`
+}
+
+func (s *Service) sendMsg(ctx context.Context, c *Caller, body []byte) (any, error) {
+	r, err := s.parseSendMsg(body)
+	if err != nil {
+		return nil, err
+	}
+	from, system := c.UserID, false
+	switch {
+	case r.From != "" && r.From != c.UserID:
+		if !c.Admin {
+			return nil, Errorf(90009, "only an App admin may send as another user (From_Account %q)", r.From)
+		}
+		if exists, err := s.store.AccountExists(r.From); err != nil {
+			return nil, err
+		} else if !exists {
+			return nil, Errorf(90008, "From_Account %q does not exist", r.From)
+		}
+		from = r.From
+	case c.Admin && r.From == "":
+		system = true
+	}
+	if !ValidUserID(r.To) {
+		return nil, s.unknownRecipient(c, r.To)
+	}
+	if exists, err := s.store.AccountExists(r.To); err != nil {
+		return nil, err
+	} else if !exists {
+		return nil, s.unknownRecipient(c, r.To)
+	}
+
+	now := s.store.Now()
+	msgTime := now.Unix()
+	if c.Admin && r.MsgTimeStamp > 0 {
+		msgTime = r.MsgTimeStamp
+	}
+	// Resends are recognised by the values the sender chose: an absent MsgSeq
+	// counts as 0 there, though the message itself gets a random one.
+	dedupSeq := r.MsgSeq
+	if !r.HasMsgSeq {
+		r.MsgSeq = rand.Uint32()
+	}
+	msgKey := strconv.FormatUint(uint64(r.MsgSeq), 10) + "_" + strconv.FormatUint(uint64(r.MsgRandom), 10) + "_" + strconv.FormatInt(msgTime, 10)
+	ev := msgEvent{
+		Event: "msg", From: from, To: r.To, MsgKey: msgKey, MsgSeq: r.MsgSeq, MsgRandom: r.MsgRandom,
+		MsgTimeStamp: msgTime, MsgBody: r.MsgBody, CloudCustomData: r.CloudCustomData,
+		SenderProfile: s.senderProfile(from),
+	}
+	if system {
+		ev.System = 1
+	}
+	data, err := marshal(ev)
+	if err != nil {
+		return nil, err
+	}
+	tail := data[1:]
+
+	if r.LifeTime == 0 {
+		// Online only: never stored, delivered on the recipient's live topic.
+		if s.live != nil {
+			s.live.Live(r.To, data)
+		}
+		return SendResult{MsgTime: msgTime, MsgKey: msgKey}, nil
+	}
+
+	// Ordinary users always see their own sends on their other devices
+	// (multi-device sync); REST and admin sends follow SyncOtherMachine.
+	toSender := !c.Admin || r.SyncOtherMachine == 1
+	var res SendResult
+	err = s.store.Update(func(tx *store.Tx) error {
+		if prev, err := tx.Resent(from, r.To, r.MsgRandom, dedupSeq); err != nil || prev != nil {
+			if prev != nil {
+				res = SendResult{MsgTime: prev.MsgTime, MsgKey: prev.MsgKey, Seq: prev.Seq}
+			}
+			return err
+		}
+		m := &store.Message{
+			From: from, To: r.To, MsgSeq: r.MsgSeq, MsgRandom: r.MsgRandom, MsgTime: msgTime, MsgKey: msgKey,
+			MsgBody: r.MsgBody, CloudCustomData: r.CloudCustomData, Expire: now.Add(r.LifeTime).Unix(),
+		}
+		var err error
+		if m.ReceiverSeq, err = tx.Append(r.To, tail); err != nil {
+			return err
+		}
+		switch {
+		case from == r.To:
+			m.SenderSeq = m.ReceiverSeq
+		case toSender:
+			if m.SenderSeq, err = tx.Append(from, tail); err != nil {
+				return err
+			}
+		}
+		if err := tx.PutMessage(m); err != nil {
+			return err
+		}
+		res = SendResult{MsgTime: msgTime, MsgKey: msgKey, Seq: m.SenderSeq}
+		return tx.RememberSent(from, r.To, r.MsgRandom, dedupSeq, store.Sent{MsgKey: msgKey, MsgTime: msgTime, Seq: m.SenderSeq})
+	})
+	if errors.Is(err, store.ErrClosed) {
+		return nil, Errorf(20005, "server is shutting down, retry")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// unknownRecipient is 90012 for REST and admin sends (the REST table) and
+// 20003 for a user's own send (the client SDK's code).
+func (s *Service) unknownRecipient(c *Caller, to string) *Error {
+	if c.Admin || c.Transport == REST {
+		return Errorf(90012, "To_Account %q is not registered", to)
+	}
+	return Errorf(20003, "recipient %q does not exist", to)
+}
+
+// senderProfile is the SenderProfile carried by user's messages, from memory
+// after the first look-up.
+func (s *Service) senderProfile(user string) json.RawMessage {
+	s.profMu.RLock()
+	p, ok := s.profiles[user]
+	s.profMu.RUnlock()
+	if ok {
+		return p
+	}
+	a, err := s.store.GetAccount(user)
+	if err != nil {
+		return nil
+	}
+	prof := map[string]string{}
+	if a.Nick != "" {
+		prof["Tag_Profile_IM_Nick"] = a.Nick
+	}
+	if a.FaceURL != "" {
+		prof["Tag_Profile_IM_Image"] = a.FaceURL
+	}
+	if len(prof) > 0 {
+		p, _ = marshal(prof)
+	}
+	s.profMu.Lock()
+	s.profiles[user] = p
+	s.profMu.Unlock()
+	return p
+}
+
+// ForgetProfile drops the cached SenderProfile of user after it changed.
+func (s *Service) ForgetProfile(user string) {
+	s.profMu.Lock()
+	delete(s.profiles, user)
+	s.profMu.Unlock()
+}

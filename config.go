@@ -1,0 +1,192 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is every setting of the server. Each one is a flag (--name), an
+// environment variable (DUET_NAME) and a key of the optional YAML file
+// (--config); a flag beats the environment, which beats the file, which
+// beats the default.
+type Config struct {
+	Data         string        `yaml:"data" flag:"data" usage:"data directory (store, generated secret)"`
+	MQTT         string        `yaml:"mqtt" flag:"mqtt" usage:"MQTT TCP listener address (empty: off)"`
+	WS           string        `yaml:"ws" flag:"ws" usage:"MQTT over WebSocket listener address, path /mqtt (empty: off)"`
+	HTTP         string        `yaml:"http" flag:"http" usage:"HTTP listener: /healthz, /metrics (empty: off)"`
+	TLS          string        `yaml:"tls" flag:"tls" usage:"MQTT over TLS listener address (needs tls-cert and tls-key)"`
+	TLSCert      string        `yaml:"tls-cert" flag:"tls-cert" usage:"PEM certificate for the TLS listener"`
+	TLSKey       string        `yaml:"tls-key" flag:"tls-key" usage:"PEM private key for the TLS listener"`
+	SDKAppID     uint64        `yaml:"sdkappid" flag:"sdkappid" usage:"SDKAppID that UserSigs must name"`
+	Secret       string        `yaml:"secret" flag:"secret" usage:"UserSig secret key (empty: generated into the data dir)"`
+	Admins       string        `yaml:"admins" flag:"admins" usage:"comma-separated admin UserIDs"`
+	AutoAccounts bool          `yaml:"auto-accounts" flag:"auto-accounts" usage:"create unknown users on their first valid login (development)"`
+	Window       int           `yaml:"window" flag:"window" usage:"timeline events a device may have unacknowledged"`
+	MaxRequest   int           `yaml:"max-request" flag:"max-request" usage:"largest MQTT request payload in bytes (93000 above it)"`
+	MaxLifeTime  time.Duration `yaml:"max-lifetime" flag:"max-lifetime" usage:"longest a message is kept (default and maximum MsgLifeTime)"`
+	LogLevel     string        `yaml:"log-level" flag:"log-level" usage:"debug, info, warn or error"`
+}
+
+func defaultConfig() Config {
+	return Config{
+		Data:        "./data",
+		MQTT:        "127.0.0.1:1883",
+		WS:          "127.0.0.1:8083",
+		HTTP:        "127.0.0.1:8080",
+		SDKAppID:    1400000000,
+		Admins:      "administrator",
+		Window:      128,
+		MaxRequest:  64 << 10,
+		MaxLifeTime: 7 * 24 * time.Hour,
+		LogLevel:    "info",
+	}
+}
+
+// loadConfig applies the YAML file, the environment and then args to the
+// defaults. It returns the arguments left after the flags.
+//
+// The flags write into the returned Config when the caller parses them.
+func loadConfig(name string, args []string) (*Config, *flag.FlagSet, error) {
+	cfg := new(Config)
+	*cfg = defaultConfig()
+	fsFlags := flag.NewFlagSet(name, flag.ContinueOnError)
+	configFile := os.Getenv("DUET_CONFIG")
+	for i, a := range args {
+		if a == "--config" || a == "-config" {
+			if i+1 < len(args) {
+				configFile = args[i+1]
+			}
+		} else if v, ok := strings.CutPrefix(strings.TrimLeft(a, "-"), "config="); ok && strings.HasPrefix(a, "-") {
+			configFile = v
+		}
+	}
+	if configFile != "" {
+		raw, err := os.ReadFile(configFile)
+		if err != nil {
+			return cfg, nil, fmt.Errorf("config: %w", err)
+		}
+		if err := yaml.Unmarshal(raw, cfg); err != nil {
+			return cfg, nil, fmt.Errorf("config %s: %w", configFile, err)
+		}
+	}
+	fsFlags.String("config", configFile, "YAML config file (keys named like the flags)")
+	v := reflect.ValueOf(cfg).Elem()
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		sf := t.Field(i)
+		name := sf.Tag.Get("flag")
+		env := "DUET_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+		fv := v.Field(i)
+		if e, ok := os.LookupEnv(env); ok {
+			if err := setField(fv, e); err != nil {
+				return cfg, nil, fmt.Errorf("%s: %w", env, err)
+			}
+		}
+		usage := sf.Tag.Get("usage") + " ($" + env + ")"
+		switch p := fv.Addr().Interface().(type) {
+		case *string:
+			fsFlags.StringVar(p, name, *p, usage)
+		case *bool:
+			fsFlags.BoolVar(p, name, *p, usage)
+		case *int:
+			fsFlags.IntVar(p, name, *p, usage)
+		case *uint64:
+			fsFlags.Uint64Var(p, name, *p, usage)
+		case *time.Duration:
+			fsFlags.DurationVar(p, name, *p, usage)
+		}
+	}
+	return cfg, fsFlags, nil
+}
+
+func setField(fv reflect.Value, s string) error {
+	switch p := fv.Addr().Interface().(type) {
+	case *string:
+		*p = s
+	case *bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return err
+		}
+		*p = b
+	case *int:
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return err
+		}
+		*p = n
+	case *uint64:
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return err
+		}
+		*p = n
+	case *time.Duration:
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		*p = d
+	}
+	return nil
+}
+
+func (c Config) adminList() []string {
+	var out []string
+	for _, a := range strings.Split(c.Admins, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func (c Config) logger() *slog.Logger {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		lvl = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+}
+
+// secretKey returns the configured secret, or the one kept in the data
+// directory, generating it (mode 0600) on first start.
+func (c Config) secretKey(log *slog.Logger) (string, error) {
+	if c.Secret != "" {
+		return c.Secret, nil
+	}
+	path := filepath.Join(c.Data, "secret.key")
+	raw, err := os.ReadFile(path)
+	if err == nil {
+		return strings.TrimSpace(string(raw)), nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	if err := os.MkdirAll(c.Data, 0o700); err != nil {
+		return "", err
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	key := hex.EncodeToString(b)
+	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	log.Info("generated a UserSig secret key", "path", path)
+	return key, nil
+}

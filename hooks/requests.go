@@ -1,0 +1,171 @@
+package hooks
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/duet-im/duet/command"
+)
+
+// RequestsConfig configures the Requests hook.
+type RequestsConfig struct {
+	Service *command.Service
+	// MaxRequest bounds a request's payload; larger ones get 93000 and the
+	// connection stays up. (mochi's MaximumPacketSize is the hard cap
+	// above which the connection is closed.)
+	MaxRequest int
+	Log        *slog.Logger
+}
+
+// Requests executes requests published on im/{me}/req/{service}/{command}
+// through the command layer and answers on im/{me}/rsp (or the MQTT 5
+// Response Topic). A request is consumed here: it is never forwarded to
+// subscribers. The client's read loop waits for the command, so a QoS 1
+// sendmsg is PUBACKed only after the message is durable.
+type Requests struct {
+	mqtt.HookBase
+	cfg RequestsConfig
+}
+
+func NewRequests(cfg RequestsConfig) *Requests {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.MaxRequest <= 0 {
+		cfg.MaxRequest = 64 << 10
+	}
+	return &Requests{cfg: cfg}
+}
+
+func (h *Requests) ID() string { return "duet-requests" }
+
+func (h *Requests) Provides(b byte) bool { return b == mqtt.OnPublish }
+
+// OnPublish runs the request and writes the reply.
+func (h *Requests) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil
+	}
+	user, _ := Device(cl)
+	prefix := "im/" + user + "/req/"
+	if !strings.HasPrefix(pk.TopicName, prefix) {
+		// The ACL already refused anything else; never forward it.
+		return pk, packets.CodeSuccessIgnore
+	}
+	name := pk.TopicName[len(prefix):]
+	caller := &command.Caller{UserID: user, Admin: h.cfg.Service.IsAdmin(user), Device: cl.ID, Transport: command.MQTT}
+
+	var reqID string
+	var reply command.Reply
+	if len(pk.Payload) > h.cfg.MaxRequest {
+		reply.Err = command.Errorf(93000, "request is %d bytes; the limit is %d", len(pk.Payload), h.cfg.MaxRequest)
+	} else {
+		reqID = requestID(pk.Payload)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		reply = h.cfg.Service.Exec(ctx, caller, name, pk.Payload)
+		cancel()
+	}
+	h.respond(cl, pk, reply.Encode("ReqId", reqID, "Command", name))
+
+	if reply.Err != nil && pk.FixedHeader.Qos > 0 && cl.Properties.ProtocolVersion == 5 && isSend(name) {
+		// PROTOCOL §3: a failed sendmsg's PUBACK carries a matching reason.
+		code := pubackReason(reply.Err.Code)
+		code.Reason = reply.Err.Info
+		return pk, code
+	}
+	return pk, packets.CodeSuccessIgnore
+}
+
+func isSend(name string) bool { return name == "openim/sendmsg" || name == "openim/batchsendmsg" }
+
+// pubackReason maps a Tencent code to an MQTT 5 PUBACK reason.
+func pubackReason(code int) packets.Code {
+	switch code {
+	case 93000, 60007, 80002, 90055:
+		return packets.ErrQuotaExceeded // 0x97
+	case 20006, 20007, 20009, 20010, 20011, 20012, 90009, 80003:
+		return packets.ErrNotAuthorized // 0x87
+	case 91000, 20004, 20005, 90992:
+		return packets.ErrImplementationSpecificError // 0x83
+	default:
+		return packets.ErrPayloadFormatInvalid // 0x99: 9000x, 20003, …
+	}
+}
+
+// requestID extracts the optional ReqId without decoding the whole body.
+func requestID(payload []byte) string {
+	if !bytes.Contains(payload, []byte(`"ReqId"`)) {
+		return ""
+	}
+	var r struct {
+		ReqID json.RawMessage `json:"ReqId"`
+	}
+	if json.Unmarshal(payload, &r) != nil || len(r.ReqID) == 0 {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(r.ReqID, &s) == nil {
+		return s
+	}
+	return string(r.ReqID) // a number: echo its text
+}
+
+// respond writes the reply straight to the requesting device only (another
+// device of the same user must not see it), at QoS 0: if the connection
+// drops, the device resends the request and the resend is idempotent.
+func (h *Requests) respond(cl *mqtt.Client, req packets.Packet, payload []byte) {
+	user, _ := Device(cl)
+	out := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish},
+		TopicName:   "im/" + user + "/rsp",
+		Payload:     payload,
+	}
+	if cl.Properties.ProtocolVersion == 5 {
+		rt := req.Properties.ResponseTopic
+		// PROTOCOL §3: a Response Topic must be under im/{me}/.
+		if rt != "" && strings.HasPrefix(rt, "im/"+user+"/") && !strings.ContainsAny(rt, "+#") {
+			out.TopicName = rt
+		}
+		out.Properties.CorrelationData = req.Properties.CorrelationData
+		out.Properties.PayloadFormat, out.Properties.PayloadFormatFlag = 1, true
+		out.Properties.ContentType = "application/json"
+	}
+	if !Subscribed(cl, out.TopicName) {
+		return // nobody listens; MQTT sends only what a filter asked for
+	}
+	if err := cl.WritePacket(out); err != nil {
+		h.cfg.Log.Debug("reply not written", "client", cl.ID, "error", err)
+	}
+}
+
+// Subscribed reports whether one of cl's subscriptions covers topic.
+func Subscribed(cl *mqtt.Client, topic string) bool {
+	for f := range cl.State.Subscriptions.GetAll() {
+		if Covers(f, topic) {
+			return true
+		}
+	}
+	return false
+}
+
+// Covers reports whether the subscription filter f matches topic (MQTT
+// wildcard rules; Duet has no $-topics).
+func Covers(f, topic string) bool {
+	fp, tp := strings.Split(f, "/"), strings.Split(topic, "/")
+	for i, p := range fp {
+		if p == "#" {
+			return true // [MQTT-4.7.1-2]
+		}
+		if i >= len(tp) || (p != "+" && p != tp[i]) {
+			return false
+		}
+	}
+	return len(fp) == len(tp)
+}

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// routes is the HTTP surface: health and metrics (REST comes under /v4/).
+func (s *server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"status":"ok"}`))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics(), promhttp.HandlerOpts{}))
+	return mux
+}
+
+// metrics exposes the counters the store and the broker keep.
+func (s *server) metrics() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	counter := func(name, help string, f func() float64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "duet", Name: name, Help: help}, f))
+	}
+	gauge := func(name, help string, f func() float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "duet", Name: name, Help: help}, f))
+	}
+	sm, dm := &s.store.Metrics, &s.broker.Devices.Metrics
+	counter("store_commits_total", "Fsynced store commits (group commits).", func() float64 { return float64(sm.Commits.Load()) })
+	counter("store_transactions_total", "Transactions carried by those commits.", func() float64 { return float64(sm.Txns.Load()) })
+	counter("store_commit_seconds_total", "Time spent committing.", func() float64 { return float64(sm.CommitMicros.Load()) / 1e6 })
+	counter("delivered_events_total", "Timeline events written to devices.", func() float64 { return float64(dm.Delivered.Load()) })
+	counter("acked_events_total", "Timeline events PUBACKed by devices.", func() float64 { return float64(dm.Acked.Load()) })
+	counter("live_sent_total", "Ephemeral events written to devices.", func() float64 { return float64(dm.LiveSent.Load()) })
+	counter("live_dropped_total", "Ephemeral events dropped because a device's queue was full.", func() float64 { return float64(dm.LiveDropped.Load()) })
+	gauge("devices_connected", "Connected devices.", func() float64 { return float64(dm.Connected.Load()) })
+	return reg
+}

@@ -1,0 +1,234 @@
+// Command duet is a self-hosted one-to-one instant messaging server: an
+// embedded MQTT broker for devices, a Tencent-compatible REST API for app
+// back-ends, and a durable Pebble store underneath.
+//
+//	duet [serve] [flags]              run the server (the default)
+//	duet usersig --user U [--expire S] print a UserSig made with the configured key
+//	duet account import USER...        create accounts in the data directory
+//	duet version                       print the version
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/duet-im/duet/broker"
+	"github.com/duet-im/duet/command"
+	"github.com/duet-im/duet/store"
+	"github.com/duet-im/duet/usersig"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "duet:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serveCmd(args)
+	case "usersig":
+		return usersigCmd(args)
+	case "account":
+		if len(args) == 0 || args[0] != "import" {
+			return errors.New("usage: duet account import USER...")
+		}
+		return accountImportCmd(args[1:])
+	case "version":
+		fmt.Println("duet", version)
+		return nil
+	default:
+		return fmt.Errorf("unknown command %q (serve, usersig, account import, version)", cmd)
+	}
+}
+
+func serveCmd(args []string) error {
+	cfg, fl, err := loadConfig("duet serve", args)
+	if err != nil {
+		return err
+	}
+	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	log := cfg.logger()
+	slog.SetDefault(log)
+	srv, err := start(*cfg, log)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	log.Info("shutting down")
+	return srv.Close()
+}
+
+// server is a running Duet: store, command layer, broker and HTTP.
+type server struct {
+	store  *store.Store
+	svc    *command.Service
+	broker *broker.Broker
+	http   *http.Server
+	httpLn net.Listener
+	log    *slog.Logger
+}
+
+func start(cfg Config, log *slog.Logger) (*server, error) {
+	key, err := cfg.secretKey(log)
+	if err != nil {
+		return nil, fmt.Errorf("secret: %w", err)
+	}
+	s := &server{log: log}
+	var devices *broker.Devices
+	st, err := store.Open(filepath.Join(cfg.Data, "store"), store.Options{
+		Logger: log,
+		OnCommit: func(evs []store.Appended) {
+			if devices != nil {
+				devices.Committed(evs)
+			}
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.store = st
+	ccfg := command.DefaultConfig()
+	ccfg.SDKAppID = cfg.SDKAppID
+	ccfg.Admins = cfg.adminList()
+	ccfg.AutoAccounts = cfg.AutoAccounts
+	ccfg.MaxLifeTime = cfg.MaxLifeTime
+	s.svc = command.New(ccfg, st, log)
+
+	bcfg := broker.Config{
+		MQTTAddr: cfg.MQTT, WSAddr: cfg.WS, TLSAddr: cfg.TLS,
+		SDKAppID: cfg.SDKAppID, Key: key, AutoAccounts: cfg.AutoAccounts,
+		Window: cfg.Window, MaxRequest: cfg.MaxRequest, Log: log,
+	}
+	if cfg.TLS != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		bcfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	s.broker, err = broker.New(bcfg, s.svc, st)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	devices = s.broker.Devices
+	if err := s.broker.Serve(); err != nil {
+		st.Close()
+		return nil, err
+	}
+	if cfg.HTTP != "" {
+		ln, err := net.Listen("tcp", cfg.HTTP)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("http: %w", err)
+		}
+		s.httpLn = ln
+		s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
+		go s.http.Serve(ln)
+	}
+	log.Info("duet started", "version", version, "mqtt", s.broker.Addr("tcp"), "ws", s.broker.Addr("ws"),
+		"tls", s.broker.Addr("tls"), "http", cfg.HTTP, "data", cfg.Data, "sdkappid", cfg.SDKAppID)
+	return s, nil
+}
+
+// Close stops accepting work, disconnects devices, then closes the store.
+func (s *server) Close() error {
+	if s.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s.http.Shutdown(ctx)
+		cancel()
+	}
+	var err error
+	if s.broker != nil {
+		err = s.broker.Close()
+	}
+	return errors.Join(err, s.store.Close())
+}
+
+func usersigCmd(args []string) error {
+	cfg, fl, err := loadConfig("duet usersig", args)
+	if err != nil {
+		return err
+	}
+	user := fl.String("user", "", "UserID to sign for (required)")
+	expire := fl.Int64("expire", 180*86400, "validity in seconds")
+	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	if *user == "" {
+		return errors.New("usersig: --user is required")
+	}
+	key, err := cfg.secretKey(cfg.logger())
+	if err != nil {
+		return err
+	}
+	sig, err := usersig.Gen(cfg.SDKAppID, key, *user, *expire, time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Println(sig)
+	return nil
+}
+
+func accountImportCmd(args []string) error {
+	cfg, fl, err := loadConfig("duet account import", args)
+	if err != nil {
+		return err
+	}
+	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	if fl.NArg() == 0 {
+		return errors.New("usage: duet account import USER...")
+	}
+	for _, u := range fl.Args() {
+		if !command.ValidUserID(u) {
+			return fmt.Errorf("invalid UserID %q: 1–32 bytes of A-Z a-z 0-9 _ - @ .", u)
+		}
+	}
+	st, err := store.Open(filepath.Join(cfg.Data, "store"), store.Options{Logger: cfg.logger()})
+	if err != nil {
+		return fmt.Errorf("%w (is the server running on this data directory? stop it, or use the REST API)", err)
+	}
+	defer st.Close()
+	for _, u := range fl.Args() {
+		created, err := st.ImportAccount(store.Account{UserID: u})
+		if err != nil {
+			return err
+		}
+		state := "exists"
+		if created {
+			state = "created"
+		}
+		fmt.Printf("%s\t%s\n", u, state)
+	}
+	return nil
+}

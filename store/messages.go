@@ -1,0 +1,102 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Message is one C2C message as kept in a conversation's history.
+type Message struct {
+	From            string          `json:"From_Account"`
+	To              string          `json:"To_Account"`
+	MsgSeq          uint32          `json:"MsgSeq"`
+	MsgRandom       uint32          `json:"MsgRandom"`
+	MsgTime         int64           `json:"MsgTimeStamp"`
+	MsgKey          string          `json:"MsgKey"`
+	MsgBody         json.RawMessage `json:"MsgBody"`
+	CloudCustomData string          `json:"CloudCustomData,omitempty"`
+	MsgFlagBits     int             `json:"MsgFlagBits,omitempty"`
+	// Expire is the Unix second after which the message leaves history.
+	Expire int64 `json:"Expire,omitempty"`
+	// SenderSeq and ReceiverSeq are the message's Seqs in each timeline (0
+	// when it is not in that timeline).
+	SenderSeq   uint64 `json:"SenderSeq,omitempty"`
+	ReceiverSeq uint64 `json:"ReceiverSeq,omitempty"`
+}
+
+// PutMessage stores m in its conversation's history and MsgKey index.
+func (tx *Tx) PutMessage(m *Message) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("store: message: %w", err)
+	}
+	hk := historyKey(m.From, m.To, m.MsgTime, m.MsgSeq, m.MsgRandom)
+	tx.Put(hk, b)
+	tx.Put(msgKeyIndex(m.From, m.To, m.MsgKey), hk)
+	return nil
+}
+
+// GetMessage finds a message of the conversation between a and b by MsgKey.
+func (s *Store) GetMessage(a, b, msgKey string) (*Message, error) {
+	hk, err := get(s.db, msgKeyIndex(a, b, msgKey))
+	if err != nil {
+		return nil, err
+	}
+	if hk == nil {
+		return nil, ErrNotFound
+	}
+	v, err := get(s.db, hk)
+	if err != nil {
+		return nil, err
+	}
+	if v == nil {
+		return nil, ErrNotFound
+	}
+	var m Message
+	if err := json.Unmarshal(v, &m); err != nil {
+		return nil, fmt.Errorf("store: message %s: %w", msgKey, err)
+	}
+	return &m, nil
+}
+
+// DedupWindow is how long a resend is recognised (PROTOCOL §3: 24 hours).
+const DedupWindow = 24 * time.Hour
+
+// Sent is what a sender is told about a stored message; a resend gets the
+// original's.
+type Sent struct {
+	MsgKey  string `json:"MsgKey"`
+	MsgTime int64  `json:"MsgTime"`
+	Seq     uint64 `json:"Seq,omitempty"`
+	At      int64  `json:"At"` // when it was first stored, Unix seconds
+}
+
+// Resent returns the record of an earlier send from `from` to `to` with the
+// same MsgRandom and MsgSeq within DedupWindow, or nil.
+func (tx *Tx) Resent(from, to string, random, msgSeq uint32) (*Sent, error) {
+	v, err := tx.Get(dedupKey(from, to, random, msgSeq))
+	if err != nil || v == nil {
+		return nil, err
+	}
+	var r Sent
+	if err := json.Unmarshal(v, &r); err != nil {
+		return nil, fmt.Errorf("store: dedup record: %w", err)
+	}
+	if tx.Now().Sub(time.Unix(r.At, 0)) > DedupWindow {
+		return nil, nil
+	}
+	return &r, nil
+}
+
+// RememberSent records a send so that a resend within DedupWindow is
+// recognised.
+func (tx *Tx) RememberSent(from, to string, random, msgSeq uint32, r Sent) error {
+	r.At = tx.Now().Unix()
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	tx.Put(dedupKey(from, to, random, msgSeq), b)
+	return nil
+}

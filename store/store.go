@@ -1,0 +1,417 @@
+// Package store keeps Duet's durable state in one Pebble database: accounts,
+// per-user timelines with gap-free sequence numbers, per-conversation history,
+// the resend de-duplication index and per-device cursors.
+//
+// # Writes
+//
+// Every write that must be acknowledged goes through one writer goroutine
+// (see writer.go). Callers hand it a transaction function; the writer runs
+// queued functions one after another, folds their writes into one batch and
+// commits that batch with a single fsync (group commit). Because a single
+// goroutine assigns timeline sequence numbers, Seq is gap-free without locks:
+// a transaction that fails leaves no trace, and a failed commit rolls every
+// sequence number of its group back.
+//
+// Writes that may be lost without harm (device cursors: losing one only
+// re-delivers events, which devices de-duplicate by Seq) bypass the writer
+// and are written without fsync.
+//
+// # Key layout
+//
+// User IDs are `[A-Za-z0-9_\-@.]` (PROTOCOL §1), so 0x00 never occurs in them
+// and separates variable-length parts while keeping prefixes ordered.
+//
+//	a/{user}                                  account record (JSON)
+//	t/{user} 00 {seq u64be}                   timeline event (JSON, as delivered)
+//	h/{lo} 00 {hi} 00 {time u64be}{msgseq u32be}{random u32be}
+//	                                          history record (JSON Message); lo < hi
+//	k/{lo} 00 {hi} 00 {msgkey}                history key of a message, by MsgKey
+//	d/{from} 00 {to} 00 {random u32be}{msgseq u32be}
+//	                                          resend de-duplication (JSON DedupRecord)
+//	c/{user} 00 {device}                      device cursor: highest PUBACKed Seq (u64be)
+//	w/{user}                                  highest Seq any device of the user PUBACKed (u64be)
+//
+// History is ordered as Tencent orders C2C history: time, then MsgSeq.
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+)
+
+// ErrClosed is returned by operations on a closed store.
+var ErrClosed = errors.New("store: closed")
+
+// ErrNotFound is returned when a requested record does not exist.
+var ErrNotFound = errors.New("store: not found")
+
+const sep = 0x00
+
+// Options configure Open.
+type Options struct {
+	// Logger receives the store's own log lines; nil means slog.Default.
+	Logger *slog.Logger
+	// MaxGroup bounds how many transactions one commit may carry.
+	MaxGroup int
+	// OnCommit is called by the writer after each durable commit with the
+	// timeline events it appended. It must not block.
+	OnCommit func([]Appended)
+	// Clock returns the current time; nil means time.Now. Tests move it.
+	Clock func() time.Time
+}
+
+// Store is Duet's durable state. It is safe for concurrent use.
+type Store struct {
+	db   *pebble.DB
+	log  *slog.Logger
+	opts Options
+
+	queue chan *txn
+	done  chan struct{}
+	wg    sync.WaitGroup
+
+	mu       sync.RWMutex // guards accounts and closed
+	accounts map[string]bool
+	closed   bool
+
+	// lastSeq caches each user's highest committed Seq. Written only by the
+	// writer goroutine, read by anyone (LastSeq); seqMu guards the map.
+	seqMu   sync.RWMutex
+	lastSeq map[string]uint64
+
+	cursorMu sync.Mutex // serialises SetCursor so the high-water mark never moves back
+
+	Metrics Metrics
+}
+
+// Open opens (creating when missing) the store in dir.
+func Open(dir string, o Options) (*Store, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.MaxGroup <= 0 {
+		o.MaxGroup = 2048
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	db, err := pebble.Open(dir, &pebble.Options{
+		Logger:       pebbleLogger{o.Logger},
+		MemTableSize: 64 << 20,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+	}
+	s := &Store{
+		db:       db,
+		log:      o.Logger,
+		opts:     o,
+		queue:    make(chan *txn, 4096),
+		done:     make(chan struct{}),
+		accounts: make(map[string]bool),
+		lastSeq:  make(map[string]uint64),
+	}
+	s.wg.Add(1)
+	go s.writer()
+	return s, nil
+}
+
+// Close stops the writer after it has committed what was queued, then
+// closes the database.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	close(s.done)
+	s.wg.Wait()
+	return s.db.Close()
+}
+
+// Now is the store's clock.
+func (s *Store) Now() time.Time { return s.opts.Clock() }
+
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+}
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
+}
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
+	panic(fmt.Sprintf(format, args...))
+}
+
+// ---- keys ----
+
+func key(parts ...[]byte) []byte {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	k := make([]byte, 0, n)
+	for _, p := range parts {
+		k = append(k, p...)
+	}
+	return k
+}
+
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+func u32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
+
+func accountKey(user string) []byte { return key([]byte("a/"), []byte(user)) }
+
+func timelinePrefix(user string) []byte { return key([]byte("t/"), []byte(user), []byte{sep}) }
+
+func timelineKey(user string, seq uint64) []byte { return append(timelinePrefix(user), u64(seq)...) }
+
+// convPair orders two users so a conversation has one name.
+func convPair(a, b string) (string, string) {
+	if a < b {
+		return a, b
+	}
+	return b, a
+}
+
+func historyPrefix(a, b string) []byte {
+	lo, hi := convPair(a, b)
+	return key([]byte("h/"), []byte(lo), []byte{sep}, []byte(hi), []byte{sep})
+}
+
+func historyKey(a, b string, t int64, msgSeq, random uint32) []byte {
+	return key(historyPrefix(a, b), u64(uint64(t)), u32(msgSeq), u32(random))
+}
+
+func msgKeyIndex(a, b, msgKey string) []byte {
+	lo, hi := convPair(a, b)
+	return key([]byte("k/"), []byte(lo), []byte{sep}, []byte(hi), []byte{sep}, []byte(msgKey))
+}
+
+func dedupKey(from, to string, random, msgSeq uint32) []byte {
+	return key([]byte("d/"), []byte(from), []byte{sep}, []byte(to), []byte{sep}, u32(random), u32(msgSeq))
+}
+
+func cursorKey(user, device string) []byte {
+	return key([]byte("c/"), []byte(user), []byte{sep}, []byte(device))
+}
+
+func highWaterKey(user string) []byte { return key([]byte("w/"), []byte(user)) }
+
+// prefixEnd is the smallest key greater than every key with prefix p.
+func prefixEnd(p []byte) []byte {
+	end := bytes.Clone(p)
+	for i := len(end) - 1; i >= 0; i-- {
+		end[i]++
+		if end[i] != 0 {
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// get reads one value through r (the DB or an indexed batch); nil, nil when absent.
+func get(r pebble.Reader, k []byte) ([]byte, error) {
+	v, closer, err := r.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := bytes.Clone(v)
+	closer.Close()
+	return out, nil
+}
+
+// ---- accounts ----
+
+// Account is the stored record of a user.
+type Account struct {
+	UserID  string `json:"UserID"`
+	Created int64  `json:"Created"`
+	Nick    string `json:"Nick,omitempty"`
+	FaceURL string `json:"FaceUrl,omitempty"`
+}
+
+// AccountExists reports whether user was imported. Answers come from memory
+// after the first look-up, so the send path does no read for it.
+func (s *Store) AccountExists(user string) (bool, error) {
+	s.mu.RLock()
+	known, ok := s.accounts[user]
+	s.mu.RUnlock()
+	if ok {
+		return known, nil
+	}
+	v, err := get(s.db, accountKey(user))
+	if err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	s.accounts[user] = v != nil
+	s.mu.Unlock()
+	return v != nil, nil
+}
+
+// GetAccount returns the account record of user, or ErrNotFound.
+func (s *Store) GetAccount(user string) (*Account, error) {
+	v, err := get(s.db, accountKey(user))
+	if err != nil {
+		return nil, err
+	}
+	if v == nil {
+		return nil, ErrNotFound
+	}
+	var a Account
+	if err := json.Unmarshal(v, &a); err != nil {
+		return nil, fmt.Errorf("store: account %s: %w", user, err)
+	}
+	return &a, nil
+}
+
+// ImportAccount creates user (or updates Nick/FaceURL of an existing one),
+// durably. It reports whether the account is new.
+func (s *Store) ImportAccount(a Account) (created bool, err error) {
+	err = s.Update(func(tx *Tx) error {
+		k := accountKey(a.UserID)
+		old, err := tx.Get(k)
+		if err != nil {
+			return err
+		}
+		if old != nil {
+			var prev Account
+			if err := json.Unmarshal(old, &prev); err == nil {
+				a.Created = prev.Created
+			}
+		} else {
+			created = true
+			a.Created = s.Now().Unix()
+		}
+		b, err := json.Marshal(a)
+		if err != nil {
+			return err
+		}
+		tx.Put(k, b)
+		return nil
+	})
+	if err == nil {
+		s.mu.Lock()
+		s.accounts[a.UserID] = true
+		s.mu.Unlock()
+	}
+	return created, err
+}
+
+// ---- timeline ----
+
+// LastSeq is the highest committed Seq of user's timeline (0 when empty).
+func (s *Store) LastSeq(user string) (uint64, error) {
+	s.seqMu.RLock()
+	seq, ok := s.lastSeq[user]
+	s.seqMu.RUnlock()
+	if ok {
+		return seq, nil
+	}
+	return s.loadLastSeq(user)
+}
+
+// loadLastSeq finds the last timeline key of user on disk and caches it.
+func (s *Store) loadLastSeq(user string) (uint64, error) {
+	p := timelinePrefix(user)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	var seq uint64
+	if it.Last() {
+		seq = binary.BigEndian.Uint64(it.Key()[len(p):])
+	}
+	if err := it.Error(); err != nil {
+		return 0, err
+	}
+	s.seqMu.Lock()
+	// The writer may have appended since we read; never move backwards.
+	if cur, ok := s.lastSeq[user]; ok && cur > seq {
+		seq = cur
+	} else {
+		s.lastSeq[user] = seq
+	}
+	s.seqMu.Unlock()
+	return seq, nil
+}
+
+// Event is one stored timeline event.
+type Event struct {
+	Seq  uint64
+	Data []byte // the JSON delivered on im/{user}/in
+}
+
+// ReadTimeline returns up to max events of user with Seq > after, in order.
+func (s *Store) ReadTimeline(user string, after uint64, max int) ([]Event, error) {
+	p := timelinePrefix(user)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: timelineKey(user, after+1), UpperBound: prefixEnd(p)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []Event
+	for ok := it.First(); ok && len(out) < max; ok = it.Next() {
+		out = append(out, Event{
+			Seq:  binary.BigEndian.Uint64(it.Key()[len(p):]),
+			Data: bytes.Clone(it.Value()),
+		})
+	}
+	return out, it.Error()
+}
+
+// ---- cursors ----
+
+// Cursor is the highest Seq device has acknowledged, and whether the device
+// was ever seen.
+func (s *Store) Cursor(user, device string) (seq uint64, seen bool, err error) {
+	v, err := get(s.db, cursorKey(user, device))
+	if err != nil || v == nil {
+		return 0, false, err
+	}
+	return binary.BigEndian.Uint64(v), true, nil
+}
+
+// HighWater is the highest Seq any device of user has acknowledged.
+func (s *Store) HighWater(user string) (uint64, error) {
+	v, err := get(s.db, highWaterKey(user))
+	if err != nil || v == nil {
+		return 0, err
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// SetCursor records that device acknowledged everything up to seq. It is
+// written without fsync: a cursor lost in a crash only re-delivers events.
+func (s *Store) SetCursor(user, device string, seq uint64) error {
+	s.cursorMu.Lock()
+	defer s.cursorMu.Unlock()
+	b := s.db.NewBatch()
+	defer b.Close()
+	b.Set(cursorKey(user, device), u64(seq), nil)
+	hw, err := s.HighWater(user)
+	if err != nil {
+		return err
+	}
+	if seq > hw {
+		b.Set(highWaterKey(user), u64(seq), nil)
+	}
+	return b.Commit(pebble.NoSync)
+}

@@ -1,0 +1,228 @@
+package store
+
+import (
+	"bytes"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+)
+
+// The writer goroutine is the only code that assigns timeline sequence
+// numbers and the only code that commits acknowledged writes.
+//
+// One loop turn: take the first queued transaction, take every other one
+// already queued (up to MaxGroup), run each against an indexed batch (so a
+// transaction sees the writes of the ones before it in the same group, which
+// is what makes two identical resends in one group de-duplicate), then commit
+// the batch with one fsync and answer every caller. While the fsync runs, new
+// transactions queue up and form the next group: under load, groups grow
+// and the cost of an fsync is shared by everyone in them.
+
+// Tx is the view a transaction function has of the store. It is only valid
+// inside the function passed to Update.
+type Tx struct {
+	s     *Store
+	group *pebble.Batch // indexed: reads see earlier transactions of the group
+	puts  []kv
+	seqs  map[string]uint64 // next Seq to hand out per user, this transaction
+	gseqs map[string]uint64 // last Seq handed out per user by earlier transactions of the group
+	app   []Appended
+}
+
+type kv struct {
+	k, v []byte
+	del  bool
+}
+
+// Appended describes one timeline event a commit added.
+type Appended struct {
+	User string
+	Seq  uint64
+	Data []byte
+}
+
+// Get reads k as of this transaction (its own writes, then the group's, then
+// the database). It returns nil, nil for a missing key.
+func (tx *Tx) Get(k []byte) ([]byte, error) {
+	for i := len(tx.puts) - 1; i >= 0; i-- {
+		if bytes.Equal(tx.puts[i].k, k) {
+			if tx.puts[i].del {
+				return nil, nil
+			}
+			return tx.puts[i].v, nil
+		}
+	}
+	return get(tx.group, k)
+}
+
+// Put writes k = v when the transaction commits.
+func (tx *Tx) Put(k, v []byte) { tx.puts = append(tx.puts, kv{k: k, v: v}) }
+
+// Delete removes k when the transaction commits.
+func (tx *Tx) Delete(k []byte) { tx.puts = append(tx.puts, kv{k: k, del: true}) }
+
+// Now is the store's clock.
+func (tx *Tx) Now() time.Time { return tx.s.Now() }
+
+// Append adds an event to user's timeline and returns its Seq. The stored
+// and delivered JSON is `{"Seq":N,` followed by tail, which must be the rest
+// of a JSON object without its opening brace (e.g. `"Event":"msg",...}`).
+func (tx *Tx) Append(user string, tail []byte) (uint64, error) {
+	next, ok := tx.seqs[user]
+	if !ok {
+		last, inGroup := tx.gseqs[user]
+		if !inGroup {
+			var err error
+			if last, err = tx.s.LastSeq(user); err != nil {
+				return 0, err
+			}
+		}
+		next = last + 1
+	}
+	tx.seqs[user] = next + 1
+	data := make([]byte, 0, len(tail)+32)
+	data = append(data, `{"Seq":`...)
+	data = strconv.AppendUint(data, next, 10)
+	data = append(data, ',')
+	data = append(data, tail...)
+	tx.Put(timelineKey(user, next), data)
+	tx.app = append(tx.app, Appended{User: user, Seq: next, Data: data})
+	return next, nil
+}
+
+type txn struct {
+	fn   func(*Tx) error
+	err  error
+	done chan struct{}
+}
+
+// Update runs fn in the writer and returns once its writes are durable (or
+// fn failed, in which case nothing of it was written). fn runs on the
+// writer goroutine: it must be quick and must not call Update.
+func (s *Store) Update(fn func(*Tx) error) error {
+	t := &txn{fn: fn, done: make(chan struct{})}
+	s.mu.RLock()
+	closed := s.closed
+	s.mu.RUnlock()
+	if closed {
+		return ErrClosed
+	}
+	select {
+	case s.queue <- t:
+	case <-s.done:
+		return ErrClosed
+	}
+	<-t.done
+	return t.err
+}
+
+func (s *Store) writer() {
+	defer s.wg.Done()
+	group := make([]*txn, 0, s.opts.MaxGroup)
+	for {
+		group = group[:0]
+		select {
+		case t := <-s.queue:
+			group = append(group, t)
+		case <-s.done:
+			// Drain what callers queued before Close; fail nothing silently.
+			for {
+				select {
+				case t := <-s.queue:
+					s.commit([]*txn{t})
+				default:
+					return
+				}
+			}
+		}
+	fill:
+		for len(group) < s.opts.MaxGroup {
+			select {
+			case t := <-s.queue:
+				group = append(group, t)
+			default:
+				break fill
+			}
+		}
+		s.commit(group)
+	}
+}
+
+// commit runs one group and answers its callers.
+func (s *Store) commit(group []*txn) {
+	b := s.db.NewIndexedBatch()
+	defer b.Close()
+	var appended []Appended
+	seqs := make(map[string]uint64) // users whose Seq this group advanced → new last
+	ok := 0
+	for _, t := range group {
+		tx := &Tx{s: s, group: b, seqs: make(map[string]uint64), gseqs: seqs}
+		if err := t.fn(tx); err != nil {
+			t.err = err
+			continue
+		}
+		for _, p := range tx.puts {
+			var err error
+			if p.del {
+				err = b.Delete(p.k, nil)
+			} else {
+				err = b.Set(p.k, p.v, nil)
+			}
+			if err != nil {
+				// A batch that refuses a write is unusable: fail the group.
+				s.failGroup(group, fmt.Errorf("store: batch: %w", err))
+				return
+			}
+		}
+		for u, next := range tx.seqs {
+			seqs[u] = next - 1
+		}
+		appended = append(appended, tx.app...)
+		ok++
+	}
+	if ok > 0 && !b.Empty() {
+		start := time.Now()
+		if err := b.Commit(pebble.Sync); err != nil {
+			s.log.Error("store: commit failed", "error", err, "txns", ok)
+			s.failGroup(group, fmt.Errorf("store: commit: %w", err))
+			return
+		}
+		s.Metrics.observeCommit(ok, time.Since(start))
+		s.seqMu.Lock()
+		for u, last := range seqs {
+			s.lastSeq[u] = last
+		}
+		s.seqMu.Unlock()
+	}
+	if len(appended) > 0 && s.opts.OnCommit != nil {
+		s.opts.OnCommit(appended)
+	}
+	for _, t := range group {
+		close(t.done)
+	}
+}
+
+func (s *Store) failGroup(group []*txn, err error) {
+	for _, t := range group {
+		if t.err == nil {
+			t.err = err
+		}
+		close(t.done)
+	}
+}
+
+// Metrics are the store's counters, read by the metrics endpoint.
+type Metrics struct {
+	Commits      atomic.Int64 // fsynced batches
+	Txns         atomic.Int64 // transactions in them
+	CommitMicros atomic.Int64 // total time spent in Commit
+}
+
+func (m *Metrics) observeCommit(txns int, d time.Duration) {
+	m.Commits.Add(1)
+	m.Txns.Add(int64(txns))
+	m.CommitMicros.Add(d.Microseconds())
+}
