@@ -1,0 +1,420 @@
+package broker_test
+
+// The harness starts a real Duet in-process (Pebble in a temp directory,
+// mochi on a loopback port) and connects real MQTT clients to it: paho.mqtt
+// for MQTT 3.1.1, paho.golang for MQTT 5.
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"encoding/json"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	pahov3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/duet-im/duet/broker"
+	"github.com/duet-im/duet/command"
+	"github.com/duet-im/duet/store"
+	"github.com/duet-im/duet/usersig"
+)
+
+const (
+	testAppID = 1400000000
+	testKey   = "duet-test-secret"
+)
+
+// checkFor polls f until it returns nil or the deadline passes.
+func checkFor(t testing.TB, total, every time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(every)
+	}
+	t.Fatalf("condition not met after %v: %v", total, err)
+}
+
+type testServer struct {
+	t      testing.TB
+	dir    string
+	store  *store.Store
+	svc    *command.Service
+	broker *broker.Broker
+	addr   string
+	opts   serverOpts
+}
+
+type serverOpts struct {
+	autoAccounts bool
+	window       int
+	maxRequest   int
+	clock        func() time.Time
+}
+
+func startServer(t testing.TB, o serverOpts) *testServer {
+	t.Helper()
+	s := &testServer{t: t, dir: t.TempDir(), opts: o}
+	s.start()
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *testServer) start() {
+	t := s.t
+	var devices atomic.Pointer[broker.Devices]
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	st, err := store.Open(s.dir, store.Options{
+		Logger: log,
+		Clock:  s.opts.clock,
+		OnCommit: func(evs []store.Appended) {
+			if d := devices.Load(); d != nil {
+				d.Committed(evs)
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := command.DefaultConfig()
+	cfg.SDKAppID = testAppID
+	svc := command.New(cfg, st, log)
+	addr := s.addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	b, err := broker.New(broker.Config{
+		MQTTAddr: addr, SDKAppID: testAppID, Key: testKey, AutoAccounts: s.opts.autoAccounts,
+		Window: s.opts.window, MaxRequest: s.opts.maxRequest, Clock: s.opts.clock, Log: log,
+	}, svc, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	devices.Store(b.Devices)
+	if err := b.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	s.store, s.svc, s.broker, s.addr = st, svc, b, b.Addr("tcp")
+}
+
+func (s *testServer) stop() {
+	if s.broker == nil {
+		return
+	}
+	s.broker.Close()
+	s.store.Close()
+	s.broker = nil
+}
+
+// restart stops the server and starts it again on the same data directory
+// and port.
+func (s *testServer) restart() {
+	s.stop()
+	s.start()
+}
+
+func (s *testServer) users(ids ...string) {
+	s.t.Helper()
+	for _, id := range ids {
+		if _, err := s.store.ImportAccount(store.Account{UserID: id}); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+}
+
+func sig(t testing.TB, user string) string {
+	t.Helper()
+	s, err := usersig.Gen(testAppID, testKey, user, 3600, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// event is a decoded JSON payload.
+type event map[string]any
+
+func (e event) str(k string) string { s, _ := e[k].(string); return s }
+func (e event) num(k string) int64  { f, _ := e[k].(float64); return int64(f) }
+
+// device is a connected test client of either protocol version.
+type device struct {
+	t      testing.TB
+	user   string
+	v5     bool
+	v3     pahov3.Client
+	c5     *paho.Client
+	in     chan event // im/{me}/in
+	live   chan event
+	rsp    chan event
+	reqSeq atomic.Int64
+
+	mu      sync.Mutex
+	replies map[string]chan event
+}
+
+type connectOpts struct {
+	v5       bool
+	clientID string // default user:dev
+	password string // default a valid sig
+	noSub    bool
+	topics   []string // default im/{me}/#
+	recvMax  uint16
+}
+
+func (s *testServer) connect(user string, o connectOpts) *device {
+	s.t.Helper()
+	d, err := s.dial(user, o)
+	if err != nil {
+		s.t.Fatalf("connect %s: %v", user, err)
+	}
+	return d
+}
+
+// dial connects and subscribes; it returns the CONNACK refusal as an error.
+func (s *testServer) dial(user string, o connectOpts) (*device, error) {
+	t := s.t
+	switch o.clientID {
+	case "":
+		o.clientID = user + ":dev"
+	case "-":
+		o.clientID = "" // let the server assign one
+	}
+	if o.password == "" {
+		o.password = sig(t, user)
+	}
+	if o.topics == nil {
+		o.topics = []string{"im/" + user + "/#"}
+	}
+	d := &device{t: t, user: user, v5: o.v5, in: make(chan event, 100000), live: make(chan event, 1000), rsp: make(chan event, 1000), replies: map[string]chan event{}}
+	route := func(topic string, payload []byte) {
+		var e event
+		if err := json.Unmarshal(payload, &e); err != nil {
+			t.Errorf("%s: undecodable payload on %s: %q", user, topic, payload)
+			return
+		}
+		switch topic {
+		case "im/" + user + "/in":
+			d.in <- e
+		case "im/" + user + "/live":
+			d.live <- e
+		default:
+			d.mu.Lock()
+			ch := d.replies[e.str("ReqId")]
+			d.mu.Unlock()
+			if ch != nil {
+				ch <- e
+			} else {
+				d.rsp <- e
+			}
+		}
+	}
+	if o.v5 {
+		conn, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			return nil, err
+		}
+		c := paho.NewClient(paho.ClientConfig{
+			ClientID: o.clientID,
+			Conn:     conn,
+			OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+				route(pr.Packet.Topic, pr.Packet.Payload)
+				return true, nil
+			}},
+		})
+		cp := &paho.Connect{ClientID: o.clientID, Username: user, UsernameFlag: true, Password: []byte(o.password), PasswordFlag: true, KeepAlive: 30, CleanStart: true}
+		if o.recvMax > 0 {
+			cp.Properties = &paho.ConnectProperties{ReceiveMaximum: &o.recvMax}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		ack, err := c.Connect(ctx, cp)
+		if err != nil {
+			if ack != nil {
+				reason := ""
+				if ack.Properties != nil {
+					reason = ack.Properties.ReasonString
+				}
+				return nil, &refused{code: ack.ReasonCode, reason: reason}
+			}
+			return nil, err
+		}
+		d.c5 = c
+		if !o.noSub {
+			var subs []paho.SubscribeOptions
+			for _, tp := range o.topics {
+				subs = append(subs, paho.SubscribeOptions{Topic: tp, QoS: 1})
+			}
+			if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs}); err != nil {
+				return nil, err
+			}
+		}
+	} else {
+		opts := pahov3.NewClientOptions().AddBroker("tcp://" + s.addr).SetClientID(o.clientID).
+			SetUsername(user).SetPassword(o.password).SetCleanSession(true).SetAutoReconnect(false).
+			SetConnectRetry(false).SetOrderMatters(true).SetProtocolVersion(4)
+		opts.SetDefaultPublishHandler(func(_ pahov3.Client, m pahov3.Message) { route(m.Topic(), m.Payload()) })
+		c := pahov3.NewClient(opts)
+		tok := c.Connect()
+		if !tok.WaitTimeout(5 * time.Second) {
+			return nil, fmt.Errorf("connect timeout")
+		}
+		if err := tok.Error(); err != nil {
+			return nil, err
+		}
+		d.v3 = c
+		if !o.noSub {
+			filters := map[string]byte{}
+			for _, tp := range o.topics {
+				filters[tp] = 1
+			}
+			st := c.SubscribeMultiple(filters, nil)
+			if !st.WaitTimeout(5*time.Second) || st.Error() != nil {
+				return nil, fmt.Errorf("subscribe: %v", st.Error())
+			}
+		}
+	}
+	t.Cleanup(d.close)
+	return d, nil
+}
+
+type refused struct {
+	code   byte
+	reason string
+}
+
+func (r *refused) Error() string { return fmt.Sprintf("refused 0x%02x %s", r.code, r.reason) }
+
+func (d *device) close() {
+	if d.v3 != nil {
+		d.v3.Disconnect(0)
+	}
+	if d.c5 != nil {
+		d.c5.Disconnect(&paho.Disconnect{})
+	}
+}
+
+// pubResult is what the broker answered to a request PUBLISH.
+type pubResult struct {
+	reason byte   // MQTT 5 PUBACK reason
+	info   string // its reason string
+	err    error
+}
+
+// publish sends a raw payload at QoS 1 to topic.
+func (d *device) publish(topic string, payload []byte) pubResult {
+	if d.v5 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := d.c5.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: payload})
+		r := pubResult{err: err}
+		if resp != nil {
+			r.reason = resp.ReasonCode
+			if resp.Properties != nil {
+				r.info = resp.Properties.ReasonString
+			}
+			if r.reason >= 0x80 {
+				r.err = nil // an answered refusal, inspected by the caller
+			}
+		}
+		return r
+	}
+	tok := d.v3.Publish(topic, 1, false, payload)
+	if !tok.WaitTimeout(5 * time.Second) {
+		return pubResult{err: fmt.Errorf("publish timeout")}
+	}
+	return pubResult{err: tok.Error()}
+}
+
+// request sends a command and waits for its reply (matched by ReqId).
+func (d *device) request(cmd string, body map[string]any) (event, pubResult) {
+	d.t.Helper()
+	id := fmt.Sprintf("r%d", d.reqSeq.Add(1))
+	body["ReqId"] = id
+	raw, _ := json.Marshal(body)
+	ch := make(chan event, 1)
+	d.mu.Lock()
+	d.replies[id] = ch
+	d.mu.Unlock()
+	defer func() { d.mu.Lock(); delete(d.replies, id); d.mu.Unlock() }()
+	pr := d.publish("im/"+d.user+"/req/"+cmd, raw)
+	if pr.err != nil {
+		d.t.Fatalf("%s: publish %s: %v", d.user, cmd, pr.err)
+	}
+	select {
+	case e := <-ch:
+		return e, pr
+	case <-time.After(5 * time.Second):
+		d.t.Fatalf("%s: no reply to %s", d.user, cmd)
+	}
+	return nil, pr
+}
+
+// send is a sendmsg that must succeed.
+func (d *device) send(to string, random int, body ...map[string]any) event {
+	d.t.Helper()
+	if len(body) == 0 {
+		body = []map[string]any{{"MsgType": "TIMTextElem", "MsgContent": map[string]any{"Text": fmt.Sprintf("hello %d", random)}}}
+	}
+	r, _ := d.request("openim/sendmsg", map[string]any{"To_Account": to, "MsgRandom": random, "MsgBody": body})
+	if r.str("ActionStatus") != "OK" {
+		d.t.Fatalf("%s → %s: %v", d.user, to, r)
+	}
+	return r
+}
+
+// next waits for the next timeline event.
+func (d *device) next() event {
+	d.t.Helper()
+	select {
+	case e := <-d.in:
+		return e
+	case <-time.After(5 * time.Second):
+		d.t.Fatalf("%s: no timeline event", d.user)
+	}
+	return nil
+}
+
+// nextMsg skips sync_complete markers and returns the next msg event.
+func (d *device) nextMsg() event {
+	d.t.Helper()
+	for {
+		if e := d.next(); e.str("Event") != "sync_complete" {
+			return e
+		}
+	}
+}
+
+// drainToSync skips events up to the next sync_complete and returns its LastSeq.
+func (d *device) drainToSync() int64 {
+	d.t.Helper()
+	for {
+		if e := d.next(); e.str("Event") == "sync_complete" {
+			return e.num("LastSeq")
+		}
+	}
+}
+
+// syncComplete waits for a sync_complete and returns its LastSeq, failing on
+// any other event before it.
+func (d *device) syncComplete() int64 {
+	d.t.Helper()
+	e := d.next()
+	if e.str("Event") != "sync_complete" {
+		d.t.Fatalf("%s: expected sync_complete, got %v", d.user, e)
+	}
+	return e.num("LastSeq")
+}
