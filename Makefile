@@ -1,0 +1,21 @@
+# The two set-up commands of the README: `go run .` runs the server;
+# `make test` installs what the tests need and runs them all.
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: test deps vet bench
+
+test: deps vet
+	go test -race -count=1 -timeout 20m ./...
+
+# Debian packages the tests drive: mosquitto-clients (an independent MQTT client).
+deps:
+	@command -v mosquitto_pub >/dev/null && command -v mosquitto_sub >/dev/null || \
+		( $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto-clients )
+
+vet:
+	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)
+	go vet ./...
+
+bench:
+	go test -run '^$$' -bench . -benchtime 3s ./store/
