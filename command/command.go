@@ -96,6 +96,8 @@ type Service struct {
 	admins   map[string]bool
 	handlers map[string]Handler
 
+	media    MediaChecker
+
 	profMu   sync.RWMutex
 	profiles map[string][]byte // UserID → encoded SenderProfile ("" when none)
 }
@@ -116,9 +118,20 @@ func New(cfg Config, st *store.Store, log *slog.Logger) *Service {
 	for _, a := range cfg.Admins {
 		s.admins[a] = true
 	}
-	s.handlers["openim/sendmsg"] = s.sendMsg
+	// Each feature file registers its own commands.
+	s.registerMessaging()
 	return s
 }
+
+// MediaChecker validates the media elements of a message (image, sound,
+// file, video) against committed uploads. Nil means no media store: such
+// elements are accepted as the reference describes them.
+type MediaChecker interface {
+	CheckElements(c *Caller, els []Element) *Error
+}
+
+// SetMediaChecker connects the media store.
+func (s *Service) SetMediaChecker(m MediaChecker) { s.media = m }
 
 // SetDeliverer connects the service to the broker's live channel.
 func (s *Service) SetDeliverer(d Deliverer) { s.live = d }

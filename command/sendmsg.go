@@ -27,7 +27,11 @@ type sendRequest struct {
 	SendMsgControl   []string
 }
 
-func (s *Service) parseSendMsg(body []byte) (*sendRequest, error) {
+func (s *Service) registerMessaging() {
+	s.handlers["openim/sendmsg"] = s.sendMsg
+}
+
+func (s *Service) parseSendMsg(c *Caller, body []byte) (*sendRequest, error) {
 	f, err := parseObject(body, 90001)
 	if err != nil {
 		return nil, err
@@ -84,8 +88,14 @@ func (s *Service) parseSendMsg(body []byte) (*sendRequest, error) {
 	if !f.has("MsgBody") {
 		return nil, Errorf(90007, "MsgBody is missing")
 	}
-	if _, e := parseMsgBody(f["MsgBody"]); e != nil {
+	els, e := parseMsgBody(f["MsgBody"])
+	if e != nil {
 		return nil, e
+	}
+	if s.media != nil {
+		if e := s.media.CheckElements(c, els); e != nil {
+			return nil, e
+		}
 	}
 	r.MsgBody = f["MsgBody"]
 	if n := len(r.MsgBody) + len(r.CloudCustomData); n > s.cfg.MaxMsgBytes {
@@ -117,7 +127,7 @@ type msgEvent struct {
 }
 
 func (s *Service) sendMsg(ctx context.Context, c *Caller, body []byte) (any, error) {
-	r, err := s.parseSendMsg(body)
+	r, err := s.parseSendMsg(c, body)
 	if err != nil {
 		return nil, err
 	}
@@ -143,6 +153,16 @@ func (s *Service) sendMsg(ctx context.Context, c *Caller, body []byte) (any, err
 		return nil, err
 	} else if !exists {
 		return nil, s.unknownRecipient(c, r.To)
+	}
+
+	// The send policy (friends, blacklist, mute) binds users' own sends;
+	// admin and REST sends skip it, as Tencent's REST sends do.
+	deliver := true
+	if !c.Admin && c.Transport == MQTT {
+		var e *Error
+		if deliver, e = s.checkSend(from, r.To); e != nil {
+			return nil, e
+		}
 	}
 
 	now := s.store.Now()
@@ -182,6 +202,7 @@ func (s *Service) sendMsg(ctx context.Context, c *Caller, body []byte) (any, err
 	// Ordinary users always see their own sends on their other devices
 	// (multi-device sync); REST and admin sends follow SyncOtherMachine.
 	toSender := !c.Admin || r.SyncOtherMachine == 1
+	expire := now.Add(r.LifeTime)
 	var res SendResult
 	err = s.store.Update(func(tx *store.Tx) error {
 		if prev, err := tx.Resent(from, r.To, r.MsgRandom, dedupSeq); err != nil || prev != nil {
@@ -192,17 +213,20 @@ func (s *Service) sendMsg(ctx context.Context, c *Caller, body []byte) (any, err
 		}
 		m := &store.Message{
 			From: from, To: r.To, MsgSeq: r.MsgSeq, MsgRandom: r.MsgRandom, MsgTime: msgTime, MsgKey: msgKey,
-			MsgBody: r.MsgBody, CloudCustomData: r.CloudCustomData, Expire: now.Add(r.LifeTime).Unix(),
+			MsgBody: r.MsgBody, CloudCustomData: r.CloudCustomData, Expire: expire.Unix(),
+			SenderOnly: !deliver, ReceiverOnly: !toSender,
 		}
 		var err error
-		if m.ReceiverSeq, err = tx.Append(r.To, tail); err != nil {
-			return err
+		if deliver {
+			if m.ReceiverSeq, err = tx.AppendUntil(r.To, tail, expire); err != nil {
+				return err
+			}
 		}
 		switch {
-		case from == r.To:
+		case from == r.To && deliver:
 			m.SenderSeq = m.ReceiverSeq
-		case toSender:
-			if m.SenderSeq, err = tx.Append(from, tail); err != nil {
+		case toSender || !deliver:
+			if m.SenderSeq, err = tx.AppendUntil(from, tail, expire); err != nil {
 				return err
 			}
 		}

@@ -19,6 +19,10 @@ type Message struct {
 	MsgFlagBits     int             `json:"MsgFlagBits,omitempty"`
 	// Expire is the Unix second after which the message leaves history.
 	Expire int64 `json:"Expire,omitempty"`
+	// SenderOnly: the recipient never sees it (blacklist "show as sent").
+	// ReceiverOnly: kept out of the sender's roaming (SyncOtherMachine 2).
+	SenderOnly   bool `json:"SenderOnly,omitempty"`
+	ReceiverOnly bool `json:"ReceiverOnly,omitempty"`
 	// SenderSeq and ReceiverSeq are the message's Seqs in each timeline (0
 	// when it is not in that timeline).
 	SenderSeq   uint64 `json:"SenderSeq,omitempty"`
@@ -32,8 +36,14 @@ func (tx *Tx) PutMessage(m *Message) error {
 		return fmt.Errorf("store: message: %w", err)
 	}
 	hk := historyKey(m.From, m.To, m.MsgTime, m.MsgSeq, m.MsgRandom)
+	ik := msgKeyIndex(m.From, m.To, m.MsgKey)
+	tk := timeIndexKey(m.From, m.To, m.MsgTime, m.MsgSeq, m.MsgRandom)
 	tx.Put(hk, b)
-	tx.Put(msgKeyIndex(m.From, m.To, m.MsgKey), hk)
+	tx.Put(ik, hk)
+	tx.Put(tk, hk)
+	if m.Expire > 0 {
+		tx.ExpireAt(time.Unix(m.Expire, 0), hk, ik, tk)
+	}
 	return nil
 }
 
@@ -97,6 +107,8 @@ func (tx *Tx) RememberSent(from, to string, random, msgSeq uint32, r Sent) error
 	if err != nil {
 		return err
 	}
-	tx.Put(dedupKey(from, to, random, msgSeq), b)
+	k := dedupKey(from, to, random, msgSeq)
+	tx.Put(k, b)
+	tx.ExpireAt(tx.Now().Add(DedupWindow), k)
 	return nil
 }

@@ -30,6 +30,11 @@
 //	                                          resend de-duplication (JSON DedupRecord)
 //	c/{user} 00 {device}                      device cursor: highest PUBACKed Seq (u64be)
 //	w/{user}                                  highest Seq any device of the user PUBACKed (u64be)
+//	s/{user}                                  highest Seq ever assigned to the user (u64be); survives
+//	                                          the expiry of every event, so Seq never restarts
+//	m/{time u64be} {lo} 00 {hi} 00 {msgseq u32be}{random u32be}
+//	                                          time index of history (value: the history key)
+//	e/{expire u64be} {key}                    retention: key is deleted once expire has passed
 //
 // History is ordered as Tencent orders C2C history: time, then MsgSeq.
 package store
@@ -210,6 +215,13 @@ func cursorKey(user, device string) []byte {
 
 func highWaterKey(user string) []byte { return key([]byte("w/"), []byte(user)) }
 
+func lastSeqKey(user string) []byte { return key([]byte("s/"), []byte(user)) }
+
+func timeIndexKey(a, b string, t int64, msgSeq, random uint32) []byte {
+	lo, hi := convPair(a, b)
+	return key([]byte("m/"), u64(uint64(t)), []byte(lo), []byte{sep}, []byte(hi), []byte{sep}, u32(msgSeq), u32(random))
+}
+
 // prefixEnd is the smallest key greater than every key with prefix p.
 func prefixEnd(p []byte) []byte {
 	end := bytes.Clone(p)
@@ -327,8 +339,17 @@ func (s *Store) LastSeq(user string) (uint64, error) {
 	return s.loadLastSeq(user)
 }
 
-// loadLastSeq finds the last timeline key of user on disk and caches it.
+// loadLastSeq reads user's last assigned Seq from disk and caches it.
 func (s *Store) loadLastSeq(user string) (uint64, error) {
+	v, err := get(s.db, lastSeqKey(user))
+	if err != nil {
+		return 0, err
+	}
+	if v != nil {
+		return s.cacheLastSeq(user, binary.BigEndian.Uint64(v)), nil
+	}
+	// No record: an account from before s/ keys existed, or a new one. The
+	// timeline's last key is the answer.
 	p := timelinePrefix(user)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
 	if err != nil {
@@ -342,15 +363,18 @@ func (s *Store) loadLastSeq(user string) (uint64, error) {
 	if err := it.Error(); err != nil {
 		return 0, err
 	}
+	return s.cacheLastSeq(user, seq), nil
+}
+
+func (s *Store) cacheLastSeq(user string, seq uint64) uint64 {
 	s.seqMu.Lock()
+	defer s.seqMu.Unlock()
 	// The writer may have appended since we read; never move backwards.
 	if cur, ok := s.lastSeq[user]; ok && cur > seq {
-		seq = cur
-	} else {
-		s.lastSeq[user] = seq
+		return cur
 	}
-	s.seqMu.Unlock()
-	return seq, nil
+	s.lastSeq[user] = seq
+	return seq
 }
 
 // Event is one stored timeline event.

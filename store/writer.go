@@ -93,6 +93,15 @@ func (tx *Tx) Append(user string, tail []byte) (uint64, error) {
 	return next, nil
 }
 
+// AppendUntil is Append for an event that leaves the timeline at expire.
+func (tx *Tx) AppendUntil(user string, tail []byte, expire time.Time) (uint64, error) {
+	seq, err := tx.Append(user, tail)
+	if err == nil {
+		tx.ExpireAt(expire, timelineKey(user, seq))
+	}
+	return seq, err
+}
+
 type txn struct {
 	fn   func(*Tx) error
 	err  error
@@ -182,6 +191,12 @@ func (s *Store) commit(group []*txn) {
 		}
 		appended = append(appended, tx.app...)
 		ok++
+	}
+	for u, last := range seqs {
+		if err := b.Set(lastSeqKey(u), u64(last), nil); err != nil {
+			s.failGroup(group, fmt.Errorf("store: batch: %w", err))
+			return
+		}
 	}
 	if ok > 0 && !b.Empty() {
 		start := time.Now()

@@ -1,0 +1,77 @@
+package store
+
+import (
+	"time"
+
+	"github.com/cockroachdb/pebble"
+)
+
+// Retention: a transaction that writes something with a limited life also
+// writes e/{expire}{key}. The sweeper walks e/ up to now and deletes what
+// each entry names, then compacts the swept ranges so the disk space comes
+// back (a Pebble delete is only a tombstone until compaction).
+
+func expiryKey(t time.Time, k []byte) []byte {
+	sec := t.Unix()
+	if sec < 0 {
+		sec = 0
+	}
+	return key([]byte("e/"), u64(uint64(sec)), k)
+}
+
+// ExpireAt schedules the deletion of keys at t.
+func (tx *Tx) ExpireAt(t time.Time, keys ...[]byte) {
+	for _, k := range keys {
+		tx.Put(expiryKey(t, k), nil)
+	}
+}
+
+// Sweep deletes everything whose expiry is at or before now, at most limit
+// keys per call (0 = no limit), and reports how many it deleted.
+func (s *Store) Sweep(now time.Time, limit int) (int, error) {
+	lower := []byte("e/")
+	upper := expiryKey(now.Add(time.Second), nil)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return 0, err
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	n := 0
+	for ok := it.First(); ok && (limit == 0 || n < limit); ok = it.Next() {
+		k := it.Key()
+		target := k[len(lower)+8:]
+		if err := b.Delete(target, nil); err != nil {
+			it.Close()
+			return 0, err
+		}
+		if err := b.Delete(k, nil); err != nil {
+			it.Close()
+			return 0, err
+		}
+		n++
+	}
+	if err := it.Close(); err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	// Deletions need no fsync: a crash before the WAL reaches disk only
+	// means the sweep runs again.
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// Compact asks Pebble to rewrite the whole key space, dropping tombstones,
+// so swept data gives its disk space back.
+func (s *Store) Compact() error {
+	return s.db.Compact([]byte{0}, []byte{0xff}, true)
+}
+
+// DiskUsage is the size of the store's live files in bytes.
+func (s *Store) DiskUsage() uint64 {
+	return s.db.Metrics().DiskSpaceUsage()
+}
