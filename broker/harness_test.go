@@ -6,19 +6,19 @@ package broker_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
-	"os"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	pahov3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.golang/paho"
+	pahov3 "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/duet-im/duet/broker"
 	"github.com/duet-im/duet/command"

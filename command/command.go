@@ -96,7 +96,7 @@ type Service struct {
 	admins   map[string]bool
 	handlers map[string]Handler
 
-	media    MediaChecker
+	media MediaChecker
 
 	profMu   sync.RWMutex
 	profiles map[string][]byte // UserID → encoded SenderProfile ("" when none)
