@@ -38,6 +38,8 @@ type Config struct {
 	MaxRequest   int           `yaml:"max-request" flag:"max-request" usage:"largest MQTT request payload in bytes (93000 above it)"`
 	MaxLifeTime  time.Duration `yaml:"max-lifetime" flag:"max-lifetime" usage:"longest a message is kept (default and maximum MsgLifeTime)"`
 	LogLevel     string        `yaml:"log-level" flag:"log-level" usage:"debug, info, warn or error"`
+	FriendsOnly  bool          `yaml:"friends-only" flag:"friends-only" usage:"only friends may message each other (20009-20011)"`
+	BlacklistErr bool          `yaml:"blacklist-check-error" flag:"blacklist-check-error" usage:"a blacklisted sender gets 20007 instead of a silent 'sent'"`
 }
 
 func defaultConfig() Config {

@@ -119,6 +119,7 @@ func start(cfg Config, log *slog.Logger) (*server, error) {
 	ccfg.Admins = cfg.adminList()
 	ccfg.AutoAccounts = cfg.AutoAccounts
 	ccfg.MaxLifeTime = cfg.MaxLifeTime
+	ccfg.FriendCheck, ccfg.BlacklistError = cfg.FriendsOnly, cfg.BlacklistErr
 	s.svc = command.New(ccfg, st, log)
 
 	bcfg := broker.Config{

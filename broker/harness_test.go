@@ -60,6 +60,7 @@ type serverOpts struct {
 	window       int
 	maxRequest   int
 	clock        func() time.Time
+	command      func(*command.Config) // adjusts command settings (send policy switches)
 }
 
 func startServer(t testing.TB, o serverOpts) *testServer {
@@ -91,6 +92,9 @@ func (s *testServer) start() {
 	}
 	cfg := command.DefaultConfig()
 	cfg.SDKAppID = testAppID
+	if s.opts.command != nil {
+		s.opts.command(&cfg)
+	}
 	svc := command.New(cfg, st, log)
 	addr := s.addr
 	if addr == "" {

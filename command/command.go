@@ -70,6 +70,10 @@ type Config struct {
 	MaxMsgBytes int
 	// MaxLifeTime is the longest a message is kept (and the default MsgLifeTime).
 	MaxLifeTime time.Duration
+	// FriendCheck: only friends may chat (reference §7.1; 20009–20011).
+	FriendCheck bool
+	// BlacklistError: a blocked sender gets 20007 instead of "show as sent".
+	BlacklistError bool
 }
 
 // DefaultConfig is the product's defaults.
@@ -97,6 +101,7 @@ type Service struct {
 	handlers map[string]Handler
 
 	media MediaChecker
+	rel   *relCache // policy.go: relationships, profile bits and mutes for checkSend
 
 	profMu   sync.RWMutex
 	profiles map[string][]byte // UserID → encoded SenderProfile ("" when none)
@@ -120,6 +125,7 @@ func New(cfg Config, st *store.Store, log *slog.Logger) *Service {
 	}
 	// Each feature file registers its own commands.
 	s.registerMessaging()
+	s.registerRelations() // profile.go, sns.go, mute.go, batch.go
 	return s
 }
 
@@ -196,7 +202,11 @@ func (r Reply) Encode(lead ...string) []byte {
 		b.WriteByte('}')
 		return b.Bytes()
 	}
-	b.WriteString(`"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""`)
+	status := "OK"
+	if st, ok := r.Result.(interface{ ActionStatus() string }); ok {
+		status = st.ActionStatus() // batchsendmsg's "SomeError" (reference §5.2)
+	}
+	b.WriteString(`"ActionStatus":"` + status + `","ErrorCode":0,"ErrorInfo":""`)
 	if r.Result != nil {
 		v, err := marshal(r.Result)
 		if err == nil && len(v) > 2 && v[0] == '{' {

@@ -1,9 +1,159 @@
 package command
 
+import (
+	"encoding/json"
+	"sync"
+
+	"github.com/duet-im/duet/store"
+)
+
 // checkSend applies the deployment's send policy to a user's own send from
 // `from` to `to` (reference §7.1). It returns deliver=false when the message
 // must look sent but never reach the recipient (blacklist "show as sent"),
 // or an *Error when the send is refused.
+//
+// It runs on every send, so it reads only memory: each user's friend set,
+// blacklist, MsgSettings and mute are loaded once and dropped when a
+// command changes them (relCache).
 func (s *Service) checkSend(from, to string) (deliver bool, err *Error) {
+	a, e := s.rel.get(s.store, from)
+	if e != nil {
+		return false, Errorf(20005, "internal error reading the send policy, retry: %v", e)
+	}
+	// §6.4: a C2C-muted user's every send fails with 20012.
+	if a.muteUntil != 0 && (a.muteUntil >= store.MuteForever || s.store.Now().Unix() < a.muteUntil) {
+		if a.muteUntil >= store.MuteForever {
+			return false, Errorf(20012, "%s is muted (C2C) without end", from)
+		}
+		return false, Errorf(20012, "%s is muted (C2C) until %d", from, a.muteUntil)
+	}
+	if from == to {
+		return true, nil
+	}
+	b, e := s.rel.get(s.store, to)
+	if e != nil {
+		return false, Errorf(20005, "internal error reading the send policy, retry: %v", e)
+	}
+	// §7.1: blacklisting is one-way — only the blocked side is stopped. A
+	// recipient whose MsgSettings bit 0 refuses all messages is treated as
+	// one who blocked everyone (docs/events.md, "Send policy").
+	if _, blocked := b.black[from]; blocked || b.refuseAll {
+		if s.cfg.BlacklistError {
+			if blocked {
+				return false, Errorf(20007, "%s has blacklisted %s", to, from)
+			}
+			return false, Errorf(20007, "%s does not accept messages (Tag_Profile_IM_MsgSettings)", to)
+		}
+		return false, nil
+	}
+	if s.cfg.FriendCheck {
+		_, aHasB := a.friends[to]
+		_, bHasA := b.friends[from]
+		switch {
+		case !aHasB && !bHasA:
+			return false, Errorf(20009, "%s and %s are not friends; this deployment allows friends only", from, to)
+		case !bHasA:
+			return false, Errorf(20010, "%s is not in %s's friend list", from, to)
+		case !aHasB:
+			return false, Errorf(20011, "%s is not in %s's friend list", to, from)
+		}
+	}
 	return true, nil
+}
+
+// relState is what checkSend needs to know about one user.
+type relState struct {
+	friends   map[string]struct{} // peers in the user's friend list
+	black     map[string]struct{} // peers the user blocked
+	refuseAll bool                // Tag_Profile_IM_MsgSettings bit 0
+	muteUntil int64               // C2C mute end, Unix s (0: none)
+}
+
+// relCache holds relState per user. A loader notes the user's generation
+// before reading the store and keeps its result only if no change was
+// committed meanwhile (drop bumps the generation after the commit), so a
+// stale read never outlives the change that made it stale.
+type relCache struct {
+	mu  sync.RWMutex
+	m   map[string]*relState
+	gen map[string]uint64
+
+	// profV is the Profile.V of each cached SenderProfile; guarded by
+	// Service.profMu with the SenderProfile cache itself.
+	profV map[string]uint64
+}
+
+func newRelCache() *relCache {
+	return &relCache{m: make(map[string]*relState), gen: make(map[string]uint64), profV: make(map[string]uint64)}
+}
+
+func (rc *relCache) get(st *store.Store, user string) (*relState, error) {
+	rc.mu.RLock()
+	r, ok := rc.m[user]
+	g := rc.gen[user]
+	rc.mu.RUnlock()
+	if ok {
+		return r, nil
+	}
+	r, err := loadRelState(st, user)
+	if err != nil {
+		return nil, err
+	}
+	rc.mu.Lock()
+	if rc.gen[user] == g {
+		rc.m[user] = r
+	}
+	rc.mu.Unlock()
+	return r, nil
+}
+
+// drop forgets users after a committed change to their relationships,
+// profile or mute.
+func (rc *relCache) drop(users ...string) {
+	rc.mu.Lock()
+	for _, u := range users {
+		delete(rc.m, u)
+		rc.gen[u]++
+	}
+	rc.mu.Unlock()
+}
+
+func loadRelState(st *store.Store, user string) (*relState, error) {
+	r := &relState{}
+	friends, err := st.Friends(user)
+	if err != nil {
+		return nil, err
+	}
+	if len(friends) > 0 {
+		r.friends = make(map[string]struct{}, len(friends))
+		for _, f := range friends {
+			r.friends[f.Peer] = struct{}{}
+		}
+	}
+	black, err := st.Blacklist(user)
+	if err != nil {
+		return nil, err
+	}
+	if len(black) > 0 {
+		r.black = make(map[string]struct{}, len(black))
+		for _, b := range black {
+			r.black[b.Peer] = struct{}{}
+		}
+	}
+	p, err := st.GetProfile(user)
+	if err != nil {
+		return nil, err
+	}
+	if p != nil {
+		var ms uint32
+		if v, ok := p.Tags[tagMsgSettings]; ok && json.Unmarshal(v, &ms) == nil {
+			r.refuseAll = ms&1 != 0
+		}
+	}
+	m, err := st.GetMute(user)
+	if err != nil {
+		return nil, err
+	}
+	r.muteUntil = m.C2CUntil
+	return r, nil
 }

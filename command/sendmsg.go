@@ -263,22 +263,17 @@ func (s *Service) senderProfile(user string) json.RawMessage {
 	if ok {
 		return p
 	}
-	a, err := s.store.GetAccount(user)
+	p, err := s.loadSenderProfile(user) // profile.go
 	if err != nil {
 		return nil
 	}
-	prof := map[string]string{}
-	if a.Nick != "" {
-		prof["Tag_Profile_IM_Nick"] = a.Nick
-	}
-	if a.FaceURL != "" {
-		prof["Tag_Profile_IM_Image"] = a.FaceURL
-	}
-	if len(prof) > 0 {
-		p, _ = marshal(prof)
-	}
 	s.profMu.Lock()
-	s.profiles[user] = p
+	// A portrait_set that committed meanwhile has put the newer profile here.
+	if cur, ok := s.profiles[user]; ok {
+		p = cur
+	} else {
+		s.profiles[user] = p
+	}
 	s.profMu.Unlock()
 	return p
 }

@@ -35,6 +35,13 @@
 //	m/{time u64be} {lo} 00 {hi} 00 {msgseq u32be}{random u32be}
 //	                                          time index of history (value: the history key)
 //	e/{expire u64be} {key}                    retention: key is deleted once expire has passed
+//	rf/{owner} 00 {peer}                      friend-list entry (JSON Friend); relations.go
+//	rg/{peer} 00 {owner}                      reverse friend index: owner has peer as a friend (empty)
+//	rb/{owner} 00 {peer}                      blacklist entry (JSON Blocked)
+//	rq/{to} 00 {from}                         pending friend request from `from` to `to` (JSON FriendRequest)
+//	rc/{user}                                 relationship counters and sequences (JSON RelCounts)
+//	pf/{user}                                 profile tags (JSON Profile); profile.go
+//	nm/{user}                                 global mute (JSON Mute)
 //
 // History is ordered as Tencent orders C2C history: time, then MsgSeq.
 package store

@@ -1,0 +1,162 @@
+package command
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+)
+
+// openim/batchsendmsg (reference §5.2): one message to up to 500 users, by
+// an admin, as From_Account or as the system. Each recipient's copy is an
+// ordinary openim/sendmsg run through sendMsg — the same parsing,
+// validation, storage, multi-device sync and SenderProfile — with three
+// fields fixed once for all copies: MsgSeq and MsgTimeStamp (so every copy
+// has the one MsgKey the reply names) and ForbidCallbackControl (batch
+// sends trigger no callbacks). The copies run concurrently, so the store
+// commits them in a few groups rather than one fsync each.
+
+const (
+	maxBatchRecipients = 500
+	batchWorkers       = 32
+)
+
+type batchError struct {
+	To        string `json:"To_Account"`
+	ErrorCode int    `json:"ErrorCode"`
+	ErrorInfo string `json:"ErrorInfo,omitempty"`
+}
+
+type batchResult struct {
+	MsgKey    string       `json:"MsgKey"`
+	ErrorList []batchError `json:"ErrorList,omitempty"`
+}
+
+// ActionStatus is "SomeError" when some recipients failed (§5.2).
+func (r batchResult) ActionStatus() string {
+	if len(r.ErrorList) > 0 {
+		return "SomeError"
+	}
+	return "OK"
+}
+
+func (s *Service) batchSendMsg(ctx context.Context, c *Caller, body []byte) (any, error) {
+	if !c.Admin {
+		return nil, Errorf(90009, "batchsendmsg needs an App admin")
+	}
+	f, err := parseObject(body, 90001)
+	if err != nil {
+		return nil, err
+	}
+	to, present, ok := f.strings("To_Account")
+	if !ok || !present || len(to) == 0 {
+		return nil, Errorf(90003, "To_Account is missing or is not a non-empty Array of String")
+	}
+	// Repeated recipients get one copy.
+	seen := make(map[string]bool, len(to))
+	uniq := to[:0:0]
+	for _, u := range to {
+		if !seen[u] {
+			seen[u] = true
+			uniq = append(uniq, u)
+		}
+	}
+	if len(uniq) > maxBatchRecipients {
+		return nil, Errorf(90011, "To_Account has %d users; the limit is %d", len(uniq), maxBatchRecipients)
+	}
+	if _, present, _ := f.integer("MsgSeq", 0, 1<<32-1); !present {
+		f["MsgSeq"] = json.RawMessage(strconv.FormatUint(uint64(rand.Uint32()), 10))
+	}
+	if ts, _, _ := f.integer("MsgTimeStamp", 0, 1<<32-1); ts <= 0 {
+		f["MsgTimeStamp"] = json.RawMessage(strconv.FormatInt(s.store.Now().Unix(), 10))
+	}
+	f["ForbidCallbackControl"] = json.RawMessage(`["ForbidBeforeSendMsgCallback","ForbidAfterSendMsgCallback"]`)
+	delete(f, "ReqId")
+
+	var (
+		mu     sync.Mutex
+		res    batchResult
+		errs   = make(map[string]*Error)
+		failed error
+		jobs   = make(chan string)
+		wg     sync.WaitGroup
+	)
+	for w := 0; w < min(batchWorkers, len(uniq)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for u := range jobs {
+				r, e := s.batchOne(ctx, c, f, u)
+				mu.Lock()
+				var ce *Error
+				switch {
+				case e == nil:
+					if res.MsgKey == "" {
+						res.MsgKey = r.MsgKey
+					}
+				case errors.As(e, &ce):
+					errs[u] = ce
+				default:
+					failed = e
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, u := range uniq {
+		jobs <- u
+	}
+	close(jobs)
+	wg.Wait()
+	if failed != nil {
+		return nil, failed
+	}
+	for _, u := range uniq { // in the caller's order
+		if e := errs[u]; e != nil {
+			res.ErrorList = append(res.ErrorList, batchError{To: u, ErrorCode: e.Code, ErrorInfo: e.Info})
+		}
+	}
+	if len(res.ErrorList) == len(uniq) {
+		// All failed: one request-level error (§5.2's "all failed" form).
+		first := errs[uniq[0]]
+		for _, e := range res.ErrorList {
+			if e.ErrorCode != 70107 {
+				return nil, first
+			}
+		}
+		return nil, Errorf(90012, "invalid To_Account: none of the %d users exists", len(uniq))
+	}
+	return res, nil
+}
+
+// batchOne sends the batch's copy to one recipient.
+func (s *Service) batchOne(ctx context.Context, c *Caller, f fields, to string) (SendResult, error) {
+	if !ValidUserID(to) {
+		return SendResult{}, Errorf(70107, "%q is not a valid UserID", to)
+	}
+	if ok, err := s.store.AccountExists(to); err != nil {
+		return SendResult{}, err
+	} else if !ok {
+		return SendResult{}, Errorf(70107, "%s does not exist", to)
+	}
+	one := make(map[string]json.RawMessage, len(f)+1)
+	for k, v := range f {
+		one[k] = v
+	}
+	one["To_Account"], _ = json.Marshal(to)
+	body, err := marshal(one) // keeps the text as sent (no HTML escaping)
+	if err != nil {
+		return SendResult{}, err
+	}
+	r, err := s.sendMsg(ctx, c, body)
+	if err != nil {
+		return SendResult{}, err
+	}
+	sr, ok := r.(SendResult)
+	if !ok {
+		return SendResult{}, errors.New("batchsendmsg: unexpected sendmsg result")
+	}
+	return sr, nil
+}

@@ -1,0 +1,120 @@
+package command
+
+import (
+	"context"
+	"errors"
+	"math"
+
+	"github.com/duet-im/duet/store"
+)
+
+// Global mute (reference §6.4): openconfigsvr/setnospeaking and
+// getnospeaking. Durations are seconds from now; 0 unmutes and 4294967295
+// mutes for ever. A C2C-muted user's sends fail with 20012 (checkSend).
+// Duet has no groups: the group mute is kept and reported, nothing more.
+
+const muteForeverSecs = math.MaxUint32
+
+func (s *Service) setNoSpeaking(ctx context.Context, c *Caller, body []byte) (any, error) {
+	if !c.Admin {
+		return nil, Errorf(60010, "setnospeaking needs an App admin")
+	}
+	f, err := parseObject(body, 130001)
+	if err != nil {
+		return nil, err
+	}
+	user, present, ok := f.str("Set_Account")
+	if !ok {
+		return nil, Errorf(130005, "Set_Account is not a String")
+	}
+	if !present || user == "" {
+		return nil, Errorf(130004, "Set_Account is missing")
+	}
+	if e := s.mustExist(user, 130005, "Set_Account"); e != nil {
+		return nil, e
+	}
+	c2c, hasC2C, ok := f.integer("C2CmsgNospeakingTime", 0, muteForeverSecs)
+	if !ok {
+		return nil, Errorf(130001, "C2CmsgNospeakingTime must be an Integer from 0 to 4294967295")
+	}
+	grp, hasGrp, ok := f.integer("GroupmsgNospeakingTime", 0, muteForeverSecs)
+	if !ok {
+		return nil, Errorf(130001, "GroupmsgNospeakingTime must be an Integer from 0 to 4294967295")
+	}
+	if !hasC2C && !hasGrp {
+		return nil, Errorf(130008, "set C2CmsgNospeakingTime or GroupmsgNospeakingTime (or both)")
+	}
+	until := func(secs int64, now int64) int64 {
+		switch secs {
+		case 0:
+			return 0
+		case muteForeverSecs:
+			return store.MuteForever
+		}
+		return now + secs
+	}
+	err = s.store.Update(func(tx *store.Tx) error {
+		m, err := tx.GetMute(user)
+		if err != nil {
+			return err
+		}
+		now := tx.Now().Unix()
+		if hasC2C {
+			m.C2CUntil = until(c2c, now)
+		}
+		if hasGrp {
+			m.GroupUntil = until(grp, now)
+		}
+		return tx.PutMute(user, m)
+	})
+	if err != nil {
+		if errors.Is(err, store.ErrClosed) {
+			return nil, storeErr(err)
+		}
+		return nil, Errorf(130014, "system error, retry: %v", err)
+	}
+	s.rel.drop(user)
+	return nil, nil
+}
+
+func (s *Service) getNoSpeaking(ctx context.Context, c *Caller, body []byte) (any, error) {
+	f, err := parseObject(body, 130001)
+	if err != nil {
+		return nil, err
+	}
+	user, present, ok := f.str("Get_Account")
+	if !ok {
+		return nil, Errorf(130005, "Get_Account is not a String")
+	}
+	if !present || user == "" {
+		if c.Transport == REST {
+			return nil, Errorf(130004, "Get_Account is missing")
+		}
+		user = c.UserID
+	}
+	// A user may read their own mute; anyone else's is the admin's.
+	if user != c.UserID && !c.Admin {
+		return nil, Errorf(60010, "reading another user's mute needs an App admin")
+	}
+	if e := s.mustExist(user, 130005, "Get_Account"); e != nil {
+		return nil, e
+	}
+	m, err := s.store.GetMute(user)
+	if err != nil {
+		return nil, Errorf(130014, "system error, retry: %v", err)
+	}
+	now := s.store.Now().Unix()
+	left := func(until int64) int64 {
+		switch {
+		case until >= store.MuteForever:
+			return muteForeverSecs
+		case until > now:
+			return until - now
+		}
+		return 0
+	}
+	return struct {
+		C2C   int64 `json:"C2CmsgNospeakingTime"`
+		Group int64 `json:"GroupmsgNospeakingTime"`
+	}{left(m.C2CUntil), left(m.GroupUntil)}, nil
+}

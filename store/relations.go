@@ -1,0 +1,367 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	"github.com/cockroachdb/pebble"
+)
+
+// Relationships (reference §6.3): friend lists, the reverse friend index,
+// blacklists, pending friend requests and per-user counters. Every change
+// goes through the Tx methods below, which keep the reverse index and the
+// counters in step with the records, so limits (3,000 friends, 1,000
+// blacklist entries) are checked without scanning.
+
+// Friend is one entry of an owner's friend list.
+type Friend struct {
+	AddTime    int64             `json:"AddTime"`
+	AddSource  string            `json:"AddSource,omitempty"`
+	AddWording string            `json:"AddWording,omitempty"`
+	Remark     string            `json:"Remark,omitempty"`
+	RemarkTime int64             `json:"RemarkTime,omitempty"`
+	Groups     []string          `json:"Groups,omitempty"`
+	Custom     map[string]string `json:"Custom,omitempty"`
+}
+
+// FriendEntry is a friend record with the peer it names.
+type FriendEntry struct {
+	Peer string
+	Friend
+}
+
+// Blocked is one entry of an owner's blacklist.
+type Blocked struct {
+	Peer    string `json:"-"`
+	AddTime int64  `json:"AddTime"`
+}
+
+// FriendRequest is a pending friend request awaiting the recipient.
+type FriendRequest struct {
+	From       string `json:"-"`
+	AddType    string `json:"AddType"`
+	AddSource  string `json:"AddSource,omitempty"`
+	AddWording string `json:"AddWording,omitempty"`
+	Remark     string `json:"Remark,omitempty"`
+	GroupName  string `json:"GroupName,omitempty"`
+	AddTime    int64  `json:"AddTime"`
+}
+
+// RelCounts are a user's relationship counters. The sequences grow on every
+// change of the list they name (friend_get's StandardSequence,
+// black_list_get's CurruentSequence).
+type RelCounts struct {
+	Friends   int    `json:"Friends,omitempty"`
+	Blacklist int    `json:"Blacklist,omitempty"`
+	Pending   int    `json:"Pending,omitempty"` // requests awaiting this user
+	FriendSeq uint64 `json:"FriendSeq,omitempty"`
+	BlackSeq  uint64 `json:"BlackSeq,omitempty"`
+}
+
+func pairKey(prefix, a, b string) []byte {
+	return key([]byte(prefix), []byte(a), []byte{sep}, []byte(b))
+}
+
+func ownerPrefix(prefix, owner string) []byte {
+	return key([]byte(prefix), []byte(owner), []byte{sep})
+}
+
+func friendKey(owner, peer string) []byte   { return pairKey("rf/", owner, peer) }
+func friendedKey(peer, owner string) []byte { return pairKey("rg/", peer, owner) }
+func blockedKey(owner, peer string) []byte  { return pairKey("rb/", owner, peer) }
+func requestKey(to, from string) []byte     { return pairKey("rq/", to, from) }
+func relCountsKey(user string) []byte       { return key([]byte("rc/"), []byte(user)) }
+
+// ---- reads outside transactions ----
+
+// scan calls fn for every key under prefix, in key order, with the part of
+// the key after the prefix.
+func (s *Store) scan(prefix []byte, fn func(rest, v []byte) error) error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		if err := fn(it.Key()[len(prefix):], it.Value()); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
+
+// Friends returns owner's friend list, ordered by peer.
+func (s *Store) Friends(owner string) ([]FriendEntry, error) {
+	var out []FriendEntry
+	err := s.scan(ownerPrefix("rf/", owner), func(rest, v []byte) error {
+		e := FriendEntry{Peer: string(rest)}
+		if err := json.Unmarshal(v, &e.Friend); err != nil {
+			return fmt.Errorf("store: friend %s/%s: %w", owner, rest, err)
+		}
+		out = append(out, e)
+		return nil
+	})
+	return out, err
+}
+
+// FriendedBy returns the users who have user in their friend list.
+func (s *Store) FriendedBy(user string) ([]string, error) {
+	var out []string
+	err := s.scan(ownerPrefix("rg/", user), func(rest, _ []byte) error {
+		out = append(out, string(rest))
+		return nil
+	})
+	return out, err
+}
+
+// Blacklist returns owner's blacklist, ordered by peer.
+func (s *Store) Blacklist(owner string) ([]Blocked, error) {
+	var out []Blocked
+	err := s.scan(ownerPrefix("rb/", owner), func(rest, v []byte) error {
+		b := Blocked{Peer: string(rest)}
+		if err := json.Unmarshal(v, &b); err != nil {
+			return fmt.Errorf("store: blacklist %s/%s: %w", owner, rest, err)
+		}
+		out = append(out, b)
+		return nil
+	})
+	return out, err
+}
+
+// FriendRequests returns the pending requests awaiting user.
+func (s *Store) FriendRequests(user string) ([]FriendRequest, error) {
+	var out []FriendRequest
+	err := s.scan(ownerPrefix("rq/", user), func(rest, v []byte) error {
+		r := FriendRequest{From: string(rest)}
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("store: request %s/%s: %w", user, rest, err)
+		}
+		out = append(out, r)
+		return nil
+	})
+	return out, err
+}
+
+// GetFriend returns owner's record of peer, or nil.
+func (s *Store) GetFriend(owner, peer string) (*Friend, error) {
+	return decodeFriend(get(s.db, friendKey(owner, peer)))
+}
+
+// IsBlocked reports whether owner has peer in the blacklist.
+func (s *Store) IsBlocked(owner, peer string) (bool, error) {
+	v, err := get(s.db, blockedKey(owner, peer))
+	return v != nil, err
+}
+
+// RelCounts returns user's relationship counters.
+func (s *Store) RelCounts(user string) (RelCounts, error) {
+	return decodeCounts(get(s.db, relCountsKey(user)))
+}
+
+func decodeFriend(v []byte, err error) (*Friend, error) {
+	if err != nil || v == nil {
+		return nil, err
+	}
+	var f Friend
+	if err := json.Unmarshal(v, &f); err != nil {
+		return nil, fmt.Errorf("store: friend record: %w", err)
+	}
+	return &f, nil
+}
+
+func decodeCounts(v []byte, err error) (RelCounts, error) {
+	var c RelCounts
+	if err != nil || v == nil {
+		return c, err
+	}
+	if err := json.Unmarshal(v, &c); err != nil {
+		return c, fmt.Errorf("store: relation counters: %w", err)
+	}
+	return c, nil
+}
+
+// ---- transactions ----
+
+// RelCounts returns user's counters as of this transaction.
+func (tx *Tx) RelCounts(user string) (RelCounts, error) {
+	return decodeCounts(tx.Get(relCountsKey(user)))
+}
+
+func (tx *Tx) updateCounts(user string, fn func(*RelCounts)) error {
+	c, err := tx.RelCounts(user)
+	if err != nil {
+		return err
+	}
+	fn(&c)
+	b, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	tx.Put(relCountsKey(user), b)
+	return nil
+}
+
+// GetFriend returns owner's record of peer as of this transaction, or nil.
+func (tx *Tx) GetFriend(owner, peer string) (*Friend, error) {
+	return decodeFriend(tx.Get(friendKey(owner, peer)))
+}
+
+// PutFriend writes owner's record of peer, keeping the reverse index and the
+// counters; it reports whether peer is new in the list.
+func (tx *Tx) PutFriend(owner, peer string, f *Friend) (created bool, err error) {
+	old, err := tx.Get(friendKey(owner, peer))
+	if err != nil {
+		return false, err
+	}
+	b, err := json.Marshal(f)
+	if err != nil {
+		return false, err
+	}
+	tx.Put(friendKey(owner, peer), b)
+	created = old == nil
+	if created {
+		tx.Put(friendedKey(peer, owner), nil)
+	}
+	return created, tx.updateCounts(owner, func(c *RelCounts) {
+		if created {
+			c.Friends++
+		}
+		c.FriendSeq++
+	})
+}
+
+// DeleteFriend removes peer from owner's list; it reports whether it was there.
+func (tx *Tx) DeleteFriend(owner, peer string) (existed bool, err error) {
+	old, err := tx.Get(friendKey(owner, peer))
+	if err != nil || old == nil {
+		return false, err
+	}
+	tx.Delete(friendKey(owner, peer))
+	tx.Delete(friendedKey(peer, owner))
+	return true, tx.updateCounts(owner, func(c *RelCounts) {
+		c.Friends--
+		c.FriendSeq++
+	})
+}
+
+// FriendPeers lists owner's friends as of this transaction.
+func (tx *Tx) FriendPeers(owner string) ([]string, error) {
+	return tx.scanKeys(ownerPrefix("rf/", owner))
+}
+
+// IsBlocked reports whether owner has peer in the blacklist, as of this
+// transaction.
+func (tx *Tx) IsBlocked(owner, peer string) (bool, error) {
+	v, err := tx.Get(blockedKey(owner, peer))
+	return v != nil, err
+}
+
+// PutBlocked adds peer to owner's blacklist; it reports whether peer is new there.
+func (tx *Tx) PutBlocked(owner, peer string, at int64) (created bool, err error) {
+	old, err := tx.Get(blockedKey(owner, peer))
+	if err != nil || old != nil {
+		return false, err
+	}
+	b, _ := json.Marshal(Blocked{AddTime: at})
+	tx.Put(blockedKey(owner, peer), b)
+	return true, tx.updateCounts(owner, func(c *RelCounts) {
+		c.Blacklist++
+		c.BlackSeq++
+	})
+}
+
+// DeleteBlocked removes peer from owner's blacklist; it reports whether it was there.
+func (tx *Tx) DeleteBlocked(owner, peer string) (existed bool, err error) {
+	old, err := tx.Get(blockedKey(owner, peer))
+	if err != nil || old == nil {
+		return false, err
+	}
+	tx.Delete(blockedKey(owner, peer))
+	return true, tx.updateCounts(owner, func(c *RelCounts) {
+		c.Blacklist--
+		c.BlackSeq++
+	})
+}
+
+// GetRequest returns the pending request from `from` to `to`, or nil.
+func (tx *Tx) GetRequest(to, from string) (*FriendRequest, error) {
+	v, err := tx.Get(requestKey(to, from))
+	if err != nil || v == nil {
+		return nil, err
+	}
+	r := FriendRequest{From: from}
+	if err := json.Unmarshal(v, &r); err != nil {
+		return nil, fmt.Errorf("store: request: %w", err)
+	}
+	return &r, nil
+}
+
+// PutRequest records (or refreshes) a pending request from r.From to `to`.
+func (tx *Tx) PutRequest(to string, r *FriendRequest) error {
+	old, err := tx.Get(requestKey(to, r.From))
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	tx.Put(requestKey(to, r.From), b)
+	if old != nil {
+		return nil
+	}
+	return tx.updateCounts(to, func(c *RelCounts) { c.Pending++ })
+}
+
+// DeleteRequest removes the pending request from `from` to `to`; it reports
+// whether there was one.
+func (tx *Tx) DeleteRequest(to, from string) (existed bool, err error) {
+	old, err := tx.Get(requestKey(to, from))
+	if err != nil || old == nil {
+		return false, err
+	}
+	tx.Delete(requestKey(to, from))
+	return true, tx.updateCounts(to, func(c *RelCounts) { c.Pending-- })
+}
+
+// scanKeys lists the key suffixes under prefix as this transaction sees
+// them: the group's batch (earlier transactions and the database) with this
+// transaction's own writes laid over it.
+func (tx *Tx) scanKeys(prefix []byte) ([]string, error) {
+	it, err := tx.group.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, err
+	}
+	present := map[string]bool{}
+	for ok := it.First(); ok; ok = it.Next() {
+		present[string(it.Key()[len(prefix):])] = true
+	}
+	if err := it.Error(); err != nil {
+		it.Close()
+		return nil, err
+	}
+	if err := it.Close(); err != nil {
+		return nil, err
+	}
+	for _, p := range tx.puts {
+		if bytes.HasPrefix(p.k, prefix) {
+			present[string(p.k[len(prefix):])] = !p.del
+		}
+	}
+	out := make([]string, 0, len(present))
+	for k, ok := range present {
+		if ok {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// FriendedBy lists, as of this transaction, the users who have user in
+// their friend list.
+func (tx *Tx) FriendedBy(user string) ([]string, error) {
+	return tx.scanKeys(ownerPrefix("rg/", user))
+}
