@@ -34,6 +34,9 @@ type Config struct {
 	Key          string // UserSig secret
 	AutoAccounts bool
 	KickedAt     func(user string) time.Time
+	// OnState is told when a device logs in (online) and goes away, for the
+	// State.StateChange callback. It must not block.
+	OnState func(user, clientID string, online bool)
 
 	// Window is how many timeline events a device may have unacknowledged.
 	Window int
@@ -184,6 +187,9 @@ func (h *sessionHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	// mochi never holds a timeline event of ours, but a resumed session could
 	// carry what an older broker version left in flight: drop it, replay
 	// from the cursor covers it.
+	if h.b.cfg.OnState != nil {
+		h.b.cfg.OnState(user, cl.ID, true)
+	}
 	cl.ClearInflights()
 	user, ephemeral := hooks.Device(cl)
 	dev := h.b.Devices.attach(cl, user, ephemeral)
@@ -238,6 +244,9 @@ func (h *sessionHook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 }
 
 func (h *sessionHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+		if h.b.cfg.OnState != nil {
+			h.b.cfg.OnState(user, cl.ID, false)
+		}
 	user, _ := hooks.Device(cl)
 	h.b.Devices.mu.RLock()
 	dev := h.b.Devices.users[user][cl.ID]

@@ -105,6 +105,10 @@ type Service struct {
 
 	profMu   sync.RWMutex
 	profiles map[string][]byte // UserID → encoded SenderProfile ("" when none)
+
+	kicker   Kicker     // account.go
+	presence Presence   // account.go
+	hooks    *callbacks // callback.go; nil when no callback URL
 }
 
 // New makes a Service. live may be nil until the broker exists (SetDeliverer).
@@ -121,6 +125,8 @@ func New(cfg Config, st *store.Store, log *slog.Logger) *Service {
 		profiles: make(map[string][]byte),
 	}
 	for _, a := range cfg.Admins {
+	s.registerAccounts()
+	s.registerImport()
 		s.admins[a] = true
 	}
 	// Each feature file registers its own commands.

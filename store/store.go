@@ -42,6 +42,10 @@
 //	rc/{user}                                 relationship counters and sequences (JSON RelCounts)
 //	pf/{user}                                 profile tags (JSON Profile); profile.go
 //	nm/{user}                                 global mute (JSON Mute)
+//	x/{user}                                  last kick of user, Unix ns (u64be); older UserSigs refused
+//	pt/{user} 00 {device}                     offline-push token of a device (JSON PushToken)
+//	px/{vendor} 00 {token}                    which {user} 00 {device} holds a push token
+//	pq/{id u64be}                             durable push queue entry (push package's JSON); ps: last id
 //
 // History is ordered as Tencent orders C2C history: time, then MsgSeq.
 package store
@@ -93,6 +97,8 @@ type Store struct {
 	mu       sync.RWMutex // guards accounts and closed
 	accounts map[string]bool
 	closed   bool
+	kickCache map[string]time.Time // KickedAt answers (accounts_admin.go); guarded by mu
+
 
 	// lastSeq caches each user's highest committed Seq. Written only by the
 	// writer goroutine, read by anyone (LastSeq); seqMu guards the map.

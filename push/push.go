@@ -1,0 +1,728 @@
+// Package push sends offline-push notifications through Apple (APNs),
+// Google (FCM), Huawei, Xiaomi, OPPO, vivo and Meizu, so a phone whose app
+// is not connected still shows new messages.
+//
+// Flow: the store's commit notification hands every stored `msg` event to
+// Committed, which only appends it to an in-memory inbox (it runs on the
+// store's writer and must not block). The intake goroutine picks the
+// recipient's devices that have a token and are not connected, and writes
+// one notification per device into the durable push queue (store/push.go)
+// due after the grace period. When one falls due, it is dropped if the
+// device has acknowledged the event or is connected again; otherwise it
+// joins its vendor's lane, where a bounded number of workers send. A send
+// that fails for a passing reason goes back into the schedule with
+// exponential backoff and jitter; an unregistered token is removed; any
+// other failure is logged and counted. A queued notification is deleted
+// only once it is settled, so a restart resends what was in flight.
+//
+// Nothing here runs on the message path: a vendor that hangs fills its own
+// lane while messages keep flowing.
+package push
+
+import (
+	"bytes"
+	"container/heap"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/duet-im/duet/store"
+)
+
+// Presence tells whether a device is connected (broker.Devices).
+type Presence interface {
+	Connected(user, clientID string) bool
+}
+
+// Options configure New.
+type Options struct {
+	Config Config
+	Store  *store.Store
+	Log    *slog.Logger
+	// HTTPClient, when set, is used by every vendor client (tests point it
+	// at local servers with their own CA). Nil: each vendor's own client.
+	HTTPClient *http.Client
+	// Now is the clock of tokens and schedules; nil means time.Now.
+	Now func() time.Time
+	// Badge returns the badge number for user's notifications: their total
+	// unread count. Unread counts are another component's; until one is
+	// wired in, the default counts nothing and shows 1.
+	Badge func(user string) int
+}
+
+// Pusher schedules and sends offline pushes.
+type Pusher struct {
+	cfg     Config
+	st      *store.Store
+	log     *slog.Logger
+	now     func() time.Time
+	badge   func(string) int
+	lanes   map[string]*lane
+	metrics *Metrics
+
+	presMu   sync.RWMutex
+	presence Presence
+
+	inMu   sync.Mutex
+	inbox  []store.Appended
+	inWake chan struct{}
+
+	mu        sync.Mutex
+	sched     schedule
+	entries   map[uint64]*entry
+	byMsg     map[string][]uint64 // user 00 msgKey → queued ids
+	schedKick chan struct{}
+
+	sentMu   sync.Mutex
+	sent     map[string][]Notification // user 00 msgKey → what was shown, for recalls
+	sentFIFO []sentMark
+
+	doneMu   sync.Mutex
+	done     []uint64
+	doneWake chan struct{}
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+type sentMark struct {
+	key string
+	at  time.Time
+}
+
+const (
+	sentMemory = 24 * time.Hour
+	sentMax    = 200000
+	sendTimout = 30 * time.Second
+	maxBackoff = 5 * time.Minute
+)
+
+// entry is one queued notification in memory.
+type entry struct {
+	id    uint64
+	n     Notification
+	due   time.Time
+	index int // in the schedule heap; -1 when not there
+	state int // scheduled, sending or settled
+}
+
+const (
+	scheduled = iota
+	sending
+	settled
+)
+
+// New builds a Pusher; vendors without credentials are off. Start it after
+// the broker exists (SetPresence) so no device is taken for offline.
+func New(o Options) (*Pusher, error) {
+	c := o.Config
+	if c.Grace == 0 {
+		c.Grace = 3 * time.Second
+	}
+	if c.RetryBase <= 0 {
+		c.RetryBase = time.Second
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 8
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Badge == nil {
+		o.Badge = func(string) int { return 1 }
+	}
+	p := &Pusher{
+		cfg: c, st: o.Store, log: o.Log.With("component", "push"), now: o.Now, badge: o.Badge,
+		lanes: map[string]*lane{}, metrics: newMetrics(),
+		inWake: make(chan struct{}, 1), schedKick: make(chan struct{}, 1), doneWake: make(chan struct{}, 1),
+		entries: map[uint64]*entry{}, byMsg: map[string][]uint64{}, sent: map[string][]Notification{},
+	}
+	hc := o.HTTPClient
+	add := func(v vendor, err error, conc int) error {
+		if err != nil {
+			return err
+		}
+		if conc <= 0 {
+			conc = 16
+		}
+		p.lanes[v.name()] = &lane{v: v, workers: conc, wake: make(chan struct{}, conc)}
+		return nil
+	}
+	var err error
+	if c.APNs != nil {
+		v, e := newAPNs(*c.APNs, hc, o.Now)
+		err = add(v, e, c.APNs.Concurrency)
+	}
+	if err == nil && c.FCM != nil {
+		v, e := newFCM(*c.FCM, hc, o.Now)
+		err = add(v, e, c.FCM.Concurrency)
+	}
+	if err == nil && c.Huawei != nil {
+		v, e := newHuawei(*c.Huawei, hc, o.Now)
+		err = add(v, e, c.Huawei.Concurrency)
+	}
+	if err == nil && c.Xiaomi != nil {
+		v, e := newXiaomi(*c.Xiaomi, hc)
+		err = add(v, e, c.Xiaomi.Concurrency)
+	}
+	if err == nil && c.OPPO != nil {
+		v, e := newOPPO(*c.OPPO, hc, o.Now)
+		err = add(v, e, c.OPPO.Concurrency)
+	}
+	if err == nil && c.VIVO != nil {
+		v, e := newVIVO(*c.VIVO, hc, o.Now)
+		err = add(v, e, c.VIVO.Concurrency)
+	}
+	if err == nil && c.Meizu != nil {
+		v, e := newMeizu(*c.Meizu, hc)
+		err = add(v, e, c.Meizu.Concurrency)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("push: %w", err)
+	}
+	for name := range p.lanes {
+		p.metrics.vendor(name)
+	}
+	return p, nil
+}
+
+// Metrics are the per-vendor counters (a prometheus.Collector).
+func (p *Pusher) Metrics() *Metrics { return p.metrics }
+
+// Enabled lists the vendors that have credentials.
+func (p *Pusher) Enabled(vendor string) bool { _, ok := p.lanes[vendor]; return ok }
+
+// SetPresence connects the broker's view of connected devices.
+func (p *Pusher) SetPresence(pr Presence) {
+	p.presMu.Lock()
+	p.presence = pr
+	p.presMu.Unlock()
+}
+
+func (p *Pusher) connected(user, device string) bool {
+	p.presMu.RLock()
+	pr := p.presence
+	p.presMu.RUnlock()
+	return pr != nil && pr.Connected(user, device)
+}
+
+// Start loads the durable queue and starts sending.
+func (p *Pusher) Start() error {
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	var after uint64
+	for {
+		items, err := p.st.QueuedPushes(after, 1024)
+		if err != nil {
+			return fmt.Errorf("push: loading queue: %w", err)
+		}
+		if len(items) == 0 {
+			break
+		}
+		p.mu.Lock()
+		for _, it := range items {
+			after = it.ID
+			var n Notification
+			if err := json.Unmarshal(it.Data, &n); err != nil {
+				p.log.Error("dropping undecodable queued push", "id", it.ID, "error", err)
+				p.settle(it.ID)
+				continue
+			}
+			p.addLocked(it.ID, n)
+		}
+		p.mu.Unlock()
+	}
+	p.metrics.queued.Store(int64(len(p.entries)))
+	for _, l := range p.lanes {
+		for i := 0; i < l.workers; i++ {
+			p.wg.Add(1)
+			go p.worker(l)
+		}
+	}
+	p.wg.Add(3)
+	go p.intake()
+	go p.scheduler()
+	go p.deleter()
+	return nil
+}
+
+// Close stops sending; what is queued stays in the store for the next start.
+func (p *Pusher) Close() {
+	if p.cancel == nil {
+		return
+	}
+	p.cancel()
+	p.wg.Wait()
+	p.flushDone()
+}
+
+// Committed is the store's commit hook: it keeps the `msg` events for the
+// intake goroutine and returns at once.
+func (p *Pusher) Committed(evs []store.Appended) {
+	added := false
+	p.inMu.Lock()
+	for _, e := range evs {
+		// The stored event starts {"Seq":N,"Event":"msg" — a cheap filter
+		// before any decoding, which happens off the writer.
+		if bytes.Contains(e.Data[:min(len(e.Data), 40)], []byte(`"Event":"msg"`)) {
+			p.inbox = append(p.inbox, e)
+			added = true
+		}
+	}
+	p.inMu.Unlock()
+	if added {
+		select {
+		case p.inWake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (p *Pusher) intake() {
+	defer p.wg.Done()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-p.inWake:
+		}
+		for {
+			p.inMu.Lock()
+			batch := p.inbox
+			p.inbox = nil
+			p.inMu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			p.plan(batch)
+		}
+	}
+}
+
+// plan turns committed events into durable notifications.
+func (p *Pusher) plan(batch []store.Appended) {
+	var ns []Notification
+	due := p.now().Add(p.cfg.Grace).UnixMilli()
+	for _, a := range batch {
+		var ev msgEvent
+		if err := json.Unmarshal(a.Data, &ev); err != nil || ev.Event != "msg" {
+			continue
+		}
+		// Only the recipient is alerted; the sender's own timeline copy
+		// (multi-device sync) and notes to self are not pushed.
+		if a.User != ev.To || ev.From == ev.To {
+			continue
+		}
+		c, ok := contentOf(&ev)
+		if !ok {
+			continue
+		}
+		toks, err := p.st.PushTokens(a.User)
+		if err != nil {
+			p.log.Error("reading push tokens", "user", a.User, "error", err)
+			continue
+		}
+		for _, t := range toks {
+			if !p.Enabled(t.Vendor) || p.connected(a.User, t.Device) {
+				continue
+			}
+			ns = append(ns, Notification{
+				User: a.User, Device: t.Device, Vendor: t.Vendor, Token: t.Token, BundleID: t.BundleID,
+				Seq: a.Seq, MsgKey: ev.MsgKey, From: ev.From,
+				Title: c.title, Body: c.body, Ext: c.ext, Android: c.android, APNs: c.apns,
+				Due: due,
+			})
+			if c.sound != "" && ns[len(ns)-1].APNs.Sound == "" {
+				ns[len(ns)-1].APNs.Sound = c.sound
+			}
+		}
+	}
+	p.enqueue(ns)
+}
+
+// enqueue makes ns durable, then schedules them.
+func (p *Pusher) enqueue(ns []Notification) {
+	if len(ns) == 0 {
+		return
+	}
+	items := make([][]byte, len(ns))
+	for i := range ns {
+		items[i], _ = json.Marshal(&ns[i])
+	}
+	ids, err := p.st.EnqueuePushes(items)
+	if err != nil {
+		// The store is closing or failing: nothing was accepted, and the
+		// messages themselves are unaffected.
+		p.log.Error("queueing pushes", "count", len(ns), "error", err)
+		return
+	}
+	p.mu.Lock()
+	for i, id := range ids {
+		p.addLocked(id, ns[i])
+	}
+	p.mu.Unlock()
+	p.metrics.queued.Add(int64(len(ids)))
+	p.kick()
+}
+
+func (p *Pusher) addLocked(id uint64, n Notification) {
+	e := &entry{id: id, n: n, due: time.UnixMilli(n.Due), index: -1}
+	p.entries[id] = e
+	k := n.User + "\x00" + n.MsgKey
+	p.byMsg[k] = append(p.byMsg[k], id)
+	heap.Push(&p.sched, e)
+}
+
+func (p *Pusher) kick() {
+	select {
+	case p.schedKick <- struct{}{}:
+	default:
+	}
+}
+
+func (p *Pusher) scheduler() {
+	defer p.wg.Done()
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		p.mu.Lock()
+		var due []*entry
+		now := p.now()
+		for len(p.sched) > 0 && !p.sched[0].due.After(now) {
+			e := heap.Pop(&p.sched).(*entry)
+			e.state = sending
+			due = append(due, e)
+		}
+		wait := time.Hour
+		if len(p.sched) > 0 {
+			wait = p.sched[0].due.Sub(now)
+		}
+		p.mu.Unlock()
+		for _, e := range due {
+			p.dispatch(e)
+		}
+		t.Reset(wait)
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-p.schedKick:
+			if !t.Stop() {
+				select {
+				case <-t.C:
+				default:
+				}
+			}
+		case <-t.C:
+		}
+	}
+}
+
+// dispatch drops a notification whose event the device has meanwhile
+// received, and hands the others to their vendor.
+func (p *Pusher) dispatch(e *entry) {
+	n := &e.n
+	if !n.Silent {
+		if p.connected(n.User, n.Device) {
+			p.finish(e)
+			p.metrics.vendor(n.Vendor).cancelled.Add(1)
+			return
+		}
+		if cur, _, err := p.st.Cursor(n.User, n.Device); err == nil && cur >= n.Seq {
+			p.finish(e)
+			p.metrics.vendor(n.Vendor).cancelled.Add(1)
+			return
+		}
+	}
+	l := p.lanes[n.Vendor]
+	if l == nil {
+		// The vendor was switched off since this was queued.
+		p.log.Warn("dropping push for a vendor that is off", "vendor", n.Vendor, "user", n.User)
+		p.finish(e)
+		return
+	}
+	l.push(e)
+}
+
+func (p *Pusher) worker(l *lane) {
+	defer p.wg.Done()
+	for {
+		e := l.pop(p.ctx)
+		if e == nil {
+			return
+		}
+		p.deliver(l.v, e)
+	}
+}
+
+func (p *Pusher) deliver(v vendor, e *entry) {
+	n := e.n
+	if !n.Silent {
+		n.Badge = p.badge(n.User)
+	}
+	ctx, cancel := context.WithTimeout(p.ctx, sendTimout)
+	err := v.send(ctx, &n)
+	cancel()
+	m := p.metrics.vendor(v.name())
+	if err == nil {
+		m.sent.Add(1)
+		if !n.Silent {
+			p.remember(n)
+		}
+		p.finish(e)
+		return
+	}
+	if p.ctx.Err() != nil {
+		return // shutting down: it stays queued for the next start
+	}
+	se := classify(err)
+	switch se.kind {
+	case invalidToken:
+		if removed, derr := p.st.DeletePushTokenIf(n.User, n.Device, n.Token); derr != nil {
+			p.log.Error("removing invalid token", "vendor", v.name(), "user", n.User, "error", derr)
+		} else if removed {
+			m.removed.Add(1)
+		}
+		p.log.Info("push token removed", "vendor", v.name(), "user", n.User, "device", n.Device, "reason", se.msg)
+		m.failed.Add(1)
+		p.finish(e)
+	case retry:
+		e.n.Attempts++
+		if e.n.Attempts >= p.cfg.MaxAttempts {
+			p.log.Error("push failed after retries", "vendor", v.name(), "user", n.User, "attempts", e.n.Attempts, "error", se.msg)
+			m.failed.Add(1)
+			p.finish(e)
+			return
+		}
+		m.retried.Add(1)
+		delay := p.backoff(e.n.Attempts, se.retryAfter)
+		p.log.Debug("push retry", "vendor", v.name(), "in", delay, "error", se.msg)
+		p.mu.Lock()
+		e.due = p.now().Add(delay)
+		e.state = scheduled
+		heap.Push(&p.sched, e)
+		p.mu.Unlock()
+		p.kick()
+	default:
+		p.log.Error("push refused", "vendor", v.name(), "user", n.User, "error", se.msg)
+		m.failed.Add(1)
+		p.finish(e)
+	}
+}
+
+// backoff is RetryBase·2^(attempt-1), capped, with "equal jitter": half
+// fixed, half random, so retries of many devices spread out. A vendor's
+// Retry-After is a floor.
+func (p *Pusher) backoff(attempt int, floor time.Duration) time.Duration {
+	d := p.cfg.RetryBase << min(attempt-1, 20)
+	if d > maxBackoff || d <= 0 {
+		d = maxBackoff
+	}
+	d = d/2 + rand.N(d/2+1)
+	return max(d, floor)
+}
+
+// finish settles e: it leaves memory now and the store soon.
+func (p *Pusher) finish(e *entry) {
+	p.mu.Lock()
+	if e.state == settled {
+		p.mu.Unlock()
+		return
+	}
+	if e.index >= 0 {
+		heap.Remove(&p.sched, e.index)
+	}
+	e.state = settled
+	delete(p.entries, e.id)
+	k := e.n.User + "\x00" + e.n.MsgKey
+	ids := p.byMsg[k]
+	for i, id := range ids {
+		if id == e.id {
+			ids = append(ids[:i], ids[i+1:]...)
+			break
+		}
+	}
+	if len(ids) == 0 {
+		delete(p.byMsg, k)
+	} else {
+		p.byMsg[k] = ids
+	}
+	p.mu.Unlock()
+	p.metrics.queued.Add(-1)
+	p.settle(e.id)
+}
+
+func (p *Pusher) settle(id uint64) {
+	p.doneMu.Lock()
+	p.done = append(p.done, id)
+	p.doneMu.Unlock()
+	select {
+	case p.doneWake <- struct{}{}:
+	default:
+	}
+}
+
+// deleter removes settled notifications from the store, many per commit.
+func (p *Pusher) deleter() {
+	defer p.wg.Done()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-p.doneWake:
+			p.flushDone()
+		}
+	}
+}
+
+func (p *Pusher) flushDone() {
+	p.doneMu.Lock()
+	ids := p.done
+	p.done = nil
+	p.doneMu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	if err := p.st.DeletePushes(ids); err != nil {
+		// Left in the queue, they are resent after a restart: at least once.
+		p.log.Warn("removing sent pushes from the queue", "count", len(ids), "error", err)
+	}
+}
+
+func (p *Pusher) remember(n Notification) {
+	k := n.User + "\x00" + n.MsgKey
+	now := p.now()
+	p.sentMu.Lock()
+	defer p.sentMu.Unlock()
+	p.sent[k] = append(p.sent[k], n)
+	p.sentFIFO = append(p.sentFIFO, sentMark{k, now})
+	for len(p.sentFIFO) > 0 && (len(p.sentFIFO) > sentMax || now.Sub(p.sentFIFO[0].at) > sentMemory) {
+		delete(p.sent, p.sentFIFO[0].key)
+		p.sentFIFO = p.sentFIFO[1:]
+	}
+}
+
+// Withdrawn is called when msgKey, a message to user, was recalled: a push
+// still waiting is cancelled, and devices that already showed it get a
+// background update where the vendor has one (APNs, FCM, Huawei, Xiaomi),
+// nothing visible anywhere.
+func (p *Pusher) Withdrawn(user, msgKey string) {
+	k := user + "\x00" + msgKey
+	p.mu.Lock()
+	var waiting []*entry
+	for _, id := range p.byMsg[k] {
+		if e := p.entries[id]; e != nil && e.state == scheduled {
+			waiting = append(waiting, e)
+		}
+	}
+	p.mu.Unlock()
+	for _, e := range waiting {
+		p.finish(e)
+	}
+	p.sentMu.Lock()
+	shown := p.sent[k]
+	delete(p.sent, k)
+	p.sentMu.Unlock()
+	if len(shown) == 0 {
+		return
+	}
+	due := p.now().UnixMilli()
+	var ns []Notification
+	for _, n := range shown {
+		ns = append(ns, Notification{
+			User: n.User, Device: n.Device, Vendor: n.Vendor, Token: n.Token, BundleID: n.BundleID,
+			Seq: n.Seq, MsgKey: n.MsgKey, Silent: true, Due: due,
+		})
+	}
+	// Off the caller's path: a recall command must not wait for a commit.
+	go p.enqueue(ns)
+}
+
+// RemoveUserTokens forgets every push token of user: logout and kick.
+func (p *Pusher) RemoveUserTokens(user string) error {
+	_, err := p.st.DeleteUserPushTokens(user)
+	return err
+}
+
+// Pending is the number of notifications queued or being sent.
+func (p *Pusher) Pending() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.entries)
+}
+
+// schedule is a min-heap of entries by due time.
+type schedule []*entry
+
+func (s schedule) Len() int           { return len(s) }
+func (s schedule) Less(i, j int) bool { return s[i].due.Before(s[j].due) }
+func (s schedule) Swap(i, j int) {
+	s[i], s[j] = s[j], s[i]
+	s[i].index, s[j].index = i, j
+}
+func (s *schedule) Push(x any) {
+	e := x.(*entry)
+	e.index = len(*s)
+	*s = append(*s, e)
+}
+func (s *schedule) Pop() any {
+	old := *s
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*s = old[:len(old)-1]
+	e.index = -1
+	return e
+}
+
+// lane is one vendor's unbounded queue and its workers: dispatch never
+// waits for a vendor, and at most `workers` requests to it are in flight.
+type lane struct {
+	v       vendor
+	workers int
+	mu      sync.Mutex
+	q       []*entry
+	wake    chan struct{}
+}
+
+func (l *lane) push(e *entry) {
+	l.mu.Lock()
+	l.q = append(l.q, e)
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (l *lane) pop(ctx context.Context) *entry {
+	for {
+		l.mu.Lock()
+		if len(l.q) > 0 {
+			e := l.q[0]
+			l.q[0] = nil
+			l.q = l.q[1:]
+			more := len(l.q) > 0
+			l.mu.Unlock()
+			if more {
+				select {
+				case l.wake <- struct{}{}:
+				default:
+				}
+			}
+			return e
+		}
+		l.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-l.wake:
+		}
+	}
+}

@@ -1,0 +1,234 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+
+	"github.com/cockroachdb/pebble"
+)
+
+// Offline push state: each device's push token, an index from token to the
+// device that holds it (a token belongs to one device, and moves with it
+// when another user logs in there), and the durable queue of notifications
+// accepted for sending. The push package owns what the queue values mean.
+
+// PushToken is the offline-push registration of one device of a user.
+type PushToken struct {
+	User     string `json:"User"`
+	Device   string `json:"Device"`
+	Vendor   string `json:"Vendor"`
+	Token    string `json:"Token"`
+	BundleID string `json:"BundleID,omitempty"`
+	Updated  int64  `json:"Updated"`
+}
+
+func pushTokenPrefix(user string) []byte { return key([]byte("pt/"), []byte(user), []byte{sep}) }
+
+func pushTokenKey(user, device string) []byte {
+	return append(pushTokenPrefix(user), device...)
+}
+
+func pushTokenIndex(vendor, token string) []byte {
+	return key([]byte("px/"), []byte(vendor), []byte{sep}, []byte(token))
+}
+
+func pushQueueKey(id uint64) []byte { return key([]byte("pq/"), u64(id)) }
+
+var pushSeqKey = []byte("ps")
+
+// SetPushToken registers t (User, Device, Vendor, Token, BundleID) durably.
+// Whoever held the same token before, another user on the same phone or an
+// older client id, loses it; the device's previous token is dropped.
+func (s *Store) SetPushToken(t PushToken) error {
+	t.Updated = s.Now().Unix()
+	b, err := json.Marshal(t)
+	if err != nil {
+		return err
+	}
+	return s.Update(func(tx *Tx) error {
+		ik := pushTokenIndex(t.Vendor, t.Token)
+		if owner, err := tx.Get(ik); err != nil {
+			return err
+		} else if owner != nil {
+			if u, d, ok := bytes.Cut(owner, []byte{sep}); ok && (string(u) != t.User || string(d) != t.Device) {
+				tx.Delete(pushTokenKey(string(u), string(d)))
+			}
+		}
+		dk := pushTokenKey(t.User, t.Device)
+		if old, err := tx.Get(dk); err != nil {
+			return err
+		} else if old != nil {
+			var prev PushToken
+			if json.Unmarshal(old, &prev) == nil && (prev.Vendor != t.Vendor || prev.Token != t.Token) {
+				tx.Delete(pushTokenIndex(prev.Vendor, prev.Token))
+			}
+		}
+		tx.Put(dk, b)
+		tx.Put(ik, key([]byte(t.User), []byte{sep}, []byte(t.Device)))
+		return nil
+	})
+}
+
+// DeletePushToken removes device's token; it reports whether there was one.
+func (s *Store) DeletePushToken(user, device string) (bool, error) {
+	found := false
+	err := s.Update(func(tx *Tx) error {
+		found = false
+		return deleteTokenTx(tx, user, device, "", &found)
+	})
+	return found, err
+}
+
+// DeletePushTokenIf removes device's token only if it is still token: a
+// vendor's "unregistered" answer must not remove a token the device has
+// replaced meanwhile.
+func (s *Store) DeletePushTokenIf(user, device, token string) (bool, error) {
+	found := false
+	err := s.Update(func(tx *Tx) error {
+		found = false
+		return deleteTokenTx(tx, user, device, token, &found)
+	})
+	return found, err
+}
+
+func deleteTokenTx(tx *Tx, user, device, only string, found *bool) error {
+	dk := pushTokenKey(user, device)
+	old, err := tx.Get(dk)
+	if err != nil || old == nil {
+		return err
+	}
+	var prev PushToken
+	if err := json.Unmarshal(old, &prev); err != nil {
+		tx.Delete(dk)
+		*found = true
+		return nil
+	}
+	if only != "" && prev.Token != only {
+		return nil
+	}
+	tx.Delete(dk)
+	// The index may already name another device that took the token over.
+	ik := pushTokenIndex(prev.Vendor, prev.Token)
+	if owner, err := tx.Get(ik); err != nil {
+		return err
+	} else if bytes.Equal(owner, key([]byte(user), []byte{sep}, []byte(device))) {
+		tx.Delete(ik)
+	}
+	*found = true
+	return nil
+}
+
+// DeleteUserPushTokens removes every token of user (logout, kick) and
+// reports how many there were.
+func (s *Store) DeleteUserPushTokens(user string) (int, error) {
+	toks, err := s.PushTokens(user)
+	if err != nil || len(toks) == 0 {
+		return 0, err
+	}
+	n := 0
+	err = s.Update(func(tx *Tx) error {
+		n = 0
+		for _, t := range toks {
+			found := false
+			if err := deleteTokenTx(tx, user, t.Device, "", &found); err != nil {
+				return err
+			}
+			if found {
+				n++
+			}
+		}
+		return nil
+	})
+	return n, err
+}
+
+// PushTokens lists user's registered devices.
+func (s *Store) PushTokens(user string) ([]PushToken, error) {
+	p := pushTokenPrefix(user)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []PushToken
+	for ok := it.First(); ok; ok = it.Next() {
+		var t PushToken
+		if err := json.Unmarshal(it.Value(), &t); err != nil {
+			return nil, fmt.Errorf("store: push token %q: %w", it.Key(), err)
+		}
+		out = append(out, t)
+	}
+	return out, it.Error()
+}
+
+// QueuedPush is one entry of the durable push queue.
+type QueuedPush struct {
+	ID   uint64
+	Data []byte
+}
+
+// EnqueuePushes adds items to the push queue durably, in one commit, and
+// returns their ids (increasing, never reused).
+func (s *Store) EnqueuePushes(items [][]byte) ([]uint64, error) {
+	ids := make([]uint64, len(items))
+	err := s.Update(func(tx *Tx) error {
+		v, err := tx.Get(pushSeqKey)
+		if err != nil {
+			return err
+		}
+		var last uint64
+		if len(v) == 8 {
+			last = binary.BigEndian.Uint64(v)
+		}
+		for i, it := range items {
+			last++
+			ids[i] = last
+			tx.Put(pushQueueKey(last), it)
+		}
+		tx.Put(pushSeqKey, u64(last))
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ids, nil
+}
+
+// UpdatePush rewrites a queued item (e.g. its attempt count) if it is still queued.
+func (s *Store) UpdatePush(id uint64, data []byte) error {
+	return s.Update(func(tx *Tx) error {
+		k := pushQueueKey(id)
+		if v, err := tx.Get(k); err != nil || v == nil {
+			return err
+		}
+		tx.Put(k, data)
+		return nil
+	})
+}
+
+// DeletePushes removes items from the push queue durably.
+func (s *Store) DeletePushes(ids []uint64) error {
+	return s.Update(func(tx *Tx) error {
+		for _, id := range ids {
+			tx.Delete(pushQueueKey(id))
+		}
+		return nil
+	})
+}
+
+// QueuedPushes returns up to max queued items with an id above after.
+func (s *Store) QueuedPushes(after uint64, max int) ([]QueuedPush, error) {
+	p := []byte("pq/")
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: pushQueueKey(after + 1), UpperBound: prefixEnd(p)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []QueuedPush
+	for ok := it.First(); ok && len(out) < max; ok = it.Next() {
+		out = append(out, QueuedPush{ID: binary.BigEndian.Uint64(it.Key()[len(p):]), Data: bytes.Clone(it.Value())})
+	}
+	return out, it.Error()
+}
