@@ -5,6 +5,7 @@
 //	duet [serve] [flags]              run the server (the default)
 //	duet usersig --user U [--expire S] print a UserSig made with the configured key
 //	duet account import USER...        create accounts in the data directory
+//	duet import FILE                   import C2C history (JSON lines of importmsg bodies) via REST
 //	duet version                       print the version
 package main
 
@@ -25,6 +26,7 @@ import (
 
 	"github.com/duet-im/duet/broker"
 	"github.com/duet-im/duet/command"
+	"github.com/duet-im/duet/rest"
 	"github.com/duet-im/duet/store"
 	"github.com/duet-im/duet/usersig"
 )
@@ -56,11 +58,13 @@ func run(args []string) error {
 			return errors.New("usage: duet account import USER...")
 		}
 		return accountImportCmd(args[1:])
+	case "import":
+		return importCmd(args)
 	case "version":
 		fmt.Println("duet", version)
 		return nil
 	default:
-		return fmt.Errorf("unknown command %q (serve, usersig, account import, version)", cmd)
+		return fmt.Errorf("unknown command %q (serve, usersig, account import, import, version)", cmd)
 	}
 }
 
@@ -92,6 +96,7 @@ type server struct {
 	broker *broker.Broker
 	http   *http.Server
 	httpLn net.Listener
+	rest   http.Handler // /v4/, the REST API
 	log    *slog.Logger
 }
 
@@ -100,10 +105,14 @@ func start(cfg Config, log *slog.Logger) (*server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("secret: %w", err)
 	}
+	if cfg.CallbackFailure != "deliver" && cfg.CallbackFailure != "refuse" {
+		return nil, fmt.Errorf("callback-failure must be deliver or refuse, not %q", cfg.CallbackFailure)
+	}
 	s := &server{log: log}
 	var devices *broker.Devices
 	st, err := store.Open(filepath.Join(cfg.Data, "store"), store.Options{
-		Logger: log,
+		Logger:     log,
+		SweepEvery: time.Minute,
 		OnCommit: func(evs []store.Appended) {
 			if devices != nil {
 				devices.Committed(evs)
@@ -126,6 +135,7 @@ func start(cfg Config, log *slog.Logger) (*server, error) {
 		MQTTAddr: cfg.MQTT, WSAddr: cfg.WS, TLSAddr: cfg.TLS,
 		SDKAppID: cfg.SDKAppID, Key: key, AutoAccounts: cfg.AutoAccounts,
 		Window: cfg.Window, MaxRequest: cfg.MaxRequest, Log: log,
+		KickedAt: st.KickedAt, OnState: s.svc.StateChanged,
 	}
 	if cfg.TLS != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
@@ -141,6 +151,10 @@ func start(cfg Config, log *slog.Logger) (*server, error) {
 		return nil, err
 	}
 	devices = s.broker.Devices
+	s.svc.SetKicker(devices)
+	s.svc.SetPresence(devices)
+	s.svc.SetCallbacks(command.CallbackConfig{URL: cfg.CallbackURL, Token: cfg.CallbackToken, RefuseOnFailure: cfg.CallbackFailure == "refuse"})
+	s.rest = rest.New(rest.Config{Service: s.svc, Key: key, KickedAt: st.KickedAt, Rate: cfg.RESTRate, Log: log})
 	if err := s.broker.Serve(); err != nil {
 		st.Close()
 		return nil, err
@@ -171,6 +185,7 @@ func (s *server) Close() error {
 	if s.broker != nil {
 		err = s.broker.Close()
 	}
+	s.svc.CloseCallbacks()
 	return errors.Join(err, s.store.Close())
 }
 

@@ -187,12 +187,12 @@ func (h *sessionHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	// mochi never holds a timeline event of ours, but a resumed session could
 	// carry what an older broker version left in flight: drop it, replay
 	// from the cursor covers it.
-	if h.b.cfg.OnState != nil {
-		h.b.cfg.OnState(user, cl.ID, true)
-	}
 	cl.ClearInflights()
 	user, ephemeral := hooks.Device(cl)
 	dev := h.b.Devices.attach(cl, user, ephemeral)
+	if h.b.cfg.OnState != nil {
+		h.b.cfg.OnState(user, cl.ID, true)
+	}
 	// A resumed session (clean session off) keeps its subscriptions without
 	// a new SUBSCRIBE: deliver as if it had just subscribed.
 	h.applySubscriptions(dev, cl)
@@ -244,15 +244,15 @@ func (h *sessionHook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 }
 
 func (h *sessionHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
-		if h.b.cfg.OnState != nil {
-			h.b.cfg.OnState(user, cl.ID, false)
-		}
 	user, _ := hooks.Device(cl)
 	h.b.Devices.mu.RLock()
 	dev := h.b.Devices.users[user][cl.ID]
 	h.b.Devices.mu.RUnlock()
 	if dev != nil && dev.cl == cl {
 		h.b.Devices.detach(dev)
+		if h.b.cfg.OnState != nil {
+			h.b.cfg.OnState(user, cl.ID, false)
+		}
 	}
 }
 

@@ -2,6 +2,8 @@ package broker
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -54,6 +56,18 @@ type DeliveryMetrics struct {
 	LiveSent    atomic.Int64
 	LiveDropped atomic.Int64 // live events dropped because a device's live queue was full
 	Connected   atomic.Int64
+	// PendingMax is the most unacknowledged events any device has had: it
+	// stays at or below the window however large a backlog is.
+	PendingMax atomic.Int64
+}
+
+func (m *DeliveryMetrics) observePending(n int) {
+	for {
+		cur := m.PendingMax.Load()
+		if int64(n) <= cur || m.PendingMax.CompareAndSwap(cur, int64(n)) {
+			return
+		}
+	}
 }
 
 func newDevices(st *store.Store, log *slog.Logger, window int) *Devices {
@@ -82,7 +96,8 @@ type Device struct {
 	flushed    uint64 // cursor as last written to the store
 	syncTarget uint64 // send sync_complete once next > syncTarget; 0 = none owed
 	syncOwed   bool
-	pending    map[uint16]uint64 // packet id → Seq (0 for sync_complete)
+	syncDone   func(lastSeq uint64) // openim/sync's reply, sent just before sync_complete
+	pending    map[uint16]uint64    // packet id → Seq (0 for sync_complete)
 	lastPID    uint16
 	window     int
 }
@@ -246,6 +261,29 @@ func (dev *Device) subscribe() error {
 	return nil
 }
 
+// Resync replays device's timeline after fromSeq (openim/sync), then calls
+// done and sends sync_complete.
+func (ds *Devices) Resync(user, device string, fromSeq uint64, done func(lastSeq uint64)) error {
+	dev := ds.get(user, device)
+	if dev == nil {
+		return errors.New("device is not connected")
+	}
+	last, err := ds.store.LastSeq(user)
+	if err != nil {
+		return err
+	}
+	dev.mu.Lock()
+	if !dev.subscribed {
+		dev.mu.Unlock()
+		return fmt.Errorf("subscribe to im/%s/in before openim/sync", user)
+	}
+	dev.next = fromSeq + 1
+	dev.syncTarget, dev.syncOwed, dev.syncDone = last, true, done
+	dev.mu.Unlock()
+	dev.poke()
+	return nil
+}
+
 func (dev *Device) unsubscribe() {
 	dev.mu.Lock()
 	dev.subscribed, dev.syncOwed = false, false
@@ -372,7 +410,9 @@ func (dev *Device) deliver(topic string) bool {
 			pid := dev.nextPID()
 			dev.pending[pid] = ev.Seq
 			dev.next = ev.Seq + 1
+			inFlight := len(dev.pending)
 			dev.mu.Unlock()
+			dev.d.Metrics.observePending(inFlight)
 			if err := dev.write(topic, 1, pid, ev.Data); err != nil {
 				return false
 			}
@@ -392,7 +432,12 @@ func (dev *Device) deliver(topic string) bool {
 	lastSeq := dev.next - 1
 	pid := dev.nextPID()
 	dev.pending[pid] = 0
+	done := dev.syncDone
+	dev.syncDone = nil
 	dev.mu.Unlock()
+	if done != nil {
+		done(lastSeq)
+	}
 	msg, _ := json.Marshal(struct {
 		Event   string `json:"Event"`
 		LastSeq uint64 `json:"LastSeq"`

@@ -31,6 +31,12 @@ const (
 	testKey   = "duet-test-secret"
 )
 
+// testClock is a movable clock for retention and recall windows.
+type testClock struct{ offset atomic.Int64 }
+
+func (c *testClock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *testClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
+
 // checkFor polls f until it returns nil or the deadline passes.
 func checkFor(t testing.TB, total, every time.Duration, f func() error) {
 	t.Helper()
@@ -165,6 +171,8 @@ type device struct {
 	live   chan event
 	rsp    chan event
 	reqSeq atomic.Int64
+	// arrivals numbers every received publish in order
+	arrivals atomic.Int64
 
 	mu      sync.Mutex
 	replies map[string]chan event
@@ -210,6 +218,8 @@ func (s *testServer) dial(user string, o connectOpts) (*device, error) {
 			t.Errorf("%s: undecodable payload on %s: %q", user, topic, payload)
 			return
 		}
+		// Arrival order across topics, for tests of what comes before what.
+		e["_arrival"] = float64(d.arrivals.Add(1))
 		switch topic {
 		case "im/" + user + "/in":
 			d.in <- e

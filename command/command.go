@@ -39,7 +39,14 @@ type Caller struct {
 	Admin     bool
 	Device    string // MQTT client id; empty for REST
 	Transport Transport
+	// Respond sends a reply later, for a handler that returned errDeferred
+	// (openim/sync answers after its replay). Nil where replies cannot wait.
+	Respond func(Reply)
 }
+
+// errDeferred is returned by a handler that will answer through
+// Caller.Respond.
+var errDeferred = errors.New("command: reply deferred")
 
 // Error is a failed command: a Tencent error code and its ErrorInfo.
 type Error struct {
@@ -54,11 +61,14 @@ func Errorf(code int, format string, args ...any) *Error {
 	return &Error{Code: code, Info: fmt.Sprintf(format, args...)}
 }
 
-// Deliverer sends ephemeral events (never stored) to a user's online devices
-// on im/{user}/live. Stored events reach devices through the store's commit
-// notification instead.
+// Deliverer is the broker as the commands see it. Live sends ephemeral
+// events (never stored) to a user's online devices on im/{user}/live; stored
+// events reach devices through the store's commit notification instead.
+// Resync replays a device's timeline from a Seq and calls done before the
+// closing sync_complete.
 type Deliverer interface {
 	Live(user string, payload []byte)
+	Resync(user, device string, fromSeq uint64, done func(lastSeq uint64)) error
 }
 
 // Config holds the deployment's settings that commands follow.
@@ -74,15 +84,21 @@ type Config struct {
 	FriendCheck bool
 	// BlacklistError: a blocked sender gets 20007 instead of "show as sent".
 	BlacklistError bool
+	// MaxContacts is how many conversations a user's list keeps.
+	MaxContacts int
+	// RecallWindow is how long a user may recall their own message.
+	RecallWindow time.Duration
 }
 
 // DefaultConfig is the product's defaults.
 func DefaultConfig() Config {
 	return Config{
-		SDKAppID:    1400000000,
-		Admins:      []string{"administrator"},
-		MaxMsgBytes: 12 << 10,
-		MaxLifeTime: 7 * 24 * time.Hour,
+		SDKAppID:     1400000000,
+		Admins:       []string{"administrator"},
+		MaxMsgBytes:  12 << 10,
+		MaxLifeTime:  7 * 24 * time.Hour,
+		MaxContacts:  100,
+		RecallWindow: 2 * time.Minute,
 	}
 }
 
@@ -101,7 +117,10 @@ type Service struct {
 	handlers map[string]Handler
 
 	media MediaChecker
-	rel   *relCache // policy.go: relationships, profile bits and mutes for checkSend
+	// withdrawn runs after each recall (see OnWithdraw).
+	withdrawn []func(store.Message)
+
+	rel *relCache // policy.go: relationships, profile bits and mutes for checkSend
 
 	profMu   sync.RWMutex
 	profiles map[string][]byte // UserID → encoded SenderProfile ("" when none)
@@ -125,12 +144,16 @@ func New(cfg Config, st *store.Store, log *slog.Logger) *Service {
 		profiles: make(map[string][]byte),
 	}
 	for _, a := range cfg.Admins {
-	s.registerAccounts()
-	s.registerImport()
 		s.admins[a] = true
 	}
 	// Each feature file registers its own commands.
 	s.registerMessaging()
+	s.registerHistory()
+	s.registerConversations()
+	s.registerWithdraw()
+	s.registerSync()
+	s.registerAccounts()
+	s.registerImport()
 	s.registerRelations() // profile.go, sns.go, mute.go, batch.go
 	return s
 }
@@ -162,8 +185,9 @@ func (s *Service) Register(name string, h Handler) { s.handlers[name] = h }
 
 // Reply is the outcome of a command.
 type Reply struct {
-	Err    *Error
-	Result any
+	Err      *Error
+	Result   any
+	Deferred bool // the handler answers later through Caller.Respond
 }
 
 // Exec runs command name for c with the JSON body.
@@ -176,6 +200,9 @@ func (s *Service) Exec(ctx context.Context, c *Caller, name string, body []byte)
 		return Reply{Err: Errorf(90001, "request body is not valid UTF-8")}
 	}
 	res, err := h(ctx, c, body)
+	if errors.Is(err, errDeferred) {
+		return Reply{Deferred: true}
+	}
 	if err != nil {
 		var ce *Error
 		if errors.As(err, &ce) {

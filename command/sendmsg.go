@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/duet-im/duet/push/pushinfo"
 	"github.com/duet-im/duet/store"
 )
 
@@ -79,9 +80,8 @@ func (s *Service) parseSendMsg(c *Caller, body []byte) (*sendRequest, error) {
 		return nil, Errorf(90001, "SendMsgControl is not an Array of String")
 	}
 	if f.has("OfflinePushInfo") {
-		var opi map[string]json.RawMessage
-		if err := json.Unmarshal(f["OfflinePushInfo"], &opi); err != nil {
-			return nil, Errorf(90043, "OfflinePushInfo is not an object")
+		if _, err := pushinfo.Parse(f["OfflinePushInfo"]); err != nil {
+			return nil, Errorf(90043, "%v", err)
 		}
 		r.OfflinePushInfo = f["OfflinePushInfo"]
 	}
@@ -123,7 +123,40 @@ type msgEvent struct {
 	MsgBody         json.RawMessage `json:"MsgBody"`
 	CloudCustomData string          `json:"CloudCustomData"`
 	System          int             `json:"System,omitempty"`
+	MsgFlagBits     int             `json:"MsgFlagBits,omitempty"`
 	SenderProfile   json.RawMessage `json:"SenderProfile,omitempty"`
+	OfflinePushInfo json.RawMessage `json:"OfflinePushInfo,omitempty"` // read by push/ from the committed event
+}
+
+// newMsgEvent is the `msg` event of a stored message.
+func (s *Service) newMsgEvent(m *store.Message) msgEvent {
+	ev := msgEvent{
+		Event: "msg", From: m.From, To: m.To, MsgKey: m.MsgKey, MsgSeq: m.MsgSeq, MsgRandom: m.MsgRandom,
+		MsgTimeStamp: m.MsgTime, MsgBody: m.MsgBody, CloudCustomData: m.CloudCustomData,
+		MsgFlagBits: m.MsgFlagBits, SenderProfile: s.senderProfile(m.From),
+	}
+	if m.System {
+		ev.System = 1
+	}
+	return ev
+}
+
+// tail encodes an event for tx.Append: its JSON without the opening brace.
+func tail(ev any) ([]byte, error) {
+	b, err := marshal(ev)
+	if err != nil {
+		return nil, err
+	}
+	return b[1:], nil
+}
+
+func hasControl(ctl []string, want string) bool {
+	for _, c := range ctl {
+		if c == want {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Service) sendMsg(ctx context.Context, c *Caller, body []byte) (any, error) {
@@ -177,32 +210,42 @@ func (s *Service) sendMsg(ctx context.Context, c *Caller, body []byte) (any, err
 		r.MsgSeq = rand.Uint32()
 	}
 	msgKey := strconv.FormatUint(uint64(r.MsgSeq), 10) + "_" + strconv.FormatUint(uint64(r.MsgRandom), 10) + "_" + strconv.FormatInt(msgTime, 10)
-	ev := msgEvent{
-		Event: "msg", From: from, To: r.To, MsgKey: msgKey, MsgSeq: r.MsgSeq, MsgRandom: r.MsgRandom,
-		MsgTimeStamp: msgTime, MsgBody: r.MsgBody, CloudCustomData: r.CloudCustomData,
-		SenderProfile: s.senderProfile(from),
+	// C2C.CallbackBeforeSendMsg (callback.go) may refuse, drop or rewrite.
+	hook, err := s.beforeSend(ctx, c, body, r, from, msgTime, msgKey)
+	if err != nil {
+		return nil, err
+	} else if hook.drop {
+		return SendResult{MsgTime: msgTime, MsgKey: msgKey}, nil
 	}
-	if system {
-		ev.System = 1
+	expire := now.Add(r.LifeTime)
+	m := &store.Message{
+		From: from, To: r.To, MsgSeq: r.MsgSeq, MsgRandom: r.MsgRandom, MsgTime: msgTime, MsgKey: msgKey,
+		MsgBody: r.MsgBody, CloudCustomData: r.CloudCustomData, Expire: expire.Unix(), System: system,
 	}
+	ev := s.newMsgEvent(m)
+	ev.OfflinePushInfo = r.OfflinePushInfo
 	data, err := marshal(ev)
 	if err != nil {
 		return nil, err
 	}
-	tail := data[1:]
+	evTail := data[1:]
 
 	if r.LifeTime == 0 {
 		// Online only: never stored, delivered on the recipient's live topic.
 		if s.live != nil {
 			s.live.Live(r.To, data)
 		}
+		s.afterSend(c, hook, r, msgKey)
 		return SendResult{MsgTime: msgTime, MsgKey: msgKey}, nil
 	}
 
 	// Ordinary users always see their own sends on their other devices
 	// (multi-device sync); REST and admin sends follow SyncOtherMachine.
-	toSender := !c.Admin || r.SyncOtherMachine == 1
-	expire := now.Add(r.LifeTime)
+	// A message kept from its recipient stays in the sender's timeline.
+	// SyncOtherMachine 2 also keeps it out of the sender's roaming.
+	toSender := !c.Admin || r.SyncOtherMachine == 1 || !deliver
+	senderRoams := !c.Admin || r.SyncOtherMachine != 2 || !deliver
+	noUnread, noLastMsg := hasControl(r.SendMsgControl, "NoUnread"), hasControl(r.SendMsgControl, "NoLastMsg")
 	var res SendResult
 	err = s.store.Update(func(tx *store.Tx) error {
 		if prev, err := tx.Resent(from, r.To, r.MsgRandom, dedupSeq); err != nil || prev != nil {
@@ -211,22 +254,26 @@ func (s *Service) sendMsg(ctx context.Context, c *Caller, body []byte) (any, err
 			}
 			return err
 		}
-		m := &store.Message{
-			From: from, To: r.To, MsgSeq: r.MsgSeq, MsgRandom: r.MsgRandom, MsgTime: msgTime, MsgKey: msgKey,
-			MsgBody: r.MsgBody, CloudCustomData: r.CloudCustomData, Expire: expire.Unix(),
-			SenderOnly: !deliver, ReceiverOnly: !toSender,
-		}
+		m.SenderOnly, m.ReceiverOnly = !deliver, !senderRoams
 		var err error
 		if deliver {
-			if m.ReceiverSeq, err = tx.AppendUntil(r.To, tail, expire); err != nil {
+			if m.ReceiverSeq, err = tx.AppendUntil(r.To, evTail, expire); err != nil {
+				return err
+			}
+			if err := tx.Touch(r.To, from, m, !noUnread && from != r.To, noLastMsg, s.cfg.MaxContacts, now.Unix()); err != nil {
 				return err
 			}
 		}
 		switch {
 		case from == r.To && deliver:
 			m.SenderSeq = m.ReceiverSeq
-		case toSender || !deliver:
-			if m.SenderSeq, err = tx.AppendUntil(from, tail, expire); err != nil {
+		case toSender:
+			if m.SenderSeq, err = tx.AppendUntil(from, evTail, expire); err != nil {
+				return err
+			}
+		}
+		if senderRoams && from != r.To {
+			if err := tx.Touch(from, r.To, m, false, noLastMsg, s.cfg.MaxContacts, now.Unix()); err != nil {
 				return err
 			}
 		}
@@ -242,6 +289,7 @@ func (s *Service) sendMsg(ctx context.Context, c *Caller, body []byte) (any, err
 	if err != nil {
 		return nil, err
 	}
+	s.afterSend(c, hook, r, res.MsgKey)
 	return res, nil
 }
 

@@ -68,11 +68,14 @@ func (h *Requests) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 		reply.Err = command.Errorf(93000, "request is %d bytes; the limit is %d", len(pk.Payload), h.cfg.MaxRequest)
 	} else {
 		reqID = requestID(pk.Payload)
+		caller.Respond = func(r command.Reply) { h.respond(cl, pk, r.Encode("ReqId", reqID, "Command", name)) }
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		reply = h.cfg.Service.Exec(ctx, caller, name, pk.Payload)
 		cancel()
 	}
-	h.respond(cl, pk, reply.Encode("ReqId", reqID, "Command", name))
+	if !reply.Deferred {
+		h.respond(cl, pk, reply.Encode("ReqId", reqID, "Command", name))
+	}
 
 	if reply.Err != nil && pk.FixedHeader.Qos > 0 && cl.Properties.ProtocolVersion == 5 && isSend(name) {
 		// PROTOCOL §3: a failed sendmsg's PUBACK carries a matching reason.

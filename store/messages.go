@@ -17,6 +17,7 @@ type Message struct {
 	MsgBody         json.RawMessage `json:"MsgBody"`
 	CloudCustomData string          `json:"CloudCustomData,omitempty"`
 	MsgFlagBits     int             `json:"MsgFlagBits,omitempty"`
+	System          bool            `json:"System,omitempty"` // an admin's message without From_Account
 	// Expire is the Unix second after which the message leaves history.
 	Expire int64 `json:"Expire,omitempty"`
 	// SenderOnly: the recipient never sees it (blacklist "show as sent").

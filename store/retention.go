@@ -71,7 +71,43 @@ func (s *Store) Compact() error {
 	return s.db.Compact([]byte{0}, []byte{0xff}, true)
 }
 
-// DiskUsage is the size of the store's live files in bytes.
-func (s *Store) DiskUsage() uint64 {
-	return s.db.Metrics().DiskSpaceUsage()
+// LiveSize is the bytes of the store's live tables and write-ahead log:
+// what the data occupies, without files Pebble is about to delete or keeps
+// for recycling.
+func (s *Store) LiveSize() uint64 {
+	m := s.db.Metrics()
+	return uint64(m.Total().Size) + m.WAL.PhysicalSize
+}
+
+// sweeper runs Sweep every interval, and a full compaction when enough has
+// been deleted since the last one (at most hourly: it rewrites everything).
+func (s *Store) sweeper(every time.Duration) {
+	defer s.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	deleted, lastCompact := 0, time.Now()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+		for {
+			n, err := s.Sweep(s.Now(), 50000)
+			if err != nil {
+				s.log.Error("retention sweep failed", "error", err)
+				break
+			}
+			deleted += n
+			if n < 50000 {
+				break
+			}
+		}
+		if deleted >= 100000 && time.Since(lastCompact) >= time.Hour {
+			if err := s.Compact(); err != nil {
+				s.log.Error("compaction after sweep failed", "error", err)
+			}
+			deleted, lastCompact = 0, time.Now()
+		}
+	}
 }

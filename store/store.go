@@ -42,7 +42,12 @@
 //	rc/{user}                                 relationship counters and sequences (JSON RelCounts)
 //	pf/{user}                                 profile tags (JSON Profile); profile.go
 //	nm/{user}                                 global mute (JSON Mute)
+//	mu/{uuid}                                 media upload record (JSON Upload)
+//	mp/{deadline u64be} {uuid}                uncommitted upload, removed by the media cleaner after deadline
+//	mg/{uuid} 00 {user}                       user may download upload uuid (peer of a message carrying it)
+//	ma/{hour u64be}                           message-record archive of that hour is done (JSON record)
 //	x/{user}                                  last kick of user, Unix ns (u64be); older UserSigs refused
+//	r/{owner} 00 {peer}                       conversation list entry (JSON Conversation)
 //	pt/{user} 00 {device}                     offline-push token of a device (JSON PushToken)
 //	px/{vendor} 00 {token}                    which {user} 00 {device} holds a push token
 //	pq/{id u64be}                             durable push queue entry (push package's JSON); ps: last id
@@ -82,6 +87,9 @@ type Options struct {
 	OnCommit func([]Appended)
 	// Clock returns the current time; nil means time.Now. Tests move it.
 	Clock func() time.Time
+	// SweepEvery is how often expired data is deleted; 0 = never (tests
+	// call Sweep themselves).
+	SweepEvery time.Duration
 }
 
 // Store is Duet's durable state. It is safe for concurrent use.
@@ -97,8 +105,8 @@ type Store struct {
 	mu       sync.RWMutex // guards accounts and closed
 	accounts map[string]bool
 	closed   bool
-	kickCache map[string]time.Time // KickedAt answers (accounts_admin.go); guarded by mu
 
+	kickCache map[string]time.Time // KickedAt answers (accounts_admin.go); guarded by mu
 
 	// lastSeq caches each user's highest committed Seq. Written only by the
 	// writer goroutine, read by anyone (LastSeq); seqMu guards the map.
@@ -139,6 +147,10 @@ func Open(dir string, o Options) (*Store, error) {
 	}
 	s.wg.Add(1)
 	go s.writer()
+	if o.SweepEvery > 0 {
+		s.wg.Add(1)
+		go s.sweeper(o.SweepEvery)
+	}
 	return s, nil
 }
 

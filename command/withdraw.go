@@ -1,0 +1,234 @@
+package command
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/duet-im/duet/store"
+)
+
+// Recall and edit of stored messages: openim/msgwithdraw (a user's own
+// message, within the recall window), openim/admin_msgwithdraw (any message,
+// no time limit; reference §5.5) and openim/modify_c2c_msg (§5.8). The
+// message's copies in both timelines are rewritten in place (same Seq, so
+// timelines stay gap-free) and both users get a withdraw or modify event.
+
+func (s *Service) registerWithdraw() {
+	s.handlers["openim/msgwithdraw"] = s.msgWithdraw
+	s.handlers["openim/admin_msgwithdraw"] = s.msgWithdraw
+	s.handlers["openim/modify_c2c_msg"] = s.modifyMsg
+}
+
+// OnWithdraw registers f to run after a message was recalled (offline push
+// retraction, the after-withdraw callback). Start-up only.
+func (s *Service) OnWithdraw(f func(m store.Message)) { s.withdrawn = append(s.withdrawn, f) }
+
+type withdrawEvent struct {
+	Event      string `json:"Event"`
+	From       string `json:"From_Account"`
+	To         string `json:"To_Account"`
+	MsgKey     string `json:"MsgKey"`
+	MsgTime    int64  `json:"MsgTimeStamp"`
+	Withdrawer string `json:"Operator_Account,omitempty"`
+}
+
+type modifyEvent struct {
+	Event           string          `json:"Event"`
+	From            string          `json:"From_Account"`
+	To              string          `json:"To_Account"`
+	MsgKey          string          `json:"MsgKey"`
+	MsgBody         json.RawMessage `json:"MsgBody"`
+	CloudCustomData string          `json:"CloudCustomData"`
+}
+
+var errNoMessage = errors.New("no such message")
+
+func (s *Service) msgWithdraw(ctx context.Context, c *Caller, body []byte) (any, error) {
+	f, err := parseObject(body, 90001)
+	if err != nil {
+		return nil, err
+	}
+	// A user names the peer; an admin (admin_msgwithdraw) names both sides.
+	me, err := s.account(c, f, []string{"From_Account"}, 90008, 90009)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.requireAccount(me, 90008); err != nil {
+		return nil, err
+	}
+	var peer string
+	if peer, err = s.existing(f, []string{"To_Account", "Peer_Account"}, 90003); err != nil {
+		return nil, err
+	}
+	msgKey, present, ok := f.str("MsgKey")
+	if !present || !ok || msgKey == "" || len(msgKey) > 50 {
+		return nil, Errorf(90054, "MsgKey is missing or is not a valid message key")
+	}
+	// Only an admin recalls other people's messages or old ones.
+	own := !c.Admin
+	now := s.store.Now()
+	var recalled store.Message
+	err = s.store.Update(func(tx *store.Tx) error {
+		m, err := tx.Message(me, peer, msgKey)
+		if errors.Is(err, store.ErrNotFound) {
+			return errNoMessage
+		}
+		if err != nil {
+			return err
+		}
+		switch {
+		case own && m.From != me:
+			return Errorf(20022, "message %s is not one you sent; you can only recall your own messages", msgKey)
+		case m.MsgFlagBits&store.FlagRecalled != 0:
+			return Errorf(20023, "message %s was already recalled", msgKey)
+		case own && now.Sub(time.Unix(m.MsgTime, 0)) > s.cfg.RecallWindow:
+			return Errorf(20016, "message %s is older than the recall window (%v)", msgKey, s.cfg.RecallWindow)
+		}
+		m.MsgFlagBits |= store.FlagRecalled
+		m.MsgBody = json.RawMessage(`[]`)
+		if err := tx.UpdateMessage(m); err != nil {
+			return err
+		}
+		if err := s.rewriteCopies(tx, m); err != nil {
+			return err
+		}
+		// An unread recalled message no longer counts.
+		if cv, err := tx.Conversation(m.To, m.From); err != nil {
+			return err
+		} else if cv != nil && cv.Unread > 0 && m.MsgTime > cv.ReadTime && m.ReceiverSeq > 0 {
+			cv.Unread--
+			if err := tx.PutConversation(m.To, cv); err != nil {
+				return err
+			}
+		}
+		ev, err := tail(withdrawEvent{Event: "withdraw", From: m.From, To: m.To, MsgKey: m.MsgKey, MsgTime: m.MsgTime, Withdrawer: c.UserID})
+		if err != nil {
+			return err
+		}
+		if err := s.appendToBoth(tx, m, ev, now); err != nil {
+			return err
+		}
+		recalled = *m
+		return nil
+	})
+	if errors.Is(err, errNoMessage) {
+		return nil, Errorf(20022, "message %s not found in the conversation of %s and %s", msgKey, me, peer)
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range s.withdrawn {
+		f(recalled)
+	}
+	return struct{}{}, nil
+}
+
+// rewriteCopies replaces the timeline copies of m with its current state.
+func (s *Service) rewriteCopies(tx *store.Tx, m *store.Message) error {
+	ev, err := tail(s.newMsgEvent(m))
+	if err != nil {
+		return err
+	}
+	if m.ReceiverSeq > 0 {
+		if err := tx.RewriteEvent(m.To, m.ReceiverSeq, ev); err != nil {
+			return err
+		}
+	}
+	if m.SenderSeq > 0 && m.From != m.To {
+		return tx.RewriteEvent(m.From, m.SenderSeq, ev)
+	}
+	return nil
+}
+
+// appendToBoth adds an event about m to the timelines that hold m.
+func (s *Service) appendToBoth(tx *store.Tx, m *store.Message, ev []byte, now time.Time) error {
+	expire := now.Add(s.cfg.MaxLifeTime)
+	if !m.SenderOnly {
+		if _, err := tx.AppendUntil(m.To, ev, expire); err != nil {
+			return err
+		}
+	}
+	if !m.ReceiverOnly && m.From != m.To {
+		if _, err := tx.AppendUntil(m.From, ev, expire); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Service) modifyMsg(ctx context.Context, c *Caller, body []byte) (any, error) {
+	if !c.Admin {
+		return nil, Errorf(90009, "openim/modify_c2c_msg needs an App admin")
+	}
+	f, err := parseObject(body, 90001)
+	if err != nil {
+		return nil, err
+	}
+	from, err := s.existing(f, []string{"From_Account"}, 90008)
+	if err != nil {
+		return nil, err
+	}
+	to, err := s.existing(f, []string{"To_Account"}, 90003)
+	if err != nil {
+		return nil, err
+	}
+	msgKey, present, ok := f.str("MsgKey")
+	if !present || !ok || msgKey == "" {
+		return nil, Errorf(90054, "MsgKey is missing or is not a String")
+	}
+	newBody, hasBody := f["MsgBody"], f.has("MsgBody")
+	if hasBody {
+		if _, e := parseMsgBody(newBody); e != nil {
+			return nil, e
+		}
+	}
+	ccd, hasCCD, ok := f.str("CloudCustomData")
+	if !ok {
+		return nil, Errorf(90001, "CloudCustomData must be a String")
+	}
+	if !hasBody && !hasCCD {
+		return nil, Errorf(90001, "give MsgBody, CloudCustomData or both")
+	}
+	if n := len(newBody) + len(ccd); n > s.cfg.MaxMsgBytes {
+		return nil, Errorf(93000, "message is %d bytes; the limit is %d", n, s.cfg.MaxMsgBytes)
+	}
+	now := s.store.Now()
+	err = s.store.Update(func(tx *store.Tx) error {
+		m, err := tx.Message(from, to, msgKey)
+		if errors.Is(err, store.ErrNotFound) {
+			return errNoMessage
+		}
+		if err != nil {
+			return err
+		}
+		if m.MsgFlagBits&store.FlagRecalled != 0 {
+			return Errorf(20023, "message %s was recalled", msgKey)
+		}
+		if hasBody {
+			m.MsgBody = newBody
+		}
+		if hasCCD {
+			m.CloudCustomData = ccd
+		}
+		if err := tx.UpdateMessage(m); err != nil {
+			return err
+		}
+		if err := s.rewriteCopies(tx, m); err != nil {
+			return err
+		}
+		ev, err := tail(modifyEvent{Event: "modify", From: m.From, To: m.To, MsgKey: m.MsgKey, MsgBody: m.MsgBody, CloudCustomData: m.CloudCustomData})
+		if err != nil {
+			return err
+		}
+		return s.appendToBoth(tx, m, ev, now)
+	})
+	if errors.Is(err, errNoMessage) {
+		return nil, Errorf(20022, "message %s not found in the conversation of %s and %s", msgKey, from, to)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return struct{}{}, nil
+}
