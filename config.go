@@ -38,6 +38,12 @@ type Config struct {
 	MaxRequest   int           `yaml:"max-request" flag:"max-request" usage:"largest MQTT request payload in bytes (93000 above it)"`
 	MaxLifeTime  time.Duration `yaml:"max-lifetime" flag:"max-lifetime" usage:"longest a message is kept (default and maximum MsgLifeTime)"`
 	LogLevel     string        `yaml:"log-level" flag:"log-level" usage:"debug, info, warn or error"`
+
+	// REST API and callbacks (rest/, command/callback.go).
+	RESTRate        int    `yaml:"rest-rate" flag:"rest-rate" usage:"REST calls per second per command (account batch commands get half; 60007 above it; -1 = unlimited)"`
+	CallbackURL     string `yaml:"callback-url" flag:"callback-url" usage:"app back-end URL for Tencent-style callbacks (empty: none)"`
+	CallbackToken   string `yaml:"callback-token" flag:"callback-token" usage:"callback signing token (adds Sign and RequestTime)"`
+	CallbackFailure string `yaml:"callback-failure" flag:"callback-failure" usage:"when the before-send callback fails: deliver, or refuse (80003)"`
 	FriendsOnly  bool          `yaml:"friends-only" flag:"friends-only" usage:"only friends may message each other (20009-20011)"`
 	BlacklistErr bool          `yaml:"blacklist-check-error" flag:"blacklist-check-error" usage:"a blacklisted sender gets 20007 instead of a silent 'sent'"`
 }
@@ -54,6 +60,9 @@ func defaultConfig() Config {
 		MaxRequest:  64 << 10,
 		MaxLifeTime: 7 * 24 * time.Hour,
 		LogLevel:    "info",
+
+		RESTRate:        200,
+		CallbackFailure: "deliver",
 	}
 }
 

@@ -16,6 +16,7 @@ func (s *server) routes() http.Handler {
 		w.Write([]byte(`{"status":"ok"}`))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics(), promhttp.HandlerOpts{}))
+	mux.Handle("/v4/", s.rest)
 	return mux
 }
 

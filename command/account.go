@@ -1,0 +1,434 @@
+package command
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/duet-im/duet/store"
+)
+
+// Account administration (`im_open_login_svc`, reference §6.1) and online
+// state (`openim/querystate`, `openim/query_online_status`, §5.9).
+
+// Kicker disconnects every device of a user (the broker's Devices).
+type Kicker interface {
+	Kick(user string)
+}
+
+// Presence tells how many devices of a user are connected (the broker's
+// Devices).
+type Presence interface {
+	Online(user string) int
+}
+
+// SetKicker connects the service to the broker's devices for `kick`.
+func (s *Service) SetKicker(k Kicker) { s.kicker = k }
+
+// SetPresence connects the service to the broker's devices for the online
+// state queries.
+func (s *Service) SetPresence(p Presence) { s.presence = p }
+
+const (
+	maxAccountBatch = 100 // multiaccount_import, account_delete, account_check
+	maxStateQuery   = 500 // querystate, query_online_status
+	maxAccountValue = 500 // Nick, FaceUrl (40601 above it)
+)
+
+func (s *Service) registerAccounts() {
+	s.handlers["im_open_login_svc/account_import"] = s.accountImport
+	s.handlers["im_open_login_svc/multiaccount_import"] = s.multiAccountImport
+	s.handlers["im_open_login_svc/account_delete"] = s.accountDelete
+	s.handlers["im_open_login_svc/account_check"] = s.accountCheck
+	s.handlers["im_open_login_svc/kick"] = s.kick
+	s.handlers["openim/querystate"] = s.queryState
+	s.handlers["openim/query_online_status"] = s.queryOnlineStatus
+}
+
+// accountFields parses an im_open_login_svc body; only an admin may call
+// the service (70403).
+func accountFields(c *Caller, body []byte) (fields, error) {
+	if !c.Admin {
+		return nil, Errorf(70403, "im_open_login_svc needs an App admin identifier")
+	}
+	return parseObject(body, 70402)
+}
+
+// userIDField reads the account named by `UserID` or its older spelling
+// `Identifier` (both are in use, §6.1).
+func userIDField(f fields) (string, error) {
+	for _, name := range []string{"UserID", "Identifier"} {
+		v, present, ok := f.str(name)
+		if !ok {
+			return "", Errorf(70402, "%s must be a String", name)
+		}
+		if present {
+			if !ValidUserID(v) {
+				return "", Errorf(70402, "%s %q is not a valid UserID (1-32 bytes of A-Z a-z 0-9 _ - @ .)", name, v)
+			}
+			return v, nil
+		}
+	}
+	return "", Errorf(70402, "UserID is missing")
+}
+
+// profileFields reads the optional Nick and FaceUrl of an account item.
+func profileFields(f fields, u *store.AccountUpdate) error {
+	for _, p := range []struct {
+		name string
+		dst  **string
+	}{{"Nick", &u.Nick}, {"FaceUrl", &u.FaceURL}} {
+		v, present, ok := f.str(p.name)
+		if !ok {
+			return Errorf(70402, "%s must be a String", p.name)
+		}
+		if !present {
+			continue
+		}
+		if len(v) > maxAccountValue {
+			return Errorf(40601, "%s is %d bytes; the limit is %d", p.name, len(v), maxAccountValue)
+		}
+		*p.dst = &v
+	}
+	return nil
+}
+
+func (s *Service) importAccounts(items []store.AccountUpdate) error {
+	if _, err := s.store.ImportAccounts(items); err != nil {
+		return err
+	}
+	for _, it := range items {
+		s.ForgetProfile(it.UserID)
+	}
+	return nil
+}
+
+func (s *Service) accountImport(ctx context.Context, c *Caller, body []byte) (any, error) {
+	f, err := accountFields(c, body)
+	if err != nil {
+		return nil, err
+	}
+	id, err := userIDField(f)
+	if err != nil {
+		return nil, err
+	}
+	u := store.AccountUpdate{UserID: id}
+	if err := profileFields(f, &u); err != nil {
+		return nil, err
+	}
+	return nil, s.importAccounts([]store.AccountUpdate{u})
+}
+
+// MultiImportResult is the reply to multiaccount_import.
+type MultiImportResult struct {
+	FailAccounts []string `json:"FailAccounts"`
+}
+
+// multiAccountImport takes `{"Accounts":["u1",…]}` (older form) or
+// `{"AccountList":[{"UserID","Nick","FaceUrl"},…]}` (newer). Invalid
+// UserIDs are reported in FailAccounts; the rest are imported.
+func (s *Service) multiAccountImport(ctx context.Context, c *Caller, body []byte) (any, error) {
+	f, err := accountFields(c, body)
+	if err != nil {
+		return nil, err
+	}
+	res := MultiImportResult{FailAccounts: []string{}}
+	var items []store.AccountUpdate
+	switch {
+	case f.has("Accounts"):
+		ids, _, ok := f.strings("Accounts")
+		if !ok {
+			return nil, Errorf(70402, "Accounts must be an Array of String")
+		}
+		if err := batchSize("Accounts", len(ids)); err != nil {
+			return nil, err
+		}
+		for _, id := range ids {
+			if !ValidUserID(id) {
+				res.FailAccounts = append(res.FailAccounts, id)
+				continue
+			}
+			items = append(items, store.AccountUpdate{UserID: id})
+		}
+	case f.has("AccountList"):
+		var list []fields
+		if err := json.Unmarshal(f["AccountList"], &list); err != nil {
+			return nil, Errorf(70402, "AccountList must be an Array of objects")
+		}
+		if err := batchSize("AccountList", len(list)); err != nil {
+			return nil, err
+		}
+		for i, it := range list {
+			if it == nil {
+				return nil, Errorf(70402, "AccountList[%d] must be an object", i)
+			}
+			id, err := userIDField(it)
+			if err != nil {
+				raw, _, _ := it.str("UserID")
+				res.FailAccounts = append(res.FailAccounts, raw)
+				continue
+			}
+			u := store.AccountUpdate{UserID: id}
+			if err := profileFields(it, &u); err != nil {
+				return nil, err
+			}
+			items = append(items, u)
+		}
+	default:
+		return nil, Errorf(70402, "Accounts (or AccountList) is missing")
+	}
+	if len(items) > 0 {
+		if err := s.importAccounts(items); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func batchSize(name string, n int) error {
+	if n == 0 {
+		return Errorf(70402, "%s is empty", name)
+	}
+	if n > maxAccountBatch {
+		return Errorf(70402, "%s has %d accounts; at most %d per call", name, n, maxAccountBatch)
+	}
+	return nil
+}
+
+// itemIDs reads `{"<list>":[{"UserID":…},…]}` (account_delete's DeleteItem,
+// account_check's CheckItem).
+func itemIDs(f fields, list string) ([]string, error) {
+	if !f.has(list) {
+		return nil, Errorf(70402, "%s is missing", list)
+	}
+	var items []fields
+	if err := json.Unmarshal(f[list], &items); err != nil {
+		return nil, Errorf(70402, "%s must be an Array of {\"UserID\":String}", list)
+	}
+	if err := batchSize(list, len(items)); err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(items))
+	for i, it := range items {
+		v, present, ok := it.str("UserID")
+		if it == nil || !present || !ok {
+			return nil, Errorf(70402, "%s[%d].UserID must be a String", list, i)
+		}
+		ids[i] = v
+	}
+	return ids, nil
+}
+
+// AccountResult is one item of account_delete's and account_check's
+// ResultItem.
+type AccountResult struct {
+	UserID        string `json:"UserID"`
+	ResultCode    int    `json:"ResultCode"`
+	ResultInfo    string `json:"ResultInfo"`
+	AccountStatus string `json:"AccountStatus,omitempty"`
+}
+
+// AccountResults is the reply to account_delete and account_check.
+type AccountResults struct {
+	ResultItem []AccountResult `json:"ResultItem"`
+}
+
+const accountNotExist = "Err_TLS_PT_Open_Login_Account_Not_Exist"
+
+// accountDelete removes accounts so their logins fail from then on, and
+// disconnects their devices.
+func (s *Service) accountDelete(ctx context.Context, c *Caller, body []byte) (any, error) {
+	f, err := accountFields(c, body)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := itemIDs(f, "DeleteItem")
+	if err != nil {
+		return nil, err
+	}
+	res := AccountResults{ResultItem: make([]AccountResult, len(ids))}
+	var valid []string
+	for i, id := range ids {
+		res.ResultItem[i].UserID = id
+		if !ValidUserID(id) {
+			res.ResultItem[i].ResultCode, res.ResultItem[i].ResultInfo = 70402, "invalid UserID"
+			continue
+		}
+		valid = append(valid, id)
+	}
+	existed, err := s.store.DeleteAccounts(valid)
+	if err != nil {
+		return nil, err
+	}
+	j := 0
+	for i := range res.ResultItem {
+		if res.ResultItem[i].ResultCode != 0 {
+			continue
+		}
+		if !existed[j] {
+			res.ResultItem[i].ResultCode, res.ResultItem[i].ResultInfo = 70107, accountNotExist
+		} else {
+			s.ForgetProfile(valid[j])
+			if s.kicker != nil {
+				s.kicker.Kick(valid[j])
+			}
+		}
+		j++
+	}
+	return res, nil
+}
+
+func (s *Service) accountCheck(ctx context.Context, c *Caller, body []byte) (any, error) {
+	f, err := accountFields(c, body)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := itemIDs(f, "CheckItem")
+	if err != nil {
+		return nil, err
+	}
+	res := AccountResults{ResultItem: make([]AccountResult, len(ids))}
+	for i, id := range ids {
+		r := &res.ResultItem[i]
+		r.UserID, r.AccountStatus = id, "NotImported"
+		if !ValidUserID(id) {
+			r.ResultCode, r.ResultInfo = 70402, "invalid UserID"
+			continue
+		}
+		exists, err := s.store.AccountExists(id)
+		if err != nil {
+			return nil, err
+		}
+		if exists {
+			r.AccountStatus = "Imported"
+		}
+	}
+	return res, nil
+}
+
+// kick invalidates every UserSig of the user issued up to now (a freshly
+// generated one works, §6.1) and disconnects the user's devices. The kick
+// time is stored before the devices are dropped, so a device reconnecting
+// at once with its old sig is refused.
+func (s *Service) kick(ctx context.Context, c *Caller, body []byte) (any, error) {
+	f, err := accountFields(c, body)
+	if err != nil {
+		return nil, err
+	}
+	id, err := userIDField(f)
+	if err != nil {
+		return nil, err
+	}
+	if exists, err := s.store.AccountExists(id); err != nil {
+		return nil, err
+	} else if !exists {
+		return nil, Errorf(70107, "UserID %q does not exist", id)
+	}
+	if _, err := s.store.Kick(id); err != nil {
+		return nil, err
+	}
+	if s.kicker != nil {
+		s.kicker.Kick(id)
+	}
+	return nil, nil
+}
+
+// ---- online state ----
+
+// StateItem is one entry of QueryResult. querystate names the field State,
+// query_online_status names it Status (§5.9).
+type StateItem struct {
+	To     string        `json:"To_Account"`
+	State  string        `json:"State,omitempty"`
+	Status string        `json:"Status,omitempty"`
+	Detail []StateDetail `json:"Detail,omitzero"` // omitzero: an empty list is still sent
+}
+
+// StateDetail is one device of a user. MQTT devices do not declare their
+// platform, so it is "Unknown".
+type StateDetail struct {
+	Platform string `json:"Platform"`
+	Status   string `json:"Status"`
+}
+
+// AccountError is one entry of an openim ErrorList.
+type AccountError struct {
+	To        string `json:"To_Account"`
+	ErrorCode int    `json:"ErrorCode"`
+}
+
+// StateResult is the reply to querystate and query_online_status.
+type StateResult struct {
+	QueryResult []StateItem    `json:"QueryResult"`
+	ErrorList   []AccountError `json:"ErrorList,omitempty"`
+}
+
+func (s *Service) queryState(ctx context.Context, c *Caller, body []byte) (any, error) {
+	return s.onlineState(c, body, false)
+}
+
+func (s *Service) queryOnlineStatus(ctx context.Context, c *Caller, body []byte) (any, error) {
+	return s.onlineState(c, body, true)
+}
+
+// onlineState answers both spellings of the query. A user is Online while
+// any device is connected; PushOnline is not reported because Duet keeps no
+// push-online state of its own.
+func (s *Service) onlineState(c *Caller, body []byte, current bool) (any, error) {
+	if !c.Admin {
+		return nil, Errorf(90009, "online state queries need an App admin identifier")
+	}
+	f, err := parseObject(body, 90001)
+	if err != nil {
+		return nil, err
+	}
+	ids, present, ok := f.strings("To_Account")
+	switch {
+	case !present:
+		return nil, Errorf(90003, "To_Account is missing")
+	case !ok:
+		return nil, Errorf(90003, "To_Account must be an Array of String")
+	case len(ids) == 0:
+		return nil, Errorf(90001, "To_Account is empty")
+	case len(ids) > maxStateQuery:
+		return nil, Errorf(90011, "To_Account has %d accounts; at most %d per call", len(ids), maxStateQuery)
+	}
+	detail, _, ok := f.integer("IsNeedDetail", 0, 1)
+	if !ok {
+		return nil, Errorf(90001, "IsNeedDetail must be 0 or 1")
+	}
+	res := StateResult{QueryResult: []StateItem{}}
+	for _, id := range ids {
+		exists := false
+		if ValidUserID(id) {
+			if exists, err = s.store.AccountExists(id); err != nil {
+				return nil, err
+			}
+		}
+		if !exists {
+			res.ErrorList = append(res.ErrorList, AccountError{To: id, ErrorCode: 70107})
+			continue
+		}
+		n := 0
+		if s.presence != nil {
+			n = s.presence.Online(id)
+		}
+		state := "Offline"
+		if n > 0 {
+			state = "Online"
+		}
+		it := StateItem{To: id}
+		if !current {
+			it.State = state
+		} else {
+			it.Status = state
+			if detail == 1 {
+				it.Detail = []StateDetail{}
+				for range n {
+					it.Detail = append(it.Detail, StateDetail{Platform: "Unknown", Status: "Online"})
+				}
+			}
+		}
+		res.QueryResult = append(res.QueryResult, it)
+	}
+	return res, nil
+}

@@ -1,0 +1,176 @@
+package command
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"hash/fnv"
+	"strconv"
+	"time"
+
+	"github.com/duet-im/duet/store"
+)
+
+// openim/importmsg (reference §5.3): bring C2C history over from another
+// system. No callbacks, no delivery to online devices; the real-time modes
+// also put the message in the recipient's timeline so it counts as new.
+
+func (s *Service) registerImport() {
+	s.handlers["openim/importmsg"] = s.importMsg
+}
+
+// ImportResult is the reply to importmsg: the bare envelope for a new
+// message. Duplicate (a Duet addition that Tencent clients ignore) is 1 when
+// the conversation already held the message and nothing was written, which
+// lets the import tool count replays.
+type ImportResult struct {
+	Duplicate int `json:"Duplicate,omitempty"`
+}
+
+type importRequest struct {
+	mode            int64
+	from, to        string
+	msgSeq          uint32
+	msgRandom       uint32
+	msgTime         int64
+	msgBody         json.RawMessage
+	cloudCustomData string
+}
+
+func (s *Service) parseImport(c *Caller, body []byte) (*importRequest, error) {
+	if !c.Admin {
+		return nil, Errorf(90009, "openim/importmsg needs an App admin identifier")
+	}
+	f, err := parseObject(body, 90001)
+	if err != nil {
+		return nil, err
+	}
+	r := &importRequest{}
+	var present, ok bool
+	r.mode, present, ok = f.integer("SyncFromOldSystem", -1<<62, 1<<62)
+	if !present || !ok {
+		return nil, Errorf(90030, "SyncFromOldSystem is missing or is not an Integer")
+	}
+	if r.mode != 1 && r.mode != 2 && r.mode != 5 {
+		return nil, Errorf(90030, "SyncFromOldSystem must be 1 or 5 (real-time) or 2 (history), not %d", r.mode)
+	}
+	if r.from, present, ok = f.str("From_Account"); !present || !ok || r.from == "" {
+		return nil, Errorf(90008, "From_Account is missing or is not a String")
+	}
+	if r.to, present, ok = f.str("To_Account"); !present || !ok || r.to == "" {
+		return nil, Errorf(90003, "To_Account is missing or is not a String")
+	}
+	rnd, present, ok := f.integer("MsgRandom", 0, 1<<32-1)
+	if !present || !ok {
+		return nil, Errorf(90005, "MsgRandom is missing or is not a 32-bit unsigned Integer")
+	}
+	r.msgRandom = uint32(rnd)
+	ts, present, ok := f.integer("MsgTimeStamp", 0, 1<<32-1)
+	if !present || !ok {
+		return nil, Errorf(90006, "MsgTimeStamp is missing or is not an Integer")
+	}
+	r.msgTime = ts
+	seq, hasSeq, ok := f.integer("MsgSeq", 0, 1<<32-1)
+	if !ok {
+		return nil, Errorf(90001, "MsgSeq is not a 32-bit unsigned Integer")
+	}
+	if r.cloudCustomData, _, ok = f.str("CloudCustomData"); !ok {
+		return nil, Errorf(90001, "CloudCustomData is not a String")
+	}
+	if !f.has("MsgBody") {
+		return nil, Errorf(90007, "MsgBody is missing")
+	}
+	els, e := parseMsgBody(f["MsgBody"])
+	if e != nil {
+		return nil, e
+	}
+	if s.media != nil {
+		if e := s.media.CheckElements(c, els); e != nil {
+			return nil, e
+		}
+	}
+	r.msgBody = compact(f["MsgBody"])
+	if n := len(r.msgBody) + len(r.cloudCustomData); n > s.cfg.MaxMsgBytes {
+		return nil, Errorf(93000, "message is %d bytes; the limit is %d", n, s.cfg.MaxMsgBytes)
+	}
+	r.msgSeq = uint32(seq)
+	if !hasSeq {
+		// "Random if omitted" (§5.3) — but derived from the message itself,
+		// so importing the same export twice (a resumed migration) finds
+		// the first copy instead of storing a second one.
+		h := fnv.New32a()
+		h.Write([]byte(r.from + "\x00" + r.to + "\x00" + strconv.FormatUint(uint64(r.msgRandom), 10) + "\x00" + strconv.FormatInt(r.msgTime, 10) + "\x00"))
+		h.Write(r.msgBody)
+		r.msgSeq = h.Sum32()
+	}
+	for _, acc := range []struct {
+		id   string
+		code int
+		name string
+	}{{r.from, 90008, "From_Account"}, {r.to, 90012, "To_Account"}} {
+		exists := false
+		if ValidUserID(acc.id) {
+			if exists, err = s.store.AccountExists(acc.id); err != nil {
+				return nil, err
+			}
+		}
+		if !exists {
+			return nil, Errorf(acc.code, "%s %q is not registered", acc.name, acc.id)
+		}
+	}
+	return r, nil
+}
+
+func (s *Service) importMsg(ctx context.Context, c *Caller, body []byte) (any, error) {
+	r, err := s.parseImport(c, body)
+	if err != nil {
+		return nil, err
+	}
+	msgKey := strconv.FormatUint(uint64(r.msgSeq), 10) + "_" + strconv.FormatUint(uint64(r.msgRandom), 10) + "_" + strconv.FormatInt(r.msgTime, 10)
+	// History is kept for the maximum lifetime counted from the message's
+	// own time: a message older than that is accepted and expires at once.
+	expire := time.Unix(r.msgTime, 0).Add(s.cfg.MaxLifeTime)
+	m := &store.Message{
+		From: r.from, To: r.to, MsgSeq: r.msgSeq, MsgRandom: r.msgRandom, MsgTime: r.msgTime, MsgKey: msgKey,
+		MsgBody: r.msgBody, CloudCustomData: r.cloudCustomData, Expire: expire.Unix(),
+	}
+	realtime := r.mode == 1 || r.mode == 5
+	var ev []byte
+	if realtime {
+		data, err := marshal(msgEvent{
+			Event: "msg", From: m.From, To: m.To, MsgKey: m.MsgKey, MsgSeq: m.MsgSeq, MsgRandom: m.MsgRandom,
+			MsgTimeStamp: m.MsgTime, MsgBody: m.MsgBody, CloudCustomData: m.CloudCustomData,
+			SenderProfile: s.senderProfile(m.From),
+		})
+		if err != nil {
+			return nil, err
+		}
+		ev = data[1:] // tx.Append takes the object without its opening brace
+	}
+	var res ImportResult
+	err = s.store.Update(func(tx *store.Tx) error {
+		// Same conversation and the same (MsgSeq, MsgRandom, MsgTimeStamp),
+		// whichever way round From and To are: a duplicate, whatever its
+		// content. The first import wins.
+		dup, err := tx.HasMessage(r.from, r.to, r.msgTime, r.msgSeq, r.msgRandom)
+		if err != nil || dup {
+			if dup {
+				res.Duplicate = 1
+			}
+			return err
+		}
+		if realtime {
+			if m.ReceiverSeq, err = tx.AppendUntil(r.to, ev, expire); err != nil {
+				return err
+			}
+		}
+		return tx.PutMessage(m)
+	})
+	if errors.Is(err, store.ErrClosed) {
+		return nil, Errorf(90992, "server is shutting down, retry")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}

@@ -1,0 +1,183 @@
+package store
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"time"
+)
+
+// Account administration beyond ImportAccount: batch import with partial
+// updates, deletion, and kicks (reference §6.1).
+
+func kickKey(user string) []byte { return key([]byte("x/"), []byte(user)) }
+
+// AccountUpdate is one account to create or update. A nil Nick or FaceURL
+// leaves the stored value as it is, so re-importing by UserID alone (the
+// `Accounts` form of multiaccount_import) never wipes a profile.
+type AccountUpdate struct {
+	UserID  string
+	Nick    *string
+	FaceURL *string
+}
+
+// ImportAccounts creates or updates every account in one durable
+// transaction and reports, per item, whether it was new.
+func (s *Store) ImportAccounts(items []AccountUpdate) (created []bool, err error) {
+	created = make([]bool, len(items))
+	err = s.Update(func(tx *Tx) error {
+		now := tx.Now().Unix()
+		for i, it := range items {
+			k := accountKey(it.UserID)
+			old, err := tx.Get(k)
+			if err != nil {
+				return err
+			}
+			var a Account
+			if old != nil {
+				if err := json.Unmarshal(old, &a); err != nil {
+					return err
+				}
+			} else {
+				a = Account{UserID: it.UserID, Created: now}
+				created[i] = true
+			}
+			if it.Nick != nil {
+				a.Nick = *it.Nick
+			}
+			if it.FaceURL != nil {
+				a.FaceURL = *it.FaceURL
+			}
+			b, err := json.Marshal(a)
+			if err != nil {
+				return err
+			}
+			tx.Put(k, b)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	for _, it := range items {
+		s.accounts[it.UserID] = true
+	}
+	s.mu.Unlock()
+	return created, nil
+}
+
+// DeleteAccounts removes the account records of users, durably, and records
+// a kick for each so UserSigs issued before the deletion stay refused should
+// the account be imported again. It reports which users existed. Timelines,
+// history and conversations are left to expire with their retention.
+func (s *Store) DeleteAccounts(users []string) (existed []bool, err error) {
+	existed = make([]bool, len(users))
+	now := s.Now()
+	err = s.Update(func(tx *Tx) error {
+		for i, u := range users {
+			k := accountKey(u)
+			old, err := tx.Get(k)
+			if err != nil {
+				return err
+			}
+			if old == nil {
+				continue
+			}
+			existed[i] = true
+			tx.Delete(k)
+			tx.Put(kickKey(u), u64(uint64(now.UnixNano())))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	for i, u := range users {
+		s.accounts[u] = false
+		if existed[i] {
+			s.rememberKick(u, now)
+		}
+	}
+	s.mu.Unlock()
+	return existed, nil
+}
+
+// kicks is the cache of KickedAt answers; s.mu must be held. Every write of
+// an x/ key goes through this file, which keeps the cache current.
+func (s *Store) kicks() map[string]time.Time {
+	if s.kickCache == nil {
+		s.kickCache = make(map[string]time.Time)
+	}
+	return s.kickCache
+}
+
+// Kick records, durably, that user was kicked now: UserSigs issued up to and
+// including this second are refused from now on (see KickedAt).
+func (s *Store) Kick(user string) (time.Time, error) {
+	now := s.Now()
+	err := s.Update(func(tx *Tx) error {
+		tx.Put(kickKey(user), u64(uint64(now.UnixNano())))
+		return nil
+	})
+	if err != nil {
+		return time.Time{}, err
+	}
+	s.mu.Lock()
+	s.rememberKick(user, now)
+	s.mu.Unlock()
+	return now, nil
+}
+
+// KickedAt is the earliest UserSig issue time (TLS.time) still accepted for
+// user: the second after the last kick, or the zero time when user was
+// never kicked.
+//
+// UserSig times have one-second resolution, so a sig whose TLS.time is the
+// very second of the kick cannot be told apart from one issued just before
+// it. Both are refused: a sig made in the same second as the kick is
+// refused, and a fresh one must be issued at least one second later.
+func (s *Store) KickedAt(user string) time.Time {
+	s.mu.RLock()
+	t, ok := s.kickCache[user] // a nil map reads as empty
+	s.mu.RUnlock()
+	if ok {
+		return t
+	}
+	v, err := get(s.db, kickKey(user))
+	if err != nil {
+		s.log.Error("store: reading kick time", "user", user, "error", err)
+		// Failing closed would lock everyone out on a read error; the
+		// error is logged and the sig's own expiry still applies.
+		return time.Time{}
+	}
+	var at time.Time
+	if len(v) == 8 {
+		at = earliestAccepted(time.Unix(0, int64(binary.BigEndian.Uint64(v))))
+	}
+	s.mu.Lock()
+	if _, ok := s.kicks()[user]; !ok {
+		s.kicks()[user] = at
+	}
+	t = s.kicks()[user]
+	s.mu.Unlock()
+	return t
+}
+
+// earliestAccepted rounds a kick instant up to the next whole second.
+func earliestAccepted(kick time.Time) time.Time {
+	return time.Unix(kick.Unix()+1, 0)
+}
+
+// rememberKick updates the cache; s.mu must be held.
+func (s *Store) rememberKick(user string, at time.Time) {
+	s.kicks()[user] = earliestAccepted(at)
+}
+
+// HasMessage reports whether the conversation of a and b holds a message
+// with this (MsgTimeStamp, MsgSeq, MsgRandom): importmsg's duplicate test
+// (reference §5.3), which the history key encodes exactly.
+func (tx *Tx) HasMessage(a, b string, t int64, msgSeq, random uint32) (bool, error) {
+	v, err := tx.Get(historyKey(a, b, t, msgSeq, random))
+	return v != nil, err
+}
