@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/duet-im/duet/push"
 )
 
 // Config is every setting of the server. Each one is a flag (--name), an
@@ -38,6 +40,7 @@ type Config struct {
 	MaxRequest   int           `yaml:"max-request" flag:"max-request" usage:"largest MQTT request payload in bytes (93000 above it)"`
 	MaxLifeTime  time.Duration `yaml:"max-lifetime" flag:"max-lifetime" usage:"longest a message is kept (default and maximum MsgLifeTime)"`
 	LogLevel     string        `yaml:"log-level" flag:"log-level" usage:"debug, info, warn or error"`
+	Push         push.Config   `yaml:"push"` // offline push vendors (docs/push.md)
 
 	// REST API and callbacks (rest/, command/callback.go).
 	RESTRate        int    `yaml:"rest-rate" flag:"rest-rate" usage:"REST calls per second per command (account batch commands get half; 60007 above it; -1 = unlimited)"`
@@ -99,6 +102,9 @@ func loadConfig(name string, args []string) (*Config, *flag.FlagSet, error) {
 	for i := 0; i < t.NumField(); i++ {
 		sf := t.Field(i)
 		name := sf.Tag.Get("flag")
+		if name == "" {
+			continue // a YAML-only section (push:)
+		}
 		env := "DUET_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 		fv := v.Field(i)
 		if e, ok := os.LookupEnv(env); ok {

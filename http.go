@@ -24,6 +24,9 @@ func (s *server) routes() http.Handler {
 func (s *server) metrics() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if s.push != nil {
+		reg.MustRegister(s.push.Metrics())
+	}
 	counter := func(name, help string, f func() float64) {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "duet", Name: name, Help: help}, f))
 	}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/duet-im/duet/broker"
 	"github.com/duet-im/duet/command"
+	"github.com/duet-im/duet/push"
 	"github.com/duet-im/duet/rest"
 	"github.com/duet-im/duet/store"
 	"github.com/duet-im/duet/usersig"
@@ -97,6 +98,7 @@ type server struct {
 	http   *http.Server
 	httpLn net.Listener
 	rest   http.Handler // /v4/, the REST API
+	push   *push.Pusher
 	log    *slog.Logger
 }
 
@@ -110,12 +112,16 @@ func start(cfg Config, log *slog.Logger) (*server, error) {
 	}
 	s := &server{log: log}
 	var devices *broker.Devices
+	var pusher *push.Pusher
 	st, err := store.Open(filepath.Join(cfg.Data, "store"), store.Options{
 		Logger:     log,
 		SweepEvery: time.Minute,
 		OnCommit: func(evs []store.Appended) {
 			if devices != nil {
 				devices.Committed(evs)
+			}
+			if pusher != nil {
+				pusher.Committed(evs)
 			}
 		},
 	})
@@ -130,6 +136,13 @@ func start(cfg Config, log *slog.Logger) (*server, error) {
 	ccfg.MaxLifeTime = cfg.MaxLifeTime
 	ccfg.FriendCheck, ccfg.BlacklistError = cfg.FriendsOnly, cfg.BlacklistErr
 	s.svc = command.New(ccfg, st, log)
+	if pusher, err = push.New(push.Options{Config: cfg.Push, Store: st, Log: log}); err != nil {
+		st.Close()
+		return nil, err
+	}
+	pusher.Register(s.svc)
+	s.svc.OnWithdraw(func(m store.Message) { pusher.Withdrawn(m.To, m.MsgKey) })
+	s.push = pusher
 
 	bcfg := broker.Config{
 		MQTTAddr: cfg.MQTT, WSAddr: cfg.WS, TLSAddr: cfg.TLS,
@@ -151,7 +164,12 @@ func start(cfg Config, log *slog.Logger) (*server, error) {
 		return nil, err
 	}
 	devices = s.broker.Devices
-	s.svc.SetKicker(devices)
+	s.svc.SetKicker(pusher.Kicker(devices))
+	pusher.SetPresence(devices)
+	if err := pusher.Start(); err != nil {
+		st.Close()
+		return nil, err
+	}
 	s.svc.SetPresence(devices)
 	s.svc.SetCallbacks(command.CallbackConfig{URL: cfg.CallbackURL, Token: cfg.CallbackToken, RefuseOnFailure: cfg.CallbackFailure == "refuse"})
 	s.rest = rest.New(rest.Config{Service: s.svc, Key: key, KickedAt: st.KickedAt, Rate: cfg.RESTRate, Log: log})
@@ -186,6 +204,9 @@ func (s *server) Close() error {
 		err = s.broker.Close()
 	}
 	s.svc.CloseCallbacks()
+	if s.push != nil {
+		s.push.Close() // before the store: its queue is there
+	}
 	return errors.Join(err, s.store.Close())
 }
 

@@ -180,6 +180,13 @@ func (ds *Devices) Online(user string) int {
 	return len(ds.users[user])
 }
 
+// Connected reports whether user's device clientID is connected (push/).
+func (ds *Devices) Connected(user, clientID string) bool {
+	ds.mu.RLock()
+	defer ds.mu.RUnlock()
+	return ds.users[user][clientID] != nil
+}
+
 // Live queues an ephemeral event for user's devices that listen on
 // im/{user}/live. It never blocks: a device whose live queue is full misses
 // the event, which is what ephemeral means.

@@ -59,6 +59,7 @@ type testServer struct {
 	broker *broker.Broker
 	addr   string
 	opts   serverOpts
+	push   pushHook
 }
 
 type serverOpts struct {
@@ -67,6 +68,7 @@ type serverOpts struct {
 	maxRequest   int
 	clock        func() time.Time
 	command      func(*command.Config) // adjusts command settings (send policy switches)
+	push         func(*store.Store, *command.Service) pushHook // wires an offline pusher (push_test.go)
 }
 
 func startServer(t testing.TB, o serverOpts) *testServer {
@@ -80,6 +82,7 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 func (s *testServer) start() {
 	t := s.t
 	var devices atomic.Pointer[broker.Devices]
+	var ph pushHook
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -90,6 +93,9 @@ func (s *testServer) start() {
 		OnCommit: func(evs []store.Appended) {
 			if d := devices.Load(); d != nil {
 				d.Committed(evs)
+			}
+			if ph != nil {
+				ph.Committed(evs)
 			}
 		},
 	})
@@ -102,6 +108,9 @@ func (s *testServer) start() {
 		s.opts.command(&cfg)
 	}
 	svc := command.New(cfg, st, log)
+	if s.opts.push != nil {
+		ph = s.opts.push(st, svc)
+	}
 	addr := s.addr
 	if addr == "" {
 		addr = "127.0.0.1:0"
@@ -114,10 +123,16 @@ func (s *testServer) start() {
 		t.Fatal(err)
 	}
 	devices.Store(b.Devices)
+	if ph != nil {
+		ph.SetPresence(b.Devices)
+		if err := ph.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := b.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	s.store, s.svc, s.broker, s.addr = st, svc, b, b.Addr("tcp")
+	s.store, s.svc, s.broker, s.addr, s.push = st, svc, b, b.Addr("tcp"), ph
 }
 
 func (s *testServer) stop() {
@@ -125,6 +140,9 @@ func (s *testServer) stop() {
 		return
 	}
 	s.broker.Close()
+	if s.push != nil {
+		s.push.Close()
+	}
 	s.store.Close()
 	s.broker = nil
 }

@@ -726,3 +726,22 @@ func (l *lane) pop(ctx context.Context) *entry {
 		}
 	}
 }
+
+// Kicker is what a kick disconnects through (broker.Devices).
+type Kicker interface{ Kick(user string) }
+
+// Kicker wraps next so a kick (a forced logout) also forgets the user's
+// push tokens, as logout does; a mere disconnect keeps them.
+func (p *Pusher) Kicker(next Kicker) Kicker { return kicker{p, next} }
+
+type kicker struct {
+	p    *Pusher
+	next Kicker
+}
+
+func (k kicker) Kick(user string) {
+	if err := k.p.RemoveUserTokens(user); err != nil {
+		k.p.log.Error("removing push tokens on kick", "user", user, "error", err)
+	}
+	k.next.Kick(user)
+}
