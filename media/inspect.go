@@ -1,0 +1,259 @@
+package media
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"image"
+	"image/gif"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/disintegration/imaging"
+	"github.com/minio/minio-go/v7"
+	_ "golang.org/x/image/bmp" // BMP originals (ImageFormat 4)
+	_ "golang.org/x/image/webp"
+
+	"github.com/duet-im/duet/command"
+	"github.com/duet-im/duet/store"
+)
+
+// sniff names the content of an object from its first bytes: Go's
+// http.DetectContentType (the WHATWG sniffing rules) plus the audio and
+// video containers IM clients send that it does not tell apart.
+func sniff(head []byte) string {
+	switch {
+	case bytes.HasPrefix(head, []byte("#!AMR")):
+		return "audio/amr"
+	case bytes.HasPrefix(head, []byte("#!SILK_V3")), bytes.HasPrefix(head, []byte("\x02#!SILK_V3")):
+		return "audio/silk" // WeChat/QQ voice notes
+	case bytes.HasPrefix(head, []byte("fLaC")):
+		return "audio/flac"
+	case len(head) >= 2 && head[0] == 0xFF && head[1]&0xF6 == 0xF0:
+		return "audio/aac" // ADTS frame header
+	case len(head) >= 12 && string(head[4:8]) == "ftyp":
+		// ISO base media: the major brand says what the box holds.
+		switch brand := string(head[8:12]); {
+		case brand == "M4A " || brand == "M4B ":
+			return "audio/mp4"
+		case brand == "qt  ":
+			return "video/quicktime"
+		case strings.HasPrefix(brand, "3g"):
+			return "video/3gpp"
+		case brand == "heic" || brand == "heix" || brand == "mif1" || brand == "avif":
+			return "image/" + map[bool]string{true: "avif", false: "heic"}[brand == "avif"]
+		default:
+			return "video/mp4"
+		}
+	case bytes.HasPrefix(head, []byte("OggS")):
+		if bytes.Contains(head, []byte("theora")) {
+			return "video/ogg"
+		}
+		return "audio/ogg"
+	}
+	return http.DetectContentType(head)
+}
+
+// fits reports whether sniffed content may be stored as an upload of typ.
+func fits(typ, mime string) bool {
+	switch typ {
+	case "image", "video_thumb":
+		return strings.HasPrefix(mime, "image/")
+	case "sound":
+		return strings.HasPrefix(mime, "audio/") || mime == "application/ogg"
+	case "video":
+		return strings.HasPrefix(mime, "video/")
+	}
+	return true
+}
+
+// videoFormat is VideoFormat for a sniffed video type.
+func videoFormat(mime string) string {
+	switch mime {
+	case "video/mp4":
+		return "mp4"
+	case "video/quicktime":
+		return "mov"
+	case "video/3gpp":
+		return "3gp"
+	case "video/webm":
+		return "webm"
+	case "video/ogg":
+		return "ogg"
+	case "video/avi":
+		return "avi"
+	}
+	return strings.TrimPrefix(mime, "video/")
+}
+
+// ImageFormat codes of TIMImageElem (reference §3.2).
+func imageFormat(format string) int {
+	switch format {
+	case "jpeg":
+		return 1
+	case "gif":
+		return 2
+	case "png":
+		return 3
+	case "bmp":
+		return 4
+	}
+	return 255
+}
+
+// ImageInfo is one entry of ImageInfoArray.
+type ImageInfo struct {
+	Type   int    `json:"Type"` // 1 original, 2 large, 3 thumbnail
+	Size   int64  `json:"Size"`
+	Width  int    `json:"Width"`
+	Height int    `json:"Height"`
+	URL    string `json:"URL"`
+}
+
+// Rendition sizes: the longest side of the large image and the thumbnail.
+const (
+	LargeSide = 720
+	ThumbSide = 198
+)
+
+// Rendition is a resized image ready to store.
+type Rendition struct {
+	Width, Height int
+	Data          []byte // nil: the original serves (it is small enough)
+	ContentType   string
+}
+
+// Renditions decodes an image and makes its large and thumbnail renditions.
+// An image whose longest side is already within a size needs no rendition
+// for it (Data nil); an animated GIF keeps only its original (resizing would
+// drop the animation); a format that cannot be decoded gives ok false.
+func Renditions(data []byte) (format string, w, h int, large, thumb Rendition, ok bool) {
+	cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
+	if err != nil {
+		return "", 0, 0, large, thumb, false
+	}
+	w, h = cfg.Width, cfg.Height
+	same := Rendition{Width: w, Height: h}
+	if format == "gif" {
+		if g, err := gif.DecodeAll(bytes.NewReader(data)); err == nil && len(g.Image) > 1 {
+			return format, w, h, same, same, true
+		}
+	}
+	img, err := imaging.Decode(bytes.NewReader(data), imaging.AutoOrientation(true))
+	if err != nil {
+		return format, w, h, large, thumb, false
+	}
+	b := img.Bounds()
+	w, h = b.Dx(), b.Dy()
+	// PNG keeps transparency; everything else becomes JPEG.
+	enc, ct := imaging.JPEG, "image/jpeg"
+	if format == "png" || format == "gif" {
+		enc, ct = imaging.PNG, "image/png"
+	}
+	resize := func(src image.Image, side int) (Rendition, image.Image) {
+		sb := src.Bounds()
+		if max(sb.Dx(), sb.Dy()) <= side && src == img {
+			return Rendition{Width: w, Height: h}, src
+		}
+		r := imaging.Fit(src, side, side, imaging.CatmullRom)
+		var buf bytes.Buffer
+		if err := imaging.Encode(&buf, r, enc, imaging.JPEGQuality(85)); err != nil {
+			return Rendition{Width: w, Height: h}, src
+		}
+		rb := r.Bounds()
+		return Rendition{Width: rb.Dx(), Height: rb.Dy(), Data: buf.Bytes(), ContentType: ct}, r
+	}
+	large, li := resize(img, LargeSide)
+	// The thumbnail is made from the large image: the same picture, a
+	// fraction of the work.
+	thumb, _ = resize(li, ThumbSide)
+	return format, w, h, large, thumb, true
+}
+
+// inspect checks an uploaded object and answers the element fields of its
+// message, storing renditions next to it. A refusal removes the upload.
+func (m *Service) inspect(ctx context.Context, u *store.Upload) (json.RawMessage, []string, *command.Error) {
+	orig := objectName(u.UUID, "orig")
+	info, err := m.s3.api.StatObject(ctx, m.cfg.S3.Bucket, orig, minio.StatObjectOptions{})
+	if err != nil {
+		if minio.ToErrorResponse(err).Code == "NoSuchKey" {
+			return nil, nil, command.Errorf(CodeNotUploaded, "nothing was uploaded for %s yet: send the file to UploadUrl first", u.UUID)
+		}
+		return nil, nil, unavailable(err)
+	}
+	if lim := m.limit(u.Type); info.Size > lim || info.Size > u.Size {
+		return nil, nil, m.refuse(ctx, u, command.Errorf(CodeContent, "the object is %d bytes; %d were declared and a %s may be at most %d", info.Size, u.Size, u.Type, lim))
+	}
+	// Images are read whole (renditions); other types only their head.
+	var data []byte
+	opts := minio.GetObjectOptions{}
+	if u.Type != "image" && u.Type != "video_thumb" {
+		opts.SetRange(0, 511)
+	}
+	obj, err := m.s3.api.GetObject(ctx, m.cfg.S3.Bucket, orig, opts)
+	if err == nil {
+		data, err = io.ReadAll(io.LimitReader(obj, m.limit(u.Type)+1))
+		obj.Close()
+	}
+	if err != nil {
+		return nil, nil, unavailable(err)
+	}
+	mime := sniff(data[:min(len(data), 512)])
+	if !fits(u.Type, mime) {
+		return nil, nil, m.refuse(ctx, u, command.Errorf(CodeContent, "the object is %s, not a %s; it was removed", mime, u.Type))
+	}
+	u.Size, u.ContentType = info.Size, mime
+	objects := []string{orig}
+	var el any
+	switch u.Type {
+	case "image":
+		format, w, h, large, thumb, ok := Renditions(data)
+		infos := []ImageInfo{{Type: 1, Size: info.Size, Width: w, Height: h, URL: m.URL(u.UUID, "orig")}}
+		if ok {
+			for _, r := range []struct {
+				typ  int
+				name string
+				r    Rendition
+			}{{2, "large", large}, {3, "thumb", thumb}} {
+				if r.r.Data == nil {
+					infos = append(infos, ImageInfo{Type: r.typ, Size: info.Size, Width: r.r.Width, Height: r.r.Height, URL: m.URL(u.UUID, "orig")})
+					continue
+				}
+				name := objectName(u.UUID, r.name)
+				if _, err := m.s3.api.PutObject(ctx, m.cfg.S3.Bucket, name, bytes.NewReader(r.r.Data), int64(len(r.r.Data)),
+					minio.PutObjectOptions{ContentType: r.r.ContentType}); err != nil {
+					return nil, nil, unavailable(err)
+				}
+				objects = append(objects, name)
+				infos = append(infos, ImageInfo{Type: r.typ, Size: int64(len(r.r.Data)), Width: r.r.Width, Height: r.r.Height, URL: m.URL(u.UUID, r.name)})
+			}
+		}
+		el = struct {
+			UUID           string      `json:"UUID"`
+			ImageFormat    int         `json:"ImageFormat"`
+			ImageInfoArray []ImageInfo `json:"ImageInfoArray"`
+		}{u.UUID, imageFormat(format), infos}
+	case "video_thumb":
+		cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
+		if err != nil {
+			format = strings.TrimPrefix(mime, "image/")
+		}
+		el = map[string]any{"ThumbUUID": u.UUID, "ThumbUrl": m.URL(u.UUID, "orig"), "ThumbSize": info.Size,
+			"ThumbWidth": cfg.Width, "ThumbHeight": cfg.Height, "ThumbFormat": strings.ToUpper(strings.Replace(format, "jpeg", "jpg", 1)),
+			"ThumbDownloadFlag": 2}
+	case "video":
+		el = map[string]any{"VideoUUID": u.UUID, "VideoUrl": m.URL(u.UUID, "orig"), "VideoSize": info.Size,
+			"VideoFormat": videoFormat(mime), "VideoDownloadFlag": 2}
+	case "sound":
+		el = map[string]any{"UUID": u.UUID, "Url": m.URL(u.UUID, "orig"), "Size": info.Size, "Download_Flag": 2}
+	default:
+		el = map[string]any{"UUID": u.UUID, "Url": m.URL(u.UUID, "orig"), "FileSize": info.Size, "FileName": u.FileName, "Download_Flag": 2}
+	}
+	raw, err := json.Marshal(el)
+	if err != nil {
+		return nil, nil, command.Errorf(91000, "internal error: %v", fmt.Sprint(err))
+	}
+	return raw, objects, nil
+}

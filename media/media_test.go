@@ -1,0 +1,585 @@
+package media_test
+
+// These tests run a real S3 server in-process (the embedded versitygw
+// gateway, which verifies SigV4 signatures and POST policies), a real Pebble
+// store and a real HTTP server for downloads. The gateway is one per process
+// (a versitygw limit), so each test gets its own bucket.
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"image"
+	"image/color"
+	"image/jpeg"
+	"image/png"
+	"io"
+	"log/slog"
+	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/duet-im/duet/command"
+	"github.com/duet-im/duet/media"
+	"github.com/duet-im/duet/store"
+	"github.com/duet-im/duet/usersig"
+)
+
+const (
+	appID = 1400000000
+	key   = "media-test-secret"
+)
+
+var gateway *media.Gateway
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "duet-media-gw-")
+	if err != nil {
+		panic(err)
+	}
+	gateway, err = media.StartGateway(dir, "", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	gateway.Close()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type clock struct{ ns atomic.Int64 }
+
+func (c *clock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *clock) set(t time.Time)         { c.ns.Store(t.UnixNano()) }
+func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+type env struct {
+	t     *testing.T
+	st    *store.Store
+	svc   *command.Service
+	m     *media.Service
+	web   *httptest.Server
+	clock *clock
+	s3    media.S3
+}
+
+type envOpts struct {
+	limits      map[string]int64
+	downloadTTL time.Duration
+	s3          *media.S3 // default: the embedded gateway, a fresh bucket
+}
+
+func newEnv(t *testing.T, o envOpts) *env {
+	t.Helper()
+	e := &env{t: t, clock: &clock{}}
+	e.clock.set(time.Now())
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := store.Open(t.TempDir(), store.Options{Logger: log, Clock: e.clock.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	cfg := command.DefaultConfig()
+	cfg.SDKAppID = appID
+	svc := command.New(cfg, st, log)
+	e.s3 = gateway.S3
+	e.s3.Bucket = "t" + randHex(8)
+	if o.s3 != nil {
+		e.s3 = *o.s3
+	}
+	var handler atomic.Pointer[http.Handler]
+	e.web = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*handler.Load()).ServeHTTP(w, r) }))
+	t.Cleanup(e.web.Close)
+	m, err := media.New(media.Config{
+		S3: e.s3, PublicURL: e.web.URL, SDKAppID: appID, Key: key, Limits: o.limits,
+		DownloadTTL: o.downloadTTL, CleanEvery: -1, ArchiveEvery: -1, Clock: e.clock.now, Log: log,
+	}, st, svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	h := m.Handler()
+	handler.Store(&h)
+	e.st, e.svc, e.m = st, svc, m
+	for _, u := range []string{"alice", "bob", "carol"} {
+		if _, err := st.ImportAccount(store.Account{UserID: u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+type reply map[string]any
+
+func (r reply) code() int          { f, _ := r["ErrorCode"].(float64); return int(f) }
+func (r reply) str(k string) string { s, _ := r[k].(string); return s }
+
+func (e *env) exec(user, cmd string, body any) reply {
+	e.t.Helper()
+	raw, _ := json.Marshal(body)
+	c := &command.Caller{UserID: user, Transport: command.MQTT, Admin: user == "administrator"}
+	out := e.svc.Exec(context.Background(), c, cmd, raw).Encode()
+	var r reply
+	if err := json.Unmarshal(out, &r); err != nil {
+		e.t.Fatalf("%s: %v: %s", cmd, err, out)
+	}
+	return r
+}
+
+// apply asks for an upload and fails the test unless it is granted.
+func (e *env) apply(user, typ string, size int, ct string) reply {
+	e.t.Helper()
+	r := e.exec(user, "media/apply_upload", map[string]any{"Type": typ, "Size": size, "ContentType": ct, "FileName": "f.bin"})
+	if r.code() != 0 {
+		e.t.Fatalf("apply_upload %s: %v", typ, r)
+	}
+	return r
+}
+
+// upload sends data through the presigned POST policy, as a device does.
+func upload(t testing.TB, ticket reply, data []byte) (int, string) {
+	t.Helper()
+	var body bytes.Buffer
+	w := multipart.NewWriter(&body)
+	for k, v := range ticket["FormFields"].(map[string]any) {
+		w.WriteField(k, v.(string))
+	}
+	fw, _ := w.CreateFormFile("file", "upload")
+	fw.Write(data)
+	w.Close()
+	req, _ := http.NewRequest(ticket["Method"].(string), ticket.str("UploadUrl"), &body)
+	req.Header.Set("Content-Type", w.FormDataContentType())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(msg)
+}
+
+func (e *env) uploadAndCommit(user, typ, ct string, data []byte) reply {
+	e.t.Helper()
+	tk := e.apply(user, typ, len(data), ct)
+	if st, msg := upload(e.t, tk, data); st/100 != 2 {
+		e.t.Fatalf("upload: %d %s", st, msg)
+	}
+	r := e.exec(user, "media/commit_upload", map[string]any{"UUID": tk.str("UUID")})
+	if r.code() != 0 {
+		e.t.Fatalf("commit %s: %v", typ, r)
+	}
+	return r
+}
+
+func pngOf(w, h int) []byte {
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	for y := 0; y < h; y += 7 {
+		for x := 0; x < w; x++ {
+			img.Set(x, y, color.RGBA{uint8(x), uint8(y), 200, 255})
+		}
+	}
+	var b bytes.Buffer
+	png.Encode(&b, img)
+	return b.Bytes()
+}
+
+func jpegOf(w, h int) []byte {
+	var b bytes.Buffer
+	jpeg.Encode(&b, image.NewRGBA(image.Rect(0, 0, w, h)), nil)
+	return b.Bytes()
+}
+
+var (
+	amr = append([]byte("#!AMR\n"), bytes.Repeat([]byte{0x3c, 0x55}, 300)...)
+	mp4 = append([]byte("\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"), bytes.Repeat([]byte{0}, 2000)...)
+)
+
+// get fetches a media link as user (following the redirect to the store).
+func (e *env) get(link, user string) (int, []byte, *http.Response) {
+	e.t.Helper()
+	u := link
+	if user != "" {
+		sig, _ := usersig.Gen(appID, key, user, 3600, time.Now())
+		u += "?identifier=" + user + "&usersig=" + url.QueryEscape(sig)
+	}
+	resp, err := http.Get(u)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, resp
+}
+
+func TestEachMediaType(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	cases := []struct {
+		typ, ct string
+		data    []byte
+		want    map[string]any
+	}{
+		{"image", "image/png", pngOf(300, 200), map[string]any{"ImageFormat": 3.0}},
+		{"image", "image/jpeg", jpegOf(64, 32), map[string]any{"ImageFormat": 1.0}},
+		{"sound", "audio/amr", amr, map[string]any{"Size": float64(len(amr)), "Download_Flag": 2.0}},
+		{"file", "text/plain", []byte("minutes of the meeting"), map[string]any{"FileSize": 22.0, "FileName": "f.bin", "Download_Flag": 2.0}},
+		{"video", "video/mp4", mp4, map[string]any{"VideoSize": float64(len(mp4)), "VideoFormat": "mp4", "VideoDownloadFlag": 2.0}},
+		{"video_thumb", "image/jpeg", jpegOf(120, 90), map[string]any{"ThumbWidth": 120.0, "ThumbHeight": 90.0, "ThumbFormat": "JPG"}},
+	}
+	for _, c := range cases {
+		t.Run(c.typ+"/"+c.ct, func(t *testing.T) {
+			r := e.uploadAndCommit("alice", c.typ, c.ct, c.data)
+			for k, v := range c.want {
+				if r[k] != v {
+					t.Errorf("%s = %v, want %v (%v)", k, r[k], v, r)
+				}
+			}
+			// The owner downloads exactly what was uploaded.
+			link := ""
+			for _, f := range []string{"Url", "VideoUrl", "ThumbUrl"} {
+				if r.str(f) != "" {
+					link = r.str(f)
+				}
+			}
+			if c.typ == "image" {
+				link = r["ImageInfoArray"].([]any)[0].(map[string]any)["URL"].(string)
+			}
+			st, got, _ := e.get(link, "alice")
+			if st != 200 || !bytes.Equal(got, c.data) {
+				t.Fatalf("download: %d, %d bytes (want %d)", st, len(got), len(c.data))
+			}
+		})
+	}
+}
+
+func TestImageRenditions(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	cases := []struct {
+		name           string
+		w, h           int
+		large, thumb   [2]int
+		largeIsOrginal bool
+	}{
+		{"landscape", 1600, 1200, [2]int{720, 540}, [2]int{198, 148}, false},
+		{"portrait", 500, 1000, [2]int{360, 720}, [2]int{99, 198}, false},
+		{"medium keeps original as large", 400, 300, [2]int{400, 300}, [2]int{198, 148}, true},
+		{"small keeps original", 100, 50, [2]int{100, 50}, [2]int{100, 50}, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := e.uploadAndCommit("alice", "image", "image/png", pngOf(c.w, c.h))
+			infos := r["ImageInfoArray"].([]any)
+			if len(infos) != 3 {
+				t.Fatalf("ImageInfoArray has %d entries: %v", len(infos), r)
+			}
+			for i, want := range [][2]int{{c.w, c.h}, c.large, c.thumb} {
+				info := infos[i].(map[string]any)
+				if int(info["Type"].(float64)) != i+1 || int(info["Width"].(float64)) != want[0] || int(info["Height"].(float64)) != want[1] {
+					t.Errorf("entry %d = %v, want Type %d %dx%d", i, info, i+1, want[0], want[1])
+				}
+				st, body, _ := e.get(info["URL"].(string), "alice")
+				if st != 200 {
+					t.Fatalf("download entry %d: %d %s", i, st, body)
+				}
+				cfg, _, err := image.DecodeConfig(bytes.NewReader(body))
+				if err != nil || cfg.Width != want[0] || cfg.Height != want[1] {
+					t.Errorf("entry %d decodes as %dx%d (%v), want %dx%d", i, cfg.Width, cfg.Height, err, want[0], want[1])
+				}
+				if int(info["Size"].(float64)) != len(body) {
+					t.Errorf("entry %d Size %v, body %d bytes", i, info["Size"], len(body))
+				}
+			}
+		})
+	}
+}
+
+func TestUploadRefusals(t *testing.T) {
+	e := newEnv(t, envOpts{limits: map[string]int64{"image": 4096, "sound": 1000}})
+	// Refused at apply: nothing is stored.
+	for _, c := range []struct {
+		name string
+		body map[string]any
+		code int
+	}{
+		{"declared over the limit", map[string]any{"Type": "image", "Size": 4097, "ContentType": "image/png"}, media.CodeRefused},
+		{"default 28 MB limit", map[string]any{"Type": "file", "Size": 28<<20 + 1}, media.CodeRefused},
+		{"unknown type", map[string]any{"Type": "sticker", "Size": 10}, media.CodeRefused},
+		{"content type of another kind", map[string]any{"Type": "image", "Size": 10, "ContentType": "video/mp4"}, media.CodeRefused},
+		{"no size", map[string]any{"Type": "image"}, media.CodeBadRequest},
+		{"negative size", map[string]any{"Type": "image", "Size": -1}, media.CodeBadRequest},
+		{"path in file name", map[string]any{"Type": "file", "Size": 1, "FileName": "../x"}, media.CodeBadRequest},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if r := e.exec("alice", "media/apply_upload", c.body); r.code() != c.code {
+				t.Fatalf("got %v, want code %d", r, c.code)
+			}
+		})
+	}
+
+	t.Run("body larger than declared is refused by the store", func(t *testing.T) {
+		tk := e.apply("alice", "image", 1000, "image/png")
+		if st, _ := upload(t, tk, make([]byte, 1001)); st/100 == 2 {
+			t.Fatalf("upload of 1001 bytes against a 1000-byte policy answered %d", st)
+		}
+		if r := e.exec("alice", "media/commit_upload", map[string]any{"UUID": tk.str("UUID")}); r.code() != media.CodeNotUploaded {
+			t.Fatalf("commit: %v", r)
+		}
+	})
+
+	t.Run("tampered policy is refused by the store", func(t *testing.T) {
+		tk := e.apply("alice", "image", 100, "image/png")
+		ff := tk["FormFields"].(map[string]any)
+		ff["key"] = strings.Replace(ff["key"].(string), "orig", "evil", 1)
+		if st, _ := upload(t, tk, make([]byte, 50)); st/100 == 2 {
+			t.Fatalf("upload under another key answered %d", st)
+		}
+	})
+
+	t.Run("content not of the declared type is removed", func(t *testing.T) {
+		for _, c := range []struct {
+			typ, ct string
+			data    []byte
+		}{
+			{"image", "image/png", []byte("this is not a picture at all, just text")},
+			{"sound", "audio/amr", pngOf(4, 4)},
+			{"video", "video/mp4", amr},
+			{"video_thumb", "image/jpeg", mp4[:200]},
+		} {
+			tk := e.apply("alice", c.typ, len(c.data), c.ct)
+			if st, msg := upload(t, tk, c.data); st/100 != 2 {
+				t.Fatalf("upload: %d %s", st, msg)
+			}
+			id := tk.str("UUID")
+			if r := e.exec("alice", "media/commit_upload", map[string]any{"UUID": id}); r.code() != media.CodeContent {
+				t.Fatalf("%s commit: %v", c.typ, r)
+			}
+			if n := countObjects(t, e, id); n != 0 {
+				t.Fatalf("%s: %d objects left after the refusal", c.typ, n)
+			}
+			if _, err := e.st.GetUpload(id); err != store.ErrNotFound {
+				t.Fatalf("%s: record left after the refusal: %v", c.typ, err)
+			}
+		}
+	})
+
+	t.Run("someone else's upload", func(t *testing.T) {
+		data := pngOf(10, 10)
+		tk := e.apply("alice", "image", len(data), "image/png")
+		upload(t, tk, data)
+		if r := e.exec("bob", "media/commit_upload", map[string]any{"UUID": tk.str("UUID")}); r.code() != media.CodeUnknown {
+			t.Fatalf("bob committing alice's upload: %v", r)
+		}
+		if r := e.exec("bob", "media/commit_upload", map[string]any{"UUID": "nope"}); r.code() != media.CodeUnknown {
+			t.Fatalf("unknown UUID: %v", r)
+		}
+		if r := e.exec("alice", "media/commit_upload", map[string]any{"UUID": tk.str("UUID")}); r.code() != 0 {
+			t.Fatalf("alice committing her own upload: %v", r)
+		}
+	})
+}
+
+func countObjects(t *testing.T, e *env, uuid string) int {
+	t.Helper()
+	n, err := media.CountObjects(context.Background(), e.s3, "media/"+uuid+"/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestCleanerRemovesUncommitted(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	data := pngOf(20, 20)
+	tk := e.apply("alice", "image", len(data), "image/png")
+	upload(t, tk, data)
+	id := tk.str("UUID")
+	keep := e.uploadAndCommit("alice", "image", "image/png", data)
+	if n, err := e.m.Clean(context.Background()); err != nil || n != 0 {
+		t.Fatalf("clean before the deadline removed %d (%v)", n, err)
+	}
+	e.clock.advance(time.Hour + time.Second)
+	if n, err := e.m.Clean(context.Background()); err != nil || n != 1 {
+		t.Fatalf("clean after the deadline removed %d (%v), want 1", n, err)
+	}
+	if n := countObjects(t, e, id); n != 0 {
+		t.Fatalf("%d objects left", n)
+	}
+	if r := e.exec("alice", "media/commit_upload", map[string]any{"UUID": id}); r.code() != media.CodeUnknown {
+		t.Fatalf("commit after the cleaner: %v", r)
+	}
+	if n := countObjects(t, e, keep.str("UUID")); n == 0 {
+		t.Fatal("the cleaner removed a committed upload")
+	}
+}
+
+func imageElem(r reply) map[string]any {
+	return map[string]any{"MsgType": "TIMImageElem", "MsgContent": map[string]any{
+		"UUID": r["UUID"], "ImageFormat": r["ImageFormat"], "ImageInfoArray": r["ImageInfoArray"]}}
+}
+
+func (e *env) sendmsg(from, to string, els ...map[string]any) reply {
+	e.t.Helper()
+	return e.exec(from, "openim/sendmsg", map[string]any{"To_Account": to, "MsgRandom": time.Now().UnixNano() & 0xffffff, "MsgBody": els})
+}
+
+func TestSendChecksMedia(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	img := e.uploadAndCommit("alice", "image", "image/png", pngOf(30, 30))
+	file := e.uploadAndCommit("alice", "file", "text/plain", []byte("plain text"))
+	bobs := e.uploadAndCommit("bob", "image", "image/png", pngOf(30, 30))
+	pending := e.apply("alice", "image", 10, "image/png")
+
+	forged := imageElem(img)
+	infos := forged["MsgContent"].(map[string]any)["ImageInfoArray"].([]any)
+	forgedInfos := []any{map[string]any{"Type": 1, "Width": 1, "Height": 1, "URL": "https://evil.example/x.png"}, infos[1], infos[2]}
+	forged = map[string]any{"MsgType": "TIMImageElem", "MsgContent": map[string]any{"UUID": img["UUID"], "ImageInfoArray": forgedInfos}}
+	asImage := map[string]any{"MsgType": "TIMImageElem", "MsgContent": map[string]any{
+		"UUID": file["UUID"], "ImageInfoArray": []any{map[string]any{"Type": 1, "Width": 1, "Height": 1, "URL": file["Url"]}}}}
+	fileElem := map[string]any{"MsgType": "TIMFileElem", "MsgContent": map[string]any{
+		"UUID": file["UUID"], "Url": file["Url"], "FileSize": file["FileSize"], "FileName": "notes.txt", "Download_Flag": 2}}
+	badURL := map[string]any{"MsgType": "TIMFileElem", "MsgContent": map[string]any{
+		"UUID": file["UUID"], "Url": "https://evil.example/", "Download_Flag": 2}}
+	unknown := imageElem(img)
+	unknown["MsgContent"] = map[string]any{"UUID": "0123", "ImageInfoArray": infos}
+	uncommitted := imageElem(img)
+	uncommitted["MsgContent"] = map[string]any{"UUID": pending["UUID"], "ImageInfoArray": infos}
+
+	for _, c := range []struct {
+		name string
+		from string
+		el   map[string]any
+		code int
+	}{
+		{"own committed image", "alice", imageElem(img), 0},
+		{"own committed file", "alice", fileElem, 0},
+		{"unknown UUID", "alice", unknown, media.CodeElement},
+		{"uncommitted UUID", "alice", uncommitted, media.CodeElement},
+		{"another user's UUID", "alice", imageElem(bobs), media.CodeElement},
+		{"a file sent as an image", "alice", asImage, media.CodeElement},
+		{"forged image URL", "alice", forged, media.CodeElement},
+		{"forged file URL", "alice", badURL, media.CodeElement},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if r := e.sendmsg(c.from, "bob", c.el); r.code() != c.code {
+				t.Fatalf("got %v, want code %d", r, c.code)
+			}
+		})
+	}
+}
+
+func TestDownloadAccess(t *testing.T) {
+	e := newEnv(t, envOpts{downloadTTL: 2 * time.Second})
+	img := e.uploadAndCommit("alice", "image", "image/png", pngOf(800, 600))
+	link := img["ImageInfoArray"].([]any)[2].(map[string]any)["URL"].(string)
+
+	// Before any message, only alice may fetch it.
+	if st, _, _ := e.get(link, "bob"); st != http.StatusForbidden {
+		t.Fatalf("bob before the message: %d", st)
+	}
+	if r := e.sendmsg("alice", "bob", imageElem(img)); r.code() != 0 {
+		t.Fatalf("send: %v", r)
+	}
+	for _, c := range []struct {
+		name string
+		link string
+		user string
+		want int
+	}{
+		{"owner", link, "alice", 200},
+		{"recipient", link, "bob", 200},
+		{"recipient again (remembered)", link, "bob", 200},
+		{"a third user", link, "carol", http.StatusForbidden},
+		{"no usersig", link, "", http.StatusUnauthorized},
+		{"unknown rendition", strings.Replace(link, "/thumb", "/secret", 1), "alice", http.StatusNotFound},
+		{"unknown upload", e.web.URL + "/media/0000/orig", "alice", http.StatusNotFound},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if st, body, _ := e.get(c.link, c.user); st != c.want {
+				t.Fatalf("got %d %s, want %d", st, body, c.want)
+			}
+		})
+	}
+	t.Run("forged usersig", func(t *testing.T) {
+		sig, _ := usersig.Gen(appID, "another-key", "carol", 3600, time.Now())
+		resp, err := http.Get(link + "?identifier=carol&usersig=" + url.QueryEscape(sig))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("got %d", resp.StatusCode)
+		}
+	})
+
+	// The redirect target is a presigned GET: tampering with it fails, and
+	// so does using it after it expired.
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	sig, _ := usersig.Gen(appID, key, "bob", 3600, time.Now())
+	resp, err := noRedirect.Get(link + "?identifier=bob&usersig=" + url.QueryEscape(sig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	presigned := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusFound || !strings.Contains(presigned, "X-Amz-Signature=") {
+		t.Fatalf("redirect: %d %q", resp.StatusCode, presigned)
+	}
+	status := func(u string) int {
+		r, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		return r.StatusCode
+	}
+	if st := status(presigned); st != 200 {
+		t.Fatalf("presigned GET: %d", st)
+	}
+	for name, u := range map[string]string{
+		"other object":    strings.Replace(presigned, "/thumb?", "/orig?", 1),
+		"other signature": presigned[:len(presigned)-4] + "0000",
+		"longer expiry":   strings.Replace(presigned, "X-Amz-Expires=2", "X-Amz-Expires=9", 1),
+	} {
+		if st := status(u); st != http.StatusForbidden {
+			t.Errorf("tampered (%s) presigned GET: %d", name, st)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for status(presigned) == 200 {
+		if time.Now().After(deadline) {
+			t.Fatal("presigned GET still works 10 s after its 2 s expiry")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func TestStoreUnreachable(t *testing.T) {
+	// A closed loopback port: connections are refused at once.
+	dead := media.S3{Endpoint: "127.0.0.1:1", AccessKey: "x", SecretKey: "y", Bucket: "duet"}
+	e := newEnv(t, envOpts{s3: &dead})
+	if r := e.exec("alice", "media/apply_upload", map[string]any{"Type": "image", "Size": 10}); r.code() != media.CodeUnavailable {
+		t.Fatalf("apply with the store down: %v", r)
+	}
+	if r := e.exec("alice", "media/commit_upload", map[string]any{"UUID": "x"}); r.code() != media.CodeUnknown {
+		t.Fatalf("commit with the store down: %v", r)
+	}
+	// Text keeps flowing.
+	if r := e.sendmsg("alice", "bob", map[string]any{"MsgType": "TIMTextElem", "MsgContent": map[string]any{"Text": "still here"}}); r.code() != 0 {
+		t.Fatalf("text with the store down: %v", r)
+	}
+}
