@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/duet-im/duet/store"
 )
 
 // Callbacks (webhooks) to the app's back-end, reference §8.
@@ -44,6 +46,8 @@ type callbacks struct {
 	client   *http.Client
 	jobs     chan callbackJob
 	stop     chan struct{}
+	ctx      context.Context // cancelled by CloseCallbacks: in-flight notifications end
+	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	once     sync.Once
 	dropped  atomic.Int64
@@ -73,6 +77,7 @@ func (s *Service) SetCallbacks(cfg CallbackConfig) {
 	}
 	cb := &callbacks{cfg: cfg, sdkappid: s.cfg.SDKAppID, client: cfg.Client,
 		jobs: make(chan callbackJob, cfg.Queue), stop: make(chan struct{})}
+	cb.ctx, cb.cancel = context.WithCancel(context.Background())
 	if cb.client == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConnsPerHost = 64 // §8.1: long connections by default
@@ -83,6 +88,7 @@ func (s *Service) SetCallbacks(cfg CallbackConfig) {
 		go cb.worker(s)
 	}
 	s.hooks = cb
+	s.OnWithdraw(func(m store.Message) { s.afterWithdraw(m.From, m.To, m.MsgKey) })
 }
 
 // CloseCallbacks stops the notification workers; queued notifications are
@@ -91,7 +97,7 @@ func (s *Service) CloseCallbacks() {
 	if s.hooks == nil {
 		return
 	}
-	s.hooks.once.Do(func() { close(s.hooks.stop) })
+	s.hooks.once.Do(func() { close(s.hooks.stop); s.hooks.cancel() })
 	s.hooks.wg.Wait()
 }
 
@@ -110,7 +116,7 @@ func (cb *callbacks) worker(s *Service) {
 		case <-cb.stop:
 			return
 		case j := <-cb.jobs:
-			ctx, cancel := context.WithTimeout(context.Background(), cb.cfg.Timeout)
+			ctx, cancel := context.WithTimeout(cb.ctx, cb.cfg.Timeout)
 			// After-callbacks' answers are ignored (§8.1); only failures are logged.
 			if _, err := cb.call(ctx, j); err != nil {
 				s.log.Warn("callback failed", "command", j.command, "error", err)
@@ -381,19 +387,26 @@ func (s *Service) afterSend(c *Caller, h sendHook, r *sendRequest, storedKey str
 	s.hooks.notify(callbackJob{command: "C2C.CallbackAfterSendMsg", body: payload, ip: h.ip, platform: optPlatform(c)})
 }
 
-// unreadTotal is UnreadMsgNum: the recipient's total C2C unread count, or
-// -1 where it is not known.
-//
-// Note: unread counts are being added to the store by another change; until
-// this is wired to them it reports -1, which §8.3 also uses when a count
-// cannot be given.
+// unreadTotal is UnreadMsgNum: the recipient's total C2C unread count over
+// its conversation list, or -1 when it cannot be read (§8.3 uses -1 when a
+// count cannot be given). It runs on a notification worker, never on the
+// send path.
 func (s *Service) unreadTotal(user string) int {
-	return -1
+	convs, err := s.store.Conversations(user)
+	if err != nil {
+		return -1
+	}
+	n := 0
+	for _, c := range convs {
+		n += c.Unread
+	}
+	return n
 }
 
 // afterWithdraw queues C2C.CallbackAfterMsgWithDraw for a recalled message
-// (§8.4). The withdraw commands call it after their commit.
-func (s *Service) afterWithdraw(c *Caller, from, to, msgKey string) {
+// (§8.4); SetCallbacks registers it with OnWithdraw, which runs it after
+// each recall's commit.
+func (s *Service) afterWithdraw(from, to, msgKey string) {
 	if s.hooks == nil {
 		return
 	}
@@ -407,7 +420,7 @@ func (s *Service) afterWithdraw(c *Caller, from, to, msgKey string) {
 	if err != nil {
 		return
 	}
-	s.hooks.notify(callbackJob{command: "C2C.CallbackAfterMsgWithDraw", body: payload, platform: optPlatform(c)})
+	s.hooks.notify(callbackJob{command: "C2C.CallbackAfterMsgWithDraw", body: payload, platform: "Unknown"})
 }
 
 // StateChanged queues State.StateChange for a device that logged in
