@@ -437,7 +437,10 @@ func TestRelationsBatchSend(t *testing.T) {
 		r    event
 		code int64
 	}{
-		{func() event { r, _ := admin.request("openim/batchsendmsg", map[string]any{"To_Account": many, "MsgRandom": 11, "MsgBody": text}); return r }(), 90011},
+		{func() event {
+			r, _ := admin.request("openim/batchsendmsg", map[string]any{"To_Account": many, "MsgRandom": 11, "MsgBody": text})
+			return r
+		}(), 90011},
 		{func() event {
 			r, _ := admin.request("openim/batchsendmsg", map[string]any{"To_Account": []string{"ghost"}, "MsgRandom": 11, "MsgBody": text})
 			return r
