@@ -1,0 +1,174 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// SendMessage sends a C2C message with body to user `to` and returns its
+// MsgKey. See Send.
+func (c *Client) SendMessage(ctx context.Context, to string, body ...Elem) (string, error) {
+	m, err := c.Send(ctx, Outgoing{To: to, Body: body})
+	if err != nil {
+		return "", err
+	}
+	return m.MsgKey, nil
+}
+
+// SendText sends a text message and returns its MsgKey.
+func (c *Client) SendText(ctx context.Context, to, text string) (string, error) {
+	return c.SendMessage(ctx, to, Text(text))
+}
+
+// Send sends a message and returns it as stored. It returns once the
+// server stored it durably. A timeout or a lost connection makes it send
+// the same request again (same MsgRandom and MsgSeq, which the server
+// recognises for 24 h), until ctx ends; a refusal is an *Error.
+func (c *Client) Send(ctx context.Context, o Outgoing) (*Message, error) {
+	var floor uint32
+	_ = c.db.db.View(func(tx *bolt.Tx) error {
+		if ct := getContact(tx, o.To); ct != nil && ct.LastMsg != nil {
+			floor = ct.LastMsg.MsgSeq
+		}
+		return nil
+	})
+	rnd, seq := randU32(), c.nextMsgSeq(floor)
+	body := map[string]any{"To_Account": o.To, "MsgRandom": rnd, "MsgSeq": seq, "MsgBody": o.Body}
+	if o.CloudCustomData != "" {
+		body["CloudCustomData"] = o.CloudCustomData
+	}
+	if len(o.OfflinePushInfo) > 0 {
+		body["OfflinePushInfo"] = o.OfflinePushInfo
+	}
+	if o.OnlineOnly {
+		body["MsgLifeTime"] = 0
+	}
+	k := sendKey{o.To, rnd, seq}
+	if !o.OnlineOnly {
+		c.markSending(k)
+	}
+	var r struct {
+		MsgKey  string
+		MsgTime int64
+		Seq     uint64
+	}
+	if err := c.call(ctx, "openim/sendmsg", body, &r, callOpts{retry: true}); err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			c.takeSending(k) // refused: nothing was stored
+		}
+		return nil, err
+	}
+	m := &Message{
+		Seq: r.Seq, From: c.me, To: o.To, MsgKey: r.MsgKey, MsgSeq: seq, MsgRandom: rnd, MsgTimeStamp: r.MsgTime,
+		MsgBody: o.Body, CloudCustomData: o.CloudCustomData, OnlineOnly: o.OnlineOnly,
+	}
+	if !o.OnlineOnly {
+		// Stored locally now, so GetMessage shows it before the timeline
+		// echo arrives (which is then a duplicate by MsgKey).
+		stored := *m
+		if err := c.inProc(ctx, func(p *proc) {
+			p.message(&stored, false)
+			if uint64(seq) > getU64(p.tx, kMsgSeq) {
+				_ = putU64(p.tx, kMsgSeq, uint64(seq))
+			}
+		}); err != nil {
+			return m, err
+		}
+	}
+	return m, nil
+}
+
+// nextMsgSeq numbers a send. History orders the messages of one second by
+// MsgSeq, so a send is numbered after this device's previous one and after
+// the conversation's last message (floor), so that a quick reply sorts
+// after what it answers. Floors that look random (clients that leave
+// MsgSeq to the server get a random one) are ignored.
+func (c *Client) nextMsgSeq(floor uint32) uint32 {
+	if floor > 1<<30 {
+		floor = 0
+	}
+	for {
+		cur := c.msgSeq.Load()
+		n := max(cur, floor) + 1
+		if c.msgSeq.CompareAndSwap(cur, n) {
+			return n
+		}
+	}
+}
+
+// GetRecentContacts returns the conversation list from the local store,
+// newest first. It is reloaded from the server at each (re)connect and
+// kept current by the timeline.
+func (c *Client) GetRecentContacts(ctx context.Context) ([]Contact, error) {
+	var out []Contact
+	err := c.db.db.View(func(tx *bolt.Tx) error {
+		out = listContacts(tx)
+		return nil
+	})
+	return out, err
+}
+
+// MarkRead marks the conversation with peer read (openim/set_msg_read): my
+// other devices reset their unread count and the peer gets a read receipt.
+func (c *Client) MarkRead(ctx context.Context, peer string) error {
+	if err := c.call(ctx, "openim/set_msg_read", map[string]any{"Peer_Account": peer}, nil, callOpts{retry: true}); err != nil {
+		return err
+	}
+	return c.inProc(ctx, func(p *proc) { p.markRead(peer, 0) })
+}
+
+// Withdraw recalls my message msgKey in the conversation with peer
+// (openim/msgwithdraw). Codes: 20016 the recall window has passed, 20022
+// no such message, 20023 already recalled.
+func (c *Client) Withdraw(ctx context.Context, peer, msgKey string) error {
+	err := c.call(ctx, "openim/msgwithdraw", map[string]any{"To_Account": peer, "MsgKey": msgKey}, nil,
+		callOpts{retry: true, okOnRetry: 20023})
+	if err != nil {
+		return err
+	}
+	return c.inProc(ctx, func(p *proc) { p.recall(peer, msgKey) })
+}
+
+// Typing tells peer that I am typing (ephemeral: not retried, not stored).
+func (c *Client) Typing(ctx context.Context, peer string) error {
+	return c.call(ctx, "openim/typing", map[string]any{"To_Account": peer}, nil, callOpts{})
+}
+
+// DeleteRecentContact removes the conversation with peer from the list
+// (recentcontact/delete); clearHistory also deletes its roaming messages
+// on the server and here.
+func (c *Client) DeleteRecentContact(ctx context.Context, peer string, clearHistory bool) error {
+	body := map[string]any{"Type": 1, "To_Account": peer}
+	if clearHistory {
+		body["ClearRamble"] = 1
+	}
+	if err := c.call(ctx, "recentcontact/delete", body, nil, callOpts{retry: true}); err != nil {
+		return err
+	}
+	return c.inProc(ctx, func(p *proc) {
+		_ = deleteContact(p.tx, peer)
+		if clearHistory {
+			_ = deleteConversation(p.tx, peer)
+		}
+	})
+}
+
+// TotalUnread asks the server for the unread count of all conversations
+// (openim/get_c2c_unread_msg_num).
+func (c *Client) TotalUnread(ctx context.Context) (int, error) {
+	var r struct {
+		AllC2CUnreadMsgNum int
+	}
+	err := c.call(ctx, "openim/get_c2c_unread_msg_num", map[string]any{}, &r, callOpts{retry: true})
+	return r.AllC2CUnreadMsgNum, err
+}
+
+// LastSeq is the last timeline Seq this device applied.
+func (c *Client) LastSeq() (uint64, error) {
+	var n uint64
+	err := c.db.db.View(func(tx *bolt.Tx) error { n = getU64(tx, kSeq); return nil })
+	return n, err
+}

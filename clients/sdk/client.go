@@ -1,0 +1,583 @@
+package sdk
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Listeners are the app's callbacks. They run one at a time, in event
+// order, on one goroutine of the client, so an app needs no locks around
+// the state they touch. A listener may call the client's methods.
+type Listeners struct {
+	// OnNewMessage: a message to me, or one I sent from another device, or
+	// a system message. Messages I send from this device are not reported
+	// (SendMessage returns them).
+	OnNewMessage func(*Message)
+	// OnRefresh: the local store caught up with the server after login or
+	// a reconnect (the timeline replay ended with sync_complete and the
+	// conversation list was reloaded).
+	OnRefresh func()
+	// OnRecentContactsChanged: conversations whose last message, unread
+	// count or read state changed. After login and each reconnect it gets
+	// the whole list, just before OnRefresh.
+	OnRecentContactsChanged func([]Contact)
+	// OnRead: the peer read my messages (a read receipt).
+	OnRead func(ReadReceipt)
+	// OnWithdraw: a message of a conversation of mine was recalled (on
+	// every device of both users, including the one that recalled it).
+	OnWithdraw func(Withdrawal)
+	// OnModify: a message was edited (its new body).
+	OnModify func(*Message)
+	// OnSystemEvent: timeline or live events without a typed listener
+	// (friend_add, …).
+	OnSystemEvent func(SystemEvent)
+	// OnTyping: the peer is typing to me.
+	OnTyping func(from string)
+	// OnKicked: this device is logged out — kicked by an admin or the
+	// multi-device policy, or its UserSig was refused on reconnect. The
+	// client is closed; Login again (with a fresh UserSig) to continue.
+	OnKicked func(reason string)
+	// OnConnectionChanged: the MQTT connection went down or came back.
+	OnConnectionChanged func(connected bool)
+}
+
+// Options configure Login.
+type Options struct {
+	// Addr is host:port of the server's MQTT TCP listener.
+	Addr    string
+	UserID  string
+	UserSig string
+	// DeviceID names this device; it must stay the same across runs (the
+	// server keeps this device's place in the timeline by it). Empty: one
+	// is made on first use and kept in Dir.
+	DeviceID string
+	// Dir holds the local store (one bbolt file per user).
+	Dir string
+	// Protocol is MQTT5 (default) or MQTT311.
+	Protocol Protocol
+	// RequestTimeout bounds one attempt of a request (default 10 s).
+	// Idempotent requests are sent again after it, until their context ends.
+	RequestTimeout time.Duration
+	// KeepAlive is the MQTT keep-alive (default 30 s).
+	KeepAlive time.Duration
+	// MinBackoff and MaxBackoff bound the reconnect delay, which doubles per
+	// failed attempt with jitter (defaults 200 ms and 30 s).
+	MinBackoff, MaxBackoff time.Duration
+
+	Listeners
+	Logger *slog.Logger
+
+	// dropEvent, set by tests, makes the SDK lose the timeline event with
+	// that Seq as if the network had (it is still acknowledged).
+	dropEvent func(seq uint64) bool
+}
+
+// Client is a logged-in device.
+type Client struct {
+	opts   Options
+	me     string
+	device string
+	db     *localStore
+	log    *slog.Logger
+
+	ctx    context.Context // ends at Logout
+	cancel context.CancelFunc
+	quit   chan struct{}
+	wg     sync.WaitGroup
+	// procDone closes when the processor has stopped: the dispatcher runs
+	// what it queued, then stops too.
+	procDone chan struct{}
+
+	inbox    *queue[item]
+	dispatch *queue[func()]
+
+	mu      sync.Mutex
+	conn    transport
+	connCh  chan struct{} // closed (and replaced) whenever conn changes
+	closed  bool
+	gen     uint64
+	pending map[string]func([]byte) // ReqId → reply handler
+	sending map[sendKey]time.Time   // sends from this device not yet seen on the timeline
+
+	reqSeq    atomic.Uint64
+	// msgSeq numbers this device's sends: history orders messages of one
+	// second by MsgSeq, so it must grow with each send.
+	msgSeq atomic.Uint32
+	// syncs and fetches count openim/sync and openim/getmsg requests.
+	syncs, fetches atomic.Int64
+	loggedOut atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type sendKey struct {
+	to          string
+	random, seq uint32
+}
+
+// Login opens the local store, connects and subscribes. It returns once the
+// server accepted the device; the offline backlog then arrives through the
+// listeners, ending with OnRefresh. A refused login is a *RefusedError.
+func Login(ctx context.Context, o Options) (*Client, error) {
+	if o.Addr == "" || o.UserID == "" || o.UserSig == "" || o.Dir == "" {
+		return nil, errors.New("duet: Login needs Addr, UserID, UserSig and Dir")
+	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = 10 * time.Second
+	}
+	if o.KeepAlive <= 0 {
+		o.KeepAlive = 30 * time.Second
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 200 * time.Millisecond
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = max(30*time.Second, o.MinBackoff)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	db, err := openLocal(filepath.Join(o.Dir, "duet-"+o.UserID+".db"))
+	if err != nil {
+		return nil, fmt.Errorf("duet: local store: %w", err)
+	}
+	var last, msgSeq uint64
+	err = db.db.Update(func(tx *bolt.Tx) error {
+		last, msgSeq = getU64(tx, kSeq), getU64(tx, kMsgSeq)
+		meta := tx.Bucket(bMeta)
+		if o.DeviceID == "" {
+			if v := meta.Get(kDevice); v != nil {
+				o.DeviceID = string(v)
+			} else {
+				var b [8]byte
+				_, _ = rand.Read(b[:])
+				o.DeviceID = hex.EncodeToString(b[:])
+			}
+		}
+		return meta.Put(kDevice, []byte(o.DeviceID))
+	})
+	if err != nil {
+		db.close()
+		return nil, fmt.Errorf("duet: local store: %w", err)
+	}
+	c := &Client{
+		opts: o, me: o.UserID, device: o.DeviceID, db: db, log: o.Logger.With("user", o.UserID, "device", o.DeviceID),
+		quit: make(chan struct{}), procDone: make(chan struct{}), inbox: newQueue[item](), dispatch: newQueue[func()](),
+		connCh: make(chan struct{}), pending: make(map[string]func([]byte)), sending: make(map[sendKey]time.Time),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.msgSeq.Store(uint32(msgSeq))
+	p := &proc{c: c, last: last, fresh: last == 0, buffer: make(map[uint64][]byte)}
+	c.wg.Add(1)
+	go p.loop()
+	go c.dispatchLoop()
+
+	t, err := c.connect(ctx)
+	if err != nil {
+		c.shutdown()
+		return nil, err
+	}
+	c.wg.Add(1)
+	go c.supervise(t)
+	return c, nil
+}
+
+// UserID is the logged-in user.
+func (c *Client) UserID() string { return c.me }
+
+// DeviceID is this device's id (client id {UserID}:{DeviceID}).
+func (c *Client) DeviceID() string { return c.device }
+
+// Logout disconnects and closes the local store. Callbacks already queued
+// still run; no new ones are queued.
+func (c *Client) Logout() error {
+	c.shutdown()
+	return c.closeErr
+}
+
+func (c *Client) shutdown() {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		t := c.conn
+		c.conn = nil
+		close(c.connCh)
+		c.connCh = make(chan struct{})
+		c.mu.Unlock()
+		close(c.quit)
+		c.cancel()
+		if t != nil {
+			t.close()
+		}
+		c.wg.Wait()
+		c.closeErr = c.db.close()
+	})
+}
+
+// connect dials one connection. The processor learns of it (connUp) before
+// the subscription starts the timeline replay.
+func (c *Client) connect(ctx context.Context) (transport, error) {
+	c.mu.Lock()
+	c.gen++
+	gen := c.gen
+	c.mu.Unlock()
+	c.inbox.push(item{kind: itConnUp, gen: gen})
+	t, err := dial(ctx, c.opts.Protocol, dialConfig{
+		addr: c.opts.Addr, clientID: c.me + ":" + c.device, user: c.me, password: c.opts.UserSig,
+		keepAlive: c.opts.KeepAlive, timeout: c.opts.RequestTimeout,
+		onMessage: func(d delivery) { c.route(gen, d) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		t.close()
+		return nil, ErrClosed
+	}
+	c.conn = t
+	close(c.connCh)
+	c.connCh = make(chan struct{})
+	c.mu.Unlock()
+	c.inbox.push(item{kind: itConnected, gen: gen})
+	return t, nil
+}
+
+// supervise reconnects after a lost connection, with exponential backoff
+// and jitter, until Logout or a refused login.
+func (c *Client) supervise(t transport) {
+	defer c.wg.Done()
+	for {
+		select {
+		case <-t.done():
+		case <-c.quit:
+			return
+		}
+		c.mu.Lock()
+		if c.conn == t {
+			c.conn = nil
+		}
+		c.mu.Unlock()
+		c.inbox.push(item{kind: itConnDown})
+		for attempt := 0; ; attempt++ {
+			select {
+			case <-time.After(backoff(c.opts.MinBackoff, c.opts.MaxBackoff, attempt)):
+			case <-c.quit:
+				return
+			}
+			nt, err := c.connect(c.ctx)
+			if err == nil {
+				t = nt
+				break
+			}
+			var re *RefusedError
+			if errors.As(err, &re) {
+				c.inbox.push(item{kind: itLoggedOut, reason: re.Error()})
+				return
+			}
+			if errors.Is(err, ErrClosed) {
+				return
+			}
+			c.log.Debug("reconnect failed", "attempt", attempt+1, "error", err)
+		}
+	}
+}
+
+// backoff is min·2^attempt capped at max, with "equal jitter": a random
+// delay in [d/2, d], so devices that lost the same server do not return in
+// lock-step.
+func backoff(lo, hi time.Duration, attempt int) time.Duration {
+	d := hi
+	if attempt < 30 {
+		d = min(lo<<attempt, hi)
+	}
+	return d/2 + time.Duration(mrand.Int64N(int64(d/2)+1))
+}
+
+// route sorts a received PUBLISH: replies are answered here, on the receive
+// path; timeline and live events go to the processor in arrival order.
+func (c *Client) route(gen uint64, d delivery) {
+	switch d.topic {
+	case "im/" + c.me + "/rsp":
+		c.reply(d.payload)
+		d.ack()
+	case "im/" + c.me + "/in", "im/" + c.me + "/live":
+		c.inbox.push(item{kind: itDelivery, gen: gen, d: d})
+	default:
+		d.ack()
+	}
+}
+
+func (c *Client) reply(payload []byte) {
+	var r struct {
+		ReqID json.RawMessage `json:"ReqId"`
+	}
+	if json.Unmarshal(payload, &r) != nil {
+		return
+	}
+	var id string
+	if json.Unmarshal(r.ReqID, &id) != nil {
+		id = string(r.ReqID)
+	}
+	c.mu.Lock()
+	h := c.pending[id]
+	c.mu.Unlock()
+	if h != nil {
+		h(payload)
+	}
+}
+
+// callOpts tune one request.
+type callOpts struct {
+	// retry sends the request again (the same body) after a timeout or a
+	// reconnect, until ctx ends; only for idempotent commands.
+	retry bool
+	// okOnRetry is an error code that, on a resend, means an earlier
+	// attempt succeeded (e.g. 20023 already recalled).
+	okOnRetry int
+	// onReply runs on the receive path with the raw reply, in wire order
+	// relative to timeline events.
+	onReply func([]byte)
+}
+
+// call sends command cmd with body (a JSON object) and decodes the reply's
+// result fields into out.
+func (c *Client) call(ctx context.Context, cmd string, body any, out any, o callOpts) error {
+	id := "r" + strconv.FormatUint(c.reqSeq.Add(1), 10)
+	raw, err := withReqID(body, id)
+	if err != nil {
+		return err
+	}
+	ch := make(chan []byte, 1)
+	c.mu.Lock()
+	c.pending[id] = func(p []byte) {
+		if o.onReply != nil {
+			o.onReply(p)
+		}
+		select {
+		case ch <- p:
+		default:
+		}
+	}
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.pending, id)
+		c.mu.Unlock()
+	}()
+	topic := "im/" + c.me + "/req/" + cmd
+	for attempt := 1; ; attempt++ {
+		t, err := c.waitConn(ctx, o.retry)
+		if err != nil {
+			return err
+		}
+		actx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+		perr := t.publish(actx, topic, raw, id)
+		var p []byte
+		if perr == nil {
+			select {
+			case p = <-ch:
+			case <-t.done():
+			case <-actx.Done():
+			}
+		}
+		cancel()
+		if p == nil {
+			select {
+			case p = <-ch:
+			default:
+			}
+		}
+		if p != nil {
+			err := decodeReply(p, out, attempt > 1, o.okOnRetry)
+			var e *Error
+			if !o.retry || !errors.As(err, &e) || !transient(e.Code) {
+				return err
+			}
+			// The server asked for a retry (shutting down, internal error).
+			select {
+			case <-time.After(backoff(c.opts.MinBackoff, c.opts.MaxBackoff, attempt-1)):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !o.retry {
+			if perr != nil {
+				return perr
+			}
+			return fmt.Errorf("duet: %s: no reply within %v: %w", cmd, c.opts.RequestTimeout, context.DeadlineExceeded)
+		}
+		c.log.Debug("request resent", "command", cmd, "attempt", attempt+1)
+	}
+}
+
+// waitConn returns the live connection, waiting for a reconnect when wait.
+func (c *Client) waitConn(ctx context.Context, wait bool) (transport, error) {
+	for {
+		c.mu.Lock()
+		t, ch, closed := c.conn, c.connCh, c.closed
+		c.mu.Unlock()
+		if closed {
+			return nil, ErrClosed
+		}
+		if t != nil {
+			select {
+			case <-t.done():
+			default:
+				return t, nil
+			}
+		}
+		if !wait {
+			return nil, ErrNotConnected
+		}
+		select {
+		case <-ch:
+		case <-time.After(50 * time.Millisecond): // t died but supervise has not noticed yet
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-c.quit:
+			return nil, ErrClosed
+		}
+	}
+}
+
+// transient codes say "retry": 20005 the server is shutting down, 91000
+// an internal error (reference §7.2).
+func transient(code int) bool { return code == 20005 || code == 91000 }
+
+func withReqID(body any, id string) ([]byte, error) {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) < 2 || b[0] != '{' {
+		return nil, fmt.Errorf("duet: request body must be a JSON object")
+	}
+	head := `{"ReqId":` + strconv.Quote(id)
+	if len(b) == 2 {
+		return []byte(head + "}"), nil
+	}
+	return append([]byte(head+","), b[1:]...), nil
+}
+
+func decodeReply(p []byte, out any, resent bool, okOnRetry int) error {
+	var env struct {
+		ActionStatus string
+		ErrorCode    int
+		ErrorInfo    string
+	}
+	if err := json.Unmarshal(p, &env); err != nil {
+		return fmt.Errorf("duet: undecodable reply: %w", err)
+	}
+	if env.ErrorCode != 0 || env.ActionStatus == "FAIL" {
+		if resent && okOnRetry != 0 && env.ErrorCode == okOnRetry {
+			return nil
+		}
+		return &Error{Code: env.ErrorCode, Info: env.ErrorInfo}
+	}
+	if out != nil {
+		if err := json.Unmarshal(p, out); err != nil {
+			return fmt.Errorf("duet: undecodable reply: %w", err)
+		}
+	}
+	return nil
+}
+
+// inProc runs f on the processor, inside its store transaction, and waits
+// for it (and for the transaction's commit).
+func (c *Client) inProc(ctx context.Context, f func(p *proc)) error {
+	done := make(chan struct{})
+	c.inbox.push(item{kind: itFunc, fn: f, done: done})
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.quit:
+		return ErrClosed
+	}
+}
+
+func (c *Client) emit(f func()) { c.dispatch.push(f) }
+
+// dispatchLoop runs the listeners, one at a time.
+func (c *Client) dispatchLoop() {
+	for {
+		fs := c.dispatch.take()
+		for _, f := range fs {
+			f()
+		}
+		if len(fs) > 0 {
+			continue
+		}
+		select {
+		case <-c.dispatch.signal:
+		case <-c.procDone:
+			if c.dispatch.len() == 0 {
+				return
+			}
+		}
+	}
+}
+
+func randU32() uint32 {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return binary.BigEndian.Uint32(b[:])
+}
+
+// queue is an unbounded FIFO: the receive path never blocks on it.
+type queue[T any] struct {
+	mu     sync.Mutex
+	items  []T
+	signal chan struct{}
+}
+
+func newQueue[T any]() *queue[T] { return &queue[T]{signal: make(chan struct{}, 1)} }
+
+func (q *queue[T]) push(x T) {
+	q.mu.Lock()
+	q.items = append(q.items, x)
+	q.mu.Unlock()
+	select {
+	case q.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (q *queue[T]) take() []T {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := q.items
+	q.items = nil
+	return out
+}
+
+func (q *queue[T]) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items)
+}

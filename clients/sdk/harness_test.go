@@ -1,0 +1,350 @@
+package sdk
+
+// The harness runs a real Duet in-process — Pebble in a temp directory,
+// the command layer, mochi on a loopback port — and logs real SDK clients
+// into it, each with its own bbolt store.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/duet-im/duet/broker"
+	"github.com/duet-im/duet/command"
+	"github.com/duet-im/duet/store"
+	"github.com/duet-im/duet/usersig"
+)
+
+const (
+	testAppID = 1400000000
+	testKey   = "duet-sdk-test-secret"
+)
+
+// checkFor polls f until it returns nil or the deadline passes.
+func checkFor(t testing.TB, total time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("condition not met after %v: %v", total, err)
+}
+
+type server struct {
+	t      testing.TB
+	dir    string
+	addr   string
+	store  *store.Store
+	svc    *command.Service
+	broker *broker.Broker
+}
+
+func startServer(t testing.TB) *server {
+	t.Helper()
+	s := &server{t: t, dir: t.TempDir()}
+	s.start()
+	t.Cleanup(s.stop)
+	return s
+}
+
+func testLogger() *slog.Logger {
+	if testing.Verbose() && os.Getenv("DUET_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func (s *server) start() {
+	t := s.t
+	var devices atomic.Pointer[broker.Devices]
+	log := testLogger()
+	st, err := store.Open(s.dir, store.Options{
+		Logger: log,
+		OnCommit: func(evs []store.Appended) {
+			if d := devices.Load(); d != nil {
+				d.Committed(evs)
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := command.DefaultConfig()
+	cfg.SDKAppID = testAppID
+	svc := command.New(cfg, st, log)
+	addr := s.addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	b, err := broker.New(broker.Config{MQTTAddr: addr, SDKAppID: testAppID, Key: testKey, Log: log}, svc, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	devices.Store(b.Devices)
+	if err := b.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	s.store, s.svc, s.broker, s.addr = st, svc, b, b.Addr("tcp")
+}
+
+func (s *server) stop() {
+	if s.broker == nil {
+		return
+	}
+	s.broker.Close()
+	s.store.Close()
+	s.broker = nil
+}
+
+// restart stops the server and starts it on the same data and port.
+func (s *server) restart() {
+	s.stop()
+	s.start()
+}
+
+func (s *server) users(ids ...string) {
+	s.t.Helper()
+	for _, id := range ids {
+		if _, err := s.store.ImportAccount(store.Account{UserID: id}); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+}
+
+// has reports whether the server registers command name (a feature whose
+// server side has landed).
+func (s *server) has(name string) bool {
+	r := s.svc.Exec(context.Background(), &command.Caller{UserID: "nobody", Transport: command.MQTT}, name, []byte(`not json`))
+	return r.Err == nil || r.Err.Code != 60009
+}
+
+func (s *server) need(t *testing.T, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if !s.has(n) {
+			t.Skipf("server side of %s not landed", n)
+		}
+	}
+}
+
+// waitHighWater waits until the server recorded that a device of user
+// received Seq n.
+func (s *server) waitHighWater(user string, n uint64) {
+	s.t.Helper()
+	checkFor(s.t, 10*time.Second, func() error {
+		hw, err := s.store.HighWater(user)
+		if err != nil || hw < n {
+			return fmt.Errorf("high water %d (%v), want %d", hw, err, n)
+		}
+		return nil
+	})
+}
+
+func sig(t testing.TB, user string) string {
+	t.Helper()
+	s, err := usersig.Gen(testAppID, testKey, user, 3600, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// recorder keeps what the listeners saw, in order, and fails the test if
+// two callbacks ever run at once.
+type recorder struct {
+	t      testing.TB
+	inside atomic.Int32
+
+	mu        sync.Mutex
+	log       []string
+	msgs      []*Message
+	contacts  map[string]Contact // as last reported
+	refreshes int
+	reads     []ReadReceipt
+	withdrawn []Withdrawal
+	typing    []string
+	kicked    []string
+	system    []SystemEvent
+}
+
+func newRecorder(t testing.TB) *recorder {
+	return &recorder{t: t, contacts: map[string]Contact{}}
+}
+
+func (r *recorder) enter() func() {
+	if r.inside.Add(1) != 1 {
+		r.t.Errorf("two listeners ran at the same time")
+	}
+	return func() { r.inside.Add(-1) }
+}
+
+func (r *recorder) listeners() Listeners {
+	return Listeners{
+		OnNewMessage: func(m *Message) {
+			defer r.enter()()
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.msgs = append(r.msgs, m)
+			r.log = append(r.log, "msg "+m.From+" "+m.Text())
+		},
+		OnRefresh: func() {
+			defer r.enter()()
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.refreshes++
+			r.log = append(r.log, "refresh")
+		},
+		OnRecentContactsChanged: func(cs []Contact) {
+			defer r.enter()()
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			var parts []string
+			for _, c := range cs {
+				r.contacts[c.Peer] = c
+				parts = append(parts, fmt.Sprintf("%s:%d", c.Peer, c.Unread))
+			}
+			r.log = append(r.log, "contacts "+strings.Join(parts, ","))
+		},
+		OnRead: func(rr ReadReceipt) {
+			defer r.enter()()
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.reads = append(r.reads, rr)
+			r.log = append(r.log, "read "+rr.Peer)
+		},
+		OnWithdraw: func(w Withdrawal) {
+			defer r.enter()()
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.withdrawn = append(r.withdrawn, w)
+			r.log = append(r.log, "withdraw "+w.MsgKey)
+		},
+		OnTyping: func(from string) {
+			defer r.enter()()
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.typing = append(r.typing, from)
+		},
+		OnKicked: func(reason string) {
+			defer r.enter()()
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.kicked = append(r.kicked, reason)
+			r.log = append(r.log, "kicked")
+		},
+		OnSystemEvent: func(e SystemEvent) {
+			defer r.enter()()
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.system = append(r.system, e)
+		},
+	}
+}
+
+func (r *recorder) snapshot() (log []string, msgs []*Message, refreshes int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.log...), append([]*Message(nil), r.msgs...), r.refreshes
+}
+
+func (r *recorder) contact(peer string) (Contact, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.contacts[peer]
+	return c, ok
+}
+
+// waitRefreshes waits until OnRefresh ran n times in all.
+func (r *recorder) waitRefreshes(n int) {
+	r.t.Helper()
+	checkFor(r.t, 10*time.Second, func() error {
+		if _, _, got := r.snapshot(); got < n {
+			return fmt.Errorf("%d refreshes, want %d", got, n)
+		}
+		return nil
+	})
+}
+
+// waitMsgs waits until n messages arrived in all.
+func (r *recorder) waitMsgs(n int) []*Message {
+	r.t.Helper()
+	var msgs []*Message
+	checkFor(r.t, 15*time.Second, func() error {
+		_, msgs, _ = r.snapshot()
+		if len(msgs) < n {
+			return fmt.Errorf("%d messages, want %d", len(msgs), n)
+		}
+		return nil
+	})
+	return msgs
+}
+
+type device struct {
+	*Client
+	rec *recorder
+	dir string
+}
+
+// login logs user's device in with a fresh recorder. dir "" makes a new
+// device directory.
+func (s *server) login(t testing.TB, user, deviceID, dir string, p Protocol, mods ...func(*Options)) *device {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	rec := newRecorder(t)
+	o := Options{
+		Addr: s.addr, UserID: user, UserSig: sig(t, user), DeviceID: deviceID, Dir: dir, Protocol: p,
+		RequestTimeout: 3 * time.Second, MinBackoff: 20 * time.Millisecond, MaxBackoff: 300 * time.Millisecond,
+		Listeners: rec.listeners(), Logger: testLogger(),
+	}
+	for _, m := range mods {
+		m(&o)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Login(ctx, o)
+	if err != nil {
+		t.Fatalf("login %s:%s: %v", user, deviceID, err)
+	}
+	t.Cleanup(func() { c.Logout() })
+	return &device{Client: c, rec: rec, dir: dir}
+}
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func texts(ms []*Message) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.Text()
+	}
+	return out
+}
+
+func seqTexts(prefix string, from, to int) []string {
+	var out []string
+	for i := from; i < to; i++ {
+		out = append(out, fmt.Sprintf("%s%02d", prefix, i))
+	}
+	return out
+}
+
+var protocols = []struct {
+	name string
+	p    Protocol
+}{{"mqtt5", MQTT5}, {"mqtt311", MQTT311}}

@@ -1,0 +1,646 @@
+package sdk
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The processor is the one goroutine that applies events to the local
+// store. It takes whatever has queued up, applies it in one store
+// transaction, and only after the commit acknowledges the events to the
+// server and hands the callbacks to the dispatcher. It never waits for the
+// server: requests it needs (sync, the contact list) run on their own
+// goroutines and post their outcome back to the inbox.
+//
+// Timeline rules (PROTOCOL §4–5): events carry a gap-free Seq; an event at
+// or below the last applied Seq is a duplicate; one above last+1 is held
+// back and openim/sync {FromSeq: last} asked for; sync_complete with a
+// LastSeq above last also means events went missing. If a sync came back
+// and events are still missing, they have left the server's retention: the
+// client moves on and forgets which history ranges it knew complete.
+
+type itemKind int
+
+const (
+	itDelivery  itemKind = iota // a timeline or live PUBLISH
+	itConnUp                    // a connection attempt starts (before it subscribes)
+	itConnected                 // it is up
+	itConnDown
+	itSyncReply // openim/sync answered
+	itSyncFailed
+	itContacts // recentcontact/get_list answered (or failed)
+	itLoggedOut
+	itFunc
+)
+
+type item struct {
+	kind     itemKind
+	gen      uint64
+	d        delivery
+	payload  []byte
+	contacts []Contact
+	err      error
+	reason   string
+	fn       func(*proc)
+	done     chan struct{}
+}
+
+type proc struct {
+	c *Client
+
+	last  uint64 // last applied Seq (persisted with each batch)
+	fresh bool   // nothing applied yet: the first event sets the baseline
+	gen   uint64
+
+	connectPhase bool // between (re)connect and OnRefresh
+	syncInFlight bool
+	syncAnswered bool // a sync reply came since the last sync_complete
+	buffer       map[uint64][]byte
+	holding      bool // waiting for the contact list: later deliveries wait in held
+	held         []item
+	listed       map[string]okey // while applying held: each listed conversation's last message
+
+	// per batch
+	tx    *bolt.Tx
+	acks  []func()
+	emits []func()
+	dirty bool // ranges must be cleared
+}
+
+func (p *proc) loop() {
+	c := p.c
+	defer c.wg.Done()
+	defer close(c.procDone)
+	for {
+		items := c.inbox.take()
+		if len(items) == 0 {
+			select {
+			case <-c.inbox.signal:
+				continue
+			case <-c.quit:
+				return
+			}
+		}
+		p.batch(items)
+	}
+}
+
+func (p *proc) batch(items []item) {
+	c := p.c
+	before := p.last
+	err := c.db.db.Update(func(tx *bolt.Tx) error {
+		p.tx = tx
+		defer func() { p.tx = nil }()
+		for _, it := range items {
+			p.handle(it)
+		}
+		if p.dirty {
+			p.dirty = false
+			if err := clearRanges(tx); err != nil {
+				return err
+			}
+		}
+		if p.last != before {
+			return putU64(tx, kSeq, p.last)
+		}
+		return nil
+	})
+	if err != nil {
+		// Nothing of the batch is stored: go back to the stored Seq. The
+		// events are acknowledged all the same (the server's cursor is only
+		// a hint); the next one shows the gap and a sync brings them back.
+		c.log.Error("local store: batch not applied", "error", err)
+		_ = c.db.db.View(func(tx *bolt.Tx) error { p.last = getU64(tx, kSeq); return nil })
+		p.fresh = p.last == 0
+		p.emits = nil
+	}
+	for _, a := range p.acks {
+		a()
+	}
+	for _, f := range p.emits {
+		c.emit(f)
+	}
+	p.acks, p.emits = nil, nil
+	for _, it := range items {
+		if it.done != nil {
+			close(it.done)
+		}
+	}
+}
+
+func (p *proc) handle(it item) {
+	c := p.c
+	switch it.kind {
+	case itConnUp:
+		p.gen = it.gen
+		p.connectPhase = true
+		p.syncInFlight, p.syncAnswered = false, false
+		p.buffer = make(map[uint64][]byte)
+		p.holding, p.held = false, nil
+	case itConnected:
+		p.emitConn(true)
+	case itConnDown:
+		p.emitConn(false)
+	case itDelivery:
+		if p.holding {
+			p.held = append(p.held, it)
+			return
+		}
+		p.acks = append(p.acks, it.d.ack)
+		if it.d.topic == "im/"+c.me+"/live" {
+			p.live(it.d.payload)
+		} else {
+			p.timeline(it.d.payload)
+		}
+	case itSyncReply:
+		if it.gen != p.gen {
+			return
+		}
+		p.syncInFlight, p.syncAnswered = false, true
+		var r struct {
+			ErrorCode int
+			ErrorInfo string
+		}
+		if json.Unmarshal(it.payload, &r) == nil && r.ErrorCode != 0 {
+			c.log.Warn("openim/sync refused", "code", r.ErrorCode, "info", r.ErrorInfo)
+		}
+	case itSyncFailed:
+		if it.gen == p.gen {
+			p.syncInFlight = false
+		}
+	case itContacts:
+		if it.gen != p.gen || !p.holding {
+			return
+		}
+		p.refreshed(it.contacts, it.err)
+	case itLoggedOut:
+		p.loggedOut(it.reason)
+	case itFunc:
+		it.fn(p)
+	}
+}
+
+func (p *proc) emit(f func()) { p.emits = append(p.emits, f) }
+
+func (p *proc) emitConn(up bool) {
+	if f := p.c.opts.OnConnectionChanged; f != nil {
+		p.emit(func() { f(up) })
+	}
+}
+
+// head is the part of an event every rule needs.
+type head struct {
+	Seq     uint64 `json:"Seq"`
+	Event   string `json:"Event"`
+	LastSeq uint64 `json:"LastSeq"`
+}
+
+func (p *proc) timeline(payload []byte) {
+	var h head
+	if err := json.Unmarshal(payload, &h); err != nil {
+		p.c.log.Warn("undecodable timeline event", "error", err)
+		return
+	}
+	if h.Seq == 0 {
+		switch h.Event {
+		case "sync_complete":
+			p.syncComplete(h.LastSeq)
+		case "kicked":
+			p.kicked(payload)
+		default:
+			p.other(0, h.Event, payload)
+		}
+		return
+	}
+	if drop := p.c.opts.dropEvent; drop != nil && drop(h.Seq) {
+		return
+	}
+	if p.fresh {
+		// PROTOCOL §5: a new device starts where the server puts it.
+		p.last, p.fresh = h.Seq-1, false
+	}
+	switch {
+	case h.Seq <= p.last:
+		return // a duplicate (replay after reconnect or sync)
+	case h.Seq > p.last+1:
+		p.buffer[h.Seq] = payload
+		p.requestSync()
+		return
+	}
+	p.apply(h, payload)
+	p.drain()
+}
+
+// drain applies held-back events that are now next in line.
+func (p *proc) drain() {
+	for s := range p.buffer {
+		if s <= p.last {
+			delete(p.buffer, s)
+		}
+	}
+	for {
+		payload, ok := p.buffer[p.last+1]
+		if !ok {
+			return
+		}
+		delete(p.buffer, p.last+1)
+		var h head
+		_ = json.Unmarshal(payload, &h)
+		p.apply(h, payload)
+	}
+}
+
+func (p *proc) syncComplete(lastSeq uint64) {
+	if p.fresh && len(p.buffer) == 0 {
+		p.last, p.fresh = lastSeq, lastSeq == 0
+	}
+	if p.last < lastSeq {
+		if !p.syncAnswered {
+			p.requestSync()
+			return
+		}
+		// A sync came back and the events are still missing: they expired.
+		p.c.log.Warn("timeline events lost to retention", "from", p.last+1, "to", lastSeq)
+		for p.last < lastSeq {
+			if len(p.buffer) == 0 {
+				p.last = lastSeq
+				break
+			}
+			lowest := lastSeq + 1
+			for s := range p.buffer {
+				lowest = min(lowest, s)
+			}
+			p.last = lowest - 1
+			p.drain()
+		}
+		p.dirty = true
+	}
+	p.syncAnswered = false
+	if p.connectPhase && !p.holding {
+		p.startRefresh()
+	}
+}
+
+// requestSync asks the server to replay the timeline after p.last. The
+// reply is queued on the receive path, so it follows the replayed events.
+func (p *proc) requestSync() {
+	if p.syncInFlight {
+		return
+	}
+	p.syncInFlight = true
+	c, gen, from := p.c, p.gen, p.last
+	c.syncs.Add(1)
+	go func() {
+		err := c.call(c.ctx, "openim/sync", map[string]any{"FromSeq": from}, nil, callOpts{
+			onReply: func(raw []byte) { c.inbox.push(item{kind: itSyncReply, gen: gen, payload: raw}) },
+		})
+		if err != nil {
+			if _, refused := err.(*Error); !refused {
+				c.inbox.push(item{kind: itSyncFailed, gen: gen})
+			}
+		}
+	}()
+}
+
+// startRefresh reloads the conversation list after the replay; events that
+// arrive meanwhile wait, so the app sees: offline messages, the list, then
+// OnRefresh.
+func (p *proc) startRefresh() {
+	p.holding = true
+	c, gen := p.c, p.gen
+	go func() {
+		var r struct {
+			SessionItem  []Contact `json:"SessionItem"`
+			CompleteFlag int       `json:"CompleteFlag"`
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, 2*c.opts.RequestTimeout)
+		defer cancel()
+		err := c.call(ctx, "recentcontact/get_list", map[string]any{}, &r, callOpts{})
+		c.inbox.push(item{kind: itContacts, gen: gen, contacts: r.SessionItem, err: err})
+	}()
+}
+
+func (p *proc) refreshed(list []Contact, err error) {
+	c := p.c
+	if err == nil {
+		for i := range list {
+			if list[i].Type == 0 {
+				list[i].Type = 1
+			}
+		}
+		if e := replaceContacts(p.tx, list); e != nil {
+			c.log.Error("local store: contacts", "error", e)
+		}
+	} else {
+		c.log.Warn("conversation list not reloaded; using the local one", "error", err)
+	}
+	all := listContacts(p.tx)
+	p.emit(func() {
+		if f := c.opts.OnRecentContactsChanged; f != nil {
+			f(all)
+		}
+	})
+	p.emit(func() {
+		if f := c.opts.OnRefresh; f != nil {
+			f()
+		}
+	})
+	p.connectPhase, p.holding = false, false
+	held := p.held
+	p.held = nil
+	p.listed = make(map[string]okey)
+	for _, ct := range all {
+		if ct.LastMsg != nil {
+			p.listed[ct.Peer] = ct.LastMsg.okey()
+		}
+	}
+	for _, it := range held {
+		p.handle(it)
+	}
+	p.listed = nil
+}
+
+// apply applies the next timeline event.
+func (p *proc) apply(h head, payload []byte) {
+	p.last = h.Seq
+	c := p.c
+	switch h.Event {
+	case "msg":
+		var m Message
+		if err := json.Unmarshal(payload, &m); err != nil {
+			c.log.Warn("undecodable msg event", "seq", h.Seq, "error", err)
+			return
+		}
+		p.message(&m, true)
+	case "withdraw":
+		var w struct {
+			From   string `json:"From_Account"`
+			To     string `json:"To_Account"`
+			MsgKey string `json:"MsgKey"`
+		}
+		_ = json.Unmarshal(payload, &w)
+		peer := w.From
+		if peer == c.me {
+			peer = w.To
+		}
+		p.recall(peer, w.MsgKey)
+		wd := Withdrawal{Peer: peer, From: w.From, To: w.To, MsgKey: w.MsgKey}
+		p.emit(func() {
+			if f := c.opts.OnWithdraw; f != nil {
+				f(wd)
+			}
+		})
+	case "modify":
+		var e struct {
+			From            string `json:"From_Account"`
+			To              string `json:"To_Account"`
+			MsgKey          string `json:"MsgKey"`
+			MsgBody         []Elem `json:"MsgBody"`
+			CloudCustomData string `json:"CloudCustomData"`
+		}
+		_ = json.Unmarshal(payload, &e)
+		peer := e.From
+		if peer == c.me {
+			peer = e.To
+		}
+		m, ok := getMessage(p.tx, peer, e.MsgKey)
+		if !ok {
+			m = &Message{From: e.From, To: e.To, MsgKey: e.MsgKey}
+		}
+		m.MsgBody, m.CloudCustomData = e.MsgBody, e.CloudCustomData
+		if ok {
+			_ = updateMessage(p.tx, peer, m)
+		}
+		p.touchLast(peer, m)
+		p.emit(func() {
+			if f := c.opts.OnModify; f != nil {
+				f(m)
+			}
+		})
+	case "read":
+		var r struct {
+			Report string `json:"Report_Account"`
+			Peer   string `json:"Peer_Account"`
+			Time   int64  `json:"MsgReadTime"`
+		}
+		_ = json.Unmarshal(payload, &r)
+		if r.Report == c.me {
+			// Another device of mine (or this one) read the conversation.
+			p.markRead(r.Peer, r.Time)
+			return
+		}
+		if ct := getContact(p.tx, r.Report); ct != nil && r.Time > ct.PeerReadTime {
+			ct.PeerReadTime = r.Time
+			_ = putContact(p.tx, ct)
+		}
+		rr := ReadReceipt{Peer: r.Report, Time: time.Unix(r.Time, 0)}
+		p.emit(func() {
+			if f := c.opts.OnRead; f != nil {
+				f(rr)
+			}
+		})
+	case "kicked":
+		p.kicked(payload)
+	default:
+		p.other(h.Seq, h.Event, payload)
+	}
+}
+
+// kicked handles {"Event":"kicked"}: the server is about to disconnect
+// this device and will refuse its UserSig from now on.
+func (p *proc) kicked(payload []byte) {
+	var k struct {
+		Reason string `json:"Reason"`
+	}
+	_ = json.Unmarshal(payload, &k)
+	if k.Reason == "" {
+		k.Reason = "kicked"
+	}
+	p.loggedOut(k.Reason)
+}
+
+// loggedOut reports the end of this login once and closes the client.
+func (p *proc) loggedOut(reason string) {
+	c := p.c
+	if c.loggedOut.Swap(true) {
+		return
+	}
+	p.emit(func() {
+		if f := c.opts.OnKicked; f != nil {
+			f(reason)
+		}
+	})
+	go c.shutdown()
+}
+
+func (p *proc) other(seq uint64, event string, payload []byte) {
+	c := p.c
+	ev := SystemEvent{Seq: seq, Event: event, Data: json.RawMessage(append([]byte(nil), payload...))}
+	p.emit(func() {
+		if f := c.opts.OnSystemEvent; f != nil {
+			f(ev)
+		}
+	})
+}
+
+// message stores a message and updates its conversation. report says
+// whether it came from the timeline (as opposed to this device's own send).
+func (p *proc) message(m *Message, report bool) {
+	c := p.c
+	peer := m.Peer(c.me)
+	existed, prevSeq, err := putMessage(p.tx, peer, m)
+	if err != nil {
+		c.log.Error("local store: message", "error", err)
+		return
+	}
+	own := m.From == c.me && c.takeSending(sendKey{m.To, m.MsgRandom, m.MsgSeq})
+	if existed && (prevSeq != 0 || !report) {
+		// De-duplicated by MsgKey: already applied from the timeline or
+		// sent from here. (A copy that only roaming brought is still new
+		// to the timeline and is reported once.)
+		return
+	}
+	ct := getContact(p.tx, peer)
+	if ct == nil {
+		ct = &Contact{Type: 1, Peer: peer}
+	}
+	changed := false
+	if m.From != c.me && !m.Recalled() && report {
+		// Events held back while the list was reloaded may already be
+		// counted in it: those up to the list's last message are.
+		if l, ok := p.listed[peer]; !ok || cmpKey(m.okey(), l) > 0 {
+			ct.Unread++
+			changed = true
+		}
+	}
+	// The newest arrival of the latest second is the last message: within
+	// a second the timeline's order is the one people saw.
+	if ct.LastMsg == nil || m.MsgTimeStamp >= ct.LastMsg.MsgTimeStamp {
+		lm := *m
+		ct.LastMsg, ct.MsgTime = &lm, m.MsgTimeStamp
+		changed = true
+	}
+	if changed {
+		_ = putContact(p.tx, ct)
+		p.contactChanged(ct)
+	}
+	if report && !own {
+		mm := *m
+		p.emit(func() {
+			if f := c.opts.OnNewMessage; f != nil {
+				f(&mm)
+			}
+		})
+	}
+}
+
+func (p *proc) contactChanged(ct *Contact) {
+	if p.connectPhase {
+		return // the whole list follows the replay
+	}
+	c, cc := p.c, *ct
+	p.emit(func() {
+		if f := c.opts.OnRecentContactsChanged; f != nil {
+			f([]Contact{cc})
+		}
+	})
+}
+
+func (p *proc) recall(peer, msgKey string) {
+	if m, ok := getMessage(p.tx, peer, msgKey); ok && !m.Recalled() {
+		m.MsgFlagBits |= FlagRecalled
+		_ = updateMessage(p.tx, peer, m)
+	}
+	if ct := getContact(p.tx, peer); ct != nil && ct.LastMsg != nil && ct.LastMsg.MsgKey == msgKey && !ct.LastMsg.Recalled() {
+		ct.LastMsg.MsgFlagBits |= FlagRecalled
+		_ = putContact(p.tx, ct)
+		p.contactChanged(ct)
+	}
+}
+
+func (p *proc) touchLast(peer string, m *Message) {
+	if ct := getContact(p.tx, peer); ct != nil && ct.LastMsg != nil && ct.LastMsg.MsgKey == m.MsgKey {
+		lm := *ct.LastMsg
+		lm.MsgBody, lm.CloudCustomData = m.MsgBody, m.CloudCustomData
+		ct.LastMsg = &lm
+		_ = putContact(p.tx, ct)
+		p.contactChanged(ct)
+	}
+}
+
+// markRead resets the unread count of the conversation with peer to the
+// messages after readTime (0: all read).
+func (p *proc) markRead(peer string, readTime int64) {
+	ct := getContact(p.tx, peer)
+	if ct == nil {
+		return
+	}
+	n := 0
+	if readTime > 0 && ct.Unread > 0 {
+		n = countFrom(p.tx, peer, peer, readTime, ct.Unread)
+	}
+	if n != ct.Unread {
+		ct.Unread = n
+		_ = putContact(p.tx, ct)
+		p.contactChanged(ct)
+	}
+}
+
+// live handles im/{me}/live: ephemeral events without Seq.
+func (p *proc) live(payload []byte) {
+	c := p.c
+	var h head
+	if json.Unmarshal(payload, &h) != nil {
+		return
+	}
+	switch h.Event {
+	case "typing":
+		var t struct {
+			From string `json:"From_Account"`
+		}
+		_ = json.Unmarshal(payload, &t)
+		p.emit(func() {
+			if f := c.opts.OnTyping; f != nil {
+				f(t.From)
+			}
+		})
+	case "msg":
+		var m Message
+		if json.Unmarshal(payload, &m) != nil {
+			return
+		}
+		m.OnlineOnly = true
+		p.emit(func() {
+			if f := c.opts.OnNewMessage; f != nil {
+				f(&m)
+			}
+		})
+	default:
+		p.other(0, h.Event, payload)
+	}
+}
+
+// takeSending reports (and forgets) whether k is a send of this device.
+func (c *Client) takeSending(k sendKey) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.sending[k]
+	delete(c.sending, k)
+	return ok
+}
+
+func (c *Client) markSending(k sendKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	for old, at := range c.sending {
+		if now.Sub(at) > time.Hour {
+			delete(c.sending, old)
+		}
+	}
+	c.sending[k] = now
+}
+

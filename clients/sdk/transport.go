@@ -1,0 +1,250 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
+)
+
+// Protocol selects the MQTT version the client speaks.
+type Protocol int
+
+const (
+	MQTT5   Protocol = iota // MQTT 5.0 (paho.golang), the default
+	MQTT311                 // MQTT 3.1.1 (paho.mqtt.golang)
+)
+
+// transport is one MQTT connection, connected and subscribed to im/{me}/#.
+// The two implementations hide the paho libraries' differences.
+type transport interface {
+	// publish sends a QoS 1 request and returns once the server answered it
+	// with a PUBACK (whatever its reason code: the reply on rsp tells the
+	// outcome) or the connection failed.
+	publish(ctx context.Context, topic string, payload []byte, correlation string) error
+	// done is closed when the connection is gone.
+	done() <-chan struct{}
+	close()
+}
+
+// delivery is one received PUBLISH. ack sends its PUBACK; the SDK calls it
+// once the event is applied to the local store, so the server's cursor for
+// this device never passes what the device holds.
+type delivery struct {
+	topic   string
+	payload []byte
+	ack     func()
+}
+
+type dialConfig struct {
+	addr      string
+	clientID  string
+	user      string
+	password  string
+	keepAlive time.Duration
+	timeout   time.Duration
+	// onMessage is called for each PUBLISH, in order, from one goroutine. It
+	// must not block.
+	onMessage func(delivery)
+}
+
+func dial(ctx context.Context, p Protocol, cfg dialConfig) (transport, error) {
+	if p == MQTT311 {
+		return dialV3(ctx, cfg)
+	}
+	return dialV5(ctx, cfg)
+}
+
+// lossSignal closes its channel once.
+type lossSignal struct {
+	once sync.Once
+	ch   chan struct{}
+	dead atomic.Bool
+}
+
+func newLoss() *lossSignal { return &lossSignal{ch: make(chan struct{})} }
+
+func (l *lossSignal) fire() {
+	l.once.Do(func() {
+		l.dead.Store(true)
+		close(l.ch)
+	})
+}
+
+// ---- MQTT 5 ----
+
+type v5 struct {
+	c    *paho.Client
+	loss *lossSignal
+	rsp  string
+}
+
+func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", cfg.addr)
+	if err != nil {
+		return nil, err
+	}
+	t := &v5{loss: newLoss(), rsp: "im/" + cfg.user + "/rsp"}
+	t.c = paho.NewClient(paho.ClientConfig{
+		ClientID: cfg.clientID,
+		Conn:     conn,
+		// Acks follow the local store's commits (see delivery.ack); paho
+		// sends them in arrival order, as MQTT requires.
+		EnableManualAcknowledgment: true,
+		SendAcksInterval:           10 * time.Millisecond,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			p := pr.Packet
+			ack := func() {}
+			if p.QoS > 0 {
+				ack = func() {
+					if !t.loss.dead.Load() {
+						_ = t.c.Ack(p)
+					}
+				}
+			}
+			cfg.onMessage(delivery{topic: p.Topic, payload: p.Payload, ack: ack})
+			return true, nil
+		}},
+		OnClientError:      func(error) { t.loss.fire() },
+		OnServerDisconnect: func(*paho.Disconnect) { t.loss.fire() },
+	})
+	ka := uint16(cfg.keepAlive / time.Second)
+	ca, err := t.c.Connect(ctx, &paho.Connect{
+		ClientID: cfg.clientID, KeepAlive: ka, CleanStart: true,
+		Username: cfg.user, UsernameFlag: true, Password: []byte(cfg.password), PasswordFlag: true,
+	})
+	if err != nil {
+		conn.Close()
+		if ca != nil && ca.ReasonCode >= 0x80 {
+			reason := ""
+			if ca.Properties != nil {
+				reason = ca.Properties.ReasonString
+			}
+			return nil, &RefusedError{Code: ca.ReasonCode, Reason: reason}
+		}
+		return nil, err
+	}
+	go func() {
+		<-t.c.Done()
+		t.loss.fire()
+	}()
+	sa, err := t.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "im/" + cfg.user + "/#", QoS: 1}}})
+	if err == nil && (len(sa.Reasons) == 0 || sa.Reasons[0] >= 0x80) {
+		err = fmt.Errorf("duet: subscription to im/%s/# refused", cfg.user)
+	}
+	if err != nil {
+		t.close()
+		return nil, err
+	}
+	return t, nil
+}
+
+func (t *v5) publish(ctx context.Context, topic string, payload []byte, correlation string) error {
+	resp, err := t.c.Publish(ctx, &paho.Publish{
+		Topic: topic, QoS: 1, Payload: payload,
+		// PROTOCOL §3: MQTT 5 replies follow Response Topic and Correlation Data.
+		Properties: &paho.PublishProperties{ResponseTopic: t.rsp, CorrelationData: []byte(correlation)},
+	})
+	if resp != nil {
+		return nil // answered; a refusal's reason is also in the reply
+	}
+	return err
+}
+
+func (t *v5) done() <-chan struct{} { return t.loss.ch }
+
+func (t *v5) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = t.c.Disconnect(&paho.Disconnect{ReasonCode: 0})
+	select {
+	case <-t.c.Done():
+	case <-ctx.Done():
+	}
+	t.loss.fire()
+}
+
+// ---- MQTT 3.1.1 ----
+
+type v3 struct {
+	c    mqtt.Client
+	loss *lossSignal
+}
+
+func dialV3(ctx context.Context, cfg dialConfig) (transport, error) {
+	t := &v3{loss: newLoss()}
+	opts := mqtt.NewClientOptions().AddBroker("tcp://" + cfg.addr).SetClientID(cfg.clientID).
+		SetUsername(cfg.user).SetPassword(cfg.password).SetCleanSession(true).
+		// The SDK reconnects itself: it must resubscribe and resynchronise.
+		SetAutoReconnect(false).SetConnectRetry(false).
+		SetOrderMatters(true).SetProtocolVersion(4).SetAutoAckDisabled(true).
+		SetKeepAlive(cfg.keepAlive).SetConnectTimeout(cfg.timeout).
+		SetConnectionLostHandler(func(mqtt.Client, error) { t.loss.fire() })
+	opts.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
+		ack := func() {}
+		if m.Qos() > 0 {
+			ack = m.Ack
+		}
+		cfg.onMessage(delivery{topic: m.Topic(), payload: m.Payload(), ack: ack})
+	})
+	t.c = mqtt.NewClient(opts)
+	if err := wait(ctx, t.c.Connect(), cfg.timeout); err != nil {
+		var rc byte
+		switch {
+		case errors.Is(err, packets.ErrorRefusedNotAuthorised):
+			rc = 5
+		case errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword):
+			rc = 4
+		default:
+			return nil, err
+		}
+		return nil, &RefusedError{Code: rc, Reason: err.Error()}
+	}
+	if err := wait(ctx, t.c.Subscribe("im/"+cfg.user+"/#", 1, nil), cfg.timeout); err != nil {
+		t.close()
+		return nil, err
+	}
+	return t, nil
+}
+
+func wait(ctx context.Context, tok mqtt.Token, timeout time.Duration) error {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return fmt.Errorf("duet: MQTT operation timed out after %v", timeout)
+	}
+}
+
+func (t *v3) publish(ctx context.Context, topic string, payload []byte, _ string) error {
+	tok := t.c.Publish(topic, 1, false, payload)
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-t.loss.ch:
+		return errors.New("duet: connection lost")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (t *v3) done() <-chan struct{} { return t.loss.ch }
+
+func (t *v3) close() {
+	t.c.Disconnect(250)
+	t.loss.fire()
+}
