@@ -114,15 +114,15 @@ type Client struct {
 	pending map[string]func([]byte) // ReqId → reply handler
 	sending map[sendKey]time.Time   // sends from this device not yet seen on the timeline
 
-	reqSeq    atomic.Uint64
+	reqSeq atomic.Uint64
 	// msgSeq numbers this device's sends: history orders messages of one
 	// second by MsgSeq, so it must grow with each send.
 	msgSeq atomic.Uint32
 	// syncs and fetches count openim/sync and openim/getmsg requests.
 	syncs, fetches atomic.Int64
-	loggedOut atomic.Bool
-	closeOnce sync.Once
-	closeErr  error
+	loggedOut      atomic.Bool
+	closeOnce      sync.Once
+	closeErr       error
 }
 
 type sendKey struct {

@@ -138,7 +138,9 @@ func (c *Client) msgKeyAt(peer string, k okey) string {
 	return key
 }
 
-func beU32(b []byte) uint32 { return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) }
+func beU32(b []byte) uint32 {
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
 
 func reversed(ms []*Message) []*Message {
 	for i, j := 0, len(ms)-1; i < j; i, j = i+1, j-1 {

@@ -51,7 +51,7 @@ func orderKey(t int64, seq, rnd uint32) okey {
 
 func (m *Message) okey() okey { return orderKey(m.MsgTimeStamp, m.MsgSeq, m.MsgRandom) }
 
-func (k okey) time() int64      { return int64(binary.BigEndian.Uint64(k[:8])) }
+func (k okey) time() int64       { return int64(binary.BigEndian.Uint64(k[:8])) }
 func (k okey) isTimeBound() bool { return bytes.Equal(k[8:], make([]byte, 8)) }
 func cmpKey(a, b okey) int       { return bytes.Compare(a[:], b[:]) }
 

@@ -643,4 +643,3 @@ func (c *Client) markSending(k sendKey) {
 	}
 	c.sending[k] = now
 }
-
