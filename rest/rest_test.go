@@ -73,7 +73,7 @@ func TestSignerMatchesReferenceVector(t *testing.T) {
 }
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	st    *store.Store
 	svc   *command.Service
 	srv   *httptest.Server
@@ -88,7 +88,7 @@ type envOpts struct {
 	fixed   bool // a clock that only moves when the test moves it
 }
 
-func newEnv(t *testing.T, o envOpts) *env {
+func newEnv(t testing.TB, o envOpts) *env {
 	t.Helper()
 	e := &env{t: t, now: time.Now()}
 	e.clock = time.Now
