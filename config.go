@@ -49,6 +49,18 @@ type Config struct {
 	CallbackFailure string `yaml:"callback-failure" flag:"callback-failure" usage:"when the before-send callback fails: deliver, or refuse (80003)"`
 	FriendsOnly  bool          `yaml:"friends-only" flag:"friends-only" usage:"only friends may message each other (20009-20011)"`
 	BlacklistErr bool          `yaml:"blacklist-check-error" flag:"blacklist-check-error" usage:"a blacklisted sender gets 20007 instead of a silent 'sent'"`
+
+	// Media storage (docs/media.md).
+	S3Endpoint       string        `yaml:"s3-endpoint" flag:"s3-endpoint" usage:"S3/MinIO host:port for media (empty: an embedded S3 gateway on loopback, data in {data}/s3)"`
+	S3AccessKey      string        `yaml:"s3-access-key" flag:"s3-access-key" usage:"S3 access key"`
+	S3SecretKey      string        `yaml:"s3-secret-key" flag:"s3-secret-key" usage:"S3 secret key"`
+	S3Bucket         string        `yaml:"s3-bucket" flag:"s3-bucket" usage:"S3 bucket for media and message archives, created when missing (empty: duet)"`
+	S3Secure         bool          `yaml:"s3-secure" flag:"s3-secure" usage:"reach S3 over HTTPS"`
+	S3PublicEndpoint string        `yaml:"s3-public-endpoint" flag:"s3-public-endpoint" usage:"host:port devices reach S3 at, when not s3-endpoint (presigned URLs are signed for it)"`
+	MediaURL         string        `yaml:"media-url" flag:"media-url" usage:"base URL of media download links, the HTTP listener as devices reach it (empty: http://{http})"`
+	MediaLimits      string        `yaml:"media-limits" flag:"media-limits" usage:"largest upload per type, e.g. image=28MB,file=100MB (28MB each by default)"`
+	MediaCleanAfter  time.Duration `yaml:"media-clean-after" flag:"media-clean-after" usage:"uploads never committed are removed after this (empty: 1h)"`
+	MediaLinkTTL     time.Duration `yaml:"media-link-ttl" flag:"media-link-ttl" usage:"life of the presigned GET a media download redirects to (empty: 5m)"`
 }
 
 func defaultConfig() Config {

@@ -17,6 +17,7 @@ func (s *server) routes() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics(), promhttp.HandlerOpts{}))
 	mux.Handle("/v4/", s.rest)
+	mux.Handle("/media/", s.media.Handler())
 	return mux
 }
 

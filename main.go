@@ -99,10 +99,14 @@ type server struct {
 	httpLn net.Listener
 	rest   http.Handler // /v4/, the REST API
 	push   *push.Pusher
+	media  *mediaParts
 	log    *slog.Logger
 }
 
 func start(cfg Config, log *slog.Logger) (*server, error) {
+	if abs, err := filepath.Abs(cfg.Data); err == nil {
+		cfg.Data = abs // the embedded S3 gateway changes the working directory
+	}
 	key, err := cfg.secretKey(log)
 	if err != nil {
 		return nil, fmt.Errorf("secret: %w", err)
@@ -158,6 +162,10 @@ func start(cfg Config, log *slog.Logger) (*server, error) {
 		}
 		bcfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
+	if s.media, err = startMedia(cfg, key, s.svc, st, log); err != nil {
+		st.Close()
+		return nil, err
+	}
 	s.broker, err = broker.New(bcfg, s.svc, st)
 	if err != nil {
 		st.Close()
@@ -207,6 +215,7 @@ func (s *server) Close() error {
 	if s.push != nil {
 		s.push.Close() // before the store: its queue is there
 	}
+	err = errors.Join(err, s.media.Close())
 	return errors.Join(err, s.store.Close())
 }
 

@@ -69,6 +69,7 @@ type serverOpts struct {
 	clock        func() time.Time
 	command      func(*command.Config) // adjusts command settings (send policy switches)
 	push         func(*store.Store, *command.Service) pushHook // wires an offline pusher (push_test.go)
+	media        func(*store.Store, *command.Service)          // wires the media service (media_test.go)
 }
 
 func startServer(t testing.TB, o serverOpts) *testServer {
@@ -110,6 +111,9 @@ func (s *testServer) start() {
 	svc := command.New(cfg, st, log)
 	if s.opts.push != nil {
 		ph = s.opts.push(st, svc)
+	}
+	if s.opts.media != nil {
+		s.opts.media(st, svc)
 	}
 	addr := s.addr
 	if addr == "" {

@@ -7,7 +7,9 @@ package media_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
+	"crypto/md5"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -127,7 +129,7 @@ func randHex(n int) string {
 
 type reply map[string]any
 
-func (r reply) code() int          { f, _ := r["ErrorCode"].(float64); return int(f) }
+func (r reply) code() int           { f, _ := r["ErrorCode"].(float64); return int(f) }
 func (r reply) str(k string) string { s, _ := r[k].(string); return s }
 
 func (e *env) exec(user, cmd string, body any) reply {
@@ -582,4 +584,147 @@ func TestStoreUnreachable(t *testing.T) {
 	if r := e.sendmsg("alice", "bob", map[string]any{"MsgType": "TIMTextElem", "MsgContent": map[string]any{"Text": "still here"}}); r.code() != 0 {
 		t.Fatalf("text with the store down: %v", r)
 	}
+}
+
+func TestHourlyArchive(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	hour := time.Date(2026, 3, 14, 15, 0, 0, 0, time.UTC)
+	put := func(at time.Time, from, to, text string, seq uint32) {
+		t.Helper()
+		body, _ := json.Marshal([]any{map[string]any{"MsgType": "TIMTextElem", "MsgContent": map[string]any{"Text": text}}})
+		err := e.st.Update(func(tx *store.Tx) error {
+			return tx.PutMessage(&store.Message{From: from, To: to, MsgSeq: seq, MsgRandom: seq * 7, MsgTime: at.Unix(),
+				MsgKey: fmt.Sprintf("%d_%d_%d", seq, seq*7, at.Unix()), MsgBody: body})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(hour.Add(-time.Second), "alice", "bob", "the hour before", 1)
+	put(hour, "alice", "bob", "first <of> the hour", 2)
+	put(hour.Add(30*time.Minute), "bob", "alice", "second", 3)
+	put(hour.Add(59*time.Minute+59*time.Second), "carol", "alice", "last", 4)
+	put(hour.Add(time.Hour), "alice", "carol", "next hour", 5)
+
+	history := func(user, msgTime string) reply {
+		return e.exec(user, "open_msg_svc/get_history", map[string]any{"ChatType": "C2C", "MsgTime": msgTime})
+	}
+	e.clock.set(hour.Add(time.Hour + 30*time.Minute))
+	if err := e.m.ArchiveDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, user, msgTime string
+		code                int
+	}{
+		{"an hour not over yet", "administrator", "2026031416", media.CodeNoArchive},
+		{"not an admin", "alice", "2026031415", 90009},
+		{"malformed hour", "administrator", "2026-03-14", media.CodeBadRequest},
+		{"hour out of range", "administrator", "2026031425", media.CodeBadRequest},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if r := history(c.user, c.msgTime); r.code() != c.code {
+				t.Fatalf("got %v, want %d", r, c.code)
+			}
+		})
+	}
+	if r := e.exec("administrator", "open_msg_svc/get_history", map[string]any{"ChatType": "Group", "MsgTime": "2026031415"}); r.code() != media.CodeBadRequest {
+		t.Fatalf("Group: %v", r)
+	}
+	// The hour before has its own archive of one message.
+	if files := history("administrator", "2026031414")["File_List"].([]any); len(files) != 1 {
+		t.Fatalf("hour 14: %v", files)
+	}
+
+	r := history("administrator", "2026031415")
+	files := r["File_List"].([]any)
+	if r.code() != 0 || len(files) != 1 || len(r["File"].([]any)) != 1 {
+		t.Fatalf("get_history: %v", r)
+	}
+	f := files[0].(map[string]any)
+	resp, err := http.Get(f["URL"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gz, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("download: %d %s", resp.StatusCode, gz)
+	}
+	if md5hex(gz) != f["GzipMD5"] || float64(len(gz)) != f["GzipSize"] {
+		t.Fatalf("gzip %d bytes md5 %s; listed %v", len(gz), md5hex(gz), f)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md5hex(raw) != f["FileMD5"] || float64(len(raw)) != f["FileSize"] {
+		t.Fatalf("file %d bytes md5 %s; listed %v", len(raw), md5hex(raw), f)
+	}
+	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	var texts []string
+	for _, l := range lines {
+		var m struct {
+			ChatType string
+			MsgBody  []struct{ MsgContent struct{ Text string } }
+		}
+		if err := json.Unmarshal([]byte(l), &m); err != nil || m.ChatType != "C2C" {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		texts = append(texts, m.MsgBody[0].MsgContent.Text)
+	}
+	if got := strings.Join(texts, "|"); got != "first <of> the hour|second|last" {
+		t.Fatalf("archived %q", got)
+	}
+	expire, err := time.Parse("2006-01-02 15:04:05", f["ExpireTime"].(string))
+	if err != nil || expire.Before(time.Now()) {
+		t.Fatalf("ExpireTime %v", f["ExpireTime"])
+	}
+
+	// A restart (a new service on the same store) archives the next hour
+	// once it is over, and neither redoes nor loses the first.
+	e.m.Close()
+	m2, err := media.New(media.Config{S3: e.s3, PublicURL: e.web.URL, SDKAppID: appID, Key: key,
+		CleanEvery: -1, ArchiveEvery: -1, Clock: e.clock.now}, e.st, e.svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	if err := m2.ArchiveDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if r := history("administrator", "2026031416"); r.code() != media.CodeNoArchive {
+		t.Fatalf("hour 16 archived before it was over: %v", r)
+	}
+	e.clock.advance(time.Hour)
+	if err := m2.ArchiveDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if again := history("administrator", "2026031415")["File_List"].([]any)[0].(map[string]any); again["GzipMD5"] != f["GzipMD5"] {
+		t.Fatalf("hour 15 changed after the restart: %v vs %v", again, f)
+	}
+	next := history("administrator", "2026031416")
+	if nf := next["File_List"].([]any); next.code() != 0 || len(nf) != 1 {
+		t.Fatalf("hour 16: %v", next)
+	}
+	if n, err := media.CountObjects(context.Background(), e.s3, "archive/"); err != nil || n != 3 {
+		t.Fatalf("%d archive objects (%v), want 3 (hours 14, 15, 16)", n, err)
+	}
+	// An hour without messages is archived as an empty list.
+	e.clock.advance(time.Hour)
+	if err := m2.ArchiveDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if r := history("administrator", "2026031417"); r.code() != 0 || len(r["File_List"].([]any)) != 0 {
+		t.Fatalf("empty hour: %v", r)
+	}
+}
+
+func md5hex(b []byte) string {
+	s := md5.Sum(b)
+	return hex.EncodeToString(s[:])
 }

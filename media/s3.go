@@ -76,6 +76,7 @@ type Gateway struct {
 	S3     S3
 	cancel context.CancelFunc
 	done   chan error
+	cwd    string // the working directory before the backend changed it
 }
 
 type gatewayKeys struct {
@@ -122,6 +123,7 @@ func StartGateway(dir, bucket string, log *slog.Logger) (*Gateway, error) {
 		}
 		ms, opts.SideCarDir = sc, side
 	}
+	cwd, _ := os.Getwd()
 	be, err := posix.New(root, ms, opts)
 	if err != nil {
 		return nil, fmt.Errorf("media: gateway backend: %w", err)
@@ -135,6 +137,7 @@ func StartGateway(dir, bucket string, log *slog.Logger) (*Gateway, error) {
 		S3:     S3{Endpoint: addr, AccessKey: keys.AccessKey, SecretKey: keys.SecretKey, Bucket: bucket},
 		cancel: cancel,
 		done:   make(chan error, 1),
+		cwd:    cwd,
 	}
 	go func() {
 		err := embedgw.RunVersityGW(ctx, be, &embedgw.Config{
@@ -156,6 +159,7 @@ func StartGateway(dir, bucket string, log *slog.Logger) (*Gateway, error) {
 		select {
 		case err := <-g.done:
 			cancel()
+			os.Chdir(cwd)
 			return nil, fmt.Errorf("media: embedded S3 gateway: %v", err)
 		default:
 		}
@@ -165,6 +169,8 @@ func StartGateway(dir, bucket string, log *slog.Logger) (*Gateway, error) {
 		}
 		if time.Now().After(deadline) {
 			cancel()
+			<-g.done
+			os.Chdir(cwd)
 			return nil, fmt.Errorf("media: embedded S3 gateway did not listen on %s", addr)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -173,12 +179,15 @@ func StartGateway(dir, bucket string, log *slog.Logger) (*Gateway, error) {
 	return g, nil
 }
 
-// Close stops the gateway and waits for it.
+// Close stops the gateway, waits for it, and restores the working directory.
 func (g *Gateway) Close() error {
 	g.cancel()
 	select {
 	case err := <-g.done:
-		if errors.Is(err, context.Canceled) {
+		if g.cwd != "" {
+			os.Chdir(g.cwd)
+		}
+		if errors.Is(err, context.Canceled) || err == nil {
 			return nil
 		}
 		return err

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+
+	"github.com/duet-im/duet/command"
+	"github.com/duet-im/duet/media"
+	"github.com/duet-im/duet/store"
+)
+
+// mediaParts is the media service and, when no S3 endpoint is configured,
+// the embedded S3 gateway it uses.
+type mediaParts struct {
+	svc *media.Service
+	gw  *media.Gateway
+}
+
+// startMedia connects the media commands to the configured S3 store, or
+// starts the embedded gateway under {data}/s3 (which changes the process's
+// working directory: see media.StartGateway; start() made cfg.Data absolute).
+func startMedia(cfg Config, key string, svc *command.Service, st *store.Store, log *slog.Logger) (*mediaParts, error) {
+	limits, err := media.ParseLimits(cfg.MediaLimits)
+	if err != nil {
+		return nil, err
+	}
+	p := &mediaParts{}
+	s3 := media.S3{
+		Endpoint: cfg.S3Endpoint, AccessKey: cfg.S3AccessKey, SecretKey: cfg.S3SecretKey,
+		Bucket: cfg.S3Bucket, Secure: cfg.S3Secure, PublicEndpoint: cfg.S3PublicEndpoint, PublicSecure: cfg.S3Secure,
+	}
+	if s3.Endpoint == "" {
+		if p.gw, err = media.StartGateway(filepath.Join(cfg.Data, "s3"), cfg.S3Bucket, log); err != nil {
+			return nil, err
+		}
+		s3 = p.gw.S3
+		s3.Bucket = cfg.S3Bucket
+	}
+	public := cfg.MediaURL
+	if public == "" && cfg.HTTP != "" {
+		public = "http://" + cfg.HTTP
+	}
+	if public == "" {
+		log.Warn("media links need the HTTP listener: set --http or --media-url")
+	}
+	p.svc, err = media.New(media.Config{
+		S3: s3, PublicURL: public, SDKAppID: cfg.SDKAppID, Key: key, Limits: limits,
+		CleanAfter: cfg.MediaCleanAfter, DownloadTTL: cfg.MediaLinkTTL, Log: log,
+	}, st, svc)
+	if err != nil {
+		if p.gw != nil {
+			p.gw.Close()
+		}
+		return nil, fmt.Errorf("media: %w", err)
+	}
+	return p, nil
+}
+
+// Handler serves /media/ downloads (404 when media is off).
+func (p *mediaParts) Handler() http.Handler {
+	if p == nil {
+		return http.NotFoundHandler()
+	}
+	return p.svc.Handler()
+}
+
+// Close stops the media background work, then the embedded gateway.
+func (p *mediaParts) Close() error {
+	if p == nil {
+		return nil
+	}
+	err := p.svc.Close()
+	if p.gw != nil {
+		err = errors.Join(err, p.gw.Close())
+	}
+	return err
+}
