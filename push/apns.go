@@ -60,7 +60,7 @@ func newAPNs(cfg APNsConfig, client *http.Client, now func() time.Time) (*apns, 
 	if client == nil {
 		// HTTP/2 is required by APNs; a Transport with its own TLS settings
 		// must ask for it explicitly.
-		client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 4}}
+		client = defaultClient()
 	}
 	return &apns{cfg: cfg, base: base(cfg.Endpoint, def), key: ek, client: client, now: now}, nil
 }

@@ -87,7 +87,7 @@ func newFCM(cfg FCMConfig, client *http.Client, now func() time.Time) (*fcm, err
 		return nil, fmt.Errorf("fcm: service account key must be RSA, not %T", k)
 	}
 	if client == nil {
-		client = &http.Client{Timeout: 30 * time.Second}
+		client = defaultClient()
 	}
 	return &fcm{cfg: cfg, base: base(cfg.Endpoint, fcmBase), key: rk, client: client, now: now}, nil
 }

@@ -43,7 +43,7 @@ func newHuawei(cfg HuaweiConfig, client *http.Client, now func() time.Time) (*hu
 		auth = cfg.Endpoint
 	}
 	if client == nil {
-		client = &http.Client{Timeout: 30 * time.Second}
+		client = defaultClient()
 	}
 	return &huawei{cfg: cfg, base: base(cfg.Endpoint, huaweiBase), auth: base(auth, huaweiAuth), client: client, now: now}, nil
 }

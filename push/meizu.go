@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"sort"
 	"strings"
-	"time"
 )
 
 // Meizu Flyme push ("PUSH HTTP API"): POST
@@ -35,7 +34,7 @@ func newMeizu(cfg MeizuConfig, client *http.Client) (*meizu, error) {
 		return nil, errors.New("meizu: app_id and app_secret are required")
 	}
 	if client == nil {
-		client = &http.Client{Timeout: 30 * time.Second}
+		client = defaultClient()
 	}
 	return &meizu{cfg: cfg, base: base(cfg.Endpoint, meizuBase), client: client}, nil
 }

@@ -37,7 +37,7 @@ func newOPPO(cfg OPPOConfig, client *http.Client, now func() time.Time) (*oppo, 
 		return nil, errors.New("oppo: app_key and master_secret are required")
 	}
 	if client == nil {
-		client = &http.Client{Timeout: 30 * time.Second}
+		client = defaultClient()
 	}
 	return &oppo{cfg: cfg, base: base(cfg.Endpoint, oppoBase), client: client, now: now}, nil
 }

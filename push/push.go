@@ -97,10 +97,10 @@ type sentMark struct {
 }
 
 const (
-	sentMemory = 24 * time.Hour
-	sentMax    = 200000
-	sendTimout = 30 * time.Second
-	maxBackoff = 5 * time.Minute
+	sentMemory  = 24 * time.Hour
+	sentMax     = 200000
+	sendTimeout = 30 * time.Second
+	maxBackoff  = 5 * time.Minute
 )
 
 // entry is one queued notification in memory.
@@ -467,7 +467,7 @@ func (p *Pusher) deliver(v vendor, e *entry) {
 	if !n.Silent {
 		n.Badge = p.badge(n.User)
 	}
-	ctx, cancel := context.WithTimeout(p.ctx, sendTimout)
+	ctx, cancel := context.WithTimeout(p.ctx, sendTimeout)
 	err := v.send(ctx, &n)
 	cancel()
 	m := p.metrics.vendor(v.name())

@@ -152,3 +152,17 @@ func (c *cachedToken) invalidate(v string) {
 	}
 	c.mu.Unlock()
 }
+
+// defaultClient is a vendor's HTTP client: keep-alive connections for as
+// many workers as a lane has, HTTP/2 where the server offers it (APNs
+// requires it), and a deadline on every request so a hung vendor only
+// holds its own worker.
+func defaultClient() *http.Client {
+	return &http.Client{Timeout: sendTimeout, Transport: &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		ForceAttemptHTTP2:   true,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
+	}}
+}

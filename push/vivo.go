@@ -41,7 +41,7 @@ func newVIVO(cfg VIVOConfig, client *http.Client, now func() time.Time) (*vivo, 
 		return nil, errors.New("vivo: app_id must be a number")
 	}
 	if client == nil {
-		client = &http.Client{Timeout: 30 * time.Second}
+		client = defaultClient()
 	}
 	return &vivo{cfg: cfg, base: base(cfg.Endpoint, vivoBase), appID: id, client: client, now: now}, nil
 }

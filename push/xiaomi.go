@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // Xiaomi MiPush ("Server API address and parameters"): POST
@@ -31,7 +30,7 @@ func newXiaomi(cfg XiaomiConfig, client *http.Client) (*xiaomi, error) {
 		return nil, errors.New("xiaomi: app_secret and package_name are required")
 	}
 	if client == nil {
-		client = &http.Client{Timeout: 30 * time.Second}
+		client = defaultClient()
 	}
 	return &xiaomi{cfg: cfg, base: base(cfg.Endpoint, xiaomiBase), client: client}, nil
 }
