@@ -391,6 +391,7 @@ func (c *Client) call(ctx context.Context, cmd string, body any, out any, o call
 			return err
 		}
 		actx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+		stop := context.AfterFunc(c.ctx, cancel) // Logout ends the wait
 		perr := t.publish(actx, topic, raw, id)
 		var p []byte
 		if perr == nil {
@@ -400,6 +401,7 @@ func (c *Client) call(ctx context.Context, cmd string, body any, out any, o call
 			case <-actx.Done():
 			}
 		}
+		stop()
 		cancel()
 		if p == nil {
 			select {
@@ -423,6 +425,9 @@ func (c *Client) call(ctx context.Context, cmd string, body any, out any, o call
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if c.ctx.Err() != nil {
+			return ErrClosed
 		}
 		if !o.retry {
 			if perr != nil {

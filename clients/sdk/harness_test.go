@@ -87,11 +87,12 @@ func (s *server) start() {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	b, err := broker.New(broker.Config{MQTTAddr: addr, SDKAppID: testAppID, Key: testKey, Log: log}, svc, st)
+	b, err := broker.New(broker.Config{MQTTAddr: addr, SDKAppID: testAppID, Key: testKey, KickedAt: st.KickedAt, Log: log}, svc, st)
 	if err != nil {
 		t.Fatal(err)
 	}
 	devices.Store(b.Devices)
+	svc.SetKicker(b.Devices)
 	if err := b.Serve(); err != nil {
 		t.Fatal(err)
 	}

@@ -153,7 +153,7 @@ func (p *proc) handle(it item) {
 		if it.d.topic == "im/"+c.me+"/live" {
 			p.live(it.d.payload)
 		} else {
-			p.timeline(it.d.payload)
+			p.timeline(it.d.payload, it.gen == p.gen)
 		}
 	case itSyncReply:
 		if it.gen != p.gen {
@@ -198,7 +198,10 @@ type head struct {
 	LastSeq uint64 `json:"LastSeq"`
 }
 
-func (p *proc) timeline(payload []byte) {
+// timeline handles an event of im/{me}/in; current is false for what an
+// earlier connection delivered (its events are still good data, but its
+// sync_complete says nothing about the current replay).
+func (p *proc) timeline(payload []byte, current bool) {
 	var h head
 	if err := json.Unmarshal(payload, &h); err != nil {
 		p.c.log.Warn("undecodable timeline event", "error", err)
@@ -207,7 +210,9 @@ func (p *proc) timeline(payload []byte) {
 	if h.Seq == 0 {
 		switch h.Event {
 		case "sync_complete":
-			p.syncComplete(h.LastSeq)
+			if current {
+				p.syncComplete(h.LastSeq)
+			}
 		case "kicked":
 			p.kicked(payload)
 		default:
@@ -256,6 +261,13 @@ func (p *proc) drain() {
 func (p *proc) syncComplete(lastSeq uint64) {
 	if p.fresh && len(p.buffer) == 0 {
 		p.last, p.fresh = lastSeq, lastSeq == 0
+	}
+	if lastSeq < p.last {
+		// The server's timeline ends before what this device applied: its
+		// data was reset. Follow it, or every new event would look old.
+		p.c.log.Warn("server timeline is behind this device; following it", "local", p.last, "server", lastSeq)
+		p.last, p.dirty = lastSeq, true
+		p.buffer = make(map[uint64][]byte)
 	}
 	if p.last < lastSeq {
 		if !p.syncAnswered {

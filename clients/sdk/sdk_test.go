@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/duet-im/duet/command"
 )
 
 // TestBriefFlow is the product brief's flow end to end through the SDK: A
@@ -582,5 +584,39 @@ func TestDeviceIDKept(t *testing.T) {
 	d2 := s.login(t, "alice", "", dir, MQTT5)
 	if id == "" || d2.DeviceID() != id {
 		t.Fatalf("device id %q then %q", id, d2.DeviceID())
+	}
+}
+
+// TestKicked: an admin's kick reaches the device as OnKicked, once, and
+// the client stops (no reconnect with the now-refused UserSig).
+func TestKicked(t *testing.T) {
+	s := startServer(t)
+	s.need(t, "im_open_login_svc/kick")
+	// A kick refuses every UserSig issued up to its second: one user per case.
+	s.users("mqtt5", "mqtt311")
+	for _, pc := range protocols {
+		t.Run(pc.name, func(t *testing.T) {
+			d := s.login(t, pc.name, "phone", "", pc.p)
+			d.rec.waitRefreshes(1)
+			r := s.svc.Exec(context.Background(), &command.Caller{UserID: "administrator", Admin: true, Transport: command.REST},
+				"im_open_login_svc/kick", []byte(`{"UserID":"`+pc.name+`"}`))
+			if r.Err != nil {
+				t.Fatal(r.Err)
+			}
+			checkFor(t, 5*time.Second, func() error {
+				if _, err := d.SendText(context.Background(), pc.name, "x"); !errors.Is(err, ErrClosed) {
+					return fmt.Errorf("send after kick: %v", err)
+				}
+				return nil
+			})
+			checkFor(t, 5*time.Second, func() error {
+				d.rec.mu.Lock()
+				defer d.rec.mu.Unlock()
+				if len(d.rec.kicked) != 1 {
+					return fmt.Errorf("OnKicked %d times: %v", len(d.rec.kicked), d.rec.kicked)
+				}
+				return nil
+			})
+		})
 	}
 }

@@ -150,6 +150,16 @@ func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
 }
 
 func (t *v5) publish(ctx context.Context, topic string, payload []byte, correlation string) error {
+	// paho waits for the PUBACK until ctx ends, even on a dead connection.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-t.loss.ch:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	resp, err := t.c.Publish(ctx, &paho.Publish{
 		Topic: topic, QoS: 1, Payload: payload,
 		// PROTOCOL §3: MQTT 5 replies follow Response Topic and Correlation Data.

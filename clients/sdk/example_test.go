@@ -1,0 +1,127 @@
+package sdk_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/duet-im/duet/broker"
+	"github.com/duet-im/duet/clients/sdk"
+	"github.com/duet-im/duet/command"
+	"github.com/duet-im/duet/store"
+	"github.com/duet-im/duet/usersig"
+)
+
+// Alice writes to Bob while he is offline. When Bob's phone logs in, the
+// SDK replays what he missed (OnNewMessage each, in order), then hands over
+// the conversation list (OnRecentContactsChanged), then says it is in sync
+// (OnRefresh). History comes from the phone's local store, which pulls
+// from the server what it does not hold.
+func Example() {
+	dir, _ := os.MkdirTemp("", "duet-example")
+	defer os.RemoveAll(dir)
+	addr, userSig, stop := startDuet(filepath.Join(dir, "server"), "alice", "bob")
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	alice, err := sdk.Login(ctx, sdk.Options{
+		Addr: addr, UserID: "alice", UserSig: userSig("alice"), DeviceID: "phone",
+		Dir: filepath.Join(dir, "alice-phone"), Logger: quiet,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer alice.Logout()
+	for _, text := range []string{"hello Bob", "are you there?"} {
+		if _, err := alice.SendText(ctx, "bob", text); err != nil {
+			log.Fatal(err)
+		}
+	}
+
+	inSync := make(chan struct{})
+	bob, err := sdk.Login(ctx, sdk.Options{
+		Addr: addr, UserID: "bob", UserSig: userSig("bob"), DeviceID: "phone",
+		Dir: filepath.Join(dir, "bob-phone"), Logger: quiet,
+		Listeners: sdk.Listeners{
+			// Listeners run one at a time, in order: no locks needed.
+			OnNewMessage: func(m *sdk.Message) {
+				fmt.Printf("new message from %s: %s\n", m.From, m.Text())
+			},
+			OnRecentContactsChanged: func(list []sdk.Contact) {
+				for _, c := range list {
+					fmt.Printf("conversation with %s: %d unread, last %q\n", c.Peer, c.Unread, c.LastMsg.Text())
+				}
+			},
+			OnRefresh: func() { close(inSync) },
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer bob.Logout()
+	<-inSync
+	fmt.Println("in sync")
+
+	history, err := bob.GetMessage(ctx, "alice", 20, time.Time{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, m := range history {
+		fmt.Printf("history: %s: %s\n", m.From, m.Text())
+	}
+	// Output:
+	// new message from alice: hello Bob
+	// new message from alice: are you there?
+	// conversation with alice: 2 unread, last "are you there?"
+	// in sync
+	// history: alice: hello Bob
+	// history: alice: are you there?
+}
+
+// startDuet runs a Duet server in-process on a loopback port, as a real
+// deployment would run the duet binary, and imports the given accounts.
+func startDuet(dir string, users ...string) (addr string, userSig func(string) string, stop func()) {
+	const appID, key = 1400000000, "example-secret"
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var devices atomic.Pointer[broker.Devices]
+	st, err := store.Open(dir, store.Options{Logger: quiet, OnCommit: func(evs []store.Appended) {
+		if d := devices.Load(); d != nil {
+			d.Committed(evs)
+		}
+	}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	cfg := command.DefaultConfig()
+	cfg.SDKAppID = appID
+	svc := command.New(cfg, st, quiet)
+	b, err := broker.New(broker.Config{MQTTAddr: "127.0.0.1:0", SDKAppID: appID, Key: key, Log: quiet}, svc, st)
+	if err != nil {
+		log.Fatal(err)
+	}
+	devices.Store(b.Devices)
+	if err := b.Serve(); err != nil {
+		log.Fatal(err)
+	}
+	for _, u := range users {
+		if _, err := st.ImportAccount(store.Account{UserID: u}); err != nil {
+			log.Fatal(err)
+		}
+	}
+	userSig = func(user string) string {
+		s, err := usersig.Gen(appID, key, user, 3600, time.Now())
+		if err != nil {
+			log.Fatal(err)
+		}
+		return s
+	}
+	return b.Addr("tcp"), userSig, func() { b.Close(); st.Close() }
+}
