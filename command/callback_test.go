@@ -375,3 +375,27 @@ func TestStateChangeAndWithdrawCallbacks(t *testing.T) {
 		t.Fatalf("withdraw callback %v", w)
 	}
 }
+
+// A device's own send over MQTT goes through the same callbacks.
+func TestCallbacksForMQTTSends(t *testing.T) {
+	e := newCBEnv(t, command.CallbackConfig{})
+	e.h.set(func(cmd string, _ map[string]any) (int, string) {
+		if cmd == "C2C.CallbackBeforeSendMsg" {
+			return 200, `{"ActionStatus":"OK","ErrorCode":1,"ErrorInfo":"not today"}`
+		}
+		return 200, `{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}`
+	})
+	alice := &command.Caller{UserID: "alice", Device: "alice:phone", Transport: command.MQTT}
+	rep := e.svc.Exec(context.Background(), alice, "openim/sendmsg",
+		[]byte(`{"To_Account":"bob","MsgRandom":5,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}]}`))
+	if rep.Err == nil || rep.Err.Code != 20006 {
+		t.Fatalf("MQTT send past a refusing callback: %+v", rep)
+	}
+	c := e.h.next(t, "C2C.CallbackBeforeSendMsg")
+	if c.query.Get("OptPlatform") != "Unknown" || c.body["From_Account"] != "alice" {
+		t.Fatalf("MQTT before-send callback: %v %v", c.query, c.body)
+	}
+	if seq, _ := e.st.LastSeq("bob"); seq != 0 {
+		t.Fatal("refused MQTT send reached bob")
+	}
+}

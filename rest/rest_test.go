@@ -192,7 +192,9 @@ func TestAuthMatrix(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	e.users("bob")
 	now := time.Now().Unix()
-	sigFor := func(app uint64, key, id string, issued, expire int64) string { return tlsSig(app, key, id, issued, expire) }
+	sigFor := func(app uint64, key, id string, issued, expire int64) string {
+		return tlsSig(app, key, id, issued, expire)
+	}
 	base := func(id, sig string) string {
 		return "sdkappid=1400000000&identifier=" + id + "&usersig=" + sig + "&random=1&contenttype=json"
 	}
