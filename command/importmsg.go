@@ -164,7 +164,19 @@ func (s *Service) importMsg(ctx context.Context, c *Caller, body []byte) (any, e
 				return err
 			}
 		}
-		return tx.PutMessage(m)
+		if err := tx.PutMessage(m); err != nil {
+			return err
+		}
+		// Both conversation lists learn of it (§5.3 "updates conversations");
+		// only a real-time import counts as unread (§5.3, mode 1/5).
+		now := tx.Now().Unix()
+		if err := tx.Touch(r.to, r.from, m, realtime && r.from != r.to, false, s.cfg.MaxContacts, now); err != nil {
+			return err
+		}
+		if r.from == r.to {
+			return nil
+		}
+		return tx.Touch(r.from, r.to, m, false, false, s.cfg.MaxContacts, now)
 	})
 	if errors.Is(err, store.ErrClosed) {
 		return nil, Errorf(90992, "server is shutting down, retry")

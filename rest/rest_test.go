@@ -524,6 +524,13 @@ func TestImportMsg(t *testing.T) {
 	if ev["Event"] != "msg" || ev["From_Account"] != "alice" || ev["MsgKey"] != fmt.Sprintf("2_22_%d", now-50) {
 		t.Fatalf("timeline event %s", evs[0].Data)
 	}
+	// Conversations: both sides list it; only real-time imports are unread.
+	for owner, unread := range map[string]int{"bob": 2, "alice": 0} {
+		c, err := e.st.GetConversation(owner, map[string]string{"bob": "alice", "alice": "bob"}[owner])
+		if err != nil || c == nil || c.Unread != unread || c.MsgTime != now-50 {
+			t.Fatalf("%s's conversation after imports: %+v %v (want Unread %d, MsgTime %d)", owner, c, err, unread, now-50)
+		}
+	}
 	// Without MsgSeq the same line is still recognised on a replay.
 	noSeq := `{"SyncFromOldSystem":2,"From_Account":"alice","To_Account":"bob","MsgRandom":7,"MsgTimeStamp":1600000000,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"n"}}]}`
 	if m := e.call("openim/importmsg", noSeq); code(m) != 0 || m["Duplicate"] != nil {
