@@ -213,6 +213,10 @@ func TestReconnectAfterRestart(t *testing.T) {
 				}
 				return nil
 			})
+			// Resent requests were recognised: each message stored once.
+			if server, _ := s.store.LastSeq("bob"); server != n {
+				t.Fatalf("bob's timeline holds %d events for %d messages", server, n)
+			}
 		})
 	}
 }
