@@ -1,6 +1,12 @@
 package broker_test
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,56 +31,83 @@ type pushHook interface {
 	Close()
 }
 
-// miServer is a local Xiaomi MiPush endpoint that records every accepted
-// notification; status decides its answer.
-type miServer struct {
+// apnsServer is a local APNs endpoint (HTTP/2 over TLS) that records every
+// accepted notification as token, title, body, badge, ext; status decides
+// its answer.
+type apnsServer struct {
 	*httptest.Server
 	mu     sync.Mutex
 	got    []url.Values
-	status int // 0 = 200 ok
-	hang   chan struct{}
+	status int // 0 = 200
 }
 
-func newMiServer(t testing.TB) *miServer {
-	m := &miServer{}
-	m.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if m.hang != nil {
-			select {
-			case <-m.hang:
-			case <-r.Context().Done():
-				return
-			}
+func newAPNsServer(t testing.TB) *apnsServer {
+	m := &apnsServer{}
+	m.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := strings.CutPrefix(r.URL.Path, "/3/device/")
+		if !ok || r.ProtoMajor != 2 || !strings.HasPrefix(r.Header.Get("authorization"), "bearer ") || r.Header.Get("apns-topic") != "com.example.im" {
+			t.Errorf("unexpected request %s %s %v", r.Proto, r.URL.Path, r.Header)
 		}
-		if r.URL.Path != "/v3/message/regid" || r.Header.Get("Authorization") != "key=mi-secret" {
-			t.Errorf("unexpected request %s %q", r.URL.Path, r.Header.Get("Authorization"))
+		var p struct {
+			APS struct {
+				Alert struct{ Title, Body string } `json:"alert"`
+				Badge *int                         `json:"badge"`
+			} `json:"aps"`
+			Ext string `json:"ext"`
 		}
-		r.ParseForm()
+		if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
+			t.Errorf("payload: %v", err)
+		}
+		v := url.Values{"token": {token}, "title": {p.APS.Alert.Title}, "body": {p.APS.Alert.Body}, "ext": {p.Ext}}
+		if p.APS.Badge != nil {
+			v.Set("badge", fmt.Sprint(*p.APS.Badge))
+		}
 		m.mu.Lock()
 		status := m.status
 		if status == 0 {
-			m.got = append(m.got, r.PostForm)
+			m.got = append(m.got, v)
 		}
 		m.mu.Unlock()
 		if status != 0 {
 			w.WriteHeader(status)
-			io.WriteString(w, `{"result":"error","code":1}`)
-			return
+			io.WriteString(w, `{"reason":"ServiceUnavailable"}`)
 		}
-		io.WriteString(w, `{"result":"ok","code":0,"data":{"id":"x"}}`)
 	}))
+	m.EnableHTTP2 = true
+	m.StartTLS()
 	t.Cleanup(m.Close)
 	return m
 }
 
-func (m *miServer) received() []url.Values {
+func (m *apnsServer) setStatus(s int) {
+	m.mu.Lock()
+	m.status = s
+	m.mu.Unlock()
+}
+
+func (m *apnsServer) received() []url.Values {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return append([]url.Values(nil), m.got...)
 }
 
+func apnsKey(t testing.TB) string {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+}
+
+var (
+	bobToken   = strings.Repeat("b0", 32)
+	carolToken = strings.Repeat("c0", 32)
+)
+
 type pushRig struct {
 	s      *testServer
-	mi     *miServer
+	apns   *apnsServer
 	mu     sync.Mutex
 	pusher *push.Pusher
 }
@@ -85,16 +118,17 @@ func (r *pushRig) p() *push.Pusher {
 	return r.pusher
 }
 
-// startPushServer runs a Duet whose pusher sends to a local Xiaomi server
+// startPushServer runs a Duet whose pusher sends to a local APNs server
 // after grace. The badge is the number of the user's events no device has
 // acknowledged, a stand-in for the unread count.
 func startPushServer(t *testing.T, grace, retryBase time.Duration) *pushRig {
-	rig := &pushRig{mi: newMiServer(t)}
+	rig := &pushRig{apns: newAPNsServer(t)}
+	key := apnsKey(t)
 	rig.s = startServer(t, serverOpts{push: func(st *store.Store, svc *command.Service) pushHook {
 		p, err := push.New(push.Options{
 			Config: push.Config{Grace: grace, RetryBase: retryBase,
-				Xiaomi: &push.XiaomiConfig{AppSecret: "mi-secret", PackageName: "com.example.im", Endpoint: rig.mi.URL}},
-			Store: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+				APNs: &push.APNsConfig{KeyID: "K1", TeamID: "T1", Key: key, BundleID: "com.example.im", Endpoint: rig.apns.URL}},
+			Store: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), HTTPClient: rig.apns.Client(),
 			Badge: func(user string) int {
 				last, _ := st.LastSeq(user)
 				hw, _ := st.HighWater(user)
@@ -117,7 +151,7 @@ func startPushServer(t *testing.T, grace, retryBase time.Duration) *pushRig {
 // offlineWithToken registers a token for user's device and disconnects it.
 func (r *pushRig) offlineWithToken(t *testing.T, user, token string) {
 	d := r.s.connect(user, connectOpts{clientID: user + ":phone"})
-	rep, _ := d.request("push/set_token", map[string]any{"Vendor": "xiaomi", "Token": token})
+	rep, _ := d.request("push/set_token", map[string]any{"Vendor": "apns", "Token": token})
 	if rep.str("ActionStatus") != "OK" {
 		t.Fatalf("set_token: %v", rep)
 	}
@@ -133,7 +167,7 @@ func (r *pushRig) offlineWithToken(t *testing.T, user, token string) {
 func (r *pushRig) waitPushes(t *testing.T, n int) []url.Values {
 	t.Helper()
 	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
-		if got := len(r.mi.received()); got < n {
+		if got := len(r.apns.received()); got < n {
 			return fmt.Errorf("%d notifications, want %d", got, n)
 		}
 		if p := r.p().Pending(); p != 0 {
@@ -141,7 +175,7 @@ func (r *pushRig) waitPushes(t *testing.T, n int) []url.Values {
 		}
 		return nil
 	})
-	got := r.mi.received()
+	got := r.apns.received()
 	if len(got) != n {
 		t.Fatalf("%d notifications, want exactly %d: %v", len(got), n, got)
 	}
@@ -150,7 +184,7 @@ func (r *pushRig) waitPushes(t *testing.T, n int) []url.Values {
 
 func TestPushOfflineDeviceGetsOnePerMessage(t *testing.T) {
 	rig := startPushServer(t, 20*time.Millisecond, time.Second)
-	rig.offlineWithToken(t, "bob", "mi-bob")
+	rig.offlineWithToken(t, "bob", bobToken)
 	alice := rig.s.connect("alice", connectOpts{})
 	alice.drainToSync()
 
@@ -165,32 +199,29 @@ func TestPushOfflineDeviceGetsOnePerMessage(t *testing.T) {
 		map[string]any{"MsgType": "TIMTextElem", "MsgContent": map[string]any{"Text": " see you"}})
 
 	got := rig.waitPushes(t, 3)
-	want := []struct{ title, text, badge, channel string }{
+	want := []struct{ title, text, badge, ext string }{
 		{"alice", "hello 1", "1", ""},
-		{"Custom title", "custom text", "2", "im"},
+		{"Custom title", "custom text", "2", `{"a":1}`},
 		{"alice", "[Location] see you", "3", ""},
 	}
 	for i, w := range want {
 		g := got[i]
-		if g.Get("registration_id") != "mi-bob" || g.Get("title") != w.title || g.Get("description") != w.text ||
-			g.Get("extra.badge") != w.badge || g.Get("extra.channel_id") != w.channel {
+		if g.Get("token") != bobToken || g.Get("title") != w.title || g.Get("body") != w.text ||
+			g.Get("badge") != w.badge || g.Get("ext") != w.ext {
 			t.Errorf("push %d = %v, want %+v", i, g, w)
 		}
 	}
-	if got[1].Get("payload") != `{"a":1}` {
-		t.Errorf("Ext not carried: %q", got[1].Get("payload"))
-	}
-	if c := rig.p().Metrics().Vendor("xiaomi"); c.Sent() != 3 || c.Failed() != 0 {
+	if c := rig.p().Metrics().Vendor("apns"); c.Sent() != 3 || c.Failed() != 0 {
 		t.Errorf("metrics sent %d failed %d", c.Sent(), c.Failed())
 	}
 }
 
 func TestPushSkipped(t *testing.T) {
 	rig := startPushServer(t, 20*time.Millisecond, time.Second)
-	rig.offlineWithToken(t, "bob", "mi-bob")
+	rig.offlineWithToken(t, "bob", bobToken)
 	// carol is online with a token: she reads her messages live.
 	carol := rig.s.connect("carol", connectOpts{clientID: "carol:phone"})
-	if rep, _ := carol.request("push/set_token", map[string]any{"Vendor": "xiaomi", "Token": "mi-carol"}); rep.str("ActionStatus") != "OK" {
+	if rep, _ := carol.request("push/set_token", map[string]any{"Vendor": "apns", "Token": carolToken}); rep.str("ActionStatus") != "OK" {
 		t.Fatal(rep)
 	}
 	alice := rig.s.connect("alice", connectOpts{})
@@ -207,7 +238,7 @@ func TestPushSkipped(t *testing.T) {
 	alice.send("bob", 5, map[string]any{"MsgType": "TIMCustomElem", "MsgContent": map[string]any{"Data": "d", "Desc": "marker"}})
 
 	got := rig.waitPushes(t, 1)
-	if got[0].Get("registration_id") != "mi-bob" || got[0].Get("description") != "marker" {
+	if got[0].Get("token") != bobToken || got[0].Get("body") != "marker" {
 		t.Errorf("got %v", got[0])
 	}
 }
@@ -218,7 +249,7 @@ func textElem(s string) map[string]any {
 
 func TestPushCancelledWhenDeviceReturns(t *testing.T) {
 	rig := startPushServer(t, 2*time.Second, time.Second)
-	rig.offlineWithToken(t, "bob", "mi-bob")
+	rig.offlineWithToken(t, "bob", bobToken)
 	alice := rig.s.connect("alice", connectOpts{})
 	alice.drainToSync()
 	alice.send("bob", 1)
@@ -233,12 +264,12 @@ func TestPushCancelledWhenDeviceReturns(t *testing.T) {
 		t.Fatalf("bob got %v", e)
 	}
 	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		if c := rig.p().Metrics().Vendor("xiaomi").Cancelled(); c != 1 {
+		if c := rig.p().Metrics().Vendor("apns").Cancelled(); c != 1 {
 			return fmt.Errorf("cancelled %d", c)
 		}
 		return nil
 	})
-	if n := len(rig.mi.received()); n != 0 || rig.p().Pending() != 0 {
+	if n := len(rig.apns.received()); n != 0 || rig.p().Pending() != 0 {
 		t.Errorf("%d sent, %d pending after the device came back", n, rig.p().Pending())
 	}
 }
@@ -247,27 +278,23 @@ func TestPushQueueSurvivesRestart(t *testing.T) {
 	// The vendor fails at first; the retry is an hour away, so only a
 	// restart (which loads the durable queue) can deliver it.
 	rig := startPushServer(t, 10*time.Millisecond, time.Hour)
-	rig.mi.mu.Lock()
-	rig.mi.status = http.StatusServiceUnavailable
-	rig.mi.mu.Unlock()
-	rig.offlineWithToken(t, "bob", "mi-bob")
+	rig.apns.setStatus(http.StatusServiceUnavailable)
+	rig.offlineWithToken(t, "bob", bobToken)
 	alice := rig.s.connect("alice", connectOpts{})
 	alice.drainToSync()
 	alice.send("bob", 1)
 	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
-		if rig.p().Metrics().Vendor("xiaomi").Retried() == 0 {
+		if rig.p().Metrics().Vendor("apns").Retried() == 0 {
 			return fmt.Errorf("no attempt yet")
 		}
 		return nil
 	})
 	alice.close()
-	rig.mi.mu.Lock()
-	rig.mi.status = 0
-	rig.mi.mu.Unlock()
+	rig.apns.setStatus(0)
 
 	rig.s.restart()
 	got := rig.waitPushes(t, 1)
-	if got[0].Get("description") != "hello 1" {
+	if got[0].Get("body") != "hello 1" {
 		t.Errorf("got %v", got[0])
 	}
 }

@@ -60,7 +60,10 @@ type HuaweiConfig struct {
 	AppSecret    string `yaml:"app_secret"`
 	Endpoint     string `yaml:"endpoint"`      // push API base
 	AuthEndpoint string `yaml:"auth_endpoint"` // OAuth base; defaults to endpoint when that is set
-	Concurrency  int    `yaml:"concurrency"`
+	// BadgeClass is the app's entry activity (e.g. com.example.im.MainActivity):
+	// Push Kit sets an app badge only for a named class.
+	BadgeClass  string `yaml:"badge_class"`
+	Concurrency int    `yaml:"concurrency"`
 }
 
 // XiaomiConfig: MiPush server credentials.

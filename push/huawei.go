@@ -84,7 +84,7 @@ func (h *huawei) accessToken(ctx context.Context) (string, error) {
 	})
 }
 
-func huaweiMessage(n *Notification) map[string]any {
+func huaweiMessage(n *Notification, badgeClass string) map[string]any {
 	msg := map[string]any{"token": []string{n.Token}}
 	if n.Silent {
 		// A data message reaches the app without showing anything.
@@ -111,6 +111,9 @@ func huaweiMessage(n *Notification) map[string]any {
 	if n.Android.HuaWeiImage != "" {
 		note["image"] = n.Android.HuaWeiImage
 	}
+	if badgeClass != "" && n.Badge > 0 {
+		note["badge"] = map[string]any{"class": badgeClass, "set_num": n.Badge}
+	}
 	if n.Android.Sound != "" {
 		note["sound"] = n.Android.Sound
 		note["default_sound"] = false
@@ -132,7 +135,7 @@ func (h *huawei) send(ctx context.Context, n *Notification) error {
 	if err != nil {
 		return err
 	}
-	body, _ := json.Marshal(map[string]any{"validate_only": false, "message": huaweiMessage(n)})
+	body, _ := json.Marshal(map[string]any{"validate_only": false, "message": huaweiMessage(n, h.cfg.BadgeClass)})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.base+"/v1/"+url.PathEscape(h.cfg.AppID)+"/messages:send", bytes.NewReader(body))
 	if err != nil {
 		return failf(permanent, "huawei: %v", err)

@@ -272,7 +272,7 @@ func (p *Pusher) Committed(evs []store.Appended) {
 	for _, e := range evs {
 		// The stored event starts {"Seq":N,"Event":"msg" — a cheap filter
 		// before any decoding, which happens off the writer.
-		if bytes.Contains(e.Data[:min(len(e.Data), 40)], []byte(`"Event":"msg"`)) {
+		if bytes.Contains(e.Data[:min(len(e.Data), 64)], []byte(`"Event":"msg"`)) {
 			p.inbox = append(p.inbox, e)
 			added = true
 		}
@@ -611,8 +611,8 @@ func (p *Pusher) remember(n Notification) {
 
 // Withdrawn is called when msgKey, a message to user, was recalled: a push
 // still waiting is cancelled, and devices that already showed it get a
-// background update where the vendor has one (APNs, FCM, Huawei, Xiaomi),
-// nothing visible anywhere.
+// background update where the vendor has one (APNs, FCM, Huawei, Xiaomi)
+// and nothing at all elsewhere: never anything visible.
 func (p *Pusher) Withdrawn(user, msgKey string) {
 	k := user + "\x00" + msgKey
 	p.mu.Lock()
@@ -636,6 +636,9 @@ func (p *Pusher) Withdrawn(user, msgKey string) {
 	due := p.now().UnixMilli()
 	var ns []Notification
 	for _, n := range shown {
+		if !silentCapable[n.Vendor] {
+			continue // OPPO, vivo and Meizu show every push: send nothing
+		}
 		ns = append(ns, Notification{
 			User: n.User, Device: n.Device, Vendor: n.Vendor, Token: n.Token, BundleID: n.BundleID,
 			Seq: n.Seq, MsgKey: n.MsgKey, Silent: true, Due: due,
@@ -644,6 +647,10 @@ func (p *Pusher) Withdrawn(user, msgKey string) {
 	// Off the caller's path: a recall command must not wait for a commit.
 	go p.enqueue(ns)
 }
+
+// silentCapable are the vendors with a push that shows nothing (APNs
+// background, FCM and Huawei data messages, MiPush pass-through).
+var silentCapable = map[string]bool{"apns": true, "fcm": true, "huawei": true, "xiaomi": true}
 
 // RemoveUserTokens forgets every push token of user: logout and kick.
 func (p *Pusher) RemoveUserTokens(user string) error {

@@ -316,13 +316,14 @@ func TestHuawei(t *testing.T) {
 			expect(t, "channel_id", dig(m, "android", "notification", "channel_id"), "hw-ch")
 			expect(t, "category", dig(m, "android", "category"), "IM")
 			expect(t, "click_action.type", dig(m, "android", "notification", "click_action", "type"), 1)
+			expect(t, "badge", dig(m, "android", "notification", "badge"), "map[class:com.example.Main set_num:3]")
 			seq.next(w)
 		default:
 			t.Errorf("unexpected path %s", r.URL.Path)
 		}
 	}))
 	defer srv.Close()
-	h, err := newHuawei(HuaweiConfig{AppID: "10086", AppSecret: "hw-secret", Endpoint: srv.URL}, srv.Client(), clock)
+	h, err := newHuawei(HuaweiConfig{AppID: "10086", AppSecret: "hw-secret", BadgeClass: "com.example.Main", Endpoint: srv.URL}, srv.Client(), clock)
 	if err != nil {
 		t.Fatal(err)
 	}

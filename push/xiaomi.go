@@ -62,9 +62,6 @@ func xiaomiForm(n *Notification, pkg string) url.Values {
 	if n.Android.Sound != "" {
 		f.Set("extra.sound_uri", n.Android.Sound)
 	}
-	if n.Badge > 0 {
-		f.Set("extra.badge", strconv.Itoa(n.Badge))
-	}
 	return f
 }
 
