@@ -41,9 +41,15 @@ const (
 	key   = "media-test-secret"
 )
 
-var gateway *media.Gateway
+var (
+	gateway *media.Gateway
+	// testDir is the package directory: the gateway changes the working
+	// directory, so files of the repository are found from here.
+	testDir string
+)
 
 func TestMain(m *testing.M) {
+	testDir, _ = os.Getwd()
 	dir, err := os.MkdirTemp("", "duet-media-gw-")
 	if err != nil {
 		panic(err)
