@@ -137,6 +137,22 @@ func Login(ctx context.Context, o Options) (*Client, error) {
 	if o.Addr == "" || o.UserID == "" || o.UserSig == "" || o.Dir == "" {
 		return nil, errors.New("duet: Login needs Addr, UserID, UserSig and Dir")
 	}
+	c, err := open(o)
+	if err != nil {
+		return nil, err
+	}
+	t, err := c.connect(ctx)
+	if err != nil {
+		c.shutdown()
+		return nil, err
+	}
+	c.wg.Add(1)
+	go c.supervise(t)
+	return c, nil
+}
+
+// open opens the local store and starts the processor and the dispatcher.
+func open(o Options) (*Client, error) {
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = 10 * time.Second
 	}
@@ -189,14 +205,6 @@ func Login(ctx context.Context, o Options) (*Client, error) {
 	c.wg.Add(1)
 	go p.loop()
 	go c.dispatchLoop()
-
-	t, err := c.connect(ctx)
-	if err != nil {
-		c.shutdown()
-		return nil, err
-	}
-	c.wg.Add(1)
-	go c.supervise(t)
 	return c, nil
 }
 

@@ -43,6 +43,7 @@ func checkFor(t testing.TB, total time.Duration, f func() error) {
 
 type server struct {
 	t      testing.TB
+	offset atomic.Int64 // added to the server's clock (ns)
 	dir    string
 	addr   string
 	store  *store.Store
@@ -71,6 +72,7 @@ func (s *server) start() {
 	log := testLogger()
 	st, err := store.Open(s.dir, store.Options{
 		Logger: log,
+		Clock:  s.now,
 		OnCommit: func(evs []store.Appended) {
 			if d := devices.Load(); d != nil {
 				d.Committed(evs)
@@ -87,7 +89,7 @@ func (s *server) start() {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	b, err := broker.New(broker.Config{MQTTAddr: addr, SDKAppID: testAppID, Key: testKey, KickedAt: st.KickedAt, Log: log}, svc, st)
+	b, err := broker.New(broker.Config{MQTTAddr: addr, SDKAppID: testAppID, Key: testKey, KickedAt: st.KickedAt, Clock: s.now, Log: log}, svc, st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,6 +100,11 @@ func (s *server) start() {
 	}
 	s.store, s.svc, s.broker, s.addr = st, svc, b, b.Addr("tcp")
 }
+
+// now is the server's clock: real time moved on by advance.
+func (s *server) now() time.Time { return time.Now().Add(time.Duration(s.offset.Load())) }
+
+func (s *server) advance(d time.Duration) { s.offset.Add(int64(d)) }
 
 func (s *server) stop() {
 	if s.broker == nil {

@@ -624,3 +624,64 @@ func TestKicked(t *testing.T) {
 		})
 	}
 }
+
+// TestRetentionGap: events that left the server's retention while the
+// device was away leave a gap no sync can fill. The device moves past it,
+// delivers what remains, and forgets which history it knew complete.
+func TestRetentionGap(t *testing.T) {
+	// broker/devices.go deliver: when the events right after a device's
+	// cursor have expired, ReadTimeline returns a first event with Seq >
+	// dev.next, the "re-subscribe restarted the replay" check returns true,
+	// and the pump spins without delivering anything (nor sync_complete).
+	// TestGapPastRetention covers the SDK's side with the events the server
+	// should send.
+	t.Skip("server side of replay past expired events not landed: the broker's pump spins on a retention gap")
+	s := startServer(t)
+	s.need(t, "openim/sync", "openim/getmsg")
+	s.users("alice", "bob")
+	ctx := ctxT(t)
+	a := s.login(t, "alice", "phone", "", MQTT5)
+	b := s.login(t, "bob", "phone", "", MQTT5)
+	b.rec.waitRefreshes(1)
+	if _, err := a.SendText(ctx, "bob", "before"); err != nil {
+		t.Fatal(err)
+	}
+	b.rec.waitMsgs(1)
+	if h, err := b.GetMessage(ctx, "alice", 10, time.Time{}); err != nil || len(h) != 1 {
+		t.Fatalf("history %v %v", texts(h), err)
+	}
+	dir := b.dir
+	b.Logout()
+
+	caller := &command.Caller{UserID: "alice", Device: "alice:tool", Transport: command.MQTT}
+	for i := 0; i < 3; i++ {
+		r := s.svc.Exec(ctx, caller, "openim/sendmsg", []byte(fmt.Sprintf(
+			`{"To_Account":"bob","MsgRandom":%d,"MsgLifeTime":60,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"short %d"}}]}`, i+1, i)))
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	s.advance(2 * time.Minute)
+	if n, err := s.store.Sweep(s.now(), 0); err != nil || n == 0 {
+		t.Fatalf("sweep: %d %v", n, err)
+	}
+	if _, err := a.SendText(ctx, "bob", "after"); err != nil {
+		t.Fatal(err)
+	}
+
+	b2 := s.login(t, "bob", "phone", dir, MQTT5)
+	b2.rec.waitRefreshes(1)
+	if _, msgs, _ := b2.rec.snapshot(); !reflect.DeepEqual(texts(msgs), []string{"after"}) {
+		t.Fatalf("after the gap: %v", texts(msgs))
+	}
+	if last, _ := b2.LastSeq(); last != 5 {
+		t.Fatalf("last Seq %d, want 5", last)
+	}
+	h, err := b2.GetMessage(ctx, "alice", 10, time.Time{})
+	if err != nil || !reflect.DeepEqual(texts(h), []string{"before", "after"}) {
+		t.Fatalf("history after the gap: %v %v", texts(h), err)
+	}
+	if b2.fetches.Load() != 1 {
+		t.Fatalf("history was not fetched again after the gap (%d fetches)", b2.fetches.Load())
+	}
+}
