@@ -172,3 +172,11 @@ func (c *Client) LastSeq() (uint64, error) {
 	err := c.db.db.View(func(tx *bolt.Tx) error { n = getU64(tx, kSeq); return nil })
 	return n, err
 }
+
+// Request sends any other command of PROTOCOL §3 (sns/friend_add,
+// profile/portrait_set, push/set_token, …) with body, a JSON object, and
+// decodes the reply's result fields into result (may be nil). It is sent
+// once: the SDK cannot know whether repeating it is safe.
+func (c *Client) Request(ctx context.Context, command string, body any, result any) error {
+	return c.call(ctx, command, body, result, callOpts{})
+}

@@ -181,6 +181,7 @@ type recorder struct {
 	refreshes int
 	reads     []ReadReceipt
 	withdrawn []Withdrawal
+	modified  []*Message
 	typing    []string
 	kicked    []string
 	system    []SystemEvent
@@ -237,6 +238,13 @@ func (r *recorder) listeners() Listeners {
 			defer r.mu.Unlock()
 			r.withdrawn = append(r.withdrawn, w)
 			r.log = append(r.log, "withdraw "+w.MsgKey)
+		},
+		OnModify: func(m *Message) {
+			defer r.enter()()
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.modified = append(r.modified, m)
+			r.log = append(r.log, "modify "+m.MsgKey)
 		},
 		OnTyping: func(from string) {
 			defer r.enter()()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -683,5 +684,67 @@ func TestRetentionGap(t *testing.T) {
 	}
 	if b2.fetches.Load() != 1 {
 		t.Fatalf("history was not fetched again after the gap (%d fetches)", b2.fetches.Load())
+	}
+}
+
+// TestModifyAndSystemEvents: an admin's edit reaches both users as
+// OnModify and changes the stored copy; relation notifications reach
+// OnSystemEvent with their Seq.
+func TestModifyAndSystemEvents(t *testing.T) {
+	s := startServer(t)
+	s.need(t, "openim/modify_c2c_msg", "sns/friend_add")
+	s.users("alice", "bob")
+	ctx := ctxT(t)
+	a := s.login(t, "alice", "phone", "", MQTT5)
+	b := s.login(t, "bob", "phone", "", MQTT311)
+	b.rec.waitRefreshes(1)
+	k, err := a.SendText(ctx, "bob", "typo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.rec.waitMsgs(1)
+	r := s.svc.Exec(ctx, &command.Caller{UserID: "administrator", Admin: true, Transport: command.REST}, "openim/modify_c2c_msg",
+		[]byte(`{"From_Account":"alice","To_Account":"bob","MsgKey":"`+k+`","MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"fixed"}}]}`))
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	for _, d := range []*device{a, b} {
+		peer := map[*device]string{a: "bob", b: "alice"}[d]
+		checkFor(t, 5*time.Second, func() error {
+			h, err := d.GetMessage(ctx, peer, 1, time.Time{})
+			if err != nil || len(h) != 1 || h[0].Text() != "fixed" || h[0].MsgKey != k {
+				return fmt.Errorf("%s: history %v %v", d.UserID(), texts(h), err)
+			}
+			cs, _ := d.GetRecentContacts(ctx)
+			if len(cs) != 1 || cs[0].LastMsg.Text() != "fixed" {
+				return fmt.Errorf("%s: contact %+v", d.UserID(), cs)
+			}
+			d.rec.mu.Lock()
+			defer d.rec.mu.Unlock()
+			if len(d.rec.modified) != 1 || d.rec.modified[0].MsgKey != k || d.rec.modified[0].Text() != "fixed" {
+				return fmt.Errorf("%s: OnModify %v", d.UserID(), texts(d.rec.modified))
+			}
+			return nil
+		})
+	}
+
+	err = a.Request(ctx, "sns/friend_add", map[string]any{
+		"AddFriendItem": []map[string]any{{"To_Account": "bob", "AddSource": "AddSource_Type_Test"}},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, func() error {
+		b.rec.mu.Lock()
+		defer b.rec.mu.Unlock()
+		for _, e := range b.rec.system {
+			if strings.HasPrefix(e.Event, "friend_") && e.Seq > 0 && strings.Contains(string(e.Data), `"alice"`) {
+				return nil
+			}
+		}
+		return fmt.Errorf("bob's system events %+v", b.rec.system)
+	})
+	if last, _ := b.LastSeq(); last < 3 {
+		t.Fatalf("bob's last Seq %d after message, edit and friend request", last)
 	}
 }
