@@ -8,7 +8,6 @@ import (
 	"image/png"
 	"io"
 	"log/slog"
-	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -47,18 +46,15 @@ func startMediaServer(t *testing.T) (*testServer, *httptest.Server) {
 	return s, web
 }
 
-// postUpload sends data to an apply_upload ticket as a device does.
-func postUpload(t *testing.T, ticket event, data []byte) {
+// putUpload sends data to an apply_upload ticket's presigned URL as a
+// device does.
+func putUpload(t *testing.T, ticket event, data []byte) {
 	t.Helper()
-	var body bytes.Buffer
-	w := multipart.NewWriter(&body)
-	for k, v := range ticket["FormFields"].(map[string]any) {
-		w.WriteField(k, v.(string))
+	req, _ := http.NewRequest(ticket.str("Method"), ticket.str("UploadUrl"), bytes.NewReader(data))
+	for k, v := range ticket["Headers"].(map[string]any) {
+		req.Header.Set(k, v.(string))
 	}
-	fw, _ := w.CreateFormFile("file", "upload")
-	fw.Write(data)
-	w.Close()
-	resp, err := http.Post(ticket.str("UploadUrl"), w.FormDataContentType(), &body)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,10 +68,10 @@ func postUpload(t *testing.T, ticket event, data []byte) {
 func (d *device) uploadMedia(typ, ct string, data []byte) event {
 	d.t.Helper()
 	tk, _ := d.request("media/apply_upload", map[string]any{"Type": typ, "Size": len(data), "ContentType": ct, "FileName": "x"})
-	if tk.str("ActionStatus") != "OK" || tk.str("Method") != "POST" {
+	if tk.str("ActionStatus") != "OK" || tk.str("Method") != "PUT" {
 		d.t.Fatalf("apply_upload: %v", tk)
 	}
-	postUpload(d.t.(*testing.T), tk, data)
+	putUpload(d.t.(*testing.T), tk, data)
 	el, _ := d.request("media/commit_upload", map[string]any{"UUID": tk.str("UUID")})
 	if el.str("ActionStatus") != "OK" {
 		d.t.Fatalf("commit_upload: %v", el)

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -260,12 +261,14 @@ type UploadTicket struct {
 	UUID       string            `json:"UUID"`
 	UploadURL  string            `json:"UploadUrl"`
 	Method     string            `json:"Method"`
-	FormFields map[string]string `json:"FormFields"`
+	FormFields map[string]string `json:"FormFields"` // POST: the form fields before the file
+	Headers    map[string]string `json:"Headers"`    // PUT: headers to send (signed into the URL)
 	ExpireTime int64             `json:"ExpireTime"`
 	MaxSize    int64             `json:"MaxSize"`
 }
 
 type applyRequest struct {
+	Method      string
 	Type        string
 	Size        int64
 	ContentType string
@@ -288,10 +291,17 @@ func (m *Service) parseApply(body []byte) (*applyRequest, *command.Error) {
 		}
 		return nil
 	}
-	for name, dst := range map[string]*string{"Type": &r.Type, "ContentType": &r.ContentType, "FileName": &r.FileName} {
+	for name, dst := range map[string]*string{"Type": &r.Type, "ContentType": &r.ContentType, "FileName": &r.FileName, "Method": &r.Method} {
 		if e := str(name, dst); e != nil {
 			return nil, e
 		}
+	}
+	switch r.Method {
+	case "":
+		r.Method = "PUT"
+	case "PUT", "POST":
+	default:
+		return nil, command.Errorf(CodeBadRequest, "Method must be PUT (the default) or POST")
 	}
 	known := false
 	for _, t := range Types {
@@ -355,28 +365,43 @@ func (m *Service) applyUpload(ctx context.Context, c *command.Caller, body []byt
 		UUID: newUUID(), Owner: c.UserID, Type: r.Type, Size: r.Size, ContentType: r.ContentType,
 		FileName: r.FileName, Created: now.Unix(), Deadline: now.Add(m.cfg.CleanAfter).Unix(),
 	}
-	// The policy is checked by the store against its own clock, so its
-	// expiry is real time, whatever the service's clock says.
+	// The store checks the signature's expiry against its own clock, so it
+	// is real time, whatever the service's clock says.
 	expires := time.Now().Add(m.cfg.UploadTTL)
-	p := minio.NewPostPolicy()
-	p.SetBucket(m.cfg.S3.Bucket)
-	p.SetKey(objectName(u.UUID, "orig"))
-	p.SetExpires(expires.UTC())
-	p.SetContentType(r.ContentType)
-	// The store itself refuses a body larger than declared (S3 POST policy
-	// content-length-range), so an over-size upload never lands.
-	if err := p.SetContentLengthRange(1, r.Size); err != nil {
-		return nil, err
-	}
-	url, form, err := m.s3.presign.PresignedPostPolicy(ctx, p)
-	if err != nil {
-		return nil, unavailable(err)
+	tk := UploadTicket{UUID: u.UUID, Method: r.Method, FormFields: map[string]string{}, Headers: map[string]string{},
+		ExpireTime: expires.Unix(), MaxSize: r.Size}
+	if r.Method == "PUT" {
+		// Content-Length and Content-Type are signed into the URL: the store
+		// refuses a body of any other size or type (SigV4 signed headers).
+		h := http.Header{}
+		h.Set("Content-Length", strconv.FormatInt(r.Size, 10))
+		h.Set("Content-Type", r.ContentType)
+		url, err := m.s3.presign.PresignHeader(ctx, http.MethodPut, m.cfg.S3.Bucket, objectName(u.UUID, "orig"), m.cfg.UploadTTL, nil, h)
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		tk.UploadURL, tk.Headers["Content-Type"] = url.String(), r.ContentType
+	} else {
+		p := minio.NewPostPolicy()
+		p.SetBucket(m.cfg.S3.Bucket)
+		p.SetKey(objectName(u.UUID, "orig"))
+		p.SetExpires(expires.UTC())
+		p.SetContentType(r.ContentType)
+		// The store refuses a body larger than declared (POST policy
+		// content-length-range), so an over-size upload never lands.
+		if err := p.SetContentLengthRange(1, r.Size); err != nil {
+			return nil, err
+		}
+		url, form, err := m.s3.presign.PresignedPostPolicy(ctx, p)
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		tk.UploadURL, tk.FormFields = url.String(), form
 	}
 	if err := m.st.Update(func(tx *store.Tx) error { return tx.PutUpload(u) }); err != nil {
 		return nil, err
 	}
-	return UploadTicket{UUID: u.UUID, UploadURL: url.String(), Method: "POST", FormFields: form,
-		ExpireTime: expires.Unix(), MaxSize: r.Size}, nil
+	return tk, nil
 }
 
 // ---- commit_upload ----
