@@ -748,3 +748,51 @@ func TestModifyAndSystemEvents(t *testing.T) {
 		t.Fatalf("bob's last Seq %d after message, edit and friend request", last)
 	}
 }
+
+// TestDeleteRecentContact: a deleted conversation leaves the list here and
+// on the server (a later login does not bring it back); with clearHistory
+// its messages go too.
+func TestDeleteRecentContact(t *testing.T) {
+	s := startServer(t)
+	s.need(t, "recentcontact/delete", "recentcontact/get_list")
+	s.users("alice", "bob", "carol")
+	ctx := ctxT(t)
+	a := s.login(t, "alice", "phone", "", MQTT5)
+	c := s.login(t, "carol", "phone", "", MQTT5)
+	b := s.login(t, "bob", "phone", "", MQTT5)
+	b.rec.waitRefreshes(1)
+	if _, err := a.SendText(ctx, "bob", "from alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SendText(ctx, "bob", "from carol"); err != nil {
+		t.Fatal(err)
+	}
+	b.rec.waitMsgs(2)
+	if err := b.DeleteRecentContact(ctx, "alice", true); err != nil {
+		t.Fatal(err)
+	}
+	peers := func(d *device) []string {
+		cs, err := d.GetRecentContacts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, c := range cs {
+			out = append(out, c.Peer)
+		}
+		return out
+	}
+	if got := peers(b); !reflect.DeepEqual(got, []string{"carol"}) {
+		t.Fatalf("list after delete: %v", got)
+	}
+	if h, err := b.GetMessage(ctx, "alice", 10, time.Time{}); err != nil || len(h) != 0 {
+		t.Fatalf("history after delete with clearHistory: %v %v", texts(h), err)
+	}
+	dir := b.dir
+	b.Logout()
+	b2 := s.login(t, "bob", "phone", dir, MQTT5)
+	b2.rec.waitRefreshes(1)
+	if got := peers(b2); !reflect.DeepEqual(got, []string{"carol"}) {
+		t.Fatalf("list after re-login: %v", got)
+	}
+}
