@@ -599,6 +599,8 @@ func (p *Pusher) flushDone() {
 func (p *Pusher) remember(n Notification) {
 	k := n.User + "\x00" + n.MsgKey
 	now := p.now()
+	// Only what a silent update needs: no text is kept in memory.
+	n = Notification{User: n.User, Device: n.Device, Vendor: n.Vendor, Token: n.Token, BundleID: n.BundleID, Seq: n.Seq, MsgKey: n.MsgKey}
 	p.sentMu.Lock()
 	defer p.sentMu.Unlock()
 	p.sent[k] = append(p.sent[k], n)

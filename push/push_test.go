@@ -86,6 +86,8 @@ type fakeMi struct {
 func newFakeMi(t testing.TB, script ...answer) *fakeMi {
 	f := &fakeMi{script: script}
 	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Reading the body first lets the server notice a client that gives up.
+		r.ParseForm()
 		if f.blocked != nil {
 			select {
 			case <-f.blocked:
@@ -95,7 +97,6 @@ func newFakeMi(t testing.TB, script ...answer) *fakeMi {
 				return // the client gave up: it was not delivered
 			}
 		}
-		r.ParseForm()
 		f.mu.Lock()
 		a := answer{200, `{"result":"ok","code":0,"data":{"id":"m"}}`}
 		if len(f.script) > 0 {
