@@ -19,11 +19,56 @@ type relClock struct{ off atomic.Int64 }
 
 func (c *relClock) now() time.Time { return time.Now().Add(time.Duration(c.off.Load())) }
 
+// relSeen is the highest Seq each device has been seen to receive.
+var relSeen sync.Map // *device → int64
+
+func relNext(d *device) event {
+	e := d.nextMsg()
+	if seq := e.num("Seq"); seq > 0 {
+		relSeen.Store(d, seq)
+	}
+	return e
+}
+
+// relSettle waits until every device has received its user's whole
+// timeline, so no delivery is in flight when the test's server stops (the
+// broker's Close does not wait for device pumps, which then read a closed
+// store).
+func relSettle(t *testing.T, s *testServer, devs ...*device) {
+	t.Helper()
+	for _, d := range devs {
+		last, err := s.store.LastSeq(d.user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last == 0 {
+			continue
+		}
+		checkFor(t, 5*time.Second, time.Millisecond, func() error {
+			for {
+				select {
+				case e := <-d.in:
+					if seq := e.num("Seq"); seq > 0 {
+						relSeen.Store(d, seq)
+					}
+					continue
+				default:
+				}
+				break
+			}
+			if v, _ := relSeen.Load(d); v == nil || v.(int64) < int64(last) {
+				return fmt.Errorf("%s has seen Seq %v of %d", d.user, v, last)
+			}
+			return nil
+		})
+	}
+}
+
 // relEvent waits for the next timeline event, skipping sync_complete, and
 // checks its Event name.
 func relEvent(t *testing.T, d *device, name string) event {
 	t.Helper()
-	e := d.nextMsg()
+	e := relNext(d)
 	if e.str("Event") != name {
 		t.Fatalf("%s: want a %s event, got %v", d.user, name, e)
 	}
@@ -128,7 +173,7 @@ func TestRelationsSendPolicy(t *testing.T) {
 			// Skip relationship notifications the steps caused.
 			var got []string
 			for {
-				e := bob.nextMsg()
+				e := relNext(bob)
 				if e.str("Event") != "msg" {
 					continue
 				}
@@ -154,6 +199,7 @@ func TestRelationsSendPolicy(t *testing.T) {
 					}
 				}
 			}
+			relSettle(t, s, admin, alice, bob)
 		})
 	}
 }
@@ -193,6 +239,7 @@ func TestRelationsMuteExpiry(t *testing.T) {
 	if r, _ := alice.request("openconfigsvr/setnospeaking", map[string]any{"Set_Account": "bob", "C2CmsgNospeakingTime": 60}); r.num("ErrorCode") != 60010 {
 		t.Fatalf("user mutes: %v", r)
 	}
+	relSettle(t, s, admin, alice)
 }
 
 // An admin device sends as a user (the recipient sees that user; the
@@ -250,6 +297,7 @@ func TestRelationsImpersonationAndSystem(t *testing.T) {
 			t.Fatalf("bob %s as alice: %v, want %d", c.cmd, r, c.code)
 		}
 	}
+	relSettle(t, s, admin, alice, alice2, bob)
 }
 
 // SenderProfile starts from the account's Nick and FaceUrl and follows
@@ -284,6 +332,7 @@ func TestRelationsSenderProfile(t *testing.T) {
 	if _, ok := r["ErrorDisplay"]; !ok {
 		t.Fatalf("portrait_get without ErrorDisplay: %v", r)
 	}
+	relSettle(t, s, alice, bob)
 }
 
 // The 1,001st blacklist entry is refused (30013); black_list_get pages.
@@ -332,6 +381,7 @@ func TestRelationsBlacklistLimit(t *testing.T) {
 	if total != 1000 {
 		t.Fatalf("black_list_get listed %d", total)
 	}
+	relSettle(t, s, alice)
 }
 
 // Built-in notifications reach both sides: request, acceptance, deletion
@@ -391,6 +441,7 @@ func TestRelationsNotifications(t *testing.T) {
 	if e := relEvent(t, alice, "msg"); e.str("From_Account") != "bob" {
 		t.Fatalf("alice: %v", e)
 	}
+	relSettle(t, s, alice, bob)
 }
 
 // openim/batchsendmsg: per-user errors, one MsgKey, the limit, admins only.
@@ -455,4 +506,5 @@ func TestRelationsBatchSend(t *testing.T) {
 			t.Fatalf("got %v, want FAIL %d", c.r, c.code)
 		}
 	}
+	relSettle(t, s, admin, bob, carol)
 }

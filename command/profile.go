@@ -398,7 +398,7 @@ func (s *Service) profileTags(user string) (map[string]json.RawMessage, error) {
 }
 
 // loadSenderProfile is the SenderProfile of user's messages (nick and
-// avatar), read from the store; senderProfile caches it.
+// avatar, PROTOCOL §4), read from the store; senderProfile caches it.
 func (s *Service) loadSenderProfile(user string) (json.RawMessage, error) {
 	p, err := s.store.GetProfile(user)
 	if err != nil {
@@ -434,8 +434,12 @@ func (s *Service) senderProfileOf(user string, p *store.Profile) (json.RawMessag
 			}
 		}
 	}
-	if len(tags) == 0 {
-		return nil, nil
+	// Every msg carries both, empty when unset, so clients need no
+	// look-up to tell "no nick" from "not sent".
+	for _, t := range []string{tagNick, tagImage} {
+		if tags[t] == nil {
+			tags[t] = json.RawMessage(`""`)
+		}
 	}
 	return marshal(tags)
 }

@@ -405,7 +405,7 @@ func contains(s, sub string) bool {
 // Nick stands in until set, and SenderProfile follows portrait_set.
 func TestProfiles(t *testing.T) {
 	f := newFixture(t, nil, "alice", "bob")
-	if got := string(f.svc.senderProfile("alice")); got != `{"Tag_Profile_IM_Nick":"nick-alice"}` {
+	if got := string(f.svc.senderProfile("alice")); got != `{"Tag_Profile_IM_Image":"","Tag_Profile_IM_Nick":"nick-alice"}` {
 		t.Fatalf("initial SenderProfile %s", got)
 	}
 	f.ok("alice", "profile/portrait_set", map[string]any{"ProfileItem": []any{
