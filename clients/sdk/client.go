@@ -62,6 +62,10 @@ type Options struct {
 	Addr    string
 	UserID  string
 	UserSig string
+	// RefreshUserSig, when set, is asked for a UserSig before each
+	// reconnect, so a session outlives its first UserSig's expiry (the app
+	// typically gets one from its back-end). An error skips the attempt.
+	RefreshUserSig func(ctx context.Context) (string, error)
 	// DeviceID names this device; it must stay the same across runs (the
 	// server keeps this device's place in the timeline by it). Empty: one
 	// is made on first use and kept in Dir.
@@ -111,6 +115,7 @@ type Client struct {
 	connCh  chan struct{} // closed (and replaced) whenever conn changes
 	closed  bool
 	gen     uint64
+	userSig string
 	pending map[string]func([]byte) // ReqId → reply handler
 	sending map[sendKey]time.Time   // sends from this device not yet seen on the timeline
 
@@ -197,7 +202,7 @@ func open(o Options) (*Client, error) {
 	c := &Client{
 		opts: o, me: o.UserID, device: o.DeviceID, db: db, log: o.Logger.With("user", o.UserID, "device", o.DeviceID),
 		quit: make(chan struct{}), procDone: make(chan struct{}), inbox: newQueue[item](), dispatch: newQueue[func()](),
-		connCh: make(chan struct{}), pending: make(map[string]func([]byte)), sending: make(map[sendKey]time.Time),
+		userSig: o.UserSig, connCh: make(chan struct{}), pending: make(map[string]func([]byte)), sending: make(map[sendKey]time.Time),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.msgSeq.Store(uint32(msgSeq))
@@ -248,8 +253,9 @@ func (c *Client) connect(ctx context.Context) (transport, error) {
 	gen := c.gen
 	c.mu.Unlock()
 	c.inbox.push(item{kind: itConnUp, gen: gen})
+	sig := c.sig()
 	t, err := dial(ctx, c.opts.Protocol, dialConfig{
-		addr: c.opts.Addr, clientID: c.me + ":" + c.device, user: c.me, password: c.opts.UserSig,
+		addr: c.opts.Addr, clientID: c.me + ":" + c.device, user: c.me, password: sig,
 		keepAlive: c.opts.KeepAlive, timeout: c.opts.RequestTimeout,
 		onMessage: func(d delivery) { c.route(gen, d) },
 	})
@@ -268,6 +274,12 @@ func (c *Client) connect(ctx context.Context) (transport, error) {
 	c.mu.Unlock()
 	c.inbox.push(item{kind: itConnected, gen: gen})
 	return t, nil
+}
+
+func (c *Client) sig() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.userSig
 }
 
 // supervise reconnects after a lost connection, with exponential backoff
@@ -291,6 +303,16 @@ func (c *Client) supervise(t transport) {
 			case <-time.After(backoff(c.opts.MinBackoff, c.opts.MaxBackoff, attempt)):
 			case <-c.quit:
 				return
+			}
+			if f := c.opts.RefreshUserSig; f != nil {
+				fresh, err := f(c.ctx)
+				if err != nil {
+					c.log.Warn("no fresh UserSig; retrying later", "error", err)
+					continue
+				}
+				c.mu.Lock()
+				c.userSig = fresh
+				c.mu.Unlock()
 			}
 			nt, err := c.connect(c.ctx)
 			if err == nil {

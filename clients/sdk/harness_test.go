@@ -159,6 +159,16 @@ func (s *server) waitHighWater(user string, n uint64) {
 	})
 }
 
+// sig is a UserSig for user issued by the server's clock.
+func (s *server) sig(t testing.TB, user string) string {
+	t.Helper()
+	sg, err := usersig.Gen(testAppID, testKey, user, 3600, s.now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sg
+}
+
 func sig(t testing.TB, user string) string {
 	t.Helper()
 	s, err := usersig.Gen(testAppID, testKey, user, 3600, time.Now())
@@ -321,7 +331,7 @@ func (s *server) login(t testing.TB, user, deviceID, dir string, p Protocol, mod
 	}
 	rec := newRecorder(t)
 	o := Options{
-		Addr: s.addr, UserID: user, UserSig: sig(t, user), DeviceID: deviceID, Dir: dir, Protocol: p,
+		Addr: s.addr, UserID: user, UserSig: s.sig(t, user), DeviceID: deviceID, Dir: dir, Protocol: p,
 		RequestTimeout: 3 * time.Second, MinBackoff: 20 * time.Millisecond, MaxBackoff: 300 * time.Millisecond,
 		Listeners: rec.listeners(), Logger: testLogger(),
 	}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -794,5 +795,50 @@ func TestDeleteRecentContact(t *testing.T) {
 	b2.rec.waitRefreshes(1)
 	if got := peers(b2); !reflect.DeepEqual(got, []string{"carol"}) {
 		t.Fatalf("list after re-login: %v", got)
+	}
+}
+
+// TestUserSigOnReconnect: a reconnect after the UserSig expired uses
+// RefreshUserSig when the app gives one; without it the login ends with
+// OnKicked instead of retrying for ever.
+func TestUserSigOnReconnect(t *testing.T) {
+	s := startServer(t)
+	s.users("renewed", "expired")
+	for _, user := range []string{"renewed", "expired"} {
+		t.Run(user, func(t *testing.T) {
+			var renewals atomic.Int32
+			d := s.login(t, user, "phone", "", MQTT5, func(o *Options) {
+				if user == "renewed" {
+					o.RefreshUserSig = func(context.Context) (string, error) {
+						renewals.Add(1)
+						return s.sig(t, user), nil
+					}
+				}
+			})
+			d.rec.waitRefreshes(1)
+			s.advance(2 * time.Hour) // past the first UserSig's 1 h
+			s.restart()
+			if user == "renewed" {
+				d.rec.waitRefreshes(2)
+				if _, err := d.SendText(ctxT(t), user, "still here"); err != nil {
+					t.Fatal(err)
+				}
+				if renewals.Load() == 0 {
+					t.Fatal("RefreshUserSig was not asked")
+				}
+				return
+			}
+			checkFor(t, 10*time.Second, func() error {
+				d.rec.mu.Lock()
+				defer d.rec.mu.Unlock()
+				if len(d.rec.kicked) != 1 {
+					return fmt.Errorf("OnKicked %v", d.rec.kicked)
+				}
+				return nil
+			})
+			if _, err := d.SendText(ctxT(t), user, "x"); !errors.Is(err, ErrClosed) {
+				t.Fatalf("send after the login ended: %v", err)
+			}
+		})
 	}
 }

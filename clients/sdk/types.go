@@ -114,6 +114,9 @@ const SystemPeer = "@TIM#SYSTEM"
 
 // Text joins the text of the message's TIMTextElem elements.
 func (m *Message) Text() string {
+	if m == nil {
+		return ""
+	}
 	var b strings.Builder
 	for _, e := range m.MsgBody {
 		if e.MsgType != "TIMTextElem" {
