@@ -67,7 +67,7 @@ type serverOpts struct {
 	window       int
 	maxRequest   int
 	clock        func() time.Time
-	command      func(*command.Config) // adjusts command settings (send policy switches)
+	command      func(*command.Config)                         // adjusts command settings (send policy switches)
 	push         func(*store.Store, *command.Service) pushHook // wires an offline pusher (push_test.go)
 	media        func(*store.Store, *command.Service)          // wires the media service (media_test.go)
 }
