@@ -147,9 +147,10 @@ func Renditions(data []byte) (format string, w, h int, large, thumb Rendition, o
 	}
 	b := img.Bounds()
 	w, h = b.Dx(), b.Dy()
-	// PNG keeps transparency; everything else becomes JPEG.
+	// Renditions are JPEG (small for photos, whatever the original's
+	// format) unless the picture has transparency, which only PNG keeps.
 	enc, ct := imaging.JPEG, "image/jpeg"
-	if format == "png" || format == "gif" {
+	if o, ok := img.(interface{ Opaque() bool }); ok && !o.Opaque() {
 		enc, ct = imaging.PNG, "image/png"
 	}
 	resize := func(src image.Image, side int) (Rendition, image.Image) {

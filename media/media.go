@@ -480,6 +480,11 @@ func (m *Service) removeObjects(ctx context.Context, uuid string) error {
 // first, then records, and reports how many it removed. An upload whose
 // object cannot be removed (store down) stays listed for the next run.
 func (m *Service) Clean(ctx context.Context) (int, error) {
+	// Also creates the bucket soon after start, and logs while the store
+	// is unreachable.
+	if e := m.ensureBucket(ctx); e != nil {
+		return 0, e
+	}
 	pending, err := m.st.PendingUploads(m.now(), 1000)
 	if err != nil {
 		return 0, err

@@ -16,16 +16,19 @@ import (
 	"fmt"
 	"image"
 	"image/color"
+	"image/gif"
 	"image/jpeg"
 	"image/png"
 	"io"
 	"log/slog"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -34,6 +37,7 @@ import (
 	"github.com/duet-im/duet/media"
 	"github.com/duet-im/duet/store"
 	"github.com/duet-im/duet/usersig"
+	"golang.org/x/image/bmp"
 )
 
 const (
@@ -764,4 +768,141 @@ func TestHourlyArchive(t *testing.T) {
 func md5hex(b []byte) string {
 	s := md5.Sum(b)
 	return hex.EncodeToString(s[:])
+}
+
+func TestImageFormats(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	// A two-frame animated GIF.
+	pal := color.Palette{color.Black, color.White}
+	anim := &gif.GIF{Image: []*image.Paletted{image.NewPaletted(image.Rect(0, 0, 800, 400), pal), image.NewPaletted(image.Rect(0, 0, 800, 400), pal)}, Delay: []int{10, 10}}
+	var animData bytes.Buffer
+	gif.EncodeAll(&animData, anim)
+	// A still GIF, a BMP, and a PNG with transparency.
+	var still, bmpData, alpha bytes.Buffer
+	gif.Encode(&still, image.NewPaletted(image.Rect(0, 0, 800, 400), pal), nil)
+	bmp.Encode(&bmpData, image.NewRGBA(image.Rect(0, 0, 1000, 500)))
+	png.Encode(&alpha, image.NewNRGBA(image.Rect(0, 0, 1000, 500))) // all transparent
+	// An HEIF container: an image, but not one Go decodes.
+	heic := append([]byte("\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"), make([]byte, 100)...)
+
+	for _, c := range []struct {
+		name     string
+		data     []byte
+		format   int
+		entries  int
+		resized  bool   // large and thumb are their own renditions
+		renderCT string // their content type
+	}{
+		{"animated GIF keeps its original", animData.Bytes(), 2, 3, false, ""},
+		{"still GIF", still.Bytes(), 2, 3, true, "image/jpeg"},
+		{"BMP", bmpData.Bytes(), 4, 3, true, "image/jpeg"},
+		{"transparent PNG stays PNG", alpha.Bytes(), 3, 3, true, "image/png"},
+		{"undecodable format keeps only the original", heic, 255, 1, false, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := e.uploadAndCommit("alice", "image", "image/png", c.data)
+			infos := r["ImageInfoArray"].([]any)
+			if int(r["ImageFormat"].(float64)) != c.format || len(infos) != c.entries {
+				t.Fatalf("ImageFormat %v, %d entries: %v", r["ImageFormat"], len(infos), r)
+			}
+			orig := infos[0].(map[string]any)["URL"].(string)
+			for _, info := range infos[1:] {
+				u := info.(map[string]any)["URL"].(string)
+				if (u != orig) != c.resized {
+					t.Errorf("entry %v: resized=%v, want %v", info, u != orig, c.resized)
+				}
+				if c.resized {
+					_, body, resp := e.get(u, "alice")
+					if ct := resp.Header.Get("Content-Type"); ct != c.renderCT || len(body) == 0 {
+						t.Errorf("rendition %s is %q", u, ct)
+					}
+				}
+			}
+		})
+	}
+}
+
+// proxy forwards TCP connections to target until it is closed: an S3 store
+// that can be taken down in the middle of a test.
+type proxy struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			go func() { io.Copy(up, c); up.Close() }()
+			go func() { io.Copy(c, up); c.Close() }()
+		}
+	}()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *proxy) close() {
+	p.ln.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+}
+
+func TestStoreGoesDown(t *testing.T) {
+	p := newProxy(t, gateway.S3.Endpoint)
+	s3 := gateway.S3
+	s3.Endpoint, s3.Bucket = p.ln.Addr().String(), "t"+randHex(8)
+	e := newEnv(t, envOpts{s3: &s3})
+	data := pngOf(50, 50)
+	tk := e.apply("alice", "image", len(data), "image/png")
+	if st, msg := upload(t, tk, data); st != 200 {
+		t.Fatalf("upload: %d %s", st, msg)
+	}
+	p.close()
+	id := tk.str("UUID")
+	if r := e.exec("alice", "media/commit_upload", map[string]any{"UUID": id}); r.code() != media.CodeUnavailable {
+		t.Fatalf("commit with the store down: %v", r)
+	}
+	if r := e.exec("alice", "media/apply_upload", map[string]any{"Type": "image", "Size": 10}); r.code() != 0 {
+		// The bucket is known to exist and presigning needs no network, so
+		// a new upload URL is still given out; its upload will wait.
+		t.Fatalf("apply with the store down: %v", r)
+	}
+	// The cleaner cannot remove the object: it keeps the record to retry.
+	e.clock.advance(2 * time.Hour)
+	if _, err := e.m.Clean(context.Background()); err == nil {
+		t.Fatal("clean with the store down reported success")
+	}
+	if _, err := e.st.GetUpload(id); err != nil {
+		t.Fatalf("the cleaner dropped the record of an object it could not remove: %v", err)
+	}
+	if r := e.sendmsg("alice", "bob", map[string]any{"MsgType": "TIMTextElem", "MsgContent": map[string]any{"Text": "still here"}}); r.code() != 0 {
+		t.Fatalf("text with the store down: %v", r)
+	}
+	// The object is still there, and so is the record that names it, for a
+	// later run: nothing is orphaned.
+	back := s3
+	back.Endpoint = gateway.S3.Endpoint
+	if n, err := media.CountObjects(context.Background(), back, "media/"+id+"/"); err != nil || n != 1 {
+		t.Fatalf("object before the retry: %d %v", n, err)
+	}
 }
