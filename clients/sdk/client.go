@@ -3,6 +3,7 @@ package sdk
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -58,8 +59,12 @@ type Listeners struct {
 
 // Options configure Login.
 type Options struct {
-	// Addr is host:port of the server's MQTT TCP listener.
-	Addr    string
+	// Addr is host:port of the server's MQTT listener: plain TCP, or TLS
+	// when TLS is set.
+	Addr string
+	// TLS, when set, makes the connection TLS with this configuration
+	// (its ServerName defaults to Addr's host).
+	TLS     *tls.Config
 	UserID  string
 	UserSig string
 	// RefreshUserSig, when set, is asked for a UserSig before each
@@ -255,7 +260,7 @@ func (c *Client) connect(ctx context.Context) (transport, error) {
 	c.inbox.push(item{kind: itConnUp, gen: gen})
 	sig := c.sig()
 	t, err := dial(ctx, c.opts.Protocol, dialConfig{
-		addr: c.opts.Addr, clientID: c.me + ":" + c.device, user: c.me, password: sig,
+		addr: c.opts.Addr, tls: c.opts.TLS, clientID: c.me + ":" + c.device, user: c.me, password: sig,
 		keepAlive: c.opts.KeepAlive, timeout: c.opts.RequestTimeout,
 		onMessage: func(d delivery) { c.route(gen, d) },
 	})

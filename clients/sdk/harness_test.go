@@ -6,6 +6,14 @@ package sdk
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net"
 	"fmt"
 	"io"
 	"log/slog"
@@ -42,13 +50,45 @@ func checkFor(t testing.TB, total time.Duration, f func() error) {
 }
 
 type server struct {
-	t      testing.TB
+	t       testing.TB
+	tls     *tls.Config // when set, a TLS listener runs too, at tlsAddr
+	tlsAddr string
 	offset atomic.Int64 // added to the server's clock (ns)
 	dir    string
 	addr   string
 	store  *store.Store
 	svc    *command.Service
 	broker *broker.Broker
+}
+
+// startTLSServer also listens for TLS, with a certificate made for the
+// test; it returns the client side's configuration, trusting it.
+func startTLSServer(t testing.TB) (*server, *tls.Config) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "duet test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	s := &server{t: t, dir: t.TempDir(), tls: &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}}
+	s.start()
+	t.Cleanup(s.stop)
+	return s, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
 }
 
 func startServer(t testing.TB) *server {
@@ -89,7 +129,14 @@ func (s *server) start() {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	b, err := broker.New(broker.Config{MQTTAddr: addr, SDKAppID: testAppID, Key: testKey, KickedAt: st.KickedAt, Clock: s.now, Log: log}, svc, st)
+	bc := broker.Config{MQTTAddr: addr, SDKAppID: testAppID, Key: testKey, KickedAt: st.KickedAt, Clock: s.now, Log: log}
+	if s.tls != nil {
+		bc.TLS, bc.TLSAddr = s.tls, s.tlsAddr
+		if bc.TLSAddr == "" {
+			bc.TLSAddr = "127.0.0.1:0"
+		}
+	}
+	b, err := broker.New(bc, svc, st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,6 +146,9 @@ func (s *server) start() {
 		t.Fatal(err)
 	}
 	s.store, s.svc, s.broker, s.addr = st, svc, b, b.Addr("tcp")
+	if s.tls != nil {
+		s.tlsAddr = b.Addr("tls")
+	}
 }
 
 // now is the server's clock: real time moved on by advance.

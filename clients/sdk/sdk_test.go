@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"reflect"
@@ -838,6 +839,34 @@ func TestUserSigOnReconnect(t *testing.T) {
 			})
 			if _, err := d.SendText(ctxT(t), user, "x"); !errors.Is(err, ErrClosed) {
 				t.Fatalf("send after the login ended: %v", err)
+			}
+		})
+	}
+}
+
+// TestTLS: both protocols over the server's TLS listener, and a
+// certificate the client does not trust is refused.
+func TestTLS(t *testing.T) {
+	s, conf := startTLSServer(t)
+	s.users("alice", "bob")
+	for _, pc := range protocols {
+		t.Run(pc.name, func(t *testing.T) {
+			ctx := ctxT(t)
+			tlsOpt := func(o *Options) { o.Addr, o.TLS = s.tlsAddr, conf }
+			a := s.login(t, "alice", "tls-"+pc.name, "", pc.p, tlsOpt)
+			b := s.login(t, "bob", "tls-"+pc.name, "", pc.p, tlsOpt)
+			b.rec.waitRefreshes(1)
+			k, err := a.SendText(ctx, "bob", "over TLS")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m := b.rec.waitMsgs(1); m[len(m)-1].MsgKey != k {
+				t.Fatalf("bob got %+v", m[len(m)-1])
+			}
+			_, err = Login(ctx, Options{Addr: s.tlsAddr, TLS: &tls.Config{ServerName: "127.0.0.1"}, UserID: "alice",
+				UserSig: s.sig(t, "alice"), Dir: t.TempDir(), Protocol: pc.p, RequestTimeout: 3 * time.Second, Logger: testLogger()})
+			if err == nil {
+				t.Fatal("an untrusted certificate was accepted")
 			}
 		})
 	}

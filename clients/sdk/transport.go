@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	v5packets "github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
@@ -45,6 +47,7 @@ type delivery struct {
 
 type dialConfig struct {
 	addr      string
+	tls       *tls.Config
 	clientID  string
 	user      string
 	password  string
@@ -89,8 +92,20 @@ type v5 struct {
 func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", cfg.addr)
+	var conn net.Conn
+	var err error
+	if cfg.tls != nil {
+		d := tls.Dialer{Config: cfg.tls}
+		conn, err = d.DialContext(ctx, "tcp", cfg.addr)
+		if err == nil {
+			// tls.Conn does not allow concurrent writes; paho writes from
+			// several goroutines.
+			conn = v5packets.NewThreadSafeConn(conn)
+		}
+	} else {
+		var d net.Dialer
+		conn, err = d.DialContext(ctx, "tcp", cfg.addr)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -193,7 +208,11 @@ type v3 struct {
 
 func dialV3(ctx context.Context, cfg dialConfig) (transport, error) {
 	t := &v3{loss: newLoss()}
-	opts := mqtt.NewClientOptions().AddBroker("tcp://" + cfg.addr).SetClientID(cfg.clientID).
+	scheme := "tcp://"
+	if cfg.tls != nil {
+		scheme = "ssl://"
+	}
+	opts := mqtt.NewClientOptions().AddBroker(scheme + cfg.addr).SetTLSConfig(cfg.tls).SetClientID(cfg.clientID).
 		SetUsername(cfg.user).SetPassword(cfg.password).SetCleanSession(true).
 		// The SDK reconnects itself: it must resubscribe and resynchronise.
 		SetAutoReconnect(false).SetConnectRetry(false).
