@@ -12,11 +12,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"math/big"
-	"net"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -53,12 +53,12 @@ type server struct {
 	t       testing.TB
 	tls     *tls.Config // when set, a TLS listener runs too, at tlsAddr
 	tlsAddr string
-	offset atomic.Int64 // added to the server's clock (ns)
-	dir    string
-	addr   string
-	store  *store.Store
-	svc    *command.Service
-	broker *broker.Broker
+	offset  atomic.Int64 // added to the server's clock (ns)
+	dir     string
+	addr    string
+	store   *store.Store
+	svc     *command.Service
+	broker  *broker.Broker
 }
 
 // startTLSServer also listens for TLS, with a certificate made for the
