@@ -294,6 +294,15 @@ func (p *Pusher) intake() {
 			return
 		case <-p.inWake:
 		}
+		// Let a burst gather so its pushes are queued in one commit: a
+		// tenth of the grace, at most 20 ms, is nothing to a phone.
+		t := time.NewTimer(min(p.cfg.Grace/10, 20*time.Millisecond))
+		select {
+		case <-p.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
 		for {
 			p.inMu.Lock()
 			batch := p.inbox
@@ -577,6 +586,14 @@ func (p *Pusher) deleter() {
 		case <-p.ctx.Done():
 			return
 		case <-p.doneWake:
+			// Gather a burst of settled pushes into one delete commit.
+			t := time.NewTimer(20 * time.Millisecond)
+			select {
+			case <-p.ctx.Done():
+				t.Stop()
+				return // Close flushes what is left
+			case <-t.C:
+			}
 			p.flushDone()
 		}
 	}
