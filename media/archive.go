@@ -57,6 +57,11 @@ func archiveObject(hour time.Time) string {
 	return "archive/C2C/" + hour.UTC().Format(hourLayout) + ".json.gz"
 }
 
+// archiveGrace is how long after an hour ends it is archived: a send takes
+// its MsgTime before its commit, so the last second's messages may land a
+// moment after the hour is over.
+const archiveGrace = time.Minute
+
 // maxHoursPerRun bounds one ArchiveDue call (a long outage is caught up
 // over several runs).
 const maxHoursPerRun = 24 * 7
@@ -80,7 +85,7 @@ func (m *Service) ArchiveDue(ctx context.Context) error {
 		next = first.UTC().Truncate(time.Hour)
 	}
 	now := m.now()
-	for i := 0; i < maxHoursPerRun && !next.Add(time.Hour).After(now); i++ {
+	for i := 0; i < maxHoursPerRun && !next.Add(time.Hour+archiveGrace).After(now); i++ {
 		if err := m.archiveHour(ctx, next); err != nil {
 			return fmt.Errorf("archive %s: %w", next.UTC().Format(hourLayout), err)
 		}

@@ -557,6 +557,19 @@ func TestDownloadAccess(t *testing.T) {
 			}
 		})
 	}
+	t.Run("usersig in the Authorization header", func(t *testing.T) {
+		sig, _ := usersig.Gen(appID, key, "bob", 3600, time.Now())
+		req, _ := http.NewRequest("GET", link, nil)
+		req.Header.Set("Authorization", "UserSig bob:"+sig)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("got %d", resp.StatusCode)
+		}
+	})
 	t.Run("forged usersig", func(t *testing.T) {
 		sig, _ := usersig.Gen(appID, "another-key", "carol", 3600, time.Now())
 		resp, err := http.Get(link + "?identifier=carol&usersig=" + url.QueryEscape(sig))
