@@ -47,8 +47,8 @@ type Config struct {
 	CallbackURL     string `yaml:"callback-url" flag:"callback-url" usage:"app back-end URL for Tencent-style callbacks (empty: none)"`
 	CallbackToken   string `yaml:"callback-token" flag:"callback-token" usage:"callback signing token (adds Sign and RequestTime)"`
 	CallbackFailure string `yaml:"callback-failure" flag:"callback-failure" usage:"when the before-send callback fails: deliver, or refuse (80003)"`
-	FriendsOnly  bool          `yaml:"friends-only" flag:"friends-only" usage:"only friends may message each other (20009-20011)"`
-	BlacklistErr bool          `yaml:"blacklist-check-error" flag:"blacklist-check-error" usage:"a blacklisted sender gets 20007 instead of a silent 'sent'"`
+	FriendsOnly     bool   `yaml:"friends-only" flag:"friends-only" usage:"only friends may message each other (20009-20011)"`
+	BlacklistErr    bool   `yaml:"blacklist-check-error" flag:"blacklist-check-error" usage:"a blacklisted sender gets 20007 instead of a silent 'sent'"`
 
 	// Media storage (docs/media.md).
 	S3Endpoint       string        `yaml:"s3-endpoint" flag:"s3-endpoint" usage:"S3/MinIO host:port for media (empty: an embedded S3 gateway on loopback, data in {data}/s3)"`
