@@ -3,6 +3,7 @@ package sdk
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -31,6 +32,7 @@ const (
 	itConnDown
 	itSyncReply // openim/sync answered
 	itSyncFailed
+	itSyncRetry // time to ask again after a failed sync
 	itContacts // recentcontact/get_list answered (or failed)
 	itLoggedOut
 	itFunc
@@ -44,6 +46,7 @@ type item struct {
 	contacts []Contact
 	err      error
 	reason   string
+	offline  bool // itSyncFailed: there was no connection to ask on
 	fn       func(*proc)
 	done     chan struct{}
 }
@@ -57,7 +60,10 @@ type proc struct {
 
 	connectPhase bool // between (re)connect and OnRefresh
 	syncInFlight bool
-	syncAnswered bool // a sync reply came since the last sync_complete
+	syncAnswered bool   // a sync reply came since the last sync_complete
+	syncFailures int    // failed or refused syncs in a row
+	target       uint64 // the highest LastSeq the server announced on this connection
+	completeSeen bool   // a sync_complete came on this connection
 	buffer       map[uint64][]byte
 	holding      bool // waiting for the contact list: later deliveries wait in held
 	held         []item
@@ -137,7 +143,8 @@ func (p *proc) handle(it item) {
 	case itConnUp:
 		p.gen = it.gen
 		p.connectPhase = true
-		p.syncInFlight, p.syncAnswered = false, false
+		p.syncInFlight, p.syncAnswered, p.syncFailures = false, false, 0
+		p.target, p.completeSeen = 0, false
 		p.buffer = make(map[uint64][]byte)
 		p.holding, p.held = false, nil
 	case itConnected:
@@ -159,17 +166,29 @@ func (p *proc) handle(it item) {
 		if it.gen != p.gen {
 			return
 		}
-		p.syncInFlight, p.syncAnswered = false, true
+		p.syncInFlight = false
 		var r struct {
 			ErrorCode int
 			ErrorInfo string
+			LastSeq   uint64
 		}
 		if json.Unmarshal(it.payload, &r) == nil && r.ErrorCode != 0 {
 			c.log.Warn("openim/sync refused", "code", r.ErrorCode, "info", r.ErrorInfo)
+			p.syncFailed(true)
+			return
 		}
+		p.syncAnswered, p.syncFailures = true, 0
+		p.target = max(p.target, r.LastSeq)
 	case itSyncFailed:
 		if it.gen == p.gen {
 			p.syncInFlight = false
+			if !it.offline {
+				p.syncFailed(false)
+			}
+		}
+	case itSyncRetry:
+		if it.gen == p.gen && p.behind() {
+			p.requestSync()
 		}
 	case itContacts:
 		if it.gen != p.gen || !p.holding {
@@ -269,31 +288,73 @@ func (p *proc) syncComplete(lastSeq uint64) {
 		p.last, p.dirty = lastSeq, true
 		p.buffer = make(map[uint64][]byte)
 	}
+	p.target, p.completeSeen = max(p.target, lastSeq), true
 	if p.last < lastSeq {
-		if !p.syncAnswered {
+		switch {
+		case p.syncInFlight:
+			return // that sync's own sync_complete follows
+		case !p.syncAnswered:
 			p.requestSync()
 			return
 		}
 		// A sync came back and the events are still missing: they expired.
-		p.c.log.Warn("timeline events lost to retention", "from", p.last+1, "to", lastSeq)
-		for p.last < lastSeq {
-			if len(p.buffer) == 0 {
-				p.last = lastSeq
-				break
-			}
-			lowest := lastSeq + 1
-			for s := range p.buffer {
-				lowest = min(lowest, s)
-			}
-			p.last = lowest - 1
-			p.drain()
-		}
-		p.dirty = true
+		p.skipGap(lastSeq)
 	}
 	p.syncAnswered = false
 	if p.connectPhase && !p.holding {
 		p.startRefresh()
 	}
+}
+
+// behind reports whether events are known to be missing.
+func (p *proc) behind() bool { return len(p.buffer) > 0 || p.last < p.target }
+
+// syncFailed schedules another sync after a failed one. After a few
+// refusals in a row the missing events are taken as gone; a sync that got
+// no answer (timeout, lost connection) never counts as a refusal: skipping
+// events the server still has would lose them.
+func (p *proc) syncFailed(refused bool) {
+	if refused {
+		p.syncFailures++
+	}
+	if !p.behind() {
+		return
+	}
+	if p.syncFailures >= 3 {
+		p.skipGap(p.target)
+		p.syncFailures = 0
+		if p.connectPhase && !p.holding && p.completeSeen {
+			p.startRefresh()
+		}
+		return
+	}
+	c, gen := p.c, p.gen
+	time.AfterFunc(backoff(c.opts.MinBackoff, c.opts.MaxBackoff, p.syncFailures+1), func() {
+		c.inbox.push(item{kind: itSyncRetry, gen: gen})
+	})
+}
+
+// skipGap moves past events the server no longer has: it applies what is
+// held back across each gap, up to upTo, and forgets which history ranges
+// were known complete (messages of the gap may be anywhere).
+func (p *proc) skipGap(upTo uint64) {
+	p.c.log.Warn("timeline events lost to retention", "after", p.last, "to", upTo)
+	for len(p.buffer) > 0 {
+		lowest := uint64(0)
+		for s := range p.buffer {
+			if lowest == 0 || s < lowest {
+				lowest = s
+			}
+		}
+		if lowest > p.last+1 {
+			p.last = lowest - 1
+		}
+		p.drain()
+	}
+	if p.last < upTo {
+		p.last = upTo
+	}
+	p.dirty = true
 }
 
 // requestSync asks the server to replay the timeline after p.last. The
@@ -309,10 +370,12 @@ func (p *proc) requestSync() {
 		err := c.call(c.ctx, "openim/sync", map[string]any{"FromSeq": from}, nil, callOpts{
 			onReply: func(raw []byte) { c.inbox.push(item{kind: itSyncReply, gen: gen, payload: raw}) },
 		})
-		if err != nil {
-			if _, refused := err.(*Error); !refused {
-				c.inbox.push(item{kind: itSyncFailed, gen: gen})
-			}
+		var refused *Error
+		if err != nil && !errors.As(err, &refused) {
+			// A refusal came as itSyncReply. Without a connection there is
+			// nothing to retry: the reconnect replays from the cursor anyway.
+			offline := errors.Is(err, ErrNotConnected) || errors.Is(err, ErrClosed)
+			c.inbox.push(item{kind: itSyncFailed, gen: gen, offline: offline})
 		}
 	}()
 }
