@@ -33,7 +33,7 @@ const (
 	itSyncReply // openim/sync answered
 	itSyncFailed
 	itSyncRetry // time to ask again after a failed sync
-	itContacts // recentcontact/get_list answered (or failed)
+	itContacts  // recentcontact/get_list answered (or failed)
 	itLoggedOut
 	itFunc
 )
