@@ -118,6 +118,11 @@ const (
 	ThumbSide = 198
 )
 
+// MaxPixels bounds the images that are decoded for renditions (a 64 MP
+// photo takes 256 MB decoded); a larger one, or a small file that claims
+// huge dimensions (a decompression bomb), keeps only its original.
+const MaxPixels = 64 << 20
+
 // Rendition is a resized image ready to store.
 type Rendition struct {
 	Width, Height int
@@ -135,6 +140,9 @@ func Renditions(data []byte) (format string, w, h int, large, thumb Rendition, o
 		return "", 0, 0, large, thumb, false
 	}
 	w, h = cfg.Width, cfg.Height
+	if int64(w)*int64(h) > MaxPixels || w <= 0 || h <= 0 {
+		return format, w, h, large, thumb, false
+	}
 	same := Rendition{Width: w, Height: h}
 	if format == "gif" {
 		if g, err := gif.DecodeAll(bytes.NewReader(data)); err == nil && len(g.Image) > 1 {
@@ -210,7 +218,9 @@ func (m *Service) inspect(ctx context.Context, u *store.Upload) (json.RawMessage
 	var el any
 	switch u.Type {
 	case "image":
+		m.renderSem <- struct{}{} // bounds the memory of concurrent decodes
 		format, w, h, large, thumb, ok := Renditions(data)
+		<-m.renderSem
 		infos := []ImageInfo{{Type: 1, Size: info.Size, Width: w, Height: h, URL: m.URL(u.UUID, "orig")}}
 		if ok {
 			for _, r := range []struct {

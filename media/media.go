@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,6 +95,7 @@ type Service struct {
 	busy   map[string]bool // UUIDs being committed or cleaned
 
 	archiveMu sync.Mutex
+	renderSem chan struct{}
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -132,7 +134,8 @@ func New(cfg Config, st *store.Store, svc *command.Service) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Service{cfg: cfg, st: st, s3: c, log: cfg.Log, busy: map[string]bool{}, stop: make(chan struct{})}
+	m := &Service{cfg: cfg, st: st, s3: c, log: cfg.Log, busy: map[string]bool{}, stop: make(chan struct{}),
+		renderSem: make(chan struct{}, max(1, runtime.NumCPU()))}
 	svc.Register("media/apply_upload", m.applyUpload)
 	svc.Register("media/commit_upload", m.commitUpload)
 	svc.Register("open_msg_svc/get_history", m.getHistory)

@@ -11,9 +11,11 @@ import (
 	"context"
 	"crypto/md5"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash/crc32"
 	"image"
 	"image/color"
 	"image/gif"
@@ -27,6 +29,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -795,6 +798,22 @@ func TestImageFormats(t *testing.T) {
 	gif.Encode(&still, image.NewPaletted(image.Rect(0, 0, 800, 400), pal), nil)
 	bmp.Encode(&bmpData, image.NewRGBA(image.Rect(0, 0, 1000, 500)))
 	png.Encode(&alpha, image.NewNRGBA(image.Rect(0, 0, 1000, 500))) // all transparent
+	// A PNG that claims 60000 × 60000 pixels in a few bytes.
+	var bomb bytes.Buffer
+	png.Encode(&bomb, image.NewGray(image.Rect(0, 0, 1, 1)))
+	bombData := bomb.Bytes()
+	binary.BigEndian.PutUint32(bombData[16:], 60000)
+	binary.BigEndian.PutUint32(bombData[20:], 60000)
+	binary.BigEndian.PutUint32(bombData[29:], crc32.ChecksumIEEE(bombData[12:29]))
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if _, w, h, _, _, ok := media.Renditions(bombData); ok || w != 60000 || h != 60000 {
+		t.Fatalf("bomb: ok %v, %dx%d", ok, w, h)
+	}
+	runtime.ReadMemStats(&after)
+	if n := after.TotalAlloc - before.TotalAlloc; n > 64<<20 {
+		t.Fatalf("looking at the bomb allocated %d MB", n>>20)
+	}
 	// An HEIF container: an image, but not one Go decodes.
 	heic := append([]byte("\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"), make([]byte, 100)...)
 
@@ -811,6 +830,7 @@ func TestImageFormats(t *testing.T) {
 		{"BMP", bmpData.Bytes(), 4, 3, true, "image/jpeg"},
 		{"transparent PNG stays PNG", alpha.Bytes(), 3, 3, true, "image/png"},
 		{"undecodable format keeps only the original", heic, 255, 1, false, ""},
+		{"decompression bomb is not decoded", bombData, 3, 1, false, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := e.uploadAndCommit("alice", "image", "image/png", c.data)
