@@ -110,6 +110,9 @@ type entry struct {
 	due   time.Time
 	index int // in the schedule heap; -1 when not there
 	state int // scheduled, sending or settled
+	// inflight: a worker is sending it; withdrawn: recalled meanwhile, so a
+	// success is followed by a silent update. Both guarded by Pusher.mu.
+	inflight, withdrawn bool
 }
 
 const (
@@ -198,7 +201,7 @@ func New(o Options) (*Pusher, error) {
 // Metrics are the per-vendor counters (a prometheus.Collector).
 func (p *Pusher) Metrics() *Metrics { return p.metrics }
 
-// Enabled lists the vendors that have credentials.
+// Enabled reports whether vendor has credentials.
 func (p *Pusher) Enabled(vendor string) bool { _, ok := p.lanes[vendor]; return ok }
 
 // SetPresence connects the broker's view of connected devices.
@@ -467,7 +470,13 @@ func (p *Pusher) worker(l *lane) {
 		if e == nil {
 			return
 		}
-		p.deliver(l.v, e)
+		p.mu.Lock()
+		cancelled := e.state == settled // recalled while it waited in the lane
+		e.inflight = !cancelled
+		p.mu.Unlock()
+		if !cancelled {
+			p.deliver(l.v, e)
+		}
 	}
 }
 
@@ -480,10 +489,22 @@ func (p *Pusher) deliver(v vendor, e *entry) {
 	err := v.send(ctx, &n)
 	cancel()
 	m := p.metrics.vendor(v.name())
+	// A recall (Withdrawn) either saw this send in flight and marked it, or
+	// comes after and finds it remembered: one lock decides which.
+	p.mu.Lock()
+	e.inflight = false
+	withdrawn := e.withdrawn
+	if err == nil && !withdrawn && !n.Silent {
+		p.remember(n)
+	}
+	p.mu.Unlock()
 	if err == nil {
 		m.sent.Add(1)
-		if !n.Silent {
-			p.remember(n)
+		if withdrawn && !n.Silent && silentCapable[n.Vendor] {
+			// Recalled while it was being sent: take it back at once.
+			s := Notification{User: n.User, Device: n.Device, Vendor: n.Vendor, Token: n.Token, BundleID: n.BundleID,
+				Seq: n.Seq, MsgKey: n.MsgKey, Silent: true, Due: p.now().UnixMilli()}
+			go p.enqueue([]Notification{s})
 		}
 		p.finish(e)
 		return
@@ -503,6 +524,10 @@ func (p *Pusher) deliver(v vendor, e *entry) {
 		m.failed.Add(1)
 		p.finish(e)
 	case retry:
+		if withdrawn {
+			p.finish(e) // recalled meanwhile: nothing to retry
+			return
+		}
 		e.n.Attempts++
 		if e.n.Attempts >= p.cfg.MaxAttempts {
 			p.log.Error("push failed after retries", "vendor", v.name(), "user", n.User, "attempts", e.n.Attempts, "error", se.msg)
@@ -514,9 +539,11 @@ func (p *Pusher) deliver(v vendor, e *entry) {
 		delay := p.backoff(e.n.Attempts, se.retryAfter)
 		p.log.Debug("push retry", "vendor", v.name(), "in", delay, "error", se.msg)
 		p.mu.Lock()
-		e.due = p.now().Add(delay)
-		e.state = scheduled
-		heap.Push(&p.sched, e)
+		if e.state != settled {
+			e.due = p.now().Add(delay)
+			e.state = scheduled
+			heap.Push(&p.sched, e)
+		}
 		p.mu.Unlock()
 		p.kick()
 	default:
@@ -541,9 +568,18 @@ func (p *Pusher) backoff(attempt int, floor time.Duration) time.Duration {
 // finish settles e: it leaves memory now and the store soon.
 func (p *Pusher) finish(e *entry) {
 	p.mu.Lock()
+	done := p.finishLocked(e)
+	p.mu.Unlock()
+	if done {
+		p.metrics.queued.Add(-1)
+		p.settle(e.id)
+	}
+}
+
+// finishLocked forgets e; the caller then settles it (if it reports true).
+func (p *Pusher) finishLocked(e *entry) bool {
 	if e.state == settled {
-		p.mu.Unlock()
-		return
+		return false
 	}
 	if e.index >= 0 {
 		heap.Remove(&p.sched, e.index)
@@ -563,9 +599,7 @@ func (p *Pusher) finish(e *entry) {
 	} else {
 		p.byMsg[k] = ids
 	}
-	p.mu.Unlock()
-	p.metrics.queued.Add(-1)
-	p.settle(e.id)
+	return true
 }
 
 func (p *Pusher) settle(id uint64) {
@@ -635,15 +669,20 @@ func (p *Pusher) remember(n Notification) {
 func (p *Pusher) Withdrawn(user, msgKey string) {
 	k := user + "\x00" + msgKey
 	p.mu.Lock()
-	var waiting []*entry
-	for _, id := range p.byMsg[k] {
-		if e := p.entries[id]; e != nil && e.state == scheduled {
-			waiting = append(waiting, e)
+	var cancelled []*entry
+	for _, id := range append([]uint64(nil), p.byMsg[k]...) {
+		switch e := p.entries[id]; {
+		case e == nil:
+		case e.inflight:
+			e.withdrawn = true // deliver follows a success with a silent update
+		case p.finishLocked(e):
+			cancelled = append(cancelled, e)
 		}
 	}
 	p.mu.Unlock()
-	for _, e := range waiting {
-		p.finish(e)
+	for _, e := range cancelled {
+		p.metrics.queued.Add(-1)
+		p.settle(e.id)
 	}
 	p.sentMu.Lock()
 	shown := p.sent[k]

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -81,6 +82,7 @@ type fakeMi struct {
 	script  []answer // consumed in order; then 200 ok
 	got     []url.Values
 	blocked chan struct{}
+	arrived atomic.Int64
 }
 
 func newFakeMi(t testing.TB, script ...answer) *fakeMi {
@@ -88,7 +90,8 @@ func newFakeMi(t testing.TB, script ...answer) *fakeMi {
 	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Reading the body first lets the server notice a client that gives up.
 		r.ParseForm()
-		if f.blocked != nil {
+		f.arrived.Add(1)
+		if f.blocked != nil && r.PostForm.Get("pass_through") == "0" {
 			select {
 			case <-f.blocked:
 			case <-r.Context().Done():
@@ -248,6 +251,20 @@ func TestWithdrawn(t *testing.T) {
 		s := r.mi.sent()[1]
 		if s.Get("pass_through") != "1" || s.Get("title") != "" || !strings.Contains(s.Get("payload"), "k1") {
 			t.Errorf("recall push %v is not a silent pass-through", s)
+		}
+	})
+	t.Run("recalled while being sent", func(t *testing.T) {
+		mi := newFakeMi(t)
+		mi.blocked = make(chan struct{})
+		r := newRig(t, mi, Config{})
+		r.st.SetPushToken(store.PushToken{User: "bob", Device: "bob:p", Vendor: "xiaomi", Token: "rid"})
+		r.message(t, "bob", "k1", "hello")
+		waitFor(t, "request in flight", func() bool { return mi.arrived.Load() == 1 })
+		r.p.Withdrawn("bob", "k1")
+		close(mi.blocked)
+		waitFor(t, "alert and silent update", func() bool { return len(r.mi.sent()) == 2 && r.p.Pending() == 0 })
+		if s := r.mi.sent()[1]; s.Get("pass_through") != "1" || !strings.Contains(s.Get("payload"), "k1") {
+			t.Errorf("second push %v is not the silent recall", s)
 		}
 	})
 }
