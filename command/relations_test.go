@@ -498,3 +498,39 @@ func BenchmarkCheckSend(b *testing.B) {
 		}
 	})
 }
+
+// ForgetRelations leaves nothing of a deleted account's relationships.
+func TestForgetRelations(t *testing.T) {
+	f := newFixture(t, nil, "alice", "bob", "carol", "dave")
+	f.ok("carol", "sns/friend_add", map[string]any{"AddFriendItem": []any{map[string]any{"To_Account": "bob", "AddSource": "AddSource_Type_X"}}}) // pending
+	f.ok("bob", "sns/black_list_add", map[string]any{"To_Account": []string{"dave"}})
+	allowAnyone(f, "bob")
+	f.ok("alice", "sns/friend_add", map[string]any{"AddFriendItem": []any{map[string]any{"To_Account": "bob", "AddSource": "AddSource_Type_X"}}})
+	if rq, _ := f.st.FriendRequests("bob"); len(rq) != 1 {
+		t.Fatalf("setup: bob's requests %v", rq)
+	}
+	f.ok("bob", "profile/portrait_set", map[string]any{"ProfileItem": []any{map[string]any{"Tag": "Tag_Profile_IM_Nick", "Value": "Bob"}}})
+	f.svc.checkSend("alice", "bob") // fill the caches
+	if err := f.svc.ForgetRelations("bob"); err != nil {
+		t.Fatal(err)
+	}
+	if fr, _ := f.st.Friends("alice"); len(fr) != 0 {
+		t.Fatalf("alice still lists %v", fr)
+	}
+	for _, u := range []string{"bob"} {
+		fr, _ := f.st.Friends(u)
+		bl, _ := f.st.Blacklist(u)
+		rq, _ := f.st.FriendRequests(u)
+		p, _ := f.st.GetProfile(u)
+		c, _ := f.st.RelCounts(u)
+		if len(fr)+len(bl)+len(rq) != 0 || p != nil || c != (store.RelCounts{}) {
+			t.Fatalf("%s left: friends %v blacklist %v requests %v profile %v counts %+v", u, fr, bl, rq, p, c)
+		}
+	}
+	if c, _ := f.st.RelCounts("alice"); c.Friends != 0 {
+		t.Fatalf("alice's counter: %+v", c)
+	}
+	if r := f.svc.rel; r.m["alice"] != nil || r.m["bob"] != nil {
+		t.Fatal("caches still hold the wiped relationships")
+	}
+}

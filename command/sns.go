@@ -1288,3 +1288,29 @@ func (s *Service) blackListCheck(ctx context.Context, c *Caller, body []byte) (a
 		ErrorDisplay       string      `json:"ErrorDisplay"`
 	}{BlackListCheckItem: items, FailAccount: fail}, nil
 }
+
+// ForgetRelations wipes the relationships, profile and mute of deleted
+// accounts (reference §6.1: account_delete also wipes relationship and
+// profile data) and drops what the caches hold about them.
+func (s *Service) ForgetRelations(users ...string) error {
+	var changed []string
+	err := s.store.Update(func(tx *store.Tx) error {
+		changed = nil
+		for _, u := range users {
+			c, err := tx.WipeRelations(u)
+			if err != nil {
+				return err
+			}
+			changed = append(changed, c...)
+		}
+		return nil
+	})
+	if err != nil {
+		return storeErr(err)
+	}
+	s.rel.drop(append(changed, users...)...)
+	for _, u := range users {
+		s.ForgetProfile(u)
+	}
+	return nil
+}

@@ -365,3 +365,43 @@ func (tx *Tx) scanKeys(prefix []byte) ([]string, error) {
 func (tx *Tx) FriendedBy(user string) ([]string, error) {
 	return tx.scanKeys(ownerPrefix("rg/", user))
 }
+
+// WipeRelations removes everything user's relationships and profile left in
+// the store (for account deletion, reference §6.1): the friend list both
+// ways, the blacklist, requests awaiting the user, counters, profile and
+// mute. It returns the users whose lists changed. Requests the user sent
+// and other users' blacklist entries naming the user are not indexed by
+// the user and stay; they name an account that no longer exists.
+func (tx *Tx) WipeRelations(user string) (changed []string, err error) {
+	friends, err := tx.FriendPeers(user)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range friends {
+		if _, err := tx.DeleteFriend(user, p); err != nil {
+			return nil, err
+		}
+	}
+	fans, err := tx.FriendedBy(user)
+	if err != nil {
+		return nil, err
+	}
+	for _, owner := range fans {
+		if _, err := tx.DeleteFriend(owner, user); err != nil {
+			return nil, err
+		}
+	}
+	for _, prefix := range []string{"rb/", "rq/"} {
+		peers, err := tx.scanKeys(ownerPrefix(prefix, user))
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range peers {
+			tx.Delete(pairKey(prefix, user, p))
+		}
+	}
+	tx.Delete(relCountsKey(user))
+	tx.Delete(profileKey(user))
+	tx.Delete(muteKey(user))
+	return append(friends, fans...), nil
+}
