@@ -1,6 +1,7 @@
 package media
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -101,6 +102,28 @@ func (m *Service) serveDownload(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, link.String(), http.StatusFound)
 }
 
+// adminWindow is how long after an App admin's upload its messages are
+// looked for (they may name any sender, so all history is searched).
+const adminWindow = 24 * time.Hour
+
+var errFound = errors.New("found")
+
+// sentByAdmin looks for a message to or from user carrying an admin's
+// upload, in all history of the day after the upload.
+func (m *Service) sentByAdmin(u *store.Upload, user string, needle []byte) (bool, error) {
+	from := time.Unix(u.Created, 0)
+	err := m.st.ScanMessages(from, from.Add(adminWindow), func(msg *store.Message) error {
+		if (msg.To == user && !msg.SenderOnly || msg.From == user) && bytes.Contains(msg.MsgBody, needle) {
+			return errFound
+		}
+		return nil
+	})
+	if err == errFound {
+		return true, nil
+	}
+	return false, err
+}
+
 // mayDownload: the uploader, or a user who was sent a message carrying the
 // upload (found in their conversation's history, then remembered).
 func (m *Service) mayDownload(u *store.Upload, user string) (bool, error) {
@@ -110,7 +133,11 @@ func (m *Service) mayDownload(u *store.Upload, user string) (bool, error) {
 	if ok, err := m.st.Granted(u.UUID, user); ok || err != nil {
 		return ok, err
 	}
-	ok, err := m.st.ConversationCarries(u.Owner, user, user, u.Created, []byte(`"`+u.UUID+`"`))
+	needle := []byte(`"` + u.UUID + `"`)
+	ok, err := m.st.ConversationCarries(u.Owner, user, user, u.Created, needle)
+	if err == nil && !ok && u.Admin {
+		ok, err = m.sentByAdmin(u, user, needle)
+	}
 	if err != nil || !ok {
 		return false, err
 	}

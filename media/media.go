@@ -365,7 +365,7 @@ func (m *Service) applyUpload(ctx context.Context, c *command.Caller, body []byt
 	}
 	now := m.now()
 	u := &store.Upload{
-		UUID: newUUID(), Owner: c.UserID, Type: r.Type, Size: r.Size, ContentType: r.ContentType,
+		UUID: newUUID(), Owner: c.UserID, Admin: c.Admin, Type: r.Type, Size: r.Size, ContentType: r.ContentType,
 		FileName: r.FileName, Created: now.Unix(), Deadline: now.Add(m.cfg.CleanAfter).Unix(),
 	}
 	// The store checks the signature's expiry against its own clock, so it

@@ -939,3 +939,24 @@ func TestStoreGoesDown(t *testing.T) {
 		t.Fatalf("object before the retry: %d %v", n, err)
 	}
 }
+
+// An App admin's upload, sent in a message between two users (REST sendmsg
+// with From_Account), is downloadable by those two and nobody else.
+func TestAdminUploadDownload(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	img := e.uploadAndCommit("administrator", "image", "image/png", pngOf(300, 300))
+	link := img["ImageInfoArray"].([]any)[2].(map[string]any)["URL"].(string)
+	if st, _, _ := e.get(link, "bob"); st != http.StatusForbidden {
+		t.Fatalf("bob before any message: %d", st)
+	}
+	r := e.exec("administrator", "openim/sendmsg", map[string]any{"From_Account": "alice", "To_Account": "bob",
+		"MsgRandom": 77, "MsgBody": []any{imageElem(img)}})
+	if r.code() != 0 {
+		t.Fatalf("admin send: %v", r)
+	}
+	for user, want := range map[string]int{"bob": 200, "alice": 200, "carol": http.StatusForbidden, "administrator": 200} {
+		if st, _, _ := e.get(link, user); st != want {
+			t.Errorf("%s: %d, want %d", user, st, want)
+		}
+	}
+}

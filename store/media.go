@@ -16,8 +16,11 @@ import (
 
 // Upload is the record of one media upload.
 type Upload struct {
-	UUID        string `json:"UUID"`
-	Owner       string `json:"Owner"`
+	UUID  string `json:"UUID"`
+	Owner string `json:"Owner"`
+	// Admin: uploaded by an App admin (REST), whose messages may name any
+	// sender and recipient.
+	Admin       bool   `json:"Admin,omitempty"`
 	Type        string `json:"Type"` // image, sound, file, video, video_thumb
 	Size        int64  `json:"Size"` // declared, then the real size once committed
 	ContentType string `json:"ContentType"`
