@@ -22,3 +22,4 @@ vet:
 
 bench:
 	go test -run '^$$' -bench . -benchtime 3s ./store/
+	go test -run '^$$' -bench . -benchtime 5x ./media/
