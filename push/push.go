@@ -538,9 +538,17 @@ func (p *Pusher) deliver(v vendor, e *entry) {
 		m.retried.Add(1)
 		delay := p.backoff(e.n.Attempts, se.retryAfter)
 		p.log.Debug("push retry", "vendor", v.name(), "in", delay, "error", se.msg)
+		due := p.now().Add(delay)
+		// The attempt count and the backoff survive a restart too.
+		e.n.Due = due.UnixMilli()
+		if b, err := json.Marshal(&e.n); err == nil {
+			if err := p.st.UpdatePush(e.id, b); err != nil {
+				p.log.Warn("recording a retry", "error", err)
+			}
+		}
 		p.mu.Lock()
 		if e.state != settled {
-			e.due = p.now().Add(delay)
+			e.due = due
 			e.state = scheduled
 			heap.Push(&p.sched, e)
 		}

@@ -75,7 +75,11 @@ func hash32(s string) uint32 {
 }
 
 func (x *xiaomi) send(ctx context.Context, n *Notification) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, x.base+"/v3/message/regid", strings.NewReader(xiaomiForm(n, x.cfg.PackageName).Encode()))
+	pkg := x.cfg.PackageName
+	if n.BundleID != "" {
+		pkg = n.BundleID // the device named its app: several apps may share the secret (v3)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, x.base+"/v3/message/regid", strings.NewReader(xiaomiForm(n, pkg).Encode()))
 	if err != nil {
 		return failf(permanent, "xiaomi: %v", err)
 	}
