@@ -23,3 +23,5 @@ vet:
 bench:
 	go test -run '^$$' -bench . -benchtime 3s ./store/
 	go test -run '^$$' -bench . -benchtime 5x ./media/
+	go test -run '^$$' -bench Notify10kDevices -benchtime 3x ./push/
+	go test -run '^$$' -bench MessagePath -benchtime 5000x ./push/
