@@ -534,3 +534,33 @@ func TestForgetRelations(t *testing.T) {
 		t.Fatal("caches still hold the wiped relationships")
 	}
 }
+
+// The 3,001st friend is refused: 30010 for my list, 30014 for the peer's.
+func TestFriendLimit(t *testing.T) {
+	var peers []string
+	for i := 0; i < 3001; i++ {
+		peers = append(peers, fmt.Sprintf("f%04d", i))
+	}
+	f := newFixture(t, nil, append(peers, "owner", "other")...)
+	for i := 0; i < 3000; i += 1000 {
+		var items []any
+		for _, p := range peers[i : i+1000] {
+			items = append(items, map[string]any{"To_Account": p, "AddSource": "AddSource_Type_Import"})
+		}
+		if r := f.ok("owner", "sns/friend_import", map[string]any{"AddFriendItem": items}); r["Fail_Account"] != nil {
+			t.Fatalf("import %d: %v", i, r["Fail_Account"])
+		}
+	}
+	r := f.ok("owner", "sns/friend_import", map[string]any{"AddFriendItem": []any{map[string]any{"To_Account": peers[3000], "AddSource": "AddSource_Type_Import"}}})
+	if c := itemCodes(r, "ResultItem")[peers[3000]]; c != 30010 {
+		t.Fatalf("3001st friend: %d", c)
+	}
+	allowAnyone(f, "owner")
+	r = f.ok("other", "sns/friend_add", map[string]any{"AddFriendItem": []any{map[string]any{"To_Account": "owner", "AddSource": "AddSource_Type_X"}}})
+	if c := itemCodes(r, "ResultItem")["owner"]; c != 30014 {
+		t.Fatalf("adding a user whose list is full: %d", c)
+	}
+	if fr, _ := f.st.Friends("other"); len(fr) != 0 {
+		t.Fatalf("refused add stored %v", fr)
+	}
+}
