@@ -148,7 +148,7 @@ func (b *Broker) Addr(id string) string {
 func (b *Broker) Close() error {
 	close(b.stop)
 	err := b.Server.Close()
-	b.Devices.flushAll()
+	b.Devices.closeAll() // flushes each cursor as it detaches
 	return err
 }
 

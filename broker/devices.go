@@ -46,6 +46,8 @@ type Devices struct {
 	mu    sync.RWMutex
 	users map[string]map[string]*Device // UserID → client id → device
 
+	pumps sync.WaitGroup // every pump goroutine, so Close can wait for them
+
 	Metrics DeliveryMetrics
 }
 
@@ -125,6 +127,7 @@ func (ds *Devices) attach(cl *mqtt.Client, user string, ephemeral bool) *Device 
 		old.close()
 	}
 	ds.Metrics.Connected.Add(1)
+	ds.pumps.Add(1)
 	go dev.pump()
 	return dev
 }
@@ -206,6 +209,23 @@ func (ds *Devices) Live(user string, payload []byte) {
 			ds.Metrics.LiveDropped.Add(1)
 		}
 	}
+}
+
+// closeAll stops every device and waits until no pump runs, so nothing
+// reads the store after the broker closed.
+func (ds *Devices) closeAll() {
+	ds.mu.RLock()
+	var all []*Device
+	for _, m := range ds.users {
+		for _, dev := range m {
+			all = append(all, dev)
+		}
+	}
+	ds.mu.RUnlock()
+	for _, dev := range all {
+		ds.detach(dev)
+	}
+	ds.pumps.Wait()
 }
 
 // flushAll writes every device's cursor; called on a timer.
@@ -363,6 +383,7 @@ func (dev *Device) nextPID() uint16 {
 }
 
 func (dev *Device) pump() {
+	defer dev.d.pumps.Done()
 	inTopic := "im/" + dev.User + "/in"
 	liveTopic := "im/" + dev.User + "/live"
 	for {

@@ -259,6 +259,17 @@ func (s *Service) accountDelete(ctx context.Context, c *Caller, body []byte) (an
 	if err != nil {
 		return nil, err
 	}
+	var gone []string
+	for i, id := range valid {
+		if existed[i] {
+			gone = append(gone, id)
+		}
+	}
+	// Reference §6.1: deleting an account also wipes its relationships and
+	// profile.
+	if err := s.ForgetRelations(gone...); err != nil {
+		return nil, err
+	}
 	j := 0
 	for i := range res.ResultItem {
 		if res.ResultItem[i].ResultCode != 0 {
