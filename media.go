@@ -37,7 +37,8 @@ func startMedia(cfg Config, key string, svc *command.Service, st *store.Store, l
 			return nil, err
 		}
 		s3 = p.gw.S3
-		s3.Bucket = cfg.S3Bucket
+		// A reverse proxy may make the loopback gateway reachable.
+		s3.Bucket, s3.PublicEndpoint = cfg.S3Bucket, cfg.S3PublicEndpoint
 	}
 	public := cfg.MediaURL
 	if public == "" && cfg.HTTP != "" {

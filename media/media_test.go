@@ -52,7 +52,8 @@ var (
 	gateway *media.Gateway
 	// testDir is the package directory: the gateway changes the working
 	// directory, so files of the repository are found from here.
-	testDir string
+	testDir    string
+	gatewayDir string
 )
 
 func TestMain(m *testing.M) {
@@ -61,6 +62,7 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
+	gatewayDir = dir
 	gateway, err = media.StartGateway(dir, "", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -958,5 +960,36 @@ func TestAdminUploadDownload(t *testing.T) {
 		if st, _, _ := e.get(link, user); st != want {
 			t.Errorf("%s: %d, want %d", user, st, want)
 		}
+	}
+}
+
+// The embedded gateway keeps its key and, when free, its port across
+// restarts, so upload URLs handed out before a restart keep working.
+func TestGatewayRestartKeepsKeyAndPort(t *testing.T) {
+	// The package's gateway is the one per process: stop it, run another
+	// twice on a fresh directory, then start the package's again.
+	gateway.Close()
+	defer func() {
+		var err error
+		if gateway, err = media.StartGateway(gatewayDir, "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	dir := t.TempDir()
+	g1, err := media.StartGateway(dir, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := g1.S3
+	if err := g1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	g2, err := media.StartGateway(dir, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g2.Close()
+	if g2.S3.Endpoint != first.Endpoint || g2.S3.AccessKey != first.AccessKey || g2.S3.SecretKey != first.SecretKey {
+		t.Fatalf("after a restart %+v, before %+v", g2.S3, first)
 	}
 }

@@ -82,6 +82,9 @@ type Gateway struct {
 type gatewayKeys struct {
 	AccessKey string `json:"AccessKey"`
 	SecretKey string `json:"SecretKey"`
+	// Addr is the port of the last run, taken again when free so that
+	// upload URLs handed out before a restart keep working.
+	Addr string `json:"Addr,omitempty"`
 }
 
 // StartGateway runs the embedded gateway on a loopback port, keeping objects
@@ -104,7 +107,8 @@ func StartGateway(dir, bucket string, log *slog.Logger) (*Gateway, error) {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("media: gateway dir: %w", err)
 	}
-	keys, err := gatewayCredentials(filepath.Join(dir, "s3.key"))
+	keyFile := filepath.Join(dir, "s3.key")
+	keys, err := gatewayCredentials(keyFile)
 	if err != nil {
 		return nil, err
 	}
@@ -128,9 +132,16 @@ func StartGateway(dir, bucket string, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("media: gateway backend: %w", err)
 	}
-	addr, err := freeLoopbackPort()
+	addr, err := freeLoopbackPort(keys.Addr)
 	if err != nil {
 		return nil, err
+	}
+	if addr != keys.Addr {
+		keys.Addr = addr
+		raw, _ := json.Marshal(keys)
+		if err := os.WriteFile(keyFile, raw, 0o600); err != nil {
+			return nil, err
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	g := &Gateway{
@@ -223,7 +234,15 @@ func gatewayCredentials(path string) (gatewayKeys, error) {
 	return k, nil
 }
 
-func freeLoopbackPort() (string, error) {
+// freeLoopbackPort returns prefer when it can be listened on, else a free
+// loopback port.
+func freeLoopbackPort(prefer string) (string, error) {
+	if prefer != "" {
+		if ln, err := net.Listen("tcp", prefer); err == nil {
+			ln.Close()
+			return prefer, nil
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
