@@ -993,3 +993,37 @@ func TestGatewayRestartKeepsKeyAndPort(t *testing.T) {
 		t.Fatalf("after a restart %+v, before %+v", g2.S3, first)
 	}
 }
+
+// An archive's bytes depend only on the hour's messages: an hour archived
+// again after a crash (object written, completion not recorded) overwrites
+// its object with the same bytes under the same name.
+func TestArchiveIsDeterministic(t *testing.T) {
+	hour := time.Date(2026, 5, 1, 8, 0, 0, 0, time.UTC)
+	var md5s []any
+	for i := 0; i < 2; i++ {
+		e := newEnv(t, envOpts{})
+		for j := 0; j < 50; j++ {
+			at := hour.Add(time.Duration(j) * time.Minute)
+			err := e.st.Update(func(tx *store.Tx) error {
+				return tx.PutMessage(&store.Message{From: "alice", To: "bob", MsgSeq: uint32(j), MsgRandom: 1, MsgTime: at.Unix(),
+					MsgKey: fmt.Sprintf("%d_1_%d", j, at.Unix()), MsgBody: []byte(`[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}]`)})
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.clock.set(hour.Add(2 * time.Hour))
+		if err := e.m.ArchiveDue(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		r := e.exec("administrator", "open_msg_svc/get_history", map[string]any{"ChatType": "C2C", "MsgTime": "2026050108"})
+		files, _ := r["File"].([]any)
+		if len(files) != 1 {
+			t.Fatalf("get_history: %v", r)
+		}
+		md5s = append(md5s, files[0].(map[string]any)["GzipMD5"])
+	}
+	if md5s[0] != md5s[1] {
+		t.Fatalf("the same hour archived twice gave %v", md5s)
+	}
+}
