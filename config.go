@@ -39,16 +39,19 @@ type Config struct {
 	Window       int           `yaml:"window" flag:"window" usage:"timeline events a device may have unacknowledged"`
 	MaxRequest   int           `yaml:"max-request" flag:"max-request" usage:"largest MQTT request payload in bytes (93000 above it)"`
 	MaxLifeTime  time.Duration `yaml:"max-lifetime" flag:"max-lifetime" usage:"longest a message is kept (default and maximum MsgLifeTime)"`
+	RecallWindow time.Duration `yaml:"recall-window" flag:"recall-window" usage:"how long users may recall their own messages"`
+	MaxContacts  int           `yaml:"max-contacts" flag:"max-contacts" usage:"conversations kept in each user's list"`
 	LogLevel     string        `yaml:"log-level" flag:"log-level" usage:"debug, info, warn or error"`
-	Push         push.Config   `yaml:"push"` // offline push vendors (docs/push.md)
+
+	Push         push.Config `yaml:"push"` // offline push vendors (docs/push.md)
+	FriendsOnly  bool        `yaml:"friends-only" flag:"friends-only" usage:"only friends may message each other (20009-20011)"`
+	BlacklistErr bool        `yaml:"blacklist-check-error" flag:"blacklist-check-error" usage:"a blacklisted sender gets 20007 instead of a silent 'sent'"`
 
 	// REST API and callbacks (rest/, command/callback.go).
 	RESTRate        int    `yaml:"rest-rate" flag:"rest-rate" usage:"REST calls per second per command (account batch commands get half; 60007 above it; -1 = unlimited)"`
 	CallbackURL     string `yaml:"callback-url" flag:"callback-url" usage:"app back-end URL for Tencent-style callbacks (empty: none)"`
 	CallbackToken   string `yaml:"callback-token" flag:"callback-token" usage:"callback signing token (adds Sign and RequestTime)"`
 	CallbackFailure string `yaml:"callback-failure" flag:"callback-failure" usage:"when the before-send callback fails: deliver, or refuse (80003)"`
-	FriendsOnly     bool   `yaml:"friends-only" flag:"friends-only" usage:"only friends may message each other (20009-20011)"`
-	BlacklistErr    bool   `yaml:"blacklist-check-error" flag:"blacklist-check-error" usage:"a blacklisted sender gets 20007 instead of a silent 'sent'"`
 
 	// Media storage (docs/media.md).
 	S3Endpoint       string        `yaml:"s3-endpoint" flag:"s3-endpoint" usage:"S3/MinIO host:port for media (empty: an embedded S3 gateway on loopback, data in {data}/s3)"`
@@ -65,16 +68,18 @@ type Config struct {
 
 func defaultConfig() Config {
 	return Config{
-		Data:        "./data",
-		MQTT:        "127.0.0.1:1883",
-		WS:          "127.0.0.1:8083",
-		HTTP:        "127.0.0.1:8080",
-		SDKAppID:    1400000000,
-		Admins:      "administrator",
-		Window:      128,
-		MaxRequest:  64 << 10,
-		MaxLifeTime: 7 * 24 * time.Hour,
-		LogLevel:    "info",
+		Data:         "./data",
+		MQTT:         "127.0.0.1:1883",
+		WS:           "127.0.0.1:8083",
+		HTTP:         "127.0.0.1:8080",
+		SDKAppID:     1400000000,
+		Admins:       "administrator",
+		Window:       128,
+		MaxRequest:   64 << 10,
+		MaxLifeTime:  7 * 24 * time.Hour,
+		RecallWindow: 2 * time.Minute,
+		MaxContacts:  100,
+		LogLevel:     "info",
 
 		RESTRate:        200,
 		CallbackFailure: "deliver",

@@ -138,9 +138,11 @@ func start(cfg Config, log *slog.Logger) (*server, error) {
 	ccfg.Admins = cfg.adminList()
 	ccfg.AutoAccounts = cfg.AutoAccounts
 	ccfg.MaxLifeTime = cfg.MaxLifeTime
+	ccfg.RecallWindow = cfg.RecallWindow
+	ccfg.MaxContacts = cfg.MaxContacts
 	ccfg.FriendCheck, ccfg.BlacklistError = cfg.FriendsOnly, cfg.BlacklistErr
 	s.svc = command.New(ccfg, st, log)
-	if pusher, err = push.New(push.Options{Config: cfg.Push, Store: st, Log: log}); err != nil {
+	if pusher, err = push.New(push.Options{Config: cfg.Push, Store: st, Log: log, Badge: push.UnreadBadge(st)}); err != nil {
 		st.Close()
 		return nil, err
 	}

@@ -267,10 +267,10 @@ func TestRecall(t *testing.T) {
 		body map[string]any
 		code int64
 	}{
-		{bob, map[string]any{"To_Account": "alice", "MsgKey": m1.str("MsgKey")}, 20022},  // not the sender
-		{alice, map[string]any{"To_Account": "bob", "MsgKey": "1_2_3"}, 20022},           // unknown key
-		{alice, map[string]any{"To_Account": "bob"}, 90054},                              // no key
-		{alice, map[string]any{"To_Account": "nobody", "MsgKey": "1_2_3"}, 90003},        // unknown peer
+		{bob, map[string]any{"To_Account": "alice", "MsgKey": m1.str("MsgKey")}, 20022},           // not the sender
+		{alice, map[string]any{"To_Account": "bob", "MsgKey": "1_2_3"}, 20022},                    // unknown key
+		{alice, map[string]any{"To_Account": "bob"}, 90054},                                       // no key
+		{alice, map[string]any{"To_Account": "nobody", "MsgKey": "1_2_3"}, 90003},                 // unknown peer
 		{alice, map[string]any{"From_Account": "bob", "To_Account": "bob", "MsgKey": "x"}, 90009}, // for someone else
 	} {
 		if r, _ := tc.who.request("openim/msgwithdraw", tc.body); r.num("ErrorCode") != tc.code {
