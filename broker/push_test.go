@@ -119,8 +119,7 @@ func (r *pushRig) p() *push.Pusher {
 }
 
 // startPushServer runs a Duet whose pusher sends to a local APNs server
-// after grace. The badge is the number of the user's events no device has
-// acknowledged, a stand-in for the unread count.
+// after grace, with the user's total unread count as the badge.
 func startPushServer(t *testing.T, grace, retryBase time.Duration) *pushRig {
 	rig := &pushRig{apns: newAPNsServer(t)}
 	key := apnsKey(t)
@@ -129,11 +128,7 @@ func startPushServer(t *testing.T, grace, retryBase time.Duration) *pushRig {
 			Config: push.Config{Grace: grace, RetryBase: retryBase,
 				APNs: &push.APNsConfig{KeyID: "K1", TeamID: "T1", Key: key, BundleID: "com.example.im", Endpoint: rig.apns.URL}},
 			Store: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), HTTPClient: rig.apns.Client(),
-			Badge: func(user string) int {
-				last, _ := st.LastSeq(user)
-				hw, _ := st.HighWater(user)
-				return int(last - hw)
-			},
+			Badge: push.UnreadBadge(st),
 		})
 		if err != nil {
 			t.Fatal(err)

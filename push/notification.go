@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/duet-im/duet/push/pushinfo"
+	"github.com/duet-im/duet/store"
 )
 
 // Notification is one push to one device, as queued (JSON) and sent.
@@ -143,4 +144,21 @@ func contentOf(ev *msgEvent) (c content, ok bool) {
 		c.title = ev.From
 	}
 	return c, true
+}
+
+// UnreadBadge is a Badge that reads the user's total unread count: the sum
+// of the unread counters of their conversation list (store/conversations.go,
+// each capped at 100 as reference §9 caps them).
+func UnreadBadge(st *store.Store) func(user string) int {
+	return func(user string) int {
+		cs, err := st.Conversations(user)
+		if err != nil {
+			return 1 // a badge that says "something is new" beats none
+		}
+		n := 0
+		for _, c := range cs {
+			n += c.Unread
+		}
+		return n
+	}
 }

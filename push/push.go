@@ -50,8 +50,7 @@ type Options struct {
 	// Now is the clock of tokens and schedules; nil means time.Now.
 	Now func() time.Time
 	// Badge returns the badge number for user's notifications: their total
-	// unread count. Unread counts are another component's; until one is
-	// wired in, the default counts nothing and shows 1.
+	// unread count (UnreadBadge). Nil counts nothing and shows 1.
 	Badge func(user string) int
 }
 
