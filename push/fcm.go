@@ -143,7 +143,7 @@ func (f *fcm) accessToken(ctx context.Context) (string, error) {
 func fcmMessage(n *Notification) map[string]any {
 	data := map[string]string{"msgKey": n.MsgKey}
 	if n.From != "" {
-		data["from"] = n.From
+		data["sender"] = n.From // "from" is reserved in FCM data
 	}
 	if n.Ext != "" {
 		data["ext"] = n.Ext

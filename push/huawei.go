@@ -121,11 +121,10 @@ func huaweiMessage(n *Notification, badgeClass string) map[string]any {
 		note["default_sound"] = true
 	}
 	android := map[string]any{"urgency": "HIGH", "notification": note}
-	category := n.Android.HuaWeiCategory
-	if category == "" {
-		category = "IM"
+	if n.Android.HuaWeiCategory != "" {
+		// Only when asked: a category the app was not granted is refused.
+		android["category"] = n.Android.HuaWeiCategory
 	}
-	android["category"] = category
 	msg["android"] = android
 	return msg
 }

@@ -65,7 +65,7 @@ func meizuMessage(n *Notification) []byte {
 		click["parameters"] = map[string]string{"ext": n.Ext}
 	}
 	b, _ := json.Marshal(map[string]any{
-		"noticeBarInfo": map[string]any{"noticeBarType": 0, "title": n.Title, "content": n.Body},
+		"noticeBarInfo": map[string]any{"noticeBarType": 0, "title": clip(n.Title, 32), "content": clip(n.Body, 100)},
 		"clickTypeInfo": click,
 		"pushTimeInfo":  map[string]any{"offLine": 1, "validTime": 24},
 	})

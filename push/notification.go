@@ -3,6 +3,7 @@ package push
 import (
 	"encoding/json"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/duet-im/duet/push/pushinfo"
 	"github.com/duet-im/duet/store"
@@ -144,6 +145,16 @@ func contentOf(ev *msgEvent) (c content, ok bool) {
 		c.title = ev.From
 	}
 	return c, true
+}
+
+// clip shortens s to at most n characters (runes), ending in "…" when it
+// cut: the Android vendors refuse titles and texts over their limits.
+func clip(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
 }
 
 // UnreadBadge is a Badge that reads the user's total unread count: the sum

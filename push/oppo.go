@@ -97,7 +97,7 @@ func (o *oppo) authToken(ctx context.Context) (string, error) {
 
 func oppoMessage(n *Notification) []byte {
 	note := map[string]any{
-		"title": n.Title, "content": n.Body,
+		"title": clip(n.Title, 50), "content": clip(n.Body, 200),
 		"click_action_type": 0, // open the app
 		"app_message_id":    n.MsgKey,
 	}

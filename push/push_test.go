@@ -66,6 +66,22 @@ func TestContent(t *testing.T) {
 	}
 }
 
+func TestClip(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"hello", 5, "hello"},
+		{"hello!", 5, "hell…"},
+		{"你好世界啊", 3, "你好…"},
+	} {
+		if got := clip(c.in, c.n); got != c.want {
+			t.Errorf("clip(%q, %d) = %q, want %q", c.in, c.n, got, c.want)
+		}
+	}
+}
+
 func TestAPNsPayloadLimit(t *testing.T) {
 	n := sampleNote("apns", "ab")
 	n.Body = strings.Repeat("長", 3000) // 9000 bytes of UTF-8

@@ -144,7 +144,7 @@ func sampleNote(vendor, token string) *Notification {
 	return &Notification{
 		User: "bob", Device: "bob:phone", Vendor: vendor, Token: token, MsgKey: "1_2_3", From: "alice",
 		Title: "Alice", Body: "hello bob", Badge: 3, Ext: `{"k":"v"}`,
-		Android: AndroidInfo{Sound: "ding.mp3", HuaWeiChannelID: "hw-ch", XiaoMiChannelID: "mi-ch", OPPOChannelID: "op-ch",
+		Android: AndroidInfo{Sound: "ding.mp3", HuaWeiChannelID: "hw-ch", HuaWeiCategory: "IM", HuaWeiImportance: "NORMAL", XiaoMiChannelID: "mi-ch", OPPOChannelID: "op-ch",
 			GoogleChannelID: "g-ch", VIVOClassification: &five},
 		APNs: ApnsInfo{Sound: "bell.caf", SubTitle: "sub"},
 	}
@@ -271,6 +271,10 @@ func TestFCM(t *testing.T) {
 			expect(t, "channel_id", dig(m, "android", "notification", "channel_id"), "g-ch")
 			expect(t, "notification_count", dig(m, "android", "notification", "notification_count"), 3)
 			expect(t, "data.ext", dig(m, "data", "ext"), `{"k":"v"}`)
+			expect(t, "data.sender", dig(m, "data", "sender"), "alice")
+			if dig(m, "data", "from") != nil {
+				t.Errorf("data uses the reserved key from")
+			}
 			seq.next(w)
 		default:
 			t.Errorf("unexpected path %s", r.URL.Path)
@@ -315,6 +319,7 @@ func TestHuawei(t *testing.T) {
 			expect(t, "body", dig(m, "android", "notification", "body"), "hello bob")
 			expect(t, "channel_id", dig(m, "android", "notification", "channel_id"), "hw-ch")
 			expect(t, "category", dig(m, "android", "category"), "IM")
+			expect(t, "importance", dig(m, "android", "notification", "importance"), "NORMAL")
 			expect(t, "click_action.type", dig(m, "android", "notification", "click_action", "type"), 1)
 			expect(t, "badge", dig(m, "android", "notification", "badge"), "map[class:com.example.Main set_num:3]")
 			seq.next(w)
@@ -455,8 +460,8 @@ func TestVIVO(t *testing.T) {
 			expect(t, "classification", b["classification"], 0)
 			expect(t, "skipType", b["skipType"], 1)
 			expect(t, "notifyType", b["notifyType"], 4)
-			if s, _ := b["requestId"].(string); s == "" {
-				t.Errorf("requestId missing")
+			if s, _ := b["requestId"].(string); s == "" || len(s) > 64 {
+				t.Errorf("requestId %q: want 1–64 characters", s)
 			}
 			seq.next(w)
 		default:

@@ -108,9 +108,9 @@ func vivoMessage(n *Notification, appID int64) map[string]any {
 	m := map[string]any{
 		"appId": appID, "regId": n.Token,
 		"notifyType": 4, // ring and vibrate
-		"title":      n.Title, "content": n.Body,
+		"title":      clip(n.Title, 40), "content": clip(n.Body, 100),
 		"skipType":       1, // open the app
-		"requestId":      n.MsgKey + ":" + n.Device,
+		"requestId":      requestID(n),
 		"classification": classification,
 	}
 	if n.Android.VIVOCategory != "" {
@@ -120,6 +120,12 @@ func vivoMessage(n *Notification, appID int64) map[string]any {
 		m["clientCustomMap"] = map[string]string{"ext": n.Ext}
 	}
 	return m
+}
+
+// requestID is unique per message and device, as vivo wants (≤ 64 characters).
+func requestID(n *Notification) string {
+	sum := md5.Sum([]byte(n.MsgKey + "\x00" + n.Device))
+	return hex.EncodeToString(sum[:])
 }
 
 func (v *vivo) send(ctx context.Context, n *Notification) error {

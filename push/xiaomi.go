@@ -49,8 +49,8 @@ func xiaomiForm(n *Notification, pkg string) url.Values {
 		return f
 	}
 	f.Set("pass_through", "0")
-	f.Set("title", n.Title)
-	f.Set("description", n.Body)
+	f.Set("title", clip(n.Title, 49))
+	f.Set("description", clip(n.Body, 127))
 	f.Set("payload", n.Ext)
 	f.Set("notify_type", "-1") // DEFAULT_ALL: sound, vibration, light
 	// Messages with the same notify_id replace each other; one per message.
