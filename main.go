@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -69,7 +70,15 @@ func run(args []string) error {
 	}
 }
 
+// gcPercent is the server's default GOGC. Its live heap is small (caches,
+// in-flight packets) and it allocates fast, so collecting at 4× the live heap
+// instead of 2× buys throughput for little memory. GOGC still overrides it.
+const gcPercent = 400
+
 func serveCmd(args []string) error {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 	cfg, fl, err := loadConfig("duet serve", args)
 	if err != nil {
 		return err

@@ -48,6 +48,11 @@ type Devices struct {
 
 	pumps sync.WaitGroup // every pump goroutine, so Close can wait for them
 
+	// recent keeps the last events committed for each user with a device
+	// online, so pumps deliver live traffic without reading the store.
+	recentMu sync.Mutex
+	recent   map[string]*recentEvents
+
 	Metrics DeliveryMetrics
 }
 
@@ -73,7 +78,7 @@ func (m *DeliveryMetrics) observePending(n int) {
 }
 
 func newDevices(st *store.Store, log *slog.Logger, window int) *Devices {
-	return &Devices{store: st, log: log, window: window, users: make(map[string]map[string]*Device)}
+	return &Devices{store: st, log: log, window: window, users: make(map[string]map[string]*Device), recent: make(map[string]*recentEvents)}
 }
 
 // Device is one connected MQTT client of a user.
@@ -146,6 +151,9 @@ func (ds *Devices) detach(dev *Device) {
 		delete(m, dev.ID)
 		if len(m) == 0 {
 			delete(ds.users, dev.User)
+			ds.recentMu.Lock()
+			delete(ds.recent, dev.User)
+			ds.recentMu.Unlock()
 		}
 	}
 	ds.mu.Unlock()
@@ -160,10 +168,62 @@ func (dev *Device) close() {
 	})
 }
 
-// Committed wakes the pumps of every device whose user got new events.
+// recentSize is how many recent events are kept per online user.
+const recentSize = 32
+
+// recentEvents is a ring of a user's last committed events, contiguous in Seq.
+type recentEvents struct {
+	evs   [recentSize]store.Event
+	first uint64 // Seq of the oldest kept event
+	n     int
+}
+
+func (r *recentEvents) add(seq uint64, data []byte) {
+	if r.n > 0 && seq != r.first+uint64(r.n) {
+		r.n = 0 // not contiguous (cannot happen in commit order): start again
+	}
+	if r.n == 0 {
+		r.first = seq
+	}
+	if r.n == recentSize {
+		r.first++
+		r.n--
+	}
+	r.evs[(seq)%recentSize] = store.Event{Seq: seq, Data: data}
+	r.n++
+}
+
+// from returns up to max kept events starting at Seq next, or nil when next
+// is not kept.
+func (r *recentEvents) from(next uint64, max int) []store.Event {
+	if r.n == 0 || next < r.first || next >= r.first+uint64(r.n) {
+		return nil
+	}
+	var out []store.Event
+	for seq := next; seq < r.first+uint64(r.n) && len(out) < max; seq++ {
+		out = append(out, r.evs[seq%recentSize])
+	}
+	return out
+}
+
+// Committed keeps the new events of online users and wakes their pumps.
+// The writer calls it in commit order.
 func (ds *Devices) Committed(evs []store.Appended) {
 	ds.mu.RLock()
 	defer ds.mu.RUnlock()
+	ds.recentMu.Lock()
+	for _, e := range evs {
+		if len(ds.users[e.User]) == 0 {
+			continue
+		}
+		r := ds.recent[e.User]
+		if r == nil {
+			r = &recentEvents{}
+			ds.recent[e.User] = r
+		}
+		r.add(e.Seq, e.Data)
+	}
+	ds.recentMu.Unlock()
 	var prev string
 	for _, e := range evs {
 		if e.User == prev {
@@ -174,6 +234,25 @@ func (ds *Devices) Committed(evs []store.Appended) {
 			dev.poke()
 		}
 	}
+}
+
+// readTimeline serves a pump from the recent events when it can, else from
+// the store.
+func (ds *Devices) readTimeline(user string, after uint64, max int) ([]store.Event, error) {
+	ds.recentMu.Lock()
+	evs := ds.recent[user].fromNil(after+1, max)
+	ds.recentMu.Unlock()
+	if evs != nil {
+		return evs, nil
+	}
+	return ds.store.ReadTimeline(user, after, max)
+}
+
+func (r *recentEvents) fromNil(next uint64, max int) []store.Event {
+	if r == nil {
+		return nil
+	}
+	return r.from(next, max)
 }
 
 // Online reports how many devices of user are connected.
@@ -423,7 +502,7 @@ func (dev *Device) deliver(topic string) bool {
 		return false
 	}
 	if next <= last {
-		evs, err := dev.d.store.ReadTimeline(dev.User, next-1, room)
+		evs, err := dev.d.readTimeline(dev.User, next-1, room)
 		if err != nil {
 			dev.d.log.Error("delivery: read timeline", "user", dev.User, "error", err)
 			return false

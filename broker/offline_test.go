@@ -169,10 +169,23 @@ func TestRestartMidReplay(t *testing.T) {
 	}
 	s.restart()
 	bob.close()
+	// Whatever the old connection received, read or not, counts as seen.
+	maxSeen := int64(0)
+	for drained := false; !drained; {
+		select {
+		case e := <-bob.in:
+			seen[e.num("Seq")] = true
+		default:
+			drained = true
+		}
+	}
+	for seq := range seen {
+		maxSeen = max(maxSeen, seq)
+	}
 	bob = s.connect("bob", connectOpts{clientID: "bob:phone"})
 	first := bob.next().num("Seq")
-	if first > 301 || first < 1 {
-		t.Fatalf("resumed at Seq %d after receiving 300", first)
+	if first > maxSeen+1 || first < 1 {
+		t.Fatalf("resumed at Seq %d after receiving up to %d", first, maxSeen)
 	}
 	seen[first] = true
 	for {

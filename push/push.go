@@ -323,6 +323,15 @@ func (p *Pusher) plan(batch []store.Appended) {
 	var ns []Notification
 	due := p.now().Add(p.cfg.Grace).UnixMilli()
 	for _, a := range batch {
+		// Most users have no token: ask that first, before decoding.
+		toks, err := p.st.PushTokens(a.User)
+		if err != nil {
+			p.log.Error("reading push tokens", "user", a.User, "error", err)
+			continue
+		}
+		if len(toks) == 0 {
+			continue
+		}
 		var ev msgEvent
 		if err := json.Unmarshal(a.Data, &ev); err != nil || ev.Event != "msg" {
 			continue
@@ -334,11 +343,6 @@ func (p *Pusher) plan(batch []store.Appended) {
 		}
 		c, ok := contentOf(&ev)
 		if !ok {
-			continue
-		}
-		toks, err := p.st.PushTokens(a.User)
-		if err != nil {
-			p.log.Error("reading push tokens", "user", a.User, "error", err)
 			continue
 		}
 		for _, t := range toks {

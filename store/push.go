@@ -47,6 +47,13 @@ func (s *Store) SetPushToken(t PushToken) error {
 	if err != nil {
 		return err
 	}
+	// The user may have been known to have no token: forget that once the
+	// new one is readable; the version keeps a reader that looked before
+	// the commit from recording "none" after it.
+	defer func() {
+		s.tokenVer.Add(1)
+		s.tokenless.Delete(t.User)
+	}()
 	return s.Update(func(tx *Tx) error {
 		ik := pushTokenIndex(t.Vendor, t.Token)
 		if owner, err := tx.Get(ik); err != nil {
@@ -144,8 +151,13 @@ func (s *Store) DeleteUserPushTokens(user string) (int, error) {
 	return n, err
 }
 
-// PushTokens lists user's registered devices.
+// PushTokens lists user's registered devices. It runs for every message
+// stored, and most users have no token: those answers come from memory.
 func (s *Store) PushTokens(user string) ([]PushToken, error) {
+	if _, none := s.tokenless.Load(user); none {
+		return nil, nil
+	}
+	ver := s.tokenVer.Load()
 	p := pushTokenPrefix(user)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
 	if err != nil {
@@ -160,7 +172,13 @@ func (s *Store) PushTokens(user string) ([]PushToken, error) {
 		}
 		out = append(out, t)
 	}
-	return out, it.Error()
+	if err := it.Error(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 && s.tokenVer.Load() == ver {
+		s.tokenless.Store(user, true)
+	}
+	return out, nil
 }
 
 // QueuedPush is one entry of the durable push queue.

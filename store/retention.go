@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"time"
 
 	"github.com/cockroachdb/pebble"
@@ -19,11 +20,19 @@ func expiryKey(t time.Time, k []byte) []byte {
 	return key([]byte("e/"), u64(uint64(sec)), k)
 }
 
-// ExpireAt schedules the deletion of keys at t.
+// ExpireAt schedules the deletion of keys at t. One entry carries them all
+// (the first in its key, the others in its value): a message's expiry is
+// one write, not one per index.
 func (tx *Tx) ExpireAt(t time.Time, keys ...[]byte) {
-	for _, k := range keys {
-		tx.Put(expiryKey(t, k), nil)
+	if len(keys) == 0 {
+		return
 	}
+	var rest []byte
+	for _, k := range keys[1:] {
+		rest = binary.AppendUvarint(rest, uint64(len(k)))
+		rest = append(rest, k...)
+	}
+	tx.Put(expiryKey(t, keys[0]), rest)
 }
 
 // Sweep deletes everything whose expiry is at or before now, at most limit
@@ -40,16 +49,23 @@ func (s *Store) Sweep(now time.Time, limit int) (int, error) {
 	n := 0
 	for ok := it.First(); ok && (limit == 0 || n < limit); ok = it.Next() {
 		k := it.Key()
-		target := k[len(lower)+8:]
-		if err := b.Delete(target, nil); err != nil {
-			it.Close()
-			return 0, err
+		targets := [][]byte{k[len(lower)+8:]}
+		for v := it.Value(); len(v) > 0; {
+			l, w := binary.Uvarint(v)
+			if w <= 0 || uint64(len(v)-w) < l {
+				break // a damaged list: delete what it named so far
+			}
+			targets = append(targets, v[w:w+int(l)])
+			v = v[w+int(l):]
 		}
-		if err := b.Delete(k, nil); err != nil {
-			it.Close()
-			return 0, err
+		targets = append(targets, k)
+		for _, target := range targets {
+			if err := b.Delete(target, nil); err != nil {
+				it.Close()
+				return 0, err
+			}
 		}
-		n++
+		n += len(targets) - 1
 	}
 	if err := it.Close(); err != nil {
 		return 0, err

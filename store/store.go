@@ -34,7 +34,8 @@
 //	                                          the expiry of every event, so Seq never restarts
 //	m/{time u64be} {lo} 00 {hi} 00 {msgseq u32be}{random u32be}
 //	                                          time index of history (value: the history key)
-//	e/{expire u64be} {key}                    retention: key is deleted once expire has passed
+//	e/{expire u64be} {key}                    retention: key (and the keys listed in the value,
+//	                                          uvarint length-prefixed) go once expire has passed
 //	rf/{owner} 00 {peer}                      friend-list entry (JSON Friend); relations.go
 //	rg/{peer} 00 {owner}                      reverse friend index: owner has peer as a friend (empty)
 //	rb/{owner} 00 {peer}                      blacklist entry (JSON Blocked)
@@ -63,9 +64,11 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/bloom"
 )
 
 // ErrClosed is returned by operations on a closed store.
@@ -90,6 +93,8 @@ type Options struct {
 	// SweepEvery is how often expired data is deleted; 0 = never (tests
 	// call Sweep themselves).
 	SweepEvery time.Duration
+	// CacheSize is Pebble's block cache in bytes (default 128 MiB).
+	CacheSize int64
 }
 
 // Store is Duet's durable state. It is safe for concurrent use.
@@ -115,6 +120,9 @@ type Store struct {
 
 	cursorMu sync.Mutex // serialises SetCursor so the high-water mark never moves back
 
+	tokenless sync.Map      // users known to have no push token (push.go)
+	tokenVer  atomic.Uint64 // bumped by every token registration
+
 	Metrics Metrics
 }
 
@@ -129,10 +137,25 @@ func Open(dir string, o Options) (*Store, error) {
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
-	db, err := pebble.Open(dir, &pebble.Options{
+	if o.CacheSize <= 0 {
+		o.CacheSize = 128 << 20
+	}
+	cache := pebble.NewCache(o.CacheSize)
+	defer cache.Unref()
+	popts := &pebble.Options{
 		Logger:       pebbleLogger{o.Logger},
 		MemTableSize: 64 << 20,
-	})
+		Cache:        cache,
+		Levels:       make([]pebble.LevelOptions, 7),
+	}
+	// Most point reads on the send path look for keys that do not exist
+	// (a resend's record, a new conversation): bloom filters answer those
+	// without reading table blocks.
+	for i := range popts.Levels {
+		popts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+		popts.Levels[i].FilterType = pebble.TableFilter
+	}
+	db, err := pebble.Open(dir, popts)
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
