@@ -302,6 +302,7 @@ func (c *Client) supervise(t transport) {
 			c.conn = nil
 		}
 		c.mu.Unlock()
+		t.close() // release the library's side of the dead connection
 		c.inbox.push(item{kind: itConnDown})
 		for attempt := 0; ; attempt++ {
 			select {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -868,6 +869,38 @@ func TestTLS(t *testing.T) {
 			if err == nil {
 				t.Fatal("an untrusted certificate was accepted")
 			}
+		})
+	}
+}
+
+// TestLogoutReleases: Logout stops every goroutine the client started and
+// closes the local store (it can be opened again at once).
+func TestLogoutReleases(t *testing.T) {
+	s := startServer(t)
+	s.users("alice")
+	for _, pc := range protocols {
+		t.Run(pc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			d := s.login(t, "alice", "phone", dir, pc.p)
+			d.rec.waitRefreshes(1)
+			if _, err := d.SendText(ctxT(t), "alice", "note to self"); err != nil {
+				t.Fatal(err)
+			}
+			d.Logout()
+			base := runtime.NumGoroutine()
+			for i := 0; i < 5; i++ {
+				d := s.login(t, "alice", "phone", dir, pc.p)
+				d.rec.waitRefreshes(1)
+				if err := d.Logout(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			checkFor(t, 5*time.Second, func() error {
+				if n := runtime.NumGoroutine(); n > base+2 {
+					return fmt.Errorf("%d goroutines, %d before five logins", n, base)
+				}
+				return nil
+			})
 		})
 	}
 }

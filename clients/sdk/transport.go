@@ -145,7 +145,13 @@ func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
 			if ca.Properties != nil {
 				reason = ca.Properties.ReasonString
 			}
-			return nil, &RefusedError{Code: ca.ReasonCode, Reason: reason}
+			switch ca.ReasonCode {
+			case 0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C:
+				// Protocol, client id, credentials, authorisation, ban:
+				// the same CONNECT will be refused again.
+				return nil, &RefusedError{Code: ca.ReasonCode, Reason: reason}
+			}
+			return nil, fmt.Errorf("duet: server busy (0x%02x) %s", ca.ReasonCode, reason)
 		}
 		return nil, err
 	}
