@@ -267,6 +267,8 @@ func (c *Client) connect(ctx context.Context) (transport, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Requests may go out before the subscription's replay ends (the
+	// processor asks for the contact list and for syncs during it).
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -277,6 +279,10 @@ func (c *Client) connect(ctx context.Context) (transport, error) {
 	close(c.connCh)
 	c.connCh = make(chan struct{})
 	c.mu.Unlock()
+	if err := t.subscribe(ctx); err != nil {
+		t.close()
+		return nil, err
+	}
 	c.inbox.push(item{kind: itConnected, gen: gen})
 	return t, nil
 }

@@ -393,7 +393,7 @@ func (p *proc) startRefresh() {
 		}
 		ctx, cancel := context.WithTimeout(c.ctx, 2*c.opts.RequestTimeout)
 		defer cancel()
-		err := c.call(ctx, "recentcontact/get_list", map[string]any{}, &r, callOpts{})
+		err := c.call(ctx, "recentcontact/get_list", map[string]any{}, &r, callOpts{retry: true})
 		c.inbox.push(item{kind: itContacts, gen: gen, contacts: r.SessionItem, err: err})
 	}()
 }

@@ -24,9 +24,11 @@ const (
 	MQTT311                 // MQTT 3.1.1 (paho.mqtt.golang)
 )
 
-// transport is one MQTT connection, connected and subscribed to im/{me}/#.
+// transport is one MQTT connection.
 // The two implementations hide the paho libraries' differences.
 type transport interface {
+	// subscribe subscribes to im/{me}/# at QoS 1, which starts the replay.
+	subscribe(ctx context.Context) error
 	// publish sends a QoS 1 request and returns once the server answered it
 	// with a PUBACK (whatever its reason code: the reply on rsp tells the
 	// outcome) or the connection failed.
@@ -84,9 +86,11 @@ func (l *lossSignal) fire() {
 // ---- MQTT 5 ----
 
 type v5 struct {
-	c    *paho.Client
-	loss *lossSignal
-	rsp  string
+	c       *paho.Client
+	loss    *lossSignal
+	rsp     string
+	user    string
+	timeout time.Duration
 }
 
 func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
@@ -109,7 +113,7 @@ func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &v5{loss: newLoss(), rsp: "im/" + cfg.user + "/rsp"}
+	t := &v5{loss: newLoss(), rsp: "im/" + cfg.user + "/rsp", user: cfg.user, timeout: cfg.timeout}
 	t.c = paho.NewClient(paho.ClientConfig{
 		ClientID: cfg.clientID,
 		Conn:     conn,
@@ -159,15 +163,17 @@ func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
 		<-t.c.Done()
 		t.loss.fire()
 	}()
-	sa, err := t.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "im/" + cfg.user + "/#", QoS: 1}}})
-	if err == nil && (len(sa.Reasons) == 0 || sa.Reasons[0] >= 0x80) {
-		err = fmt.Errorf("duet: subscription to im/%s/# refused", cfg.user)
-	}
-	if err != nil {
-		t.close()
-		return nil, err
-	}
 	return t, nil
+}
+
+func (t *v5) subscribe(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	sa, err := t.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "im/" + t.user + "/#", QoS: 1}}})
+	if err == nil && (len(sa.Reasons) == 0 || sa.Reasons[0] >= 0x80) {
+		err = fmt.Errorf("duet: subscription to im/%s/# refused", t.user)
+	}
+	return err
 }
 
 func (t *v5) publish(ctx context.Context, topic string, payload []byte, correlation string) error {
@@ -208,12 +214,14 @@ func (t *v5) close() {
 // ---- MQTT 3.1.1 ----
 
 type v3 struct {
-	c    mqtt.Client
-	loss *lossSignal
+	c       mqtt.Client
+	loss    *lossSignal
+	user    string
+	timeout time.Duration
 }
 
 func dialV3(ctx context.Context, cfg dialConfig) (transport, error) {
-	t := &v3{loss: newLoss()}
+	t := &v3{loss: newLoss(), user: cfg.user, timeout: cfg.timeout}
 	scheme := "tcp://"
 	if cfg.tls != nil {
 		scheme = "ssl://"
@@ -245,11 +253,11 @@ func dialV3(ctx context.Context, cfg dialConfig) (transport, error) {
 		}
 		return nil, &RefusedError{Code: rc, Reason: err.Error()}
 	}
-	if err := wait(ctx, t.c.Subscribe("im/"+cfg.user+"/#", 1, nil), cfg.timeout); err != nil {
-		t.close()
-		return nil, err
-	}
 	return t, nil
+}
+
+func (t *v3) subscribe(ctx context.Context) error {
+	return wait(ctx, t.c.Subscribe("im/"+t.user+"/#", 1, nil), t.timeout)
 }
 
 func wait(ctx context.Context, tok mqtt.Token, timeout time.Duration) error {
