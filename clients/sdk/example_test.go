@@ -67,8 +67,12 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer bob.Logout()
-	<-inSync
-	fmt.Println("in sync")
+	select {
+	case <-inSync:
+		fmt.Println("in sync")
+	case <-ctx.Done():
+		log.Fatal("no OnRefresh: ", ctx.Err())
+	}
 
 	history, err := bob.GetMessage(ctx, "alice", 20, time.Time{})
 	if err != nil {
