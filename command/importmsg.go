@@ -137,15 +137,9 @@ func (s *Service) importMsg(ctx context.Context, c *Caller, body []byte) (any, e
 	realtime := r.mode == 1 || r.mode == 5
 	var ev []byte
 	if realtime {
-		data, err := marshal(msgEvent{
-			Event: "msg", From: m.From, To: m.To, MsgKey: m.MsgKey, MsgSeq: m.MsgSeq, MsgRandom: m.MsgRandom,
-			MsgTimeStamp: m.MsgTime, MsgBody: m.MsgBody, CloudCustomData: m.CloudCustomData,
-			SenderProfile: s.senderProfile(m.From),
-		})
-		if err != nil {
+		if ev, err = tail(s.newMsgEvent(m)); err != nil {
 			return nil, err
 		}
-		ev = data[1:] // tx.Append takes the object without its opening brace
 	}
 	var res ImportResult
 	err = s.store.Update(func(tx *store.Tx) error {
@@ -160,7 +154,8 @@ func (s *Service) importMsg(ctx context.Context, c *Caller, body []byte) (any, e
 			return err
 		}
 		if realtime {
-			if m.ReceiverSeq, err = tx.AppendUntil(r.to, ev, expire); err != nil {
+			// PutMessage schedules the copy's expiry with the message's.
+			if m.ReceiverSeq, err = tx.Append(r.to, ev); err != nil {
 				return err
 			}
 		}

@@ -257,7 +257,7 @@ func (s *Service) sendMsg(ctx context.Context, c *Caller, body []byte) (any, err
 		m.SenderOnly, m.ReceiverOnly = !deliver, !senderRoams
 		var err error
 		if deliver {
-			if m.ReceiverSeq, err = tx.AppendUntil(r.To, evTail, expire); err != nil {
+			if m.ReceiverSeq, err = tx.Append(r.To, evTail); err != nil {
 				return err
 			}
 			if err := tx.Touch(r.To, from, m, !noUnread && from != r.To, noLastMsg, s.cfg.MaxContacts, now.Unix()); err != nil {
@@ -268,7 +268,7 @@ func (s *Service) sendMsg(ctx context.Context, c *Caller, body []byte) (any, err
 		case from == r.To && deliver:
 			m.SenderSeq = m.ReceiverSeq
 		case toSender:
-			if m.SenderSeq, err = tx.AppendUntil(from, evTail, expire); err != nil {
+			if m.SenderSeq, err = tx.Append(from, evTail); err != nil {
 				return err
 			}
 		}

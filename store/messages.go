@@ -43,7 +43,15 @@ func (tx *Tx) PutMessage(m *Message) error {
 	tx.Put(ik, hk)
 	tx.Put(tk, hk)
 	if m.Expire > 0 {
-		tx.ExpireAt(time.Unix(m.Expire, 0), hk, ik, tk)
+		// The message's timeline copies go with it: one expiry entry for all.
+		keys := [][]byte{hk, ik, tk}
+		if m.ReceiverSeq > 0 {
+			keys = append(keys, timelineKey(m.To, m.ReceiverSeq))
+		}
+		if m.SenderSeq > 0 && (m.From != m.To || m.SenderSeq != m.ReceiverSeq) {
+			keys = append(keys, timelineKey(m.From, m.SenderSeq))
+		}
+		tx.ExpireAt(time.Unix(m.Expire, 0), keys...)
 	}
 	return nil
 }

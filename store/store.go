@@ -120,6 +120,8 @@ type Store struct {
 
 	cursorMu sync.Mutex // serialises SetCursor so the high-water mark never moves back
 
+	hot map[string]hotValue // writer-owned cache of hot keys (writer.go)
+
 	tokenless sync.Map      // users known to have no push token (push.go)
 	tokenVer  atomic.Uint64 // bumped by every token registration
 
@@ -167,6 +169,7 @@ func Open(dir string, o Options) (*Store, error) {
 		done:     make(chan struct{}),
 		accounts: make(map[string]bool),
 		lastSeq:  make(map[string]uint64),
+		hot:      make(map[string]hotValue),
 	}
 	s.wg.Add(1)
 	go s.writer()

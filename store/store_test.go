@@ -107,6 +107,29 @@ func TestFailedTransactionLeavesNoTrace(t *testing.T) {
 	if seq := mustAppend("a"); seq != 2 {
 		t.Fatalf("seq after failed txn = %d, want 2", seq)
 	}
+	// The same for a hot (cached) key: a conversation entry.
+	conv := func() *Conversation {
+		var c *Conversation
+		s.Update(func(tx *Tx) error { var err error; c, err = tx.Conversation("a", "b"); return err })
+		return c
+	}
+	if conv() != nil { // caches "absent"
+		t.Fatal("conversation exists")
+	}
+	s.Update(func(tx *Tx) error {
+		tx.PutConversation("a", &Conversation{Peer: "b", Unread: 7})
+		return boom
+	})
+	if c := conv(); c != nil {
+		t.Fatalf("failed transaction's conversation visible: %+v", c)
+	}
+	s.Update(func(tx *Tx) error { return tx.PutConversation("a", &Conversation{Peer: "b", Unread: 3}) })
+	if c := conv(); c == nil || c.Unread != 3 {
+		t.Fatalf("conversation %+v", c)
+	}
+	if c, _ := s.GetConversation("a", "b"); c == nil || c.Unread != 3 {
+		t.Fatalf("stored conversation %+v", c)
+	}
 }
 
 // Seqs continue after a reopen; the cursor's high-water mark never moves back.

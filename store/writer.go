@@ -27,10 +27,25 @@ type Tx struct {
 	s     *Store
 	group *pebble.Batch // indexed: reads see earlier transactions of the group
 	puts  []kv
-	seqs  map[string]uint64 // next Seq to hand out per user, this transaction
-	gseqs map[string]uint64 // last Seq handed out per user by earlier transactions of the group
+	seqs  map[string]uint64   // next Seq to hand out per user, this transaction
+	gseqs map[string]uint64   // last Seq handed out per user by earlier transactions of the group
+	ghot  map[string]hotValue // cacheable keys written by earlier transactions of the group
 	app   []Appended
 }
+
+// The writer keeps the current value of hot keys (conversation entries,
+// read and rewritten by every message) in memory. Every write of such a key
+// goes through a transaction, so the cache is exact: a commit moves the
+// group's writes into it, a failed commit leaves it as it was.
+type hotValue struct {
+	v      []byte
+	absent bool
+}
+
+// maxHot bounds the cache; past it the cache starts again empty.
+const maxHot = 1 << 18
+
+func hotKey(k []byte) bool { return len(k) > 2 && k[0] == 'r' && k[1] == '/' }
 
 type kv struct {
 	k, v []byte
@@ -55,7 +70,25 @@ func (tx *Tx) Get(k []byte) ([]byte, error) {
 			return tx.puts[i].v, nil
 		}
 	}
-	return get(tx.group, k)
+	if !hotKey(k) {
+		return get(tx.group, k)
+	}
+	if h, ok := tx.ghot[string(k)]; ok {
+		return h.v, nil
+	}
+	if h, ok := tx.s.hot[string(k)]; ok {
+		return h.v, nil
+	}
+	// Not written in this group (that would be in ghot): the database
+	// holds the committed value, which the cache may keep.
+	v, err := get(tx.group, k)
+	if err == nil {
+		if len(tx.s.hot) >= maxHot {
+			clear(tx.s.hot)
+		}
+		tx.s.hot[string(k)] = hotValue{v: v, absent: v == nil}
+	}
+	return v, err
 }
 
 // Put writes k = v when the transaction commits.
@@ -166,9 +199,10 @@ func (s *Store) commit(group []*txn) {
 	defer b.Close()
 	var appended []Appended
 	seqs := make(map[string]uint64) // users whose Seq this group advanced → new last
+	ghot := make(map[string]hotValue)
 	ok := 0
 	for _, t := range group {
-		tx := &Tx{s: s, group: b, seqs: make(map[string]uint64), gseqs: seqs}
+		tx := &Tx{s: s, group: b, seqs: make(map[string]uint64), gseqs: seqs, ghot: ghot}
 		if err := t.fn(tx); err != nil {
 			t.err = err
 			continue
@@ -184,6 +218,9 @@ func (s *Store) commit(group []*txn) {
 				// A batch that refuses a write is unusable: fail the group.
 				s.failGroup(group, fmt.Errorf("store: batch: %w", err))
 				return
+			}
+			if hotKey(p.k) {
+				ghot[string(p.k)] = hotValue{v: p.v, absent: p.del}
 			}
 		}
 		for u, next := range tx.seqs {
@@ -211,6 +248,12 @@ func (s *Store) commit(group []*txn) {
 			s.lastSeq[u] = last
 		}
 		s.seqMu.Unlock()
+		if len(s.hot)+len(ghot) > maxHot {
+			clear(s.hot)
+		}
+		for k, h := range ghot {
+			s.hot[k] = h
+		}
 	}
 	if len(appended) > 0 && s.opts.OnCommit != nil {
 		s.opts.OnCommit(appended)
