@@ -293,31 +293,28 @@ func (ds *Devices) Live(user string, payload []byte) {
 // closeAll stops every device and waits until no pump runs, so nothing
 // reads the store after the broker closed.
 func (ds *Devices) closeAll() {
-	ds.mu.RLock()
-	var all []*Device
-	for _, m := range ds.users {
-		for _, dev := range m {
-			all = append(all, dev)
-		}
-	}
-	ds.mu.RUnlock()
-	for _, dev := range all {
+	for _, dev := range ds.all() {
 		ds.detach(dev)
 	}
 	ds.pumps.Wait()
 }
 
-// flushAll writes every device's cursor; called on a timer.
-func (ds *Devices) flushAll() {
+// all lists the connected devices.
+func (ds *Devices) all() []*Device {
 	ds.mu.RLock()
+	defer ds.mu.RUnlock()
 	var all []*Device
 	for _, m := range ds.users {
 		for _, dev := range m {
 			all = append(all, dev)
 		}
 	}
-	ds.mu.RUnlock()
-	for _, dev := range all {
+	return all
+}
+
+// flushAll writes every device's cursor; called on a timer.
+func (ds *Devices) flushAll() {
+	for _, dev := range ds.all() {
 		dev.flush()
 	}
 }

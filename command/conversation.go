@@ -45,11 +45,8 @@ func (s *Service) getContactList(ctx context.Context, c *Caller, body []byte) (a
 	if err != nil {
 		return nil, err
 	}
-	owner, err := s.account(c, f, []string{"From_Account"}, 50002, 50003)
+	owner, err := s.account(c, f, []string{"From_Account"}, 50002, 50003, 50001)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.requireAccount(owner, 50001); err != nil {
 		return nil, err
 	}
 	convs, err := s.store.Conversations(owner)
@@ -92,11 +89,8 @@ func (s *Service) deleteContact(ctx context.Context, c *Caller, body []byte) (an
 	if err != nil {
 		return nil, err
 	}
-	owner, err := s.account(c, f, []string{"From_Account"}, 50002, 50003)
+	owner, err := s.account(c, f, []string{"From_Account"}, 50002, 50003, 50001)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.requireAccount(owner, 50001); err != nil {
 		return nil, err
 	}
 	if typ, present, ok := f.integer("Type", 1, 2); !present || !ok {
@@ -146,11 +140,8 @@ func (s *Service) setMsgRead(ctx context.Context, c *Caller, body []byte) (any, 
 	if err != nil {
 		return nil, err
 	}
-	reader, err := s.account(c, f, []string{"Report_Account"}, 90003, 90009)
+	reader, err := s.account(c, f, []string{"Report_Account"}, 90003, 90009, 90003)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.requireAccount(reader, 90003); err != nil {
 		return nil, err
 	}
 	peer, err := s.existing(f, []string{"Peer_Account", "To_Account"}, 90008)
@@ -232,11 +223,8 @@ func (s *Service) unreadNum(ctx context.Context, c *Caller, body []byte) (any, e
 	if err != nil {
 		return nil, err
 	}
-	user, err := s.account(c, f, []string{"To_Account"}, 90003, 90009)
+	user, err := s.account(c, f, []string{"To_Account"}, 90003, 90009, 90003)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.requireAccount(user, 90003); err != nil {
 		return nil, err
 	}
 	peers, present, ok := f.strings("Peer_Account")

@@ -46,8 +46,20 @@ type HistoryPage struct {
 
 // account resolves an account field of a request: an admin names it (and
 // must: code when missing), an ordinary user is it (and may only name
-// themself: needsAdmin otherwise).
-func (s *Service) account(c *Caller, f fields, names []string, code, needsAdmin int) (string, error) {
+// themself: needsAdmin otherwise). The account must exist (unknown when
+// not).
+func (s *Service) account(c *Caller, f fields, names []string, code, needsAdmin, unknown int) (string, error) {
+	user, err := s.accountField(c, f, names, code, needsAdmin)
+	if err != nil {
+		return "", err
+	}
+	if err := s.requireAccount(user, unknown); err != nil {
+		return "", err
+	}
+	return user, nil
+}
+
+func (s *Service) accountField(c *Caller, f fields, names []string, code, needsAdmin int) (string, error) {
 	for _, name := range names {
 		v, present, ok := f.str(name)
 		if !present {
@@ -116,7 +128,7 @@ func (s *Service) getMsg(ctx context.Context, c *Caller, body []byte) (any, erro
 	if err != nil {
 		return nil, err
 	}
-	me, err := s.account(c, f, []string{"From_Account", "Operator_Account"}, 90008, 90009)
+	me, err := s.account(c, f, []string{"From_Account", "Operator_Account"}, 90008, 90009, 90008)
 	if err != nil {
 		return nil, err
 	}
