@@ -904,3 +904,41 @@ func TestLogoutReleases(t *testing.T) {
 		})
 	}
 }
+
+// TestReplayDeduplicated: when the server replays what the device already
+// applied (its cursor was lost, as in a server crash before the cursor
+// reached disk), nothing is reported twice and the device stays in step.
+func TestReplayDeduplicated(t *testing.T) {
+	for _, pc := range protocols {
+		t.Run(pc.name, func(t *testing.T) {
+			s := startServer(t)
+			s.users("alice", "bob")
+			ctx := ctxT(t)
+			a := s.login(t, "alice", "phone", "", pc.p)
+			b := s.login(t, "bob", "phone", "", pc.p)
+			b.rec.waitRefreshes(1)
+			for _, txt := range seqTexts("d", 0, 5) {
+				if _, err := a.SendText(ctx, "bob", txt); err != nil {
+					t.Fatal(err)
+				}
+			}
+			b.rec.waitMsgs(5)
+			dir := b.dir
+			b.Logout()
+			if err := s.store.SetCursor("bob", "bob:phone", 0); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.SendText(ctx, "bob", "new"); err != nil {
+				t.Fatal(err)
+			}
+			b2 := s.login(t, "bob", "phone", dir, pc.p)
+			b2.rec.waitRefreshes(1)
+			if _, msgs, _ := b2.rec.snapshot(); !reflect.DeepEqual(texts(msgs), []string{"new"}) {
+				t.Fatalf("after a full replay: %v", texts(msgs))
+			}
+			if c, _ := b2.rec.contact("alice"); c.Unread != 6 {
+				t.Fatalf("unread %d, want 6", c.Unread)
+			}
+		})
+	}
+}
