@@ -23,6 +23,10 @@ import (
 // and events are still missing, they have left the server's retention: the
 // client moves on and forgets which history ranges it knew complete.
 
+// maxUnread caps a conversation's unread count, as the server's does
+// (reference §9).
+const maxUnread = 100
+
 type itemKind int
 
 const (
@@ -586,7 +590,7 @@ func (p *proc) message(m *Message, report bool) {
 	if m.From != c.me && !m.Recalled() && report {
 		// Events held back while the list was reloaded may already be
 		// counted in it: those up to the list's last message are.
-		if l, ok := p.listed[peer]; !ok || cmpKey(m.okey(), l) > 0 {
+		if l, ok := p.listed[peer]; (!ok || cmpKey(m.okey(), l) > 0) && ct.Unread < maxUnread {
 			ct.Unread++
 			changed = true
 		}

@@ -942,3 +942,64 @@ func TestReplayDeduplicated(t *testing.T) {
 		})
 	}
 }
+
+// TestLargeBacklog: a backlog several times the server's delivery window
+// arrives complete and in Seq order (acknowledgements follow the local
+// store's commits, and keep the window moving).
+func TestLargeBacklog(t *testing.T) {
+	const n, senders = 600, 6
+	for _, pc := range protocols {
+		t.Run(pc.name, func(t *testing.T) {
+			s := startServer(t)
+			s.users("alice", "bob")
+			caller := &command.Caller{UserID: "alice", Device: "alice:tool", Transport: command.MQTT}
+			var wg sync.WaitGroup
+			errs := make(chan error, senders)
+			for w := 0; w < senders; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := w; i < n; i += senders {
+						body := fmt.Sprintf(`{"To_Account":"bob","MsgRandom":%d,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"b%03d"}}]}`, i+1, i)
+						if r := s.svc.Exec(context.Background(), caller, "openim/sendmsg", []byte(body)); r.Err != nil {
+							errs <- r.Err
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			b := s.login(t, "bob", "phone", "", pc.p)
+			b.rec.waitRefreshes(1)
+			_, msgs, _ := b.rec.snapshot()
+			seen := map[string]bool{}
+			for i, m := range msgs {
+				if m.Seq != uint64(i+1) || seen[m.Text()] {
+					t.Fatalf("message %d: Seq %d %q (seen before: %v)", i, m.Seq, m.Text(), seen[m.Text()])
+				}
+				seen[m.Text()] = true
+			}
+			if len(msgs) != n {
+				t.Fatalf("%d of %d messages before OnRefresh", len(msgs), n)
+			}
+			// The server counts at most 100 unread per conversation; so does the SDK.
+			if c, _ := b.rec.contact("alice"); c.Unread != maxUnread {
+				t.Fatalf("unread %d, want %d", c.Unread, maxUnread)
+			}
+			if _, err := s.login(t, "alice", "phone", "", pc.p).SendText(ctxT(t), "bob", "one more"); err != nil {
+				t.Fatal(err)
+			}
+			b.rec.waitMsgs(n + 1)
+			checkFor(t, 5*time.Second, func() error {
+				if c, _ := b.rec.contact("alice"); c.Unread != maxUnread || c.LastMsg.Text() != "one more" {
+					return fmt.Errorf("after one more: unread %d, last %q", c.Unread, c.LastMsg.Text())
+				}
+				return nil
+			})
+		})
+	}
+}
