@@ -31,6 +31,11 @@
 // A message seen live is stored but proves nothing about what came before
 // it.
 //
+// Commands the SDK does not wrap (sns/*, profile/*, push/set_token) go
+// through Request. Options.TLS connects to the server's TLS listener;
+// Options.RefreshUserSig lets a long session reconnect after its first
+// UserSig expired.
+//
 // Errors the server returns are *Error values carrying Tencent's codes; a
 // refused login is a *RefusedError.
 package sdk

@@ -84,7 +84,11 @@ type Message struct {
 	MsgBody         []Elem          `json:"MsgBody"`
 	CloudCustomData string          `json:"CloudCustomData,omitempty"`
 	MsgFlagBits     int             `json:"MsgFlagBits,omitempty"`
-	System          int             `json:"System,omitempty"`
+	// IsPeerRead is 1 when the recipient had read the message when it was
+	// fetched from roaming (openim/getmsg); read receipts (OnRead) are the
+	// live source.
+	IsPeerRead int `json:"IsPeerRead,omitempty"`
+	System     int `json:"System,omitempty"`
 	SenderProfile   json.RawMessage `json:"SenderProfile,omitempty"`
 	// OnlineOnly marks a message that came on the live topic (MsgLifeTime
 	// 0): it is not stored anywhere.
