@@ -74,22 +74,22 @@ const FlagRecalled = 8
 type Message struct {
 	// Seq is the message's Seq in my timeline; 0 for messages that came from
 	// roaming (GetMessage) or were online-only.
-	Seq             uint64          `json:"Seq,omitempty"`
-	From            string          `json:"From_Account"`
-	To              string          `json:"To_Account"`
-	MsgKey          string          `json:"MsgKey"`
-	MsgSeq          uint32          `json:"MsgSeq"`
-	MsgRandom       uint32          `json:"MsgRandom"`
-	MsgTimeStamp    int64           `json:"MsgTimeStamp"`
-	MsgBody         []Elem          `json:"MsgBody"`
-	CloudCustomData string          `json:"CloudCustomData,omitempty"`
-	MsgFlagBits     int             `json:"MsgFlagBits,omitempty"`
+	Seq             uint64 `json:"Seq,omitempty"`
+	From            string `json:"From_Account"`
+	To              string `json:"To_Account"`
+	MsgKey          string `json:"MsgKey"`
+	MsgSeq          uint32 `json:"MsgSeq"`
+	MsgRandom       uint32 `json:"MsgRandom"`
+	MsgTimeStamp    int64  `json:"MsgTimeStamp"`
+	MsgBody         []Elem `json:"MsgBody"`
+	CloudCustomData string `json:"CloudCustomData,omitempty"`
+	MsgFlagBits     int    `json:"MsgFlagBits,omitempty"`
 	// IsPeerRead is 1 when the recipient had read the message when it was
 	// fetched from roaming (openim/getmsg); read receipts (OnRead) are the
 	// live source.
-	IsPeerRead int `json:"IsPeerRead,omitempty"`
-	System     int `json:"System,omitempty"`
-	SenderProfile   json.RawMessage `json:"SenderProfile,omitempty"`
+	IsPeerRead    int             `json:"IsPeerRead,omitempty"`
+	System        int             `json:"System,omitempty"`
+	SenderProfile json.RawMessage `json:"SenderProfile,omitempty"`
 	// OnlineOnly marks a message that came on the live topic (MsgLifeTime
 	// 0): it is not stored anywhere.
 	OnlineOnly bool `json:"OnlineOnly,omitempty"`
