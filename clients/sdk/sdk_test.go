@@ -576,6 +576,11 @@ func TestLoginRefused(t *testing.T) {
 			if !errors.As(err, &re) {
 				t.Fatalf("login with another user's sig: %v", err)
 			}
+			// Nothing listening: a plain error (worth retrying), not a refusal.
+			_, err = Login(ctx, Options{Addr: "127.0.0.1:1", UserID: "alice", UserSig: sig(t, "alice"), Dir: t.TempDir(), Protocol: pc.p, Logger: testLogger()})
+			if err == nil || errors.As(err, &re) {
+				t.Fatalf("login to a closed port: %v", err)
+			}
 		})
 	}
 }
