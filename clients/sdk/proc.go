@@ -342,7 +342,7 @@ func (p *proc) syncFailed(refused bool) {
 // held back across each gap, up to upTo, and forgets which history ranges
 // were known complete (messages of the gap may be anywhere).
 func (p *proc) skipGap(upTo uint64) {
-	p.c.log.Warn("timeline events lost to retention", "after", p.last, "to", upTo)
+	p.c.log.Warn("skipping timeline events the server no longer has", "after", p.last, "to", upTo)
 	for len(p.buffer) > 0 {
 		lowest := uint64(0)
 		for s := range p.buffer {
