@@ -200,7 +200,7 @@ func (s *server) need(t *testing.T, names ...string) {
 // received Seq n.
 func (s *server) waitHighWater(user string, n uint64) {
 	s.t.Helper()
-	checkFor(s.t, 10*time.Second, func() error {
+	checkFor(s.t, 20*time.Second, func() error {
 		hw, err := s.store.HighWater(user)
 		if err != nil || hw < n {
 			return fmt.Errorf("high water %d (%v), want %d", hw, err, n)
@@ -344,7 +344,7 @@ func (r *recorder) contact(peer string) (Contact, bool) {
 // waitRefreshes waits until OnRefresh ran n times in all.
 func (r *recorder) waitRefreshes(n int) {
 	r.t.Helper()
-	checkFor(r.t, 10*time.Second, func() error {
+	checkFor(r.t, 20*time.Second, func() error {
 		if _, _, got := r.snapshot(); got < n {
 			return fmt.Errorf("%d refreshes, want %d", got, n)
 		}
@@ -356,7 +356,7 @@ func (r *recorder) waitRefreshes(n int) {
 func (r *recorder) waitMsgs(n int) []*Message {
 	r.t.Helper()
 	var msgs []*Message
-	checkFor(r.t, 15*time.Second, func() error {
+	checkFor(r.t, 20*time.Second, func() error {
 		_, msgs, _ = r.snapshot()
 		if len(msgs) < n {
 			return fmt.Errorf("%d messages, want %d", len(msgs), n)

@@ -56,7 +56,7 @@ func TestGapPastRetention(t *testing.T) {
 			rec.waitRefreshes(1) // the list comes from the local store: no server here
 
 			in(msg(4, "d")) // 2 and 3 expired on the server
-			checkFor(t, 5*time.Second, func() error {
+			checkFor(t, 15*time.Second, func() error {
 				if c.syncs.Load() == 0 {
 					return fmt.Errorf("no openim/sync asked for")
 				}
@@ -66,7 +66,7 @@ func TestGapPastRetention(t *testing.T) {
 				t.Fatalf("an unanswered sync skipped the gap: %v", texts(msgs))
 			}
 			tc.answer(c, in, msg)
-			checkFor(t, 5*time.Second, func() error {
+			checkFor(t, 15*time.Second, func() error {
 				if _, msgs, _ := rec.snapshot(); !reflect.DeepEqual(texts(msgs), []string{"a", "d"}) {
 					return fmt.Errorf("messages %v", texts(msgs))
 				}

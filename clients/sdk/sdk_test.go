@@ -112,7 +112,7 @@ func TestBriefFlow(t *testing.T) {
 			if am := a.rec.waitMsgs(1); am[0].MsgKey != k {
 				t.Fatalf("alice got %+v", am[0])
 			}
-			checkFor(t, 5*time.Second, func() error {
+			checkFor(t, 15*time.Second, func() error {
 				c, _ := laptop.rec.contact("alice")
 				if c.LastMsg == nil || c.LastMsg.MsgKey != k {
 					return fmt.Errorf("laptop's contact not updated: %+v", c)
@@ -209,7 +209,7 @@ func TestReconnectAfterRestart(t *testing.T) {
 			if !reflect.DeepEqual(texts(hist), want) {
 				t.Fatalf("bob's history %v", texts(hist))
 			}
-			checkFor(t, 5*time.Second, func() error {
+			checkFor(t, 15*time.Second, func() error {
 				local, _ := b.LastSeq()
 				server, _ := s.store.LastSeq("bob")
 				if local != server {
@@ -365,7 +365,7 @@ func TestGetMessageFillsGap(t *testing.T) {
 
 	// Offline, the store answers with what it has and says so.
 	s.stop()
-	checkFor(t, 5*time.Second, func() error {
+	checkFor(t, 15*time.Second, func() error {
 		if _, err := laptop.waitConn(ctx, false); err == nil {
 			return errors.New("still connected")
 		}
@@ -401,7 +401,7 @@ func TestReadAcrossDevices(t *testing.T) {
 			}
 			for _, d := range []*device{phone, laptop} {
 				d.rec.waitMsgs(3)
-				checkFor(t, 5*time.Second, func() error {
+				checkFor(t, 15*time.Second, func() error {
 					if c, _ := d.rec.contact("alice"); c.Unread != 3 {
 						return fmt.Errorf("%s: unread %d", d.DeviceID(), c.Unread)
 					}
@@ -412,7 +412,7 @@ func TestReadAcrossDevices(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, d := range []*device{phone, laptop} {
-				checkFor(t, 5*time.Second, func() error {
+				checkFor(t, 15*time.Second, func() error {
 					if c, _ := d.rec.contact("alice"); c.Unread != 0 {
 						return fmt.Errorf("%s: unread %d after MarkRead", d.DeviceID(), c.Unread)
 					}
@@ -423,7 +423,7 @@ func TestReadAcrossDevices(t *testing.T) {
 					return nil
 				})
 			}
-			checkFor(t, 5*time.Second, func() error {
+			checkFor(t, 15*time.Second, func() error {
 				a.rec.mu.Lock()
 				defer a.rec.mu.Unlock()
 				if len(a.rec.reads) != 1 || a.rec.reads[0].Peer != "bob" || a.rec.reads[0].Time.IsZero() {
@@ -473,7 +473,7 @@ func TestWithdraw(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, d := range []*device{a, a2, b} {
-				checkFor(t, 5*time.Second, func() error {
+				checkFor(t, 15*time.Second, func() error {
 					d.rec.mu.Lock()
 					defer d.rec.mu.Unlock()
 					if len(d.rec.withdrawn) != 1 || d.rec.withdrawn[0].MsgKey != k {
@@ -526,7 +526,7 @@ func TestTypingAndOnlineOnly(t *testing.T) {
 	if err := a.Typing(ctx, "bob"); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 5*time.Second, func() error {
+	checkFor(t, 15*time.Second, func() error {
 		b.rec.mu.Lock()
 		defer b.rec.mu.Unlock()
 		if !reflect.DeepEqual(b.rec.typing, []string{"alice"}) {
@@ -616,13 +616,13 @@ func TestKicked(t *testing.T) {
 			if r.Err != nil {
 				t.Fatal(r.Err)
 			}
-			checkFor(t, 5*time.Second, func() error {
+			checkFor(t, 15*time.Second, func() error {
 				if _, err := d.SendText(context.Background(), pc.name, "x"); !errors.Is(err, ErrClosed) {
 					return fmt.Errorf("send after kick: %v", err)
 				}
 				return nil
 			})
-			checkFor(t, 5*time.Second, func() error {
+			checkFor(t, 15*time.Second, func() error {
 				d.rec.mu.Lock()
 				defer d.rec.mu.Unlock()
 				if len(d.rec.kicked) != 1 {
@@ -718,7 +718,7 @@ func TestModifyAndSystemEvents(t *testing.T) {
 	}
 	for _, d := range []*device{a, b} {
 		peer := map[*device]string{a: "bob", b: "alice"}[d]
-		checkFor(t, 5*time.Second, func() error {
+		checkFor(t, 15*time.Second, func() error {
 			h, err := d.GetMessage(ctx, peer, 1, time.Time{})
 			if err != nil || len(h) != 1 || h[0].Text() != "fixed" || h[0].MsgKey != k {
 				return fmt.Errorf("%s: history %v %v", d.UserID(), texts(h), err)
@@ -742,7 +742,7 @@ func TestModifyAndSystemEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 5*time.Second, func() error {
+	checkFor(t, 15*time.Second, func() error {
 		b.rec.mu.Lock()
 		defer b.rec.mu.Unlock()
 		for _, e := range b.rec.system {
@@ -835,7 +835,7 @@ func TestUserSigOnReconnect(t *testing.T) {
 				}
 				return
 			}
-			checkFor(t, 10*time.Second, func() error {
+			checkFor(t, 15*time.Second, func() error {
 				d.rec.mu.Lock()
 				defer d.rec.mu.Unlock()
 				if len(d.rec.kicked) != 1 {
@@ -900,7 +900,7 @@ func TestLogoutReleases(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			checkFor(t, 5*time.Second, func() error {
+			checkFor(t, 15*time.Second, func() error {
 				if n := runtime.NumGoroutine(); n > base+2 {
 					return fmt.Errorf("%d goroutines, %d before five logins", n, base)
 				}
@@ -930,14 +930,34 @@ func TestReplayDeduplicated(t *testing.T) {
 			b.rec.waitMsgs(5)
 			dir := b.dir
 			b.Logout()
+			// The broker writes the cursor as the device detaches: after that.
+			checkFor(t, 15*time.Second, func() error {
+				if n := s.broker.Devices.Online("bob"); n != 0 {
+					return fmt.Errorf("%d devices of bob still attached", n)
+				}
+				return nil
+			})
 			if err := s.store.SetCursor("bob", "bob:phone", 0); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := a.SendText(ctx, "bob", "new"); err != nil {
 				t.Fatal(err)
 			}
+			// Alice's own copy of "new" must be delivered before counting.
+			checkFor(t, 15*time.Second, func() error {
+				local, _ := a.LastSeq()
+				server, _ := s.store.LastSeq("alice")
+				if local != server {
+					return fmt.Errorf("alice at %d of %d", local, server)
+				}
+				return nil
+			})
+			delivered := s.broker.Devices.Metrics.Delivered.Load()
 			b2 := s.login(t, "bob", "phone", dir, pc.p)
 			b2.rec.waitRefreshes(1)
+			if n := s.broker.Devices.Metrics.Delivered.Load() - delivered; n != 6 {
+				t.Fatalf("%d events delivered on re-login, want the 5 old ones again and the new one", n)
+			}
 			if _, msgs, _ := b2.rec.snapshot(); !reflect.DeepEqual(texts(msgs), []string{"new"}) {
 				t.Fatalf("after a full replay: %v", texts(msgs))
 			}
@@ -999,7 +1019,7 @@ func TestLargeBacklog(t *testing.T) {
 				t.Fatal(err)
 			}
 			b.rec.waitMsgs(n + 1)
-			checkFor(t, 5*time.Second, func() error {
+			checkFor(t, 15*time.Second, func() error {
 				if c, _ := b.rec.contact("alice"); c.Unread != maxUnread || c.LastMsg.Text() != "one more" {
 					return fmt.Errorf("after one more: unread %d, last %q", c.Unread, c.LastMsg.Text())
 				}
