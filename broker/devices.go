@@ -506,14 +506,18 @@ func (dev *Device) deliver(topic string) bool {
 		}
 		for _, ev := range evs {
 			dev.mu.Lock()
-			if !dev.subscribed || dev.next != ev.Seq {
-				// Unsubscribed, or a re-subscribe restarted the replay.
+			if !dev.subscribed || dev.next != next {
+				// Unsubscribed, or a re-subscribe or openim/sync restarted
+				// the replay.
 				dev.mu.Unlock()
 				return true
 			}
+			// Events between next and ev.Seq have expired (retention):
+			// they cannot be delivered, so the device skips to ev.Seq.
 			pid := dev.nextPID()
 			dev.pending[pid] = ev.Seq
 			dev.next = ev.Seq + 1
+			next = dev.next
 			inFlight := len(dev.pending)
 			dev.mu.Unlock()
 			dev.d.Metrics.observePending(inFlight)

@@ -256,6 +256,16 @@ func TestRetentionExpiry(t *testing.T) {
 	if r := alice.send("bob", 10000); r.num("Seq") != 302 {
 		t.Fatalf("alice's Seq after expiry %d", r.num("Seq"))
 	}
+	// A device whose cursor is before the expired events skips them.
+	bob := s.connect("bob", connectOpts{})
+	for _, want := range []int64{301, 302} {
+		if e := bob.next(); e.num("Seq") != want {
+			t.Fatalf("replay across expired events: %v, want Seq %d", e, want)
+		}
+	}
+	if last := bob.syncComplete(); last != 302 {
+		t.Fatalf("LastSeq %d", last)
+	}
 }
 
 // Recall: only one's own message, only within the window, only once; both
