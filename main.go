@@ -142,6 +142,11 @@ func start(cfg Config, log *slog.Logger) (*server, error) {
 		return nil, err
 	}
 	s.store = st
+	// From here on, a failure stops whatever was started.
+	fail := func(err error) (*server, error) {
+		s.Close()
+		return nil, err
+	}
 	ccfg := command.DefaultConfig()
 	ccfg.SDKAppID = cfg.SDKAppID
 	ccfg.Admins = cfg.adminList()
@@ -152,8 +157,7 @@ func start(cfg Config, log *slog.Logger) (*server, error) {
 	ccfg.FriendCheck, ccfg.BlacklistError = cfg.FriendsOnly, cfg.BlacklistErr
 	s.svc = command.New(ccfg, st, log)
 	if pusher, err = push.New(push.Options{Config: cfg.Push, Store: st, Log: log, Badge: push.UnreadBadge(st)}); err != nil {
-		st.Close()
-		return nil, err
+		return fail(err)
 	}
 	pusher.Register(s.svc)
 	s.svc.OnWithdraw(func(m store.Message) { pusher.Withdrawn(m.To, m.MsgKey) })
@@ -168,39 +172,33 @@ func start(cfg Config, log *slog.Logger) (*server, error) {
 	if cfg.TLS != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
-			st.Close()
-			return nil, fmt.Errorf("tls: %w", err)
+			return fail(fmt.Errorf("tls: %w", err))
 		}
 		bcfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	if s.media, err = startMedia(cfg, key, s.svc, st, log); err != nil {
-		st.Close()
-		return nil, err
+		return fail(err)
 	}
 	s.broker, err = broker.New(bcfg, s.svc, st)
 	if err != nil {
-		st.Close()
-		return nil, err
+		return fail(err)
 	}
 	devices = s.broker.Devices
 	s.svc.SetKicker(pusher.Kicker(devices))
 	pusher.SetPresence(devices)
 	if err := pusher.Start(); err != nil {
-		st.Close()
-		return nil, err
+		return fail(err)
 	}
 	s.svc.SetPresence(devices)
 	s.svc.SetCallbacks(command.CallbackConfig{URL: cfg.CallbackURL, Token: cfg.CallbackToken, RefuseOnFailure: cfg.CallbackFailure == "refuse"})
 	s.rest = rest.New(rest.Config{Service: s.svc, Key: key, KickedAt: st.KickedAt, Rate: cfg.RESTRate, Log: log})
 	if err := s.broker.Serve(); err != nil {
-		st.Close()
-		return nil, err
+		return fail(err)
 	}
 	if cfg.HTTP != "" {
 		ln, err := net.Listen("tcp", cfg.HTTP)
 		if err != nil {
-			s.Close()
-			return nil, fmt.Errorf("http: %w", err)
+			return fail(fmt.Errorf("http: %w", err))
 		}
 		s.httpLn = ln
 		s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
@@ -222,7 +220,9 @@ func (s *server) Close() error {
 	if s.broker != nil {
 		err = s.broker.Close()
 	}
-	s.svc.CloseCallbacks()
+	if s.svc != nil {
+		s.svc.CloseCallbacks()
+	}
 	if s.push != nil {
 		s.push.Close() // before the store: its queue is there
 	}
