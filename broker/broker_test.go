@@ -557,3 +557,21 @@ func TestMosquittoClients(t *testing.T) {
 		t.Fatalf("mosquitto_sub printed %q", out.String())
 	}
 }
+
+// PROTOCOL §1: browsers connect over WebSocket at /mqtt, with the same login,
+// topics and delivery as TCP.
+func TestWebSocket(t *testing.T) {
+	s := startServer(t, serverOpts{websocket: true})
+	s.users("alice", "bob")
+	bob := s.connect("bob", connectOpts{ws: true, clientID: "bob:browser"})
+	bob.syncComplete()
+	alice := s.connect("alice", connectOpts{ws: true})
+	alice.syncComplete()
+	r := alice.send("bob", 1)
+	if e := bob.nextMsg(); e.str("MsgKey") != r.str("MsgKey") {
+		t.Fatalf("bob got %v", e)
+	}
+	if _, err := s.dial("bob", connectOpts{ws: true, password: "forged", noSub: true}); err == nil {
+		t.Fatal("forged login accepted over WebSocket")
+	}
+}

@@ -58,6 +58,7 @@ type testServer struct {
 	svc    *command.Service
 	broker *broker.Broker
 	addr   string
+	ws     string
 	opts   serverOpts
 	push   pushHook
 }
@@ -70,6 +71,7 @@ type serverOpts struct {
 	command      func(*command.Config)                         // adjusts command settings (send policy switches)
 	push         func(*store.Store, *command.Service) pushHook // wires an offline pusher (push_test.go)
 	media        func(*store.Store, *command.Service)          // wires the media service (media_test.go)
+	websocket    bool                                          // also listen for MQTT over WebSocket
 }
 
 func startServer(t testing.TB, o serverOpts) *testServer {
@@ -120,7 +122,7 @@ func (s *testServer) start() {
 		addr = "127.0.0.1:0"
 	}
 	b, err := broker.New(broker.Config{
-		MQTTAddr: addr, SDKAppID: testAppID, Key: testKey, AutoAccounts: s.opts.autoAccounts,
+		MQTTAddr: addr, WSAddr: s.wsAddr(), SDKAppID: testAppID, Key: testKey, AutoAccounts: s.opts.autoAccounts,
 		Window: s.opts.window, MaxRequest: s.opts.maxRequest, Clock: s.opts.clock, Log: log,
 	}, svc, st)
 	if err != nil {
@@ -137,6 +139,23 @@ func (s *testServer) start() {
 		t.Fatal(err)
 	}
 	s.store, s.svc, s.broker, s.addr, s.push = st, svc, b, b.Addr("tcp"), ph
+}
+
+// wsAddr is the WebSocket listener's address: empty when off, a free port
+// on the first start, the same port on a restart.
+func (s *testServer) wsAddr() string {
+	if !s.opts.websocket {
+		return ""
+	}
+	if s.ws == "" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		s.ws = ln.Addr().String()
+		ln.Close()
+	}
+	return s.ws
 }
 
 func (s *testServer) stop() {
@@ -203,6 +222,7 @@ type device struct {
 type connectOpts struct {
 	v5       bool
 	clientID string // default user:dev
+	ws       bool   // MQTT 3.1.1 over WebSocket (/mqtt) instead of TCP
 	password string // default a valid sig
 	noSub    bool
 	topics   []string // default im/{me}/#
@@ -299,7 +319,11 @@ func (s *testServer) dial(user string, o connectOpts) (*device, error) {
 			}
 		}
 	} else {
-		opts := pahov3.NewClientOptions().AddBroker("tcp://" + s.addr).SetClientID(o.clientID).
+		broker := "tcp://" + s.addr
+		if o.ws {
+			broker = "ws://" + s.ws + "/mqtt"
+		}
+		opts := pahov3.NewClientOptions().AddBroker(broker).SetClientID(o.clientID).
 			SetUsername(user).SetPassword(o.password).SetCleanSession(true).SetAutoReconnect(false).
 			SetConnectRetry(false).SetOrderMatters(true).SetProtocolVersion(4)
 		opts.SetDefaultPublishHandler(func(_ pahov3.Client, m pahov3.Message) { route(m.Topic(), m.Payload()) })

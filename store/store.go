@@ -54,6 +54,13 @@
 //	pq/{id u64be}                             durable push queue entry (push package's JSON); ps: last id
 //
 // History is ordered as Tencent orders C2C history: time, then MsgSeq.
+//
+// # Pebble version
+//
+// github.com/cockroachdb/pebble v1.1.5, the version the design card names:
+// v2's API differs (and its on-disk format moves on), and nothing here needs
+// what v2 adds. The surface other packages see is this package's, so a move
+// is one package's work.
 package store
 
 import (
