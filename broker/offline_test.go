@@ -472,3 +472,30 @@ func TestLiveEvents(t *testing.T) {
 		t.Fatalf("online-only message stored: LastSeq %d", last)
 	}
 }
+
+// SendMsgControl: NoUnread does not count the message unread, NoLastMsg
+// leaves the conversation's last message as it was.
+func TestSendMsgControl(t *testing.T) {
+	s := startServer(t, serverOpts{})
+	s.users("alice", "bob")
+	alice := s.connect("alice", connectOpts{topics: []string{"im/alice/rsp"}})
+	bob := s.connect("bob", connectOpts{topics: []string{"im/bob/rsp"}})
+	text := []any{map[string]any{"MsgType": "TIMTextElem", "MsgContent": map[string]any{"Text": "x"}}}
+	first := alice.send("bob", 1)
+	for i, ctl := range []string{"NoUnread", "NoLastMsg"} {
+		r, _ := alice.request("openim/sendmsg", map[string]any{"To_Account": "bob", "MsgRandom": 10 + i, "MsgBody": text, "SendMsgControl": []string{ctl}})
+		if r.str("ActionStatus") != "OK" {
+			t.Fatal(r)
+		}
+	}
+	list, _ := bob.request("recentcontact/get_list", map[string]any{})
+	item := event(list["SessionItem"].([]any)[0].(map[string]any))
+	// 1 (the plain message) + 1 (NoLastMsg still counts) — not the NoUnread one.
+	if item.num("UnreadMsgNum") != 2 {
+		t.Fatalf("unread %d, want 2", item.num("UnreadMsgNum"))
+	}
+	last, _ := item["LastMsg"].(map[string]any)
+	if last == nil || last["MsgRandom"] != float64(10) {
+		t.Fatalf("last message %v, want the NoUnread one (MsgRandom 10), not the NoLastMsg one; first was %s", last, first.str("MsgKey"))
+	}
+}
