@@ -77,19 +77,11 @@ func (s *Service) parseImport(c *Caller, body []byte) (*importRequest, error) {
 	if r.cloudCustomData, _, ok = f.str("CloudCustomData"); !ok {
 		return nil, Errorf(90001, "CloudCustomData is not a String")
 	}
-	if !f.has("MsgBody") {
-		return nil, Errorf(90007, "MsgBody is missing")
+	msgBody, err := s.checkedBody(c, f)
+	if err != nil {
+		return nil, err
 	}
-	els, e := parseMsgBody(f["MsgBody"])
-	if e != nil {
-		return nil, e
-	}
-	if s.media != nil {
-		if e := s.media.CheckElements(c, els); e != nil {
-			return nil, e
-		}
-	}
-	r.msgBody = compact(f["MsgBody"])
+	r.msgBody = compact(msgBody)
 	if n := len(r.msgBody) + len(r.cloudCustomData); n > s.cfg.MaxMsgBytes {
 		return nil, Errorf(93000, "message is %d bytes; the limit is %d", n, s.cfg.MaxMsgBytes)
 	}

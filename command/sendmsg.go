@@ -85,6 +85,18 @@ func (s *Service) parseSendMsg(c *Caller, body []byte) (*sendRequest, error) {
 		}
 		r.OfflinePushInfo = f["OfflinePushInfo"]
 	}
+	if r.MsgBody, err = s.checkedBody(c, f); err != nil {
+		return nil, err
+	}
+	if n := len(r.MsgBody) + len(r.CloudCustomData); n > s.cfg.MaxMsgBytes {
+		return nil, Errorf(93000, "message is %d bytes; the limit is %d", n, s.cfg.MaxMsgBytes)
+	}
+	return r, nil
+}
+
+// checkedBody validates a request's MsgBody (90007 missing or not an array,
+// 90002/90010 malformed) and, when media is on, its media elements.
+func (s *Service) checkedBody(c *Caller, f fields) (json.RawMessage, error) {
 	if !f.has("MsgBody") {
 		return nil, Errorf(90007, "MsgBody is missing")
 	}
@@ -97,11 +109,7 @@ func (s *Service) parseSendMsg(c *Caller, body []byte) (*sendRequest, error) {
 			return nil, e
 		}
 	}
-	r.MsgBody = f["MsgBody"]
-	if n := len(r.MsgBody) + len(r.CloudCustomData); n > s.cfg.MaxMsgBytes {
-		return nil, Errorf(93000, "message is %d bytes; the limit is %d", n, s.cfg.MaxMsgBytes)
-	}
-	return r, nil
+	return f["MsgBody"], nil
 }
 
 // SendResult is the reply to openim/sendmsg.
