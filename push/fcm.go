@@ -108,34 +108,7 @@ func (f *fcm) accessToken(ctx context.Context) (string, error) {
 			return "", 0, failf(permanent, "fcm: signing assertion: %v", err)
 		}
 		form := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:jwt-bearer"}, "assertion": {assertion}}
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.cfg.TokenURI, strings.NewReader(form.Encode()))
-		if err != nil {
-			return "", 0, failf(permanent, "fcm: token_uri: %v", err)
-		}
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		ans, err := do(f.client, req)
-		if err != nil {
-			return "", 0, classify(err)
-		}
-		if e := ans.transient("fcm oauth"); e != nil {
-			return "", 0, e
-		}
-		var tok struct {
-			AccessToken string `json:"access_token"`
-			ExpiresIn   int64  `json:"expires_in"`
-			Error       string `json:"error"`
-			Description string `json:"error_description"`
-		}
-		if e := ans.decode("fcm oauth", &tok); e != nil {
-			return "", 0, e
-		}
-		if ans.status != http.StatusOK || tok.AccessToken == "" {
-			return "", 0, failf(permanent, "fcm oauth: HTTP %d %s %s", ans.status, tok.Error, tok.Description)
-		}
-		if tok.ExpiresIn <= 0 {
-			tok.ExpiresIn = 3600
-		}
-		return tok.AccessToken, time.Duration(tok.ExpiresIn) * time.Second, nil
+		return oauthToken(ctx, f.client, "fcm oauth", f.cfg.TokenURI, form)
 	})
 }
 

@@ -53,34 +53,7 @@ func (h *huawei) name() string { return "huawei" }
 func (h *huawei) accessToken(ctx context.Context) (string, error) {
 	return h.access.get(h.now(), func() (string, time.Duration, error) {
 		form := url.Values{"grant_type": {"client_credentials"}, "client_id": {h.cfg.AppID}, "client_secret": {h.cfg.AppSecret}}
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.auth+"/oauth2/v3/token", strings.NewReader(form.Encode()))
-		if err != nil {
-			return "", 0, failf(permanent, "huawei oauth: %v", err)
-		}
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		ans, err := do(h.client, req)
-		if err != nil {
-			return "", 0, classify(err)
-		}
-		if e := ans.transient("huawei oauth"); e != nil {
-			return "", 0, e
-		}
-		var tok struct {
-			AccessToken string `json:"access_token"`
-			ExpiresIn   int64  `json:"expires_in"`
-			Error       any    `json:"error"`
-			Description string `json:"error_description"`
-		}
-		if e := ans.decode("huawei oauth", &tok); e != nil {
-			return "", 0, e
-		}
-		if ans.status != http.StatusOK || tok.AccessToken == "" {
-			return "", 0, failf(permanent, "huawei oauth: HTTP %d error %v %s", ans.status, tok.Error, tok.Description)
-		}
-		if tok.ExpiresIn <= 0 {
-			tok.ExpiresIn = 3600
-		}
-		return tok.AccessToken, time.Duration(tok.ExpiresIn) * time.Second, nil
+		return oauthToken(ctx, h.client, "huawei oauth", h.auth+"/oauth2/v3/token", form)
 	})
 }
 

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -165,4 +167,38 @@ func defaultClient() *http.Client {
 		IdleConnTimeout:     90 * time.Second,
 		TLSHandshakeTimeout: 10 * time.Second,
 	}}
+}
+
+// oauthToken makes an OAuth 2.0 token request (RFC 6749 §4.4, and the JWT
+// bearer grant of RFC 7523 for FCM): a form POST answered by access_token and
+// expires_in. what names the exchange in errors.
+func oauthToken(ctx context.Context, client *http.Client, what, tokenURL string, form url.Values) (string, time.Duration, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tokenURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return "", 0, failf(permanent, "%s: %v", what, err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	ans, err := do(client, req)
+	if err != nil {
+		return "", 0, classify(err)
+	}
+	if e := ans.transient(what); e != nil {
+		return "", 0, e
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+		ExpiresIn   int64  `json:"expires_in"`
+		Error       any    `json:"error"` // a string (RFC 6749), a number at Huawei
+		Description string `json:"error_description"`
+	}
+	if e := ans.decode(what, &tok); e != nil {
+		return "", 0, e
+	}
+	if ans.status != http.StatusOK || tok.AccessToken == "" {
+		return "", 0, failf(permanent, "%s: HTTP %d error %v %s", what, ans.status, tok.Error, tok.Description)
+	}
+	if tok.ExpiresIn <= 0 {
+		tok.ExpiresIn = 3600
+	}
+	return tok.AccessToken, time.Duration(tok.ExpiresIn) * time.Second, nil
 }
