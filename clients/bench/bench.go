@@ -37,6 +37,9 @@ type Config struct {
 	SDKAppID  uint64
 	Device    string
 	SigExpire time.Duration
+	// SendersReplyOnly: duet senders subscribe to im/{me}/rsp only, so their
+	// own sends do not come back to them on their timeline.
+	SendersReplyOnly bool
 
 	ConnParallel int           // connections dialled concurrently
 	Timeout      time.Duration // connect, subscribe and per-PUBACK timeout
@@ -310,7 +313,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		r.mode = &rawMode{prefix: cfg.Prefix, pad: cfg.Payload}
 	default:
 		r.mode = &duetMode{prefix: cfg.Prefix, pad: cfg.Payload, device: cfg.Device, secret: cfg.Secret,
-			sdkappid: cfg.SDKAppID, sigExpire: cfg.SigExpire, now: time.Now}
+			sdkappid: cfg.SDKAppID, sigExpire: cfg.SigExpire, now: time.Now, replyOnly: cfg.SendersReplyOnly}
 	}
 	r.pairs = make([]*pair, cfg.Pairs)
 	for i := range r.pairs {

@@ -122,6 +122,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, bool, error) {
 	fs.Uint64Var(&cfg.SDKAppID, "sdkappid", defaultSDKAppID, "duet: SDKAppID")
 	fs.StringVar(&cfg.Device, "device", "bench", "duet: device id in the client id {user}:{device}")
 	fs.DurationVar(&cfg.SigExpire, "sig-expire", 24*time.Hour, "duet: UserSig validity")
+	fs.BoolVar(&cfg.SendersReplyOnly, "senders-reply-only", false, "duet: senders subscribe to im/{me}/rsp only (a back-end bot), not to their timeline (a phone)")
 	fs.IntVar(&cfg.ConnParallel, "conn-parallel", 100, "connections dialled concurrently")
 	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "connect/subscribe/PUBACK timeout")
 	fs.DurationVar(&cfg.ReadyTimeout, "ready-timeout", 10*time.Second, "duet: max wait for receivers' sync_complete")

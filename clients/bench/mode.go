@@ -118,6 +118,9 @@ type duetMode struct {
 	sdkappid  uint64
 	sigExpire time.Duration
 	now       func() time.Time
+	// replyOnly: senders subscribe to their replies only, like a back-end
+	// bot, not to their timeline (where each send comes back to them).
+	replyOnly bool
 }
 
 type textElem struct {
@@ -153,6 +156,9 @@ func (m *duetMode) name() string            { return "duet" }
 func (m *duetMode) senderID(i int) string   { return fmt.Sprintf("%s-s-%d", m.prefix, i) }
 func (m *duetMode) receiverID(i int) string { return fmt.Sprintf("%s-r-%d", m.prefix, i) }
 func (m *duetMode) senderTopics(i int) []string {
+	if m.replyOnly {
+		return []string{"im/" + m.senderID(i) + "/rsp"}
+	}
 	return []string{"im/" + m.senderID(i) + "/#"}
 }
 func (m *duetMode) receiverTopics(i int) []string {
