@@ -110,9 +110,10 @@ type Store struct {
 	log  *slog.Logger
 	opts Options
 
-	queue chan *txn
-	done  chan struct{}
-	wg    sync.WaitGroup
+	queue   chan *txn
+	done    chan struct{}
+	stopped chan struct{} // closed when the writer has returned (writer.go)
+	wg      sync.WaitGroup
 
 	mu       sync.RWMutex // guards accounts and closed
 	accounts map[string]bool
@@ -174,6 +175,7 @@ func Open(dir string, o Options) (*Store, error) {
 		opts:     o,
 		queue:    make(chan *txn, 4096),
 		done:     make(chan struct{}),
+		stopped:  make(chan struct{}),
 		accounts: make(map[string]bool),
 		lastSeq:  make(map[string]uint64),
 		hot:      make(map[string]hotValue),

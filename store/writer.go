@@ -157,12 +157,25 @@ func (s *Store) Update(fn func(*Tx) error) error {
 	case <-s.done:
 		return ErrClosed
 	}
-	<-t.done
-	return t.err
+	// With done closed and room in the queue, the send above may still win
+	// the select after the writer drained the queue for the last time:
+	// nobody would ever run t, so stop waiting once the writer has gone.
+	select {
+	case <-t.done:
+		return t.err
+	case <-s.stopped:
+		select {
+		case <-t.done:
+			return t.err
+		default:
+			return ErrClosed
+		}
+	}
 }
 
 func (s *Store) writer() {
 	defer s.wg.Done()
+	defer close(s.stopped)
 	group := make([]*txn, 0, s.opts.MaxGroup)
 	for {
 		group = group[:0]
