@@ -331,10 +331,20 @@ func (s *Store) AccountExists(user string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	if v == nil {
+		// Not cached: any caller can name any ID (a send's To_Account),
+		// and remembering each would grow the map without bound.
+		return false, nil
+	}
 	s.mu.Lock()
-	s.accounts[user] = v != nil
-	s.mu.Unlock()
-	return v != nil, nil
+	defer s.mu.Unlock()
+	// An import or deletion that committed after our read has already
+	// recorded the newer answer; ours must not overwrite it.
+	if known, ok := s.accounts[user]; ok {
+		return known, nil
+	}
+	s.accounts[user] = true
+	return true, nil
 }
 
 // GetAccount returns the account record of user, or ErrNotFound.
