@@ -529,6 +529,14 @@ func (dev *Device) deliver(topic string) bool {
 		if len(evs) > 0 {
 			return true
 		}
+		// Every Seq from next to last is committed (last was read first)
+		// and none is left: they expired. Skip them, or the device would
+		// wait for them, and for its sync_complete, until a new event.
+		dev.mu.Lock()
+		if dev.subscribed && dev.next == next {
+			dev.next = last + 1
+		}
+		dev.mu.Unlock()
 	}
 	// Caught up: owe the device its sync_complete?
 	dev.mu.Lock()
