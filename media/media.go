@@ -98,7 +98,11 @@ type Service struct {
 	renderSem chan struct{}
 
 	stop chan struct{}
-	wg   sync.WaitGroup
+	// ctx ends at Close, so background work stuck on S3 does not hold up
+	// a shutdown.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // New makes the service, registers its commands on svc and becomes its
@@ -136,6 +140,7 @@ func New(cfg Config, st *store.Store, svc *command.Service) (*Service, error) {
 	}
 	m := &Service{cfg: cfg, st: st, s3: c, log: cfg.Log, busy: map[string]bool{}, stop: make(chan struct{}),
 		renderSem: make(chan struct{}, max(1, runtime.NumCPU()))}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
 	svc.Register("media/apply_upload", m.applyUpload)
 	svc.Register("media/commit_upload", m.commitUpload)
 	svc.Register("open_msg_svc/get_history", m.getHistory)
@@ -155,7 +160,7 @@ func (m *Service) loop(every time.Duration, f func(context.Context) error) {
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
-			ctx, cancel := context.WithTimeout(context.Background(), every+time.Minute)
+			ctx, cancel := context.WithTimeout(m.ctx, every+time.Minute)
 			if err := f(ctx); err != nil {
 				m.log.Warn("media background task failed; retrying later", "error", err)
 			}
@@ -176,6 +181,7 @@ func (m *Service) Close() error {
 	default:
 		close(m.stop)
 	}
+	m.cancel()
 	m.wg.Wait()
 	return nil
 }
