@@ -53,8 +53,14 @@ func (m *Service) serveDownload(w http.ResponseWriter, r *http.Request) {
 		// credentials out of URLs.
 		user, sig, _ = strings.Cut(strings.TrimPrefix(h, "UserSig "), ":")
 	}
-	if _, err := usersig.Verify(sig, m.cfg.SDKAppID, m.cfg.Key, user, time.Now()); err != nil {
+	s, err := usersig.Verify(sig, m.cfg.SDKAppID, m.cfg.Key, user, time.Now())
+	if err != nil {
 		fail(w, http.StatusUnauthorized, usersig.Code(err), "a valid identifier and usersig are required: "+err.Error())
+		return
+	}
+	// A kick revokes older UserSigs here as on REST and MQTT (code 70001).
+	if s.IssuedAt().Before(m.st.KickedAt(user)) {
+		fail(w, http.StatusUnauthorized, 70001, "usersig issued before "+user+" was last kicked; generate a new one")
 		return
 	}
 	u, err := m.st.GetUpload(id)
