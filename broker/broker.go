@@ -146,6 +146,11 @@ func (b *Broker) Addr(id string) string {
 // Close disconnects every client and stops the listeners. Cursors are
 // flushed as devices detach.
 func (b *Broker) Close() error {
+	select {
+	case <-b.stop:
+		return nil // closed already
+	default:
+	}
 	close(b.stop)
 	err := b.Server.Close()
 	b.Devices.closeAll() // flushes each cursor as it detaches

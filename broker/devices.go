@@ -178,6 +178,13 @@ type recentEvents struct {
 	n     int
 }
 
+// replace swaps in the rewritten data of a kept event.
+func (r *recentEvents) replace(seq uint64, data []byte) {
+	if r.n > 0 && seq >= r.first && seq < r.first+uint64(r.n) {
+		r.evs[seq%recentSize] = store.Event{Seq: seq, Data: data}
+	}
+}
+
 func (r *recentEvents) add(seq uint64, data []byte) {
 	if r.n > 0 && seq != r.first+uint64(r.n) {
 		r.n = 0 // not contiguous (cannot happen in commit order): start again
@@ -216,6 +223,12 @@ func (ds *Devices) Committed(evs []store.Appended) {
 		if len(ds.users[e.User]) == 0 {
 			continue
 		}
+		if e.Rewritten {
+			if r := ds.recent[e.User]; r != nil {
+				r.replace(e.Seq, e.Data)
+			}
+			continue
+		}
 		r := ds.recent[e.User]
 		if r == nil {
 			r = &recentEvents{}
@@ -226,7 +239,7 @@ func (ds *Devices) Committed(evs []store.Appended) {
 	ds.recentMu.Unlock()
 	var prev string
 	for _, e := range evs {
-		if e.User == prev {
+		if e.User == prev || e.Rewritten {
 			continue
 		}
 		prev = e.User
@@ -380,9 +393,14 @@ func (ds *Devices) Resync(user, device string, fromSeq uint64, done func(lastSeq
 		dev.mu.Unlock()
 		return fmt.Errorf("subscribe to im/%s/in before openim/sync", user)
 	}
+	// A sync still running is superseded: answer it with where it got to.
+	prev, at := dev.syncDone, dev.next-1
 	dev.next = fromSeq + 1
 	dev.syncTarget, dev.syncOwed, dev.syncDone = last, true, done
 	dev.mu.Unlock()
+	if prev != nil {
+		prev(at)
+	}
 	dev.poke()
 	return nil
 }

@@ -499,3 +499,35 @@ func TestSendMsgControl(t *testing.T) {
 		t.Fatalf("last message %v, want the NoUnread one (MsgRandom 10), not the NoLastMsg one; first was %s", last, first.str("MsgKey"))
 	}
 }
+
+// A second openim/sync while the first is replaying supersedes it, and both
+// requests are answered.
+func TestSyncSuperseded(t *testing.T) {
+	s := startServer(t, serverOpts{window: 4})
+	s.users("alice", "bob")
+	appendBacklog(t, s.store, "bob", 2000)
+	bob := s.connect("bob", connectOpts{v5: true, recvMax: 4})
+	bob.drainToSync()
+	replies := make(chan event, 2)
+	for _, id := range []string{"s1", "s2"} {
+		ch := make(chan event, 1)
+		bob.mu.Lock()
+		bob.replies[id] = ch
+		bob.mu.Unlock()
+		go func() { replies <- <-ch }()
+		bob.publish("im/bob/req/openim/sync", []byte(`{"ReqId":"`+id+`","FromSeq":0}`))
+	}
+	for i := 0; i < 2; i++ {
+		select {
+		case r := <-replies:
+			if r.str("ActionStatus") != "OK" {
+				t.Fatalf("sync reply %v", r)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("a superseded openim/sync was never answered")
+		}
+	}
+	if last := bob.drainToSync(); last != 2000 {
+		t.Fatalf("LastSeq %d", last)
+	}
+}

@@ -272,6 +272,9 @@ func (p *Pusher) Committed(evs []store.Appended) {
 	added := false
 	p.inMu.Lock()
 	for _, e := range evs {
+		if e.Rewritten {
+			continue // a recalled or edited copy, not a new message
+		}
 		// The stored event starts {"Seq":N,"Event":"msg" — a cheap filter
 		// before any decoding, which happens off the writer.
 		if bytes.Contains(e.Data[:min(len(e.Data), 64)], []byte(`"Event":"msg"`)) {

@@ -145,5 +145,7 @@ func (tx *Tx) RewriteEvent(user string, seq uint64, tail []byte) error {
 	}
 	data := append([]byte(fmt.Sprintf(`{"Seq":%d,`, seq)), tail...)
 	tx.Put(k, data)
+	// Whoever keeps copies of recent events (delivery) must replace theirs.
+	tx.app = append(tx.app, Appended{User: user, Seq: seq, Data: data, Rewritten: true})
 	return nil
 }

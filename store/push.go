@@ -175,8 +175,14 @@ func (s *Store) PushTokens(user string) ([]PushToken, error) {
 	if err := it.Error(); err != nil {
 		return nil, err
 	}
-	if len(out) == 0 && s.tokenVer.Load() == ver {
+	if len(out) == 0 {
+		// Record first, then check nobody registered a token meanwhile:
+		// SetPushToken bumps the version after its commit, then clears the
+		// entry, so one of the two always sees the other.
 		s.tokenless.Store(user, true)
+		if s.tokenVer.Load() != ver {
+			s.tokenless.Delete(user)
+		}
 	}
 	return out, nil
 }

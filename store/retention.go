@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"time"
 
@@ -44,39 +45,40 @@ func (s *Store) Sweep(now time.Time, limit int) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	b := s.db.NewBatch()
-	defer b.Close()
+	var targets [][]byte
 	n := 0
 	for ok := it.First(); ok && (limit == 0 || n < limit); ok = it.Next() {
 		k := it.Key()
-		targets := [][]byte{k[len(lower)+8:]}
+		targets = append(targets, bytes.Clone(k[len(lower)+8:]))
 		for v := it.Value(); len(v) > 0; {
 			l, w := binary.Uvarint(v)
 			if w <= 0 || uint64(len(v)-w) < l {
 				break // a damaged list: delete what it named so far
 			}
-			targets = append(targets, v[w:w+int(l)])
+			targets = append(targets, bytes.Clone(v[w:w+int(l)]))
 			v = v[w+int(l):]
+			n++
 		}
-		targets = append(targets, k)
-		for _, target := range targets {
-			if err := b.Delete(target, nil); err != nil {
-				it.Close()
-				return 0, err
-			}
-		}
-		n += len(targets) - 1
+		targets = append(targets, bytes.Clone(k))
+		n++
 	}
 	if err := it.Close(); err != nil {
 		return 0, err
 	}
-	if n == 0 {
-		return 0, nil
-	}
-	// Deletions need no fsync: a crash before the WAL reaches disk only
-	// means the sweep runs again.
-	if err := b.Commit(pebble.NoSync); err != nil {
-		return 0, err
+	// The deletions go through the writer, ordered with transactions: a
+	// recall that read an expiring event before the sweep cannot write it
+	// back after (it sees it gone, or the sweep deletes its rewrite).
+	for len(targets) > 0 {
+		chunk := targets[:min(len(targets), 10000)]
+		targets = targets[len(chunk):]
+		if err := s.Update(func(tx *Tx) error {
+			for _, k := range chunk {
+				tx.Delete(k)
+			}
+			return nil
+		}); err != nil {
+			return 0, err
+		}
 	}
 	return n, nil
 }

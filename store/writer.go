@@ -52,11 +52,13 @@ type kv struct {
 	del  bool
 }
 
-// Appended describes one timeline event a commit added.
+// Appended describes one timeline event a commit added, or rewrote in
+// place (a recalled or edited message's copy).
 type Appended struct {
-	User string
-	Seq  uint64
-	Data []byte
+	User      string
+	Seq       uint64
+	Data      []byte
+	Rewritten bool
 }
 
 // Get reads k as of this transaction (its own writes, then the group's, then
