@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -124,6 +125,7 @@ type Service struct {
 
 	profMu   sync.RWMutex
 	profiles map[string][]byte // UserID → encoded SenderProfile ("" when none)
+	profGen  atomic.Uint64     // bumped by ForgetProfile: a load that spans one is not kept
 
 	kicker   Kicker     // account.go
 	presence Presence   // account.go

@@ -319,15 +319,18 @@ func (s *Service) senderProfile(user string) json.RawMessage {
 	if ok {
 		return p
 	}
+	gen := s.profGen.Load()
 	p, err := s.loadSenderProfile(user) // profile.go
 	if err != nil {
 		return nil
 	}
 	s.profMu.Lock()
-	// A portrait_set that committed meanwhile has put the newer profile here.
+	// A portrait_set that committed meanwhile has put the newer profile
+	// here; a ForgetProfile meanwhile means what we read may be old: use it
+	// this once, keep it not.
 	if cur, ok := s.profiles[user]; ok {
 		p = cur
-	} else {
+	} else if s.profGen.Load() == gen {
 		s.profiles[user] = p
 	}
 	s.profMu.Unlock()
@@ -337,6 +340,7 @@ func (s *Service) senderProfile(user string) json.RawMessage {
 // ForgetProfile drops the cached SenderProfile of user after it changed.
 func (s *Service) ForgetProfile(user string) {
 	s.profMu.Lock()
+	s.profGen.Add(1)
 	delete(s.profiles, user)
 	s.profMu.Unlock()
 }
