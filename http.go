@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"net/http"
 	"net/http/pprof"
 
@@ -17,9 +18,11 @@ func (s *server) routes() http.Handler {
 		w.Write([]byte(`{"status":"ok"}`))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics(), promhttp.HandlerOpts{}))
-	// Profiles for operators; the HTTP listener is loopback by default.
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	// Profiles for operators, on this machine only: the listener is public
+	// wherever devices fetch media (the Docker image binds 0.0.0.0), and a
+	// heap profile shows the UserSig key and message text.
+	mux.Handle("GET /debug/pprof/", loopbackOnly(http.HandlerFunc(pprof.Index)))
+	mux.Handle("GET /debug/pprof/profile", loopbackOnly(http.HandlerFunc(pprof.Profile)))
 	mux.Handle("/v4/", s.rest)
 	mux.Handle("/media/", s.media.Handler())
 	return mux
@@ -48,4 +51,18 @@ func (s *server) metrics() *prometheus.Registry {
 	counter("live_dropped_total", "Ephemeral events dropped because a device's queue was full.", func() float64 { return float64(dm.LiveDropped.Load()) })
 	gauge("devices_connected", "Connected devices.", func() float64 { return float64(dm.Connected.Load()) })
 	return reg
+}
+
+// loopbackOnly answers 404 to clients that are not on this machine. (Behind
+// a reverse proxy on the same host every client looks local: keep
+// /debug/pprof/ out of what the proxy forwards.)
+func loopbackOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			http.NotFound(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
