@@ -205,7 +205,11 @@ func (c Config) secretKey(log *slog.Logger) (string, error) {
 	path := filepath.Join(c.Data, "secret.key")
 	raw, err := os.ReadFile(path)
 	if err == nil {
-		return strings.TrimSpace(string(raw)), nil
+		// An empty HMAC key would let anyone sign a UserSig for any account.
+		if key := strings.TrimSpace(string(raw)); key != "" {
+			return key, nil
+		}
+		return "", fmt.Errorf("%s is empty (an interrupted first start?): delete it to generate a new key, or set --secret", path)
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
 		return "", err
