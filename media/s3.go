@@ -112,6 +112,19 @@ func StartGateway(dir, bucket string, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Everything that may fail comes before the backend changes the
+	// working directory, so a failed start leaves the process as it was.
+	addr, err := freeLoopbackPort(keys.Addr)
+	if err != nil {
+		return nil, err
+	}
+	if addr != keys.Addr {
+		keys.Addr = addr
+		raw, _ := json.Marshal(keys)
+		if err := os.WriteFile(keyFile, raw, 0o600); err != nil {
+			return nil, err
+		}
+	}
 	var ms meta.MetadataStorer = meta.XattrMeta{}
 	opts := posix.PosixOpts{}
 	if err := (meta.XattrMeta{}).Test(root); err != nil {
@@ -130,18 +143,8 @@ func StartGateway(dir, bucket string, log *slog.Logger) (*Gateway, error) {
 	cwd, _ := os.Getwd()
 	be, err := posix.New(root, ms, opts)
 	if err != nil {
+		os.Chdir(cwd) // posix.New may fail after its chdir
 		return nil, fmt.Errorf("media: gateway backend: %w", err)
-	}
-	addr, err := freeLoopbackPort(keys.Addr)
-	if err != nil {
-		return nil, err
-	}
-	if addr != keys.Addr {
-		keys.Addr = addr
-		raw, _ := json.Marshal(keys)
-		if err := os.WriteFile(keyFile, raw, 0o600); err != nil {
-			return nil, err
-		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	g := &Gateway{
