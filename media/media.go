@@ -161,7 +161,7 @@ func (m *Service) loop(every time.Duration, f func(context.Context) error) {
 		defer t.Stop()
 		for {
 			ctx, cancel := context.WithTimeout(m.ctx, every+time.Minute)
-			if err := f(ctx); err != nil {
+			if err := f(ctx); err != nil && m.ctx.Err() == nil { // not when Close cut it short
 				m.log.Warn("media background task failed; retrying later", "error", err)
 			}
 			cancel()
