@@ -51,10 +51,11 @@ type Config struct {
 
 // Broker is the MQTT side of Duet.
 type Broker struct {
-	Server  *mqtt.Server
-	Devices *Devices
-	cfg     Config
-	stop    chan struct{}
+	Server   *mqtt.Server
+	Devices  *Devices
+	requests *hooks.Requests
+	cfg      Config
+	stop     chan struct{}
 }
 
 // New builds the broker and its listeners; Serve starts it.
@@ -101,7 +102,8 @@ func New(cfg Config, svc *command.Service, st *store.Store) (*Broker, error) {
 	if err := server.AddHook(&sessionHook{b: b}, nil); err != nil {
 		return nil, err
 	}
-	if err := server.AddHook(hooks.NewRequests(hooks.RequestsConfig{Service: svc, MaxRequest: cfg.MaxRequest, Log: cfg.Log}), nil); err != nil {
+	b.requests = hooks.NewRequests(hooks.RequestsConfig{Service: svc, MaxRequest: cfg.MaxRequest, Log: cfg.Log})
+	if err := server.AddHook(b.requests, nil); err != nil {
 		return nil, err
 	}
 
@@ -153,6 +155,10 @@ func (b *Broker) Close() error {
 	}
 	close(b.stop)
 	err := b.Server.Close()
+	// mochi's Close does not wait for its connections' goroutines: wait for
+	// the requests they are executing, so none touches the store after the
+	// caller closes it.
+	b.requests.Drain()
 	b.Devices.closeAll() // flushes each cursor as it detaches
 	return err
 }

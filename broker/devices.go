@@ -12,6 +12,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/duet-im/duet/hooks"
 	"github.com/duet-im/duet/store"
 )
 
@@ -593,7 +594,7 @@ func (dev *Device) write(topic string, qos byte, pid uint16, payload []byte) err
 		pk.Properties.PayloadFormat, pk.Properties.PayloadFormatFlag = 1, true
 		pk.Properties.ContentType = "application/json"
 	}
-	if err := dev.cl.WritePacket(pk); err != nil {
+	if err := hooks.Write(dev.cl, pk); err != nil {
 		dev.d.log.Debug("delivery: write failed", "client", dev.ID, "error", err)
 		return err
 	}

@@ -2,6 +2,8 @@ package broker
 
 import (
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/duet-im/duet/hooks"
 )
 
 // kickedEvent tells a device why it is about to be disconnected.
@@ -28,7 +30,7 @@ func (ds *Devices) Kick(user string) {
 		// WritePacket serialises with the pump's writes.
 		_ = dev.write("im/"+user+"/in", 0, 0, kickedEvent)
 		if dev.cl.Properties.ProtocolVersion == 5 {
-			_ = dev.cl.WritePacket(packets.Packet{
+			_ = hooks.Write(dev.cl, packets.Packet{
 				FixedHeader: packets.FixedHeader{Type: packets.Disconnect},
 				ReasonCode:  packets.ErrAdministrativeAction.Code,
 				Properties:  packets.Properties{ReasonString: "kicked by the app's admin"},

@@ -531,3 +531,21 @@ func TestSyncSuperseded(t *testing.T) {
 		t.Fatalf("LastSeq %d", last)
 	}
 }
+
+var errNotYet = fmt.Errorf("not yet")
+
+// appendBacklogText appends n msg events carrying text to user's timeline.
+func appendBacklogText(t testing.TB, s *testServer, user string, n int, text string) {
+	t.Helper()
+	err := s.store.Update(func(tx *store.Tx) error {
+		for i := 0; i < n; i++ {
+			if _, err := tx.Append(user, []byte(fmt.Sprintf(`"Event":"msg","From_Account":"alice","To_Account":%q,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":%q}}]}`, user, text))); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -32,6 +33,20 @@ type RequestsConfig struct {
 type Requests struct {
 	mqtt.HookBase
 	cfg RequestsConfig
+
+	// running is held for reading by every request being executed; Drain
+	// takes it for writing, so it returns once none runs, and marks the
+	// hook closed so no new one starts (the store may be closing next).
+	running sync.RWMutex
+	closed  bool
+}
+
+// Drain waits for the requests being executed and refuses new ones. The
+// broker calls it when it stops, before the store is closed.
+func (h *Requests) Drain() {
+	h.running.Lock()
+	h.closed = true
+	h.running.Unlock()
 }
 
 func NewRequests(cfg RequestsConfig) *Requests {
@@ -64,7 +79,11 @@ func (h *Requests) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 
 	var reqID string
 	var reply command.Reply
-	if len(pk.Payload) > h.cfg.MaxRequest {
+	h.running.RLock()
+	defer h.running.RUnlock()
+	if h.closed {
+		reply.Err = command.Errorf(20005, "server is shutting down, retry")
+	} else if len(pk.Payload) > h.cfg.MaxRequest {
 		reply.Err = command.Errorf(93000, "request is %d bytes; the limit is %d", len(pk.Payload), h.cfg.MaxRequest)
 	} else {
 		reqID = requestID(pk.Payload)
@@ -143,7 +162,7 @@ func (h *Requests) respond(cl *mqtt.Client, req packets.Packet, payload []byte) 
 	if !Subscribed(cl, out.TopicName) {
 		return // nobody listens; MQTT sends only what a filter asked for
 	}
-	if err := cl.WritePacket(out); err != nil {
+	if err := Write(cl, out); err != nil {
 		h.cfg.Log.Debug("reply not written", "client", cl.ID, "error", err)
 	}
 }
@@ -171,4 +190,18 @@ func Covers(f, topic string) bool {
 		}
 	}
 	return len(fp) == len(tp)
+}
+
+// WriteTimeout bounds one write to a device. A device that stops reading
+// fills its TCP window; without a deadline the writer (a delivery pump, a
+// request, the server's shutdown notice) would wait on it forever.
+var WriteTimeout = 30 * time.Second
+
+// Write sends pk straight to cl within WriteTimeout. The deadline stays on
+// the connection, so mochi's own writes to a stuck device give up too.
+func Write(cl *mqtt.Client, pk packets.Packet) error {
+	if cl.Net.Conn != nil {
+		_ = cl.Net.Conn.SetWriteDeadline(time.Now().Add(WriteTimeout))
+	}
+	return cl.WritePacket(pk)
 }
