@@ -255,21 +255,19 @@ func (s *Service) accountDelete(ctx context.Context, c *Caller, body []byte) (an
 		}
 		valid = append(valid, id)
 	}
-	existed, err := s.store.DeleteAccounts(valid)
+	// Reference §6.1: deleting an account also wipes its relationships and
+	// profile, in the same transaction.
+	var gone, changed []string
+	existed, err := s.store.DeleteAccounts(valid, func(tx *store.Tx, deleted []string) error {
+		gone = deleted
+		var err error
+		changed, err = wipeRelations(tx, deleted)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	var gone []string
-	for i, id := range valid {
-		if existed[i] {
-			gone = append(gone, id)
-		}
-	}
-	// Reference §6.1: deleting an account also wipes its relationships and
-	// profile.
-	if err := s.ForgetRelations(gone...); err != nil {
-		return nil, err
-	}
+	s.relationsForgotten(gone, changed)
 	j := 0
 	for i := range res.ResultItem {
 		if res.ResultItem[i].ResultCode != 0 {

@@ -1295,22 +1295,35 @@ func (s *Service) blackListCheck(ctx context.Context, c *Caller, body []byte) (a
 func (s *Service) ForgetRelations(users ...string) error {
 	var changed []string
 	err := s.store.Update(func(tx *store.Tx) error {
-		changed = nil
-		for _, u := range users {
-			c, err := tx.WipeRelations(u)
-			if err != nil {
-				return err
-			}
-			changed = append(changed, c...)
-		}
-		return nil
+		var err error
+		changed, err = wipeRelations(tx, users)
+		return err
 	})
 	if err != nil {
 		return storeErr(err)
 	}
+	s.relationsForgotten(users, changed)
+	return nil
+}
+
+// wipeRelations wipes users' relationships, profile and mute inside tx and
+// returns the other users whose relations changed.
+func wipeRelations(tx *store.Tx, users []string) ([]string, error) {
+	var changed []string
+	for _, u := range users {
+		c, err := tx.WipeRelations(u)
+		if err != nil {
+			return nil, err
+		}
+		changed = append(changed, c...)
+	}
+	return changed, nil
+}
+
+// relationsForgotten drops what the caches hold about a committed wipe.
+func (s *Service) relationsForgotten(users, changed []string) {
 	s.rel.drop(append(changed, users...)...)
 	for _, u := range users {
 		s.ForgetProfile(u)
 	}
-	return nil
 }

@@ -170,3 +170,28 @@ func TestGoldenRecallReadUnreadModify(t *testing.T) {
 		t.Fatalf("dramon's timeline: %v", kinds)
 	}
 }
+
+// account_delete wipes the account's relationships in the same request
+// (reference §6.1): its friends no longer list it.
+func TestAccountDeleteWipesRelations(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.users("alice", "bob")
+	expectCode(t, e.call("sns/friend_import", `{"From_Account":"alice","AddFriendItem":[{"To_Account":"bob","AddSource":"AddSource_Type_Test"}]}`), 0)
+	check := func() string {
+		r := e.call("sns/friend_check", `{"From_Account":"alice","To_Account":["bob"],"CheckType":"CheckResult_Type_Single"}`)
+		items, _ := r["InfoItem"].([]any)
+		if len(items) != 1 {
+			t.Fatalf("friend_check %v", r)
+		}
+		rel, _ := items[0].(map[string]any)["Relation"].(string)
+		return rel
+	}
+	if rel := check(); rel != "CheckResult_Type_AWithB" {
+		t.Fatalf("before delete: %s", rel)
+	}
+	expectCode(t, e.call("im_open_login_svc/account_delete", `{"DeleteItem":[{"UserID":"bob"}]}`), 0)
+	e.users("bob") // imported again: a new account with no past
+	if rel := check(); rel != "CheckResult_Type_NoRelation" {
+		t.Fatalf("after delete and re-import: %s", rel)
+	}
+}

@@ -68,12 +68,15 @@ func (s *Store) ImportAccounts(items []AccountUpdate) (created []bool, err error
 
 // DeleteAccounts removes the account records of users, durably, and records
 // a kick for each so UserSigs issued before the deletion stay refused should
-// the account be imported again. It reports which users existed. Timelines,
-// history and conversations are left to expire with their retention.
-func (s *Store) DeleteAccounts(users []string) (existed []bool, err error) {
+// the account be imported again. It reports which users existed. also, when
+// given, runs in the same transaction with the users deleted (so what else
+// goes with an account goes all or nothing). Timelines, history and
+// conversations are left to expire with their retention.
+func (s *Store) DeleteAccounts(users []string, also func(tx *Tx, deleted []string) error) (existed []bool, err error) {
 	existed = make([]bool, len(users))
 	now := s.Now()
 	err = s.Update(func(tx *Tx) error {
+		var deleted []string
 		for i, u := range users {
 			k := accountKey(u)
 			old, err := tx.Get(k)
@@ -84,8 +87,12 @@ func (s *Store) DeleteAccounts(users []string) (existed []bool, err error) {
 				continue
 			}
 			existed[i] = true
+			deleted = append(deleted, u)
 			tx.Delete(k)
 			tx.Put(kickKey(u), u64(uint64(now.UnixNano())))
+		}
+		if also != nil && len(deleted) > 0 {
+			return also(tx, deleted)
 		}
 		return nil
 	})

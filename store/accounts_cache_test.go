@@ -31,7 +31,7 @@ func TestAccountExistsCachesOnlyAccounts(t *testing.T) {
 	}{
 		{func() error { return nil }, false},
 		{func() error { _, err := s.ImportAccount(Account{UserID: "alice"}); return err }, true},
-		{func() error { _, err := s.DeleteAccounts([]string{"alice"}); return err }, false},
+		{func() error { _, err := s.DeleteAccounts([]string{"alice"}, nil); return err }, false},
 		{func() error { _, err := s.ImportAccounts([]AccountUpdate{{UserID: "alice"}}); return err }, true},
 	}
 	for i, st := range steps {
