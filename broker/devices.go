@@ -202,9 +202,9 @@ func (r *recentEvents) add(seq uint64, data []byte) {
 }
 
 // from returns up to max kept events starting at Seq next, or nil when next
-// is not kept.
+// is not kept (or the user has no ring).
 func (r *recentEvents) from(next uint64, max int) []store.Event {
-	if r.n == 0 || next < r.first || next >= r.first+uint64(r.n) {
+	if r == nil || r.n == 0 || next < r.first || next >= r.first+uint64(r.n) {
 		return nil
 	}
 	var out []store.Event
@@ -254,19 +254,12 @@ func (ds *Devices) Committed(evs []store.Appended) {
 // the store.
 func (ds *Devices) readTimeline(user string, after uint64, max int) ([]store.Event, error) {
 	ds.recentMu.Lock()
-	evs := ds.recent[user].fromNil(after+1, max)
+	evs := ds.recent[user].from(after+1, max)
 	ds.recentMu.Unlock()
 	if evs != nil {
 		return evs, nil
 	}
 	return ds.store.ReadTimeline(user, after, max)
-}
-
-func (r *recentEvents) fromNil(next uint64, max int) []store.Event {
-	if r == nil {
-		return nil
-	}
-	return r.from(next, max)
 }
 
 // Online reports how many devices of user are connected.
