@@ -25,7 +25,11 @@ type Config struct {
 	Window   int           // max unacknowledged QoS 1 publishes per sender
 	Rate     float64       // per-sender msgs/s cap; 0 = as fast as acks allow
 	Payload  int           // extra filler bytes per message
-	V5       bool          // MQTT 5 (paho.golang) instead of 3.1.1 (paho.mqtt.golang)
+	V5       bool          // MQTT 5 (paho.golang) instead of 3.1.1
+	// Client picks the MQTT 3.1.1 implementation: "wire" (built in, lean;
+	// wire.go) or "paho" (paho.mqtt.golang). MQTT 5 always uses paho.golang,
+	// so "" means wire without V5 and paho with it.
+	Client string
 	// V5ReceiveMax is the Receive Maximum an MQTT 5 client sends in CONNECT;
 	// 0 omits the property (as most clients do), and paho.golang then
 	// preallocates a 65535-message inbound buffer per connection.
@@ -94,6 +98,20 @@ func (c *Config) normalize() error {
 	if c.Payload < 0 || c.Payload > 1<<20 {
 		return errors.New("payload: want 0..1048576 extra bytes")
 	}
+	switch c.Client {
+	case "":
+		c.Client = "wire"
+		if c.V5 {
+			c.Client = "paho"
+		}
+	case "paho":
+	case "wire":
+		if c.V5 {
+			return errors.New("client wire speaks MQTT 3.1.1 only: use -client paho (or leave -client out) with -v5")
+		}
+	default:
+		return fmt.Errorf("client %q: want wire or paho", c.Client)
+	}
 	if c.V5ReceiveMax < 0 || c.V5ReceiveMax > 65535 {
 		return errors.New("v5-receive-max: want 0..65535")
 	}
@@ -160,6 +178,7 @@ func brokerHostPort(addr string, allowRemote bool) (string, error) {
 type Result struct {
 	Mode          string   `json:"mode"`
 	Protocol      string   `json:"protocol"`
+	Client        string   `json:"client"` // wire or paho
 	Addr          string   `json:"addr"`
 	Pairs         int      `json:"pairs"`
 	Window        int      `json:"window"`
@@ -326,7 +345,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	defer r.closeAll()
 
 	connStart := time.Now()
-	r.logf("connecting %d receivers to %s (%s, %s mode)...", cfg.Pairs, hostport, r.protocol(), cfg.Mode)
+	r.logf("connecting %d receivers to %s (%s via %s, %s mode)...", cfg.Pairs, hostport, r.protocol(), cfg.Client, cfg.Mode)
 	if err := r.forEach(ctx, r.dialReceiver); err != nil {
 		return nil, fmt.Errorf("receivers: %w%s", err, fdHint(err))
 	}
@@ -414,6 +433,7 @@ func (r *run) dialOpts(user string, topics []string, onMessage func(string, []by
 	return dialOptions{
 		hostport:   r.hostport,
 		v5:         r.cfg.V5,
+		wire:       r.cfg.Client == "wire",
 		clientID:   cid,
 		username:   username,
 		password:   password,
@@ -668,6 +688,7 @@ func (r *run) result() *Result {
 	return &Result{
 		Mode:          r.cfg.Mode,
 		Protocol:      r.protocol(),
+		Client:        r.cfg.Client,
 		Addr:          r.hostport,
 		Pairs:         r.cfg.Pairs,
 		Window:        r.cfg.Window,

@@ -111,14 +111,20 @@ func checkComplete(t *testing.T, res *Result, wantSent, wantDelivered int64) {
 func TestRawEndToEnd(t *testing.T) {
 	_, addr := startBroker(t, false)
 	for _, tc := range []struct {
-		name   string
-		v5     bool
-		window int
+		name    string
+		v5      bool
+		client  string
+		window  int
+		payload int
 	}{
-		{"mqtt3-window1", false, 1},
-		{"mqtt3-window8", false, 8},
-		{"mqtt5-window1", true, 1},
-		{"mqtt5-window8", true, 8},
+		{"mqtt3-wire-window1", false, "wire", 1, 16},
+		{"mqtt3-wire-window8", false, "wire", 8, 16},
+		{"mqtt3-wire-big", false, "wire", 4, 3 * wireReadBuf}, // bodies past the read buffer
+		{"mqtt3-paho-window1", false, "paho", 1, 16},
+		{"mqtt3-paho-window8", false, "paho", 8, 16},
+		{"mqtt3-paho-big", false, "paho", 4, 3 * wireReadBuf},
+		{"mqtt5-window1", true, "paho", 1, 16},
+		{"mqtt5-window8", true, "paho", 8, 16},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var log bytes.Buffer
@@ -129,14 +135,18 @@ func TestRawEndToEnd(t *testing.T) {
 				Messages: 50,
 				Duration: 30 * time.Second, // upper bound; 50 messages end the run
 				Window:   tc.window,
-				Payload:  16,
+				Payload:  tc.payload,
 				V5:       tc.v5,
+				Client:   tc.client,
 				Prefix:   "t-" + tc.name,
 				Drain:    10 * time.Second,
 				Log:      &log,
 			})
 			if err != nil {
 				t.Fatalf("Run: %v\n%s", err, log.String())
+			}
+			if res.Client != tc.client {
+				t.Errorf("result client %q, want %q", res.Client, tc.client)
 			}
 			checkComplete(t, res, 250, 250)
 			if res.Errors != 0 {
@@ -149,19 +159,26 @@ func TestRawEndToEnd(t *testing.T) {
 	}
 }
 
+// v3Clients are the MQTT 3.1.1 implementations every end-to-end test runs.
+var v3Clients = []string{"wire", "paho"}
+
 func TestRateCap(t *testing.T) {
 	_, addr := startBroker(t, false)
-	res, err := Run(t.Context(), Config{
-		Mode: "raw", Addr: addr, Pairs: 2, Duration: 500 * time.Millisecond, Rate: 20, Prefix: "rate",
-	})
-	if err != nil {
-		t.Fatal(err)
+	for _, cl := range v3Clients {
+		t.Run(cl, func(t *testing.T) {
+			res, err := Run(t.Context(), Config{
+				Mode: "raw", Addr: addr, Pairs: 2, Duration: 500 * time.Millisecond, Rate: 20, Client: cl, Prefix: "rate-" + cl,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// 20/s for 0.5 s is 10 per sender (+1 for the slot at t=0).
+			if res.Sent < 2*5 || res.Sent > 2*11 {
+				t.Errorf("sent %d with -rate 20 over 0.5 s on 2 senders", res.Sent)
+			}
+			checkComplete(t, res, res.Sent, res.Sent)
+		})
 	}
-	// 20/s for 0.5 s is 10 per sender (+1 for the slot at t=0).
-	if res.Sent < 2*5 || res.Sent > 2*11 {
-		t.Errorf("sent %d with -rate 20 over 0.5 s on 2 senders", res.Sent)
-	}
-	checkComplete(t, res, res.Sent, res.Sent)
 }
 
 func TestRefusesRemoteAddr(t *testing.T) {
@@ -174,27 +191,32 @@ func TestRefusesRemoteAddr(t *testing.T) {
 
 func TestInterrupt(t *testing.T) {
 	_, addr := startBroker(t, false)
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	// Cancel (as Ctrl-C would) at the first progress line, 1 s into sending.
-	log := writerFunc(func(p []byte) (int, error) {
-		if bytes.Contains(p, []byte(" delivered ")) {
-			cancel()
-		}
-		return len(p), nil
-	})
-	start := time.Now()
-	res, err := Run(ctx, Config{Mode: "raw", Addr: addr, Pairs: 3, Duration: time.Minute, Prefix: "intr", Log: log, Progress: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !res.Interrupted || time.Since(start) > 20*time.Second {
-		t.Errorf("interrupted=%v after %v", res.Interrupted, time.Since(start))
-	}
-	// Publishes in flight finish and the drain runs, so nothing is lost.
-	if res.Sent == 0 || res.Delivered != res.Sent || res.Lost != 0 || !res.Drained || res.Errors != 0 {
-		t.Errorf("after interrupt: sent=%d delivered=%d lost=%d drained=%v errors=%v",
-			res.Sent, res.Delivered, res.Lost, res.Drained, res.FirstErrors)
+	for _, cl := range v3Clients {
+		t.Run(cl, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			// Cancel (as Ctrl-C would) at the first progress line, 1 s into sending.
+			log := writerFunc(func(p []byte) (int, error) {
+				if bytes.Contains(p, []byte(" delivered ")) {
+					cancel()
+				}
+				return len(p), nil
+			})
+			start := time.Now()
+			res, err := Run(ctx, Config{Mode: "raw", Addr: addr, Pairs: 3, Duration: time.Minute, Client: cl,
+				Prefix: "intr-" + cl, Log: log, Progress: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.Interrupted || time.Since(start) > 20*time.Second {
+				t.Errorf("interrupted=%v after %v", res.Interrupted, time.Since(start))
+			}
+			// Publishes in flight finish and the drain runs, so nothing is lost.
+			if res.Sent == 0 || res.Delivered != res.Sent || res.Lost != 0 || !res.Drained || res.Errors != 0 {
+				t.Errorf("after interrupt: sent=%d delivered=%d lost=%d drained=%v errors=%v",
+					res.Sent, res.Delivered, res.Lost, res.Drained, res.FirstErrors)
+			}
+		})
 	}
 }
 
@@ -289,12 +311,17 @@ func TestDuetModeAgainstFake(t *testing.T) {
 	}
 	// Each run logs in its own users: mochi v2.7.9 can lose the routing of a
 	// client that reconnects with the id of one still being torn down.
-	for i, v5 := range []bool{false, true} {
-		t.Run(fmt.Sprintf("v5=%v", v5), func(t *testing.T) {
+	for i, tc := range []struct {
+		name   string
+		v5     bool
+		client string
+	}{{"mqtt3-wire", false, "wire"}, {"mqtt3-paho", false, "paho"}, {"mqtt5", true, "paho"}} {
+		t.Run(tc.name, func(t *testing.T) {
 			var log bytes.Buffer
 			res, err := Run(t.Context(), Config{
 				Mode: "duet", Addr: addr, Pairs: 5, Messages: 50, Duration: 30 * time.Second,
-				Window: 4, V5: v5, Prefix: fmt.Sprintf("d%d", i), Secret: secret, ReadyTimeout: 5 * time.Second, Log: &log,
+				Window: 4, V5: tc.v5, Client: tc.client, Prefix: fmt.Sprintf("d%d", i), Secret: secret,
+				ReadyTimeout: 5 * time.Second, Log: &log,
 			})
 			if err != nil {
 				t.Fatalf("Run: %v\n%s", err, log.String())
@@ -314,13 +341,19 @@ func TestDuetModeAgainstFake(t *testing.T) {
 			}
 		})
 	}
-	t.Run("bad-secret", func(t *testing.T) {
-		_, err := Run(t.Context(), Config{Mode: "duet", Addr: addr, Pairs: 1, Duration: time.Second,
-			Prefix: "dbad", Secret: "wrong", Timeout: 5 * time.Second})
-		if err == nil {
-			t.Fatal("login with a wrong secret succeeded")
-		}
-	})
+	for _, cl := range v3Clients {
+		t.Run("bad-secret-"+cl, func(t *testing.T) {
+			_, err := Run(t.Context(), Config{Mode: "duet", Addr: addr, Pairs: 1, Duration: time.Second,
+				Client: cl, Prefix: "dbad-" + cl, Secret: "wrong", Timeout: 5 * time.Second})
+			if err == nil {
+				t.Fatal("login with a wrong secret succeeded")
+			}
+			// mochi answers a failed MQTT 3.1.1 login with return code 5.
+			if cl == "wire" && !strings.Contains(err.Error(), "0x05 (not authorized)") {
+				t.Errorf("error %q does not name the CONNACK return code", err)
+			}
+		})
+	}
 }
 
 func TestHistogram(t *testing.T) {
@@ -402,9 +435,27 @@ func TestFlags(t *testing.T) {
 	if code := realMain([]string{"-mode", "duet"}, &bytes.Buffer{}, &stderr); code != 2 || !strings.Contains(stderr.String(), "secret") {
 		t.Errorf("missing secret: code %d, %q", code, stderr.String())
 	}
-	for _, args := range [][]string{{"-mode", "x"}, {"-mode", "raw", "-pairs", "0"}, {"-mode", "raw", "-window", "0", "-duration", "0s"}, {"-mode", "raw", "extra"}} {
+	for _, args := range [][]string{{"-mode", "x"}, {"-mode", "raw", "-pairs", "0"}, {"-mode", "raw", "-window", "0", "-duration", "0s"},
+		{"-mode", "raw", "extra"}, {"-mode", "raw", "-client", "mosquitto"}} {
 		if code := realMain(args, &bytes.Buffer{}, &bytes.Buffer{}); code != 2 {
 			t.Errorf("%v: code %d, want 2", args, code)
+		}
+	}
+	stderr.Reset()
+	if code := realMain([]string{"-mode", "raw", "-client", "wire", "-v5"}, &bytes.Buffer{}, &stderr); code != 2 ||
+		!strings.Contains(stderr.String(), "MQTT 3.1.1 only") {
+		t.Errorf("-client wire -v5: code %d, %q", code, stderr.String())
+	}
+	for _, c := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Mode: "raw", Pairs: 1, Duration: time.Second}, "wire"},
+		{Config{Mode: "raw", Pairs: 1, Duration: time.Second, V5: true}, "paho"},
+		{Config{Mode: "raw", Pairs: 1, Duration: time.Second, Client: "paho"}, "paho"},
+	} {
+		if err := c.cfg.normalize(); err != nil || c.cfg.Client != c.want {
+			t.Errorf("v5=%v: client %q (%v), want %q", c.cfg.V5, c.cfg.Client, err, c.want)
 		}
 	}
 }
@@ -420,7 +471,7 @@ func TestMainJSON(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
 		t.Fatalf("%v: %s", err, out.String())
 	}
-	if res.Sent != 20 || res.Delivered != 20 {
+	if res.Sent != 20 || res.Delivered != 20 || res.Client != "wire" {
 		t.Errorf("json result %+v", res)
 	}
 	out.Reset()

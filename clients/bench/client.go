@@ -26,6 +26,7 @@ type client interface {
 type dialOptions struct {
 	hostport   string // host:port of the broker
 	v5         bool
+	wire       bool // MQTT 3.1.1 through the built-in client (wire.go), not paho.mqtt.golang
 	clientID   string
 	username   string
 	password   string
@@ -35,15 +36,23 @@ type dialOptions struct {
 	receiveMax uint16 // MQTT 5 Receive Maximum (broker→client QoS 1 in flight); 0 = omit
 
 	// onMessage is called for every received PUBLISH, one at a time per
-	// client, before it is acknowledged. It must not block.
+	// client, before it is acknowledged. It must not block. payload may
+	// alias the client's read buffer (the wire client does this to avoid a
+	// copy per message): it is valid only until onMessage returns, so what
+	// is kept must be copied. run.onReceiver and run.onSender only parse it.
 	onMessage func(topic string, payload []byte)
 	// onLost is called if the connection drops before close.
 	onLost func(error)
 }
 
 func dial(ctx context.Context, o dialOptions) (client, error) {
-	if o.v5 {
+	switch {
+	case o.v5 && o.wire:
+		return nil, errors.New("the wire client speaks MQTT 3.1.1 only")
+	case o.v5:
 		return dialV5(ctx, o)
+	case o.wire:
+		return dialWire(ctx, o)
 	}
 	return dialV3(ctx, o)
 }
