@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -108,7 +107,18 @@ type Device struct {
 	pending    map[uint16]uint64    // packet id → Seq (0 for sync_complete)
 	lastPID    uint16
 	window     int
+	// own lists, ascending, the Seqs of this device's own sends not yet
+	// reached by the pump: it holds their reply, so they are skipped, not
+	// sent (PROTOCOL §4: my sends reach my other devices). skipped is the
+	// highest Seq skipped while packets were in flight; it joins the cursor
+	// once they are all acknowledged.
+	own     []uint64
+	skipped uint64
 }
+
+// maxOwn bounds Device.own for a device that sends without reading its
+// timeline; the oldest entries go, and those events are sent after all.
+const maxOwn = 1024
 
 func (ds *Devices) attach(cl *mqtt.Client, user string, ephemeral bool) *Device {
 	window := ds.window
@@ -238,6 +248,13 @@ func (ds *Devices) Committed(evs []store.Appended) {
 		r.add(e.Seq, e.Data)
 	}
 	ds.recentMu.Unlock()
+	for _, e := range evs {
+		if e.Origin != "" {
+			if dev := ds.users[e.User][e.Origin]; dev != nil {
+				dev.markOwn(e.Seq)
+			}
+		}
+	}
 	var prev string
 	for _, e := range evs {
 		if e.User == prev || e.Rewritten {
@@ -411,6 +428,36 @@ func (dev *Device) setLive(on bool) {
 	dev.mu.Unlock()
 }
 
+// markOwn notes that the event at seq was sent by this device.
+func (dev *Device) markOwn(seq uint64) {
+	dev.mu.Lock()
+	if len(dev.own) == maxOwn {
+		dev.own = append(dev.own[:0], dev.own[1:]...)
+	}
+	dev.own = append(dev.own, seq)
+	dev.mu.Unlock()
+}
+
+// skipOwn reports whether the event at seq, next in line, is one of the
+// device's own sends, and if so passes it as if delivered and acknowledged.
+// Called with dev.mu held.
+func (dev *Device) skipOwn(seq uint64) bool {
+	for len(dev.own) > 0 && dev.own[0] < seq {
+		dev.own = dev.own[1:] // passed by a replay that started later
+	}
+	if len(dev.own) == 0 || dev.own[0] != seq {
+		return false
+	}
+	dev.own = dev.own[1:]
+	dev.next = seq + 1
+	if len(dev.pending) == 0 {
+		dev.acked = max(dev.acked, seq)
+	} else {
+		dev.skipped = seq
+	}
+	return true
+}
+
 // acked records a PUBACK from the device. It reports whether the packet id
 // was one of ours.
 func (dev *Device) puback(pid uint16) bool {
@@ -423,6 +470,11 @@ func (dev *Device) puback(pid uint16) bool {
 	delete(dev.pending, pid)
 	if seq > dev.acked {
 		dev.acked = seq
+	}
+	if len(dev.pending) == 0 && dev.skipped > dev.acked {
+		// [MQTT-4.6.0-2] acks come in order: everything sent is in, so
+		// the own sends skipped meanwhile are passed too.
+		dev.acked = dev.skipped
 	}
 	due := dev.acked-dev.flushed >= flushEvery
 	dev.mu.Unlock()
@@ -516,13 +568,21 @@ func (dev *Device) deliver(topic string) bool {
 			dev.d.log.Error("delivery: read timeline", "user", dev.User, "error", err)
 			return false
 		}
+		// The events go out in one write: a replay costs a system call per
+		// window, not per event.
+		out := make([]packets.Packet, 0, len(evs))
 		for _, ev := range evs {
 			dev.mu.Lock()
 			if !dev.subscribed || dev.next != next {
 				// Unsubscribed, or a re-subscribe or openim/sync restarted
 				// the replay.
 				dev.mu.Unlock()
-				return true
+				break
+			}
+			if dev.skipOwn(ev.Seq) {
+				next = dev.next
+				dev.mu.Unlock()
+				continue
 			}
 			// Events between next and ev.Seq have expired (retention):
 			// they cannot be delivered, so the device skips to ev.Seq.
@@ -533,10 +593,23 @@ func (dev *Device) deliver(topic string) bool {
 			inFlight := len(dev.pending)
 			dev.mu.Unlock()
 			dev.d.Metrics.observePending(inFlight)
-			if err := dev.write(topic, 1, pid, ev.Data); err != nil {
+			out = append(out, dev.packet(topic, 1, pid, ev.Data))
+		}
+		if len(out) > 0 {
+			err := dev.writePackets(out...)
+			var tl *hooks.TooLarge
+			if errors.As(err, &tl) {
+				// [MQTT-3.1.2-25]: an event the device cannot take counts as
+				// delivered, or the device would wait for it for ever.
+				for _, i := range tl.Skipped {
+					dev.puback(out[i].PacketID)
+				}
+				err = nil
+			}
+			if err != nil {
 				return false
 			}
-			dev.d.Metrics.Delivered.Add(1)
+			dev.d.Metrics.Delivered.Add(int64(len(out)))
 		}
 		if len(evs) > 0 {
 			return true
@@ -576,20 +649,27 @@ func (dev *Device) deliver(topic string) bool {
 
 // write sends one PUBLISH straight to the client.
 func (dev *Device) write(topic string, qos byte, pid uint16, payload []byte) error {
+	return dev.writePackets(dev.packet(topic, qos, pid, payload))
+}
+
+func (dev *Device) writePackets(pks ...packets.Packet) error {
+	if err := hooks.Write(dev.cl, pks...); err != nil {
+		dev.d.log.Debug("delivery: write failed", "client", dev.ID, "error", err)
+		return err
+	}
+	return nil
+}
+
+func (dev *Device) packet(topic string, qos byte, pid uint16, payload []byte) packets.Packet {
 	pk := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos},
 		TopicName:   topic,
 		Payload:     payload,
 		PacketID:    pid,
-		Created:     time.Now().Unix(),
 	}
 	if dev.cl.Properties.ProtocolVersion == 5 {
 		pk.Properties.PayloadFormat, pk.Properties.PayloadFormatFlag = 1, true
 		pk.Properties.ContentType = "application/json"
 	}
-	if err := hooks.Write(dev.cl, pk); err != nil {
-		dev.d.log.Debug("delivery: write failed", "client", dev.ID, "error", err)
-		return err
-	}
-	return nil
+	return pk
 }

@@ -214,6 +214,8 @@ type device struct {
 	reqSeq atomic.Int64
 	// arrivals numbers every received publish in order
 	arrivals atomic.Int64
+	// ownSeq is the highest Seq of this device's own sends (from replies).
+	ownSeq atomic.Int64
 
 	mu      sync.Mutex
 	replies map[string]chan event
@@ -416,6 +418,9 @@ func (d *device) request(cmd string, body map[string]any) (event, pubResult) {
 	}
 	select {
 	case e := <-ch:
+		if seq := e.num("Seq"); cmd == "openim/sendmsg" && seq > d.ownSeq.Load() {
+			d.ownSeq.Store(seq) // the device holds it: it is not sent back
+		}
 		return e, pr
 	case <-time.After(5 * time.Second):
 		d.t.Fatalf("%s: no reply to %s", d.user, cmd)

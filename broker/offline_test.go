@@ -282,8 +282,6 @@ func TestRecall(t *testing.T) {
 	m2 := alice.send("bob", 2)
 	bob.nextMsg()
 	bob.nextMsg()
-	alice.nextMsg()
-	alice.nextMsg()
 
 	for _, tc := range []struct {
 		who  *device
@@ -362,7 +360,6 @@ func TestReadReceipts(t *testing.T) {
 	laptop.syncComplete()
 	for i := 1; i <= 3; i++ {
 		alice.send("bob", i)
-		alice.nextMsg()
 		phone.nextMsg()
 		laptop.nextMsg()
 	}

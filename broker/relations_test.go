@@ -56,7 +56,7 @@ func relSettle(t *testing.T, s *testServer, devs ...*device) {
 				}
 				break
 			}
-			if v, _ := relSeen.Load(d); v == nil || v.(int64) < int64(last) {
+			if v, _ := relSeen.Load(d); (v == nil || v.(int64) < int64(last)) && d.ownSeq.Load() < int64(last) {
 				return fmt.Errorf("%s has seen Seq %v of %d", d.user, v, last)
 			}
 			return nil

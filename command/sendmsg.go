@@ -252,6 +252,10 @@ func (s *Service) sendMsg(ctx context.Context, c *Caller, body []byte) (any, err
 	// A message kept from its recipient stays in the sender's timeline.
 	// SyncOtherMachine 2 also keeps it out of the sender's roaming.
 	toSender := !c.Admin || r.SyncOtherMachine == 1 || !deliver
+	origin := "" // the device that sent it, when it is the sender's own
+	if c.Transport == MQTT && from == c.UserID {
+		origin = c.Device
+	}
 	senderRoams := !c.Admin || r.SyncOtherMachine != 2 || !deliver
 	noUnread, noLastMsg := hasControl(r.SendMsgControl, "NoUnread"), hasControl(r.SendMsgControl, "NoLastMsg")
 	var res SendResult
@@ -276,7 +280,9 @@ func (s *Service) sendMsg(ctx context.Context, c *Caller, body []byte) (any, err
 		case from == r.To && deliver:
 			m.SenderSeq = m.ReceiverSeq
 		case toSender:
-			if m.SenderSeq, err = tx.Append(from, evTail); err != nil {
+			// The sending device has the reply (with this Seq): PROTOCOL §4
+			// sends the copy to the sender's other devices only.
+			if m.SenderSeq, err = tx.AppendFrom(from, origin, evTail); err != nil {
 				return err
 			}
 		}

@@ -92,17 +92,28 @@ func (h *Requests) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 		reply = h.cfg.Service.Exec(ctx, caller, name, pk.Payload)
 		cancel()
 	}
+	// The reply and the PUBACK go out together, in one write; mochi is told
+	// to drop the packet, so it neither acknowledges it again nor looks for
+	// subscribers of a request topic.
+	out := make([]packets.Packet, 0, 2)
 	if !reply.Deferred {
-		h.respond(cl, pk, reply.Encode("ReqId", reqID, "Command", name))
+		if rp, ok := h.replyPacket(cl, pk, reply.Encode("ReqId", reqID, "Command", name)); ok {
+			out = append(out, rp)
+		}
 	}
-
-	if reply.Err != nil && pk.FixedHeader.Qos > 0 && cl.Properties.ProtocolVersion == 5 && isSend(name) {
-		// PROTOCOL §3: a failed sendmsg's PUBACK carries a matching reason.
-		code := pubackReason(reply.Err.Code)
-		code.Reason = reply.Err.Info
-		return pk, code
+	if pk.FixedHeader.Qos > 0 {
+		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID} // [MQTT-4.3.2-4]
+		if reply.Err != nil && cl.Properties.ProtocolVersion == 5 && isSend(name) {
+			// PROTOCOL §3: a failed sendmsg's PUBACK carries a matching reason.
+			ack.ReasonCode = pubackReason(reply.Err.Code).Code
+			ack.Properties.ReasonString = reply.Err.Info
+		}
+		out = append(out, ack)
 	}
-	return pk, packets.CodeSuccessIgnore
+	if err := Write(cl, out...); err != nil {
+		h.cfg.Log.Debug("reply not written", "client", cl.ID, "error", err)
+	}
+	return pk, packets.ErrRejectPacket
 }
 
 func isSend(name string) bool { return name == "openim/sendmsg" || name == "openim/batchsendmsg" }
@@ -139,10 +150,20 @@ func requestID(payload []byte) string {
 	return string(r.ReqID) // a number: echo its text
 }
 
-// respond writes the reply straight to the requesting device only (another
-// device of the same user must not see it), at QoS 0: if the connection
-// drops, the device resends the request and the resend is idempotent.
+// respond writes a deferred reply (openim/sync) on its own.
 func (h *Requests) respond(cl *mqtt.Client, req packets.Packet, payload []byte) {
+	if rp, ok := h.replyPacket(cl, req, payload); ok {
+		if err := Write(cl, rp); err != nil {
+			h.cfg.Log.Debug("reply not written", "client", cl.ID, "error", err)
+		}
+	}
+}
+
+// replyPacket addresses a reply to the requesting device only (another
+// device of the same user must not see it), at QoS 0: if the connection
+// drops, the device resends the request and the resend is idempotent. It
+// reports false when the device listens on no topic the reply could take.
+func (h *Requests) replyPacket(cl *mqtt.Client, req packets.Packet, payload []byte) (packets.Packet, bool) {
 	user, _ := Device(cl)
 	out := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish},
@@ -159,12 +180,8 @@ func (h *Requests) respond(cl *mqtt.Client, req packets.Packet, payload []byte) 
 		out.Properties.PayloadFormat, out.Properties.PayloadFormatFlag = 1, true
 		out.Properties.ContentType = "application/json"
 	}
-	if !Subscribed(cl, out.TopicName) {
-		return // nobody listens; MQTT sends only what a filter asked for
-	}
-	if err := Write(cl, out); err != nil {
-		h.cfg.Log.Debug("reply not written", "client", cl.ID, "error", err)
-	}
+	// MQTT sends only what a filter asked for.
+	return out, Subscribed(cl, out.TopicName)
 }
 
 // Subscribed reports whether one of cl's subscriptions covers topic.
@@ -190,18 +207,4 @@ func Covers(f, topic string) bool {
 		}
 	}
 	return len(fp) == len(tp)
-}
-
-// WriteTimeout bounds one write to a device. A device that stops reading
-// fills its TCP window; without a deadline the writer (a delivery pump, a
-// request, the server's shutdown notice) would wait on it forever.
-var WriteTimeout = 30 * time.Second
-
-// Write sends pk straight to cl within WriteTimeout. The deadline stays on
-// the connection, so mochi's own writes to a stuck device give up too.
-func Write(cl *mqtt.Client, pk packets.Packet) error {
-	if cl.Net.Conn != nil {
-		_ = cl.Net.Conn.SetWriteDeadline(time.Now().Add(WriteTimeout))
-	}
-	return cl.WritePacket(pk)
 }

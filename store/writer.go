@@ -59,6 +59,10 @@ type Appended struct {
 	Seq       uint64
 	Data      []byte
 	Rewritten bool
+	// Origin is the client id of the user's device that caused the event
+	// (a message it sent), which need not be sent the event back. It is
+	// not stored.
+	Origin string
 }
 
 // Get reads k as of this transaction (its own writes, then the group's, then
@@ -126,6 +130,16 @@ func (tx *Tx) Append(user string, tail []byte) (uint64, error) {
 	tx.Put(timelineKey(user, next), data)
 	tx.app = append(tx.app, Appended{User: user, Seq: next, Data: data})
 	return next, nil
+}
+
+// AppendFrom is Append for an event caused by user's device origin (a
+// client id): see Appended.Origin.
+func (tx *Tx) AppendFrom(user, origin string, tail []byte) (uint64, error) {
+	seq, err := tx.Append(user, tail)
+	if err == nil {
+		tx.app[len(tx.app)-1].Origin = origin
+	}
+	return seq, err
 }
 
 // AppendUntil is Append for an event that leaves the timeline at expire.

@@ -66,11 +66,14 @@ func (c *Client) Send(ctx context.Context, o Outgoing) (*Message, error) {
 		MsgBody: o.Body, CloudCustomData: o.CloudCustomData, OnlineOnly: o.OnlineOnly,
 	}
 	if !o.OnlineOnly {
-		// Stored locally now, so GetMessage shows it before the timeline
-		// echo arrives (which is then a duplicate by MsgKey).
+		// The server does not send this device its own message back
+		// (PROTOCOL §4: my sends reach my other devices); the reply's Seq
+		// takes its place in the timeline here. A copy that comes anyway
+		// (a replay after a reconnect) is a duplicate by Seq.
 		stored := *m
 		if err := c.inProc(ctx, func(p *proc) {
 			p.message(&stored, false)
+			p.ownSeq(&stored)
 			if uint64(seq) > getU64(p.tx, kMsgSeq) {
 				_ = putU64(p.tx, kMsgSeq, uint64(seq))
 			}

@@ -262,6 +262,38 @@ func (p *proc) timeline(payload []byte, current bool) {
 	p.drain()
 }
 
+// ownSeq accounts for the Seq of a message this device sent (m, already
+// stored): it is applied when the events before it are, without a sync
+// being asked for meanwhile (they are on their way on the timeline).
+func (p *proc) ownSeq(m *Message) {
+	if m.Seq == 0 {
+		return
+	}
+	payload, err := json.Marshal(struct {
+		Event string `json:"Event"`
+		*Message
+	}{"msg", m})
+	if err != nil {
+		return
+	}
+	if p.fresh {
+		if !p.completeSeen {
+			// Sent during a first replay: the replay sets the baseline.
+			p.buffer[m.Seq] = payload
+			return
+		}
+		p.fresh = false // the timeline was empty (sync_complete at 0)
+	}
+	switch {
+	case m.Seq <= p.last:
+	case m.Seq == p.last+1:
+		p.last = m.Seq
+		p.drain()
+	default:
+		p.buffer[m.Seq] = payload
+	}
+}
+
 // drain applies held-back events that are now next in line.
 func (p *proc) drain() {
 	for s := range p.buffer {

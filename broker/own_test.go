@@ -1,0 +1,69 @@
+package broker
+
+import "testing"
+
+// A device's own sends are passed, not sent; the cursor moves over them only
+// once every event sent before them is acknowledged, so a connection lost
+// meanwhile never leaves an unacknowledged event behind the cursor.
+func TestSkipOwnCursor(t *testing.T) {
+	newDev := func() *Device {
+		return &Device{d: &Devices{}, ephemeral: true, wake: make(chan struct{}, 1), pending: map[uint16]uint64{}, window: 8}
+	}
+	cases := []struct {
+		name      string
+		pending   map[uint16]uint64 // in flight when the own event is reached
+		acked     uint64
+		own       []uint64
+		seq       uint64 // the event the pump reaches
+		skip      bool
+		ackedThen uint64 // cursor right after
+		ackPID    uint16 // then this PUBACK arrives (0: none)
+		ackedLast uint64
+	}{
+		{name: "nothing in flight", acked: 4, own: []uint64{5}, seq: 5, skip: true, ackedThen: 5, ackedLast: 5},
+		{name: "waits for the event before", pending: map[uint16]uint64{1: 5}, acked: 4, own: []uint64{6}, seq: 6, skip: true, ackedThen: 4, ackPID: 1, ackedLast: 6},
+		{name: "not own", acked: 4, own: []uint64{7}, seq: 5, skip: false, ackedThen: 4, ackedLast: 4},
+		{name: "passed entries are dropped", acked: 4, own: []uint64{2, 3, 5}, seq: 5, skip: true, ackedThen: 5, ackedLast: 5},
+		{name: "sync_complete in flight", pending: map[uint16]uint64{9: 0}, acked: 4, own: []uint64{5}, seq: 5, skip: true, ackedThen: 4, ackPID: 9, ackedLast: 5},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dev := newDev()
+			for pid, seq := range tc.pending {
+				dev.pending[pid] = seq
+			}
+			dev.acked, dev.next = tc.acked, tc.seq
+			for _, s := range tc.own {
+				dev.markOwn(s)
+			}
+			dev.mu.Lock()
+			skip := dev.skipOwn(tc.seq)
+			acked, next := dev.acked, dev.next
+			dev.mu.Unlock()
+			if skip != tc.skip || acked != tc.ackedThen {
+				t.Fatalf("skipOwn(%d) = %v with cursor %d, want %v with %d", tc.seq, skip, acked, tc.skip, tc.ackedThen)
+			}
+			if skip && next != tc.seq+1 {
+				t.Fatalf("next %d after skipping %d", next, tc.seq)
+			}
+			if tc.ackPID != 0 && !dev.puback(tc.ackPID) {
+				t.Fatalf("PUBACK %d not recognised", tc.ackPID)
+			}
+			if dev.acked != tc.ackedLast {
+				t.Fatalf("cursor %d at the end, want %d", dev.acked, tc.ackedLast)
+			}
+		})
+	}
+}
+
+// A device that sends without reading its timeline keeps at most maxOwn
+// entries; the oldest go (and those events are sent after all).
+func TestOwnBounded(t *testing.T) {
+	dev := &Device{}
+	for s := uint64(1); s <= maxOwn+10; s++ {
+		dev.markOwn(s)
+	}
+	if len(dev.own) != maxOwn || dev.own[0] != 11 {
+		t.Fatalf("own holds %d entries from %d", len(dev.own), dev.own[0])
+	}
+}
