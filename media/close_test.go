@@ -1,6 +1,7 @@
 package media_test
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -45,7 +46,7 @@ func TestCloseCancelsHungBackgroundWork(t *testing.T) {
 	at := time.Now().Add(-3 * time.Hour).Unix()
 	if err := st.Update(func(tx *store.Tx) error {
 		return tx.PutMessage(&store.Message{From: "alice", To: "bob", MsgSeq: 1, MsgRandom: 1, MsgTime: at,
-			MsgKey: "1_1_1", MsgBody: []byte(`[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}]`)})
+			MsgKey: fmt.Sprintf("1_1_%d", at), MsgBody: []byte(`[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}]`)})
 	}); err != nil {
 		t.Fatal(err)
 	}

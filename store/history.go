@@ -35,12 +35,15 @@ func (s *Store) History(q HistoryQuery) (page []*Message, complete bool, err err
 	lower := append(bytes.Clone(prefix), u64(uint64(q.MinTime))...)
 	upper := append(bytes.Clone(prefix), u64(uint64(q.MaxTime)+1)...)
 	if q.Before != "" {
-		hk, err := get(s.db, msgKeyIndex(q.A, q.B, q.Before))
-		if err != nil {
-			return nil, false, err
-		}
+		hk := historyKeyOf(q.A, q.B, q.Before)
 		if hk == nil {
 			return nil, false, ErrNotFound
+		}
+		if v, err := get(s.db, hk); err != nil || v == nil {
+			if err == nil {
+				err = ErrNotFound
+			}
+			return nil, false, err
 		}
 		if bytes.Compare(hk, upper) < 0 {
 			upper = hk
@@ -103,12 +106,9 @@ const FlagRecalled = 8
 
 // Message looks a message up by MsgKey as of this transaction.
 func (tx *Tx) Message(a, b, msgKey string) (*Message, error) {
-	hk, err := tx.Get(msgKeyIndex(a, b, msgKey))
-	if err != nil || hk == nil {
-		if err == nil {
-			err = ErrNotFound
-		}
-		return nil, err
+	hk := historyKeyOf(a, b, msgKey)
+	if hk == nil {
+		return nil, ErrNotFound
 	}
 	v, err := tx.Get(hk)
 	if err != nil || v == nil {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -30,21 +31,23 @@ type Message struct {
 	ReceiverSeq uint64 `json:"ReceiverSeq,omitempty"`
 }
 
-// PutMessage stores m in its conversation's history and MsgKey index.
+// PutMessage stores m in its conversation's history and the time index.
+// m.MsgKey must be the one its MsgSeq, MsgRandom and MsgTime make.
 func (tx *Tx) PutMessage(m *Message) error {
 	b, err := json.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("store: message: %w", err)
 	}
 	hk := historyKey(m.From, m.To, m.MsgTime, m.MsgSeq, m.MsgRandom)
-	ik := msgKeyIndex(m.From, m.To, m.MsgKey)
+	if !bytes.Equal(historyKeyOf(m.From, m.To, m.MsgKey), hk) {
+		return fmt.Errorf("store: message %q: MsgKey does not match its MsgSeq, MsgRandom and MsgTime", m.MsgKey)
+	}
 	tk := timeIndexKey(m.From, m.To, m.MsgTime, m.MsgSeq, m.MsgRandom)
 	tx.Put(hk, b)
-	tx.Put(ik, hk)
 	tx.Put(tk, hk)
 	if m.Expire > 0 {
 		// The message's timeline copies go with it: one expiry entry for all.
-		keys := [][]byte{hk, ik, tk}
+		keys := [][]byte{hk, tk}
 		if m.ReceiverSeq > 0 {
 			keys = append(keys, timelineKey(m.To, m.ReceiverSeq))
 		}
@@ -58,10 +61,7 @@ func (tx *Tx) PutMessage(m *Message) error {
 
 // GetMessage finds a message of the conversation between a and b by MsgKey.
 func (s *Store) GetMessage(a, b, msgKey string) (*Message, error) {
-	hk, err := get(s.db, msgKeyIndex(a, b, msgKey))
-	if err != nil {
-		return nil, err
-	}
+	hk := historyKeyOf(a, b, msgKey)
 	if hk == nil {
 		return nil, ErrNotFound
 	}
@@ -94,7 +94,11 @@ type Sent struct {
 // Resent returns the record of an earlier send from `from` to `to` with the
 // same MsgRandom and MsgSeq within DedupWindow, or nil.
 func (tx *Tx) Resent(from, to string, random, msgSeq uint32) (*Sent, error) {
-	v, err := tx.Get(dedupKey(from, to, random, msgSeq))
+	k := dedupKey(from, to, random, msgSeq)
+	if tx.s.dedup.absent(k, tx.Now()) {
+		return nil, nil // see dedup.go
+	}
+	v, err := tx.Get(k)
 	if err != nil || v == nil {
 		return nil, err
 	}
@@ -117,6 +121,7 @@ func (tx *Tx) RememberSent(from, to string, random, msgSeq uint32, r Sent) error
 		return err
 	}
 	k := dedupKey(from, to, random, msgSeq)
+	tx.s.dedup.add(k, tx.Now())
 	tx.Put(k, b)
 	tx.ExpireAt(tx.Now().Add(DedupWindow), k)
 	return nil

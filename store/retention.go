@@ -72,8 +72,24 @@ func (s *Store) Sweep(now time.Time, limit int) (int, error) {
 		chunk := targets[:min(len(targets), 10000)]
 		targets = targets[len(chunk):]
 		if err := s.Update(func(tx *Tx) error {
+			var emptied map[string]bool
 			for _, k := range chunk {
 				tx.Delete(k)
+				if user, ok := timelineUser(k); ok {
+					if emptied == nil {
+						emptied = make(map[string]bool)
+					}
+					emptied[user] = true
+				}
+			}
+			// A user's last Seq is their timeline's last key, until the
+			// events go: from then s/ keeps it, so Seq never restarts.
+			for user := range emptied {
+				last, err := s.LastSeq(user)
+				if err != nil {
+					return err
+				}
+				tx.Put(lastSeqKey(user), u64(last))
 			}
 			return nil
 		}); err != nil {

@@ -25,13 +25,15 @@
 //	t/{user} 00 {seq u64be}                   timeline event (JSON, as delivered)
 //	h/{lo} 00 {hi} 00 {time u64be}{msgseq u32be}{random u32be}
 //	                                          history record (JSON Message); lo < hi
-//	k/{lo} 00 {hi} 00 {msgkey}                history key of a message, by MsgKey
+//	k/{lo} 00 {hi} 00 {msgkey}                (no longer written: a MsgKey names its history key;
+//	                                          see historyKeyOf. Old entries expire with their messages.)
 //	d/{from} 00 {to} 00 {random u32be}{msgseq u32be}
 //	                                          resend de-duplication (JSON DedupRecord)
 //	c/{user} 00 {device}                      device cursor: highest PUBACKed Seq (u64be)
 //	w/{user}                                  highest Seq any device of the user PUBACKed (u64be)
-//	s/{user}                                  highest Seq ever assigned to the user (u64be); survives
-//	                                          the expiry of every event, so Seq never restarts
+//	s/{user}                                  a user's last Seq is the larger of this (u64be) and their
+//	                                          timeline's last key; retention writes it as it deletes
+//	                                          events, so Seq never restarts
 //	m/{time u64be} {lo} 00 {hi} 00 {msgseq u32be}{random u32be}
 //	                                          time index of history (value: the history key)
 //	e/{expire u64be} {key}                    retention: key (and the keys listed in the value,
@@ -70,6 +72,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -128,7 +132,8 @@ type Store struct {
 
 	cursorMu sync.Mutex // serialises SetCursor so the high-water mark never moves back
 
-	hot map[string]hotValue // writer-owned cache of hot keys (writer.go)
+	hot   map[string]hotValue // writer-owned cache of hot keys (writer.go)
+	dedup *dedupFilter        // resend records written: most first sends need no read (dedup.go)
 
 	tokenless sync.Map      // users known to have no push token (push.go)
 	tokenVer  atomic.Uint64 // bumped by every token registration
@@ -152,7 +157,15 @@ func Open(dir string, o Options) (*Store, error) {
 	}
 	cache := pebble.NewCache(o.CacheSize)
 	defer cache.Unref()
+	// The default comparer, with Split saying a key's prefix is the whole
+	// key: that is what the bloom filters of tables written without a Split
+	// hold, so old tables stay valid (the name, which Pebble checks, is the
+	// same), and it lets lookups seek by prefix, the only way Pebble v1
+	// consults an L6 table's filter (see getAbsent).
+	cmp := *pebble.DefaultComparer
+	cmp.Split = func(k []byte) int { return len(k) }
 	popts := &pebble.Options{
+		Comparer:     &cmp,
 		Logger:       pebbleLogger{o.Logger},
 		MemTableSize: 64 << 20,
 		Cache:        cache,
@@ -179,9 +192,11 @@ func Open(dir string, o Options) (*Store, error) {
 		accounts: make(map[string]bool),
 		lastSeq:  make(map[string]uint64),
 		hot:      make(map[string]hotValue),
+		dedup:    newDedupFilter(o.Clock()),
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.writer()
+	go s.loadDedup()
 	if o.SweepEvery > 0 {
 		s.wg.Add(1)
 		go s.sweeper(o.SweepEvery)
@@ -243,6 +258,14 @@ func timelinePrefix(user string) []byte { return key([]byte("t/"), []byte(user),
 
 func timelineKey(user string, seq uint64) []byte { return append(timelinePrefix(user), u64(seq)...) }
 
+// timelineUser is the user of a timeline key.
+func timelineUser(k []byte) (string, bool) {
+	if len(k) < 2+1+8 || !bytes.HasPrefix(k, []byte("t/")) || k[len(k)-9] != sep {
+		return "", false
+	}
+	return string(k[2 : len(k)-9]), true
+}
+
 // convPair orders two users so a conversation has one name.
 func convPair(a, b string) (string, string) {
 	if a < b {
@@ -260,9 +283,23 @@ func historyKey(a, b string, t int64, msgSeq, random uint32) []byte {
 	return key(historyPrefix(a, b), u64(uint64(t)), u32(msgSeq), u32(random))
 }
 
-func msgKeyIndex(a, b, msgKey string) []byte {
-	lo, hi := convPair(a, b)
-	return key([]byte("k/"), []byte(lo), []byte{sep}, []byte(hi), []byte{sep}, []byte(msgKey))
+// historyKeyOf is the history key of the message of conversation a–b
+// whose MsgKey is msgKey, or nil when msgKey is not one Duet makes. Every
+// MsgKey is "{MsgSeq}_{MsgRandom}_{MsgTimeStamp}" (reference §3), which is
+// exactly what orders history, so no index is kept for it.
+func historyKeyOf(a, b, msgKey string) []byte {
+	seqS, rest, ok1 := strings.Cut(msgKey, "_")
+	randS, timeS, ok2 := strings.Cut(rest, "_")
+	if !ok1 || !ok2 {
+		return nil
+	}
+	msgSeq, err1 := strconv.ParseUint(seqS, 10, 32)
+	random, err2 := strconv.ParseUint(randS, 10, 32)
+	t, err3 := strconv.ParseInt(timeS, 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil || t < 0 {
+		return nil
+	}
+	return historyKey(a, b, t, uint32(msgSeq), uint32(random))
 }
 
 func dedupKey(from, to string, random, msgSeq uint32) []byte {
@@ -409,26 +446,26 @@ func (s *Store) LastSeq(user string) (uint64, error) {
 	return s.loadLastSeq(user)
 }
 
-// loadLastSeq reads user's last assigned Seq from disk and caches it.
+// loadLastSeq reads user's last assigned Seq from disk and caches it: the
+// timeline's last key, or s/ when retention deleted what came after it.
+// (Writing s/ with every commit cost two memtable inserts per message.)
 func (s *Store) loadLastSeq(user string) (uint64, error) {
+	var seq uint64
 	v, err := get(s.db, lastSeqKey(user))
 	if err != nil {
 		return 0, err
 	}
 	if v != nil {
-		return s.cacheLastSeq(user, binary.BigEndian.Uint64(v)), nil
+		seq = binary.BigEndian.Uint64(v)
 	}
-	// No record: an account from before s/ keys existed, or a new one. The
-	// timeline's last key is the answer.
 	p := timelinePrefix(user)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
 	if err != nil {
 		return 0, err
 	}
 	defer it.Close()
-	var seq uint64
 	if it.Last() {
-		seq = binary.BigEndian.Uint64(it.Key()[len(p):])
+		seq = max(seq, binary.BigEndian.Uint64(it.Key()[len(p):]))
 	}
 	if err := it.Error(); err != nil {
 		return 0, err

@@ -258,12 +258,6 @@ func (s *Store) commit(group []*txn) {
 		appended = append(appended, tx.app...)
 		ok++
 	}
-	for u, last := range seqs {
-		if err := b.Set(lastSeqKey(u), u64(last), nil); err != nil {
-			s.failGroup(group, fmt.Errorf("store: batch: %w", err))
-			return
-		}
-	}
 	if ok > 0 && !b.Empty() {
 		start := time.Now()
 		if err := b.Commit(pebble.Sync); err != nil {
