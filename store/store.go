@@ -157,15 +157,7 @@ func Open(dir string, o Options) (*Store, error) {
 	}
 	cache := pebble.NewCache(o.CacheSize)
 	defer cache.Unref()
-	// The default comparer, with Split saying a key's prefix is the whole
-	// key: that is what the bloom filters of tables written without a Split
-	// hold, so old tables stay valid (the name, which Pebble checks, is the
-	// same), and it lets lookups seek by prefix, the only way Pebble v1
-	// consults an L6 table's filter (see getAbsent).
-	cmp := *pebble.DefaultComparer
-	cmp.Split = func(k []byte) int { return len(k) }
 	popts := &pebble.Options{
-		Comparer:     &cmp,
 		Logger:       pebbleLogger{o.Logger},
 		MemTableSize: 64 << 20,
 		Cache:        cache,
