@@ -132,22 +132,127 @@ func pubackReason(code int) packets.Code {
 	}
 }
 
-// requestID extracts the optional ReqId without decoding the whole body.
+// requestID extracts the optional top-level ReqId. The command decodes the
+// body anyway; this only walks it (see topLevel), which costs a fraction of
+// a second decode of every request.
 func requestID(payload []byte) string {
-	if !bytes.Contains(payload, []byte(`"ReqId"`)) {
-		return ""
-	}
-	var r struct {
-		ReqID json.RawMessage `json:"ReqId"`
-	}
-	if json.Unmarshal(payload, &r) != nil || len(r.ReqID) == 0 {
+	raw := topLevel(payload, "ReqId")
+	if raw == nil {
 		return ""
 	}
 	var s string
-	if json.Unmarshal(r.ReqID, &s) == nil {
+	if json.Unmarshal(raw, &s) == nil {
 		return s
 	}
-	return string(r.ReqID) // a number: echo its text
+	if json.Valid(raw) {
+		return string(raw) // a number (or anything else): echo its text
+	}
+	return ""
+}
+
+// topLevel returns the raw value of key in the JSON object doc, or nil when
+// doc is not an object with that key or is malformed (the command then
+// reports the error). Keys written with escapes are
+// matched after decoding them, as encoding/json would.
+func topLevel(doc []byte, key string) []byte {
+	i := skipSpace(doc, 0)
+	if i >= len(doc) || doc[i] != '{' {
+		return nil
+	}
+	i++
+	var found []byte // the last one wins, as in encoding/json
+	for {
+		i = skipSpace(doc, i)
+		if i < len(doc) && doc[i] == '}' && found != nil {
+			return found
+		}
+		if i >= len(doc) || doc[i] != '"' {
+			return nil
+		}
+		end := skipValue(doc, i)
+		if end < 0 {
+			return nil
+		}
+		k := doc[i:end]
+		i = skipSpace(doc, end)
+		if i >= len(doc) || doc[i] != ':' {
+			return nil
+		}
+		i = skipSpace(doc, i+1)
+		vend := skipValue(doc, i)
+		if vend < 0 {
+			return nil
+		}
+		if keyIs(k, key) {
+			found = doc[i:vend]
+		}
+		i = skipSpace(doc, vend)
+		if i < len(doc) && doc[i] == '}' {
+			return found
+		}
+		if i >= len(doc) || doc[i] != ',' {
+			return nil
+		}
+		i++
+	}
+}
+
+func keyIs(quoted []byte, key string) bool {
+	if bytes.IndexByte(quoted, '\\') < 0 {
+		return len(quoted) == len(key)+2 && string(quoted[1:len(quoted)-1]) == key
+	}
+	var k string
+	return json.Unmarshal(quoted, &k) == nil && k == key
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipValue returns the index just past the JSON value starting at b[i], or
+// -1 when it does not end. Strings and nesting are tracked; scalars are not
+// validated (the command's own decode does that).
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return -1
+	}
+	depth := 0
+	for ; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+			if i >= len(b) {
+				return -1
+			}
+			if depth == 0 {
+				return i + 1
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				return i // the end of a scalar member
+			}
+			if depth--; depth == 0 {
+				return i + 1
+			}
+		case ',', ' ', '\t', '\n', '\r', ':':
+			if depth == 0 {
+				return i
+			}
+		}
+	}
+	if depth == 0 {
+		return i // a scalar at the end of the input
+	}
+	return -1
 }
 
 // respond writes a deferred reply (openim/sync) on its own.

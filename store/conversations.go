@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 
 	"github.com/cockroachdb/pebble"
 )
@@ -38,25 +39,70 @@ func conversationKey(owner, peer string) []byte {
 
 // Conversation reads owner's entry for peer as of this transaction (nil if none).
 func (tx *Tx) Conversation(owner, peer string) (*Conversation, error) {
-	v, err := tx.Get(conversationKey(owner, peer))
+	k := conversationKey(owner, peer)
+	v, dec, err := tx.getDecoded(k)
 	if err != nil || v == nil {
 		return nil, err
+	}
+	if c, ok := dec.(*Conversation); ok {
+		cp := *c
+		return &cp, nil
 	}
 	var c Conversation
 	if err := json.Unmarshal(v, &c); err != nil {
 		return nil, fmt.Errorf("store: conversation: %w", err)
 	}
+	keep := c
+	tx.decoded(k, v, &keep)
 	return &c, nil
 }
 
 // PutConversation writes owner's entry.
 func (tx *Tx) PutConversation(owner string, c *Conversation) error {
-	b, err := json.Marshal(c)
-	if err != nil {
-		return err
-	}
-	tx.Put(conversationKey(owner, c.Peer), b)
+	keep := *c
+	tx.putDecoded(conversationKey(owner, c.Peer), c.appendJSON(nil), &keep)
 	return nil
+}
+
+// appendJSON is json.Marshal(c), by hand: it runs twice per message.
+// TestConversationJSON holds it to encoding/json's output.
+func (c *Conversation) appendJSON(b []byte) []byte {
+	b = append(b, `{"Peer":`...)
+	b = appendJSONString(b, c.Peer)
+	b = append(b, `,"MsgTime":`...)
+	b = strconv.AppendInt(b, c.MsgTime, 10)
+	if c.LastMsgKey != "" {
+		b = append(b, `,"LastMsgKey":`...)
+		b = appendJSONString(b, c.LastMsgKey)
+	}
+	b = append(b, `,"Unread":`...)
+	b = strconv.AppendInt(b, int64(c.Unread), 10)
+	for _, f := range [...]struct {
+		name string
+		v    int64
+	}{{`,"ReadTime":`, c.ReadTime}, {`,"Expire":`, c.Expire}, {`,"ClearedAt":`, c.ClearedAt}} {
+		if f.v != 0 {
+			b = append(b, f.name...)
+			b = strconv.AppendInt(b, f.v, 10)
+		}
+	}
+	if c.Deleted {
+		b = append(b, `,"Deleted":true`...)
+	}
+	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string, as encoding/json writes it.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // escapes: rare (user IDs are plain ASCII)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // Touch records a new message in owner's conversation with peer: it becomes

@@ -40,6 +40,10 @@ type Tx struct {
 type hotValue struct {
 	v      []byte
 	absent bool
+	// dec is v decoded (a *Conversation), when known: the writer reads an
+	// entry with every message, and decoding it each time was a cost of
+	// its own. Never mutated: readers copy it.
+	dec any
 }
 
 // maxHot bounds the cache; past it the cache starts again empty.
@@ -50,6 +54,7 @@ func hotKey(k []byte) bool { return len(k) > 2 && k[0] == 'r' && k[1] == '/' }
 type kv struct {
 	k, v []byte
 	del  bool
+	dec  any // see hotValue.dec
 }
 
 // Appended describes one timeline event a commit added, or rewrote in
@@ -68,22 +73,30 @@ type Appended struct {
 // Get reads k as of this transaction (its own writes, then the group's, then
 // the database). It returns nil, nil for a missing key.
 func (tx *Tx) Get(k []byte) ([]byte, error) {
+	v, _, err := tx.getDecoded(k)
+	return v, err
+}
+
+// getDecoded is Get, with the decoded form of a hot key's value when it is
+// known (see hotValue.dec).
+func (tx *Tx) getDecoded(k []byte) ([]byte, any, error) {
 	for i := len(tx.puts) - 1; i >= 0; i-- {
 		if bytes.Equal(tx.puts[i].k, k) {
 			if tx.puts[i].del {
-				return nil, nil
+				return nil, nil, nil
 			}
-			return tx.puts[i].v, nil
+			return tx.puts[i].v, tx.puts[i].dec, nil
 		}
 	}
 	if !hotKey(k) {
-		return get(tx.group, k)
+		v, err := get(tx.group, k)
+		return v, nil, err
 	}
 	if h, ok := tx.ghot[string(k)]; ok {
-		return h.v, nil
+		return h.v, h.dec, nil
 	}
 	if h, ok := tx.s.hot[string(k)]; ok {
-		return h.v, nil
+		return h.v, h.dec, nil
 	}
 	// Not written in this group (that would be in ghot): the database
 	// holds the committed value, which the cache may keep.
@@ -94,11 +107,26 @@ func (tx *Tx) Get(k []byte) ([]byte, error) {
 		}
 		tx.s.hot[string(k)] = hotValue{v: v, absent: v == nil}
 	}
-	return v, err
+	return v, nil, err
+}
+
+// decoded records dec as the decoded form of k's committed value v, which a
+// reader just decoded, so the next reader need not.
+func (tx *Tx) decoded(k, v []byte, dec any) {
+	if h, ok := tx.s.hot[string(k)]; ok && h.dec == nil && len(h.v) == len(v) && len(v) > 0 && &h.v[0] == &v[0] {
+		h.dec = dec
+		tx.s.hot[string(k)] = h
+	}
 }
 
 // Put writes k = v when the transaction commits.
 func (tx *Tx) Put(k, v []byte) { tx.puts = append(tx.puts, kv{k: k, v: v}) }
+
+// putDecoded is Put for a hot key, with v's decoded form (never mutated
+// afterwards).
+func (tx *Tx) putDecoded(k, v []byte, dec any) {
+	tx.puts = append(tx.puts, kv{k: k, v: v, dec: dec})
+}
 
 // Delete removes k when the transaction commits.
 func (tx *Tx) Delete(k []byte) { tx.puts = append(tx.puts, kv{k: k, del: true}) }
@@ -249,7 +277,7 @@ func (s *Store) commit(group []*txn) {
 				return
 			}
 			if hotKey(p.k) {
-				ghot[string(p.k)] = hotValue{v: p.v, absent: p.del}
+				ghot[string(p.k)] = hotValue{v: p.v, absent: p.del, dec: p.dec}
 			}
 		}
 		for u, next := range tx.seqs {

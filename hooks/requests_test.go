@@ -1,0 +1,72 @@
+package hooks
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+// reqIDByDecoding is requestID by a full decode (keys match exactly, the
+// last of duplicate keys wins). The walk must agree with it on every valid
+// document.
+func reqIDByDecoding(payload []byte) string {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(payload, &m) != nil || len(m["ReqId"]) == 0 || string(m["ReqId"]) == "null" {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(m["ReqId"], &s) == nil {
+		return s
+	}
+	return string(m["ReqId"])
+}
+
+var reqIDCases = []struct {
+	doc  string
+	want string
+}{
+	{`{"ReqId":"r1","To_Account":"bob"}`, "r1"},
+	{`{"To_Account":"bob","ReqId":"r2"}`, "r2"},
+	{` { "MsgBody" : [{"MsgType":"TIMTextElem","MsgContent":{"Text":"{\"ReqId\":\"inner\"}"}}] , "ReqId" : "r3" } `, "r3"},
+	{`{"MsgBody":{"ReqId":"nested"}}`, ""},
+	{`{"ReqId":12345}`, "12345"},
+	{`{"ReqId":-1.5e3,"x":true}`, "-1.5e3"},
+	{`{"x":true,"ReqId":"last"}`, "last"},
+	{`{"a":[1,[2,{"b":"]"}]],"ReqId":"after-arrays"}`, "after-arrays"},
+	{`{"Req\u0049d":"escaped-key"}`, "escaped-key"},
+	{`{"ReqId":"esc\"aped\\"}`, "esc\"aped\\"},
+	{`{"ReqId":null}`, ""},
+	{`{"ReqId":"first","ReqId":"second"}`, "second"},
+	{`{"reqid":"other case"}`, ""},
+	{`{}`, ""},
+	{`[{"ReqId":"array"}]`, ""},
+	{`"ReqId"`, ""},
+	{``, ""},
+	{`{"ReqId":"unterminated`, ""},
+	{`{"ReqId" "no colon"}`, ""},
+	{`{"x":1 "ReqId":"no comma"}`, ""},
+}
+
+func TestRequestID(t *testing.T) {
+	for _, tc := range reqIDCases {
+		if got := requestID([]byte(tc.doc)); got != tc.want {
+			t.Errorf("requestID(%s) = %q, want %q", tc.doc, got, tc.want)
+		}
+	}
+}
+
+// FuzzRequestID checks the walk against a full decode on every valid
+// document the fuzzer finds.
+func FuzzRequestID(f *testing.F) {
+	for _, tc := range reqIDCases {
+		f.Add([]byte(tc.doc))
+	}
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		got := requestID(doc)
+		if !json.Valid(doc) {
+			return // malformed: any answer will do, the command reports the error
+		}
+		if want := reqIDByDecoding(doc); got != want {
+			t.Fatalf("requestID(%q) = %q, a full decode says %q", doc, got, want)
+		}
+	})
+}
