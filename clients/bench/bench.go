@@ -50,6 +50,9 @@ type Config struct {
 	ReadyTimeout time.Duration // duet: wait for sync_complete on every receiver
 	Drain        time.Duration // wait for stragglers after sending stops
 	AllowRemote  bool          // permit a non-loopback broker address
+	// BrokerPID, when set, is the broker's process (on this machine): its
+	// CPU over the send window is reported per delivered message.
+	BrokerPID int
 
 	Log      io.Writer // phase and progress messages; nil discards them
 	Progress bool      // a progress line per second while sending
@@ -76,6 +79,14 @@ func (c *Config) normalize() error {
 	}
 	if c.Addr == "" {
 		c.Addr = "tcp://127.0.0.1:1883"
+	}
+	if c.BrokerPID < 0 {
+		return fmt.Errorf("broker-pid %d: want a process id", c.BrokerPID)
+	}
+	if c.BrokerPID > 0 {
+		if _, err := procCPU(c.BrokerPID); err != nil {
+			return fmt.Errorf("broker-pid %d: %w", c.BrokerPID, err)
+		}
 	}
 	if c.Pairs < 1 || c.Pairs > maxPairs {
 		return fmt.Errorf("pairs %d: want 1..%d", c.Pairs, maxPairs)
@@ -176,31 +187,37 @@ func brokerHostPort(addr string, allowRemote bool) (string, error) {
 
 // Result is a run's summary.
 type Result struct {
-	Mode          string   `json:"mode"`
-	Protocol      string   `json:"protocol"`
-	Client        string   `json:"client"` // wire or paho
-	Addr          string   `json:"addr"`
-	Pairs         int      `json:"pairs"`
-	Window        int      `json:"window"`
-	Rate          float64  `json:"rate_per_sender"`
-	Payload       int      `json:"payload_extra_bytes"`
-	Sent          int64    `json:"sent"` // publishes acknowledged by PUBACK
-	Delivered     int64    `json:"delivered"`
-	Lost          int64    `json:"lost"` // sent - rejected - delivered, after the drain
-	Errors        int64    `json:"errors"`
-	PublishErrors int64    `json:"publish_errors"`
-	Rejected      int64    `json:"rejected"`           // duet: replies with ErrorCode != 0
-	Accepted      int64    `json:"accepted,omitempty"` // duet: replies with ErrorCode 0
-	ConnLost      int64    `json:"connections_lost"`
-	Stale         int64    `json:"stale_ignored,omitempty"` // messages stamped before this run (e.g. replayed history)
-	ConnectSecs   float64  `json:"connect_s"`
-	SendSecs      float64  `json:"send_window_s"`
-	DeliveredRate float64  `json:"delivered_per_s"` // delivered / send window
-	SentRate      float64  `json:"sent_per_s"`
-	Latency       Latency  `json:"latency_ms"`
-	Drained       bool     `json:"drained"`
-	Interrupted   bool     `json:"interrupted"`
-	FirstErrors   []string `json:"first_errors,omitempty"`
+	Mode          string  `json:"mode"`
+	Protocol      string  `json:"protocol"`
+	Client        string  `json:"client"` // wire or paho
+	Addr          string  `json:"addr"`
+	Pairs         int     `json:"pairs"`
+	Window        int     `json:"window"`
+	Rate          float64 `json:"rate_per_sender"`
+	Payload       int     `json:"payload_extra_bytes"`
+	Sent          int64   `json:"sent"` // publishes acknowledged by PUBACK
+	Delivered     int64   `json:"delivered"`
+	Lost          int64   `json:"lost"` // sent - rejected - delivered, after the drain
+	Errors        int64   `json:"errors"`
+	PublishErrors int64   `json:"publish_errors"`
+	Rejected      int64   `json:"rejected"`           // duet: replies with ErrorCode != 0
+	Accepted      int64   `json:"accepted,omitempty"` // duet: replies with ErrorCode 0
+	ConnLost      int64   `json:"connections_lost"`
+	Stale         int64   `json:"stale_ignored,omitempty"` // messages stamped before this run (e.g. replayed history)
+	ConnectSecs   float64 `json:"connect_s"`
+	SendSecs      float64 `json:"send_window_s"`
+	DeliveredRate float64 `json:"delivered_per_s"` // delivered / send window
+	SentRate      float64 `json:"sent_per_s"`
+	Latency       Latency `json:"latency_ms"`
+	// CPU over the send window, per message delivered in it: the tool's
+	// own, and the broker's when -broker-pid named it.
+	ToolCPUSecs     float64  `json:"tool_cpu_s"`
+	ToolCPUPerMsg   float64  `json:"tool_cpu_us_per_msg"`
+	BrokerCPUSecs   float64  `json:"broker_cpu_s,omitempty"`
+	BrokerCPUPerMsg float64  `json:"broker_cpu_us_per_msg,omitempty"`
+	Drained         bool     `json:"drained"`
+	Interrupted     bool     `json:"interrupted"`
+	FirstErrors     []string `json:"first_errors,omitempty"`
 }
 
 // Latency holds send-to-receipt latency figures in milliseconds.
@@ -360,8 +377,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	r.logf("%d connections up in %.2fs; sending for %v", 2*cfg.Pairs, connSecs, cfg.Duration)
 
 	sendStart := time.Now()
+	cpu := startCPU(cfg.BrokerPID)
 	r.sendAll(ctx, sendStart.Add(cfg.Duration))
 	sendSecs := time.Since(sendStart).Seconds()
+	var window Result // the CPU of the send window, before the drain
+	window.Delivered = r.totals().delivered
+	cpu.stop(&window)
 
 	r.logf("sending stopped after %.2fs; draining (up to %v)...", sendSecs, cfg.Drain)
 	drained := r.drain()
@@ -376,6 +397,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.Drained = drained
 	res.Interrupted = ctx.Err() != nil
+	res.ToolCPUSecs, res.ToolCPUPerMsg = window.ToolCPUSecs, window.ToolCPUPerMsg
+	res.BrokerCPUSecs, res.BrokerCPUPerMsg = window.BrokerCPUSecs, window.BrokerCPUPerMsg
 	return res, nil
 }
 

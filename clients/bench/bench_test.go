@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -515,5 +516,25 @@ func TestV5ReceiveMaximum(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("OnConnect not called")
 		}
+	}
+}
+
+// procCPU reads a live process's CPU time, which only grows; a process that
+// does not exist is refused before the run starts; a run names the CPU the
+// broker (here this very process) and the tool spent per message.
+func TestBrokerCPU(t *testing.T) {
+	cfg := Config{Mode: "raw", Pairs: 1, Duration: time.Second, BrokerPID: 1 << 30}
+	if err := cfg.normalize(); err == nil {
+		t.Fatal("a broker pid that names no process was accepted")
+	}
+	_, addr := startBroker(t, false)
+	res, err := Run(t.Context(), Config{Mode: "raw", Addr: addr, Pairs: 4, Messages: 2000, Duration: 30 * time.Second,
+		Window: 8, Prefix: "cpu", BrokerPID: os.Getpid()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Delivered != 8000 || res.BrokerCPUSecs <= 0 || res.BrokerCPUPerMsg <= 0 || res.ToolCPUSecs <= 0 || res.ToolCPUPerMsg <= 0 {
+		t.Fatalf("delivered %d; broker %.3fs (%.1f µs/msg), tool %.3fs (%.1f µs/msg)",
+			res.Delivered, res.BrokerCPUSecs, res.BrokerCPUPerMsg, res.ToolCPUSecs, res.ToolCPUPerMsg)
 	}
 }

@@ -134,6 +134,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, bool, error) {
 	fs.Uint64Var(&cfg.SDKAppID, "sdkappid", defaultSDKAppID, "duet: SDKAppID")
 	fs.StringVar(&cfg.Device, "device", "bench", "duet: device id in the client id {user}:{device}")
 	fs.DurationVar(&cfg.SigExpire, "sig-expire", 24*time.Hour, "duet: UserSig validity")
+	fs.IntVar(&cfg.BrokerPID, "broker-pid", 0, "the broker's process id on this machine: report its CPU per message over the send window (Linux)")
 	fs.BoolVar(&cfg.SendersReplyOnly, "senders-reply-only", false, "duet: senders subscribe to im/{me}/rsp only (a back-end bot), not to their timeline (a phone)")
 	fs.IntVar(&cfg.ConnParallel, "conn-parallel", 100, "connections dialled concurrently")
 	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "connect/subscribe/PUBACK timeout")
@@ -188,6 +189,12 @@ func printSummary(w io.Writer, r *Result) {
 	l := r.Latency
 	fmt.Fprintf(w, "latency ms: p50=%.3f p90=%.3f p99=%.3f max=%.3f (min=%.3f mean=%.3f n=%d)\n",
 		l.P50, l.P90, l.P99, l.Max, l.Min, l.Mean, l.N)
+	if r.BrokerCPUSecs > 0 {
+		fmt.Fprintf(w, "cpu over the send window: broker %.2fs (%.0f µs/msg), this tool %.2fs (%.0f µs/msg)\n",
+			r.BrokerCPUSecs, r.BrokerCPUPerMsg, r.ToolCPUSecs, r.ToolCPUPerMsg)
+	} else {
+		fmt.Fprintf(w, "cpu over the send window: this tool %.2fs (%.0f µs/msg)\n", r.ToolCPUSecs, r.ToolCPUPerMsg)
+	}
 	for _, e := range r.FirstErrors {
 		fmt.Fprintf(w, "error: %s\n", e)
 	}

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The issue-2 comparison in one run on one machine: Duet (durable) at 100 and
+# 1,000 pairs, then Debian's mosquitto (not durable) in raw mode at the same
+# sizes, each RUNS times; prints every run and a table of the median runs,
+# with the CPU the broker and the load tool spent per delivered message.
+#
+#   clients/bench/compare.sh              # RUNS=3 DURATION=10s CLIENT=wire
+#   RUNS=1 PAIRS="1000" clients/bench/compare.sh
+#
+# Needs: go, and mosquitto (apt-get install mosquitto) for the raw rows; the
+# mosquitto rows are skipped, with a note, when it is not installed.
+set -euo pipefail
+
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-10s}
+PAIRS=${PAIRS:-"100 1000"}
+CLIENT=${CLIENT:-wire}
+cd "$(dirname "$0")/../.."
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+ulimit -n 65536 2>/dev/null || true # 2 connections per pair on both sides
+
+go build -o "$work/duet" .
+go build -o "$work/bench" ./clients/bench
+
+# run NAME PID ARGS...: one bench run against the broker with PID; prints
+# its summary to stderr and a row "name pairs msgs/s p50 p99 broker_us tool_us
+# lost errors" to stdout.
+run() {
+	local name=$1 pid=$2 out
+	shift 2
+	out=$("$work/bench" -q -client "$CLIENT" -duration "$DURATION" -broker-pid "$pid" "$@")
+	echo "$out" >&2
+	printf '%s %s %s %s %s %s %s %s %s\n' "$name" "$(sed -n 's/^mode=.* pairs=\([0-9]*\) .*/\1/p' <<<"$out")" \
+		"$(sed -n 's/^throughput: \([0-9]*\) delivered.*/\1/p' <<<"$out")" \
+		"$(sed -n 's/^latency ms: p50=\([0-9.]*\) .*/\1/p' <<<"$out")" \
+		"$(sed -n 's/^latency ms: .* p99=\([0-9.]*\) .*/\1/p' <<<"$out")" \
+		"$(sed -n 's/^cpu over the send window: broker [0-9.]*s (\([0-9]*\) .*/\1/p' <<<"$out")" \
+		"$(sed -n 's/.*this tool [0-9.]*s (\([0-9]*\) .*/\1/p' <<<"$out")" \
+		"$(sed -n 's/^sent=.* lost=\([0-9]*\) .*/\1/p' <<<"$out")" \
+		"$(sed -n 's/^sent=.* errors=\([0-9]*\) .*/\1/p' <<<"$out")"
+}
+
+wait_port() {
+	for _ in $(seq 100); do
+		(echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	echo "nothing listens on $1" >&2
+	return 1
+}
+
+results=$work/results
+: >"$results"
+for pairs in $PAIRS; do
+	for i in $(seq "$RUNS"); do
+		# A fresh data directory per run: every run starts from an empty store.
+		rm -rf "$work/data"
+		DUET_SECRET=compare "$work/duet" --data "$work/data" --auto-accounts --mqtt 127.0.0.1:21883 \
+			--ws "" --http 127.0.0.1:28080 --log-level warn >"$work/duet.log" 2>&1 &
+		dpid=$!
+		pids+=("$dpid")
+		wait_port 21883
+		run duet "$dpid" -addr tcp://127.0.0.1:21883 -secret compare -pairs "$pairs" | tee -a "$results"
+		kill "$dpid"
+		wait "$dpid" 2>/dev/null || true
+	done
+done
+
+if command -v mosquitto >/dev/null; then
+	printf 'listener 18830 127.0.0.1\nallow_anonymous true\n' >"$work/mosquitto.conf"
+	for pairs in $PAIRS; do
+		for i in $(seq "$RUNS"); do
+			mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
+			mpid=$!
+			pids+=("$mpid")
+			wait_port 18830
+			run mosquitto "$mpid" -mode raw -addr tcp://127.0.0.1:18830 -pairs "$pairs" | tee -a "$results"
+			kill "$mpid"
+			wait "$mpid" 2>/dev/null || true
+		done
+	done
+else
+	echo "mosquitto is not installed (apt-get install mosquitto): raw-mode rows skipped" >&2
+fi
+
+echo
+echo "median run (by msgs/s) of $RUNS, $DURATION each, client $CLIENT, QoS 1, window 1, $(nproc) cores:"
+printf '%-10s %6s %8s %8s %8s %14s %12s %5s %6s\n' broker pairs msgs/s p50_ms p99_ms broker_us/msg tool_us/msg lost errors
+for broker in duet mosquitto; do
+	for pairs in $PAIRS; do
+		rows=$(awk -v b="$broker" -v p="$pairs" '$1 == b && $2 == p' "$results" | sort -k3,3n)
+		n=$(grep -c . <<<"$rows" || true)
+		[ "$n" -gt 0 ] || continue
+		sed -n "$(((n + 1) / 2))p" <<<"$rows" |
+			awk '{ printf "%-10s %6s %8s %8s %8s %14s %12s %5s %6s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9 }'
+	done
+done
