@@ -10,6 +10,7 @@ import (
 
 	"github.com/duet-im/duet/push/pushinfo"
 	"github.com/duet-im/duet/store"
+	"github.com/duet-im/duet/store/jsonenc"
 )
 
 // sendRequest is a validated openim/sendmsg body (reference §5.1).
@@ -136,6 +137,54 @@ type msgEvent struct {
 	OfflinePushInfo json.RawMessage `json:"OfflinePushInfo,omitempty"` // read by push/ from the committed event
 }
 
+// MarshalJSON encodes the event by hand (jsonenc), as the command layer's
+// marshal would (no HTML escaping): it is built for every message.
+// TestMsgEventJSON holds it to encoding/json's reading.
+func (ev msgEvent) MarshalJSON() ([]byte, error) {
+	b := make([]byte, 0, 256+len(ev.MsgBody)+len(ev.SenderProfile)+len(ev.OfflinePushInfo))
+	b = append(b, `{"Event":`...)
+	b = jsonenc.String(b, ev.Event, false)
+	b = append(b, `,"From_Account":`...)
+	b = jsonenc.String(b, ev.From, false)
+	b = append(b, `,"To_Account":`...)
+	b = jsonenc.String(b, ev.To, false)
+	b = append(b, `,"MsgKey":`...)
+	b = jsonenc.String(b, ev.MsgKey, false)
+	b = append(b, `,"MsgSeq":`...)
+	b = strconv.AppendUint(b, uint64(ev.MsgSeq), 10)
+	b = append(b, `,"MsgRandom":`...)
+	b = strconv.AppendUint(b, uint64(ev.MsgRandom), 10)
+	b = append(b, `,"MsgTimeStamp":`...)
+	b = strconv.AppendInt(b, ev.MsgTimeStamp, 10)
+	b = append(b, `,"MsgBody":`...)
+	b, err := jsonenc.Raw(b, ev.MsgBody)
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, `,"CloudCustomData":`...)
+	b = jsonenc.String(b, ev.CloudCustomData, false)
+	if ev.System != 0 {
+		b = append(b, `,"System":`...)
+		b = strconv.AppendInt(b, int64(ev.System), 10)
+	}
+	if ev.MsgFlagBits != 0 {
+		b = append(b, `,"MsgFlagBits":`...)
+		b = strconv.AppendInt(b, int64(ev.MsgFlagBits), 10)
+	}
+	for _, f := range [...]struct {
+		name string
+		raw  json.RawMessage
+	}{{`,"SenderProfile":`, ev.SenderProfile}, {`,"OfflinePushInfo":`, ev.OfflinePushInfo}} {
+		if len(f.raw) > 0 {
+			b = append(b, f.name...)
+			if b, err = jsonenc.Raw(b, f.raw); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return append(b, '}'), nil
+}
+
 // newMsgEvent is the `msg` event of a stored message.
 func (s *Service) newMsgEvent(m *store.Message) msgEvent {
 	ev := msgEvent{
@@ -232,7 +281,7 @@ func (s *Service) sendMsg(ctx context.Context, c *Caller, body []byte) (any, err
 	}
 	ev := s.newMsgEvent(m)
 	ev.OfflinePushInfo = r.OfflinePushInfo
-	data, err := marshal(ev)
+	data, err := ev.MarshalJSON()
 	if err != nil {
 		return nil, err
 	}

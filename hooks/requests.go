@@ -291,6 +291,15 @@ func (h *Requests) replyPacket(cl *mqtt.Client, req packets.Packet, payload []by
 
 // Subscribed reports whether one of cl's subscriptions covers topic.
 func Subscribed(cl *mqtt.Client, topic string) bool {
+	// The filters a device normally holds, looked up without copying its
+	// subscription set (this runs for every reply).
+	if i := strings.LastIndexByte(topic, '/'); i > 0 {
+		for _, f := range [...]string{topic, topic[:i] + "/#", topic[:i] + "/+"} {
+			if _, ok := cl.State.Subscriptions.Get(f); ok {
+				return true
+			}
+		}
+	}
 	for f := range cl.State.Subscriptions.GetAll() {
 		if Covers(f, topic) {
 			return true

@@ -3,6 +3,9 @@ package hooks
 import (
 	"encoding/json"
 	"testing"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // reqIDByDecoding is requestID by a full decode (keys match exactly, the
@@ -69,4 +72,33 @@ func FuzzRequestID(f *testing.F) {
 			t.Fatalf("requestID(%q) = %q, a full decode says %q", doc, got, want)
 		}
 	})
+}
+
+// A reply goes out only when one of the device's filters covers its topic,
+// whether the filter is one of the common ones (looked up directly) or not.
+func TestSubscribed(t *testing.T) {
+	srv := mqtt.New(nil)
+	for _, tc := range []struct {
+		filters []string
+		topic   string
+		want    bool
+	}{
+		{[]string{"im/alice/rsp"}, "im/alice/rsp", true},
+		{[]string{"im/alice/#"}, "im/alice/rsp", true},
+		{[]string{"im/alice/+"}, "im/alice/rsp", true},
+		{[]string{"im/alice/in", "im/alice/live"}, "im/alice/rsp", false},
+		{[]string{"im/alice/replies/#"}, "im/alice/replies/app/1", true},
+		{[]string{"im/alice/+/app/+"}, "im/alice/replies/app/1", true},
+		{[]string{"im/alice/replies/+"}, "im/alice/replies/app/1", false},
+		{[]string{"im/#"}, "im/alice/rsp", true},
+		{nil, "im/alice/rsp", false},
+	} {
+		cl := srv.NewClient(nil, "t", "alice:phone", false)
+		for _, f := range tc.filters {
+			cl.State.Subscriptions.Add(f, packets.Subscription{Filter: f, Qos: 1})
+		}
+		if got := Subscribed(cl, tc.topic); got != tc.want {
+			t.Errorf("filters %v, topic %s: %v, want %v", tc.filters, tc.topic, got, tc.want)
+		}
+	}
 }

@@ -8,6 +8,8 @@ import (
 	"strconv"
 
 	"github.com/cockroachdb/pebble"
+
+	"github.com/duet-im/duet/store/jsonenc"
 )
 
 // Conversation is one entry of a user's conversation list (recent
@@ -68,12 +70,12 @@ func (tx *Tx) PutConversation(owner string, c *Conversation) error {
 // TestConversationJSON holds it to encoding/json's output.
 func (c *Conversation) appendJSON(b []byte) []byte {
 	b = append(b, `{"Peer":`...)
-	b = appendJSONString(b, c.Peer)
+	b = jsonenc.String(b, c.Peer, true)
 	b = append(b, `,"MsgTime":`...)
 	b = strconv.AppendInt(b, c.MsgTime, 10)
 	if c.LastMsgKey != "" {
 		b = append(b, `,"LastMsgKey":`...)
-		b = appendJSONString(b, c.LastMsgKey)
+		b = jsonenc.String(b, c.LastMsgKey, true)
 	}
 	b = append(b, `,"Unread":`...)
 	b = strconv.AppendInt(b, int64(c.Unread), 10)
@@ -90,19 +92,6 @@ func (c *Conversation) appendJSON(b []byte) []byte {
 		b = append(b, `,"Deleted":true`...)
 	}
 	return append(b, '}')
-}
-
-// appendJSONString appends s as a JSON string, as encoding/json writes it.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // escapes: rare (user IDs are plain ASCII)
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 // Touch records a new message in owner's conversation with peer: it becomes

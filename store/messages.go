@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
+
+	"github.com/duet-im/duet/store/jsonenc"
 )
 
 // Message is one C2C message as kept in a conversation's history.
@@ -31,12 +34,68 @@ type Message struct {
 	ReceiverSeq uint64 `json:"ReceiverSeq,omitempty"`
 }
 
+// MarshalJSON encodes m by hand (jsonenc): it is written with every
+// message. TestMessageJSON holds it to encoding/json's reading.
+func (m Message) MarshalJSON() ([]byte, error) {
+	return m.appendJSON(make([]byte, 0, 256+len(m.MsgBody)))
+}
+
+func (m *Message) appendJSON(b []byte) ([]byte, error) {
+	b = append(b, `{"From_Account":`...)
+	b = jsonenc.String(b, m.From, true)
+	b = append(b, `,"To_Account":`...)
+	b = jsonenc.String(b, m.To, true)
+	b = append(b, `,"MsgSeq":`...)
+	b = strconv.AppendUint(b, uint64(m.MsgSeq), 10)
+	b = append(b, `,"MsgRandom":`...)
+	b = strconv.AppendUint(b, uint64(m.MsgRandom), 10)
+	b = append(b, `,"MsgTimeStamp":`...)
+	b = strconv.AppendInt(b, m.MsgTime, 10)
+	b = append(b, `,"MsgKey":`...)
+	b = jsonenc.String(b, m.MsgKey, true)
+	b = append(b, `,"MsgBody":`...)
+	b, err := jsonenc.Raw(b, m.MsgBody)
+	if err != nil {
+		return nil, fmt.Errorf("store: message body: %w", err)
+	}
+	if m.CloudCustomData != "" {
+		b = append(b, `,"CloudCustomData":`...)
+		b = jsonenc.String(b, m.CloudCustomData, true)
+	}
+	if m.MsgFlagBits != 0 {
+		b = append(b, `,"MsgFlagBits":`...)
+		b = strconv.AppendInt(b, int64(m.MsgFlagBits), 10)
+	}
+	if m.System {
+		b = append(b, `,"System":true`...)
+	}
+	if m.Expire != 0 {
+		b = append(b, `,"Expire":`...)
+		b = strconv.AppendInt(b, m.Expire, 10)
+	}
+	if m.SenderOnly {
+		b = append(b, `,"SenderOnly":true`...)
+	}
+	if m.ReceiverOnly {
+		b = append(b, `,"ReceiverOnly":true`...)
+	}
+	if m.SenderSeq != 0 {
+		b = append(b, `,"SenderSeq":`...)
+		b = strconv.AppendUint(b, m.SenderSeq, 10)
+	}
+	if m.ReceiverSeq != 0 {
+		b = append(b, `,"ReceiverSeq":`...)
+		b = strconv.AppendUint(b, m.ReceiverSeq, 10)
+	}
+	return append(b, '}'), nil
+}
+
 // PutMessage stores m in its conversation's history and the time index.
 // m.MsgKey must be the one its MsgSeq, MsgRandom and MsgTime make.
 func (tx *Tx) PutMessage(m *Message) error {
-	b, err := json.Marshal(m)
+	b, err := m.appendJSON(make([]byte, 0, 256+len(m.MsgBody)))
 	if err != nil {
-		return fmt.Errorf("store: message: %w", err)
+		return err
 	}
 	hk := historyKey(m.From, m.To, m.MsgTime, m.MsgSeq, m.MsgRandom)
 	if !bytes.Equal(historyKeyOf(m.From, m.To, m.MsgKey), hk) {
