@@ -591,3 +591,38 @@ func TestWebSocket(t *testing.T) {
 		t.Fatal("forged login accepted over WebSocket")
 	}
 }
+
+// The sending device is never sent its own message, even while its pump is
+// busy with incoming traffic when the message commits (the pump must learn
+// that the event is the device's own before it can see the event at all).
+func TestNoEchoUnderLoad(t *testing.T) {
+	s := startServer(t, serverOpts{})
+	s.users("alice", "bob")
+	alice := s.connect("alice", connectOpts{clientID: "alice:phone"})
+	alice.syncComplete()
+	bob := s.connect("bob", connectOpts{clientID: "bob:phone"})
+	bob.syncComplete()
+	const n = 150
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 1; i <= n; i++ {
+			bob.send("alice", 10000+i)
+		}
+	}()
+	for i := 1; i <= n; i++ {
+		alice.send("bob", i)
+	}
+	<-done
+	for got := 0; got < n; got++ {
+		if e := alice.nextMsg(); e.str("From_Account") != "bob" {
+			t.Fatalf("alice's device was sent %v", e)
+		}
+	}
+	// Every Seq of alice's timeline is accounted for: n from bob received,
+	// n of her own held through the replies; the next event follows them.
+	r := bob.send("alice", 99999)
+	if e := alice.nextMsg(); e.num("Seq") != 2*n+1 || e.str("MsgKey") != r.str("MsgKey") {
+		t.Fatalf("after the load: %v, want Seq %d", e, 2*n+1)
+	}
+}

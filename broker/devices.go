@@ -226,9 +226,20 @@ func (r *recentEvents) from(next uint64, max int) []store.Event {
 
 // Committed keeps the new events of online users and wakes their pumps.
 // The writer calls it in commit order.
+//
+// The store calls it before it publishes the group's new Seqs (LastSeq), so
+// a pump learns of a new event only here: from the ring, after its device
+// knows which events are its own.
 func (ds *Devices) Committed(evs []store.Appended) {
 	ds.mu.RLock()
 	defer ds.mu.RUnlock()
+	for _, e := range evs {
+		if e.Origin != "" {
+			if dev := ds.users[e.User][e.Origin]; dev != nil {
+				dev.markOwn(e.Seq)
+			}
+		}
+	}
 	ds.recentMu.Lock()
 	for _, e := range evs {
 		if len(ds.users[e.User]) == 0 {
@@ -248,13 +259,6 @@ func (ds *Devices) Committed(evs []store.Appended) {
 		r.add(e.Seq, e.Data)
 	}
 	ds.recentMu.Unlock()
-	for _, e := range evs {
-		if e.Origin != "" {
-			if dev := ds.users[e.User][e.Origin]; dev != nil {
-				dev.markOwn(e.Seq)
-			}
-		}
-	}
 	var prev string
 	for _, e := range evs {
 		if e.User == prev || e.Rewritten {
@@ -265,6 +269,19 @@ func (ds *Devices) Committed(evs []store.Appended) {
 			dev.poke()
 		}
 	}
+}
+
+// lastSeq is user's last committed Seq as a pump may use it: the store's, or
+// the ring's newest event, which Committed adds before the store publishes
+// its Seq.
+func (ds *Devices) lastSeq(user string) (uint64, error) {
+	last, err := ds.store.LastSeq(user)
+	ds.recentMu.Lock()
+	if r := ds.recent[user]; r != nil && r.n > 0 {
+		last = max(last, r.first+uint64(r.n)-1)
+	}
+	ds.recentMu.Unlock()
+	return last, err
 }
 
 // readTimeline serves a pump from the recent events when it can, else from
@@ -557,7 +574,7 @@ func (dev *Device) deliver(topic string) bool {
 	next := dev.next
 	dev.mu.Unlock()
 
-	last, err := dev.d.store.LastSeq(dev.User)
+	last, err := dev.d.lastSeq(dev.User)
 	if err != nil {
 		dev.d.log.Error("delivery: last seq", "user", dev.User, "error", err)
 		return false

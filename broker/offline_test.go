@@ -546,3 +546,30 @@ func appendBacklogText(t testing.TB, s *testServer, user string, n int, text str
 		t.Fatal(err)
 	}
 }
+
+// The sender's copies of messages are stored as references to the
+// recipient's: a device of the sender replaying them from the store (past
+// the recent-events ring) gets each in full, with the sender's Seqs.
+func TestSenderCopiesReplayed(t *testing.T) {
+	s := startServer(t, serverOpts{})
+	s.users("alice", "bob")
+	tablet := s.connect("alice", connectOpts{clientID: "alice:tablet"})
+	tablet.syncComplete()
+	tablet.close()
+	phone := s.connect("alice", connectOpts{clientID: "alice:phone"})
+	phone.syncComplete()
+	var replies []event
+	for i := 1; i <= 40; i++ {
+		replies = append(replies, phone.send("bob", i))
+	}
+	tablet = s.connect("alice", connectOpts{clientID: "alice:tablet"})
+	for i, r := range replies {
+		e := tablet.nextMsg()
+		if e.num("Seq") != r.num("Seq") || e.str("MsgKey") != r.str("MsgKey") || e.str("To_Account") != "bob" || e["MsgBody"] == nil {
+			t.Fatalf("replayed copy %d: %v, reply %v", i+1, e, r)
+		}
+	}
+	if last := tablet.syncComplete(); last != 40 {
+		t.Fatalf("sync_complete at %d, want 40", last)
+	}
+}

@@ -1,6 +1,11 @@
 package broker
 
-import "testing"
+import (
+	"log/slog"
+	"testing"
+
+	"github.com/duet-im/duet/store"
+)
 
 // A device's own sends are passed, not sent; the cursor moves over them only
 // once every event sent before them is acknowledged, so a connection lost
@@ -65,5 +70,25 @@ func TestOwnBounded(t *testing.T) {
 	}
 	if len(dev.own) != maxOwn || dev.own[0] != 11 {
 		t.Fatalf("own holds %d entries from %d", len(dev.own), dev.own[0])
+	}
+}
+
+// A pump learns of a new event from the ring before the store publishes its
+// Seq (Committed runs first), so its idea of the last Seq takes the ring's.
+func TestLastSeqSeesRing(t *testing.T) {
+	st, err := store.Open(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ds := newDevices(st, slog.Default(), 8)
+	if last, err := ds.lastSeq("alice"); err != nil || last != 0 {
+		t.Fatalf("empty: %d, %v", last, err)
+	}
+	ds.recent["alice"] = &recentEvents{}
+	ds.recent["alice"].add(1, []byte(`{"Seq":1}`))
+	ds.recent["alice"].add(2, []byte(`{"Seq":2}`))
+	if last, err := ds.lastSeq("alice"); err != nil || last != 2 {
+		t.Fatalf("with events 1–2 in the ring only: %d, %v", last, err)
 	}
 }

@@ -328,9 +328,14 @@ func (s *Service) sendMsg(ctx context.Context, c *Caller, body []byte) (any, err
 		switch {
 		case from == r.To && deliver:
 			m.SenderSeq = m.ReceiverSeq
-		case toSender:
+		case toSender && deliver:
 			// The sending device has the reply (with this Seq): PROTOCOL §4
-			// sends the copy to the sender's other devices only.
+			// sends the copy to the sender's other devices only. It is the
+			// recipient's event: stored as a reference to it.
+			if m.SenderSeq, err = tx.AppendCopy(from, origin, evTail, r.To, m.ReceiverSeq); err != nil {
+				return err
+			}
+		case toSender:
 			if m.SenderSeq, err = tx.AppendFrom(from, origin, evTail); err != nil {
 				return err
 			}

@@ -22,7 +22,9 @@
 // and separates variable-length parts while keeping prefixes ordered.
 //
 //	a/{user}                                  account record (JSON)
-//	t/{user} 00 {seq u64be}                   timeline event (JSON, as delivered)
+//	t/{user} 00 {seq u64be}                   timeline event (JSON, as delivered), or a reference to
+//	                                          the same event in another timeline (the sender's copy
+//	                                          of a message: eventRef, resolved by ReadTimeline)
 //	h/{lo} 00 {hi} 00 {time u64be}{msgseq u32be}{random u32be}
 //	                                          history record (JSON Message); lo < hi
 //	k/{lo} 00 {hi} 00 {msgkey}                (no longer written: a MsgKey names its history key;
@@ -97,7 +99,8 @@ type Options struct {
 	// MaxGroup bounds how many transactions one commit may carry.
 	MaxGroup int
 	// OnCommit is called by the writer after each durable commit with the
-	// timeline events it appended. It must not block.
+	// timeline events it appended, before LastSeq shows their Seqs (and
+	// before Update returns to their callers). It must not block.
 	OnCommit func([]Appended)
 	// Clock returns the current time; nil means time.Now. Tests move it.
 	Clock func() time.Time
@@ -492,12 +495,53 @@ func (s *Store) ReadTimeline(user string, after uint64, max int) ([]Event, error
 	defer it.Close()
 	var out []Event
 	for ok := it.First(); ok && len(out) < max; ok = it.Next() {
-		out = append(out, Event{
-			Seq:  binary.BigEndian.Uint64(it.Key()[len(p):]),
-			Data: bytes.Clone(it.Value()),
-		})
+		seq := binary.BigEndian.Uint64(it.Key()[len(p):])
+		data := bytes.Clone(it.Value())
+		if isEventRef(data) {
+			if data, err = s.resolveRef(seq, data); err != nil {
+				return nil, err
+			}
+			if data == nil {
+				continue // the copy it names has expired: so has this one
+			}
+		}
+		out = append(out, Event{Seq: seq, Data: data})
 	}
 	return out, it.Error()
+}
+
+// A timeline value is an event's JSON (`{"Seq":…`) or a reference to the
+// same event in another timeline (AppendCopy): refMark, the other copy's
+// Seq (uvarint), then its user.
+const refMark = 0x01
+
+func eventRef(of string, ofSeq uint64) []byte {
+	b := binary.AppendUvarint([]byte{refMark}, ofSeq)
+	return append(b, of...)
+}
+
+func isEventRef(v []byte) bool { return len(v) > 0 && v[0] == refMark }
+
+// resolveRef reads the copy ref names and gives it the Seq seq; nil when that
+// copy is gone.
+func (s *Store) resolveRef(seq uint64, ref []byte) ([]byte, error) {
+	ofSeq, n := binary.Uvarint(ref[1:])
+	if n <= 0 {
+		return nil, fmt.Errorf("store: damaged timeline reference %x", ref)
+	}
+	v, err := get(s.db, timelineKey(string(ref[1+n:]), ofSeq))
+	if err != nil || v == nil {
+		return nil, err
+	}
+	// The copy starts {"Seq":<its seq>, and the rest is the shared tail.
+	i := bytes.IndexByte(v, ',')
+	if !bytes.HasPrefix(v, []byte(`{"Seq":`)) || i < 0 {
+		return nil, fmt.Errorf("store: timeline reference to a malformed event %q", v)
+	}
+	out := make([]byte, 0, len(v)+8)
+	out = append(out, `{"Seq":`...)
+	out = strconv.AppendUint(out, seq, 10)
+	return append(out, v[i:]...), nil
 }
 
 // ---- cursors ----

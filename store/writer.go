@@ -138,6 +138,12 @@ func (tx *Tx) Now() time.Time { return tx.s.Now() }
 // and delivered JSON is `{"Seq":N,` followed by tail, which must be the rest
 // of a JSON object without its opening brace (e.g. `"Event":"msg",...}`).
 func (tx *Tx) Append(user string, tail []byte) (uint64, error) {
+	return tx.appendEvent(user, "", tail, nil)
+}
+
+// appendEvent appends the event; stored, when not nil, is kept instead of
+// its JSON (a reference: see AppendCopy).
+func (tx *Tx) appendEvent(user, origin string, tail, stored []byte) (uint64, error) {
 	next, ok := tx.seqs[user]
 	if !ok {
 		last, inGroup := tx.gseqs[user]
@@ -155,19 +161,27 @@ func (tx *Tx) Append(user string, tail []byte) (uint64, error) {
 	data = strconv.AppendUint(data, next, 10)
 	data = append(data, ',')
 	data = append(data, tail...)
-	tx.Put(timelineKey(user, next), data)
-	tx.app = append(tx.app, Appended{User: user, Seq: next, Data: data})
+	if stored == nil {
+		stored = data
+	}
+	tx.Put(timelineKey(user, next), stored)
+	tx.app = append(tx.app, Appended{User: user, Seq: next, Data: data, Origin: origin})
 	return next, nil
 }
 
 // AppendFrom is Append for an event caused by user's device origin (a
 // client id): see Appended.Origin.
 func (tx *Tx) AppendFrom(user, origin string, tail []byte) (uint64, error) {
-	seq, err := tx.Append(user, tail)
-	if err == nil {
-		tx.app[len(tx.app)-1].Origin = origin
-	}
-	return seq, err
+	return tx.appendEvent(user, origin, tail, nil)
+}
+
+// AppendCopy is AppendFrom for an event whose tail this transaction also
+// appended to of's timeline, at ofSeq: the sender's copy of a message. It is
+// stored as a reference to that copy, so the store writes (and compacts)
+// every message's event once, not twice; reads resolve it (ReadTimeline),
+// and a rewrite of either copy (recall, edit) stores full data again.
+func (tx *Tx) AppendCopy(user, origin string, tail []byte, of string, ofSeq uint64) (uint64, error) {
+	return tx.appendEvent(user, origin, tail, eventRef(of, ofSeq))
 }
 
 // AppendUntil is Append for an event that leaves the timeline at expire.
@@ -294,11 +308,6 @@ func (s *Store) commit(group []*txn) {
 			return
 		}
 		s.Metrics.observeCommit(ok, time.Since(start))
-		s.seqMu.Lock()
-		for u, last := range seqs {
-			s.lastSeq[u] = last
-		}
-		s.seqMu.Unlock()
 		if len(s.hot)+len(ghot) > maxHot {
 			clear(s.hot)
 		}
@@ -306,8 +315,18 @@ func (s *Store) commit(group []*txn) {
 			s.hot[k] = h
 		}
 	}
+	// OnCommit hears of the events before LastSeq shows them: delivery keeps
+	// what it must know about an event (whose device sent it) ready before
+	// any reader can find it by Seq.
 	if len(appended) > 0 && s.opts.OnCommit != nil {
 		s.opts.OnCommit(appended)
+	}
+	if ok > 0 {
+		s.seqMu.Lock()
+		for u, last := range seqs {
+			s.lastSeq[u] = last
+		}
+		s.seqMu.Unlock()
 	}
 	for _, t := range group {
 		close(t.done)
