@@ -267,8 +267,15 @@ func (c *Client) connect(ctx context.Context) (transport, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Requests may go out before the subscription's replay ends (the
-	// processor asks for the contact list and for syncs during it).
+	// Requests wait for the subscription: the server answers on im/{me}/rsp
+	// only to a device subscribed there, so a request sent first (a resend
+	// after a reconnect) would lose its reply and wait RequestTimeout. They
+	// may still go out before the subscription's replay ends (the processor
+	// asks for the contact list and for syncs during it).
+	if err := t.subscribe(ctx); err != nil {
+		t.close()
+		return nil, err
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -279,10 +286,6 @@ func (c *Client) connect(ctx context.Context) (transport, error) {
 	close(c.connCh)
 	c.connCh = make(chan struct{})
 	c.mu.Unlock()
-	if err := t.subscribe(ctx); err != nil {
-		t.close()
-		return nil, err
-	}
 	c.inbox.push(item{kind: itConnected, gen: gen})
 	return t, nil
 }
