@@ -41,8 +41,9 @@ type Config struct {
 	SDKAppID  uint64
 	Device    string
 	SigExpire time.Duration
-	// SendersReplyOnly: duet senders subscribe to im/{me}/rsp only, so their
-	// own sends do not come back to them on their timeline.
+	// SendersReplyOnly: duet senders subscribe to im/{me}/rsp only (a
+	// back-end bot), not to their timeline (a phone, which gets the events
+	// of its user's other devices).
 	SendersReplyOnly bool
 
 	ConnParallel int           // connections dialled concurrently

@@ -119,7 +119,7 @@ type duetMode struct {
 	sigExpire time.Duration
 	now       func() time.Time
 	// replyOnly: senders subscribe to their replies only, like a back-end
-	// bot, not to their timeline (where each send comes back to them).
+	// bot, not to their timeline like a phone.
 	replyOnly bool
 }
 
@@ -192,7 +192,7 @@ func (m *duetMode) request(i int, n int64, sentNanos int64) (string, []byte) {
 
 func (m *duetMode) onSender(i int, topic string, payload []byte) event {
 	if topic != "im/"+m.senderID(i)+"/rsp" {
-		return event{} // own messages synced back on in, live notices
+		return event{} // timeline events, live notices
 	}
 	var r duetReply
 	if err := json.Unmarshal(payload, &r); err != nil {
