@@ -154,6 +154,14 @@ func (b *Broker) Close() error {
 	default:
 	}
 	close(b.stop)
+	// mochi v2.7.9 shuts its clients down with Clients.GetByListener, which
+	// read-locks the client map and then again inside (Len): a connection
+	// ending at that moment queues its write lock (Clients.Delete) between
+	// the two, and both wait for ever (TestCloseWhileClientsLeave). So the
+	// listeners are closed here first, with a closer that locks once and
+	// waits for every connection to end; Server.Close then finds the TCP
+	// listeners closed (it skips their closer) and no client left.
+	b.Server.Listeners.CloseAll(b.disconnectListener)
 	err := b.Server.Close()
 	// mochi's Close does not wait for its connections' goroutines: wait for
 	// the requests they are executing, so none touches the store after the
@@ -161,6 +169,16 @@ func (b *Broker) Close() error {
 	b.requests.Drain()
 	b.Devices.closeAll() // flushes each cursor as it detaches
 	return err
+}
+
+// disconnectListener disconnects the clients of listener id, as mochi's own
+// closer would, without its double read lock.
+func (b *Broker) disconnectListener(id string) {
+	for _, cl := range b.Server.Clients.GetAll() {
+		if cl.Net.Listener == id && !cl.Closed() {
+			_ = b.Server.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+	}
 }
 
 func (b *Broker) flushLoop() {
