@@ -247,9 +247,21 @@ func (h *sessionHook) applySubscriptions(dev *Device, cl *mqtt.Client) {
 	}
 }
 
+// deviceOf is cl's device, if cl is still the connection it belongs to. A
+// connection that ended is cleaned up by mochi after its client id may have
+// connected again; what it reports (its subscriptions removed) is not about
+// the new connection's device.
+func (h *sessionHook) deviceOf(cl *mqtt.Client) *Device {
+	user, _ := hooks.Device(cl)
+	if dev := h.b.Devices.get(user, cl.ID); dev != nil && dev.cl == cl {
+		return dev
+	}
+	return nil
+}
+
 func (h *sessionHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
 	user, _ := hooks.Device(cl)
-	dev := h.b.Devices.get(user, cl.ID)
+	dev := h.deviceOf(cl)
 	if dev == nil {
 		return
 	}
@@ -266,18 +278,16 @@ func (h *sessionHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []b
 }
 
 func (h *sessionHook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
-	user, _ := hooks.Device(cl)
-	if dev := h.b.Devices.get(user, cl.ID); dev != nil {
+	// mochi reports the end of a connection's subscriptions here too, when
+	// it cleans the connection up: by then the same client id may be back.
+	if dev := h.deviceOf(cl); dev != nil {
 		h.applySubscriptions(dev, cl)
 	}
 }
 
 func (h *sessionHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	user, _ := hooks.Device(cl)
-	h.b.Devices.mu.RLock()
-	dev := h.b.Devices.users[user][cl.ID]
-	h.b.Devices.mu.RUnlock()
-	if dev != nil && dev.cl == cl {
+	if dev := h.deviceOf(cl); dev != nil {
 		h.b.Devices.detach(dev)
 		if h.b.cfg.OnState != nil {
 			h.b.cfg.OnState(user, cl.ID, false)
@@ -291,8 +301,7 @@ func (h *sessionHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.
 	if pk.FixedHeader.Type != packets.Puback {
 		return pk, nil
 	}
-	user, _ := hooks.Device(cl)
-	if dev := h.b.Devices.get(user, cl.ID); dev != nil && dev.cl == cl {
+	if dev := h.deviceOf(cl); dev != nil {
 		dev.puback(pk.PacketID)
 	}
 	return pk, nil

@@ -4,6 +4,10 @@ import (
 	"log/slog"
 	"testing"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/duet-im/duet/command"
 	"github.com/duet-im/duet/store"
 )
 
@@ -90,5 +94,44 @@ func TestLastSeqSeesRing(t *testing.T) {
 	ds.recent["alice"].add(2, []byte(`{"Seq":2}`))
 	if last, err := ds.lastSeq("alice"); err != nil || last != 2 {
 		t.Fatalf("with events 1–2 in the ring only: %d, %v", last, err)
+	}
+}
+
+// mochi cleans a connection up (and reports its subscriptions removed)
+// after it ended, when the same client id may already be connected again:
+// that report must not unsubscribe the new connection's device, or it would
+// never be sent its timeline (a device logging out and straight back in).
+func TestLateCleanupOfOldConnection(t *testing.T) {
+	st, err := store.Open(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	svc := command.New(command.DefaultConfig(), st, slog.Default())
+	b, err := New(Config{Key: "k"}, svc, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Devices.closeAll()
+	h := &sessionHook{b: b}
+	conn := func() *mqtt.Client {
+		cl := b.Server.NewClient(nil, "tcp", "bob:phone", false)
+		cl.Properties.Username = []byte("bob")
+		return cl
+	}
+	old, cur := conn(), conn()
+	cur.State.Subscriptions.Add("im/bob/#", packets.Subscription{Filter: "im/bob/#", Qos: 1})
+	h.OnSessionEstablished(cur, packets.Packet{})
+	dev := b.Devices.get("bob", "bob:phone")
+	subscribed := func() bool { dev.mu.Lock(); defer dev.mu.Unlock(); return dev.subscribed && dev.liveSub }
+	if dev == nil || !subscribed() {
+		t.Fatal("the device did not take its subscription")
+	}
+	// The old connection's cleanup: no subscriptions left.
+	h.OnUnsubscribed(old, packets.Packet{Filters: packets.Subscriptions{{Filter: "im/bob/#"}}})
+	h.OnSubscribed(old, packets.Packet{}, nil)
+	h.OnDisconnect(old, nil, false)
+	if b.Devices.get("bob", "bob:phone") != dev || !subscribed() {
+		t.Fatal("the old connection's cleanup unsubscribed or detached the new connection's device")
 	}
 }

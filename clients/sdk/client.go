@@ -118,6 +118,10 @@ type Client struct {
 	mu      sync.Mutex
 	conn    transport
 	connCh  chan struct{} // closed (and replaced) whenever conn changes
+	// subscribed is closed once conn's subscription is in place: requests
+	// wait for it, since the server answers on im/{me}/rsp only to a device
+	// subscribed there.
+	subscribed chan struct{}
 	closed  bool
 	gen     uint64
 	userSig string
@@ -267,25 +271,28 @@ func (c *Client) connect(ctx context.Context) (transport, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Requests wait for the subscription: the server answers on im/{me}/rsp
-	// only to a device subscribed there, so a request sent first (a resend
-	// after a reconnect) would lose its reply and wait RequestTimeout. They
-	// may still go out before the subscription's replay ends (the processor
-	// asks for the contact list and for syncs during it).
-	if err := t.subscribe(ctx); err != nil {
-		t.close()
-		return nil, err
-	}
+	// The connection is published before it subscribes: the replay starts
+	// as soon as the server has the subscription, and the processor asks
+	// for syncs and the contact list during it. Requests wait for the
+	// subscription, though (see call): the server answers on im/{me}/rsp
+	// only to a device subscribed there, and a request sent first (a resend
+	// after a reconnect) would lose its reply and wait RequestTimeout.
+	subscribed := make(chan struct{})
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		t.close()
 		return nil, ErrClosed
 	}
-	c.conn = t
+	c.conn, c.subscribed = t, subscribed
 	close(c.connCh)
 	c.connCh = make(chan struct{})
 	c.mu.Unlock()
+	if err := t.subscribe(ctx); err != nil {
+		t.close()
+		return nil, err
+	}
+	close(subscribed)
 	c.inbox.push(item{kind: itConnected, gen: gen})
 	return t, nil
 }
@@ -431,9 +438,19 @@ func (c *Client) call(ctx context.Context, cmd string, body any, out any, o call
 	}()
 	topic := "im/" + c.me + "/req/" + cmd
 	for attempt := 1; ; attempt++ {
-		t, err := c.waitConn(ctx, o.retry)
+		t, subscribed, err := c.waitConn(ctx, o.retry)
 		if err != nil {
 			return err
+		}
+		select {
+		case <-subscribed:
+		case <-t.done(): // the subscription failed: as if the connection had
+			if !o.retry {
+				return ErrNotConnected
+			}
+			continue
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 		actx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 		stop := context.AfterFunc(c.ctx, cancel) // Logout ends the wait
@@ -484,32 +501,33 @@ func (c *Client) call(ctx context.Context, cmd string, body any, out any, o call
 	}
 }
 
-// waitConn returns the live connection, waiting for a reconnect when wait.
-func (c *Client) waitConn(ctx context.Context, wait bool) (transport, error) {
+// waitConn returns the live connection, and a channel closed once it is
+// subscribed, waiting for a reconnect when wait.
+func (c *Client) waitConn(ctx context.Context, wait bool) (transport, <-chan struct{}, error) {
 	for {
 		c.mu.Lock()
-		t, ch, closed := c.conn, c.connCh, c.closed
+		t, subscribed, ch, closed := c.conn, c.subscribed, c.connCh, c.closed
 		c.mu.Unlock()
 		if closed {
-			return nil, ErrClosed
+			return nil, nil, ErrClosed
 		}
 		if t != nil {
 			select {
 			case <-t.done():
 			default:
-				return t, nil
+				return t, subscribed, nil
 			}
 		}
 		if !wait {
-			return nil, ErrNotConnected
+			return nil, nil, ErrNotConnected
 		}
 		select {
 		case <-ch:
 		case <-time.After(50 * time.Millisecond): // t died but supervise has not noticed yet
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		case <-c.quit:
-			return nil, ErrClosed
+			return nil, nil, ErrClosed
 		}
 	}
 }

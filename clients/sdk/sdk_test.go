@@ -366,7 +366,7 @@ func TestGetMessageFillsGap(t *testing.T) {
 	// Offline, the store answers with what it has and says so.
 	s.stop()
 	checkFor(t, 15*time.Second, func() error {
-		if _, err := laptop.waitConn(ctx, false); err == nil {
+		if _, _, err := laptop.waitConn(ctx, false); err == nil {
 			return errors.New("still connected")
 		}
 		return nil
