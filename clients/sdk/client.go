@@ -115,18 +115,18 @@ type Client struct {
 	inbox    *queue[item]
 	dispatch *queue[func()]
 
-	mu      sync.Mutex
-	conn    transport
-	connCh  chan struct{} // closed (and replaced) whenever conn changes
+	mu     sync.Mutex
+	conn   transport
+	connCh chan struct{} // closed (and replaced) whenever conn changes
 	// subscribed is closed once conn's subscription is in place: requests
 	// wait for it, since the server answers on im/{me}/rsp only to a device
 	// subscribed there.
 	subscribed chan struct{}
-	closed  bool
-	gen     uint64
-	userSig string
-	pending map[string]func([]byte) // ReqId → reply handler
-	sending map[sendKey]time.Time   // sends from this device not yet seen on the timeline
+	closed     bool
+	gen        uint64
+	userSig    string
+	pending    map[string]func([]byte) // ReqId → reply handler
+	sending    map[sendKey]time.Time   // sends from this device not yet seen on the timeline
 
 	reqSeq atomic.Uint64
 	// msgSeq numbers this device's sends: history orders messages of one
