@@ -114,10 +114,6 @@ type Device struct {
 	// once they are all acknowledged.
 	own     []uint64
 	skipped uint64
-	// stalled: the pump stopped because the window was full, so the next
-	// PUBACK must wake it. Other PUBACKs do not: waking the pump for every
-	// acknowledgement cost a goroutine switch per message for nothing.
-	stalled bool
 }
 
 // maxOwn bounds Device.own for a device that sends without reading its
@@ -488,6 +484,10 @@ func (dev *Device) puback(pid uint16) bool {
 		dev.mu.Unlock()
 		return false
 	}
+	// A pump stops for a PUBACK only with a full window (for events or for
+	// sync_complete): only then does this one wake it. Waking it for every
+	// acknowledgement cost a goroutine switch per message for nothing.
+	wake := len(dev.pending) >= dev.window
 	delete(dev.pending, pid)
 	if seq > dev.acked {
 		dev.acked = seq
@@ -498,8 +498,6 @@ func (dev *Device) puback(pid uint16) bool {
 		dev.acked = dev.skipped
 	}
 	due := dev.acked-dev.flushed >= flushEvery
-	wake := dev.stalled
-	dev.stalled = false
 	dev.mu.Unlock()
 	if seq > 0 {
 		dev.d.Metrics.Acked.Add(1)
@@ -576,7 +574,6 @@ func (dev *Device) deliver(topic string) bool {
 	dev.mu.Lock()
 	room := dev.window - len(dev.pending)
 	if !dev.subscribed || room <= 0 {
-		dev.stalled = dev.subscribed
 		dev.mu.Unlock()
 		return false
 	}
@@ -652,7 +649,6 @@ func (dev *Device) deliver(topic string) bool {
 	// Caught up: owe the device its sync_complete?
 	dev.mu.Lock()
 	if !dev.syncOwed || dev.next <= dev.syncTarget || len(dev.pending) >= dev.window {
-		dev.stalled = dev.syncOwed && dev.next > dev.syncTarget // waits for room
 		dev.mu.Unlock()
 		return false
 	}
