@@ -269,17 +269,18 @@ func (p *proc) ownSeq(m *Message) {
 	if m.Seq == 0 {
 		return
 	}
-	payload, err := json.Marshal(struct {
-		Event string `json:"Event"`
-		*Message
-	}{"msg", m})
-	if err != nil {
-		return
+	// Held back, it waits as the event the server would have sent.
+	hold := func() {
+		if payload, err := json.Marshal(struct {
+			Event string `json:"Event"`
+			*Message
+		}{"msg", m}); err == nil {
+			p.buffer[m.Seq] = payload
+		}
 	}
 	if p.fresh {
 		if !p.completeSeen {
-			// Sent during a first replay: the replay sets the baseline.
-			p.buffer[m.Seq] = payload
+			hold() // sent during a first replay: the replay sets the baseline
 			return
 		}
 		p.fresh = false // the timeline was empty (sync_complete at 0)
@@ -290,7 +291,7 @@ func (p *proc) ownSeq(m *Message) {
 		p.last = m.Seq
 		p.drain()
 	default:
-		p.buffer[m.Seq] = payload
+		hold()
 	}
 }
 
