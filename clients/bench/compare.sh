@@ -6,6 +6,12 @@
 #
 #   clients/bench/compare.sh              # RUNS=3 DURATION=10s CLIENT=wire
 #   RUNS=1 PAIRS="1000" clients/bench/compare.sh
+#   BEFORE=/tmp/duet-main clients/bench/compare.sh   # also a "before" binary
+#
+# With BEFORE set to a duet binary built from an earlier commit, every Duet run
+# is made twice in a row, before then after, so both rows of the table come
+# from one run on one machine, interleaved so that the machine's drift over
+# the run falls on both. MOSQUITTO=0 skips the mosquitto rows.
 #
 # Needs: go, and mosquitto (apt-get install mosquitto) for the raw rows; the
 # mosquitto rows are skipped, with a note, when it is not installed.
@@ -59,22 +65,33 @@ wait_port() {
 
 results=$work/results
 : >"$results"
+# duet_run NAME BINARY PAIRS: one run of a Duet binary on a fresh data
+# directory, so every run starts from an empty store.
+duet_run() {
+	local name=$1 bin=$2 pairs=$3 dpid
+	rm -rf "$work/data"
+	DUET_SECRET=compare "$bin" --data "$work/data" --auto-accounts --mqtt 127.0.0.1:21883 \
+		--ws "" --http 127.0.0.1:28080 --log-level warn >"$work/duet.log" 2>&1 &
+	dpid=$!
+	pids+=("$dpid")
+	wait_port 21883
+	run "$name" "$dpid" -addr tcp://127.0.0.1:21883 -secret compare -pairs "$pairs" | tee -a "$results"
+	kill "$dpid"
+	wait "$dpid" 2>/dev/null || true
+}
+
 for pairs in $PAIRS; do
 	for i in $(seq "$RUNS"); do
-		# A fresh data directory per run: every run starts from an empty store.
-		rm -rf "$work/data"
-		DUET_SECRET=compare "$work/duet" --data "$work/data" --auto-accounts --mqtt 127.0.0.1:21883 \
-			--ws "" --http 127.0.0.1:28080 --log-level warn >"$work/duet.log" 2>&1 &
-		dpid=$!
-		pids+=("$dpid")
-		wait_port 21883
-		run duet "$dpid" -addr tcp://127.0.0.1:21883 -secret compare -pairs "$pairs" | tee -a "$results"
-		kill "$dpid"
-		wait "$dpid" 2>/dev/null || true
+		if [ -n "${BEFORE:-}" ]; then
+			duet_run before "$BEFORE" "$pairs"
+		fi
+		duet_run duet "$work/duet" "$pairs"
 	done
 done
 
-if command -v mosquitto >/dev/null; then
+if [ "${MOSQUITTO:-1}" = 0 ]; then
+	echo "MOSQUITTO=0: raw-mode rows skipped" >&2
+elif command -v mosquitto >/dev/null; then
 	printf 'listener 18830 127.0.0.1\nallow_anonymous true\n' >"$work/mosquitto.conf"
 	for pairs in $PAIRS; do
 		for i in $(seq "$RUNS"); do
@@ -94,7 +111,7 @@ fi
 echo
 echo "median run (by msgs/s) of $RUNS, $DURATION each, client $CLIENT, QoS 1, window 1, $(nproc) cores:"
 printf '%-10s %6s %8s %8s %8s %14s %12s %5s %6s\n' broker pairs msgs/s p50_ms p99_ms broker_us/msg tool_us/msg lost errors
-for broker in duet mosquitto; do
+for broker in before duet mosquitto; do
 	for pairs in $PAIRS; do
 		rows=$(awk -v b="$broker" -v p="$pairs" '$1 == b && $2 == p' "$results" | sort -k3,3n)
 		n=$(grep -c . <<<"$rows" || true)
