@@ -3,11 +3,26 @@
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test deps vet bench
+.PHONY: test deps vet bench fuzz
 
 test: deps vet
 	docker-compose -f docker-compose.yml config -q
 	go test -race -count=1 -timeout 20m ./...
+	$(MAKE) fuzz
+
+# Each fuzz target for a bounded time (FUZZTIME each). `go test` above
+# already ran their corpora (seeds in the code and testdata/fuzz/); a new
+# failing input is written to testdata/fuzz/ and fails the run.
+FUZZTIME ?= 15s
+FUZZ_TARGETS := ./command/:FuzzExec ./command/:FuzzMsgBody ./usersig/:FuzzVerify \
+	./broker/:FuzzMQTTRequest ./broker/:FuzzMQTTPackets ./hooks/:FuzzRequestID
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} for $(FUZZTIME)"; \
+		go test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}" >fuzz.log 2>&1 || \
+			{ cat fuzz.log; rm -f fuzz.log; exit 1; }; \
+		tail -n 1 fuzz.log; rm -f fuzz.log; \
+	done
 
 # Debian packages the tests drive: mosquitto-clients (an independent MQTT client).
 deps:
