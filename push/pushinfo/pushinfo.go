@@ -24,6 +24,14 @@ type AndroidInfo struct {
 	VIVOCategory           string `json:"VIVOCategory,omitempty"`
 	GoogleImage            string `json:"GoogleImage,omitempty"`
 	HuaWeiImage            string `json:"HuaWeiImage,omitempty"`
+
+	// Duet's additions (docs/push.md, "Message classes"): the message class
+	// of OPPO (category + notify_level) and Meizu (noticeMsgType), which
+	// Tencent's OfflinePushInfo has no field for. Unset, the `push:`
+	// config's default applies.
+	OPPOCategory       string `json:"OPPOCategory,omitempty"`
+	OPPONotifyLevel    int    `json:"OPPONotifyLevel,omitempty"`
+	MeizuNoticeMsgType *int   `json:"MeizuNoticeMsgType,omitempty"`
 }
 
 // ApnsInfo is OfflinePushInfo.ApnsInfo (reference §4).
@@ -67,6 +75,7 @@ func Parse(raw []byte) (*OfflinePushInfo, error) {
 			"Sound": 's', "HuaWeiChannelID": 's', "XiaoMiChannelID": 's', "OPPOChannelID": 's', "GoogleChannelID": 's',
 			"VIVOClassification": 'n', "HuaWeiImportance": 's', "ExtAsHuaweiIntentParam": 'n', "HuaWeiCategory": 's',
 			"VIVOCategory": 's', "GoogleImage": 's', "HuaWeiImage": 's', "PushStyle": 'n',
+			"OPPOCategory": 's', "OPPONotifyLevel": 'n', "MeizuNoticeMsgType": 'n',
 		},
 		"ApnsInfo": {"Sound": 's', "BadgeMode": 'n', "Title": 's', "SubTitle": 's', "Image": 's', "MutableContent": 'n'},
 	} {
