@@ -138,35 +138,17 @@ type MeizuConfig struct {
 // clone copies the vendor sections, so New can fill in defaults without
 // writing into the caller's Config.
 func (c Config) clone() Config {
-	if c.APNs != nil {
-		v := *c.APNs
-		c.APNs = &v
-	}
-	if c.FCM != nil {
-		v := *c.FCM
-		c.FCM = &v
-	}
-	if c.Huawei != nil {
-		v := *c.Huawei
-		c.Huawei = &v
-	}
-	if c.Xiaomi != nil {
-		v := *c.Xiaomi
-		c.Xiaomi = &v
-	}
-	if c.OPPO != nil {
-		v := *c.OPPO
-		c.OPPO = &v
-	}
-	if c.VIVO != nil {
-		v := *c.VIVO
-		c.VIVO = &v
-	}
-	if c.Meizu != nil {
-		v := *c.Meizu
-		c.Meizu = &v
-	}
+	c.APNs, c.FCM, c.Huawei, c.Xiaomi = cloned(c.APNs), cloned(c.FCM), cloned(c.Huawei), cloned(c.Xiaomi)
+	c.OPPO, c.VIVO, c.Meizu = cloned(c.OPPO), cloned(c.VIVO), cloned(c.Meizu)
 	return c
+}
+
+func cloned[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
 }
 
 // Vendors is every vendor name a token may name.

@@ -96,6 +96,16 @@ func Parse(raw []byte) (*OfflinePushInfo, error) {
 	if o.PushFlag != 0 && o.PushFlag != 1 {
 		return nil, fmt.Errorf("OfflinePushInfo.PushFlag must be 0 or 1")
 	}
+	// The class fields Duet adds (docs/push.md, "Message classes"): a value
+	// the vendor would refuse is refused here, where the sender sees it.
+	switch o.AndroidInfo.OPPONotifyLevel {
+	case 0, 1, 2, 16:
+	default:
+		return nil, fmt.Errorf("OfflinePushInfo.AndroidInfo.OPPONotifyLevel must be 1, 2 or 16")
+	}
+	if t := o.AndroidInfo.MeizuNoticeMsgType; t != nil && *t != 0 && *t != 1 {
+		return nil, fmt.Errorf("OfflinePushInfo.AndroidInfo.MeizuNoticeMsgType must be 0 or 1")
+	}
 	return &o, nil
 }
 
