@@ -13,7 +13,7 @@ import (
 // config; OfflinePushInfo.AndroidInfo overrides it per message; every
 // request carries it (docs/push.md, "Message classes").
 
-// oppoCategories: OPPO "消息分类" (from 2024-11-20): true for the service
+// oppoCategories: OPPO "消息分类" (2024–2025; mandatory for newly enabled apps): true for the service
 // and communication class (通讯与服务), false for content and marketing
 // (内容与营销), which only shows in the shade, 2–5 a day per device.
 var oppoCategories = map[string]bool{

@@ -113,7 +113,7 @@ func oppoMessage(n *Notification, cfg OPPOConfig) []byte {
 		"style": 1, "title": clip(n.Title, oppoTitleMax), "content": clip(n.Body, oppoContentMax),
 		"click_action_type": 0, // open the app
 		"app_message_id":    n.MsgKey,
-		// The message class (from 2024-11-20): unclassified messages are
+		// The message class (OPPO 消息分类, 2024–2025): unclassified messages are
 		// content and marketing, 2–5 a day per device, shade only.
 		"category": category, "notify_level": level,
 	}

@@ -167,7 +167,7 @@ func classFakes(t *testing.T) map[string]struct {
 		return answer{200, `{"result":"ok","code":0,"data":{"id":"m"}}`}
 	}), xq)
 
-	// OPPO, "消息分类" (from 2024-11-20): category + notify_level; IM is
+	// OPPO, "消息分类": category + notify_level; IM is
 	// service and communication (no per-device cap); a message without a
 	// category is content and marketing, 2–5 a day per device (2 here),
 	// shade only; an unknown category is code 67.
