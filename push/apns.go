@@ -9,8 +9,8 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
-	"unicode/utf8"
 )
 
 // APNs over HTTP/2 with token-based authentication (Apple, "Sending
@@ -22,9 +22,11 @@ import (
 const (
 	apnsProduction = "https://api.push.apple.com"
 	apnsSandbox    = "https://api.sandbox.push.apple.com"
-	// Apple refuses a provider token older than an hour and one renewed more
-	// often than every 20 minutes.
+	// Apple ("Establishing a token-based connection"): refresh the provider
+	// token no less than once an hour and no more often than every 20
+	// minutes, else 429 TooManyProviderTokenUpdates.
 	apnsTokenLife = 50 * time.Minute
+	apnsMinResign = 20 * time.Minute
 	apnsMaxBytes  = 4096
 )
 
@@ -34,7 +36,11 @@ type apns struct {
 	key    *ecdsa.PrivateKey
 	client *http.Client
 	now    func() time.Time
-	jwt    cachedToken
+
+	jwtMu   sync.Mutex
+	jwt     string
+	jwtAt   time.Time // when jwt was signed
+	expired bool      // APNs called jwt expired: re-sign once allowed
 }
 
 func newAPNs(cfg APNsConfig, client *http.Client, now func() time.Time) (*apns, error) {
@@ -67,13 +73,42 @@ func newAPNs(cfg APNsConfig, client *http.Client, now func() time.Time) (*apns, 
 
 func (a *apns) name() string { return "apns" }
 
+func (a *apns) env() string {
+	if a.cfg.Production {
+		return "production"
+	}
+	return "sandbox"
+}
+
+// providerToken returns the current provider token, signing a new one when
+// it is 50 minutes old, or when APNs called it expired and it is at least
+// 20 minutes old: re-signing sooner is refused, so an early
+// ExpiredProviderToken (a skewed clock) is retried with the same token.
 func (a *apns) providerToken() (string, error) {
-	return a.jwt.get(a.now(), func() (string, time.Duration, error) {
-		t, err := signES256(a.key,
-			map[string]string{"alg": "ES256", "kid": a.cfg.KeyID},
-			map[string]any{"iss": a.cfg.TeamID, "iat": a.now().Unix()})
-		return t, apnsTokenLife, err
-	})
+	a.jwtMu.Lock()
+	defer a.jwtMu.Unlock()
+	now := a.now()
+	age := now.Sub(a.jwtAt)
+	if a.jwt != "" && age < apnsTokenLife && !(a.expired && age >= apnsMinResign) {
+		return a.jwt, nil
+	}
+	t, err := signES256(a.key,
+		map[string]string{"alg": "ES256", "kid": a.cfg.KeyID},
+		map[string]any{"iss": a.cfg.TeamID, "iat": now.Unix()})
+	if err != nil {
+		return "", err
+	}
+	a.jwt, a.jwtAt, a.expired = t, now, false
+	return t, nil
+}
+
+// tokenExpired records APNs' ExpiredProviderToken for the token jwt.
+func (a *apns) tokenExpired(jwt string) {
+	a.jwtMu.Lock()
+	if a.jwt == jwt {
+		a.expired = true
+	}
+	a.jwtMu.Unlock()
 }
 
 // apnsPayload builds the JSON payload: the aps dictionary plus Tencent's
@@ -83,8 +118,7 @@ func apnsPayload(n *Notification) ([]byte, error) {
 		// A recall: a background update the app uses to remove what it showed.
 		return json.Marshal(map[string]any{"aps": map[string]any{"content-available": 1}, "withdraw": n.MsgKey})
 	}
-	body := n.Body
-	for {
+	return fitBytes("apns", n.Body, apnsMaxBytes, func(body string) ([]byte, error) {
 		alert := map[string]string{"body": body}
 		title := n.Title
 		if n.APNs.Title != "" {
@@ -115,26 +149,8 @@ func apnsPayload(n *Notification) ([]byte, error) {
 		if n.APNs.Image != "" {
 			p["image"] = n.APNs.Image
 		}
-		b, err := json.Marshal(p)
-		if err != nil || len(b) <= apnsMaxBytes || body == "" {
-			return b, err
-		}
-		// Too big for APNs: shorten the text, never the app's ext.
-		cut := len(body) - (len(b) - apnsMaxBytes) - 3
-		if cut <= 0 {
-			if n.Ext != "" && len(b)-len(body) > apnsMaxBytes {
-				return nil, failf(permanent, "apns: payload of %d bytes exceeds 4096 even without text (Ext too long)", len(b))
-			}
-			cut = 0
-		}
-		for cut > 0 && !utf8.RuneStart(body[cut]) {
-			cut--
-		}
-		body = body[:cut] + "…"
-		if cut == 0 {
-			body = ""
-		}
-	}
+		return json.Marshal(p)
+	})
 }
 
 func (a *apns) send(ctx context.Context, n *Notification) error {
@@ -188,15 +204,22 @@ func (a *apns) send(ctx context.Context, n *Notification) error {
 	if e := ans.decode("apns", &reply); e != nil {
 		return e
 	}
-	switch reply.Reason {
-	case "BadDeviceToken", "Unregistered", "DeviceTokenNotForTopic":
+	// Apple, "Handling notification responses from APNs": only 410
+	// Unregistered says the token is dead. BadDeviceToken also means a token
+	// of the other environment (sandbox vs production), and
+	// DeviceTokenNotForTopic a bundle id that is not the token's app: with a
+	// wrong `production` or `bundle_id` every token would answer so, and
+	// deleting them would lose every iOS device.
+	switch {
+	case ans.status == http.StatusGone || reply.Reason == "Unregistered":
 		return failf(invalidToken, "apns: HTTP %d %s", ans.status, reply.Reason)
-	case "ExpiredProviderToken":
-		a.jwt.invalidate(jwt)
+	case reply.Reason == "BadDeviceToken":
+		return failf(misconfigured, "apns: HTTP %d BadDeviceToken: the token is not one of the %s environment (check push.apns.production) or is malformed", ans.status, a.env())
+	case reply.Reason == "DeviceTokenNotForTopic":
+		return failf(misconfigured, "apns: HTTP %d DeviceTokenNotForTopic: the token is not for bundle id %q (check push.apns.bundle_id or the device's BundleID)", ans.status, topic)
+	case reply.Reason == "ExpiredProviderToken":
+		a.tokenExpired(jwt)
 		return failf(retry, "apns: HTTP %d %s", ans.status, reply.Reason)
-	}
-	if ans.status == http.StatusGone {
-		return failf(invalidToken, "apns: HTTP 410 %s", reply.Reason)
 	}
 	return failf(permanent, "apns: HTTP %d %s", ans.status, reply.Reason)
 }

@@ -62,14 +62,35 @@ type HuaweiConfig struct {
 	AuthEndpoint string `yaml:"auth_endpoint"` // OAuth base; defaults to endpoint when that is set
 	// BadgeClass is the app's entry activity (e.g. com.example.im.MainActivity):
 	// Push Kit sets an app badge only for a named class.
-	BadgeClass  string `yaml:"badge_class"`
-	Concurrency int    `yaml:"concurrency"`
+	BadgeClass string `yaml:"badge_class"`
+	// Category is android.category of every notification (self-classified
+	// service and communication messages; the app needs that right from
+	// Huawei). Default IM. OfflinePushInfo.AndroidInfo.HuaWeiCategory
+	// overrides it per message.
+	Category string `yaml:"category"`
+	// ClickAction is the action of an intent filter the app declares: a tap
+	// starts that activity (click_action type 1). Empty: a tap opens the
+	// app's launcher activity (type 3). Either way Ext reaches the app in
+	// the message's data.
+	ClickAction string `yaml:"click_action"`
+	// IntentURI (scheme://host/path, e.g. duetim://com.example.im/chat) and
+	// IntentComponent (package/class) name the activity that receives Ext as
+	// the intent extra "ext" when OfflinePushInfo asks for
+	// ExtAsHuaweiIntentParam 1.
+	IntentURI       string `yaml:"intent_uri"`
+	IntentComponent string `yaml:"intent_component"`
+	Concurrency     int    `yaml:"concurrency"`
 }
 
 // XiaomiConfig: MiPush server credentials.
 type XiaomiConfig struct {
 	AppSecret   string `yaml:"app_secret"`
 	PackageName string `yaml:"package_name"`
+	// ChannelID is the id of the channel registered on the MiPush console
+	// for private (IM) messages, sent as extra.channel_id. Without it
+	// messages go to the public default channel (quota ~1 a day per device).
+	// OfflinePushInfo.AndroidInfo.XiaoMiChannelID overrides it per message.
+	ChannelID   string `yaml:"channel_id"`
 	Endpoint    string `yaml:"endpoint"`
 	Concurrency int    `yaml:"concurrency"`
 }
@@ -78,25 +99,56 @@ type XiaomiConfig struct {
 type OPPOConfig struct {
 	AppKey       string `yaml:"app_key"`
 	MasterSecret string `yaml:"master_secret"`
-	Endpoint     string `yaml:"endpoint"`
-	Concurrency  int    `yaml:"concurrency"`
+	// Category (default IM) and NotifyLevel (1 shade, 2 shade + lock
+	// screen, 16 strong reminder; default 2) classify every notification.
+	// OfflinePushInfo.AndroidInfo.OPPOCategory / OPPONotifyLevel override them.
+	Category    string `yaml:"category"`
+	NotifyLevel int    `yaml:"notify_level"`
+	Endpoint    string `yaml:"endpoint"`
+	Concurrency int    `yaml:"concurrency"`
 }
 
 // VIVOConfig: vivo push server credentials.
 type VIVOConfig struct {
-	AppID       string `yaml:"app_id"`
-	AppKey      string `yaml:"app_key"`
-	AppSecret   string `yaml:"app_secret"`
-	Endpoint    string `yaml:"endpoint"`
-	Concurrency int    `yaml:"concurrency"`
+	AppID     string `yaml:"app_id"`
+	AppKey    string `yaml:"app_key"`
+	AppSecret string `yaml:"app_secret"`
+	// Classification (0 operational, 1 system; default 1) and Category
+	// (default IM) must correspond (vivo answers 10097 otherwise).
+	// OfflinePushInfo.AndroidInfo.VIVOClassification / VIVOCategory
+	// override them; a category decides the classification.
+	Classification *int   `yaml:"classification"`
+	Category       string `yaml:"category"`
+	Endpoint       string `yaml:"endpoint"`
+	Concurrency    int    `yaml:"concurrency"`
 }
 
 // MeizuConfig: Flyme push server credentials.
 type MeizuConfig struct {
-	AppID       string `yaml:"app_id"`
-	AppSecret   string `yaml:"app_secret"`
-	Endpoint    string `yaml:"endpoint"`
-	Concurrency int    `yaml:"concurrency"`
+	AppID     string `yaml:"app_id"`
+	AppSecret string `yaml:"app_secret"`
+	// NoticeMsgType is noticeBarInfo.noticeMsgType: 1 private (IM, the
+	// default), 0 public (3–5 a day per device).
+	// OfflinePushInfo.AndroidInfo.MeizuNoticeMsgType overrides it.
+	NoticeMsgType *int   `yaml:"notice_msg_type"`
+	Endpoint      string `yaml:"endpoint"`
+	Concurrency   int    `yaml:"concurrency"`
+}
+
+// clone copies the vendor sections, so New can fill in defaults without
+// writing into the caller's Config.
+func (c Config) clone() Config {
+	c.APNs, c.FCM, c.Huawei, c.Xiaomi = cloned(c.APNs), cloned(c.FCM), cloned(c.Huawei), cloned(c.Xiaomi)
+	c.OPPO, c.VIVO, c.Meizu = cloned(c.OPPO), cloned(c.VIVO), cloned(c.Meizu)
+	return c
+}
+
+func cloned[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
 }
 
 // Vendors is every vendor name a token may name.

@@ -112,8 +112,17 @@ func (f *fcm) accessToken(ctx context.Context) (string, error) {
 	})
 }
 
-// fcmMessage is the v1 Message resource, the parts Duet fills.
-func fcmMessage(n *Notification) map[string]any {
+// fcmMaxBytes: FCM refuses a message over 4,096 bytes (data plus
+// notification) with INVALID_ARGUMENT "message too big".
+const fcmMaxBytes = 4096
+
+// fcmMessage is the v1 Message resource, the parts Duet fills. A chat
+// notification is non-collapsible (no android.collapse_key): FCM keeps up to
+// 100 of those per offline device but only 4 collapsible ones, chosen
+// arbitrarily (Firebase, "Non-collapsible and collapsible messages"). Only
+// the recall update collapses, keyed by the recalled message: a second
+// recall of the same message replaces the first.
+func fcmMessage(n *Notification, body string) map[string]any {
 	data := map[string]string{"msgKey": n.MsgKey}
 	if n.From != "" {
 		data["sender"] = n.From // "from" is reserved in FCM data
@@ -126,10 +135,10 @@ func fcmMessage(n *Notification) map[string]any {
 		// Data only: the app is woken to remove the recalled message's alert.
 		data["withdraw"] = n.MsgKey
 		delete(data, "ext")
-		m["android"] = map[string]any{"priority": "NORMAL"}
+		m["android"] = map[string]any{"priority": "NORMAL", "collapse_key": "withdraw-" + n.MsgKey}
 		return m
 	}
-	note := map[string]any{"title": n.Title, "body": n.Body}
+	note := map[string]any{"title": n.Title, "body": body}
 	if n.Android.GoogleImage != "" {
 		note["image"] = n.Android.GoogleImage
 	}
@@ -141,8 +150,24 @@ func fcmMessage(n *Notification) map[string]any {
 	if n.Android.Sound != "" {
 		an["sound"] = n.Android.Sound
 	}
-	m["android"] = map[string]any{"priority": "HIGH", "collapse_key": n.MsgKey, "notification": an}
+	m["android"] = map[string]any{"priority": "HIGH", "notification": an}
 	return m
+}
+
+// fcmBody is the request body, its text shortened to fit FCM's limit. The
+// size is measured without the token, which FCM does not count.
+func fcmBody(n *Notification) ([]byte, error) {
+	var out []byte // the request of the last (accepted) build
+	_, err := fitBytes("fcm", n.Body, fcmMaxBytes, func(body string) ([]byte, error) {
+		m := fcmMessage(n, body)
+		var err error
+		if out, err = json.Marshal(map[string]any{"message": m}); err != nil {
+			return nil, err
+		}
+		delete(m, "token")
+		return json.Marshal(m)
+	})
+	return out, err
 }
 
 func (f *fcm) send(ctx context.Context, n *Notification) error {
@@ -150,7 +175,10 @@ func (f *fcm) send(ctx context.Context, n *Notification) error {
 	if err != nil {
 		return err
 	}
-	body, _ := json.Marshal(map[string]any{"message": fcmMessage(n)})
+	body, err := fcmBody(n)
+	if err != nil {
+		return err
+	}
 	u := f.base + "/v1/projects/" + url.PathEscape(f.cfg.ProjectID) + "/messages:send"
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
@@ -196,8 +224,14 @@ func (f *fcm) send(ctx context.Context, n *Notification) error {
 	}
 	what := "fcm: HTTP " + strconv.Itoa(ans.status) + " " + code + ": " + reply.Error.Message
 	switch {
-	case code == "UNREGISTERED", code == "SENDER_ID_MISMATCH":
+	// Firebase, "Manage registration tokens": delete on UNREGISTERED or an
+	// INVALID_ARGUMENT naming the token. SENDER_ID_MISMATCH is a token of
+	// another sender, i.e. a project_id or service account that is not the
+	// app's: keep the token.
+	case code == "UNREGISTERED":
 		return failf(invalidToken, "%s", what)
+	case code == "SENDER_ID_MISMATCH":
+		return failf(misconfigured, "%s (the token belongs to another Firebase project than push.fcm's)", what)
 	case code == "INVALID_ARGUMENT" && strings.Contains(strings.ToLower(reply.Error.Message), "registration token"):
 		return failf(invalidToken, "%s", what)
 	case ans.status == http.StatusUnauthorized && code != "THIRD_PARTY_AUTH_ERROR":

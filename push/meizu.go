@@ -18,8 +18,9 @@ import (
 // parameter as key=value, sorted by key, concatenated, followed by the
 // app secret (values as sent, before URL encoding). The answer's "code" is
 // "200" when handled; "value" then maps failure codes to the push ids they
-// hit (110002 unsubscribed, 110003 illegal). 110010 is "too fast", 1003
-// "server busy".
+// hit (110002 unsubscribed, 110003 illegal, 110010 notifications switched
+// off, 110011 public-class quota spent, 518 rate exceeded — the SDK says
+// re-send). 110010 as the answer's code is "too fast", 1003 "server busy".
 
 const meizuBase = "https://server-api-push.meizu.com"
 
@@ -32,6 +33,9 @@ type meizu struct {
 func newMeizu(cfg MeizuConfig, client *http.Client) (*meizu, error) {
 	if cfg.AppID == "" || cfg.AppSecret == "" {
 		return nil, errors.New("meizu: app_id and app_secret are required")
+	}
+	if _, err := checkClasses(&Config{Meizu: &cfg}); err != nil {
+		return nil, err
 	}
 	if client == nil {
 		client = defaultClient()
@@ -59,13 +63,19 @@ func meizuSign(params map[string]string, secret string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-func meizuMessage(n *Notification) []byte {
+func meizuMessage(n *Notification, cfg MeizuConfig) []byte {
+	// The message class (noticeMsgType): 1 private (IM), 0 public, 3–5 a
+	// day per device since 2025-05-07.
+	msgType := *cfg.NoticeMsgType
+	if n.Android.MeizuNoticeMsgType != nil {
+		msgType = *n.Android.MeizuNoticeMsgType
+	}
 	click := map[string]any{"clickType": 0} // open the app
 	if n.Ext != "" {
 		click["parameters"] = map[string]string{"ext": n.Ext}
 	}
 	b, _ := json.Marshal(map[string]any{
-		"noticeBarInfo": map[string]any{"noticeBarType": 0, "title": clip(n.Title, 32), "content": clip(n.Body, 100)},
+		"noticeBarInfo": map[string]any{"noticeBarType": 0, "noticeMsgType": msgType, "title": clip(n.Title, 32), "content": clip(n.Body, 100)},
 		"clickTypeInfo": click,
 		"pushTimeInfo":  map[string]any{"offLine": 1, "validTime": 24},
 	})
@@ -76,7 +86,7 @@ func (m *meizu) send(ctx context.Context, n *Notification) error {
 	if n.Silent {
 		return nil // pass-through messages are restricted by Flyme: a recall shows nothing.
 	}
-	params := map[string]string{"appId": m.cfg.AppID, "pushIds": n.Token, "messageJson": string(meizuMessage(n))}
+	params := map[string]string{"appId": m.cfg.AppID, "pushIds": n.Token, "messageJson": string(meizuMessage(n, m.cfg))}
 	form := url.Values{}
 	for k, v := range params {
 		form.Set(k, v)
@@ -114,14 +124,15 @@ func (m *meizu) send(ctx context.Context, n *Notification) error {
 				if code == "110002" || code == "110003" {
 					return failf(invalidToken, "meizu: push id refused with %s", code)
 				}
-				if code == "519" || code == "501" || code == "513" {
+				if code == "518" || code == "519" || code == "501" || code == "513" {
+					// 518: rate exceeded for this id — re-send later, like a 429.
 					return failf(retry, "meizu: push id failed with %s", code)
 				}
 				return failf(permanent, "meizu: push id failed with %s", code)
 			}
 		}
 		return nil
-	case "110010", "1003", "1001", "500":
+	case "110010", "518", "1003", "1001", "500":
 		return failf(retry, "meizu: code %s %s", reply.Code, reply.Message)
 	}
 	return failf(permanent, "meizu: code %s %s", reply.Code, reply.Message)

@@ -157,6 +157,38 @@ func clip(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
+// fitBytes returns build(text), shortening text (at a UTF-8 boundary,
+// ending in "…") until the result is at most limit bytes: APNs, FCM and
+// Huawei count a payload in bytes and refuse a larger one. Only the text is
+// shortened, never the app's Ext; if even an empty text does not fit, the
+// send is refused here rather than by the vendor.
+func fitBytes(who string, text string, limit int, build func(text string) ([]byte, error)) ([]byte, error) {
+	for {
+		b, err := build(text)
+		if err != nil || len(b) <= limit {
+			return b, err
+		}
+		if text == "" {
+			return nil, failf(permanent, "%s: payload of %d bytes exceeds %d even without text (Ext or title too long)", who, len(b), limit)
+		}
+		// JSON escaping can make the text take more bytes in the payload
+		// than in itself: cut by the excess (or by half when the excess is
+		// more than the text) and measure again.
+		cut := len(text) - (len(b) - limit) - len("…")
+		if cut <= 0 {
+			cut = len(text) / 2
+		}
+		for cut > 0 && !utf8.RuneStart(text[cut]) {
+			cut--
+		}
+		if cut == 0 {
+			text = ""
+			continue
+		}
+		text = text[:cut] + "…"
+	}
+}
+
 // UnreadBadge is a Badge that reads the user's total unread count: the sum
 // of the unread counters of their conversation list (store/conversations.go,
 // each capped at 100 as reference §9 caps them).

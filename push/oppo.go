@@ -19,7 +19,8 @@ import (
 // {base}/server/v1/message/notification/unicast with the form fields
 // auth_token and message (a JSON object: target_type 2 = registration id,
 // target_value, notification). Codes: 0 success, -1 service busy, -2 flow
-// control, 11 invalid auth token, 13 app call limited, 10000 invalid
+// control, 11 invalid auth token, 13 app call limited and 55 app call
+// frequency limit (both: try again later), 67 bad category, 10000 invalid
 // registration id.
 
 const oppoBase = "https://api.push.oppomobile.com"
@@ -35,6 +36,9 @@ type oppo struct {
 func newOPPO(cfg OPPOConfig, client *http.Client, now func() time.Time) (*oppo, error) {
 	if cfg.AppKey == "" || cfg.MasterSecret == "" {
 		return nil, errors.New("oppo: app_key and master_secret are required")
+	}
+	if _, err := checkClasses(&Config{OPPO: &cfg}); err != nil {
+		return nil, err
 	}
 	if client == nil {
 		client = defaultClient()
@@ -95,17 +99,32 @@ func (o *oppo) authToken(ctx context.Context) (string, error) {
 	})
 }
 
-func oppoMessage(n *Notification) []byte {
+// OPPO's limits for the standard style (style 1): title ≤ 50 and content
+// ≤ 50 characters, each character (CJK, emoji) counting one. Older docs
+// allowed 200 for the content; the current one says 50.
+const (
+	oppoTitleMax   = 50
+	oppoContentMax = 50
+)
+
+func oppoMessage(n *Notification, cfg OPPOConfig) []byte {
+	category, level := oppoClass(n, cfg)
 	note := map[string]any{
-		"title": clip(n.Title, 50), "content": clip(n.Body, 200),
+		"style": 1, "title": clip(n.Title, oppoTitleMax), "content": clip(n.Body, oppoContentMax),
 		"click_action_type": 0, // open the app
 		"app_message_id":    n.MsgKey,
+		// The message class (OPPO 消息分类, 2024–2025): unclassified messages are
+		// content and marketing, 2–5 a day per device, shade only.
+		"category": category, "notify_level": level,
 	}
 	if n.Android.OPPOChannelID != "" {
 		note["channel_id"] = n.Android.OPPOChannelID
 	}
 	if n.Ext != "" {
-		note["action_parameters"] = n.Ext
+		// action_parameters is a JSON object whose keys reach the opened
+		// activity as intent extras: Ext travels as "ext", as on vivo and Meizu.
+		p, _ := json.Marshal(map[string]string{"ext": n.Ext})
+		note["action_parameters"] = string(p)
 	}
 	b, _ := json.Marshal(map[string]any{"target_type": 2, "target_value": n.Token, "notification": note})
 	return b
@@ -119,7 +138,7 @@ func (o *oppo) send(ctx context.Context, n *Notification) error {
 	if err != nil {
 		return err
 	}
-	r, err := o.post(ctx, "/server/v1/message/notification/unicast", url.Values{"auth_token": {tok}, "message": {string(oppoMessage(n))}}, tok)
+	r, err := o.post(ctx, "/server/v1/message/notification/unicast", url.Values{"auth_token": {tok}, "message": {string(oppoMessage(n, o.cfg))}}, tok)
 	if err != nil {
 		return err
 	}
@@ -131,7 +150,9 @@ func (o *oppo) send(ctx context.Context, n *Notification) error {
 	case 11:
 		o.auth.invalidate(tok)
 		return failf(retry, "oppo: code %d %s", r.Code, r.Message)
-	case -1, -2:
+	case -1, -2, 13, 55:
+		// Busy, flow control, and the rate limits 13 (App Call Limited)
+		// and 55 (App Call Frequency Limit): try again later, like a 429.
 		return failf(retry, "oppo: code %d %s", r.Code, r.Message)
 	}
 	return failf(permanent, "oppo: code %d %s", r.Code, r.Message)

@@ -63,6 +63,8 @@ type Pusher struct {
 	badge   func(string) int
 	lanes   map[string]*lane
 	metrics *Metrics
+	// warnings are the start-up warnings about the config (also logged).
+	warnings []string
 
 	presMu   sync.RWMutex
 	presence Presence
@@ -100,6 +102,13 @@ const (
 	sentMax     = 200000
 	sendTimeout = 30 * time.Second
 	maxBackoff  = 5 * time.Minute
+	// configErrorUsers: a vendor is stopped when devices of this many
+	// different users answer a configuration error with no success in
+	// between. One device cannot stop a vendor for everybody (a developer's
+	// sandbox build registering with a production server, a garbage
+	// token); a wrong `production` or `bundle_id` fails every device and
+	// stops it within a few sends.
+	configErrorUsers = 3
 )
 
 // entry is one queued notification in memory.
@@ -142,9 +151,14 @@ func New(o Options) (*Pusher, error) {
 	if o.Badge == nil {
 		o.Badge = func(string) int { return 1 }
 	}
+	c = c.clone()
+	warnings, err := checkClasses(&c)
+	if err != nil {
+		return nil, fmt.Errorf("push: %w", err)
+	}
 	p := &Pusher{
 		cfg: c, st: o.Store, log: o.Log.With("component", "push"), now: o.Now, badge: o.Badge,
-		lanes: map[string]*lane{}, metrics: newMetrics(),
+		lanes: map[string]*lane{}, metrics: newMetrics(), warnings: warnings,
 		inWake: make(chan struct{}, 1), schedKick: make(chan struct{}, 1), doneWake: make(chan struct{}, 1),
 		entries: map[uint64]*entry{}, byMsg: map[string][]uint64{}, sent: map[string][]Notification{},
 	}
@@ -159,7 +173,6 @@ func New(o Options) (*Pusher, error) {
 		p.lanes[v.name()] = &lane{v: v, workers: conc, wake: make(chan struct{}, conc)}
 		return nil
 	}
-	var err error
 	if c.APNs != nil {
 		v, e := newAPNs(*c.APNs, hc, o.Now)
 		err = add(v, e, c.APNs.Concurrency)
@@ -194,14 +207,25 @@ func New(o Options) (*Pusher, error) {
 	for name := range p.lanes {
 		p.metrics.vendor(name)
 	}
+	for _, w := range warnings {
+		p.log.Warn(w)
+	}
 	return p, nil
 }
+
+// Warnings are the configuration warnings New logged: settings that work
+// but deliver worse than they could (docs/push.md, "Message classes").
+func (p *Pusher) Warnings() []string { return p.warnings }
 
 // Metrics are the per-vendor counters (a prometheus.Collector).
 func (p *Pusher) Metrics() *Metrics { return p.metrics }
 
-// Enabled reports whether vendor has credentials.
-func (p *Pusher) Enabled(vendor string) bool { _, ok := p.lanes[vendor]; return ok }
+// Enabled reports whether vendor has credentials and was not stopped for a
+// configuration error.
+func (p *Pusher) Enabled(vendor string) bool {
+	_, ok := p.lanes[vendor]
+	return ok && !p.metrics.vendor(vendor).stopped.Load()
+}
 
 // SetPresence connects the broker's view of connected devices.
 func (p *Pusher) SetPresence(pr Presence) {
@@ -466,6 +490,12 @@ func (p *Pusher) dispatch(e *entry) {
 		p.finish(e)
 		return
 	}
+	if m := p.metrics.vendor(n.Vendor); m.stopped.Load() {
+		// Stopped for a configuration error: every send would fail alike.
+		m.failed.Add(1)
+		p.finish(e)
+		return
+	}
 	l.push(e)
 }
 
@@ -506,6 +536,8 @@ func (p *Pusher) deliver(v vendor, e *entry) {
 	p.mu.Unlock()
 	if err == nil {
 		m.sent.Add(1)
+		l := p.lanes[v.name()]
+		l.configOK()
 		if withdrawn && !n.Silent && silentCapable[n.Vendor] {
 			// Recalled while it was being sent: take it back at once.
 			s := Notification{User: n.User, Device: n.Device, Vendor: n.Vendor, Token: n.Token, BundleID: n.BundleID,
@@ -560,6 +592,20 @@ func (p *Pusher) deliver(v vendor, e *entry) {
 		}
 		p.mu.Unlock()
 		p.kick()
+	case misconfigured:
+		// The token is kept: the vendor blames the config, not the device.
+		m.configErrors.Add(1)
+		m.failed.Add(1)
+		first, stop := p.lanes[v.name()].configError(n.User)
+		if first {
+			p.log.Error("push configuration error: the vendor's answer blames Duet's push settings, not the device token, which is kept",
+				"vendor", v.name(), "user", n.User, "error", se.msg)
+		}
+		if stop && !m.stopped.Swap(true) {
+			p.log.Error("push vendor stopped until the config is fixed and Duet restarted: devices of several users answered a configuration error",
+				"vendor", v.name(), "users", configErrorUsers, "error", se.msg)
+		}
+		p.finish(e)
 	default:
 		p.log.Error("push refused", "vendor", v.name(), "user", n.User, "error", se.msg)
 		m.failed.Add(1)
@@ -768,6 +814,34 @@ type lane struct {
 	mu      sync.Mutex
 	q       []*entry
 	wake    chan struct{}
+
+	cfgMu     sync.Mutex
+	cfgUsers  map[string]bool // users whose devices answered a config error since the last success
+	cfgLogged bool
+}
+
+// configError records a configuration error for a device of user. first
+// is true for the vendor's first one (logged once); stop when devices of
+// configErrorUsers users answered so with no success in between.
+func (l *lane) configError(user string) (first, stop bool) {
+	l.cfgMu.Lock()
+	defer l.cfgMu.Unlock()
+	first = !l.cfgLogged
+	l.cfgLogged = true
+	if l.cfgUsers == nil {
+		l.cfgUsers = map[string]bool{}
+	}
+	l.cfgUsers[user] = true
+	return first, len(l.cfgUsers) >= configErrorUsers
+}
+
+// configOK records a success: the config works for some devices.
+func (l *lane) configOK() {
+	l.cfgMu.Lock()
+	if len(l.cfgUsers) > 0 {
+		l.cfgUsers = nil
+	}
+	l.cfgMu.Unlock()
 }
 
 func (l *lane) push(e *entry) {

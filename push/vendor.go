@@ -35,6 +35,11 @@ const (
 	// permanent: the request itself is refused (bad credentials, payload
 	// too large, …) — log and count; resending the same thing is useless.
 	permanent
+	// misconfigured: the vendor says the token does not fit Duet's settings
+	// (APNs environment or bundle id, FCM sender): the token is kept, and
+	// when devices of several users answer so the vendor is stopped until
+	// the config is fixed (a restart), since every send would fail alike.
+	misconfigured
 )
 
 // sendError is a classified failure.

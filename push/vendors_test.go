@@ -320,7 +320,11 @@ func TestHuawei(t *testing.T) {
 			expect(t, "channel_id", dig(m, "android", "notification", "channel_id"), "hw-ch")
 			expect(t, "category", dig(m, "android", "category"), "IM")
 			expect(t, "importance", dig(m, "android", "notification", "importance"), "NORMAL")
-			expect(t, "click_action.type", dig(m, "android", "notification", "click_action", "type"), 1)
+			// No click_action configured: a tap opens the app, Ext in data.
+			expect(t, "click_action.type", dig(m, "android", "notification", "click_action", "type"), 3)
+			var data map[string]string
+			json.Unmarshal([]byte(dig(m, "data").(string)), &data)
+			expect(t, "data.ext", data["ext"], `{"k":"v"}`)
 			expect(t, "badge", dig(m, "android", "notification", "badge"), "map[class:com.example.Main set_num:3]")
 			seq.next(w)
 		default:

@@ -15,13 +15,18 @@ import (
 
 // vivo push server API: an auth token from POST {base}/message/auth with
 // JSON {appId, appKey, timestamp (ms), sign}, sign = lower-case hex MD5 of
-// appId+appKey+timestamp+appSecret (each trimmed); valid 24 h. Then POST
+// appId+appKey+timestamp+appSecret (each trimmed); valid 24 h, but vivo asks
+// servers to cache it centrally and renew it every 1–2 hours. Then POST
 // {base}/message/send with header authToken and JSON {appId, regId,
 // notifyType, title, content, skipType, requestId, classification, …}.
 // Codes: 0 success, 10302 regId invalid (invalidUser names it), 10070
 // daily quota exceeded; HTTP 500 a server error.
 
-const vivoBase = "https://api-push.vivo.com.cn"
+const (
+	vivoBase = "https://api-push.vivo.com.cn"
+	// vivoTokenRenew: the auth token is renewed hourly (vivo's doc: "1-2小时更新一次").
+	vivoTokenRenew = time.Hour
+)
 
 type vivo struct {
 	cfg    VIVOConfig
@@ -39,6 +44,9 @@ func newVIVO(cfg VIVOConfig, client *http.Client, now func() time.Time) (*vivo, 
 	id, err := strconv.ParseInt(strings.TrimSpace(cfg.AppID), 10, 64)
 	if err != nil {
 		return nil, errors.New("vivo: app_id must be a number")
+	}
+	if _, err := checkClasses(&Config{VIVO: &cfg}); err != nil {
+		return nil, err
 	}
 	if client == nil {
 		client = defaultClient()
@@ -96,15 +104,15 @@ func (v *vivo) authToken(ctx context.Context) (string, error) {
 		if r.Result != 0 || r.AuthToken == "" {
 			return "", 0, failf(permanent, "vivo auth: result %d %s", r.Result, r.Desc)
 		}
-		return r.AuthToken, 24 * time.Hour, nil
+		// cachedToken renews a minute before this.
+		return r.AuthToken, vivoTokenRenew + time.Minute, nil
 	})
 }
 
-func vivoMessage(n *Notification, appID int64) map[string]any {
-	classification := 1 // system message, the default of reference §4
-	if n.Android.VIVOClassification != nil {
-		classification = *n.Android.VIVOClassification
-	}
+func vivoMessage(n *Notification, appID int64, cfg VIVOConfig) map[string]any {
+	// The message class: classification (0 operational, 2–5 a day per
+	// device; 1 system) and the category, which must correspond (10097).
+	classification, category := vivoClass(n, cfg)
 	m := map[string]any{
 		"appId": appID, "regId": n.Token,
 		"notifyType": 4, // ring and vibrate
@@ -113,8 +121,8 @@ func vivoMessage(n *Notification, appID int64) map[string]any {
 		"requestId":      requestID(n),
 		"classification": classification,
 	}
-	if n.Android.VIVOCategory != "" {
-		m["category"] = n.Android.VIVOCategory
+	if category != "" {
+		m["category"] = category
 	}
 	if n.Ext != "" {
 		m["clientCustomMap"] = map[string]string{"ext": n.Ext}
@@ -136,7 +144,7 @@ func (v *vivo) send(ctx context.Context, n *Notification) error {
 	if err != nil {
 		return err
 	}
-	r, err := v.post(ctx, "/message/send", vivoMessage(n, v.appID), tok)
+	r, err := v.post(ctx, "/message/send", vivoMessage(n, v.appID, v.cfg), tok)
 	if err != nil {
 		return err
 	}

@@ -13,9 +13,10 @@ import (
 // Xiaomi MiPush ("Server API address and parameters"): POST
 // {base}/v3/message/regid, form-encoded, `Authorization: key=<AppSecret>`.
 // The answer's "result" is "ok" or "error"; a send that reached some
-// registration ids lists the others in data.bad_regids, and code 20301
-// means none was valid. Codes 10002, 10003, 10027 and 10037 are the
-// server's "busy / try again" family.
+// registration ids lists the others in data.bad_regids. Code 20301 is
+// documented only as "send failed": not proof of a dead token; a dead one
+// shows as reason "No valid targets!". Codes 10002, 10003, 10027 and 10037
+// are the server's "busy / try again" family.
 
 const xiaomiBase = "https://api.xmpush.xiaomi.com"
 
@@ -37,7 +38,22 @@ func newXiaomi(cfg XiaomiConfig, client *http.Client) (*xiaomi, error) {
 
 func (x *xiaomi) name() string { return "xiaomi" }
 
-func xiaomiForm(n *Notification, pkg string) url.Values {
+// xiaomiSoundURI is extra.sound_uri for AndroidInfo.Sound: MiPush plays a
+// sound the app ships in res/raw, named android.resource://{package}/raw/{name}
+// (the name without its extension, as Android names raw resources). A
+// Sound that already is a URI is sent as it is.
+func xiaomiSoundURI(pkg, sound string) string {
+	if strings.Contains(sound, "://") {
+		return sound
+	}
+	name := sound[strings.LastIndexByte(sound, '/')+1:]
+	if i := strings.LastIndexByte(name, '.'); i > 0 {
+		name = name[:i]
+	}
+	return "android.resource://" + pkg + "/raw/" + name
+}
+
+func xiaomiForm(n *Notification, pkg, channelID string) url.Values {
 	f := url.Values{
 		"registration_id":         {n.Token},
 		"restricted_package_name": {pkg},
@@ -56,11 +72,16 @@ func xiaomiForm(n *Notification, pkg string) url.Values {
 	// Messages with the same notify_id replace each other; one per message.
 	f.Set("notify_id", strconv.FormatUint(uint64(hash32(n.MsgKey)%1e9), 10))
 	f.Set("extra.notify_effect", "1") // open the launcher activity
+	// The message class: a channel registered for private (IM) messages;
+	// without one MiPush uses the public default channel (~1 a day per device).
 	if n.Android.XiaoMiChannelID != "" {
-		f.Set("extra.channel_id", n.Android.XiaoMiChannelID)
+		channelID = n.Android.XiaoMiChannelID
+	}
+	if channelID != "" {
+		f.Set("extra.channel_id", channelID)
 	}
 	if n.Android.Sound != "" {
-		f.Set("extra.sound_uri", n.Android.Sound)
+		f.Set("extra.sound_uri", xiaomiSoundURI(pkg, n.Android.Sound))
 	}
 	return f
 }
@@ -79,7 +100,7 @@ func (x *xiaomi) send(ctx context.Context, n *Notification) error {
 	if n.BundleID != "" {
 		pkg = n.BundleID // the device named its app: several apps may share the secret (v3)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, x.base+"/v3/message/regid", strings.NewReader(xiaomiForm(n, pkg).Encode()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, x.base+"/v3/message/regid", strings.NewReader(xiaomiForm(n, pkg, x.cfg.ChannelID).Encode()))
 	if err != nil {
 		return failf(permanent, "xiaomi: %v", err)
 	}
@@ -113,9 +134,10 @@ func (x *xiaomi) send(ctx context.Context, n *Notification) error {
 		}
 		return nil
 	}
-	switch reply.Code {
-	case 20301:
+	if reply.Reason == "No valid targets!" {
 		return failf(invalidToken, "xiaomi: code %d %s", reply.Code, reply.Reason)
+	}
+	switch reply.Code {
 	case 10002, 10003, 10027, 10037:
 		return failf(retry, "xiaomi: code %d %s", reply.Code, reply.Reason)
 	}

@@ -24,6 +24,14 @@ type AndroidInfo struct {
 	VIVOCategory           string `json:"VIVOCategory,omitempty"`
 	GoogleImage            string `json:"GoogleImage,omitempty"`
 	HuaWeiImage            string `json:"HuaWeiImage,omitempty"`
+
+	// Duet's additions (docs/push.md, "Message classes"): the message class
+	// of OPPO (category + notify_level) and Meizu (noticeMsgType), which
+	// Tencent's OfflinePushInfo has no field for. Unset, the `push:`
+	// config's default applies.
+	OPPOCategory       string `json:"OPPOCategory,omitempty"`
+	OPPONotifyLevel    int    `json:"OPPONotifyLevel,omitempty"`
+	MeizuNoticeMsgType *int   `json:"MeizuNoticeMsgType,omitempty"`
 }
 
 // ApnsInfo is OfflinePushInfo.ApnsInfo (reference §4).
@@ -67,6 +75,7 @@ func Parse(raw []byte) (*OfflinePushInfo, error) {
 			"Sound": 's', "HuaWeiChannelID": 's', "XiaoMiChannelID": 's', "OPPOChannelID": 's', "GoogleChannelID": 's',
 			"VIVOClassification": 'n', "HuaWeiImportance": 's', "ExtAsHuaweiIntentParam": 'n', "HuaWeiCategory": 's',
 			"VIVOCategory": 's', "GoogleImage": 's', "HuaWeiImage": 's', "PushStyle": 'n',
+			"OPPOCategory": 's', "OPPONotifyLevel": 'n', "MeizuNoticeMsgType": 'n',
 		},
 		"ApnsInfo": {"Sound": 's', "BadgeMode": 'n', "Title": 's', "SubTitle": 's', "Image": 's', "MutableContent": 'n'},
 	} {
@@ -86,6 +95,16 @@ func Parse(raw []byte) (*OfflinePushInfo, error) {
 	}
 	if o.PushFlag != 0 && o.PushFlag != 1 {
 		return nil, fmt.Errorf("OfflinePushInfo.PushFlag must be 0 or 1")
+	}
+	// The class fields Duet adds (docs/push.md, "Message classes"): a value
+	// the vendor would refuse is refused here, where the sender sees it.
+	switch o.AndroidInfo.OPPONotifyLevel {
+	case 0, 1, 2, 16:
+	default:
+		return nil, fmt.Errorf("OfflinePushInfo.AndroidInfo.OPPONotifyLevel must be 1, 2 or 16")
+	}
+	if t := o.AndroidInfo.MeizuNoticeMsgType; t != nil && *t != 0 && *t != 1 {
+		return nil, fmt.Errorf("OfflinePushInfo.AndroidInfo.MeizuNoticeMsgType must be 0 or 1")
 	}
 	return &o, nil
 }
