@@ -169,7 +169,7 @@ var errConnectTooLarge = errors.New("first packet is not a CONNECT within the si
 // packet's fixed header before handing mochi the bytes, so a CONNECT
 // announcing more than MaxConnect is refused before mochi allocates it.
 type guardConn struct {
-	net.Conn         // the transport: TCP, TLS over pc, or WebSocket over pc
+	net.Conn // the transport: TCP, TLS over pc, or WebSocket over pc
 	pc       *pendingConn
 	max      int
 	hdr      [5]byte // fixed header so far
