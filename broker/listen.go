@@ -267,7 +267,17 @@ type acceptLoop struct {
 	closed atomic.Bool
 	done   chan struct{}
 	once   sync.Once
+
+	// A burst of failures is logged when it starts and when the listener has
+	// accepted for burstGap without one: out of descriptors, accepts and
+	// failures alternate as connections close, one log line each would
+	// flood the log.
+	inBurst  atomic.Bool
+	lastFail atomic.Int64 // unix ns
+	failures atomic.Int64 // in this burst
 }
+
+const burstGap = time.Second
 
 func (a *acceptLoop) listen(addr string) (err error) {
 	a.Listener, err = net.Listen("tcp", addr)
@@ -279,16 +289,10 @@ func (a *acceptLoop) listen(addr string) (err error) {
 // ENOBUFS…): the descriptors come back as connections close.
 func (a *acceptLoop) Accept() (net.Conn, error) {
 	var delay time.Duration
-	var failures int
-	var since time.Time
 	for {
 		c, err := a.Listener.Accept()
 		if err == nil {
-			if failures > 0 {
-				a.down.Store(false)
-				a.log.Warn("listener accepting again", "listener", a.id, "failures", failures, "down", time.Since(since).Round(time.Millisecond))
-				failures, delay = 0, 0
-			}
+			a.down.Store(false)
 			if pc := a.gate.admit(c); pc != nil {
 				return pc, nil
 			}
@@ -305,11 +309,12 @@ func (a *acceptLoop) Accept() (net.Conn, error) {
 			a.log.Error("listener stopped", "listener", a.id, "error", err)
 			return nil, err
 		}
-		if failures == 0 {
-			since = time.Now()
+		a.lastFail.Store(time.Now().UnixNano())
+		a.failures.Add(1)
+		if a.inBurst.CompareAndSwap(false, true) {
 			a.log.Warn("listener failing to accept, retrying", "listener", a.id, "error", err)
+			go a.endBurst(time.Now())
 		}
-		failures++
 		delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 		select {
 		case <-time.After(delay):
@@ -317,6 +322,25 @@ func (a *acceptLoop) Accept() (net.Conn, error) {
 			return nil, net.ErrClosed
 		}
 	}
+}
+
+// endBurst logs the end of a burst of accept failures that began at since,
+// once burstGap has passed without one.
+func (a *acceptLoop) endBurst(since time.Time) {
+	for {
+		wait := time.Until(time.Unix(0, a.lastFail.Load()).Add(burstGap))
+		if wait <= 0 && !a.down.Load() {
+			break
+		}
+		select {
+		case <-time.After(max(wait, burstGap/10)):
+		case <-a.done:
+			return
+		}
+	}
+	a.log.Warn("listener accepting again", "listener", a.id, "failures", a.failures.Swap(0),
+		"for", time.Since(since).Round(time.Millisecond))
+	a.inBurst.Store(false)
 }
 
 func (a *acceptLoop) Close() error {
