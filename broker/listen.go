@@ -433,7 +433,7 @@ func (l *wsListener) Init(log *slog.Logger) error {
 		// (also set on the connection at accept), with small headers.
 		ReadHeaderTimeout: cfg.ConnectTimeout,
 		ReadTimeout:       cfg.ConnectTimeout,
-		MaxHeaderBytes:    8 << 10,
+		MaxHeaderBytes:    16 << 10, // room for a browser's cookies
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, connKey{}, c)
 		},
