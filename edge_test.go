@@ -12,17 +12,16 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/duet-im/duet/internal/fdlimit"
 	"github.com/duet-im/duet/usersig"
 )
 
@@ -59,27 +58,9 @@ func TestHealthzWhileListenerOutOfDescriptors(t *testing.T) {
 		edgeChild(t)
 		return
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHealthzWhileListenerOutOfDescriptors$")
-	cmd.Env = append(os.Environ(), "DUET_EDGE_CHILD="+t.TempDir())
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { stdin.Close(); cmd.Wait() }()
-	var mqttAddr, httpAddr string
-	var limit int
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		if _, err := fmt.Sscanf(sc.Text(), "EDGECHILD %s %s %d", &mqttAddr, &httpAddr, &limit); err == nil {
-			break
-		}
-	}
-	go io.Copy(io.Discard, stdout)
-	if mqttAddr == "" {
-		t.Fatal("child printed no addresses")
-	}
+	child := fdlimit.Start(t, "TestHealthzWhileListenerOutOfDescriptors", "DUET_EDGE_CHILD="+t.TempDir())
+	mqttAddr, httpAddr := child.Fields[0], child.Fields[1]
+	limit, _ := strconv.Atoi(child.Fields[2])
 	hc, err := net.Dial("tcp", httpAddr)
 	if err != nil {
 		t.Fatal(err)
@@ -90,15 +71,7 @@ func TestHealthzWhileListenerOutOfDescriptors(t *testing.T) {
 		t.Fatalf("healthz before: %d %s", code, body)
 	}
 
-	var idle []net.Conn
-	for range limit + 100 {
-		c, err := net.Dial("tcp", mqttAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		idle = append(idle, c)
-	}
+	idle := child.Exhaust(t, mqttAddr, limit)
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if code, body := k.get(t, "/healthz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "tcp") {
 			return fmt.Errorf("healthz %d %s while the MQTT listener is out of descriptors", code, body)
@@ -148,16 +121,11 @@ func edgeChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	ents, err := os.ReadDir("/proc/self/fd")
+	limit, err := fdlimit.Lower(32)
 	if err != nil {
 		t.Fatal(err)
 	}
-	limit := len(ents) + 32
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: uint64(limit), Max: uint64(limit)}); err != nil {
-		t.Fatal(err)
-	}
-	fmt.Printf("EDGECHILD %s %s %d\n", srv.broker.Addr("tcp"), srv.httpLn.Addr(), limit)
-	io.Copy(io.Discard, os.Stdin)
+	fdlimit.Ready(srv.broker.Addr("tcp"), srv.httpLn.Addr(), limit)
 }
 
 // Slowloris on HTTP: headers or a body dribbled a byte at a time are cut off

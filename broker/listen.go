@@ -84,8 +84,15 @@ func (b *Broker) addListeners() error {
 	if b.cfg.TLSAddr != "" && b.cfg.TLS == nil {
 		return fmt.Errorf("broker: TLS listener %s needs a certificate and key", b.cfg.TLSAddr)
 	}
-	return errors.Join(add("tcp", b.cfg.MQTTAddr, nil, false), add("tls", b.cfg.TLSAddr, b.cfg.TLS, false),
+	err := errors.Join(add("tcp", b.cfg.MQTTAddr, nil, false), add("tls", b.cfg.TLSAddr, b.cfg.TLS, false),
 		add("ws", b.cfg.WSAddr, nil, true))
+	if err != nil {
+		// New fails: free the ports already bound, for a retry.
+		for _, l := range b.listeners {
+			l.Close()
+		}
+	}
+	return err
 }
 
 // gate admits connections while their IP and the server are under the

@@ -5,7 +5,6 @@ package broker_test
 // clients that must still get in.
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/tls"
 	"errors"
@@ -14,13 +13,11 @@ import (
 	"net"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,6 +25,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/duet-im/duet/broker"
+	"github.com/duet-im/duet/internal/fdlimit"
 	"github.com/duet-im/duet/usersig"
 )
 
@@ -412,94 +410,35 @@ func TestConnectSizeCap(t *testing.T) {
 // connections, closes them, and a device must then log in.
 func TestListenerSurvivesFDExhaustion(t *testing.T) {
 	if os.Getenv("DUET_FD_CHILD") != "" {
-		fdChild(t)
+		s := startServer(t, serverOpts{autoAccounts: true, websocket: true})
+		limit, err := fdlimit.Lower(32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fdlimit.Ready(s.addr, s.ws, limit)
 		return
 	}
 	for _, transport := range []string{"tcp", "ws"} {
 		t.Run(transport, func(t *testing.T) {
-			cmd := exec.Command(os.Args[0], "-test.run=^TestListenerSurvivesFDExhaustion$", "-test.v")
-			cmd.Env = append(os.Environ(), "DUET_FD_CHILD=1")
-			stdin, _ := cmd.StdinPipe()
-			stdout, _ := cmd.StdoutPipe()
-			stderr, _ := cmd.StderrPipe()
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { stdin.Close(); cmd.Wait() })
-			var mu sync.Mutex
-			var logged strings.Builder
-			go func() {
-				sc := bufio.NewScanner(stderr)
-				for sc.Scan() {
-					mu.Lock()
-					logged.WriteString(sc.Text() + "\n")
-					mu.Unlock()
-				}
-			}()
-			var addr, ws string
-			var limit int
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				if _, err := fmt.Sscanf(sc.Text(), "FDCHILD %s %s %d", &addr, &ws, &limit); err == nil {
-					break
-				}
-			}
-			go io.Copy(io.Discard, stdout)
-			if addr == "" {
-				t.Fatal("child printed no address")
-			}
-			target := addr
+			child := fdlimit.Start(t, "TestListenerSurvivesFDExhaustion", "DUET_FD_CHILD=1")
+			srv := &testServer{t: t, addr: child.Fields[0], ws: child.Fields[1]}
+			limit, _ := strconv.Atoi(child.Fields[2])
+			target := srv.addr
 			if transport == "ws" {
-				target = ws
+				target = srv.ws
 			}
-			// Idle connections: the kernel completes their handshakes into the
-			// backlog, the server accepts until it has no descriptor left.
-			var idle []net.Conn
-			for range limit + 100 {
-				idle = append(idle, dialFrom(t, "127.0.0.1", target))
-			}
-			fds := func() int {
-				ents, _ := os.ReadDir(filepath.Join("/proc", fmt.Sprint(cmd.Process.Pid), "fd"))
-				return len(ents)
-			}
-			checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-				if n := fds(); n < limit {
-					return fmt.Errorf("child has %d descriptors, limit %d", n, limit)
-				}
-				return nil
-			})
-			for _, c := range idle {
+			for _, c := range child.Exhaust(t, target, limit) {
 				c.Close()
 			}
-			child := &testServer{t: t, addr: addr, ws: ws}
 			var d *device
 			checkFor(t, 15*time.Second, 50*time.Millisecond, func() (err error) {
-				d, err = child.dial("alice", connectOpts{ws: transport == "ws"})
+				d, err = srv.dial("alice", connectOpts{ws: transport == "ws"})
 				return err
 			})
 			d.close()
-			mu.Lock()
-			out := logged.String()
-			mu.Unlock()
-			if !strings.Contains(out, "listener failing to accept") {
+			if out := child.Log(); !strings.Contains(out, "listener failing to accept") {
 				t.Errorf("running out of descriptors was not logged; the child logged:\n%s", out)
 			}
 		})
 	}
-}
-
-// fdChild runs the server for TestListenerSurvivesFDExhaustion with a
-// descriptor limit a little above what it uses, until stdin closes.
-func fdChild(t *testing.T) {
-	s := startServer(t, serverOpts{autoAccounts: true, websocket: true})
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	limit := len(ents) + 32
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: uint64(limit), Max: uint64(limit)}); err != nil {
-		t.Fatal(err)
-	}
-	fmt.Printf("FDCHILD %s %s %d\n", s.addr, s.ws, limit)
-	io.Copy(io.Discard, os.Stdin)
 }
