@@ -17,6 +17,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/duet-im/duet/broker"
 	"github.com/duet-im/duet/push"
 )
 
@@ -42,6 +43,12 @@ type Config struct {
 	RecallWindow time.Duration `yaml:"recall-window" flag:"recall-window" usage:"how long users may recall their own messages"`
 	MaxContacts  int           `yaml:"max-contacts" flag:"max-contacts" usage:"conversations kept in each user's list"`
 	LogLevel     string        `yaml:"log-level" flag:"log-level" usage:"debug, info, warn or error"`
+
+	// The edge before login (broker/listen.go) and the HTTP server's bounds.
+	ConnectTimeout  time.Duration `yaml:"connect-timeout" flag:"connect-timeout" usage:"time from accept to a complete MQTT CONNECT (and WebSocket upgrade), and to an HTTP request's headers"`
+	PendingPerIP    int           `yaml:"pending-per-ip" flag:"pending-per-ip" usage:"MQTT connections not yet logged in allowed per client IP (IPv6: per /64); more are closed at accept"`
+	MaxPending      int           `yaml:"max-pending" flag:"max-pending" usage:"MQTT connections not yet logged in allowed in all; more are closed at accept"`
+	HTTPReadTimeout time.Duration `yaml:"http-read-timeout" flag:"http-read-timeout" usage:"time an HTTP request (headers and body) may take to arrive"`
 
 	Push         push.Config `yaml:"push"` // offline push vendors (docs/push.md)
 	FriendsOnly  bool        `yaml:"friends-only" flag:"friends-only" usage:"only friends may message each other (20009-20011)"`
@@ -80,6 +87,11 @@ func defaultConfig() Config {
 		RecallWindow: 2 * time.Minute,
 		MaxContacts:  100,
 		LogLevel:     "info",
+
+		ConnectTimeout:  broker.DefaultConnectTimeout,
+		PendingPerIP:    broker.DefaultPendingPerIP,
+		MaxPending:      broker.DefaultMaxPending,
+		HTTPReadTimeout: 30 * time.Second,
 
 		RESTRate:        200,
 		CallbackFailure: "deliver",

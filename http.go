@@ -1,9 +1,12 @@
 package main
 
 import (
+	"encoding/json"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -15,6 +18,13 @@ func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
+		// A listener that cannot accept (out of descriptors, or stopped) is
+		// a server devices cannot reach, however well the rest runs.
+		if down := s.broker.Down(); len(down) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			json.NewEncoder(w).Encode(map[string]any{"status": "listener down", "listeners": down})
+			return
+		}
 		w.Write([]byte(`{"status":"ok"}`))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics(), promhttp.HandlerOpts{}))
@@ -26,6 +36,21 @@ func (s *server) routes() http.Handler {
 	mux.Handle("/v4/", s.rest)
 	mux.Handle("/media/", s.media.Handler())
 	return mux
+}
+
+// httpServer bounds what a client may hold before its request is in: the
+// headers within connect-timeout and a few KB, the whole request (REST
+// bodies are at most 1 MiB, rest.Config.MaxBody; the other routes are GETs
+// whose bodies are not read) within http-read-timeout.
+func (s *server) httpServer(cfg Config) *http.Server {
+	return &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: cfg.ConnectTimeout,
+		ReadTimeout:       cfg.HTTPReadTimeout,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
 }
 
 // metrics exposes the counters the store and the broker keep.
@@ -50,6 +75,13 @@ func (s *server) metrics() *prometheus.Registry {
 	counter("live_sent_total", "Ephemeral events written to devices.", func() float64 { return float64(dm.LiveSent.Load()) })
 	counter("live_dropped_total", "Ephemeral events dropped because a device's queue was full.", func() float64 { return float64(dm.LiveDropped.Load()) })
 	gauge("devices_connected", "Connected devices.", func() float64 { return float64(dm.Connected.Load()) })
+	em := &s.broker.Edge
+	counter("listener_accept_errors_total", "Failed accepts on the MQTT listeners (out of descriptors…), each retried.", func() float64 { return float64(em.AcceptErrors.Load()) })
+	gauge("listeners_down", "MQTT listeners failing to accept now.", func() float64 { return float64(len(s.broker.Down())) })
+	gauge("connections_pending_login", "MQTT connections accepted and not yet logged in.", func() float64 { return float64(em.Pending.Load()) })
+	counter("connections_over_limit_total", "MQTT connections closed at accept: over pending-per-ip or max-pending.", func() float64 { return float64(em.OverLimit.Load()) })
+	counter("connect_too_large_total", "MQTT connections closed because their first packet was not a CONNECT of at most 4 KB.", func() float64 { return float64(em.TooLarge.Load()) })
+	counter("connect_timeouts_total", "MQTT connections closed because no CONNECT arrived within connect-timeout.", func() float64 { return float64(em.TimedOut.Load()) })
 	return reg
 }
 

@@ -168,6 +168,7 @@ func start(cfg Config, log *slog.Logger) (*server, error) {
 		SDKAppID: cfg.SDKAppID, Key: key, AutoAccounts: cfg.AutoAccounts,
 		Window: cfg.Window, MaxRequest: cfg.MaxRequest, Log: log,
 		KickedAt: st.KickedAt, OnState: s.svc.StateChanged,
+		ConnectTimeout: cfg.ConnectTimeout, PendingPerIP: cfg.PendingPerIP, MaxPending: cfg.MaxPending,
 	}
 	if cfg.TLS != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
@@ -201,7 +202,7 @@ func start(cfg Config, log *slog.Logger) (*server, error) {
 			return fail(fmt.Errorf("http: %w", err))
 		}
 		s.httpLn = ln
-		s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
+		s.http = s.httpServer(cfg)
 		go s.http.Serve(ln)
 	}
 	log.Info("duet started", "version", version, "mqtt", s.broker.Addr("tcp"), "ws", s.broker.Addr("ws"),

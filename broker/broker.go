@@ -10,12 +10,10 @@ package broker
 import (
 	"bytes"
 	"crypto/tls"
-	"fmt"
 	"log/slog"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/duet-im/duet/command"
@@ -45,6 +43,12 @@ type Config struct {
 	// MaxPacket is the hard MQTT packet size cap (connection closed above it).
 	MaxPacket uint32
 
+	// Limits before login (listen.go); zero means the default.
+	ConnectTimeout time.Duration // from accept to a complete CONNECT (and WebSocket upgrade)
+	MaxConnect     int           // largest CONNECT packet, bytes
+	PendingPerIP   int           // connections not logged in, per IP (IPv6: per /64)
+	MaxPending     int           // connections not logged in, in all
+
 	Clock func() time.Time
 	Log   *slog.Logger
 }
@@ -56,6 +60,10 @@ type Broker struct {
 	requests *hooks.Requests
 	cfg      Config
 	stop     chan struct{}
+	// Edge counts what the listeners refuse; listeners are their accept
+	// loops (Down).
+	Edge      EdgeMetrics
+	listeners []*acceptLoop
 }
 
 // New builds the broker and its listeners; Serve starts it.
@@ -71,6 +79,18 @@ func New(cfg Config, svc *command.Service, st *store.Store) (*Broker, error) {
 	}
 	if cfg.MaxPacket == 0 {
 		cfg.MaxPacket = 1 << 20
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.MaxConnect <= 0 {
+		cfg.MaxConnect = DefaultMaxConnect
+	}
+	if cfg.PendingPerIP <= 0 {
+		cfg.PendingPerIP = DefaultPendingPerIP
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = DefaultMaxPending
 	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = cfg.MaxPacket
@@ -107,23 +127,11 @@ func New(cfg Config, svc *command.Service, st *store.Store) (*Broker, error) {
 		return nil, err
 	}
 
-	if cfg.MQTTAddr != "" {
-		if err := server.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.MQTTAddr})); err != nil {
-			return nil, fmt.Errorf("broker: tcp listener: %w", err)
-		}
+	if err := server.AddHook(&loginHook{}, nil); err != nil {
+		return nil, err
 	}
-	if cfg.TLSAddr != "" {
-		if cfg.TLS == nil {
-			return nil, fmt.Errorf("broker: TLS listener %s needs a certificate and key", cfg.TLSAddr)
-		}
-		if err := server.AddListener(listeners.NewTCP(listeners.Config{ID: "tls", Address: cfg.TLSAddr, TLSConfig: cfg.TLS})); err != nil {
-			return nil, fmt.Errorf("broker: tls listener: %w", err)
-		}
-	}
-	if cfg.WSAddr != "" {
-		if err := server.AddListener(listeners.NewWebsocket(listeners.Config{ID: "ws", Address: cfg.WSAddr})); err != nil {
-			return nil, fmt.Errorf("broker: websocket listener: %w", err)
-		}
+	if err := b.addListeners(); err != nil {
+		return nil, err
 	}
 	return b, nil
 }

@@ -72,6 +72,7 @@ type serverOpts struct {
 	push         func(*store.Store, *command.Service) pushHook // wires an offline pusher (push_test.go)
 	media        func(*store.Store, *command.Service)          // wires the media service (media_test.go)
 	websocket    bool                                          // also listen for MQTT over WebSocket
+	broker       func(*broker.Config)                          // adjusts broker settings (listen_test.go)
 }
 
 func startServer(t testing.TB, o serverOpts) *testServer {
@@ -121,10 +122,14 @@ func (s *testServer) start() {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	b, err := broker.New(broker.Config{
+	bcfg := broker.Config{
 		MQTTAddr: addr, WSAddr: s.wsAddr(), SDKAppID: testAppID, Key: testKey, AutoAccounts: s.opts.autoAccounts,
 		Window: s.opts.window, MaxRequest: s.opts.maxRequest, Clock: s.opts.clock, Log: log,
-	}, svc, st)
+	}
+	if s.opts.broker != nil {
+		s.opts.broker(&bcfg)
+	}
+	b, err := broker.New(bcfg, svc, st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,22 +143,17 @@ func (s *testServer) start() {
 	if err := b.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	s.store, s.svc, s.broker, s.addr, s.push = st, svc, b, b.Addr("tcp"), ph
+	s.store, s.svc, s.broker, s.addr, s.ws, s.push = st, svc, b, b.Addr("tcp"), b.Addr("ws"), ph
 }
 
-// wsAddr is the WebSocket listener's address: empty when off, a free port
-// on the first start, the same port on a restart.
+// wsAddr is the WebSocket listener's address: empty when off, any free port
+// on the first start (start keeps the one bound), the same port on a restart.
 func (s *testServer) wsAddr() string {
 	if !s.opts.websocket {
 		return ""
 	}
 	if s.ws == "" {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			s.t.Fatal(err)
-		}
-		s.ws = ln.Addr().String()
-		ln.Close()
+		return "127.0.0.1:0"
 	}
 	return s.ws
 }
