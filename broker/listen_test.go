@@ -178,9 +178,13 @@ func TestSilentConnectionsClosedAtDeadline(t *testing.T) {
 	cs := make([]net.Conn, conns)
 	opened := make([]time.Time, conns)
 	for i := range cs {
-		// Spread over source addresses, as many clients would be.
-		cs[i] = dialFrom(t, fmt.Sprintf("127.0.1.%d", 1+i%200), s.addr)
+		// Spread over source addresses, as many clients would be. The time
+		// is taken before the dial: the server's deadline starts at its
+		// accept, which a loaded machine may run well before dialFrom
+		// returns here, so a later stamp could make a punctual close look
+		// early.
 		opened[i] = time.Now()
+		cs[i] = dialFrom(t, fmt.Sprintf("127.0.1.%d", 1+i%200), s.addr)
 	}
 	allOpen := time.Now()
 	after := make([]time.Duration, conns)
