@@ -135,6 +135,13 @@ func New(cfg Config, svc *command.Service, st *store.Store) (*Broker, error) {
 			return nil, fmt.Errorf("broker: websocket listener: %w", err)
 		}
 	}
+	// Every connection's packet sizes are followed, for DISCONNECT 0x95
+	// (framing.go).
+	for _, id := range []string{"tcp", "tls", "ws"} {
+		if l, ok := server.Listeners.Get(id); ok {
+			server.Listeners.Add(framedListener{Listener: l, max: cfg.MaxPacket})
+		}
+	}
 	return b, nil
 }
 

@@ -40,7 +40,20 @@ func NewProtocol(server *mqtt.Server) *Protocol {
 func (h *Protocol) ID() string { return "duet-protocol" }
 
 func (h *Protocol) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnPacketRead, mqtt.OnPacketEncode}, []byte{b})
+	return bytes.Contains([]byte{mqtt.OnPacketRead, mqtt.OnPacketEncode, mqtt.OnSessionEstablished}, []byte{b})
+}
+
+// Established is implemented by a connection that wants to know its
+// client once the CONNACK has accepted it (the broker's frameConn, which
+// may then send it a DISCONNECT).
+type Established interface{ Established(*mqtt.Client) }
+
+// OnSessionEstablished runs after the CONNACK, on the client's read
+// goroutine, before its read loop.
+func (h *Protocol) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	if e, ok := cl.Net.Conn.(Established); ok {
+		e.Established(cl)
+	}
 }
 
 // OnPacketRead vets a PUBLISH before mochi processes it. ErrRejectPacket
@@ -58,7 +71,7 @@ func (h *Protocol) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		// (MQTT 5 §3.3.1.3). MQTT 3.1.1 has no such code: the connection
 		// is closed. Either way the packet is not executed.
 		if v5 {
-			disconnect(cl, packets.ErrRetainNotSupported, "retained messages are not supported (Retain Available is 0)")
+			Disconnect(cl, packets.ErrRetainNotSupported, "retained messages are not supported (Retain Available is 0)")
 		}
 		return pk, packets.ErrRejectPacket
 	}
@@ -71,7 +84,7 @@ func (h *Protocol) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		if topic == "" {
 			// "If the receiver does not already have a mapping for this
 			// Topic Alias […] it is a Protocol Error" (MQTT 5 §3.3.2.3.4).
-			disconnect(cl, packets.ErrProtocolViolation, "unknown topic alias")
+			Disconnect(cl, packets.ErrProtocolViolation, "unknown topic alias")
 			return pk, packets.ErrRejectPacket
 		}
 		pk.TopicName = topic
@@ -139,9 +152,9 @@ func (h *Protocol) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 	return pk
 }
 
-// disconnect tells an MQTT 5 client why its connection ends (MQTT 5
+// Disconnect tells an MQTT 5 client why its connection ends (MQTT 5
 // §3.14); the caller then ends it. MQTT 3.1.1 clients are told nothing.
-func disconnect(cl *mqtt.Client, code packets.Code, reason string) {
+func Disconnect(cl *mqtt.Client, code packets.Code, reason string) {
 	if cl.Properties.ProtocolVersion != 5 {
 		return
 	}
