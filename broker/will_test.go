@@ -159,11 +159,7 @@ func dialWithWill(t *testing.T, s *testServer, user string, v5 bool, w willSpec)
 		ack, err := c.Connect(ctx, cp)
 		if err != nil {
 			if ack != nil {
-				reason := ""
-				if ack.Properties != nil {
-					reason = ack.Properties.ReasonString
-				}
-				return nil, &refused{code: ack.ReasonCode, reason: reason}
+				return nil, connackRefusal(ack)
 			}
 			t.Fatalf("connect: %v", err)
 		}
