@@ -117,9 +117,18 @@ func (h *Auth) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 			code = packets.ErrMalformedUsernameOrPassword
 		}
 	}
-	h.cfg.Log.Info("login refused", "user", string(pk.Connect.Username), "client", cl.ID, "reason", r.reason)
+	h.cfg.Log.Info("login refused", "user", short(string(pk.Connect.Username)), "client", short(cl.ID), "reason", r.reason)
 	_ = h.server.SendConnack(cl, code, false, nil)
 	return r
+}
+
+// short cuts a refused user name or client id (up to 64 KiB each) for
+// the log.
+func short(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "…"
+	}
+	return s
 }
 
 func (h *Auth) login(cl *mqtt.Client, pk packets.Packet) error {
