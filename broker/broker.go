@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"log/slog"
+	"math"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -102,12 +103,18 @@ func New(cfg Config, svc *command.Service, st *store.Store) (*Broker, error) {
 	caps.SharedSubAvailable = 0
 	caps.MaximumMessageExpiryInterval = 0
 	caps.Compatibilities.ObscureNotAuthorized = false
+	// Topic aliases are resolved before the ACL (hooks.Protocol); a few
+	// cover the request topics a device uses.
+	caps.TopicAliasMaximum = 16
 
 	server := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		Logger:       cfg.Log.With("component", "mqtt"),
-		// Devices need no $SYS topics; metrics are on /metrics.
-		SysTopicResendInterval: 0,
+		// Devices need no $SYS topics (the ACL lets no one subscribe to
+		// them); metrics are on /metrics. mochi takes 0 for its default of
+		// one second, and every round stops the world to read memory
+		// statistics: publish them once, at start, and never again.
+		SysTopicResendInterval: math.MaxInt32,
 	})
 	b := &Broker{Server: server, cfg: cfg, stop: make(chan struct{})}
 	b.Devices = newDevices(st, cfg.Log, cfg.Window)
@@ -117,6 +124,9 @@ func New(cfg Config, svc *command.Service, st *store.Store) (*Broker, error) {
 		SDKAppID: cfg.SDKAppID, Key: cfg.Key, Accounts: st, AutoAccounts: cfg.AutoAccounts,
 		Clock: cfg.Clock, KickedAt: cfg.KickedAt, Log: cfg.Log,
 	}), nil); err != nil {
+		return nil, err
+	}
+	if err := server.AddHook(hooks.NewProtocol(server), nil); err != nil {
 		return nil, err
 	}
 	if err := server.AddHook(&sessionHook{b: b}, nil); err != nil {
@@ -132,6 +142,13 @@ func New(cfg Config, svc *command.Service, st *store.Store) (*Broker, error) {
 	}
 	if err := b.addListeners(); err != nil {
 		return nil, err
+	}
+	// Every connection's packet sizes are followed, for DISCONNECT 0x95
+	// (framing.go).
+	for _, id := range []string{"tcp", "tls", "ws"} {
+		if l, ok := server.Listeners.Get(id); ok {
+			server.Listeners.Add(framedListener{Listener: l, max: cfg.MaxPacket})
+		}
 	}
 	return b, nil
 }

@@ -302,11 +302,7 @@ func (s *testServer) dial(user string, o connectOpts) (*device, error) {
 		ack, err := c.Connect(ctx, cp)
 		if err != nil {
 			if ack != nil {
-				reason := ""
-				if ack.Properties != nil {
-					reason = ack.Properties.ReasonString
-				}
-				return nil, &refused{code: ack.ReasonCode, reason: reason}
+				return nil, connackRefusal(ack)
 			}
 			return nil, err
 		}
@@ -359,6 +355,15 @@ type refused struct {
 }
 
 func (r *refused) Error() string { return fmt.Sprintf("refused 0x%02x %s", r.code, r.reason) }
+
+// connackRefusal is the refusal an MQTT 5 CONNACK carries.
+func connackRefusal(ack *paho.Connack) *refused {
+	r := &refused{code: ack.ReasonCode}
+	if ack.Properties != nil {
+		r.reason = ack.Properties.ReasonString
+	}
+	return r
+}
 
 func (d *device) close() {
 	if d.v3 != nil {

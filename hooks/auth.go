@@ -66,7 +66,7 @@ func (h *Auth) Provides(b byte) bool {
 
 // refusal is a login refused, with what each protocol version is told.
 type refusal struct {
-	v5     packets.Code // 0x86 bad credentials, 0x87 not authorized
+	v5     packets.Code // 0x85 bad client id, 0x86 bad credentials, 0x87 not authorized
 	reason string
 }
 
@@ -79,6 +79,17 @@ func badCredentials(format string, args ...any) *refusal {
 func notAuthorized(format string, args ...any) *refusal {
 	return &refusal{packets.ErrNotAuthorized, fmt.Sprintf(format, args...)}
 }
+
+func badClientID(format string, args ...any) *refusal {
+	return &refusal{packets.ErrClientIdentifierNotValid, fmt.Sprintf(format, args...)}
+}
+
+// WillRefused is the reason string of a CONNECT refused for its Will.
+const WillRefused = "Will messages are not accepted"
+
+// MaxDeviceID bounds the DeviceID part of a client id. The client id is
+// part of the device's cursor key and of every log line about it.
+const MaxDeviceID = 128
 
 // OnConnect checks the login before mochi registers the client. A refused
 // client gets a CONNACK naming the cause (v5 reason string) and is closed.
@@ -95,19 +106,39 @@ func (h *Auth) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	code := r.v5
 	code.Reason = r.reason
 	if cl.Properties.ProtocolVersion < 5 {
-		// MQTT 3.1.1 has return codes only: 0x04 bad user name or password,
-		// 0x05 not authorized [MQTT-3.2.2-5].
-		code = packets.ErrMalformedUsernameOrPassword
-		if r.v5 == packets.ErrNotAuthorized {
+		// MQTT 3.1.1 has return codes only: 0x02 identifier rejected, 0x04
+		// bad user name or password, 0x05 not authorized [MQTT-3.2.2-5].
+		switch r.v5 {
+		case packets.ErrNotAuthorized:
 			code = packets.Err3NotAuthorized
+		case packets.ErrClientIdentifierNotValid:
+			code = packets.Err3ClientIdentifierNotValid
+		default:
+			code = packets.ErrMalformedUsernameOrPassword
 		}
 	}
-	h.cfg.Log.Info("login refused", "user", string(pk.Connect.Username), "client", cl.ID, "reason", r.reason)
+	h.cfg.Log.Info("login refused", "user", short(string(pk.Connect.Username)), "client", short(cl.ID), "reason", r.reason)
 	_ = h.server.SendConnack(cl, code, false, nil)
 	return r
 }
 
+// short cuts a refused user name or client id (up to 64 KiB each) for
+// the log.
+func short(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "…"
+	}
+	return s
+}
+
 func (h *Auth) login(cl *mqtt.Client, pk packets.Packet) error {
+	// mochi publishes a Will (at once, or after its Will Delay Interval)
+	// without the publish ACL, to any topic the CONNECT names: a logged-in
+	// user could put forged events on another user's topics. Nothing reaches
+	// a user's topics except through Duet's commands (PROTOCOL §3).
+	if pk.Connect.WillFlag {
+		return notAuthorized(WillRefused)
+	}
 	user := string(pk.Connect.Username)
 	if !command.ValidUserID(user) {
 		return badCredentials("invalid user id")
@@ -132,6 +163,8 @@ func (h *Auth) login(cl *mqtt.Client, pk packets.Packet) error {
 		cl.Properties.Props.AssignedClientID = cl.ID // [MQTT-3.2.2-16]
 	} else if !strings.HasPrefix(cl.ID, user+":") || len(cl.ID) == len(user)+1 {
 		return notAuthorized("client id must be %s:{DeviceID}", user)
+	} else if dev := cl.ID[len(user)+1:]; !ValidDeviceID(dev) {
+		return badClientID("DeviceID must be 1-%d bytes of A-Z a-z 0-9 _ - @ .", MaxDeviceID)
 	}
 	exists, err := h.cfg.Accounts.AccountExists(user)
 	if err != nil {
@@ -165,6 +198,25 @@ func (h *Auth) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	}
 	prefix := "im/" + string(user) + "/"
 	return strings.HasPrefix(topic, prefix) && len(topic) > len(prefix)
+}
+
+// ValidDeviceID reports whether d may be the DeviceID of a client id: at
+// most MaxDeviceID bytes of [A-Za-z0-9_\-@.]. It leaves out '~', which
+// marks the ids the server assigns, and ':', the separator.
+func ValidDeviceID(d string) bool {
+	if len(d) == 0 || len(d) > MaxDeviceID {
+		return false
+	}
+	// The alphabet of a UserID: command.ValidUserID checks it on up to 32
+	// bytes at a time.
+	for len(d) > 0 {
+		n := min(len(d), 32)
+		if !command.ValidUserID(d[:n]) {
+			return false
+		}
+		d = d[n:]
+	}
+	return true
 }
 
 // Device returns the user and whether the client id was assigned by the
