@@ -49,6 +49,9 @@ type frameConn struct {
 	large  bool // the stream stopped before a packet too large
 }
 
+// NetConn is the connection c wraps (as tls.Conn's), for loginHook.
+func (c *frameConn) NetConn() net.Conn { return c.Conn }
+
 // Established implements hooks.Established.
 func (c *frameConn) Established(cl *mqtt.Client) { c.cl = cl }
 

@@ -258,8 +258,17 @@ func (h *loginHook) ID() string { return "duet-login-gate" }
 func (h *loginHook) Provides(b byte) bool { return b == mqtt.OnSessionEstablished }
 
 func (h *loginHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
-	if c, ok := cl.Net.Conn.(*guardConn); ok {
-		c.pc.loggedIn()
+	// The guard sits under the connection's other wrappers (frameConn).
+	for c := cl.Net.Conn; c != nil; {
+		switch v := c.(type) {
+		case *guardConn:
+			v.pc.loggedIn()
+			return
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			return
+		}
 	}
 }
 
