@@ -43,6 +43,10 @@ func (s *Service) registerRelations() {
 	s.handlers["sns/friend_delete_all"] = s.friendDeleteAll
 	s.handlers["sns/friend_check"] = s.friendCheck
 	s.handlers["sns/friend_get"] = s.friendGet
+	s.handlers["sns/friend_get_list"] = s.friendGetList
+	s.handlers["sns/group_add"] = s.groupAdd
+	s.handlers["sns/group_delete"] = s.groupDelete
+	s.handlers["sns/group_get"] = s.groupGet
 	s.handlers["sns/friend_response"] = s.friendResponse
 	s.handlers["sns/friend_request_get"] = s.friendRequestGet
 	s.handlers["sns/black_list_add"] = s.blackListAdd
@@ -121,6 +125,16 @@ func (s *Service) notify(tx *store.Tx, ev any, users ...string) error {
 // admin, 30003 no such user.
 func (s *Service) snsActor(c *Caller, f fields) (string, error) {
 	return s.actor(c, f, 30001, 30004, 30003)
+}
+
+// snsRequest decodes an sns request body and names the user it acts for.
+func (s *Service) snsRequest(c *Caller, body []byte) (fields, string, error) {
+	f, err := parseObject(body, 30001)
+	if err != nil {
+		return nil, "", err
+	}
+	from, err := s.snsActor(c, f)
+	return f, from, err
 }
 
 // peers reads a To_Account array of 1..maxSNSBatch entries.
@@ -289,11 +303,7 @@ func forbidsAdding(p *store.Profile) bool {
 // ---- friend_add / friend_import / friend_response ----
 
 func (s *Service) friendAdd(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, 30001)
-	if err != nil {
-		return nil, err
-	}
-	from, err := s.snsActor(c, f)
+	f, from, err := s.snsRequest(c, body)
 	if err != nil {
 		return nil, err
 	}
@@ -503,11 +513,7 @@ func (s *Service) clearRequests(tx *store.Tx, a, b, reason string, now int64) er
 }
 
 func (s *Service) friendImport(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, 30001)
-	if err != nil {
-		return nil, err
-	}
-	from, err := s.snsActor(c, f)
+	f, from, err := s.snsRequest(c, body)
 	if err != nil {
 		return nil, err
 	}
@@ -589,11 +595,7 @@ func (s *Service) friendImport(ctx context.Context, c *Caller, body []byte) (any
 // API has none — its SDK's accept/refuse): From_Account is the one asked,
 // each ResponseFriendItem names a requester and a ResponseAction.
 func (s *Service) friendResponse(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, 30001)
-	if err != nil {
-		return nil, err
-	}
-	me, err := s.snsActor(c, f)
+	f, me, err := s.snsRequest(c, body)
 	if err != nil {
 		return nil, err
 	}
@@ -708,11 +710,7 @@ type requestItem struct {
 
 // friendRequestGet lists the requests awaiting From_Account (Duet command).
 func (s *Service) friendRequestGet(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, 30001)
-	if err != nil {
-		return nil, err
-	}
-	me, err := s.snsActor(c, f)
+	_, me, err := s.snsRequest(c, body)
 	if err != nil {
 		return nil, err
 	}
@@ -733,11 +731,7 @@ func (s *Service) friendRequestGet(ctx context.Context, c *Caller, body []byte) 
 // ---- friend_update ----
 
 func (s *Service) friendUpdate(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, 30001)
-	if err != nil {
-		return nil, err
-	}
-	from, err := s.snsActor(c, f)
+	f, from, err := s.snsRequest(c, body)
 	if err != nil {
 		return nil, err
 	}
@@ -755,12 +749,11 @@ func (s *Service) friendUpdate(ctx context.Context, c *Caller, body []byte) (any
 		return nil, Errorf(30001, "UpdateItem has %d entries; the limit is %d", len(items), maxSNSBatch)
 	}
 	type change struct {
-		remark  *string
-		groups  []string
-		setGrp  bool
-		custom  map[string]string
-		to      string
-		touched bool
+		remark *string
+		groups []string
+		setGrp bool
+		custom map[string]string
+		to     string
 	}
 	changes := make([]change, len(items))
 	for i, it := range items {
@@ -880,11 +873,7 @@ func (s *Service) deleteOne(tx *store.Tx, from, to, dt string, now int64) (bool,
 }
 
 func (s *Service) friendDelete(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, 30001)
-	if err != nil {
-		return nil, err
-	}
-	from, err := s.snsActor(c, f)
+	f, from, err := s.snsRequest(c, body)
 	if err != nil {
 		return nil, err
 	}
@@ -923,11 +912,7 @@ func (s *Service) friendDelete(ctx context.Context, c *Caller, body []byte) (any
 }
 
 func (s *Service) friendDeleteAll(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, 30001)
-	if err != nil {
-		return nil, err
-	}
-	from, err := s.snsActor(c, f)
+	f, from, err := s.snsRequest(c, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1051,11 +1036,7 @@ type userDataItem struct {
 }
 
 func (s *Service) friendGet(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, 30001)
-	if err != nil {
-		return nil, err
-	}
-	from, err := s.snsActor(c, f)
+	f, from, err := s.snsRequest(c, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1089,29 +1070,7 @@ func (s *Service) friendGet(ctx context.Context, c *Caller, body []byte) (any, e
 	}{UserDataItem: []userDataItem{}, StandardSequence: counts.FriendSeq, CustomSequence: counts.FriendSeq, FriendNum: len(list)}
 	end := min(int(start)+friendGetPage, len(list))
 	for i := int(start); i < end; i++ {
-		fr := list[i]
-		vi := []valueItem{
-			{"Tag_SNS_IM_AddSource", fr.AddSource},
-			{"Tag_SNS_IM_AddTime", fr.AddTime},
-		}
-		if fr.Remark != "" {
-			vi = append(vi, valueItem{"Tag_SNS_IM_Remark", fr.Remark}, valueItem{"Tag_SNS_IM_RemarkTime", fr.RemarkTime})
-		}
-		if fr.AddWording != "" {
-			vi = append(vi, valueItem{"Tag_SNS_IM_AddWording", fr.AddWording})
-		}
-		if len(fr.Groups) > 0 {
-			vi = append(vi, valueItem{"Tag_SNS_IM_Group", fr.Groups})
-		}
-		keys := make([]string, 0, len(fr.Custom))
-		for k := range fr.Custom {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			vi = append(vi, valueItem{k, fr.Custom[k]})
-		}
-		out.UserDataItem = append(out.UserDataItem, userDataItem{To: fr.Peer, ValueItem: vi})
+		out.UserDataItem = append(out.UserDataItem, userDataItem{To: list[i].Peer, ValueItem: friendValues(&list[i].Friend)})
 	}
 	if end >= len(list) {
 		out.CompleteFlag = 1
@@ -1121,14 +1080,136 @@ func (s *Service) friendGet(ctx context.Context, c *Caller, body []byte) (any, e
 	return out, nil
 }
 
-// ---- blacklist ----
+// friendValues is a friend record's standard and custom friend tags as
+// friend_get and friend_get_list report them; unset ones are left out.
+func friendValues(fr *store.Friend) []valueItem {
+	vi := []valueItem{
+		{"Tag_SNS_IM_AddSource", fr.AddSource},
+		{"Tag_SNS_IM_AddTime", fr.AddTime},
+	}
+	if fr.Remark != "" {
+		vi = append(vi, valueItem{"Tag_SNS_IM_Remark", fr.Remark}, valueItem{"Tag_SNS_IM_RemarkTime", fr.RemarkTime})
+	}
+	if fr.AddWording != "" {
+		vi = append(vi, valueItem{"Tag_SNS_IM_AddWording", fr.AddWording})
+	}
+	if len(fr.Groups) > 0 {
+		vi = append(vi, valueItem{"Tag_SNS_IM_Group", fr.Groups})
+	}
+	keys := make([]string, 0, len(fr.Custom))
+	for k := range fr.Custom {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		vi = append(vi, valueItem{k, fr.Custom[k]})
+	}
+	return vi
+}
 
-func (s *Service) blackListAdd(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, 30001)
+// snsStandardTags are the friend tags friend_get_list can ask for besides
+// Tag_SNS_Custom_* (reference §6.3).
+var snsStandardTags = map[string]bool{
+	"Tag_SNS_IM_Group": true, "Tag_SNS_IM_Remark": true, "Tag_SNS_IM_AddSource": true,
+	"Tag_SNS_IM_AddWording": true, "Tag_SNS_IM_AddTime": true, "Tag_SNS_IM_RemarkTime": true,
+}
+
+func snsCustomTag(tag string) bool {
+	name, ok := cutPrefix(tag, "Tag_SNS_Custom_")
+	return ok && name != "" && len(name) <= 8
+}
+
+type snsProfileItem struct {
+	To             string      `json:"To_Account"`
+	SnsProfileItem []valueItem `json:"SnsProfileItem,omitzero"` // absent (nil) on a failed item, [] when nothing is set
+	ResultCode     int         `json:"ResultCode"`
+	ResultInfo     string      `json:"ResultInfo"`
+}
+
+// friendGetList answers sns/friend_get_list: the friend and profile tags
+// of the named friends (reference §6.3). A name that is not in the list
+// gets 30001 Err_SNS_FriendGetList_Friend_Not_Exist in its item, as in
+// Tencent's example. Values are grouped as Tencent's example orders them —
+// standard friend tags, standard profile tags, custom friend tags, custom
+// profile tags — each group in TagList order; unset values are left out.
+func (s *Service) friendGetList(ctx context.Context, c *Caller, body []byte) (any, error) {
+	f, from, err := s.snsRequest(c, body)
 	if err != nil {
 		return nil, err
 	}
-	from, err := s.snsActor(c, f)
+	to, err := peers(f)
+	if err != nil {
+		return nil, err
+	}
+	tags, present, ok := f.strings("TagList")
+	if !ok || !present || len(tags) == 0 {
+		return nil, Errorf(30001, "TagList must be a non-empty Array of String")
+	}
+	var classes [4][]string // standard friend, standard profile, custom friend, custom profile
+	wantProfile := false
+	for _, t := range tags {
+		switch {
+		case snsStandardTags[t]:
+			classes[0] = append(classes[0], t)
+		case isStandard(t):
+			classes[1] = append(classes[1], t)
+			wantProfile = true
+		case snsCustomTag(t):
+			classes[2] = append(classes[2], t)
+		case customTag(t):
+			classes[3] = append(classes[3], t)
+			wantProfile = true
+		default:
+			return nil, Errorf(30001, "unknown tag %q in TagList (Tag_SNS_IM_*, Tag_SNS_Custom_*, Tag_Profile_IM_* or Tag_Profile_Custom_*)", t)
+		}
+	}
+	out := struct {
+		InfoItem     []snsProfileItem `json:"InfoItem"`
+		FailAccount  []string         `json:"Fail_Account,omitempty"`
+		ErrorDisplay string           `json:"ErrorDisplay"`
+	}{InfoItem: []snsProfileItem{}}
+	for _, p := range to {
+		var fr *store.Friend
+		if ValidUserID(p) {
+			if fr, err = s.store.GetFriend(from, p); err != nil {
+				return nil, err
+			}
+		}
+		if fr == nil {
+			out.InfoItem = append(out.InfoItem, snsProfileItem{To: p, ResultCode: 30001, ResultInfo: "Err_SNS_FriendGetList_Friend_Not_Exist"})
+			out.FailAccount = append(out.FailAccount, p)
+			continue
+		}
+		have := map[string]any{}
+		for _, v := range friendValues(fr) {
+			have[v.Tag] = v.Value
+		}
+		if wantProfile {
+			prof, err := s.profileTags(p)
+			if err != nil {
+				return nil, err
+			}
+			for k, v := range prof {
+				have[k] = v
+			}
+		}
+		item := snsProfileItem{To: p, SnsProfileItem: []valueItem{}}
+		for _, class := range classes {
+			for _, t := range class {
+				if v, ok := have[t]; ok {
+					item.SnsProfileItem = append(item.SnsProfileItem, valueItem{t, v})
+				}
+			}
+		}
+		out.InfoItem = append(out.InfoItem, item)
+	}
+	return out, nil
+}
+
+// ---- blacklist ----
+
+func (s *Service) blackListAdd(ctx context.Context, c *Caller, body []byte) (any, error) {
+	f, from, err := s.snsRequest(c, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1192,11 +1273,7 @@ func (s *Service) blackListAdd(ctx context.Context, c *Caller, body []byte) (any
 }
 
 func (s *Service) blackListDelete(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, 30001)
-	if err != nil {
-		return nil, err
-	}
-	from, err := s.snsActor(c, f)
+	f, from, err := s.snsRequest(c, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1232,11 +1309,7 @@ func (s *Service) blackListDelete(ctx context.Context, c *Caller, body []byte) (
 }
 
 func (s *Service) blackListGet(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, 30001)
-	if err != nil {
-		return nil, err
-	}
-	from, err := s.snsActor(c, f)
+	f, from, err := s.snsRequest(c, body)
 	if err != nil {
 		return nil, err
 	}
