@@ -4,12 +4,126 @@ import (
 	"bytes"
 	"encoding/json"
 	"strconv"
+	"strings"
 )
 
 // fields is a request body decoded one level deep, so each field can be
 // type-checked on its own and refused with its own Tencent code (a number
 // where a string belongs is 90003 for To_Account but 90005 for MsgRandom).
+//
+// Field names match case-insensitively, as Tencent's server does (a widely
+// used client sends recentcontact/delete's Type as "type"; docs/rest.md,
+// "Field names") and as encoding/json does for the nested items decoded
+// into structs: the exact spelling is preferred, otherwise any spelling
+// that differs only in case. A body that names a field twice in different
+// cases keeps the last one, as encoding/json would. A name found by its
+// case-folded spelling is stored back under the asked-for spelling, so
+// later plain index reads (f["MsgBody"] after f.has("MsgBody")) see it;
+// lookups of names not yet seen therefore write to the map and must not
+// run concurrently.
 type fields map[string]json.RawMessage
+
+// UnmarshalJSON decodes an object; a JSON null leaves f nil, as for a
+// plain map.
+func (f *fields) UnmarshalJSON(b []byte) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	if foldDuplicates(m) {
+		// Rare: keep, per case-folded name, the last spelling in document
+		// order (a map decode cannot tell which came last).
+		var err error
+		if m, err = decodeLastFoldWins(b); err != nil {
+			return err
+		}
+	}
+	*f = m
+	return nil
+}
+
+// foldDuplicates reports whether two keys of m differ only in case.
+// Request objects are small, so pairwise comparison allocates nothing on
+// the common path.
+func foldDuplicates(m map[string]json.RawMessage) bool {
+	if len(m) < 2 {
+		return false
+	}
+	if len(m) > 32 {
+		seen := make(map[string]struct{}, len(m))
+		for k := range m {
+			l := strings.ToLower(k)
+			if _, dup := seen[l]; dup {
+				return true
+			}
+			seen[l] = struct{}{}
+		}
+		return false
+	}
+	var keys [32]string
+	n := 0
+	for k := range m {
+		for _, o := range keys[:n] {
+			if strings.EqualFold(k, o) {
+				return true
+			}
+		}
+		keys[n] = k
+		n++
+	}
+	return false
+}
+
+// decodeLastFoldWins decodes the object b keeping, for each name, the
+// value of its last occurrence in any case, under that occurrence's
+// spelling.
+func decodeLastFoldWins(b []byte) (map[string]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if _, err := dec.Token(); err != nil { // {
+		return nil, err
+	}
+	out := map[string]json.RawMessage{}
+	byFold := map[string]string{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		k, _ := t.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, err
+		}
+		l := strings.ToLower(k)
+		if old, ok := byFold[l]; ok {
+			delete(out, old)
+		}
+		byFold[l] = k
+		out[k] = v
+	}
+	return out, nil
+}
+
+// lookup returns the raw value of the field spelled name in any case.
+func (f fields) lookup(name string) (json.RawMessage, bool) {
+	if v, ok := f[name]; ok {
+		return v, true
+	}
+	for k, v := range f {
+		if strings.EqualFold(k, name) {
+			delete(f, k)
+			f[name] = v
+			return v, true
+		}
+	}
+	return nil, false
+}
+
+// raw returns the raw value of a field (nil when absent).
+func (f fields) raw(name string) json.RawMessage {
+	v, _ := f.lookup(name)
+	return v
+}
 
 // parseObject decodes body as a JSON object; a body that is not one gets
 // code (90001 for openim, 40001 for profile, …).
@@ -26,7 +140,7 @@ func parseObject(body []byte, code int) (fields, error) {
 }
 
 func (f fields) has(name string) bool {
-	v, ok := f[name]
+	v, ok := f.lookup(name)
 	return ok && !bytes.Equal(v, []byte("null"))
 }
 
@@ -36,7 +150,7 @@ func (f fields) str(name string) (v string, present, ok bool) {
 	if !f.has(name) {
 		return "", false, true
 	}
-	if err := json.Unmarshal(f[name], &v); err != nil {
+	if err := json.Unmarshal(f.raw(name), &v); err != nil {
 		return "", true, false
 	}
 	return v, true, true
@@ -47,7 +161,7 @@ func (f fields) integer(name string, min, max int64) (v int64, present, ok bool)
 	if !f.has(name) {
 		return 0, false, true
 	}
-	raw := f[name]
+	raw := f.raw(name)
 	if len(raw) == 0 || raw[0] == '"' || raw[0] == '{' || raw[0] == '[' {
 		return 0, true, false
 	}
@@ -71,7 +185,7 @@ func (f fields) strings(name string) (v []string, present, ok bool) {
 	if !f.has(name) {
 		return nil, false, true
 	}
-	if err := json.Unmarshal(f[name], &v); err != nil {
+	if err := json.Unmarshal(f.raw(name), &v); err != nil {
 		return nil, true, false
 	}
 	return v, true, true

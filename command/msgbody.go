@@ -91,8 +91,11 @@ func parseMsgBody(raw json.RawMessage) ([]Element, *Error) {
 		if err := json.Unmarshal(it, &f); err != nil {
 			return nil, Errorf(90002, "MsgBody[%d] is not an object", i)
 		}
+		// Message elements are stored and delivered as sent, so their
+		// names must be spelled exactly (docs/rest.md, "Field names").
+		_, exact := f["MsgType"]
 		typ, present, ok := f.str("MsgType")
-		if !present || !ok {
+		if !exact || !present || !ok {
 			return nil, Errorf(90010, "MsgBody[%d].MsgType must be a string", i)
 		}
 		spec, known := elementFields[typ]

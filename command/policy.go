@@ -1,6 +1,7 @@
 package command
 
 import (
+	"container/list"
 	"encoding/json"
 	"sync"
 
@@ -69,42 +70,93 @@ type relState struct {
 	muteUntil int64               // C2C mute end, Unix s (0: none)
 }
 
-// relCache holds relState per user. A loader notes the user's generation
-// before reading the store and keeps its result only if no change was
-// committed meanwhile (drop bumps the generation after the commit), so a
-// stale read never outlives the change that made it stale.
+// relCacheSize bounds how many users' relState the send-policy cache keeps
+// (docs/events.md, "Send policy"); beyond it the least recently used user
+// is dropped and reloaded from the store on their next send. An entry holds
+// the user's friend and blacklist sets: well under 1 KB for most users, up
+// to a few hundred KB for one at the 3,000-friend limit.
+const relCacheSize = 50000
+
+// relGenStripes is how many generation counters guard cache loads (see
+// relCache); a fixed number, so the guard does not grow with the users.
+const relGenStripes = 256
+
+// relCache holds relState per user, least recently used first out once it
+// holds max users. A loader notes the generation of the user's stripe
+// before reading the store and keeps its result only if no change to a
+// user of that stripe was committed meanwhile (drop bumps the generation
+// after the commit), so a stale read never outlives the change that made it
+// stale; a change to another user of the stripe only costs a reload.
 type relCache struct {
-	mu  sync.RWMutex
-	m   map[string]*relState
-	gen map[string]uint64
+	mu  sync.Mutex
+	max int
+	m   map[string]*list.Element // user → element holding *relEntry
+	lru list.List                // front: most recently used
+	gen [relGenStripes]uint64
 
 	// profV is the Profile.V of each cached SenderProfile; guarded by
 	// Service.profMu with the SenderProfile cache itself.
 	profV map[string]uint64
 }
 
+type relEntry struct {
+	user  string
+	state *relState
+}
+
 func newRelCache() *relCache {
-	return &relCache{m: make(map[string]*relState), gen: make(map[string]uint64), profV: make(map[string]uint64)}
+	return &relCache{max: relCacheSize, m: make(map[string]*list.Element), profV: make(map[string]uint64)}
+}
+
+// relStripe is FNV-1a of user, inline so the hot path does not allocate.
+func relStripe(user string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(user); i++ {
+		h ^= uint32(user[i])
+		h *= 16777619
+	}
+	return int(h % relGenStripes)
 }
 
 func (rc *relCache) get(st *store.Store, user string) (*relState, error) {
-	rc.mu.RLock()
-	r, ok := rc.m[user]
-	g := rc.gen[user]
-	rc.mu.RUnlock()
-	if ok {
+	stripe := relStripe(user)
+	rc.mu.Lock()
+	if el, ok := rc.m[user]; ok {
+		rc.lru.MoveToFront(el)
+		r := el.Value.(*relEntry).state
+		rc.mu.Unlock()
 		return r, nil
 	}
+	g := rc.gen[stripe]
+	rc.mu.Unlock()
 	r, err := loadRelState(st, user)
 	if err != nil {
 		return nil, err
 	}
 	rc.mu.Lock()
-	if rc.gen[user] == g {
-		rc.m[user] = r
+	defer rc.mu.Unlock()
+	if rc.gen[stripe] != g {
+		return r, nil // changed while loading: use it once, do not keep it
 	}
-	rc.mu.Unlock()
+	if el, ok := rc.m[user]; ok { // a concurrent load got there first
+		el.Value.(*relEntry).state = r
+		rc.lru.MoveToFront(el)
+		return r, nil
+	}
+	rc.m[user] = rc.lru.PushFront(&relEntry{user: user, state: r})
+	for rc.lru.Len() > rc.max {
+		old := rc.lru.Back()
+		rc.lru.Remove(old)
+		delete(rc.m, old.Value.(*relEntry).user)
+	}
 	return r, nil
+}
+
+// len is how many users the cache holds.
+func (rc *relCache) len() int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.lru.Len()
 }
 
 // drop forgets users after a committed change to their relationships,
@@ -112,8 +164,11 @@ func (rc *relCache) get(st *store.Store, user string) (*relState, error) {
 func (rc *relCache) drop(users ...string) {
 	rc.mu.Lock()
 	for _, u := range users {
-		delete(rc.m, u)
-		rc.gen[u]++
+		if el, ok := rc.m[u]; ok {
+			rc.lru.Remove(el)
+			delete(rc.m, u)
+		}
+		rc.gen[relStripe(u)]++
 	}
 	rc.mu.Unlock()
 }

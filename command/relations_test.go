@@ -564,3 +564,53 @@ func TestFriendLimit(t *testing.T) {
 		t.Fatalf("refused add stored %v", fr)
 	}
 }
+
+// The send-policy cache keeps at most its bound of users however many send
+// (the least recently used go first), and still answers for users it
+// dropped by reloading them.
+func TestSendPolicyCacheBounded(t *testing.T) {
+	const users = 300
+	ids := make([]string, users)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("u%03d", i)
+	}
+	f := newFixture(t, func(c *Config) { c.BlacklistError = true }, ids...)
+	f.svc.rel.max = 50
+	f.ok("u000", "sns/black_list_add", map[string]any{"To_Account": []string{"u001"}})
+	for i := 0; i < users; i++ {
+		if _, e := f.svc.checkSend(ids[i], ids[(i+1)%users]); e != nil && i != 1 {
+			t.Fatalf("%s → %s: %v", ids[i], ids[(i+1)%users], e)
+		}
+		if n := f.svc.rel.len(); n > 50 {
+			t.Fatalf("after %d senders the cache holds %d users; the bound is 50", i+1, n)
+		}
+	}
+	if len(f.svc.rel.m) != f.svc.rel.len() {
+		t.Fatalf("index %d and list %d disagree", len(f.svc.rel.m), f.svc.rel.len())
+	}
+	// u000 fell out long ago; its blacklist still applies after a reload.
+	if _, e := f.svc.checkSend("u001", "u000"); e == nil || e.Code != 20007 {
+		t.Fatalf("u001 → u000 after eviction: %v", e)
+	}
+	// The most recently used stay: u000 was just reloaded.
+	if f.svc.rel.m["u000"] == nil {
+		t.Fatal("the user just read is not cached")
+	}
+}
+
+// Deleting an account clears other users' blacklist entries naming it from
+// the store and from the send-policy cache: a new account with the same
+// UserID is not blocked by its predecessor's entries.
+func TestAccountDeleteClearsBlacklistOfOthers(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.BlacklistError = true }, "alice", "zed")
+	f.ok("alice", "sns/black_list_add", map[string]any{"To_Account": []string{"zed"}})
+	if r := f.exec("zed", "openim/sendmsg", map[string]any{"To_Account": "alice", "MsgRandom": 1, "MsgBody": []any{map[string]any{"MsgType": "TIMTextElem", "MsgContent": map[string]any{"Text": "hi"}}}}); code(r) != 20007 {
+		t.Fatalf("blocked send: %v", r)
+	}
+	f.ok("administrator", "im_open_login_svc/account_delete", map[string]any{"DeleteItem": []any{map[string]any{"UserID": "zed"}}})
+	f.users("zed")
+	if bl, _ := f.st.Blacklist("alice"); len(bl) != 0 {
+		t.Fatalf("alice's blacklist: %v", bl)
+	}
+	f.ok("zed", "openim/sendmsg", map[string]any{"To_Account": "alice", "MsgRandom": 2, "MsgBody": []any{map[string]any{"MsgType": "TIMTextElem", "MsgContent": map[string]any{"Text": "hi"}}}})
+}

@@ -175,7 +175,7 @@ func (s *Service) modifyMsg(ctx context.Context, c *Caller, body []byte) (any, e
 	if !present || !ok || msgKey == "" {
 		return nil, Errorf(90054, "MsgKey is missing or is not a String")
 	}
-	newBody, hasBody := f["MsgBody"], f.has("MsgBody")
+	newBody, hasBody := f.raw("MsgBody"), f.has("MsgBody")
 	if hasBody {
 		if _, e := parseMsgBody(newBody); e != nil {
 			return nil, e

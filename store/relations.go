@@ -4,16 +4,20 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 
 	"github.com/cockroachdb/pebble"
 )
 
-// Relationships (reference §6.3): friend lists, the reverse friend index,
-// blacklists, pending friend requests and per-user counters. Every change
-// goes through the Tx methods below, which keep the reverse index and the
-// counters in step with the records, so limits (3,000 friends, 1,000
-// blacklist entries) are checked without scanning.
+// Relationships (reference §6.3): friend lists, friend groups, blacklists,
+// pending friend requests and per-user counters, each with a reverse index
+// by the user it names. Every change goes through the Tx methods below,
+// which keep the reverse indexes and the counters in step with the records
+// in the same transaction, so limits (3,000 friends, 1,000 blacklist
+// entries) are checked without scanning and deleting an account finds
+// every record that names it (WipeRelations).
 
 // Friend is one entry of an owner's friend list.
 type Friend struct {
@@ -68,11 +72,27 @@ func ownerPrefix(prefix, owner string) []byte {
 	return key([]byte(prefix), []byte(owner), []byte{sep})
 }
 
-func friendKey(owner, peer string) []byte   { return pairKey("rf/", owner, peer) }
-func friendedKey(peer, owner string) []byte { return pairKey("rg/", peer, owner) }
-func blockedKey(owner, peer string) []byte  { return pairKey("rb/", owner, peer) }
-func requestKey(to, from string) []byte     { return pairKey("rq/", to, from) }
-func relCountsKey(user string) []byte       { return key([]byte("rc/"), []byte(user)) }
+// FriendGroups is a user's list of friend groups (sns/group_*). A group
+// named in a friend's Groups is always in the list; group_add can also
+// create empty ones. Seq grows on every change of the list.
+type FriendGroups struct {
+	Names []string `json:"Names,omitempty"`
+	Seq   uint64   `json:"Seq,omitempty"`
+}
+
+func friendKey(owner, peer string) []byte    { return pairKey("rf/", owner, peer) }
+func friendedKey(peer, owner string) []byte  { return pairKey("rg/", peer, owner) }
+func blockedKey(owner, peer string) []byte   { return pairKey("rb/", owner, peer) }
+func blockedByKey(peer, owner string) []byte { return pairKey("rh/", peer, owner) } // reverse of rb/
+func requestKey(to, from string) []byte      { return pairKey("rq/", to, from) }
+func requestedKey(from, to string) []byte    { return pairKey("rs/", from, to) } // reverse of rq/
+func relCountsKey(user string) []byte        { return key([]byte("rc/"), []byte(user)) }
+func friendGroupsKey(user string) []byte     { return key([]byte("rl/"), []byte(user)) }
+
+// relIndexKey marks a store whose rh/ and rs/ indexes cover every rb/ and
+// rq/ record (stores written before the indexes existed are filled in by
+// the first WipeRelations).
+var relIndexKey = []byte("ri/1")
 
 // ---- reads outside transactions ----
 
@@ -160,6 +180,22 @@ func (s *Store) RelCounts(user string) (RelCounts, error) {
 	return decodeCounts(get(s.db, relCountsKey(user)))
 }
 
+// FriendGroups returns user's friend groups.
+func (s *Store) FriendGroups(user string) (FriendGroups, error) {
+	return decodeGroups(get(s.db, friendGroupsKey(user)))
+}
+
+func decodeGroups(v []byte, err error) (FriendGroups, error) {
+	var g FriendGroups
+	if err != nil || v == nil {
+		return g, err
+	}
+	if err := json.Unmarshal(v, &g); err != nil {
+		return g, fmt.Errorf("store: friend groups: %w", err)
+	}
+	return g, nil
+}
+
 func decodeFriend(v []byte, err error) (*Friend, error) {
 	if err != nil || v == nil {
 		return nil, err
@@ -203,16 +239,58 @@ func (tx *Tx) updateCounts(user string, fn func(*RelCounts)) error {
 	return nil
 }
 
+// FriendGroups returns user's friend groups as of this transaction.
+func (tx *Tx) FriendGroups(user string) (FriendGroups, error) {
+	return decodeGroups(tx.Get(friendGroupsKey(user)))
+}
+
+// PutFriendGroups writes user's group list, raising its Seq.
+func (tx *Tx) PutFriendGroups(user string, g FriendGroups) error {
+	g.Seq++
+	b, err := json.Marshal(g)
+	if err != nil {
+		return err
+	}
+	tx.Put(friendGroupsKey(user), b)
+	return nil
+}
+
+// ensureGroups adds to user's group list the names it lacks.
+func (tx *Tx) ensureGroups(user string, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	g, err := tx.FriendGroups(user)
+	if err != nil {
+		return err
+	}
+	added := false
+	for _, n := range names {
+		if !slices.Contains(g.Names, n) {
+			g.Names = append(g.Names, n)
+			added = true
+		}
+	}
+	if !added {
+		return nil
+	}
+	return tx.PutFriendGroups(user, g)
+}
+
 // GetFriend returns owner's record of peer as of this transaction, or nil.
 func (tx *Tx) GetFriend(owner, peer string) (*Friend, error) {
 	return decodeFriend(tx.Get(friendKey(owner, peer)))
 }
 
-// PutFriend writes owner's record of peer, keeping the reverse index and the
-// counters; it reports whether peer is new in the list.
+// PutFriend writes owner's record of peer, keeping the reverse index, the
+// counters and the group list (a group a friend is put in exists); it
+// reports whether peer is new in the list.
 func (tx *Tx) PutFriend(owner, peer string, f *Friend) (created bool, err error) {
 	old, err := tx.Get(friendKey(owner, peer))
 	if err != nil {
+		return false, err
+	}
+	if err := tx.ensureGroups(owner, f.Groups); err != nil {
 		return false, err
 	}
 	b, err := json.Marshal(f)
@@ -266,6 +344,7 @@ func (tx *Tx) PutBlocked(owner, peer string, at int64) (created bool, err error)
 	}
 	b, _ := json.Marshal(Blocked{AddTime: at})
 	tx.Put(blockedKey(owner, peer), b)
+	tx.Put(blockedByKey(peer, owner), nil)
 	return true, tx.updateCounts(owner, func(c *RelCounts) {
 		c.Blacklist++
 		c.BlackSeq++
@@ -279,6 +358,7 @@ func (tx *Tx) DeleteBlocked(owner, peer string) (existed bool, err error) {
 		return false, err
 	}
 	tx.Delete(blockedKey(owner, peer))
+	tx.Delete(blockedByKey(peer, owner))
 	return true, tx.updateCounts(owner, func(c *RelCounts) {
 		c.Blacklist--
 		c.BlackSeq++
@@ -309,6 +389,7 @@ func (tx *Tx) PutRequest(to string, r *FriendRequest) error {
 		return err
 	}
 	tx.Put(requestKey(to, r.From), b)
+	tx.Put(requestedKey(r.From, to), nil)
 	if old != nil {
 		return nil
 	}
@@ -323,6 +404,7 @@ func (tx *Tx) DeleteRequest(to, from string) (existed bool, err error) {
 		return false, err
 	}
 	tx.Delete(requestKey(to, from))
+	tx.Delete(requestedKey(from, to))
 	return true, tx.updateCounts(to, func(c *RelCounts) { c.Pending-- })
 }
 
@@ -368,11 +450,13 @@ func (tx *Tx) FriendedBy(user string) ([]string, error) {
 
 // WipeRelations removes everything user's relationships and profile left in
 // the store (for account deletion, reference §6.1): the friend list both
-// ways, the blacklist, requests awaiting the user, counters, profile and
-// mute. It returns the users whose lists changed. Requests the user sent
-// and other users' blacklist entries naming the user are not indexed by
-// the user and stay; they name an account that no longer exists.
+// ways, the user's blacklist and other users' blacklist entries naming the
+// user, pending requests to and from the user, the friend groups, counters,
+// profile and mute. It returns the other users whose lists changed.
 func (tx *Tx) WipeRelations(user string) (changed []string, err error) {
+	if err := tx.fillRelIndex(); err != nil {
+		return nil, err
+	}
 	friends, err := tx.FriendPeers(user)
 	if err != nil {
 		return nil, err
@@ -391,17 +475,60 @@ func (tx *Tx) WipeRelations(user string) (changed []string, err error) {
 			return nil, err
 		}
 	}
-	for _, prefix := range []string{"rb/", "rq/"} {
-		peers, err := tx.scanKeys(ownerPrefix(prefix, user))
+	changed = append(friends, fans...)
+	// Each pair is removed through DeleteBlocked / DeleteRequest, which
+	// drop the reverse entry and keep the other side's counters right.
+	for _, w := range []struct {
+		prefix string
+		del    func(peer string) (bool, error)
+		other  bool // the peer's own list changes
+	}{
+		{"rb/", func(p string) (bool, error) { return tx.DeleteBlocked(user, p) }, false},
+		{"rh/", func(p string) (bool, error) { return tx.DeleteBlocked(p, user) }, true},
+		{"rq/", func(p string) (bool, error) { return tx.DeleteRequest(user, p) }, false},
+		{"rs/", func(p string) (bool, error) { return tx.DeleteRequest(p, user) }, true},
+	} {
+		peers, err := tx.scanKeys(ownerPrefix(w.prefix, user))
 		if err != nil {
 			return nil, err
 		}
 		for _, p := range peers {
-			tx.Delete(pairKey(prefix, user, p))
+			if _, err := w.del(p); err != nil {
+				return nil, err
+			}
+			if w.other {
+				changed = append(changed, p)
+			}
 		}
 	}
 	tx.Delete(relCountsKey(user))
+	tx.Delete(friendGroupsKey(user))
 	tx.Delete(profileKey(user))
 	tx.Delete(muteKey(user))
-	return append(friends, fans...), nil
+	return changed, nil
+}
+
+// fillRelIndex writes the rh/ and rs/ entries of every blacklist entry and
+// request once, for a store written before those indexes existed.
+func (tx *Tx) fillRelIndex() error {
+	if v, err := tx.Get(relIndexKey); err != nil || v != nil {
+		return err
+	}
+	for _, ix := range []struct {
+		from string
+		rev  func(a, b string) []byte
+	}{{"rb/", blockedByKey}, {"rq/", requestedKey}} {
+		pairs, err := tx.scanKeys([]byte(ix.from))
+		if err != nil {
+			return err
+		}
+		for _, pair := range pairs {
+			a, b, ok := strings.Cut(pair, string(rune(sep)))
+			if ok {
+				tx.Put(ix.rev(b, a), nil)
+			}
+		}
+	}
+	tx.Put(relIndexKey, []byte{1})
+	return nil
 }
