@@ -64,7 +64,7 @@ func (m *Service) serveDownload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u, err := m.st.GetUpload(id)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && !u.Committed) {
+	if errors.Is(err, store.ErrNotFound) || (err == nil && (!u.Committed || u.Removing)) {
 		fail(w, http.StatusNotFound, CodeUnknown, "no such media")
 		return
 	}

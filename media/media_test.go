@@ -375,11 +375,11 @@ func TestUploadRefusals(t *testing.T) {
 		{"PUT body smaller than declared", "PUT", 999, nil},
 		{"POST under another key", "POST", 500, func(tk reply) {
 			ff := tk["FormFields"].(map[string]any)
-			ff["key"] = strings.Replace(ff["key"].(string), "orig", "evil", 1)
+			ff["key"] = strings.Replace(ff["key"].(string), "/upload", "/evil", 1)
 		}},
 		{"POST with another content type", "POST", 500, func(tk reply) { tk["FormFields"].(map[string]any)["Content-Type"] = "text/html" }},
 		{"PUT with another content type", "PUT", 500, func(tk reply) { tk["Headers"].(map[string]any)["Content-Type"] = "text/html" }},
-		{"PUT to another key", "PUT", 1000, func(tk reply) { tk["UploadUrl"] = strings.Replace(tk.str("UploadUrl"), "/orig?", "/evil?", 1) }},
+		{"PUT to another key", "PUT", 1000, func(tk reply) { tk["UploadUrl"] = strings.Replace(tk.str("UploadUrl"), "/upload?", "/evil?", 1) }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			tk := e.apply("alice", "image", 1000, "image/png", c.method)
@@ -457,6 +457,10 @@ func TestCleanerRemovesUncommitted(t *testing.T) {
 	upload(t, tk, data)
 	id := tk.str("UUID")
 	keep := e.uploadAndCommit("alice", "image", "image/png", data)
+	// Committed and sent: it stays while the message does.
+	if r := e.sendmsg("alice", "bob", imageElem(keep)); r.code() != 0 {
+		t.Fatal(r)
+	}
 	if n, err := e.m.Clean(context.Background()); err != nil || n != 0 {
 		t.Fatalf("clean before the deadline removed %d (%v)", n, err)
 	}
@@ -471,7 +475,7 @@ func TestCleanerRemovesUncommitted(t *testing.T) {
 		t.Fatalf("commit after the cleaner: %v", r)
 	}
 	if n := countObjects(t, e, keep.str("UUID")); n == 0 {
-		t.Fatal("the cleaner removed a committed upload")
+		t.Fatal("the cleaner removed a committed upload a message carries")
 	}
 }
 

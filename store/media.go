@@ -33,6 +33,13 @@ type Upload struct {
 	Element json.RawMessage `json:"Element,omitempty"`
 	// Objects are the object names stored for the upload (original first).
 	Objects []string `json:"Objects,omitempty"`
+	// Incoming is the object the device uploads to; the commit copies it to
+	// the original's name, out of reach of the upload URL. Empty in records
+	// made before: the device uploaded to the original's name.
+	Incoming string `json:"Incoming,omitempty"`
+	// Removing: the upload's last message is gone and its objects are being
+	// deleted; it is no longer served or accepted in messages.
+	Removing bool `json:"Removing,omitempty"`
 }
 
 func uploadKey(uuid string) []byte { return key([]byte("mu/"), []byte(uuid)) }
@@ -46,6 +53,25 @@ func grantKey(uuid, user string) []byte {
 }
 
 func archiveKey(hour int64) []byte { return key([]byte("ma/"), u64(uint64(hour))) }
+
+// refKey records that the message stored under history key hk carries
+// upload uuid; the value is the message's Expire (u64be, 0: never).
+func refKey(uuid string, hk []byte) []byte {
+	return key([]byte("mr/"), []byte(uuid), []byte{sep}, hk)
+}
+
+// checkKey schedules a look at whether committed upload uuid is still
+// carried by a message.
+func checkKey(at int64, uuid string) []byte {
+	return key([]byte("mc/"), u64(uint64(max(at, 0))), []byte(uuid))
+}
+
+// dirtyKey marks an hour whose archive misses the message under history key
+// hk (stored after the hour was over: an import, or a send that crossed the
+// hour's end).
+func dirtyKey(hour int64, hk []byte) []byte {
+	return key([]byte("mz/"), u64(uint64(max(hour, 0))), hk)
+}
 
 // uploadGrace is how long after its deadline a pending upload's records stay
 // in the store if the cleaner never ran (S3 down): long enough for a later
@@ -94,6 +120,9 @@ func (tx *Tx) CommitUpload(u *Upload) error {
 	tx.Delete(p)
 	tx.Delete(expiryKey(expire, k))
 	tx.Delete(expiryKey(expire, p))
+	// A committed upload no message carries goes at its deadline, like an
+	// uncommitted one; one that is carried goes with its last message.
+	tx.Put(checkKey(u.Deadline, u.UUID), nil)
 	return nil
 }
 
@@ -105,6 +134,199 @@ func (tx *Tx) DeleteUpload(u *Upload) {
 	tx.Delete(p)
 	tx.Delete(expiryKey(expire, k))
 	tx.Delete(expiryKey(expire, p))
+}
+
+// mediaElements are the message elements that name uploads, and their
+// UUID fields.
+var mediaElements = map[string][]string{
+	"TIMImageElem":     {"UUID"},
+	"TIMSoundElem":     {"UUID"},
+	"TIMFileElem":      {"UUID"},
+	"TIMVideoFileElem": {"VideoUUID", "ThumbUUID"},
+}
+
+// onMessage is PutMessage's media and archive bookkeeping for m, stored
+// under history key hk: a reference from each upload m carries (returned,
+// to expire with the message), and a mark on m's hour when that hour is
+// already over, so its archive is made again with m in it.
+func (tx *Tx) onMessage(m *Message, hk []byte) ([][]byte, error) {
+	hour := m.MsgTime - m.MsgTime%3600
+	if m.MsgTime >= 0 && hour+3600 <= tx.Now().Unix() {
+		tx.Put(dirtyKey(hour, hk), nil)
+	}
+	if !bytes.Contains(m.MsgBody, []byte(`UUID"`)) { // UUID, VideoUUID, ThumbUUID
+		return nil, nil
+	}
+	var els []struct {
+		MsgType    string                     `json:"MsgType"`
+		MsgContent map[string]json.RawMessage `json:"MsgContent"`
+	}
+	if json.Unmarshal(m.MsgBody, &els) != nil {
+		return nil, nil // not ours to refuse here: the command layer checked it
+	}
+	var refs [][]byte
+	for _, el := range els {
+		for _, f := range mediaElements[el.MsgType] {
+			var id string
+			if json.Unmarshal(el.MsgContent[f], &id) != nil || id == "" {
+				continue
+			}
+			u, err := tx.Upload(id)
+			if err != nil {
+				return nil, err
+			}
+			if u == nil || !u.Committed || u.Removing {
+				continue // an external URL (App admin), not an upload of Duet's
+			}
+			rk := refKey(id, hk)
+			tx.Put(rk, u64(uint64(max(m.Expire, 0))))
+			refs = append(refs, rk)
+		}
+	}
+	return refs, nil
+}
+
+// DueCheck is a committed upload whose messages are due to be looked at.
+type DueCheck struct {
+	UUID string
+	At   int64
+}
+
+// DueChecks returns the committed uploads whose look is due at or before
+// now, at most max.
+func (s *Store) DueChecks(now time.Time, max int) ([]DueCheck, error) {
+	lower := []byte("mc/")
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: checkKey(now.Unix()+1, "")})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []DueCheck
+	for ok := it.First(); ok && len(out) < max; ok = it.Next() {
+		k := it.Key()[len(lower):]
+		out = append(out, DueCheck{UUID: string(k[8:]), At: int64(binary.BigEndian.Uint64(k))})
+	}
+	return out, it.Error()
+}
+
+// recheckLive is how soon an upload carried by a message that never
+// expires is looked at again.
+const recheckLive = 24 * time.Hour
+
+// CheckCarried decides the fate of committed upload d.UUID at now: while a
+// message that has not expired carries it, the look is moved to when the
+// last such message expires (keep true). Otherwise the upload is marked
+// Removing (no longer served or accepted in messages), its download grants
+// and references are deleted, and the look stays due so a removal of its
+// objects that fails is retried; the caller removes the objects, then calls
+// ForgetUpload. A missing record is forgotten at once (u nil).
+func (tx *Tx) CheckCarried(d DueCheck, now time.Time) (u *Upload, keep bool, err error) {
+	u, err = tx.Upload(d.UUID)
+	if err != nil {
+		return nil, false, err
+	}
+	if u == nil {
+		tx.Delete(checkKey(d.At, d.UUID))
+		return nil, false, nil
+	}
+	if u.Removing {
+		return u, false, nil
+	}
+	until, live := int64(0), false
+	var dead [][]byte
+	prefix := key([]byte("mr/"), []byte(d.UUID), []byte{sep})
+	err = tx.scan(prefix, func(k, v []byte) error {
+		expire := int64(0)
+		if len(v) == 8 {
+			expire = int64(binary.BigEndian.Uint64(v))
+		}
+		msg, err := tx.Get(k[len(prefix):])
+		if err != nil {
+			return err
+		}
+		if msg == nil || (expire > 0 && expire <= now.Unix()) {
+			dead = append(dead, k) // the message expired or was deleted
+			return nil
+		}
+		live = true
+		if expire == 0 {
+			expire = now.Add(recheckLive).Unix()
+		}
+		until = max(until, expire)
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	for _, k := range dead {
+		tx.Delete(k)
+	}
+	if live {
+		tx.Delete(checkKey(d.At, d.UUID))
+		tx.Put(checkKey(until, d.UUID), nil)
+		return u, true, nil
+	}
+	u.Removing = true
+	b, err := json.Marshal(u)
+	if err != nil {
+		return nil, false, err
+	}
+	tx.Put(uploadKey(u.UUID), b)
+	// Who was granted it no longer matters: nobody gets it any more.
+	err = tx.scan(key([]byte("mg/"), []byte(d.UUID), []byte{sep}), func(k, _ []byte) error {
+		tx.Delete(k)
+		return nil
+	})
+	return u, false, err
+}
+
+// ForgetUpload deletes the records of an upload whose objects were removed
+// after CheckCarried gave it up.
+func (tx *Tx) ForgetUpload(d DueCheck) {
+	tx.Delete(uploadKey(d.UUID))
+	tx.Delete(checkKey(d.At, d.UUID))
+}
+
+// ScheduleUnchecked gives every committed upload without a scheduled look
+// (committed before looks existed) one at now. It runs once per store: a
+// marker records that it did.
+func (s *Store) ScheduleUnchecked(now time.Time) error {
+	done := []byte("mv/checks")
+	if v, err := get(s.db, done); err != nil || v != nil {
+		return err
+	}
+	var ids []string
+	err := s.scanPrefix([]byte("mu/"), func(k, v []byte) error {
+		var u Upload
+		if json.Unmarshal(v, &u) == nil && u.Committed {
+			ids = append(ids, u.UUID)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return s.Update(func(tx *Tx) error {
+		for _, id := range ids {
+			tx.Put(checkKey(now.Unix(), id), nil)
+		}
+		tx.Put(done, []byte{1})
+		return nil
+	})
+}
+
+func (s *Store) scanPrefix(prefix []byte, fn func(k, v []byte) error) error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		if err := fn(it.Key(), it.Value()); err != nil {
+			return err
+		}
+	}
+	return it.Error()
 }
 
 // GetUpload reads an upload record; ErrNotFound when absent.
@@ -183,11 +405,51 @@ func (s *Store) LastArchivedHour() (int64, error) {
 	return 0, it.Error()
 }
 
+// DirtyMarks returns the marks on hour (see onMessage): read them before
+// scanning the hour's messages, and pass them to MarkArchived, which deletes
+// them. A mark made after the read stays for the next archive run.
+func (s *Store) DirtyMarks(hour int64) ([][]byte, error) {
+	var out [][]byte
+	err := s.scanPrefix(dirtyKey(hour, nil), func(k, _ []byte) error {
+		out = append(out, bytes.Clone(k))
+		return nil
+	})
+	return out, err
+}
+
+// DirtyHours returns the distinct hours (ascending, at most max) at or
+// before last that carry marks.
+func (s *Store) DirtyHours(last int64, max int) ([]int64, error) {
+	var out []int64
+	for from := int64(0); len(out) < max; {
+		lower := dirtyKey(from, nil)
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: dirtyKey(last+1, nil)})
+		if err != nil {
+			return nil, err
+		}
+		ok := it.First()
+		var hour int64
+		if ok {
+			hour = int64(binary.BigEndian.Uint64(it.Key()[3:]))
+		}
+		err = it.Close()
+		if err != nil || !ok {
+			return out, err
+		}
+		out = append(out, hour)
+		from = hour + 1
+	}
+	return out, nil
+}
+
 // MarkArchived records that hour was archived, with rec (JSON) describing
-// the archive object.
-func (s *Store) MarkArchived(hour int64, rec []byte) error {
+// the archive object, and deletes the marks the archive covered.
+func (s *Store) MarkArchived(hour int64, rec []byte, marks [][]byte) error {
 	return s.Update(func(tx *Tx) error {
 		tx.Put(archiveKey(hour), rec)
+		for _, k := range marks {
+			tx.Delete(k)
+		}
 		return nil
 	})
 }
