@@ -654,8 +654,8 @@ func (m *Service) CheckElements(c *command.Caller, els []command.Element) *comma
 		for urlField, uuidField := range urlFields[el.MsgType] {
 			v := str(urlField)
 			if u := uploads[uuidField]; u == nil {
-				if v != "" && !externalURL(v) {
-					return command.Errorf(CodeElement, "MsgBody[%d] %s.%s %q is not an http or https URL", i, el.MsgType, urlField, v)
+				if v != "" && !m.externalURL(v) {
+					return command.Errorf(CodeElement, "MsgBody[%d] %s.%s %q is neither an upload's link nor an http or https URL of media hosted elsewhere", i, el.MsgType, urlField, v)
 				}
 			} else if v != "" && v != m.URL(u.UUID, "orig") {
 				return command.Errorf(CodeElement, "MsgBody[%d] %s.%s is not the upload's URL (use the fields media/commit_upload answered)", i, el.MsgType, urlField)
@@ -668,8 +668,8 @@ func (m *Service) CheckElements(c *command.Caller, els []command.Element) *comma
 			json.Unmarshal(content["ImageInfoArray"], &infos)
 			u := uploads["UUID"]
 			for _, info := range infos {
-				if u == nil && !externalURL(info.URL) {
-					return command.Errorf(CodeElement, "MsgBody[%d] TIMImageElem.ImageInfoArray URL %q is not an http or https URL", i, info.URL)
+				if u == nil && !m.externalURL(info.URL) {
+					return command.Errorf(CodeElement, "MsgBody[%d] TIMImageElem.ImageInfoArray URL %q is neither an upload's link nor an http or https URL of media hosted elsewhere", i, info.URL)
 				}
 				if u != nil && !m.isUploadURL(u, info.URL) {
 					return command.Errorf(CodeElement, "MsgBody[%d] TIMImageElem.ImageInfoArray URL %q is not one of the upload's", i, info.URL)
@@ -681,10 +681,13 @@ func (m *Service) CheckElements(c *command.Caller, els []command.Element) *comma
 }
 
 // externalURL: media hosted elsewhere must be named by an absolute http or
-// https URL (what a device can fetch; never javascript:, file: or data:).
-func externalURL(s string) bool {
+// https URL (what a device can fetch; never javascript:, file: or data:),
+// and not by a link of Duet's own, which only an upload may carry (an upload
+// removed with its last message is not sent again as "external").
+func (m *Service) externalURL(s string) bool {
 	u, err := url.Parse(s)
-	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" &&
+		!strings.HasPrefix(s, m.cfg.PublicURL+"/media/")
 }
 
 func (m *Service) isUploadURL(u *store.Upload, url string) bool {

@@ -119,7 +119,9 @@ func newEnv(t testing.TB, o envOpts) *env {
 	var handler atomic.Pointer[http.Handler]
 	// The REST API on the same listener, as the server serves it: admin
 	// commands are sent over real HTTP (restCall).
-	api := rest.New(rest.Config{Service: svc, Key: key, Rate: -1, Log: log})
+	// Its 3-second command timeout (Tencent's) is lifted: tests that load
+	// the machine on purpose (twenty 28 MB commits at once) measure memory.
+	api := rest.New(rest.Config{Service: svc, Key: key, Rate: -1, Timeout: time.Minute, Log: log})
 	e.web = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/v4/") {
 			api.ServeHTTP(w, r)
