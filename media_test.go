@@ -181,8 +181,8 @@ func TestAdminExternalMediaOverMQTT(t *testing.T) {
 		t.Helper()
 		sig, _ := usersig.Gen(cfg.SDKAppID, cfg.Secret, user, 3600, time.Now())
 		got := make(chan []byte, 16)
-		c := pahov3.NewClient(pahov3.NewClientOptions().AddBroker("tcp://"+srv.broker.Addr("tcp")).
-			SetClientID(user+":test").SetUsername(user).SetPassword(sig).SetCleanSession(true).SetAutoReconnect(false))
+		c := pahov3.NewClient(pahov3.NewClientOptions().AddBroker("tcp://" + srv.broker.Addr("tcp")).
+			SetClientID(user + ":test").SetUsername(user).SetPassword(sig).SetCleanSession(true).SetAutoReconnect(false))
 		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 			t.Fatalf("%s connect: %v", user, tok.Error())
 		}
