@@ -146,8 +146,9 @@ func New(cfg Config, st *store.Store, svc *command.Service) (*Service, error) {
 	m := &Service{cfg: cfg, st: st, s3: c, log: cfg.Log, busy: map[string]bool{}, stop: make(chan struct{}),
 		renderSem: make(chan struct{}, max(1, runtime.NumCPU()))}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
-	// Uploads committed before media followed its messages get a first look.
-	if err := st.ScheduleUnchecked(cfg.Clock()); err != nil {
+	// Uploads committed before media followed its messages get their
+	// references and a first look.
+	if err := st.PrepareMediaLifetimes(cfg.Clock()); err != nil {
 		return nil, err
 	}
 	svc.Register("media/apply_upload", m.applyUpload)

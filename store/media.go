@@ -154,6 +154,12 @@ func (tx *Tx) onMessage(m *Message, hk []byte) ([][]byte, error) {
 	if m.MsgTime >= 0 && hour+3600 <= tx.Now().Unix() {
 		tx.Put(dirtyKey(hour, hk), nil)
 	}
+	return tx.mediaRefs(m, hk)
+}
+
+// mediaRefs writes a reference from each committed upload m carries to m
+// and returns the references' keys.
+func (tx *Tx) mediaRefs(m *Message, hk []byte) ([][]byte, error) {
 	if !bytes.Contains(m.MsgBody, []byte(`UUID"`)) { // UUID, VideoUUID, ThumbUUID
 		return nil, nil
 	}
@@ -287,16 +293,59 @@ func (tx *Tx) ForgetUpload(d DueCheck) {
 	tx.Delete(checkKey(d.At, d.UUID))
 }
 
-// ScheduleUnchecked gives every committed upload without a scheduled look
-// (committed before looks existed) one at now. It runs once per store: a
-// marker records that it did.
-func (s *Store) ScheduleUnchecked(now time.Time) error {
-	done := []byte("mv/checks")
+// PrepareMediaLifetimes readies a store whose uploads were committed
+// before media followed its messages: it writes the references of every
+// message in history that carries an upload, then schedules a look at every
+// committed upload. It runs once per store (a marker records that it did),
+// so no upload a message still carries is taken for unsent.
+func (s *Store) PrepareMediaLifetimes(now time.Time) error {
+	done := []byte("mv/lifetimes")
 	if v, err := get(s.db, done); err != nil || v != nil {
 		return err
 	}
+	type carried struct {
+		hk []byte
+		m  Message
+	}
+	var batch []carried
+	flush := func() error {
+		err := s.Update(func(tx *Tx) error {
+			for _, c := range batch {
+				refs, err := tx.mediaRefs(&c.m, c.hk)
+				if err != nil {
+					return err
+				}
+				if c.m.Expire > 0 && len(refs) > 0 {
+					tx.ExpireAt(time.Unix(c.m.Expire, 0), refs...)
+				}
+			}
+			return nil
+		})
+		batch = batch[:0]
+		return err
+	}
+	err := s.scanPrefix([]byte("h/"), func(k, v []byte) error {
+		if !bytes.Contains(v, []byte(`UUID`)) {
+			return nil
+		}
+		var m Message
+		if json.Unmarshal(v, &m) != nil {
+			return nil
+		}
+		batch = append(batch, carried{bytes.Clone(k), m})
+		if len(batch) == 1000 {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil && len(batch) > 0 {
+		err = flush()
+	}
+	if err != nil {
+		return err
+	}
 	var ids []string
-	err := s.scanPrefix([]byte("mu/"), func(k, v []byte) error {
+	err = s.scanPrefix([]byte("mu/"), func(k, v []byte) error {
 		var u Upload
 		if json.Unmarshal(v, &u) == nil && u.Committed {
 			ids = append(ids, u.UUID)
