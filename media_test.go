@@ -24,35 +24,14 @@ import (
 // embedded S3 gateway) and drives an image upload over the REST API, then
 // fetches the thumbnail through the HTTP listener's /media/ route.
 func TestMediaOverREST(t *testing.T) {
-	dir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	httpAddr := ln.Addr().String()
-	ln.Close()
-	cfg := defaultConfig()
-	cfg.Data, cfg.MQTT, cfg.WS, cfg.HTTP = filepath.Join(dir, "data"), "127.0.0.1:0", "", httpAddr
-	cfg.Secret = "media-rest-secret"
-	srv, err := start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, cfg, httpAddr := startOnLoopback(t, "media-rest-secret")
 	defer srv.Close()
-
 	sig, _ := usersig.Gen(cfg.SDKAppID, cfg.Secret, "administrator", 3600, time.Now())
 	call := func(cmd string, body any) map[string]any {
 		t.Helper()
-		raw, _ := json.Marshal(body)
-		u := "http://" + httpAddr + "/v4/" + cmd + "?sdkappid=1400000000&identifier=administrator&usersig=" + url.QueryEscape(sig) + "&random=1&contenttype=json"
-		resp, err := http.Post(u, "application/json", bytes.NewReader(raw))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out map[string]any
-		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || out["ErrorCode"] != 0.0 {
-			t.Fatalf("%s: %v %v", cmd, out, err)
+		out := restAdmin(t, cfg, httpAddr, cmd, body)
+		if out["ErrorCode"] != 0.0 {
+			t.Fatalf("%s: %v", cmd, out)
 		}
 		return out
 	}
@@ -77,6 +56,27 @@ func TestMediaOverREST(t *testing.T) {
 	if resp.StatusCode != 200 || err != nil || cfgImg.Width != 198 || cfgImg.Height != 148 {
 		t.Fatalf("thumbnail: %d %v %dx%d", resp.StatusCode, err, cfgImg.Width, cfgImg.Height)
 	}
+}
+
+// startOnLoopback runs the real server with its media defaults (the
+// embedded S3 gateway), MQTT and HTTP on loopback ports, and returns it with
+// its configuration and HTTP address.
+func startOnLoopback(t *testing.T, secret string) (*server, Config, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := ln.Addr().String()
+	ln.Close()
+	cfg := defaultConfig()
+	cfg.Data, cfg.MQTT, cfg.WS, cfg.HTTP = filepath.Join(t.TempDir(), "data"), "127.0.0.1:0", "", httpAddr
+	cfg.Secret = secret
+	srv, err := start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, cfg, httpAddr
 }
 
 // restAdmin posts a REST command as the App admin to the server's HTTP
@@ -159,20 +159,7 @@ func TestWildcardHTTPNeedsMediaURL(t *testing.T) {
 // ordinary user may not (issue 12 §4). The recipient gets the element as
 // sent.
 func TestAdminExternalMediaOverMQTT(t *testing.T) {
-	dir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	httpAddr := ln.Addr().String()
-	ln.Close()
-	cfg := defaultConfig()
-	cfg.Data, cfg.MQTT, cfg.WS, cfg.HTTP = filepath.Join(dir, "data"), "127.0.0.1:0", "", httpAddr
-	cfg.Secret = "media-mqtt-secret"
-	srv, err := start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, cfg, httpAddr := startOnLoopback(t, "media-mqtt-secret")
 	defer srv.Close()
 	if r := restAdmin(t, cfg, httpAddr, "im_open_login_svc/multiaccount_import", map[string]any{"Accounts": []string{"administrator", "alice", "bob"}}); r["ErrorCode"] != 0.0 {
 		t.Fatal(r)

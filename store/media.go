@@ -201,18 +201,25 @@ type DueCheck struct {
 // DueChecks returns the committed uploads whose look is due at or before
 // now, at most max.
 func (s *Store) DueChecks(now time.Time, max int) ([]DueCheck, error) {
-	lower := []byte("mc/")
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: checkKey(now.Unix()+1, "")})
+	var out []DueCheck
+	err := s.due("mc/", now, max, func(uuid string, at int64) { out = append(out, DueCheck{UUID: uuid, At: at}) })
+	return out, err
+}
+
+// due calls fn for each {time u64be}{uuid} key under prefix whose time is
+// at or before now, oldest first, at most max.
+func (s *Store) due(prefix string, now time.Time, max int, fn func(uuid string, at int64)) error {
+	lower := []byte(prefix)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: key(lower, u64(uint64(now.Unix()+1)))})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer it.Close()
-	var out []DueCheck
-	for ok := it.First(); ok && len(out) < max; ok = it.Next() {
+	for ok, n := it.First(), 0; ok && n < max; ok, n = it.Next(), n+1 {
 		k := it.Key()[len(lower):]
-		out = append(out, DueCheck{UUID: string(k[8:]), At: int64(binary.BigEndian.Uint64(k))})
+		fn(string(k[8:]), int64(binary.BigEndian.Uint64(k)))
 	}
-	return out, it.Error()
+	return it.Error()
 }
 
 // recheckLive is how soon an upload carried by a message that never
@@ -324,7 +331,7 @@ func (s *Store) PrepareMediaLifetimes(now time.Time) error {
 		batch = batch[:0]
 		return err
 	}
-	err := s.scanPrefix([]byte("h/"), func(k, v []byte) error {
+	err := s.scan([]byte("h/"), func(rest, v []byte) error {
 		if !bytes.Contains(v, []byte(`UUID`)) {
 			return nil
 		}
@@ -332,7 +339,7 @@ func (s *Store) PrepareMediaLifetimes(now time.Time) error {
 		if json.Unmarshal(v, &m) != nil {
 			return nil
 		}
-		batch = append(batch, carried{bytes.Clone(k), m})
+		batch = append(batch, carried{key([]byte("h/"), rest), m})
 		if len(batch) == 1000 {
 			return flush()
 		}
@@ -345,7 +352,7 @@ func (s *Store) PrepareMediaLifetimes(now time.Time) error {
 		return err
 	}
 	var ids []string
-	err = s.scanPrefix([]byte("mu/"), func(k, v []byte) error {
+	err = s.scan([]byte("mu/"), func(_, v []byte) error {
 		var u Upload
 		if json.Unmarshal(v, &u) == nil && u.Committed {
 			ids = append(ids, u.UUID)
@@ -362,20 +369,6 @@ func (s *Store) PrepareMediaLifetimes(now time.Time) error {
 		tx.Put(done, []byte{1})
 		return nil
 	})
-}
-
-func (s *Store) scanPrefix(prefix []byte, fn func(k, v []byte) error) error {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
-	if err != nil {
-		return err
-	}
-	defer it.Close()
-	for ok := it.First(); ok; ok = it.Next() {
-		if err := fn(it.Key(), it.Value()); err != nil {
-			return err
-		}
-	}
-	return it.Error()
 }
 
 // GetUpload reads an upload record; ErrNotFound when absent.
@@ -403,18 +396,9 @@ type Pending struct {
 // PendingUploads returns the uncommitted uploads whose deadline is at or
 // before now, at most max.
 func (s *Store) PendingUploads(now time.Time, max int) ([]Pending, error) {
-	lower := []byte("mp/")
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: pendingKey(now.Unix()+1, "")})
-	if err != nil {
-		return nil, err
-	}
-	defer it.Close()
 	var out []Pending
-	for ok := it.First(); ok && len(out) < max; ok = it.Next() {
-		k := it.Key()[len(lower):]
-		out = append(out, Pending{UUID: string(k[8:]), Deadline: int64(binary.BigEndian.Uint64(k))})
-	}
-	return out, it.Error()
+	err := s.due("mp/", now, max, func(uuid string, at int64) { out = append(out, Pending{UUID: uuid, Deadline: at}) })
+	return out, err
 }
 
 // DeletePending drops a pending entry whose upload record is already gone.
@@ -459,8 +443,9 @@ func (s *Store) LastArchivedHour() (int64, error) {
 // them. A mark made after the read stays for the next archive run.
 func (s *Store) DirtyMarks(hour int64) ([][]byte, error) {
 	var out [][]byte
-	err := s.scanPrefix(dirtyKey(hour, nil), func(k, _ []byte) error {
-		out = append(out, bytes.Clone(k))
+	prefix := dirtyKey(hour, nil)
+	err := s.scan(prefix, func(rest, _ []byte) error {
+		out = append(out, key(prefix, rest))
 		return nil
 	})
 	return out, err
