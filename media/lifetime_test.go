@@ -33,24 +33,27 @@ func (e *env) restUpload(typ, ct string, data []byte) (ticket, element reply) {
 }
 
 // Media goes with the last message that carries it (issue 12 §6): an
-// upload sent in a 1-hour and a 1-day message stays while either lives and
-// is gone from S3 once both have expired; a committed upload never sent
-// goes at its deadline, like one never committed.
+// upload sent to bob in a 1-hour message and to carol in a 1-day message
+// stays while either lives and is gone from S3 once both have expired; bob's
+// download grant ends with his message; a committed upload never sent goes
+// at its deadline, like one never committed.
 func TestMediaGoesWithItsLastMessage(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	_, img := e.restUpload("image", "image/png", pngOf(800, 600))
 	id := img.str("UUID")
 	thumb := img["ImageInfoArray"].([]any)[2].(map[string]any)["URL"].(string)
 	unsent := e.uploadAndCommit("alice", "file", "text/plain", []byte("never sent"))
-	for i, life := range []int{3600, 86400} {
-		r := e.restCall("openim/sendmsg", map[string]any{"From_Account": "alice", "To_Account": "bob", "MsgRandom": 100 + i,
-			"MsgLifeTime": life, "MsgBody": []any{imageElem(img)}})
+	for i, to := range []string{"bob", "carol"} {
+		r := e.restCall("openim/sendmsg", map[string]any{"From_Account": "alice", "To_Account": to, "MsgRandom": 100 + i,
+			"MsgLifeTime": []int{3600, 86400}[i], "MsgBody": []any{imageElem(img)}})
 		if r.code() != 0 {
 			t.Fatalf("sendmsg: %v", r)
 		}
 	}
-	if st, _, _ := e.get(thumb, "bob"); st != http.StatusOK {
-		t.Fatalf("bob's download while the messages live: %d", st)
+	for _, user := range []string{"bob", "carol"} {
+		if st, _, _ := e.get(thumb, user); st != http.StatusOK {
+			t.Fatalf("%s's download while the messages live: %d", user, st)
+		}
 	}
 	objects := countObjects(t, e, id)
 	if objects != 3 {
@@ -66,14 +69,18 @@ func TestMediaGoesWithItsLastMessage(t *testing.T) {
 		}
 	}
 
-	// After 2 hours: the 1-hour message is gone, the 1-day one carries it.
+	// After 2 hours: bob's 1-hour message is gone, and his grant with it;
+	// carol's 1-day message still carries the image.
 	e.clock.advance(2 * time.Hour)
 	clean()
 	if n := countObjects(t, e, id); n != objects {
 		t.Fatalf("after the first message expired: %d objects, want %d", n, objects)
 	}
-	if st, _, _ := e.get(thumb, "bob"); st != http.StatusOK {
-		t.Fatalf("bob's download while one message lives: %d", st)
+	if st, _, _ := e.get(thumb, "carol"); st != http.StatusOK {
+		t.Fatalf("carol's download while her message lives: %d", st)
+	}
+	if st, _, _ := e.get(thumb, "bob"); st != http.StatusForbidden {
+		t.Fatalf("bob's download after his message expired: %d", st)
 	}
 	if n := countObjects(t, e, unsent.str("UUID")); n != 0 {
 		t.Fatalf("a committed upload never sent is kept past its deadline: %d objects", n)
@@ -85,7 +92,7 @@ func TestMediaGoesWithItsLastMessage(t *testing.T) {
 	if n := countObjects(t, e, id); n != 0 {
 		t.Fatalf("after its last message expired: %d objects left in S3", n)
 	}
-	for _, user := range []string{"bob", "administrator"} {
+	for _, user := range []string{"carol", "administrator"} {
 		if st, _, _ := e.get(thumb, user); st != http.StatusNotFound {
 			t.Fatalf("%s's download after the media went: %d", user, st)
 		}

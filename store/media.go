@@ -408,14 +408,25 @@ func (tx *Tx) DeletePending(p Pending) {
 	tx.Delete(expiryKey(time.Unix(p.Deadline, 0).Add(uploadGrace), k))
 }
 
-// Grant records that user may download upload uuid (found in a message to
-// them), so the next download needs no history scan.
-func (tx *Tx) Grant(uuid, user string) { tx.Put(grantKey(uuid, user), []byte{1}) }
+// Grant records that user may download upload uuid until expire (Unix
+// seconds, 0: no end): found in a message to them that lives until then, so
+// the next download needs no history scan. The grant ends with that message.
+func (tx *Tx) Grant(uuid, user string, expire int64) {
+	tx.Put(grantKey(uuid, user), u64(uint64(max(expire, 0))))
+}
 
-// Granted reports whether user was granted upload uuid.
+// Granted reports whether user holds a grant of upload uuid that has not
+// ended.
 func (s *Store) Granted(uuid, user string) (bool, error) {
 	v, err := get(s.db, grantKey(uuid, user))
-	return v != nil, err
+	if err != nil || v == nil {
+		return false, err
+	}
+	if len(v) != 8 { // written before grants ended: until the upload goes
+		return true, nil
+	}
+	expire := int64(binary.BigEndian.Uint64(v))
+	return expire == 0 || expire > s.Now().Unix(), nil
 }
 
 // ArchivedHour returns the record of an archived hour (the Unix time of its
@@ -544,19 +555,21 @@ func (s *Store) ScanMessages(from, to time.Time, fn func(*Message) error) error 
 }
 
 // ConversationCarries reports whether a message between a and b, sent at or
-// after since (Unix seconds) and visible to viewer, contains needle in its
-// MsgBody: the proof that viewer was sent an upload.
-func (s *Store) ConversationCarries(a, b, viewer string, since int64, needle []byte) (bool, error) {
+// after since (Unix seconds), visible to viewer and not expired, contains
+// needle in its MsgBody: the proof that viewer was sent an upload. expire is
+// when the latest-expiring such message goes (0: never).
+func (s *Store) ConversationCarries(a, b, viewer string, since int64, needle []byte) (expire int64, ok bool, err error) {
 	p := historyPrefix(a, b)
 	if since < 0 {
 		since = 0
 	}
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: key(p, u64(uint64(since))), UpperBound: prefixEnd(p)})
 	if err != nil {
-		return false, err
+		return 0, false, err
 	}
 	defer it.Close()
-	for ok := it.First(); ok; ok = it.Next() {
+	now := s.Now().Unix()
+	for more := it.First(); more; more = it.Next() {
 		if !bytes.Contains(it.Value(), needle) {
 			continue
 		}
@@ -571,7 +584,13 @@ func (s *Store) ConversationCarries(a, b, viewer string, since int64, needle []b
 		if m.SenderOnly && viewer == m.To && viewer != m.From {
 			continue
 		}
-		return true, nil
+		if m.Expire > 0 && m.Expire <= now {
+			continue // expired, not yet swept
+		}
+		if !ok || (expire != 0 && (m.Expire == 0 || m.Expire > expire)) {
+			expire = m.Expire
+		}
+		ok = true
 	}
-	return false, it.Error()
+	return expire, ok, it.Error()
 }
