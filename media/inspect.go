@@ -279,6 +279,7 @@ func (m *Service) inspect(ctx context.Context, u *store.Upload) (json.RawMessage
 	switch u.Type {
 	case "image":
 		m.renderSem <- struct{}{} // bounds the memory of concurrent decodes
+		var readErr error // the store failing mid-read, not a bad image
 		format, w, h, large, thumb, ok, err := renditions(func() (io.ReadCloser, error) {
 			r, err := open(0)
 			if err != nil {
@@ -287,9 +288,12 @@ func (m *Service) inspect(ctx context.Context, u *store.Upload) (json.RawMessage
 			return struct {
 				io.Reader
 				io.Closer
-			}{io.LimitReader(r, info.Size), r}, nil
+			}{&storeReader{r: io.LimitReader(r, info.Size), err: &readErr}, r}, nil
 		})
 		<-m.renderSem
+		if err == nil {
+			err = readErr
+		}
 		if err != nil {
 			return nil, nil, unavailable(err)
 		}
@@ -345,4 +349,20 @@ func (m *Service) inspect(ctx context.Context, u *store.Upload) (json.RawMessage
 		return nil, nil, command.Errorf(91000, "internal error: %v", fmt.Sprint(err))
 	}
 	return raw, objects, nil
+}
+
+// storeReader notes the first read error other than EOF, so a store that
+// fails while an image is streamed to its decoder is told apart from an
+// image that cannot be decoded.
+type storeReader struct {
+	r   io.Reader
+	err *error
+}
+
+func (s *storeReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF && *s.err == nil {
+		*s.err = err
+	}
+	return n, err
 }
