@@ -279,7 +279,7 @@ func (m *Service) inspect(ctx context.Context, u *store.Upload) (json.RawMessage
 	switch u.Type {
 	case "image":
 		m.renderSem <- struct{}{} // bounds the memory of concurrent decodes
-		var readErr error // the store failing mid-read, not a bad image
+		var readErr error         // the store failing mid-read, not a bad image
 		format, w, h, large, thumb, ok, err := renditions(func() (io.ReadCloser, error) {
 			r, err := open(0)
 			if err != nil {
