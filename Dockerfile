@@ -19,10 +19,13 @@ COPY --from=build /out/duet /usr/local/bin/duet
 USER duet
 VOLUME /data
 # Listen on all interfaces inside the container; compose publishes the ports.
+# Media links must name a host devices reach: set DUET_MEDIA_URL to it
+# (duet refuses a wildcard HTTP address without one; docs/media.md).
 ENV DUET_DATA=/data \
 	DUET_MQTT=0.0.0.0:1883 \
 	DUET_WS=0.0.0.0:8083 \
-	DUET_HTTP=0.0.0.0:8080
+	DUET_HTTP=0.0.0.0:8080 \
+	DUET_MEDIA_URL=http://localhost:8080
 EXPOSE 1883 8083 8080
 ENTRYPOINT ["duet"]
 CMD ["serve"]

@@ -67,10 +67,11 @@ type Config struct {
 	S3Bucket         string        `yaml:"s3-bucket" flag:"s3-bucket" usage:"S3 bucket for media and message archives, created when missing (empty: duet)"`
 	S3Secure         bool          `yaml:"s3-secure" flag:"s3-secure" usage:"reach S3 over HTTPS"`
 	S3PublicEndpoint string        `yaml:"s3-public-endpoint" flag:"s3-public-endpoint" usage:"host:port devices reach S3 at, when not s3-endpoint (presigned URLs are signed for it)"`
-	MediaURL         string        `yaml:"media-url" flag:"media-url" usage:"base URL of media download links, the HTTP listener as devices reach it (empty: http://{http})"`
+	MediaURL         string        `yaml:"media-url" flag:"media-url" usage:"base URL of media download links, the HTTP listener as devices reach it (empty: http://{http}; required when http listens on a wildcard address)"`
 	MediaLimits      string        `yaml:"media-limits" flag:"media-limits" usage:"largest upload per type, e.g. image=28MB,file=100MB (28MB each by default)"`
 	MediaCleanAfter  time.Duration `yaml:"media-clean-after" flag:"media-clean-after" usage:"uploads never committed are removed after this (empty: 1h)"`
 	MediaLinkTTL     time.Duration `yaml:"media-link-ttl" flag:"media-link-ttl" usage:"life of the presigned GET a media download redirects to (empty: 5m)"`
+	MediaLocalOnly   bool          `yaml:"media-local-only" flag:"media-local-only" usage:"refuse media elements that name no upload of this server, even from an App admin (default: admins may send media hosted elsewhere)"`
 }
 
 func defaultConfig() Config {

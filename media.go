@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 
 	"github.com/duet-im/duet/command"
@@ -27,6 +29,10 @@ func startMedia(cfg Config, key string, svc *command.Service, st *store.Store, l
 	if err != nil {
 		return nil, err
 	}
+	public, err := mediaURL(cfg)
+	if err != nil {
+		return nil, err
+	}
 	p := &mediaParts{}
 	s3 := media.S3{
 		Endpoint: cfg.S3Endpoint, AccessKey: cfg.S3AccessKey, SecretKey: cfg.S3SecretKey,
@@ -40,16 +46,12 @@ func startMedia(cfg Config, key string, svc *command.Service, st *store.Store, l
 		// A reverse proxy may make the loopback gateway reachable.
 		s3.Bucket, s3.PublicEndpoint = cfg.S3Bucket, cfg.S3PublicEndpoint
 	}
-	public := cfg.MediaURL
-	if public == "" && cfg.HTTP != "" {
-		public = "http://" + cfg.HTTP
-	}
 	if public == "" {
 		log.Warn("media links need the HTTP listener: set --http or --media-url")
 	}
 	p.svc, err = media.New(media.Config{
 		S3: s3, PublicURL: public, SDKAppID: cfg.SDKAppID, Key: key, Limits: limits,
-		CleanAfter: cfg.MediaCleanAfter, DownloadTTL: cfg.MediaLinkTTL, Log: log,
+		CleanAfter: cfg.MediaCleanAfter, DownloadTTL: cfg.MediaLinkTTL, LocalOnly: cfg.MediaLocalOnly, Log: log,
 	}, st, svc)
 	if err != nil {
 		if p.gw != nil {
@@ -58,6 +60,31 @@ func startMedia(cfg Config, key string, svc *command.Service, st *store.Store, l
 		return nil, fmt.Errorf("media: %w", err)
 	}
 	return p, nil
+}
+
+// mediaURL is the base of download links: --media-url, or the HTTP
+// listener's address. A listener on a wildcard address (0.0.0.0, ::, or no
+// host) names no host a device can reach, and there is no way to tell which
+// of the machine's names or addresses devices use, so that needs --media-url.
+func mediaURL(cfg Config) (string, error) {
+	if cfg.MediaURL != "" {
+		u, err := url.Parse(cfg.MediaURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return "", fmt.Errorf("media-url %q must be an absolute http or https URL, e.g. http://im.example.com:8080", cfg.MediaURL)
+		}
+		return cfg.MediaURL, nil
+	}
+	if cfg.HTTP == "" {
+		return "", nil
+	}
+	host, _, err := net.SplitHostPort(cfg.HTTP)
+	if err != nil {
+		return "", fmt.Errorf("http %q: %w", cfg.HTTP, err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		return "", fmt.Errorf("http %s listens on every address, so media links cannot name it: set --media-url (DUET_MEDIA_URL) to the URL devices reach the HTTP listener at, e.g. http://im.example.com:8080", cfg.HTTP)
+	}
+	return "http://" + cfg.HTTP, nil
 }
 
 // Handler serves /media/ downloads (404 when media is off).

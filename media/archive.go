@@ -91,15 +91,37 @@ func (m *Service) ArchiveDue(ctx context.Context) error {
 		}
 		next = next.Add(time.Hour)
 	}
+	// Hours that were archived (or lie before the first archived hour) and
+	// have since been given messages (imports, or a send that crossed the
+	// hour's end) are archived again, whole.
+	last, err = m.st.LastArchivedHour()
+	if err != nil || last == 0 {
+		return err
+	}
+	dirty, err := m.st.DirtyHours(last, maxHoursPerRun)
+	if err != nil {
+		return err
+	}
+	for _, h := range dirty {
+		if err := m.archiveHour(ctx, time.Unix(h, 0)); err != nil {
+			return fmt.Errorf("archive %s again: %w", time.Unix(h, 0).UTC().Format(hourLayout), err)
+		}
+	}
 	return nil
 }
 
 func (m *Service) archiveHour(ctx context.Context, hour time.Time) error {
+	// The marks are read before the messages: a message stored after this
+	// read leaves a mark that stays for the next run.
+	marks, err := m.st.DirtyMarks(hour.Unix())
+	if err != nil {
+		return err
+	}
 	var raw bytes.Buffer
 	n := 0
 	enc := json.NewEncoder(&raw)
 	enc.SetEscapeHTML(false)
-	err := m.st.ScanMessages(hour, hour.Add(time.Hour), func(msg *store.Message) error {
+	err = m.st.ScanMessages(hour, hour.Add(time.Hour), func(msg *store.Message) error {
 		n++
 		return enc.Encode(archiveLine{
 			ChatType: "C2C", MsgTimestamp: msg.MsgTime, From: msg.From, To: msg.To, MsgSeq: msg.MsgSeq,
@@ -111,6 +133,17 @@ func (m *Service) archiveHour(ctx context.Context, hour time.Time) error {
 		return err
 	}
 	rec := archiveRecord{Count: n}
+	if n == 0 {
+		// Made again after its messages went: the old object goes too.
+		if old, err := m.st.ArchivedHour(hour.Unix()); err == nil && old != nil {
+			var r archiveRecord
+			if json.Unmarshal(old, &r) == nil && r.Object != "" {
+				if err := m.s3.api.RemoveObject(ctx, m.cfg.S3.Bucket, r.Object, minio.RemoveObjectOptions{}); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	if n > 0 {
 		var gz bytes.Buffer
 		zw := gzip.NewWriter(&gz) // no name, no ModTime: the same input gives the same bytes
@@ -133,7 +166,7 @@ func (m *Service) archiveHour(ctx context.Context, hour time.Time) error {
 		}
 	}
 	b, _ := json.Marshal(rec)
-	return m.st.MarkArchived(hour.Unix(), b)
+	return m.st.MarkArchived(hour.Unix(), b, marks)
 }
 
 // HistoryFile is one entry of get_history's file list.
@@ -176,7 +209,11 @@ func (m *Service) getHistory(ctx context.Context, c *command.Caller, body []byte
 		return nil, err
 	}
 	if raw == nil {
-		return nil, command.Errorf(CodeNoArchive, "no archive for %s yet: an hour is archived within minutes after it is over", req.MsgTime)
+		if e := m.notArchived(hour, req.MsgTime); e != nil {
+			return nil, e
+		}
+		// An hour that is over and had no messages: nothing to archive.
+		return HistoryResult{File: []HistoryFile{}, FileList: []HistoryFile{}}, nil
 	}
 	var rec archiveRecord
 	if err := json.Unmarshal(raw, &rec); err != nil {
@@ -194,4 +231,33 @@ func (m *Service) getHistory(ctx context.Context, c *command.Caller, body []byte
 		})
 	}
 	return HistoryResult{File: files, FileList: files}, nil
+}
+
+// notArchived explains why an hour without an archive record has none yet
+// (95006), or returns nil when it is over and had no messages: the archiver
+// starts at the first message and records no hour before it, so an empty
+// hour before then (or one whose record is still to come) answers an empty
+// list rather than waiting for an archive that will never be made.
+func (m *Service) notArchived(hour time.Time, name string) error {
+	if hour.Add(time.Hour + archiveGrace).After(m.now()) {
+		return command.Errorf(CodeNoArchive, "no archive for %s yet: an hour is archived within minutes after it is over", name)
+	}
+	marks, err := m.st.DirtyMarks(hour.Unix())
+	if err != nil {
+		return err
+	}
+	empty := len(marks) == 0
+	if empty {
+		err = m.st.ScanMessages(hour, hour.Add(time.Hour), func(*store.Message) error {
+			empty = false
+			return errFound
+		})
+		if err != nil && err != errFound {
+			return err
+		}
+	}
+	if !empty {
+		return command.Errorf(CodeNoArchive, "no archive for %s yet: it has messages and the archiver has not reached it; retry in a few minutes", name)
+	}
+	return nil
 }

@@ -64,7 +64,7 @@ func (m *Service) serveDownload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u, err := m.st.GetUpload(id)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && !u.Committed) {
+	if errors.Is(err, store.ErrNotFound) || (err == nil && (!u.Committed || u.Removing)) {
 		fail(w, http.StatusNotFound, CodeUnknown, "no such media")
 		return
 	}
@@ -115,23 +115,26 @@ const adminWindow = 24 * time.Hour
 var errFound = errors.New("found")
 
 // sentByAdmin looks for a message to or from user carrying an admin's
-// upload, in all history of the day after the upload.
-func (m *Service) sentByAdmin(u *store.Upload, user string, needle []byte) (bool, error) {
-	from := time.Unix(u.Created, 0)
-	err := m.st.ScanMessages(from, from.Add(adminWindow), func(msg *store.Message) error {
-		if (msg.To == user && !msg.SenderOnly || msg.From == user) && bytes.Contains(msg.MsgBody, needle) {
-			return errFound
+// upload, in all history of the day after the upload, and answers when the
+// latest-expiring one goes (0: never).
+func (m *Service) sentByAdmin(u *store.Upload, user string, needle []byte) (expire int64, ok bool, err error) {
+	from, now := time.Unix(u.Created, 0), m.st.Now().Unix()
+	err = m.st.ScanMessages(from, from.Add(adminWindow), func(msg *store.Message) error {
+		if (msg.To == user && !msg.SenderOnly || msg.From == user) && bytes.Contains(msg.MsgBody, needle) &&
+			(msg.Expire == 0 || msg.Expire > now) {
+			if !ok || (expire != 0 && (msg.Expire == 0 || msg.Expire > expire)) {
+				expire = msg.Expire
+			}
+			ok = true
 		}
 		return nil
 	})
-	if err == errFound {
-		return true, nil
-	}
-	return false, err
+	return expire, ok, err
 }
 
 // mayDownload: the uploader, or a user who was sent a message carrying the
-// upload (found in their conversation's history, then remembered).
+// upload that has not expired (found in their conversation's history, then
+// remembered until that message expires).
 func (m *Service) mayDownload(u *store.Upload, user string) (bool, error) {
 	if user == u.Owner {
 		return true, nil
@@ -140,12 +143,12 @@ func (m *Service) mayDownload(u *store.Upload, user string) (bool, error) {
 		return ok, err
 	}
 	needle := []byte(`"` + u.UUID + `"`)
-	ok, err := m.st.ConversationCarries(u.Owner, user, user, u.Created, needle)
+	expire, ok, err := m.st.ConversationCarries(u.Owner, user, user, u.Created, needle)
 	if err == nil && !ok && u.Admin {
-		ok, err = m.sentByAdmin(u, user, needle)
+		expire, ok, err = m.sentByAdmin(u, user, needle)
 	}
 	if err != nil || !ok {
 		return false, err
 	}
-	return true, m.st.Update(func(tx *store.Tx) error { tx.Grant(u.UUID, user); return nil })
+	return true, m.st.Update(func(tx *store.Tx) error { tx.Grant(u.UUID, user, expire); return nil })
 }

@@ -135,23 +135,57 @@ type Rendition struct {
 // for it (Data nil); an animated GIF keeps only its original (resizing would
 // drop the animation); a format that cannot be decoded gives ok false.
 func Renditions(data []byte) (format string, w, h int, large, thumb Rendition, ok bool) {
-	cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
-	if err != nil {
-		return "", 0, 0, large, thumb, false
+	format, w, h, large, thumb, ok, _ = renditions(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(data)), nil
+	})
+	return
+}
+
+// renditions is Renditions reading the image as a stream from open (called
+// once per pass: header, GIF frames, pixels), so the encoded file is never
+// held in memory whole: what a decode holds is the decoded picture, at most
+// MaxPixels. err is open's failure (the store unreachable).
+func renditions(open func() (io.ReadCloser, error)) (format string, w, h int, large, thumb Rendition, ok bool, err error) {
+	pass := func(f func(io.Reader) error) error {
+		r, err := open()
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		return f(r)
+	}
+	var cfg image.Config
+	var decodeErr error
+	if err = pass(func(r io.Reader) error {
+		cfg, format, decodeErr = image.DecodeConfig(r)
+		return nil
+	}); err != nil || decodeErr != nil {
+		return "", 0, 0, large, thumb, false, err
 	}
 	w, h = cfg.Width, cfg.Height
 	if int64(w)*int64(h) > MaxPixels || w <= 0 || h <= 0 {
-		return format, w, h, large, thumb, false
+		return format, w, h, large, thumb, false, nil
 	}
 	same := Rendition{Width: w, Height: h}
 	if format == "gif" {
-		if g, err := gif.DecodeAll(bytes.NewReader(data)); err == nil && len(g.Image) > 1 {
-			return format, w, h, same, same, true
+		animated := false
+		if err = pass(func(r io.Reader) error {
+			g, err := gif.DecodeAll(r)
+			animated = err == nil && len(g.Image) > 1
+			return nil
+		}); err != nil {
+			return format, w, h, large, thumb, false, err
+		}
+		if animated {
+			return format, w, h, same, same, true, nil
 		}
 	}
-	img, err := imaging.Decode(bytes.NewReader(data), imaging.AutoOrientation(true))
-	if err != nil {
-		return format, w, h, large, thumb, false
+	var img image.Image
+	if err = pass(func(r io.Reader) error {
+		img, decodeErr = imaging.Decode(r, imaging.AutoOrientation(true))
+		return nil
+	}); err != nil || decodeErr != nil {
+		return format, w, h, large, thumb, false, err
 	}
 	b := img.Bounds()
 	w, h = b.Dx(), b.Dy()
@@ -178,13 +212,34 @@ func Renditions(data []byte) (format string, w, h int, large, thumb Rendition, o
 	// The thumbnail is made from the large image: the same picture, a
 	// fraction of the work.
 	thumb, _ = resize(li, ThumbSide)
-	return format, w, h, large, thumb, true
+	return format, w, h, large, thumb, true, nil
 }
+
+// incomingName is the object a device uploads to. The commit copies it to
+// the original's name, which only the server writes: an upload URL still
+// valid after the commit cannot change what was checked and is served.
+func incomingName(uuid string) string { return objectName(uuid, "upload") }
 
 // inspect checks an uploaded object and answers the element fields of its
 // message, storing renditions next to it. A refusal removes the upload.
 func (m *Service) inspect(ctx context.Context, u *store.Upload) (json.RawMessage, []string, *command.Error) {
 	orig := objectName(u.UUID, "orig")
+	if u.Incoming != "" {
+		// Copied before anything is checked: what is checked is what is
+		// served, whatever is PUT to the upload URL meanwhile.
+		_, err := m.s3.api.CopyObject(ctx, minio.CopyDestOptions{Bucket: m.cfg.S3.Bucket, Object: orig},
+			minio.CopySrcOptions{Bucket: m.cfg.S3.Bucket, Object: u.Incoming})
+		if err != nil {
+			if minio.ToErrorResponse(err).Code == "NoSuchKey" {
+				return nil, nil, command.Errorf(CodeNotUploaded, "nothing was uploaded for %s yet: send the file to UploadUrl first", u.UUID)
+			}
+			return nil, nil, unavailable(err)
+		}
+		if err := m.s3.api.RemoveObject(ctx, m.cfg.S3.Bucket, u.Incoming, minio.RemoveObjectOptions{}); err != nil {
+			// Harmless: never served, and removed with the upload.
+			m.log.Warn("media: could not remove an upload's incoming object", "uuid", u.UUID, "error", err)
+		}
+	}
 	info, err := m.s3.api.StatObject(ctx, m.cfg.S3.Bucket, orig, minio.StatObjectOptions{})
 	if err != nil {
 		if minio.ToErrorResponse(err).Code == "NoSuchKey" {
@@ -195,21 +250,26 @@ func (m *Service) inspect(ctx context.Context, u *store.Upload) (json.RawMessage
 	if lim := m.limit(u.Type); info.Size > lim || info.Size > u.Size {
 		return nil, nil, m.refuse(ctx, u, command.Errorf(CodeContent, "the object is %d bytes; %d were declared and a %s may be at most %d", info.Size, u.Size, u.Type, lim))
 	}
-	// Images are read whole (renditions); other types only their head.
-	var data []byte
-	opts := minio.GetObjectOptions{}
-	if u.Type != "image" && u.Type != "video_thumb" {
-		opts.SetRange(0, 511)
+	// Only the head is read here; images are streamed to their decoder
+	// under the rendition semaphore, so concurrent commits never hold whole
+	// files.
+	open := func(rangeEnd int64) (io.ReadCloser, error) {
+		opts := minio.GetObjectOptions{}
+		if rangeEnd > 0 {
+			opts.SetRange(0, rangeEnd)
+		}
+		return m.s3.api.GetObject(ctx, m.cfg.S3.Bucket, orig, opts)
 	}
-	obj, err := m.s3.api.GetObject(ctx, m.cfg.S3.Bucket, orig, opts)
+	var head []byte
+	obj, err := open(511)
 	if err == nil {
-		data, err = io.ReadAll(io.LimitReader(obj, m.limit(u.Type)+1))
+		head, err = io.ReadAll(io.LimitReader(obj, 512))
 		obj.Close()
 	}
 	if err != nil {
 		return nil, nil, unavailable(err)
 	}
-	mime := sniff(data[:min(len(data), 512)])
+	mime := sniff(head)
 	if !fits(u.Type, mime) {
 		return nil, nil, m.refuse(ctx, u, command.Errorf(CodeContent, "the object is %s, not a %s; it was removed", mime, u.Type))
 	}
@@ -219,8 +279,24 @@ func (m *Service) inspect(ctx context.Context, u *store.Upload) (json.RawMessage
 	switch u.Type {
 	case "image":
 		m.renderSem <- struct{}{} // bounds the memory of concurrent decodes
-		format, w, h, large, thumb, ok := Renditions(data)
+		var readErr error         // the store failing mid-read, not a bad image
+		format, w, h, large, thumb, ok, err := renditions(func() (io.ReadCloser, error) {
+			r, err := open(0)
+			if err != nil {
+				return nil, err
+			}
+			return struct {
+				io.Reader
+				io.Closer
+			}{&storeReader{r: io.LimitReader(r, info.Size), err: &readErr}, r}, nil
+		})
 		<-m.renderSem
+		if err == nil {
+			err = readErr
+		}
+		if err != nil {
+			return nil, nil, unavailable(err)
+		}
 		infos := []ImageInfo{{Type: 1, Size: info.Size, Width: w, Height: h, URL: m.URL(u.UUID, "orig")}}
 		if ok {
 			for _, r := range []struct {
@@ -247,7 +323,13 @@ func (m *Service) inspect(ctx context.Context, u *store.Upload) (json.RawMessage
 			ImageInfoArray []ImageInfo `json:"ImageInfoArray"`
 		}{u.UUID, imageFormat(format), infos}
 	case "video_thumb":
-		cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
+		var cfg image.Config
+		var format string
+		r, err := open(0)
+		if err == nil {
+			cfg, format, err = image.DecodeConfig(r)
+			r.Close()
+		}
 		if err != nil {
 			format = strings.TrimPrefix(mime, "image/")
 		}
@@ -267,4 +349,20 @@ func (m *Service) inspect(ctx context.Context, u *store.Upload) (json.RawMessage
 		return nil, nil, command.Errorf(91000, "internal error: %v", fmt.Sprint(err))
 	}
 	return raw, objects, nil
+}
+
+// storeReader notes the first read error other than EOF, so a store that
+// fails while an image is streamed to its decoder is told apart from an
+// image that cannot be decoded.
+type storeReader struct {
+	r   io.Reader
+	err *error
+}
+
+func (s *storeReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF && *s.err == nil {
+		*s.err = err
+	}
+	return n, err
 }

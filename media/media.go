@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"runtime"
 	"strconv"
 	"strings"
@@ -76,6 +77,10 @@ type Config struct {
 	// (default 1 minute); negative turns the loop off (tests drive them).
 	CleanEvery   time.Duration
 	ArchiveEvery time.Duration
+	// LocalOnly refuses media elements that name no upload of Duet's, even
+	// from an App admin (by default an admin may send and import media the
+	// app hosts elsewhere).
+	LocalOnly bool
 	// Clock is the time of upload deadlines and archives; nil: time.Now.
 	Clock func() time.Time
 	Log   *slog.Logger
@@ -141,6 +146,11 @@ func New(cfg Config, st *store.Store, svc *command.Service) (*Service, error) {
 	m := &Service{cfg: cfg, st: st, s3: c, log: cfg.Log, busy: map[string]bool{}, stop: make(chan struct{}),
 		renderSem: make(chan struct{}, max(1, runtime.NumCPU()))}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
+	// Uploads committed before media followed its messages get their
+	// references and a first look.
+	if err := st.PrepareMediaLifetimes(cfg.Clock()); err != nil {
+		return nil, err
+	}
 	svc.Register("media/apply_upload", m.applyUpload)
 	svc.Register("media/commit_upload", m.commitUpload)
 	svc.Register("open_msg_svc/get_history", m.getHistory)
@@ -374,6 +384,7 @@ func (m *Service) applyUpload(ctx context.Context, c *command.Caller, body []byt
 		UUID: newUUID(), Owner: c.UserID, Admin: c.Admin, Type: r.Type, Size: r.Size, ContentType: r.ContentType,
 		FileName: r.FileName, Created: now.Unix(), Deadline: now.Add(m.cfg.CleanAfter).Unix(),
 	}
+	u.Incoming = incomingName(u.UUID)
 	// The store checks the signature's expiry against its own clock, so it
 	// is real time, whatever the service's clock says.
 	expires := time.Now().Add(m.cfg.UploadTTL)
@@ -385,7 +396,7 @@ func (m *Service) applyUpload(ctx context.Context, c *command.Caller, body []byt
 		h := http.Header{}
 		h.Set("Content-Length", strconv.FormatInt(r.Size, 10))
 		h.Set("Content-Type", r.ContentType)
-		url, err := m.s3.presign.PresignHeader(ctx, http.MethodPut, m.cfg.S3.Bucket, objectName(u.UUID, "orig"), m.cfg.UploadTTL, nil, h)
+		url, err := m.s3.presign.PresignHeader(ctx, http.MethodPut, m.cfg.S3.Bucket, u.Incoming, m.cfg.UploadTTL, nil, h)
 		if err != nil {
 			return nil, unavailable(err)
 		}
@@ -393,7 +404,7 @@ func (m *Service) applyUpload(ctx context.Context, c *command.Caller, body []byt
 	} else {
 		p := minio.NewPostPolicy()
 		p.SetBucket(m.cfg.S3.Bucket)
-		p.SetKey(objectName(u.UUID, "orig"))
+		p.SetKey(u.Incoming)
 		p.SetExpires(expires.UTC())
 		p.SetContentType(r.ContentType)
 		// The store refuses a body larger than declared (POST policy
@@ -485,9 +496,10 @@ func (m *Service) removeObjects(ctx context.Context, uuid string) error {
 
 // ---- cleaner ----
 
-// Clean removes uploads never committed whose deadline has passed, objects
-// first, then records, and reports how many it removed. An upload whose
-// object cannot be removed (store down) stays listed for the next run.
+// Clean removes uploads never committed whose deadline has passed, and
+// committed uploads that no message carries any more (see cleanCarried),
+// objects first, then records, and reports how many it removed. An upload
+// whose object cannot be removed (store down) stays listed for the next run.
 func (m *Service) Clean(ctx context.Context) (int, error) {
 	// Also creates the bucket soon after start, and logs while the store
 	// is unreachable.
@@ -532,6 +544,47 @@ func (m *Service) Clean(ctx context.Context) (int, error) {
 		}
 		n++
 	}
+	gone, err := m.cleanCarried(ctx)
+	return n + gone, err
+}
+
+// cleanCarried removes committed uploads that no message carries any more:
+// never sent by their deadline, or whose last message expired (or went
+// otherwise). Records are given up first (CheckCarried marks them Removing:
+// no longer served or accepted in messages), then the objects go, then the
+// records; a removal that fails stays due and is retried next run.
+func (m *Service) cleanCarried(ctx context.Context) (int, error) {
+	due, err := m.st.DueChecks(m.now(), 1000)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, d := range due {
+		if !m.lock(d.UUID) {
+			continue
+		}
+		err := func() error {
+			defer m.unlock(d.UUID)
+			var u *store.Upload
+			keep := false
+			err := m.st.Update(func(tx *store.Tx) error {
+				var err error
+				u, keep, err = tx.CheckCarried(d, m.now())
+				return err
+			})
+			if err != nil || keep || u == nil {
+				return err
+			}
+			if err := m.removeObjects(ctx, d.UUID); err != nil {
+				return err
+			}
+			n++
+			return m.st.Update(func(tx *store.Tx) error { tx.ForgetUpload(d); return nil })
+		}()
+		if err != nil {
+			return n, err
+		}
+	}
 	return n, nil
 }
 
@@ -556,7 +609,9 @@ var urlFields = map[string]map[string]string{
 
 // CheckElements refuses (90010) media elements that do not name a committed
 // upload of the sender, name one of another type, or carry URLs other than
-// the upload's.
+// the upload's. An App admin may also send elements that name no upload of
+// Duet's at all: media the app hosts itself (a CDN, a migration's history),
+// stored and delivered as given, unless Config.LocalOnly.
 func (m *Service) CheckElements(c *command.Caller, els []command.Element) *command.Error {
 	for i, el := range els {
 		fields, ok := mediaUUIDs[el.MsgType]
@@ -572,17 +627,24 @@ func (m *Service) CheckElements(c *command.Caller, els []command.Element) *comma
 			json.Unmarshal(content[name], &s)
 			return s
 		}
-		uploads := map[string]*store.Upload{}
+		uploads := map[string]*store.Upload{} // nil: external
 		for _, f := range fields {
 			id := str(f[0])
 			u, err := m.st.GetUpload(id)
 			switch {
+			case errors.Is(err, store.ErrNotFound) && c.Admin && !m.cfg.LocalOnly:
+				uploads[f[0]] = nil
+				continue
+			case errors.Is(err, store.ErrNotFound) && c.Admin:
+				return command.Errorf(CodeElement, "MsgBody[%d] %s.%s %q is not an upload, and this server takes no media hosted elsewhere (media-local-only): apply for and commit one first (media/apply_upload)", i, el.MsgType, f[0], id)
 			case errors.Is(err, store.ErrNotFound):
 				return command.Errorf(CodeElement, "MsgBody[%d] %s.%s %q is not an upload: apply for and commit one first (media/apply_upload)", i, el.MsgType, f[0], id)
 			case err != nil:
 				return command.Errorf(91000, "internal error, retry: %v", err)
 			case !u.Committed:
 				return command.Errorf(CodeElement, "MsgBody[%d] %s.%s %q was never committed (media/commit_upload)", i, el.MsgType, f[0], id)
+			case u.Removing:
+				return command.Errorf(CodeElement, "MsgBody[%d] %s.%s %q was removed (no message carries it any more)", i, el.MsgType, f[0], id)
 			case u.Owner != c.UserID && !c.Admin:
 				return command.Errorf(CodeElement, "MsgBody[%d] %s.%s %q is another user's upload", i, el.MsgType, f[0], id)
 			case u.Type != f[1]:
@@ -591,7 +653,12 @@ func (m *Service) CheckElements(c *command.Caller, els []command.Element) *comma
 			uploads[f[0]] = u
 		}
 		for urlField, uuidField := range urlFields[el.MsgType] {
-			if v := str(urlField); v != "" && v != m.URL(uploads[uuidField].UUID, "orig") {
+			v := str(urlField)
+			if u := uploads[uuidField]; u == nil {
+				if v != "" && !m.externalURL(v) {
+					return command.Errorf(CodeElement, "MsgBody[%d] %s.%s %q is neither an upload's link nor an http or https URL of media hosted elsewhere", i, el.MsgType, urlField, v)
+				}
+			} else if v != "" && v != m.URL(u.UUID, "orig") {
 				return command.Errorf(CodeElement, "MsgBody[%d] %s.%s is not the upload's URL (use the fields media/commit_upload answered)", i, el.MsgType, urlField)
 			}
 		}
@@ -602,13 +669,26 @@ func (m *Service) CheckElements(c *command.Caller, els []command.Element) *comma
 			json.Unmarshal(content["ImageInfoArray"], &infos)
 			u := uploads["UUID"]
 			for _, info := range infos {
-				if !m.isUploadURL(u, info.URL) {
+				if u == nil && !m.externalURL(info.URL) {
+					return command.Errorf(CodeElement, "MsgBody[%d] TIMImageElem.ImageInfoArray URL %q is neither an upload's link nor an http or https URL of media hosted elsewhere", i, info.URL)
+				}
+				if u != nil && !m.isUploadURL(u, info.URL) {
 					return command.Errorf(CodeElement, "MsgBody[%d] TIMImageElem.ImageInfoArray URL %q is not one of the upload's", i, info.URL)
 				}
 			}
 		}
 	}
 	return nil
+}
+
+// externalURL: media hosted elsewhere must be named by an absolute http or
+// https URL (what a device can fetch; never javascript:, file: or data:),
+// and not by a link of Duet's own, which only an upload may carry (an upload
+// removed with its last message is not sent again as "external").
+func (m *Service) externalURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" &&
+		!strings.HasPrefix(s, m.cfg.PublicURL+"/media/")
 }
 
 func (m *Service) isUploadURL(u *store.Upload, url string) bool {

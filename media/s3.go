@@ -126,7 +126,9 @@ func StartGateway(dir, bucket string, log *slog.Logger) (*Gateway, error) {
 		}
 	}
 	var ms meta.MetadataStorer = meta.XattrMeta{}
-	opts := posix.PosixOpts{}
+	// The commit copies each upload to its final name (CopyObject); left
+	// at zero, the backend refuses every copy despite its doc's 5 GiB.
+	opts := posix.PosixOpts{CopyObjectThreshold: 5 << 30}
 	if err := (meta.XattrMeta{}).Test(root); err != nil {
 		// Filesystems without user xattrs keep metadata in a side directory,
 		// which must lie outside the object root.

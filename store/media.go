@@ -33,6 +33,13 @@ type Upload struct {
 	Element json.RawMessage `json:"Element,omitempty"`
 	// Objects are the object names stored for the upload (original first).
 	Objects []string `json:"Objects,omitempty"`
+	// Incoming is the object the device uploads to; the commit copies it to
+	// the original's name, out of reach of the upload URL. Empty in records
+	// made before: the device uploaded to the original's name.
+	Incoming string `json:"Incoming,omitempty"`
+	// Removing: the upload's last message is gone and its objects are being
+	// deleted; it is no longer served or accepted in messages.
+	Removing bool `json:"Removing,omitempty"`
 }
 
 func uploadKey(uuid string) []byte { return key([]byte("mu/"), []byte(uuid)) }
@@ -46,6 +53,25 @@ func grantKey(uuid, user string) []byte {
 }
 
 func archiveKey(hour int64) []byte { return key([]byte("ma/"), u64(uint64(hour))) }
+
+// refKey records that the message stored under history key hk carries
+// upload uuid; the value is the message's Expire (u64be, 0: never).
+func refKey(uuid string, hk []byte) []byte {
+	return key([]byte("mr/"), []byte(uuid), []byte{sep}, hk)
+}
+
+// checkKey schedules a look at whether committed upload uuid is still
+// carried by a message.
+func checkKey(at int64, uuid string) []byte {
+	return key([]byte("mc/"), u64(uint64(max(at, 0))), []byte(uuid))
+}
+
+// dirtyKey marks an hour whose archive misses the message under history key
+// hk (stored after the hour was over: an import, or a send that crossed the
+// hour's end).
+func dirtyKey(hour int64, hk []byte) []byte {
+	return key([]byte("mz/"), u64(uint64(max(hour, 0))), hk)
+}
 
 // uploadGrace is how long after its deadline a pending upload's records stay
 // in the store if the cleaner never ran (S3 down): long enough for a later
@@ -94,6 +120,9 @@ func (tx *Tx) CommitUpload(u *Upload) error {
 	tx.Delete(p)
 	tx.Delete(expiryKey(expire, k))
 	tx.Delete(expiryKey(expire, p))
+	// A committed upload no message carries goes at its deadline, like an
+	// uncommitted one; one that is carried goes with its last message.
+	tx.Put(checkKey(u.Deadline, u.UUID), nil)
 	return nil
 }
 
@@ -105,6 +134,241 @@ func (tx *Tx) DeleteUpload(u *Upload) {
 	tx.Delete(p)
 	tx.Delete(expiryKey(expire, k))
 	tx.Delete(expiryKey(expire, p))
+}
+
+// mediaElements are the message elements that name uploads, and their
+// UUID fields.
+var mediaElements = map[string][]string{
+	"TIMImageElem":     {"UUID"},
+	"TIMSoundElem":     {"UUID"},
+	"TIMFileElem":      {"UUID"},
+	"TIMVideoFileElem": {"VideoUUID", "ThumbUUID"},
+}
+
+// onMessage is PutMessage's media and archive bookkeeping for m, stored
+// under history key hk: a reference from each upload m carries (returned,
+// to expire with the message), and a mark on m's hour when that hour is
+// already over, so its archive is made again with m in it.
+func (tx *Tx) onMessage(m *Message, hk []byte) ([][]byte, error) {
+	hour := m.MsgTime - m.MsgTime%3600
+	if m.MsgTime >= 0 && hour+3600 <= tx.Now().Unix() {
+		tx.Put(dirtyKey(hour, hk), nil)
+	}
+	return tx.mediaRefs(m, hk)
+}
+
+// mediaRefs writes a reference from each committed upload m carries to m
+// and returns the references' keys.
+func (tx *Tx) mediaRefs(m *Message, hk []byte) ([][]byte, error) {
+	if !bytes.Contains(m.MsgBody, []byte(`UUID"`)) { // UUID, VideoUUID, ThumbUUID
+		return nil, nil
+	}
+	var els []struct {
+		MsgType    string                     `json:"MsgType"`
+		MsgContent map[string]json.RawMessage `json:"MsgContent"`
+	}
+	if json.Unmarshal(m.MsgBody, &els) != nil {
+		return nil, nil // not ours to refuse here: the command layer checked it
+	}
+	var refs [][]byte
+	for _, el := range els {
+		for _, f := range mediaElements[el.MsgType] {
+			var id string
+			if json.Unmarshal(el.MsgContent[f], &id) != nil || id == "" {
+				continue
+			}
+			u, err := tx.Upload(id)
+			if err != nil {
+				return nil, err
+			}
+			if u == nil || !u.Committed || u.Removing {
+				continue // an external URL (App admin), not an upload of Duet's
+			}
+			rk := refKey(id, hk)
+			tx.Put(rk, u64(uint64(max(m.Expire, 0))))
+			refs = append(refs, rk)
+		}
+	}
+	return refs, nil
+}
+
+// DueCheck is a committed upload whose messages are due to be looked at.
+type DueCheck struct {
+	UUID string
+	At   int64
+}
+
+// DueChecks returns the committed uploads whose look is due at or before
+// now, at most max.
+func (s *Store) DueChecks(now time.Time, max int) ([]DueCheck, error) {
+	var out []DueCheck
+	err := s.due("mc/", now, max, func(uuid string, at int64) { out = append(out, DueCheck{UUID: uuid, At: at}) })
+	return out, err
+}
+
+// due calls fn for each {time u64be}{uuid} key under prefix whose time is
+// at or before now, oldest first, at most max.
+func (s *Store) due(prefix string, now time.Time, max int, fn func(uuid string, at int64)) error {
+	lower := []byte(prefix)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: key(lower, u64(uint64(now.Unix()+1)))})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for ok, n := it.First(), 0; ok && n < max; ok, n = it.Next(), n+1 {
+		k := it.Key()[len(lower):]
+		fn(string(k[8:]), int64(binary.BigEndian.Uint64(k)))
+	}
+	return it.Error()
+}
+
+// recheckLive is how soon an upload carried by a message that never
+// expires is looked at again.
+const recheckLive = 24 * time.Hour
+
+// CheckCarried decides the fate of committed upload d.UUID at now: while a
+// message that has not expired carries it, the look is moved to when the
+// last such message expires (keep true). Otherwise the upload is marked
+// Removing (no longer served or accepted in messages), its download grants
+// and references are deleted, and the look stays due so a removal of its
+// objects that fails is retried; the caller removes the objects, then calls
+// ForgetUpload. A missing record is forgotten at once (u nil).
+func (tx *Tx) CheckCarried(d DueCheck, now time.Time) (u *Upload, keep bool, err error) {
+	u, err = tx.Upload(d.UUID)
+	if err != nil {
+		return nil, false, err
+	}
+	if u == nil {
+		tx.Delete(checkKey(d.At, d.UUID))
+		return nil, false, nil
+	}
+	if u.Removing {
+		return u, false, nil
+	}
+	until, live := int64(0), false
+	var dead [][]byte
+	prefix := key([]byte("mr/"), []byte(d.UUID), []byte{sep})
+	err = tx.scan(prefix, func(k, v []byte) error {
+		expire := int64(0)
+		if len(v) == 8 {
+			expire = int64(binary.BigEndian.Uint64(v))
+		}
+		msg, err := tx.Get(k[len(prefix):])
+		if err != nil {
+			return err
+		}
+		if msg == nil || (expire > 0 && expire <= now.Unix()) {
+			dead = append(dead, k) // the message expired or was deleted
+			return nil
+		}
+		live = true
+		if expire == 0 {
+			expire = now.Add(recheckLive).Unix()
+		}
+		until = max(until, expire)
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	for _, k := range dead {
+		tx.Delete(k)
+	}
+	if live {
+		tx.Delete(checkKey(d.At, d.UUID))
+		tx.Put(checkKey(until, d.UUID), nil)
+		return u, true, nil
+	}
+	u.Removing = true
+	b, err := json.Marshal(u)
+	if err != nil {
+		return nil, false, err
+	}
+	tx.Put(uploadKey(u.UUID), b)
+	// Who was granted it no longer matters: nobody gets it any more.
+	err = tx.scan(key([]byte("mg/"), []byte(d.UUID), []byte{sep}), func(k, _ []byte) error {
+		tx.Delete(k)
+		return nil
+	})
+	return u, false, err
+}
+
+// ForgetUpload deletes the records of an upload whose objects were removed
+// after CheckCarried gave it up.
+func (tx *Tx) ForgetUpload(d DueCheck) {
+	tx.Delete(uploadKey(d.UUID))
+	tx.Delete(checkKey(d.At, d.UUID))
+}
+
+// PrepareMediaLifetimes readies a store whose uploads were committed
+// before media followed its messages: it writes the references of every
+// message in history that carries an upload, then schedules a look at every
+// committed upload. It runs once per store (a marker records that it did),
+// so no upload a message still carries is taken for unsent.
+func (s *Store) PrepareMediaLifetimes(now time.Time) error {
+	done := []byte("mv/lifetimes")
+	if v, err := get(s.db, done); err != nil || v != nil {
+		return err
+	}
+	type carried struct {
+		hk []byte
+		m  Message
+	}
+	var batch []carried
+	flush := func() error {
+		err := s.Update(func(tx *Tx) error {
+			for _, c := range batch {
+				refs, err := tx.mediaRefs(&c.m, c.hk)
+				if err != nil {
+					return err
+				}
+				if c.m.Expire > 0 && len(refs) > 0 {
+					tx.ExpireAt(time.Unix(c.m.Expire, 0), refs...)
+				}
+			}
+			return nil
+		})
+		batch = batch[:0]
+		return err
+	}
+	err := s.scan([]byte("h/"), func(rest, v []byte) error {
+		if !bytes.Contains(v, []byte(`UUID`)) {
+			return nil
+		}
+		var m Message
+		if json.Unmarshal(v, &m) != nil {
+			return nil
+		}
+		batch = append(batch, carried{key([]byte("h/"), rest), m})
+		if len(batch) == 1000 {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil && len(batch) > 0 {
+		err = flush()
+	}
+	if err != nil {
+		return err
+	}
+	var ids []string
+	err = s.scan([]byte("mu/"), func(_, v []byte) error {
+		var u Upload
+		if json.Unmarshal(v, &u) == nil && u.Committed {
+			ids = append(ids, u.UUID)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return s.Update(func(tx *Tx) error {
+		for _, id := range ids {
+			tx.Put(checkKey(now.Unix(), id), nil)
+		}
+		tx.Put(done, []byte{1})
+		return nil
+	})
 }
 
 // GetUpload reads an upload record; ErrNotFound when absent.
@@ -132,18 +396,9 @@ type Pending struct {
 // PendingUploads returns the uncommitted uploads whose deadline is at or
 // before now, at most max.
 func (s *Store) PendingUploads(now time.Time, max int) ([]Pending, error) {
-	lower := []byte("mp/")
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: pendingKey(now.Unix()+1, "")})
-	if err != nil {
-		return nil, err
-	}
-	defer it.Close()
 	var out []Pending
-	for ok := it.First(); ok && len(out) < max; ok = it.Next() {
-		k := it.Key()[len(lower):]
-		out = append(out, Pending{UUID: string(k[8:]), Deadline: int64(binary.BigEndian.Uint64(k))})
-	}
-	return out, it.Error()
+	err := s.due("mp/", now, max, func(uuid string, at int64) { out = append(out, Pending{UUID: uuid, Deadline: at}) })
+	return out, err
 }
 
 // DeletePending drops a pending entry whose upload record is already gone.
@@ -153,14 +408,25 @@ func (tx *Tx) DeletePending(p Pending) {
 	tx.Delete(expiryKey(time.Unix(p.Deadline, 0).Add(uploadGrace), k))
 }
 
-// Grant records that user may download upload uuid (found in a message to
-// them), so the next download needs no history scan.
-func (tx *Tx) Grant(uuid, user string) { tx.Put(grantKey(uuid, user), []byte{1}) }
+// Grant records that user may download upload uuid until expire (Unix
+// seconds, 0: no end): found in a message to them that lives until then, so
+// the next download needs no history scan. The grant ends with that message.
+func (tx *Tx) Grant(uuid, user string, expire int64) {
+	tx.Put(grantKey(uuid, user), u64(uint64(max(expire, 0))))
+}
 
-// Granted reports whether user was granted upload uuid.
+// Granted reports whether user holds a grant of upload uuid that has not
+// ended.
 func (s *Store) Granted(uuid, user string) (bool, error) {
 	v, err := get(s.db, grantKey(uuid, user))
-	return v != nil, err
+	if err != nil || v == nil {
+		return false, err
+	}
+	if len(v) != 8 { // written before grants ended: until the upload goes
+		return true, nil
+	}
+	expire := int64(binary.BigEndian.Uint64(v))
+	return expire == 0 || expire > s.Now().Unix(), nil
 }
 
 // ArchivedHour returns the record of an archived hour (the Unix time of its
@@ -183,11 +449,52 @@ func (s *Store) LastArchivedHour() (int64, error) {
 	return 0, it.Error()
 }
 
+// DirtyMarks returns the marks on hour (see onMessage): read them before
+// scanning the hour's messages, and pass them to MarkArchived, which deletes
+// them. A mark made after the read stays for the next archive run.
+func (s *Store) DirtyMarks(hour int64) ([][]byte, error) {
+	var out [][]byte
+	prefix := dirtyKey(hour, nil)
+	err := s.scan(prefix, func(rest, _ []byte) error {
+		out = append(out, key(prefix, rest))
+		return nil
+	})
+	return out, err
+}
+
+// DirtyHours returns the distinct hours (ascending, at most max) at or
+// before last that carry marks.
+func (s *Store) DirtyHours(last int64, max int) ([]int64, error) {
+	var out []int64
+	for from := int64(0); len(out) < max; {
+		lower := dirtyKey(from, nil)
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: dirtyKey(last+1, nil)})
+		if err != nil {
+			return nil, err
+		}
+		ok := it.First()
+		var hour int64
+		if ok {
+			hour = int64(binary.BigEndian.Uint64(it.Key()[3:]))
+		}
+		err = it.Close()
+		if err != nil || !ok {
+			return out, err
+		}
+		out = append(out, hour)
+		from = hour + 1
+	}
+	return out, nil
+}
+
 // MarkArchived records that hour was archived, with rec (JSON) describing
-// the archive object.
-func (s *Store) MarkArchived(hour int64, rec []byte) error {
+// the archive object, and deletes the marks the archive covered.
+func (s *Store) MarkArchived(hour int64, rec []byte, marks [][]byte) error {
 	return s.Update(func(tx *Tx) error {
 		tx.Put(archiveKey(hour), rec)
+		for _, k := range marks {
+			tx.Delete(k)
+		}
 		return nil
 	})
 }
@@ -248,19 +555,21 @@ func (s *Store) ScanMessages(from, to time.Time, fn func(*Message) error) error 
 }
 
 // ConversationCarries reports whether a message between a and b, sent at or
-// after since (Unix seconds) and visible to viewer, contains needle in its
-// MsgBody: the proof that viewer was sent an upload.
-func (s *Store) ConversationCarries(a, b, viewer string, since int64, needle []byte) (bool, error) {
+// after since (Unix seconds), visible to viewer and not expired, contains
+// needle in its MsgBody: the proof that viewer was sent an upload. expire is
+// when the latest-expiring such message goes (0: never).
+func (s *Store) ConversationCarries(a, b, viewer string, since int64, needle []byte) (expire int64, ok bool, err error) {
 	p := historyPrefix(a, b)
 	if since < 0 {
 		since = 0
 	}
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: key(p, u64(uint64(since))), UpperBound: prefixEnd(p)})
 	if err != nil {
-		return false, err
+		return 0, false, err
 	}
 	defer it.Close()
-	for ok := it.First(); ok; ok = it.Next() {
+	now := s.Now().Unix()
+	for more := it.First(); more; more = it.Next() {
 		if !bytes.Contains(it.Value(), needle) {
 			continue
 		}
@@ -275,7 +584,13 @@ func (s *Store) ConversationCarries(a, b, viewer string, since int64, needle []b
 		if m.SenderOnly && viewer == m.To && viewer != m.From {
 			continue
 		}
-		return true, nil
+		if m.Expire > 0 && m.Expire <= now {
+			continue // expired, not yet swept
+		}
+		if !ok || (expire != 0 && (m.Expire == 0 || m.Expire > expire)) {
+			expire = m.Expire
+		}
+		ok = true
 	}
-	return false, it.Error()
+	return expire, ok, it.Error()
 }

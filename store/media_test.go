@@ -111,3 +111,85 @@ func TestUploadRecords(t *testing.T) {
 		t.Fatalf("%d pending after the sweep", n)
 	}
 }
+
+// A store whose uploads were committed and sent before media followed its
+// messages (no references, no scheduled looks) gets both once, from its
+// history: an upload a message still carries is kept, one none carries is
+// due for removal (issue 12 §6).
+func TestPrepareMediaLifetimesFromHistory(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	now := time.Now()
+	for _, id := range []string{"sent", "unsent"} {
+		u := &Upload{UUID: id, Owner: "alice", Type: "file", Created: now.Unix(), Deadline: now.Add(time.Hour).Unix()}
+		if err := s.Update(func(tx *Tx) error {
+			if err := tx.PutUpload(u); err != nil {
+				return err
+			}
+			return tx.CommitUpload(u)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	body := []byte(`[{"MsgType":"TIMFileElem","MsgContent":{"UUID":"sent","Url":"http://x/media/sent/orig"}}]`)
+	expire := now.Add(48 * time.Hour).Unix()
+	if err := s.Update(func(tx *Tx) error {
+		return tx.PutMessage(&Message{From: "alice", To: "bob", MsgSeq: 1, MsgRandom: 2, MsgTime: now.Unix(),
+			MsgKey: fmt.Sprintf("1_2_%d", now.Unix()), MsgBody: body, Expire: expire})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// What an older Duet left: no mr/ references, no mc/ looks.
+	if err := s.Update(func(tx *Tx) error {
+		for _, p := range []string{"mr/", "mc/"} {
+			if err := tx.scan([]byte(p), func(k, _ []byte) error { tx.Delete(k); return nil }); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PrepareMediaLifetimes(now); err != nil {
+		t.Fatal(err)
+	}
+	due, err := s.DueChecks(now, 10)
+	if err != nil || len(due) != 2 {
+		t.Fatalf("due %v %v, want both uploads", due, err)
+	}
+	fate := map[string]bool{}
+	for _, d := range due {
+		if err := s.Update(func(tx *Tx) error {
+			_, keep, err := tx.CheckCarried(d, now)
+			fate[d.UUID] = keep
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !fate["sent"] || fate["unsent"] {
+		t.Fatalf("kept: %v, want only the sent upload", fate)
+	}
+	// The reference expires with its message: then the upload goes too.
+	later, err := s.DueChecks(time.Unix(expire, 0), 10)
+	if err != nil || len(later) != 2 {
+		t.Fatalf("due at the message's expiry: %v %v", later, err)
+	}
+	for _, d := range later {
+		if d.UUID != "sent" {
+			continue
+		}
+		if err := s.Update(func(tx *Tx) error {
+			_, keep, err := tx.CheckCarried(d, time.Unix(expire, 0))
+			if keep {
+				t.Error("kept after its message expired")
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Once only.
+	if err := s.PrepareMediaLifetimes(now); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -104,9 +104,14 @@ func (tx *Tx) PutMessage(m *Message) error {
 	tk := timeIndexKey(m.From, m.To, m.MsgTime, m.MsgSeq, m.MsgRandom)
 	tx.Put(hk, b)
 	tx.Put(tk, hk)
+	refs, err := tx.onMessage(m, hk) // media references, late archive marks (media.go)
+	if err != nil {
+		return err
+	}
 	if m.Expire > 0 {
-		// The message's timeline copies go with it: one expiry entry for all.
-		keys := [][]byte{hk, tk}
+		// The message's timeline copies (and media references) go with it:
+		// one expiry entry for all.
+		keys := append([][]byte{hk, tk}, refs...)
 		if m.ReceiverSeq > 0 {
 			keys = append(keys, timelineKey(m.To, m.ReceiverSeq))
 		}
