@@ -12,11 +12,14 @@ import (
 // openim/batchsendmsg (reference §5.2): one message to up to 500 users, by
 // an admin, as From_Account or as the system. Each recipient's copy is an
 // ordinary openim/sendmsg run through sendMsg — the same parsing,
-// validation, storage, multi-device sync and SenderProfile — with three
-// fields fixed once for all copies: MsgSeq and MsgTimeStamp (so every copy
-// has the one MsgKey the reply names) and ForbidCallbackControl (batch
-// sends trigger no callbacks). The copies run concurrently, so the store
-// commits them in a few groups rather than one fsync each.
+// validation, storage, multi-device sync, SenderProfile and resend rule
+// (PROTOCOL §3, per recipient) — with three fields fixed once for all
+// copies: MsgSeq and MsgTimeStamp (so every copy has the one MsgKey the
+// reply names) and ForbidCallbackControl (batch sends trigger no
+// callbacks). A MsgSeq the batch chose is not the request's: a copy is
+// still a resend by its body or second, as a sendmsg without MsgSeq is.
+// The copies run concurrently, so the store commits them in a few groups
+// rather than one fsync each.
 
 const (
 	maxBatchRecipients = 500
@@ -66,9 +69,7 @@ func (s *Service) batchSendMsg(ctx context.Context, c *Caller, body []byte) (any
 	if len(uniq) > maxBatchRecipients {
 		return nil, Errorf(90011, "To_Account has %d users; the limit is %d", len(uniq), maxBatchRecipients)
 	}
-	if _, present, _ := f.integer("MsgSeq", 0, 1<<32-1); !present {
-		f["MsgSeq"] = json.RawMessage(strconv.FormatUint(uint64(rand.Uint32()), 10))
-	}
+	seq := rand.Uint32() // for the copies, when the request gives no MsgSeq
 	if ts, _, _ := f.integer("MsgTimeStamp", 0, 1<<32-1); ts <= 0 {
 		f["MsgTimeStamp"] = json.RawMessage(strconv.FormatInt(s.store.Now().Unix(), 10))
 	}
@@ -88,7 +89,7 @@ func (s *Service) batchSendMsg(ctx context.Context, c *Caller, body []byte) (any
 		go func() {
 			defer wg.Done()
 			for u := range jobs {
-				r, e := s.batchOne(ctx, c, f, u)
+				r, e := s.batchOne(ctx, c, f, u, seq)
 				mu.Lock()
 				var ce *Error
 				switch {
@@ -131,8 +132,9 @@ func (s *Service) batchSendMsg(ctx context.Context, c *Caller, body []byte) (any
 	return res, nil
 }
 
-// batchOne sends the batch's copy to one recipient.
-func (s *Service) batchOne(ctx context.Context, c *Caller, f fields, to string) (SendResult, error) {
+// batchOne sends the batch's copy to one recipient; seq is its MsgSeq when
+// the request has none.
+func (s *Service) batchOne(ctx context.Context, c *Caller, f fields, to string, seq uint32) (SendResult, error) {
 	if !ValidUserID(to) {
 		return SendResult{}, Errorf(70107, "%q is not a valid UserID", to)
 	}
@@ -150,7 +152,14 @@ func (s *Service) batchOne(ctx context.Context, c *Caller, f fields, to string) 
 	if err != nil {
 		return SendResult{}, err
 	}
-	r, err := s.sendMsg(ctx, c, body)
+	req, err := s.parseSendMsg(c, body)
+	if err != nil {
+		return SendResult{}, err
+	}
+	if !req.HasMsgSeq {
+		req.MsgSeq, req.seqChosen = seq, true
+	}
+	r, err := s.send(ctx, c, body, req)
 	if err != nil {
 		return SendResult{}, err
 	}

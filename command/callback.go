@@ -371,10 +371,10 @@ func compact(raw json.RawMessage) json.RawMessage {
 }
 
 // afterSend queues C2C.CallbackAfterSendMsg for a send that was stored (or
-// delivered online-only) as storedKey (§8.3). A resend answered from the
-// de-duplication index carries the original's MsgKey and fires nothing.
-func (s *Service) afterSend(c *Caller, h sendHook, r *sendRequest, storedKey string) {
-	if !h.on || h.forbidAfter || h.drop || storedKey != h.msgKey {
+// delivered online-only) (§8.3). It is not called for a resend answered
+// from its resend record: the message was stored, and notified, once.
+func (s *Service) afterSend(c *Caller, h sendHook, r *sendRequest) {
+	if !h.on || h.forbidAfter || h.drop {
 		return
 	}
 	b := r.callbackBody("C2C.CallbackAfterSendMsg", h.from, h.msgTime, h.msgKey)

@@ -399,3 +399,46 @@ func TestCallbacksForMQTTSends(t *testing.T) {
 		t.Fatal("refused MQTT send reached bob")
 	}
 }
+
+// A resend (PROTOCOL §3) is answered from the first send's record and fires
+// no callback again: neither before-send (nothing will be stored) nor
+// after-send (the message was stored once). With MsgSeq and MsgTimeStamp
+// given, the resend computes the very MsgKey it was stored under, which is
+// how the after-send callback used to fire twice.
+func TestResendFiresNoCallbacks(t *testing.T) {
+	// One notification worker: notifications arrive in the order they were
+	// queued, so the barrier's after-send comes after any of the resend's.
+	e := newCBEnv(t, command.CallbackConfig{Workers: 1})
+	body := []byte(`{"From_Account":"alice","To_Account":"bob","MsgSeq":77,"MsgRandom":1287657,"MsgTimeStamp":1700000000,
+		"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"once"}}]}`)
+	const key = "77_1287657_1700000000"
+	for i := range 2 {
+		var m map[string]any
+		json.Unmarshal(e.svc.Exec(context.Background(), restAdmin, "openim/sendmsg", body).Encode(), &m)
+		if errCode(m) != 0 || m["MsgKey"] != key {
+			t.Fatalf("send %d: %v", i, m)
+		}
+	}
+	_, barrier := e.send(t, "")
+	counts := map[string]int{}
+	deadline := time.After(5 * time.Second)
+	for counts["barrier"] == 0 {
+		select {
+		case c := <-e.h.calls:
+			switch cmd := c.query.Get("CallbackCommand"); {
+			case c.body["MsgKey"] == key:
+				counts[cmd]++
+			case cmd == "C2C.CallbackAfterSendMsg" && c.body["MsgKey"] == barrier:
+				counts["barrier"]++
+			}
+		case <-deadline:
+			t.Fatal("the barrier's after-send callback never came")
+		}
+	}
+	if counts["C2C.CallbackBeforeSendMsg"] != 1 || counts["C2C.CallbackAfterSendMsg"] != 1 {
+		t.Fatalf("a send and its resend fired %v, want one of each", counts)
+	}
+	if seq, _ := e.st.LastSeq("bob"); seq != 2 {
+		t.Fatalf("bob's timeline has %d events, want 2 (the message and the barrier)", seq)
+	}
+}

@@ -27,6 +27,10 @@ type sendRequest struct {
 	SyncOtherMachine int64
 	OfflinePushInfo  json.RawMessage
 	SendMsgControl   []string
+
+	// seqChosen: MsgSeq was chosen for a request without one (a batch's
+	// copies share it); the resend rule still treats it as without.
+	seqChosen bool
 }
 
 func (s *Service) registerMessaging() {
@@ -221,6 +225,11 @@ func (s *Service) sendMsg(ctx context.Context, c *Caller, body []byte) (any, err
 	if err != nil {
 		return nil, err
 	}
+	return s.send(ctx, c, body, r)
+}
+
+// send stores and delivers a parsed sendmsg request.
+func (s *Service) send(ctx context.Context, c *Caller, body []byte, r *sendRequest) (any, error) {
 	from, system := c.UserID, false
 	switch {
 	case r.From != "" && r.From != c.UserID:
@@ -260,12 +269,30 @@ func (s *Service) sendMsg(ctx context.Context, c *Caller, body []byte) (any, err
 	if c.Admin && r.MsgTimeStamp > 0 {
 		msgTime = r.MsgTimeStamp
 	}
-	// Resends are recognised by the values the sender chose: an absent MsgSeq
-	// counts as 0 there, though the message itself gets a random one.
-	dedupSeq := r.MsgSeq
+	// Resends (PROTOCOL §3) are recognised by what the sender sent: its
+	// MsgSeq if it gave one, else its MsgBody (as sent, before a callback's
+	// rewrite) and the second — not by the MsgSeq the message gets here.
+	id := store.SendID{From: from, To: r.To, Random: r.MsgRandom, MsgSeq: r.MsgSeq, HasMsgSeq: r.HasMsgSeq}
 	if !r.HasMsgSeq {
-		r.MsgSeq = rand.Uint32()
+		id.Body = store.BodyHash(r.MsgBody)
+		if !r.seqChosen {
+			r.MsgSeq = rand.Uint32()
+		}
 	}
+	if s.hooks != nil && r.LifeTime != 0 {
+		// A resend fires no callback again: answer it before the
+		// before-send callback. (Two copies racing past this both call
+		// it; the store still keeps one and the after-send fires once.)
+		if prev, err := s.store.Resent(id); err != nil {
+			return nil, err
+		} else if prev != nil {
+			return SendResult{MsgTime: prev.MsgTime, MsgKey: prev.MsgKey, Seq: prev.Seq}, nil
+		}
+	}
+	// A new message's MsgKey is its own: another with the same MsgRandom,
+	// MsgSeq and time within DedupWindow is a resend; a MsgSeq chosen here
+	// is random, so two messages without one differ by it even when an
+	// admin gives both the same MsgTimeStamp (one chance in 2^32 not).
 	msgKey := strconv.FormatUint(uint64(r.MsgSeq), 10) + "_" + strconv.FormatUint(uint64(r.MsgRandom), 10) + "_" + strconv.FormatInt(msgTime, 10)
 	// C2C.CallbackBeforeSendMsg (callback.go) may refuse, drop or rewrite.
 	hook, err := s.beforeSend(ctx, c, body, r, from, msgTime, msgKey)
@@ -292,7 +319,7 @@ func (s *Service) sendMsg(ctx context.Context, c *Caller, body []byte) (any, err
 		if s.live != nil {
 			s.live.Live(r.To, data)
 		}
-		s.afterSend(c, hook, r, msgKey)
+		s.afterSend(c, hook, r)
 		return SendResult{MsgTime: msgTime, MsgKey: msgKey}, nil
 	}
 
@@ -307,11 +334,14 @@ func (s *Service) sendMsg(ctx context.Context, c *Caller, body []byte) (any, err
 	}
 	senderRoams := !c.Admin || r.SyncOtherMachine != 2 || !deliver
 	noUnread, noLastMsg := hasControl(r.SendMsgControl, "NoUnread"), hasControl(r.SendMsgControl, "NoLastMsg")
-	var res SendResult
+	var (
+		res SendResult
+		dup bool
+	)
 	err = s.store.Update(func(tx *store.Tx) error {
-		if prev, err := tx.Resent(from, r.To, r.MsgRandom, dedupSeq); err != nil || prev != nil {
+		if prev, err := tx.Resent(id); err != nil || prev != nil {
 			if prev != nil {
-				res = SendResult{MsgTime: prev.MsgTime, MsgKey: prev.MsgKey, Seq: prev.Seq}
+				res, dup = SendResult{MsgTime: prev.MsgTime, MsgKey: prev.MsgKey, Seq: prev.Seq}, true
 			}
 			return err
 		}
@@ -349,7 +379,7 @@ func (s *Service) sendMsg(ctx context.Context, c *Caller, body []byte) (any, err
 			return err
 		}
 		res = SendResult{MsgTime: msgTime, MsgKey: msgKey, Seq: m.SenderSeq}
-		return tx.RememberSent(from, r.To, r.MsgRandom, dedupSeq, store.Sent{MsgKey: msgKey, MsgTime: msgTime, Seq: m.SenderSeq})
+		return tx.RememberSent(id, store.Sent{MsgKey: msgKey, MsgTime: msgTime, Seq: m.SenderSeq})
 	})
 	if errors.Is(err, store.ErrClosed) {
 		return nil, Errorf(20005, "server is shutting down, retry")
@@ -357,7 +387,9 @@ func (s *Service) sendMsg(ctx context.Context, c *Caller, body []byte) (any, err
 	if err != nil {
 		return nil, err
 	}
-	s.afterSend(c, hook, r, res.MsgKey)
+	if !dup {
+		s.afterSend(c, hook, r)
+	}
 	return res, nil
 }
 

@@ -85,7 +85,7 @@ type env struct {
 type envOpts struct {
 	rate    int
 	maxBody int64
-	fixed   bool // a clock that only moves when the test moves it
+	fixed   bool // a clock that only moves when the test moves it (the store's too)
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -96,7 +96,11 @@ func newEnv(t testing.TB, o envOpts) *env {
 		e.clock = func() time.Time { e.mu.Lock(); defer e.mu.Unlock(); return e.now }
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := store.Open(t.TempDir(), store.Options{Logger: log})
+	opts := store.Options{Logger: log}
+	if o.fixed {
+		opts.Clock = e.clock
+	}
+	st, err := store.Open(t.TempDir(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

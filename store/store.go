@@ -30,7 +30,11 @@
 //	k/{lo} 00 {hi} 00 {msgkey}                (no longer written: a MsgKey names its history key;
 //	                                          see historyKeyOf. Old entries expire with their messages.)
 //	d/{from} 00 {to} 00 {random u32be}{msgseq u32be}
-//	                                          resend de-duplication (JSON DedupRecord)
+//	                                          resend record (JSON Sent) of a send with MsgSeq, or (msgseq
+//	                                          0) of the latest send without; 's' appended: MsgSeq 0 given
+//	d/{from} 00 {to} 00 {random u32be}{0 u32be}{body hash u64be}
+//	                                          resend record of an earlier send without MsgSeq, found by
+//	                                          its body (messages.go)
 //	c/{user} 00 {device}                      device cursor: highest PUBACKed Seq (u64be)
 //	w/{user}                                  highest Seq any device of the user PUBACKed (u64be)
 //	s/{user}                                  a user's last Seq is the larger of this (u64be) and their

@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"testing"
 )
@@ -185,7 +186,7 @@ func TestResentWithinGroup(t *testing.T) {
 		go func(i int) {
 			defer wg.Done()
 			s.Update(func(tx *Tx) error {
-				if prev, err := tx.Resent("a", "b", 1, 2); err != nil || prev != nil {
+				if prev, err := tx.Resent(SendID{From: "a", To: "b", Random: 1, MsgSeq: 2, HasMsgSeq: true}); err != nil || prev != nil {
 					if prev != nil {
 						keys[i] = prev.MsgKey
 					}
@@ -195,7 +196,7 @@ func TestResentWithinGroup(t *testing.T) {
 					return err
 				}
 				keys[i] = fmt.Sprint("k", i)
-				return tx.RememberSent("a", "b", 1, 2, Sent{MsgKey: keys[i]})
+				return tx.RememberSent(SendID{From: "a", To: "b", Random: 1, MsgSeq: 2, HasMsgSeq: true}, Sent{MsgKey: keys[i]})
 			})
 		}(i)
 	}
@@ -213,6 +214,16 @@ func TestResentWithinGroup(t *testing.T) {
 // BenchmarkAppend measures durable appends from concurrent writers (group
 // commit): each op is one fsynced transaction appending to two timelines.
 func BenchmarkAppend(b *testing.B) {
+	benchTx(b, func(tx *Tx, u string) error {
+		tx.Append(u, []byte(`"Event":"msg","MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hello"}}]}`))
+		_, err := tx.Append(u+"x", []byte(`"Event":"msg"}`))
+		return err
+	})
+}
+
+// benchTx runs op in one transaction per iteration, from 64 concurrent
+// writers, each with its own user u.
+func benchTx(b *testing.B, op func(tx *Tx, u string) error) {
 	s := open(b, b.TempDir(), Options{})
 	defer s.Close()
 	b.SetParallelism(64)
@@ -224,11 +235,25 @@ func BenchmarkAppend(b *testing.B) {
 		u := fmt.Sprint("u", i)
 		n.Unlock()
 		for pb.Next() {
-			s.Update(func(tx *Tx) error {
-				tx.Append(u, []byte(`"Event":"msg","MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hello"}}]}`))
-				_, err := tx.Append(u+"x", []byte(`"Event":"msg"}`))
-				return err
-			})
+			s.Update(func(tx *Tx) error { return op(tx, u) })
 		}
+	})
+}
+
+// BenchmarkSendDedup is BenchmarkAppend with a send's resend check and
+// record: each op looks for a resend (almost never there: the filter
+// answers), appends, and records the send.
+func BenchmarkSendDedup(b *testing.B) {
+	body := []byte(`[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hello"}}]`)
+	benchTx(b, func(tx *Tx, u string) error {
+		id := SendID{From: u, To: u + "x", Random: rand.Uint32(), Body: BodyHash(body)}
+		if prev, err := tx.Resent(id); err != nil || prev != nil {
+			return err
+		}
+		seq, err := tx.Append(u+"x", []byte(`"Event":"msg","MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hello"}}]}`))
+		if err != nil {
+			return err
+		}
+		return tx.RememberSent(id, Sent{MsgKey: "123_456_1764230400", MsgTime: 1764230400, Seq: seq})
 	})
 }

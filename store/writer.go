@@ -31,6 +31,9 @@ type Tx struct {
 	gseqs map[string]uint64   // last Seq handed out per user by earlier transactions of the group
 	ghot  map[string]hotValue // cacheable keys written by earlier transactions of the group
 	app   []Appended
+
+	// newSend is what Resent last found for a new message (messages.go).
+	newSend newSend
 }
 
 // The writer keeps the current value of hot keys (conversation entries,
