@@ -20,13 +20,18 @@ import (
 	"github.com/duet-im/duet/push"
 )
 
+// startDir is the package directory, taken before any test runs: the
+// embedded S3 gateway of other tests moves the process's working directory
+// while it runs (media/s3.go).
+var startDir, _ = os.Getwd()
+
 // TestDocsPushExampleStarts: the `push:` example of docs/push.md is
 // complete for all seven vendors, has no misspelt key, and goes through the
 // real config loader and starts the pusher with no error and no warning.
 // Its two key files are stand-ins written here (a P-256 .p8 key, a service
 // account JSON).
 func TestDocsPushExampleStarts(t *testing.T) {
-	doc, err := os.ReadFile("docs/push.md")
+	doc, err := os.ReadFile(filepath.Join(startDir, "docs/push.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
