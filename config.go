@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/duet-im/duet/broker"
+	"github.com/duet-im/duet/media"
 	"github.com/duet-im/duet/push"
 )
 
@@ -103,7 +105,10 @@ func defaultConfig() Config {
 // defaults. It returns the arguments left after the flags.
 //
 // The flags write into the returned Config when the caller parses them.
-func loadConfig(name string, args []string) (*Config, *flag.FlagSet, error) {
+// With only, the flag set offers just those settings (a subcommand's
+// --help then lists what it uses, not every server setting); the YAML file
+// and the environment still apply to all of them.
+func loadConfig(name string, args []string, only ...string) (*Config, *flag.FlagSet, error) {
 	cfg := new(Config)
 	*cfg = defaultConfig()
 	fsFlags := flag.NewFlagSet(name, flag.ContinueOnError)
@@ -122,6 +127,9 @@ func loadConfig(name string, args []string) (*Config, *flag.FlagSet, error) {
 		if err != nil {
 			return cfg, nil, fmt.Errorf("config: %w", err)
 		}
+		if err := checkYAMLKeys(raw, reflect.TypeOf(*cfg)); err != nil {
+			return cfg, nil, fmt.Errorf("config %s: %w", configFile, err)
+		}
 		if err := yaml.Unmarshal(raw, cfg); err != nil {
 			return cfg, nil, fmt.Errorf("config %s: %w", configFile, err)
 		}
@@ -134,6 +142,9 @@ func loadConfig(name string, args []string) (*Config, *flag.FlagSet, error) {
 		name := sf.Tag.Get("flag")
 		if name == "" {
 			continue // a YAML-only section (push:)
+		}
+		if len(only) > 0 && !slices.Contains(only, name) {
+			continue
 		}
 		env := "DUET_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 		fv := v.Field(i)
@@ -201,12 +212,75 @@ func (c Config) adminList() []string {
 	return out
 }
 
-func (c Config) logger() *slog.Logger {
+// Validate is every check of the settings that needs nothing started: a
+// server refuses to start on the first error, and says which setting.
+// (The push vendors' key files are read and checked by push.New.)
+func (c Config) Validate() error {
+	if _, err := c.logger(); err != nil {
+		return err
+	}
+	if c.CallbackFailure != "deliver" && c.CallbackFailure != "refuse" {
+		return fmt.Errorf("callback-failure must be deliver or refuse, not %q", c.CallbackFailure)
+	}
+	if c.TLS != "" && (c.TLSCert == "" || c.TLSKey == "") {
+		return errors.New("tls needs tls-cert and tls-key")
+	}
+	if c.MQTT == "" && c.WS == "" && c.TLS == "" {
+		return errors.New("no MQTT listener: set mqtt, ws or tls")
+	}
+	for _, n := range []struct {
+		name string
+		v    int
+	}{{"window", c.Window}, {"max-request", c.MaxRequest}, {"max-contacts", c.MaxContacts},
+		{"pending-per-ip", c.PendingPerIP}, {"max-pending", c.MaxPending}} {
+		if n.v <= 0 {
+			return fmt.Errorf("%s must be positive, not %d", n.name, n.v)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"max-lifetime", c.MaxLifeTime}, {"recall-window", c.RecallWindow},
+		{"connect-timeout", c.ConnectTimeout}, {"http-read-timeout", c.HTTPReadTimeout}} {
+		if d.v <= 0 {
+			return fmt.Errorf("%s must be positive, not %v", d.name, d.v)
+		}
+	}
+	if _, err := media.ParseLimits(c.MediaLimits); err != nil {
+		return fmt.Errorf("media-limits: %w", err)
+	}
+	if _, err := mediaURL(c); err != nil {
+		return err
+	}
+	return nil
+}
+
+// logger is the process's log; a log-level that is not one of slog's
+// names is an error rather than a silent info.
+func (c Config) logger() (*slog.Logger, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
-		lvl = slog.LevelInfo
+		return nil, fmt.Errorf("log-level %q: want debug, info, warn or error", c.LogLevel)
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})), nil
+}
+
+// errNoSecret is a subcommand's answer when the data directory holds no
+// secret: only serve generates one, so that a mistyped --data never
+// produces UserSigs the server will refuse.
+var errNoSecret = errors.New("no secret")
+
+// existingSecret returns the configured secret or the data directory's,
+// and never creates one.
+func (c Config) existingSecret() (string, error) {
+	if c.Secret != "" {
+		return c.Secret, nil
+	}
+	path := filepath.Join(c.Data, "secret.key")
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("%w in %s — is --data the server's data directory? (or pass --secret)", errNoSecret, path)
+	}
+	return c.secretKey(nil)
 }
 
 // secretKey returns the configured secret, or the one kept in the data

@@ -38,7 +38,9 @@ func buildDuet(t *testing.T) string {
 			return
 		}
 		builtBin = filepath.Join(dir, "duet")
-		out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput()
+		// -buildvcs=auto: `duet version` reports the revision when the
+		// checkout is a git repository, whatever GOFLAGS says.
+		out, err := exec.Command("go", "build", "-buildvcs=auto", "-o", builtBin, ".").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}

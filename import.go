@@ -72,7 +72,7 @@ type importStats struct {
 }
 
 func importCmd(args []string) error {
-	cfg, fl, err := loadConfig("duet import", args)
+	cfg, fl, err := loadConfig("duet import", args, "data", "secret", "sdkappid", "http", "admins")
 	if err != nil {
 		return err
 	}
@@ -81,6 +81,7 @@ func importCmd(args []string) error {
 	sigFlag := fl.String("usersig", "", "UserSig of the admin (default: made with the configured secret)")
 	workers := fl.Int("workers", 4, "requests in flight")
 	quiet := fl.Bool("quiet", false, "no progress bar")
+	setUsage(fl, "import [--url URL] [--admin ID] FILE", "Imports C2C history, one openim/importmsg body per line, through a running server's REST API; resumable (docs/rest.md).")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
@@ -99,7 +100,7 @@ func importCmd(args []string) error {
 	}
 	sig := *sigFlag
 	if sig == "" {
-		key, err := cfg.secretKey(cfg.logger())
+		key, err := cfg.existingSecret()
 		if err != nil {
 			return err
 		}

@@ -6,7 +6,7 @@
 //	duet usersig --user U [--expire S] print a UserSig made with the configured key
 //	duet account import USER...        create accounts in the data directory
 //	duet import FILE                   import C2C history (JSON lines of importmsg bodies) via REST
-//	duet version                       print the version
+//	duet version                       print the version, VCS revision and Go version
 package main
 
 import (
@@ -15,13 +15,18 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
+	"runtime"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,41 +38,188 @@ import (
 	"github.com/duet-im/duet/usersig"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
+// setUsage makes fl's --help print "usage: duet SYNOPSIS", what, and the
+// command's own flags.
+func setUsage(fl *flag.FlagSet, synopsis, what string) {
+	fl.Usage = func() {
+		w := fl.Output()
+		fmt.Fprintf(w, "usage: duet %s\n\n%s\n\nflags:\n", synopsis, what)
+		fl.PrintDefaults()
+	}
+}
+
+// version is set at build time with -ldflags "-X main.version=…"; unset,
+// `duet version` reports the module version and VCS stamp from the build
+// info instead.
+var version = ""
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "duet:", err)
+		if errors.Is(err, flag.ErrHelp) {
+			return // the usage was asked for and printed
 		}
+		fmt.Fprintln(os.Stderr, "duet:", err)
 		os.Exit(1)
 	}
 }
 
+// subcommand is one `duet COMMAND`.
+type subcommand struct {
+	name, args, what string
+	run              func([]string) error
+}
+
+// subcommands in the order the top-level usage lists them.
+var subcommands = []subcommand{
+	{"serve", "[flags]", "run the server (the default when no command is given)", serveCmd},
+	{"usersig", "--user U [--expire SECONDS]", "print a UserSig made with the server's secret", usersigCmd},
+	{"account import", "USER...", "create accounts in the data directory (with the server stopped)", accountImportCmd},
+	{"import", "[--url URL] FILE", "import C2C history (JSON lines) through a running server's REST API", importCmd},
+	{"version", "", "print the version, the VCS revision and the Go version", versionCmd},
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "Duet: a self-hosted one-to-one instant messaging server.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "usage: duet [COMMAND] [flags]")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "commands:")
+	for _, c := range subcommands {
+		fmt.Fprintf(w, "  %-16s %s\n", c.name, c.what)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Run `duet COMMAND --help` for a command's flags.")
+}
+
+// run dispatches to a subcommand. Flags may come before the command name
+// (`duet --data X usersig --user bob`): they are that command's flags.
 func run(args []string) error {
-	cmd := "serve"
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
-		cmd, args = args[0], args[1:]
+	i := commandIndex(args)
+	if i == -2 {
+		return fmt.Errorf("unknown command in %q: run `duet --help` for the commands", args)
 	}
-	switch cmd {
-	case "serve":
-		return serveCmd(args)
-	case "usersig":
-		return usersigCmd(args)
-	case "account":
-		if len(args) == 0 || args[0] != "import" {
-			return errors.New("usage: duet account import USER...")
+	if i < 0 {
+		for _, a := range args {
+			switch a {
+			case "-h", "-help", "--help", "help":
+				usage(os.Stdout)
+				return flag.ErrHelp
+			case "-version", "--version":
+				return versionCmd(nil)
+			}
 		}
-		return accountImportCmd(args[1:])
-	case "import":
-		return importCmd(args)
-	case "version":
-		fmt.Println("duet", version)
-		return nil
-	default:
-		return fmt.Errorf("unknown command %q (serve, usersig, account import, import, version)", cmd)
+		return serveCmd(args)
 	}
+	name := args[i]
+	rest := append(slices.Clone(args[:i]), args[i+1:]...)
+	switch name {
+	case "help":
+		if len(rest) > 0 {
+			return run([]string{rest[0], "--help"})
+		}
+		usage(os.Stdout)
+		return flag.ErrHelp
+	case "account":
+		if i+1 >= len(args) || args[i+1] != "import" {
+			return errors.New("usage: duet account import USER... (run `duet --help` for all commands)")
+		}
+		return accountImportCmd(append(slices.Clone(args[:i]), args[i+2:]...))
+	}
+	for _, c := range subcommands {
+		if c.name == name {
+			return c.run(rest)
+		}
+	}
+	panic("unreachable: commandIndex returned " + name)
+}
+
+// commandIndex finds the subcommand name among args, skipping flags and
+// the values of flags that take one: -1 when there is none (serve), -2 when
+// the first argument that is neither a flag nor a flag's value is no
+// command.
+func commandIndex(args []string) int {
+	names := map[string]bool{"help": true, "account": true}
+	for _, c := range subcommands {
+		names[c.name] = true
+	}
+	takesValue := serverFlagValues()
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return -1
+		}
+		if strings.HasPrefix(a, "-") {
+			name := strings.TrimLeft(a, "-")
+			if !strings.Contains(name, "=") && takesValue[name] {
+				i++ // its value
+			}
+			continue
+		}
+		if names[a] {
+			return i
+		}
+		return -2 // a positional argument that is no command
+	}
+	return -1
+}
+
+// serverFlagValues tells which settings' flags take a value (all but the
+// booleans), so that `--data usersig` is read as a data directory.
+func serverFlagValues() map[string]bool {
+	out := map[string]bool{"config": true, "user": true, "expire": true, "url": true, "admin": true, "usersig": true, "workers": true}
+	t := reflect.TypeOf(Config{})
+	for i := 0; i < t.NumField(); i++ {
+		if name := t.Field(i).Tag.Get("flag"); name != "" {
+			out[name] = t.Field(i).Type.Kind() != reflect.Bool
+		}
+	}
+	return out
+}
+
+// versionCmd prints what the binary was built from.
+func versionCmd(args []string) error {
+	fl := flag.NewFlagSet("duet version", flag.ContinueOnError)
+	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	fmt.Println(versionLine())
+	return nil
+}
+
+// versionLine is "duet VERSION (revision REV, TIME[, modified]) GOVERSION".
+func versionLine() string {
+	v, rev, when, dirty := version, "", "", false
+	goVersion := runtime.Version()
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if v == "" {
+			v = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.time":
+				when = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+	}
+	if v == "" {
+		v = "(devel)"
+	}
+	line := "duet " + v
+	if rev != "" {
+		line += " (revision " + rev
+		if when != "" {
+			line += ", " + when
+		}
+		if dirty {
+			line += ", modified"
+		}
+		line += ")"
+	}
+	return line + " " + goVersion
 }
 
 // gcPercent is the server's default GOGC. Its live heap is small (caches,
@@ -83,10 +235,17 @@ func serveCmd(args []string) error {
 	if err != nil {
 		return err
 	}
+	setUsage(fl, "serve [flags]", "Runs the server. Every flag is also an environment variable and a key of the --config YAML file.")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
-	log := cfg.logger()
+	if fl.NArg() > 0 {
+		return fmt.Errorf("serve takes no arguments, got %q (run `duet --help` for the commands)", fl.Arg(0))
+	}
+	log, err := cfg.logger()
+	if err != nil {
+		return err
+	}
 	slog.SetDefault(log)
 	srv, err := start(*cfg, log)
 	if err != nil {
@@ -110,20 +269,26 @@ type server struct {
 	push   *push.Pusher
 	media  *mediaParts
 	log    *slog.Logger
+	lock   *dataLock // the data directory, held until Close
 }
 
 func start(cfg Config, log *slog.Logger) (*server, error) {
 	if abs, err := filepath.Abs(cfg.Data); err == nil {
 		cfg.Data = abs // the embedded S3 gateway changes the working directory
 	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	lock, err := lockData(cfg.Data)
+	if err != nil {
+		return nil, err
+	}
 	key, err := cfg.secretKey(log)
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("secret: %w", err)
 	}
-	if cfg.CallbackFailure != "deliver" && cfg.CallbackFailure != "refuse" {
-		return nil, fmt.Errorf("callback-failure must be deliver or refuse, not %q", cfg.CallbackFailure)
-	}
-	s := &server{log: log}
+	s := &server{log: log, lock: lock}
 	var devices *broker.Devices
 	var pusher *push.Pusher
 	st, err := store.Open(filepath.Join(cfg.Data, "store"), store.Options{
@@ -139,6 +304,7 @@ func start(cfg Config, log *slog.Logger) (*server, error) {
 		},
 	})
 	if err != nil {
+		lock.Close()
 		return nil, err
 	}
 	s.store = st
@@ -182,7 +348,7 @@ func start(cfg Config, log *slog.Logger) (*server, error) {
 	}
 	s.broker, err = broker.New(bcfg, s.svc, st)
 	if err != nil {
-		return fail(err)
+		return fail(busyPort(err, cfg))
 	}
 	devices = s.broker.Devices
 	s.svc.SetKicker(pusher.Kicker(devices))
@@ -199,14 +365,13 @@ func start(cfg Config, log *slog.Logger) (*server, error) {
 	if cfg.HTTP != "" {
 		ln, err := net.Listen("tcp", cfg.HTTP)
 		if err != nil {
-			return fail(fmt.Errorf("http: %w", err))
+			return fail(busyPort(fmt.Errorf("http: %w", err), cfg))
 		}
 		s.httpLn = ln
 		s.http = s.httpServer(cfg)
 		go s.http.Serve(ln)
 	}
-	log.Info("duet started", "version", version, "mqtt", s.broker.Addr("tcp"), "ws", s.broker.Addr("ws"),
-		"tls", s.broker.Addr("tls"), "http", cfg.HTTP, "data", cfg.Data, "sdkappid", cfg.SDKAppID)
+	s.logStarted(cfg)
 	return s, nil
 }
 
@@ -228,23 +393,94 @@ func (s *server) Close() error {
 		s.push.Close() // before the store: its queue is there
 	}
 	err = errors.Join(err, s.media.Close())
-	return errors.Join(err, s.store.Close())
+	err = errors.Join(err, s.store.Close())
+	return errors.Join(err, s.lock.Close())
+}
+
+// busyPort turns a listener's "address already in use" into what to do
+// about it: which listener, its address, and the flag that moves it.
+func busyPort(err error, cfg Config) error {
+	var op *net.OpError
+	if !errors.Is(err, syscall.EADDRINUSE) || !errors.As(err, &op) || op.Addr == nil {
+		return err
+	}
+	addr := op.Addr.String()
+	for _, l := range []struct{ what, flag, addr string }{
+		{"MQTT", "--mqtt", cfg.MQTT}, {"MQTT over TLS", "--tls", cfg.TLS},
+		{"MQTT over WebSocket", "--ws", cfg.WS}, {"HTTP", "--http", cfg.HTTP},
+	} {
+		if l.addr != "" && sameAddr(l.addr, addr) {
+			return fmt.Errorf("the %s listener's address %s is in use by another process: stop that process or change %s", l.what, l.addr, l.flag)
+		}
+	}
+	return fmt.Errorf("%w: stop the process that holds %s or change the listener's address", err, addr)
+}
+
+// sameAddr reports whether configured address a names bound address b
+// (a may leave the host empty or name it by name).
+func sameAddr(a, b string) bool {
+	ah, ap, err1 := net.SplitHostPort(a)
+	bh, bp, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || ap != bp {
+		return false
+	}
+	return ah == bh || ah == "" || ah == "localhost" || net.ParseIP(bh).IsUnspecified() || net.ParseIP(ah).Equal(net.ParseIP(bh))
+}
+
+// logStarted is the start-up line: what a user needs to reach the server
+// and to know how it is set up.
+func (s *server) logStarted(cfg Config) {
+	off := func(a string) string {
+		if a == "" {
+			return "off"
+		}
+		return a
+	}
+	secret := filepath.Join(cfg.Data, "secret.key")
+	if cfg.Secret != "" {
+		secret = "--secret"
+	}
+	var vendors []string
+	pv := reflect.ValueOf(cfg.Push)
+	for i := 0; i < pv.NumField(); i++ {
+		if f := pv.Field(i); f.Kind() == reflect.Pointer && !f.IsNil() {
+			name, _, _ := strings.Cut(pv.Type().Field(i).Tag.Get("yaml"), ",")
+			vendors = append(vendors, name)
+		}
+	}
+	pushes := "none"
+	if len(vendors) > 0 {
+		pushes = strings.Join(vendors, ",")
+	}
+	mediaStore := "embedded S3 in " + filepath.Join(cfg.Data, "s3")
+	if cfg.S3Endpoint != "" {
+		mediaStore = "S3 " + cfg.S3Endpoint
+	}
+	httpAddr := ""
+	if s.httpLn != nil {
+		httpAddr = s.httpLn.Addr().String()
+	}
+	s.log.Info("duet started", "version", versionLine(),
+		"mqtt", off(s.broker.Addr("tcp")), "ws", off(s.broker.Addr("ws")), "tls", off(s.broker.Addr("tls")),
+		"http", off(httpAddr), "data", cfg.Data, "secret", secret, "sdkappid", cfg.SDKAppID,
+		"auto-accounts", cfg.AutoAccounts, "friends-only", cfg.FriendsOnly, "push", pushes, "media", mediaStore)
 }
 
 func usersigCmd(args []string) error {
-	cfg, fl, err := loadConfig("duet usersig", args)
+	cfg, fl, err := loadConfig("duet usersig", args, "data", "secret", "sdkappid")
 	if err != nil {
 		return err
 	}
 	user := fl.String("user", "", "UserID to sign for (required)")
 	expire := fl.Int64("expire", 180*86400, "validity in seconds")
+	setUsage(fl, "usersig --user U [--expire SECONDS]", "Prints a UserSig (the MQTT password) for U, made with the server's secret: --secret, or the secret.key the server generated in --data.")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
 	if *user == "" {
 		return errors.New("usersig: --user is required")
 	}
-	key, err := cfg.secretKey(cfg.logger())
+	key, err := cfg.existingSecret()
 	if err != nil {
 		return err
 	}
@@ -257,10 +493,11 @@ func usersigCmd(args []string) error {
 }
 
 func accountImportCmd(args []string) error {
-	cfg, fl, err := loadConfig("duet account import", args)
+	cfg, fl, err := loadConfig("duet account import", args, "data")
 	if err != nil {
 		return err
 	}
+	setUsage(fl, "account import USER...", "Creates accounts in the data directory; the server must be stopped (a running server takes them through REST im_open_login_svc/account_import).")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
@@ -272,9 +509,14 @@ func accountImportCmd(args []string) error {
 			return fmt.Errorf("invalid UserID %q: 1–32 bytes of A-Z a-z 0-9 _ - @ .", u)
 		}
 	}
-	st, err := store.Open(filepath.Join(cfg.Data, "store"), store.Options{Logger: cfg.logger()})
+	lock, err := lockData(cfg.Data)
 	if err != nil {
-		return fmt.Errorf("%w (is the server running on this data directory? stop it, or use the REST API)", err)
+		return fmt.Errorf("%w (stop it, or use the REST API)", err)
+	}
+	defer lock.Close()
+	st, err := store.Open(filepath.Join(cfg.Data, "store"), store.Options{Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	if err != nil {
+		return err
 	}
 	defer st.Close()
 	for _, u := range fl.Args() {
