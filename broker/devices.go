@@ -97,6 +97,7 @@ type Device struct {
 
 	mu         sync.Mutex
 	subscribed bool   // to the timeline
+	started    bool   // next was set from the cursor: the timeline has a position on this connection
 	liveSub    bool   // to im/{me}/live
 	next       uint64 // next Seq to send
 	acked      uint64 // cursor
@@ -367,26 +368,22 @@ func (dev *Device) poke() {
 	}
 }
 
-// subscribe starts (or restarts) timeline delivery: replay from the cursor,
-// then sync_complete.
+// subscribe starts timeline delivery: replay from the cursor, then
+// sync_complete. A connection gets each event once (issue 12 §2): the
+// cursor is read only when its first subscription starts. A subscription
+// taken again after an UNSUBSCRIBE goes on from the last Seq sent (not
+// from the acknowledged cursor, which would send again what is in flight)
+// and ends with a sync_complete of its own. A SUBSCRIBE while subscribed
+// does not come here (broker.go, applySubscriptions).
 func (dev *Device) subscribe() error {
-	cursor, seen, err := uint64(0), false, error(nil)
-	if !dev.ephemeral {
-		cursor, seen, err = dev.d.store.Cursor(dev.User, dev.ID)
-		if err != nil {
+	dev.mu.Lock()
+	started := dev.started
+	dev.mu.Unlock()
+	cursor := uint64(0)
+	if !started {
+		var err error
+		if cursor, err = dev.startCursor(); err != nil {
 			return err
-		}
-	}
-	if !seen {
-		// PROTOCOL §5: a device seen for the first time starts at the oldest
-		// event no device of the user has received yet.
-		if cursor, err = dev.d.store.HighWater(dev.User); err != nil {
-			return err
-		}
-		if !dev.ephemeral {
-			if err := dev.d.store.SetCursor(dev.User, dev.ID, cursor); err != nil {
-				return err
-			}
 		}
 	}
 	last, err := dev.d.store.LastSeq(dev.User)
@@ -394,15 +391,44 @@ func (dev *Device) subscribe() error {
 		return err
 	}
 	dev.mu.Lock()
-	if cursor > dev.acked {
-		dev.acked, dev.flushed = cursor, cursor
+	if !dev.started {
+		if cursor > dev.acked {
+			dev.acked, dev.flushed = cursor, cursor
+		}
+		dev.next = dev.acked + 1
+		dev.started = true
 	}
 	dev.subscribed = true
-	dev.next = dev.acked + 1
 	dev.syncTarget, dev.syncOwed = last, true
 	dev.mu.Unlock()
 	dev.poke()
 	return nil
+}
+
+// startCursor is where the device's timeline starts: its stored cursor, or
+// for a device seen for the first time the user's high water.
+func (dev *Device) startCursor() (uint64, error) {
+	cursor, seen, err := uint64(0), false, error(nil)
+	if !dev.ephemeral {
+		cursor, seen, err = dev.d.store.Cursor(dev.User, dev.ID)
+		if err != nil {
+			return 0, err
+		}
+	}
+	if seen {
+		return cursor, nil
+	}
+	// PROTOCOL §5: a device seen for the first time starts at the oldest
+	// event no device of the user has received yet.
+	if cursor, err = dev.d.store.HighWater(dev.User); err != nil {
+		return 0, err
+	}
+	if !dev.ephemeral {
+		if err := dev.d.store.SetCursor(dev.User, dev.ID, cursor); err != nil {
+			return 0, err
+		}
+	}
+	return cursor, nil
 }
 
 // Resync replays device's timeline after fromSeq (openim/sync), then calls
