@@ -82,6 +82,11 @@ func New(cfg Config, svc *command.Service, st *store.Store) (*Broker, error) {
 	caps.SharedSubAvailable = 0
 	caps.MaximumMessageExpiryInterval = 0
 	caps.Compatibilities.ObscureNotAuthorized = false
+	// mochi sizes each connection's outbound queue by this (8,192 × 8 B by
+	// default, 64 KB per idle connection). Only mochi's own fan-out uses
+	// it, and Duet writes every packet itself (hooks.Write): delivery,
+	// replies and live events never pass through it.
+	caps.MaximumClientWritesPending = 8
 
 	server := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
