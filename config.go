@@ -45,6 +45,7 @@ type Config struct {
 	RecallWindow time.Duration `yaml:"recall-window" flag:"recall-window" usage:"how long users may recall their own messages"`
 	MaxContacts  int           `yaml:"max-contacts" flag:"max-contacts" usage:"conversations kept in each user's list"`
 	LogLevel     string        `yaml:"log-level" flag:"log-level" usage:"debug, info, warn or error"`
+	MemoryLimit  string        `yaml:"memory-limit" flag:"memory-limit" usage:"soft limit of the Go heap: a share of the machine's memory (cgroup limit, else total) such as 75%, a size such as 3GiB, or 0 for none; GOMEMLIMIT overrides it"`
 
 	// The edge before login (broker/listen.go) and the HTTP server's bounds.
 	ConnectTimeout  time.Duration `yaml:"connect-timeout" flag:"connect-timeout" usage:"time from accept to a complete MQTT CONNECT (and WebSocket upgrade), and to an HTTP request's headers"`
@@ -90,6 +91,7 @@ func defaultConfig() Config {
 		RecallWindow: 2 * time.Minute,
 		MaxContacts:  100,
 		LogLevel:     "info",
+		MemoryLimit:  defaultMemoryLimit,
 
 		ConnectTimeout:  broker.DefaultConnectTimeout,
 		PendingPerIP:    broker.DefaultPendingPerIP,

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -225,6 +226,8 @@ func versionLine() string {
 // gcPercent is the server's default GOGC. Its live heap is small (caches,
 // in-flight packets) and it allocates fast, so collecting at 4× the live heap
 // instead of 2× buys throughput for little memory. GOGC still overrides it.
+// With many devices connected the live heap is not small: --memory-limit
+// (memlimit.go) bounds what this lets the heap grow to.
 const gcPercent = 400
 
 func serveCmd(args []string) error {
@@ -247,6 +250,13 @@ func serveCmd(args []string) error {
 		return err
 	}
 	slog.SetDefault(log)
+	limit, err := applyMemoryLimit(cfg.MemoryLimit)
+	if err != nil {
+		return err
+	}
+	if limit != math.MaxInt64 {
+		log.Info("heap memory limit", "bytes", limit)
+	}
 	srv, err := start(*cfg, log)
 	if err != nil {
 		return err

@@ -106,6 +106,11 @@ func New(cfg Config, svc *command.Service, st *store.Store) (*Broker, error) {
 	// Topic aliases are resolved before the ACL (hooks.Protocol); a few
 	// cover the request topics a device uses.
 	caps.TopicAliasMaximum = 16
+	// mochi sizes each connection's outbound queue by this (8,192 × 8 B by
+	// default, 64 KB per idle connection). Only mochi's own fan-out uses
+	// it, and Duet writes every packet itself (hooks.Write): delivery,
+	// replies and live events never pass through it.
+	caps.MaximumClientWritesPending = 8
 
 	server := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
@@ -285,21 +290,13 @@ func (h *sessionHook) deviceOf(cl *mqtt.Client) *Device {
 }
 
 func (h *sessionHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
-	user, _ := hooks.Device(cl)
-	dev := h.deviceOf(cl)
-	if dev == nil {
-		return
+	// A SUBSCRIBE covering a timeline this connection already takes (a
+	// restored session subscribing again, overlapping filters) changes
+	// nothing: a running replay goes on, and no event is sent twice
+	// (devices.go, subscribe). openim/sync asks for a replay.
+	if dev := h.deviceOf(cl); dev != nil {
+		h.applySubscriptions(dev, cl)
 	}
-	// A SUBSCRIBE naming the timeline (again) replays from the cursor and
-	// ends with a fresh sync_complete (PROTOCOL §5).
-	for i, f := range pk.Filters {
-		if i < len(codes) && codes[i] < 0x80 && hooks.Covers(f.Filter, "im/"+user+"/in") {
-			dev.mu.Lock()
-			dev.subscribed = false
-			dev.mu.Unlock()
-		}
-	}
-	h.applySubscriptions(dev, cl)
 }
 
 func (h *sessionHook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {

@@ -17,7 +17,9 @@ import (
 
 // Delivery: the store is the queue.
 //
-// Every connected device has a pump goroutine. A device that subscribes to
+// Every connected device has a pump, a goroutine that runs only while the
+// device has something to be sent (an idle device costs no goroutine,
+// issue 11 §4). A device that subscribes to
 // its timeline (im/{me}/in, or a wildcard covering it) gets, in Seq order,
 // every event after its cursor, read from the store, with at most Window
 // events unacknowledged; when it has caught up with the Seq the timeline had
@@ -90,13 +92,17 @@ type Device struct {
 	// ephemeral devices (server-assigned client ids) keep no cursor.
 	ephemeral bool
 
-	wake chan struct{}
-	live chan []byte
-	stop chan struct{}
-	once sync.Once
+	mu sync.Mutex
+	// The pump: running while a goroutine runs pump; woken when there may
+	// be timeline events to send (a commit, a PUBACK into a full window,
+	// a subscription); liveQ holds live events to send (maxLive at most).
+	running bool
+	woken   bool
+	liveQ   [][]byte
+	stopped bool
 
-	mu         sync.Mutex
 	subscribed bool   // to the timeline
+	started    bool   // next was set from the cursor: the timeline has a position on this connection
 	liveSub    bool   // to im/{me}/live
 	next       uint64 // next Seq to send
 	acked      uint64 // cursor
@@ -105,6 +111,7 @@ type Device struct {
 	syncOwed   bool
 	syncDone   func(lastSeq uint64) // openim/sync's reply, sent just before sync_complete
 	pending    map[uint16]uint64    // packet id → Seq (0 for sync_complete)
+	pendingMax int                  // most entries pending has had since it was made
 	lastPID    uint16
 	window     int
 	// own lists, ascending, the Seqs of this device's own sends not yet
@@ -127,7 +134,6 @@ func (ds *Devices) attach(cl *mqtt.Client, user string, ephemeral bool) *Device 
 	}
 	dev := &Device{
 		d: ds, cl: cl, User: user, ID: cl.ID, ephemeral: ephemeral,
-		wake: make(chan struct{}, 1), live: make(chan []byte, 256), stop: make(chan struct{}),
 		pending: make(map[uint16]uint64), window: window,
 	}
 	ds.mu.Lock()
@@ -143,8 +149,6 @@ func (ds *Devices) attach(cl *mqtt.Client, user string, ephemeral bool) *Device 
 		old.close()
 	}
 	ds.Metrics.Connected.Add(1)
-	ds.pumps.Add(1)
-	go dev.pump()
 	return dev
 }
 
@@ -171,12 +175,18 @@ func (ds *Devices) detach(dev *Device) {
 	dev.close()
 }
 
+// close stops the device: its pump ends at its next step and none starts
+// again.
 func (dev *Device) close() {
-	dev.once.Do(func() {
-		close(dev.stop)
-		dev.flush()
-		dev.d.Metrics.Connected.Add(-1)
-	})
+	dev.mu.Lock()
+	stopped := dev.stopped
+	dev.stopped, dev.liveQ = true, nil
+	dev.mu.Unlock()
+	if stopped {
+		return
+	}
+	dev.flush()
+	dev.d.Metrics.Connected.Add(-1)
 }
 
 // recentSize is how many recent events are kept per online user.
@@ -310,6 +320,9 @@ func (ds *Devices) Connected(user, clientID string) bool {
 	return ds.users[user][clientID] != nil
 }
 
+// maxLive bounds a device's queue of live events.
+const maxLive = 256
+
 // Live queues an ephemeral event for user's devices that listen on
 // im/{user}/live. It never blocks: a device whose live queue is full misses
 // the event, which is what ephemeral means.
@@ -318,15 +331,20 @@ func (ds *Devices) Live(user string, payload []byte) {
 	defer ds.mu.RUnlock()
 	for _, dev := range ds.users[user] {
 		dev.mu.Lock()
-		listening := dev.liveSub
-		dev.mu.Unlock()
-		if !listening {
+		if !dev.liveSub || dev.stopped {
+			dev.mu.Unlock()
 			continue
 		}
-		select {
-		case dev.live <- payload:
-		default:
+		if len(dev.liveQ) >= maxLive {
+			dev.mu.Unlock()
 			ds.Metrics.LiveDropped.Add(1)
+			continue
+		}
+		dev.liveQ = append(dev.liveQ, payload)
+		start := dev.startPump()
+		dev.mu.Unlock()
+		if start {
+			go dev.pump()
 		}
 	}
 }
@@ -360,33 +378,46 @@ func (ds *Devices) flushAll() {
 	}
 }
 
+// poke tells the pump there may be timeline events to send, starting it
+// if it is not running.
 func (dev *Device) poke() {
-	select {
-	case dev.wake <- struct{}{}:
-	default:
+	dev.mu.Lock()
+	dev.woken = true
+	start := dev.startPump()
+	dev.mu.Unlock()
+	if start {
+		go dev.pump()
 	}
 }
 
-// subscribe starts (or restarts) timeline delivery: replay from the cursor,
-// then sync_complete.
-func (dev *Device) subscribe() error {
-	cursor, seen, err := uint64(0), false, error(nil)
-	if !dev.ephemeral {
-		cursor, seen, err = dev.d.store.Cursor(dev.User, dev.ID)
-		if err != nil {
-			return err
-		}
+// startPump reports whether the caller must start the pump goroutine: none
+// runs and the device is not stopped. Called with dev.mu held; closeAll
+// stops every device before it waits for the pumps, so none starts after.
+func (dev *Device) startPump() bool {
+	if dev.running || dev.stopped {
+		return false
 	}
-	if !seen {
-		// PROTOCOL §5: a device seen for the first time starts at the oldest
-		// event no device of the user has received yet.
-		if cursor, err = dev.d.store.HighWater(dev.User); err != nil {
+	dev.running = true
+	dev.d.pumps.Add(1)
+	return true
+}
+
+// subscribe starts timeline delivery: replay from the cursor, then
+// sync_complete. A connection gets each event once (issue 12 §2): the
+// cursor is read only when its first subscription starts. A subscription
+// taken again after an UNSUBSCRIBE goes on from the last Seq sent (not
+// from the acknowledged cursor, which would send again what is in flight)
+// and ends with a sync_complete of its own. A SUBSCRIBE while subscribed
+// does not come here (broker.go, applySubscriptions).
+func (dev *Device) subscribe() error {
+	dev.mu.Lock()
+	started := dev.started
+	dev.mu.Unlock()
+	cursor := uint64(0)
+	if !started {
+		var err error
+		if cursor, err = dev.startCursor(); err != nil {
 			return err
-		}
-		if !dev.ephemeral {
-			if err := dev.d.store.SetCursor(dev.User, dev.ID, cursor); err != nil {
-				return err
-			}
 		}
 	}
 	last, err := dev.d.store.LastSeq(dev.User)
@@ -394,15 +425,44 @@ func (dev *Device) subscribe() error {
 		return err
 	}
 	dev.mu.Lock()
-	if cursor > dev.acked {
-		dev.acked, dev.flushed = cursor, cursor
+	if !dev.started {
+		if cursor > dev.acked {
+			dev.acked, dev.flushed = cursor, cursor
+		}
+		dev.next = dev.acked + 1
+		dev.started = true
 	}
 	dev.subscribed = true
-	dev.next = dev.acked + 1
 	dev.syncTarget, dev.syncOwed = last, true
 	dev.mu.Unlock()
 	dev.poke()
 	return nil
+}
+
+// startCursor is where the device's timeline starts: its stored cursor, or
+// for a device seen for the first time the user's high water.
+func (dev *Device) startCursor() (uint64, error) {
+	cursor, seen, err := uint64(0), false, error(nil)
+	if !dev.ephemeral {
+		cursor, seen, err = dev.d.store.Cursor(dev.User, dev.ID)
+		if err != nil {
+			return 0, err
+		}
+	}
+	if seen {
+		return cursor, nil
+	}
+	// PROTOCOL §5: a device seen for the first time starts at the oldest
+	// event no device of the user has received yet.
+	if cursor, err = dev.d.store.HighWater(dev.User); err != nil {
+		return 0, err
+	}
+	if !dev.ephemeral {
+		if err := dev.d.store.SetCursor(dev.User, dev.ID, cursor); err != nil {
+			return 0, err
+		}
+	}
+	return cursor, nil
 }
 
 // Resync replays device's timeline after fromSeq (openim/sync), then calls
@@ -489,6 +549,11 @@ func (dev *Device) puback(pid uint16) bool {
 	// acknowledgement cost a goroutine switch per message for nothing.
 	wake := len(dev.pending) >= dev.window
 	delete(dev.pending, pid)
+	if len(dev.pending) == 0 && dev.pendingMax > 8 {
+		// A map keeps the room it grew to: after a replay, let the
+		// window's worth of entries go while the device idles.
+		dev.pending, dev.pendingMax = make(map[uint16]uint64), 0
+	}
 	if seq > dev.acked {
 		dev.acked = seq
 	}
@@ -545,35 +610,55 @@ func (dev *Device) nextPID() uint16 {
 	}
 }
 
+// pump sends what the device is owed, then ends: it runs only while there
+// is work, and poke or Live start it again.
 func (dev *Device) pump() {
 	defer dev.d.pumps.Done()
 	inTopic := "im/" + dev.User + "/in"
-	liveTopic := "im/" + dev.User + "/live"
 	for {
-		select {
-		case <-dev.stop:
+		dev.mu.Lock()
+		live, woken := dev.liveQ, dev.woken
+		dev.liveQ, dev.woken = nil, false
+		if dev.stopped || (len(live) == 0 && !woken) {
+			dev.running = false
+			dev.mu.Unlock()
 			return
-		case p := <-dev.live:
-			if dev.write(liveTopic, 0, 0, p) == nil {
-				dev.d.Metrics.LiveSent.Add(1)
-			}
-		case <-dev.wake:
+		}
+		dev.mu.Unlock()
+		if len(live) > 0 {
+			dev.writeLive(live)
+		}
+		if woken {
 			for dev.deliver(inTopic) {
-				select {
-				case <-dev.stop:
-					return
-				default:
-				}
 			}
 		}
 	}
+}
+
+// writeLive sends queued live events, in one write.
+func (dev *Device) writeLive(live [][]byte) {
+	topic := "im/" + dev.User + "/live"
+	pks := make([]packets.Packet, len(live))
+	for i, p := range live {
+		pks[i] = dev.packet(topic, 0, 0, p)
+	}
+	sent := len(pks)
+	err := dev.writePackets(pks...)
+	var tl *hooks.TooLarge
+	switch {
+	case errors.As(err, &tl):
+		sent -= len(tl.Skipped) // QoS 0: those are simply not sent
+	case err != nil:
+		sent = 0
+	}
+	dev.d.Metrics.LiveSent.Add(int64(sent))
 }
 
 // deliver sends what the window allows and reports whether there may be more.
 func (dev *Device) deliver(topic string) bool {
 	dev.mu.Lock()
 	room := dev.window - len(dev.pending)
-	if !dev.subscribed || room <= 0 {
+	if dev.stopped || !dev.subscribed || room <= 0 {
 		dev.mu.Unlock()
 		return false
 	}
@@ -614,6 +699,7 @@ func (dev *Device) deliver(topic string) bool {
 			dev.next = ev.Seq + 1
 			next = dev.next
 			inFlight := len(dev.pending)
+			dev.pendingMax = max(dev.pendingMax, inFlight)
 			dev.mu.Unlock()
 			dev.d.Metrics.observePending(inFlight)
 			out = append(out, dev.packet(topic, 1, pid, ev.Data))

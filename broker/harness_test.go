@@ -216,6 +216,8 @@ type device struct {
 	arrivals atomic.Int64
 	// ownSeq is the highest Seq of this device's own sends (from replies).
 	ownSeq atomic.Int64
+	// sessionPresent is the CONNACK's Session Present flag.
+	sessionPresent bool
 
 	mu      sync.Mutex
 	replies map[string]chan event
@@ -229,6 +231,11 @@ type connectOpts struct {
 	noSub    bool
 	topics   []string // default im/{me}/#
 	recvMax  uint16
+	// session keeps the MQTT session across connections: clean session off
+	// (v3), clean start off with a session expiry (v5). The SUBSCRIBE is
+	// still sent after every CONNACK, as clients taught to subscribe in
+	// their on-connect callback do.
+	session bool
 }
 
 func (s *testServer) connect(user string, o connectOpts) *device {
@@ -293,9 +300,16 @@ func (s *testServer) dial(user string, o connectOpts) (*device, error) {
 				return true, nil
 			}},
 		})
-		cp := &paho.Connect{ClientID: o.clientID, Username: user, UsernameFlag: true, Password: []byte(o.password), PasswordFlag: true, KeepAlive: 30, CleanStart: true}
+		cp := &paho.Connect{ClientID: o.clientID, Username: user, UsernameFlag: true, Password: []byte(o.password), PasswordFlag: true, KeepAlive: 30, CleanStart: !o.session}
+		if o.recvMax > 0 || o.session {
+			cp.Properties = &paho.ConnectProperties{}
+		}
 		if o.recvMax > 0 {
-			cp.Properties = &paho.ConnectProperties{ReceiveMaximum: &o.recvMax}
+			cp.Properties.ReceiveMaximum = &o.recvMax
+		}
+		if o.session {
+			expiry := uint32(3600)
+			cp.Properties.SessionExpiryInterval = &expiry
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -306,7 +320,7 @@ func (s *testServer) dial(user string, o connectOpts) (*device, error) {
 			}
 			return nil, err
 		}
-		d.c5 = c
+		d.c5, d.sessionPresent = c, ack.SessionPresent
 		if !o.noSub {
 			var subs []paho.SubscribeOptions
 			for _, tp := range o.topics {
@@ -322,7 +336,7 @@ func (s *testServer) dial(user string, o connectOpts) (*device, error) {
 			broker = "ws://" + s.ws + "/mqtt"
 		}
 		opts := pahov3.NewClientOptions().AddBroker(broker).SetClientID(o.clientID).
-			SetUsername(user).SetPassword(o.password).SetCleanSession(true).SetAutoReconnect(false).
+			SetUsername(user).SetPassword(o.password).SetCleanSession(!o.session).SetAutoReconnect(false).
 			SetConnectRetry(false).SetOrderMatters(true).SetProtocolVersion(4)
 		opts.SetDefaultPublishHandler(func(_ pahov3.Client, m pahov3.Message) { route(m.Topic(), m.Payload()) })
 		c := pahov3.NewClient(opts)
@@ -333,7 +347,7 @@ func (s *testServer) dial(user string, o connectOpts) (*device, error) {
 		if err := tok.Error(); err != nil {
 			return nil, err
 		}
-		d.v3 = c
+		d.v3, d.sessionPresent = c, tok.(*pahov3.ConnectToken).SessionPresent()
 		if !o.noSub {
 			filters := map[string]byte{}
 			for _, tp := range o.topics {

@@ -16,7 +16,7 @@ import (
 // meanwhile never leaves an unacknowledged event behind the cursor.
 func TestSkipOwnCursor(t *testing.T) {
 	newDev := func() *Device {
-		return &Device{d: &Devices{}, ephemeral: true, wake: make(chan struct{}, 1), pending: map[uint16]uint64{}, window: 8}
+		return &Device{d: &Devices{}, ephemeral: true, pending: map[uint16]uint64{}, window: 8}
 	}
 	cases := []struct {
 		name      string

@@ -19,6 +19,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -135,6 +136,32 @@ func decode(s string) ([]byte, error) {
 // password field cannot cost memory.
 const maxInflated = 4096
 
+// inflaters keeps zlib readers for reuse: a new one allocates about 40 KB
+// (its 32 KB window), and every login parses a sig. As garbage, that was
+// the largest part of what a login left behind (issue 11 §4).
+var inflaters sync.Pool
+
+// inflate decompresses z, reading at most maxInflated+1 bytes.
+func inflate(z []byte) ([]byte, error) {
+	src := bytes.NewReader(z)
+	var r io.ReadCloser
+	if v, ok := inflaters.Get().(io.ReadCloser); ok {
+		r = v
+		if err := r.(zlib.Resetter).Reset(src, nil); err != nil {
+			inflaters.Put(r) // a failed Reset leaves it ready for the next
+			return nil, err
+		}
+	} else {
+		var err error
+		if r, err = zlib.NewReader(src); err != nil {
+			return nil, err
+		}
+	}
+	raw, err := io.ReadAll(io.LimitReader(r, maxInflated+1))
+	inflaters.Put(r)
+	return raw, err
+}
+
 // Parse decodes a UserSig without checking its signature or times.
 func Parse(userSig string) (*Sig, error) {
 	if userSig == "" {
@@ -147,11 +174,7 @@ func Parse(userSig string) (*Sig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: base64: %v", ErrMalformed, err)
 	}
-	r, err := zlib.NewReader(bytes.NewReader(z))
-	if err != nil {
-		return nil, fmt.Errorf("%w: zlib: %v", ErrMalformed, err)
-	}
-	raw, err := io.ReadAll(io.LimitReader(r, maxInflated+1))
+	raw, err := inflate(z)
 	if err != nil {
 		return nil, fmt.Errorf("%w: zlib: %v", ErrMalformed, err)
 	}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+)
+
+// The server runs with GOGC=400 (main.go): its live heap is small and it
+// allocates fast, so collecting less often buys throughput. But GOGC alone
+// lets the heap grow to five times what is live, and with many connected
+// devices what is live is large. A soft memory limit bounds it: the
+// collector runs as often as it must to stay under it (issue 11 §4).
+
+// defaultMemoryLimit is the --memory-limit default: a share of the
+// machine's memory, leaving room for what Go does not count (Pebble's
+// cache and memtables outside the heap, the page cache, other processes).
+const defaultMemoryLimit = "75%"
+
+// memoryLimit resolves a --memory-limit value to bytes: "0" or "off" for
+// none (returned as math.MaxInt64, the runtime's "no limit"), a percentage
+// of the machine's memory, or a size (bytes, or with KB, MB, GB, KiB, MiB,
+// GiB; KB and KiB alike are 1024). machine is the machine's memory in bytes
+// (0 if unknown).
+func memoryLimit(s string, machine int64) (int64, error) {
+	s = strings.TrimSpace(s)
+	switch strings.ToLower(s) {
+	case "0", "off", "none":
+		return math.MaxInt64, nil
+	}
+	if pct, ok := strings.CutSuffix(s, "%"); ok {
+		p, err := strconv.ParseFloat(pct, 64)
+		if err != nil || p <= 0 || p > 100 {
+			return 0, fmt.Errorf("memory limit %q: a percentage must be in (0, 100]", s)
+		}
+		if machine <= 0 {
+			return math.MaxInt64, nil // nothing to take a share of
+		}
+		return int64(float64(machine) * p / 100), nil
+	}
+	num := strings.TrimRightFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+	unit := strings.ToUpper(strings.TrimSpace(s[len(num):]))
+	mult, ok := map[string]int64{"": 1, "B": 1, "KB": 1 << 10, "KIB": 1 << 10, "MB": 1 << 20, "MIB": 1 << 20, "GB": 1 << 30, "GIB": 1 << 30, "TB": 1 << 40, "TIB": 1 << 40}[unit]
+	n, err := strconv.ParseInt(num, 10, 64)
+	if !ok || err != nil || n <= 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("memory limit %q: want a size such as 3GiB, a percentage such as 75%%, or 0 for none", s)
+	}
+	return n * mult, nil
+}
+
+// machineMemory is the memory this process may use: the cgroup's limit
+// (v2, else v1) when it has one, else the machine's total (/proc/meminfo);
+// 0 when neither can be read. root is "/" except in tests.
+func machineMemory(root string) int64 {
+	total := meminfoTotal(filepath.Join(root, "proc/meminfo"))
+	for _, f := range []string{"sys/fs/cgroup/memory.max", "sys/fs/cgroup/memory/memory.limit_in_bytes"} {
+		raw, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			continue
+		}
+		// "max" (v2) or a huge number (v1) means no limit.
+		if n, err := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64); err == nil && n > 0 && (total == 0 || n < total) {
+			return n
+		}
+		break
+	}
+	return total
+}
+
+func meminfoTotal(path string) int64 {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
+			fields := strings.Fields(v) // "24684012 kB"
+			if len(fields) >= 1 {
+				if kb, err := strconv.ParseInt(fields[0], 10, 64); err == nil {
+					return kb << 10
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// applyMemoryLimit sets the runtime's soft memory limit from the setting,
+// unless GOMEMLIMIT is set (the runtime applied it already and it wins, as
+// GOGC does over the default GC percentage). It returns the limit in force.
+func applyMemoryLimit(setting string) (int64, error) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return debug.SetMemoryLimit(-1), nil
+	}
+	limit, err := memoryLimit(setting, machineMemory("/"))
+	if err != nil {
+		return 0, err
+	}
+	debug.SetMemoryLimit(limit)
+	return limit, nil
+}
