@@ -42,7 +42,10 @@ go build -o "$work/bench" ./clients/bench
 run() {
 	local name=$1 pid=$2 out
 	shift 2
-	out=$("$work/bench" -q -client "$CLIENT" -duration "$DURATION" -broker-pid "$pid" "$@")
+	# 32 dials at a time: Duet admits 64 connections per client IP that
+	# have not logged in yet (--pending-per-ip), and the whole load comes
+	# from 127.0.0.1.
+	out=$("$work/bench" -q -client "$CLIENT" -duration "$DURATION" -broker-pid "$pid" -conn-parallel 32 "$@")
 	echo "$out" >&2
 	printf '%s %s %s %s %s %s %s %s %s\n' "$name" "$(sed -n 's/^mode=.* pairs=\([0-9]*\) .*/\1/p' <<<"$out")" \
 		"$(sed -n 's/^throughput: \([0-9]*\) delivered.*/\1/p' <<<"$out")" \
