@@ -113,7 +113,19 @@ type Client struct {
 	procDone chan struct{}
 
 	inbox    *queue[item]
-	dispatch *queue[func()]
+	dispatch *queue[dispatchItem]
+	ls       atomic.Pointer[Listeners]
+
+	// The dispatcher (events.go): stopping and stopDispatch end it;
+	// dispatchG is its goroutine; handled lists pending events whose
+	// listener returned, not yet removed from the store.
+	stopping     atomic.Bool
+	stopDispatch chan struct{}
+	dispatchDone chan struct{}
+	dispatchG    atomic.Uint64
+	hmu          sync.Mutex
+	handled      []uint64
+	dbClosed     bool
 
 	mu     sync.Mutex
 	conn   transport
@@ -210,11 +222,23 @@ func open(o Options) (*Client, error) {
 	}
 	c := &Client{
 		opts: o, me: o.UserID, device: o.DeviceID, db: db, log: o.Logger.With("user", o.UserID, "device", o.DeviceID),
-		quit: make(chan struct{}), procDone: make(chan struct{}), inbox: newQueue[item](), dispatch: newQueue[func()](),
+		quit: make(chan struct{}), procDone: make(chan struct{}), inbox: newQueue[item](), dispatch: newQueue[dispatchItem](),
+		stopDispatch: make(chan struct{}), dispatchDone: make(chan struct{}),
 		userSig: o.UserSig, connCh: make(chan struct{}), pending: make(map[string]func([]byte)), sending: make(map[sendKey]time.Time),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.msgSeq.Store(uint32(msgSeq))
+	ls := o.Listeners
+	c.ls.Store(&ls)
+	// Events a previous run applied but whose listener never returned come
+	// first (at-least-once delivery, events.go).
+	_ = db.db.View(func(tx *bolt.Tx) error {
+		for _, ev := range listPending(tx) {
+			ev := ev
+			c.dispatch.push(dispatchItem{f: func() { c.deliver(&ev) }, seq: ev.Seq})
+		}
+		return nil
+	})
 	p := &proc{c: c, last: last, fresh: last == 0, buffer: make(map[uint64][]byte)}
 	c.wg.Add(1)
 	go p.loop()
@@ -228,8 +252,10 @@ func (c *Client) UserID() string { return c.me }
 // DeviceID is this device's id (client id {UserID}:{DeviceID}).
 func (c *Client) DeviceID() string { return c.device }
 
-// Logout disconnects and closes the local store. Callbacks already queued
-// still run; no new ones are queued.
+// Logout disconnects and closes the local store. It waits for a listener
+// that is running (unless called from that listener); no listener runs
+// after it returned. Events whose listener did not run (or did not return)
+// are delivered at the next Login (see Listeners).
 func (c *Client) Logout() error {
 	c.shutdown()
 	return c.closeErr
@@ -250,6 +276,10 @@ func (c *Client) shutdown() {
 			t.close()
 		}
 		c.wg.Wait()
+		c.stopListeners()
+		c.hmu.Lock()
+		c.dbClosed = true
+		c.hmu.Unlock()
 		c.closeErr = c.db.close()
 	})
 }
@@ -589,27 +619,12 @@ func (c *Client) inProc(ctx context.Context, f func(p *proc)) error {
 	}
 }
 
-func (c *Client) emit(f func()) { c.dispatch.push(f) }
+// listeners returns the listeners registered now.
+func (c *Client) listeners() *Listeners { return c.ls.Load() }
 
-// dispatchLoop runs the listeners, one at a time.
-func (c *Client) dispatchLoop() {
-	for {
-		fs := c.dispatch.take()
-		for _, f := range fs {
-			f()
-		}
-		if len(fs) > 0 {
-			continue
-		}
-		select {
-		case <-c.dispatch.signal:
-		case <-c.procDone:
-			if c.dispatch.len() == 0 {
-				return
-			}
-		}
-	}
-}
+// SetListeners replaces the listeners; calls queued from now on use the new
+// ones. Events applied while a listener was missing are not kept for it.
+func (c *Client) SetListeners(l Listeners) { c.ls.Store(&l) }
 
 func randU32() uint32 {
 	var b [4]byte

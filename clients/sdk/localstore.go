@@ -20,6 +20,8 @@ import (
 //	                every message the server has there (roaming filled it, or
 //	                the timeline kept it complete since)
 //	contacts        peer → Contact JSON
+//	pending         Seq (u64be) → an event applied here whose listener has
+//	                not returned yet (re-delivered at the next Login)
 //
 // Messages sort as the server's history does (time, then MsgSeq), so a
 // local range and a roaming page describe the same order.
@@ -29,6 +31,7 @@ var (
 	bKeys     = []byte("keys")
 	bRanges   = []byte("ranges")
 	bContacts = []byte("contacts")
+	bPending  = []byte("pending")
 	kSeq      = []byte("seq")
 	kDevice   = []byte("device")
 	kMsgSeq   = []byte("msgseq")
@@ -65,7 +68,7 @@ func openLocal(path string) (*localStore, error) {
 		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bMeta, bMsgs, bKeys, bRanges, bContacts} {
+		for _, b := range [][]byte{bMeta, bMsgs, bKeys, bRanges, bContacts, bPending} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -385,6 +388,47 @@ func deleteConversation(tx *bolt.Tx, peer string) error {
 			if err := tx.Bucket(root).DeleteBucket([]byte(peer)); err != nil {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// ---- events not yet handled by the app ----
+
+func seqKey(seq uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], seq)
+	return b[:]
+}
+
+func putPending(tx *bolt.Tx, seq uint64, ev *appEvent) error {
+	v, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bPending).Put(seqKey(seq), v)
+}
+
+// listPending returns the events whose listener has not returned, in Seq
+// order.
+func listPending(tx *bolt.Tx) []appEvent {
+	var out []appEvent
+	_ = tx.Bucket(bPending).ForEach(func(k, v []byte) error {
+		var ev appEvent
+		if json.Unmarshal(v, &ev) == nil {
+			ev.Seq = binary.BigEndian.Uint64(k)
+			out = append(out, ev)
+		}
+		return nil
+	})
+	return out
+}
+
+func deletePending(tx *bolt.Tx, seqs []uint64) error {
+	b := tx.Bucket(bPending)
+	for _, s := range seqs {
+		if err := b.Delete(seqKey(s)); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -76,7 +76,7 @@ type proc struct {
 	// per batch
 	tx    *bolt.Tx
 	acks  []func()
-	emits []func()
+	emits []dispatchItem
 	dirty bool // ranges must be cleared
 }
 
@@ -131,7 +131,7 @@ func (p *proc) batch(items []item) {
 		a()
 	}
 	for _, f := range p.emits {
-		c.emit(f)
+		c.dispatch.push(f)
 	}
 	p.acks, p.emits = nil, nil
 	for _, it := range items {
@@ -206,10 +206,10 @@ func (p *proc) handle(it item) {
 	}
 }
 
-func (p *proc) emit(f func()) { p.emits = append(p.emits, f) }
+func (p *proc) emit(f func()) { p.emits = append(p.emits, dispatchItem{f: f}) }
 
 func (p *proc) emitConn(up bool) {
-	if f := p.c.opts.OnConnectionChanged; f != nil {
+	if f := p.c.listeners().OnConnectionChanged; f != nil {
 		p.emit(func() { f(up) })
 	}
 }
@@ -451,12 +451,12 @@ func (p *proc) refreshed(list []Contact, err error) {
 	}
 	all := listContacts(p.tx)
 	p.emit(func() {
-		if f := c.opts.OnRecentContactsChanged; f != nil {
+		if f := c.listeners().OnRecentContactsChanged; f != nil {
 			f(all)
 		}
 	})
 	p.emit(func() {
-		if f := c.opts.OnRefresh; f != nil {
+		if f := c.listeners().OnRefresh; f != nil {
 			f()
 		}
 	})
@@ -499,12 +499,7 @@ func (p *proc) apply(h head, payload []byte) {
 			peer = w.To
 		}
 		p.recall(peer, w.MsgKey)
-		wd := Withdrawal{Peer: peer, From: w.From, To: w.To, MsgKey: w.MsgKey}
-		p.emit(func() {
-			if f := c.opts.OnWithdraw; f != nil {
-				f(wd)
-			}
-		})
+		p.emitEvent(&appEvent{Seq: h.Seq, Kind: "withdraw", Withdrawal: &Withdrawal{Peer: peer, From: w.From, To: w.To, MsgKey: w.MsgKey}})
 	case "modify":
 		var e struct {
 			From            string `json:"From_Account"`
@@ -527,11 +522,7 @@ func (p *proc) apply(h head, payload []byte) {
 			_ = updateMessage(p.tx, peer, m)
 		}
 		p.touchLast(peer, m)
-		p.emit(func() {
-			if f := c.opts.OnModify; f != nil {
-				f(m)
-			}
-		})
+		p.emitEvent(&appEvent{Seq: h.Seq, Kind: "modify", Msg: m})
 	case "read":
 		var r struct {
 			Report string `json:"Report_Account"`
@@ -548,12 +539,7 @@ func (p *proc) apply(h head, payload []byte) {
 			ct.PeerReadTime = r.Time
 			_ = putContact(p.tx, ct)
 		}
-		rr := ReadReceipt{Peer: r.Report, Time: time.Unix(r.Time, 0)}
-		p.emit(func() {
-			if f := c.opts.OnRead; f != nil {
-				f(rr)
-			}
-		})
+		p.emitEvent(&appEvent{Seq: h.Seq, Kind: "read", Read: &ReadReceipt{Peer: r.Report, Time: time.Unix(r.Time, 0)}})
 	case "kicked":
 		p.kicked(payload)
 	default:
@@ -580,22 +566,19 @@ func (p *proc) loggedOut(reason string) {
 	if c.loggedOut.Swap(true) {
 		return
 	}
+	// The client closes once OnKicked returned: shutdown stops the
+	// dispatcher, which must run OnKicked first.
 	p.emit(func() {
-		if f := c.opts.OnKicked; f != nil {
+		if f := c.listeners().OnKicked; f != nil {
 			f(reason)
 		}
+		go c.shutdown()
 	})
-	go c.shutdown()
 }
 
 func (p *proc) other(seq uint64, event string, payload []byte) {
-	c := p.c
 	ev := SystemEvent{Seq: seq, Event: event, Data: json.RawMessage(append([]byte(nil), payload...))}
-	p.emit(func() {
-		if f := c.opts.OnSystemEvent; f != nil {
-			f(ev)
-		}
-	})
+	p.emitEvent(&appEvent{Seq: seq, Kind: "system", System: &ev})
 }
 
 // message stores a message and updates its conversation. report says
@@ -641,11 +624,7 @@ func (p *proc) message(m *Message, report bool) {
 	}
 	if report && !own {
 		mm := *m
-		p.emit(func() {
-			if f := c.opts.OnNewMessage; f != nil {
-				f(&mm)
-			}
-		})
+		p.emitEvent(&appEvent{Seq: m.Seq, Kind: "msg", Msg: &mm})
 	}
 }
 
@@ -655,7 +634,7 @@ func (p *proc) contactChanged(ct *Contact) {
 	}
 	c, cc := p.c, *ct
 	p.emit(func() {
-		if f := c.opts.OnRecentContactsChanged; f != nil {
+		if f := c.listeners().OnRecentContactsChanged; f != nil {
 			f([]Contact{cc})
 		}
 	})
@@ -715,7 +694,7 @@ func (p *proc) live(payload []byte) {
 		}
 		_ = json.Unmarshal(payload, &t)
 		p.emit(func() {
-			if f := c.opts.OnTyping; f != nil {
+			if f := c.listeners().OnTyping; f != nil {
 				f(t.From)
 			}
 		})
@@ -726,7 +705,7 @@ func (p *proc) live(payload []byte) {
 		}
 		m.OnlineOnly = true
 		p.emit(func() {
-			if f := c.opts.OnNewMessage; f != nil {
+			if f := c.listeners().OnNewMessage; f != nil {
 				f(&m)
 			}
 		})

@@ -1,0 +1,85 @@
+package sdk
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// slowBot is an app whose OnNewMessage takes 50 ms, as a bot's handler
+// might; it counts what it handled and fails the test when a listener runs
+// after Logout returned.
+type slowBot struct {
+	t       *testing.T
+	mu      *sync.Mutex
+	handled map[string]int // text → times handled
+	closed  atomic.Bool    // Logout returned
+}
+
+// restarted is the same app in a new process: it shares what was handled.
+func (b *slowBot) restarted() *slowBot {
+	return &slowBot{t: b.t, mu: b.mu, handled: b.handled}
+}
+
+func (b *slowBot) listeners() Listeners {
+	return Listeners{OnNewMessage: func(m *Message) {
+		if b.closed.Load() {
+			// As if the process had exited: it is not handled.
+			b.t.Errorf("OnNewMessage(%q) ran after Logout returned", m.Text())
+			return
+		}
+		time.Sleep(50 * time.Millisecond) // the app's work, not synchronisation
+		b.mu.Lock()
+		b.handled[m.Text()]++
+		b.mu.Unlock()
+	}}
+}
+
+func (b *slowBot) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.handled)
+}
+
+// Issue 18 §1: what the SDK stored but the app had not handled at Logout
+// is delivered at the next Login; no listener runs after Logout returns.
+func TestUnhandledRedeliveredAtLogin(t *testing.T) {
+	s := startServer(t)
+	s.users("alice", "bot")
+	alice := s.login(t, "alice", "phone", "", MQTT5)
+	const n = 60
+	for i := range n {
+		if _, err := alice.SendText(ctxT(t), "bot", fmt.Sprintf("m%02d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	b := &slowBot{t: t, mu: new(sync.Mutex), handled: map[string]int{}}
+	bot := s.login(t, "bot", "d1", dir, MQTT5, func(o *Options) { o.Listeners = b.listeners() })
+	// Stop the bot once it handled a few: the rest is stored but queued.
+	checkFor(t, 10*time.Second, func() error {
+		if got := b.count(); got < 5 {
+			return fmt.Errorf("%d handled", got)
+		}
+		return nil
+	})
+	s.waitHighWater("bot", n) // every message is in the bot's store and acknowledged
+	if err := bot.Logout(); err != nil {
+		t.Fatal(err)
+	}
+	b.closed.Store(true)
+	first := b.count()
+	if first >= n {
+		t.Fatalf("all %d handled before Logout: the test proves nothing", first)
+	}
+	b2 := b.restarted()
+	s.login(t, "bot", "d1", dir, MQTT5, func(o *Options) { o.Listeners = b2.listeners() })
+	checkFor(t, 20*time.Second, func() error {
+		if got := b2.count(); got < n {
+			return fmt.Errorf("%d of %d messages handled (%d before Logout)", got, n, first)
+		}
+		return nil
+	})
+}
