@@ -400,7 +400,7 @@ func backoff(lo, hi time.Duration, attempt int) time.Duration {
 func (c *Client) route(gen uint64, d delivery) {
 	switch d.topic {
 	case "im/" + c.me + "/rsp":
-		c.reply(d.payload)
+		c.reply(d.payload, d.correlation)
 		d.ack()
 	case "im/" + c.me + "/in", "im/" + c.me + "/live":
 		c.inbox.push(item{kind: itDelivery, gen: gen, d: d})
@@ -409,16 +409,20 @@ func (c *Client) route(gen uint64, d delivery) {
 	}
 }
 
-func (c *Client) reply(payload []byte) {
-	var r struct {
-		ReqID json.RawMessage `json:"ReqId"`
-	}
-	if json.Unmarshal(payload, &r) != nil {
-		return
-	}
-	var id string
-	if json.Unmarshal(r.ReqID, &id) != nil {
-		id = string(r.ReqID)
+// reply hands a reply to its request: by Correlation Data on MQTT 5 (the
+// server copies it onto every reply, refusals included), else by ReqId.
+func (c *Client) reply(payload []byte, correlation string) {
+	id := correlation
+	if id == "" {
+		var r struct {
+			ReqID json.RawMessage `json:"ReqId"`
+		}
+		if json.Unmarshal(payload, &r) != nil {
+			return
+		}
+		if json.Unmarshal(r.ReqID, &id) != nil {
+			id = string(r.ReqID)
+		}
 	}
 	c.mu.Lock()
 	h := c.pending[id]
@@ -486,11 +490,27 @@ func (c *Client) call(ctx context.Context, cmd string, body any, out any, o call
 		stop := context.AfterFunc(c.ctx, cancel) // Logout ends the wait
 		perr := t.publish(actx, topic, raw, id)
 		var p []byte
-		if perr == nil {
+		var refused *pubackRefused
+		switch {
+		case perr == nil:
 			select {
 			case p = <-ch:
 			case <-t.done():
 			case <-actx.Done():
+			}
+		case errors.As(perr, &refused):
+			// The refusal is the answer: the reply with the Tencent code
+			// went out just before the PUBACK; take it if it comes soon.
+			select {
+			case p = <-ch:
+			case <-t.done():
+			case <-actx.Done():
+			case <-time.After(time.Second):
+			}
+			if p == nil {
+				stop()
+				cancel()
+				return &Error{Code: int(refused.reason), Info: refused.Error()}
 			}
 		}
 		stop()

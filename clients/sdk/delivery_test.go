@@ -1,7 +1,10 @@
 package sdk
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -82,4 +85,30 @@ func TestUnhandledRedeliveredAtLogin(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Issue 18 §2: a send the server refuses fails at once with the server's
+// code, even with a context that never ends.
+func TestRefusedSendFailsAtOnce(t *testing.T) {
+	for _, pr := range protocols {
+		t.Run(pr.name, func(t *testing.T) {
+			s := startServer(t)
+			s.users("alice", "bob")
+			alice := s.login(t, "alice", "phone", "", pr.p)
+			done := make(chan error, 1)
+			go func() {
+				_, err := alice.SendText(context.Background(), "bob", strings.Repeat("x", 70<<10))
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				var e *Error
+				if !errors.As(err, &e) || e.Code != 93000 {
+					t.Fatalf("SendText of 70 kB: %v, want *Error 93000", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("SendText of 70 kB still waiting after 5 s")
+			}
+		})
+	}
 }

@@ -30,8 +30,8 @@ type transport interface {
 	// subscribe subscribes to im/{me}/# at QoS 1, which starts the replay.
 	subscribe(ctx context.Context) error
 	// publish sends a QoS 1 request and returns once the server answered it
-	// with a PUBACK (whatever its reason code: the reply on rsp tells the
-	// outcome) or the connection failed.
+	// with a PUBACK or the connection failed. A refusing PUBACK (MQTT 5
+	// reason code 0x80 or above) is a *pubackRefused.
 	publish(ctx context.Context, topic string, payload []byte, correlation string) error
 	// done is closed when the connection is gone.
 	done() <-chan struct{}
@@ -45,6 +45,19 @@ type delivery struct {
 	topic   string
 	payload []byte
 	ack     func()
+	// correlation is the MQTT 5 Correlation Data: on a reply, the request's.
+	correlation string
+}
+
+// pubackRefused is an MQTT 5 PUBACK with an error reason code: the server
+// refused the request (PROTOCOL §3); its reply on rsp carries the code.
+type pubackRefused struct {
+	reason byte
+	info   string
+}
+
+func (e *pubackRefused) Error() string {
+	return fmt.Sprintf("duet: request refused (PUBACK 0x%02x) %s", e.reason, e.info)
 }
 
 type dialConfig struct {
@@ -131,7 +144,11 @@ func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
 					}
 				}
 			}
-			cfg.onMessage(delivery{topic: p.Topic, payload: p.Payload, ack: ack})
+			d := delivery{topic: p.Topic, payload: p.Payload, ack: ack}
+			if p.Properties != nil {
+				d.correlation = string(p.Properties.CorrelationData)
+			}
+			cfg.onMessage(d)
 			return true, nil
 		}},
 		OnClientError:      func(error) { t.loss.fire() },
@@ -192,8 +209,11 @@ func (t *v5) publish(ctx context.Context, topic string, payload []byte, correlat
 		// PROTOCOL §3: MQTT 5 replies follow Response Topic and Correlation Data.
 		Properties: &paho.PublishProperties{ResponseTopic: t.rsp, CorrelationData: []byte(correlation)},
 	})
+	if resp != nil && resp.ReasonCode >= 0x80 {
+		return &pubackRefused{reason: resp.ReasonCode, info: resp.Properties.ReasonString}
+	}
 	if resp != nil {
-		return nil // answered; a refusal's reason is also in the reply
+		return nil
 	}
 	return err
 }
