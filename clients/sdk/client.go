@@ -53,6 +53,10 @@ type Listeners struct {
 	// multi-device policy, or its UserSig was refused on reconnect. The
 	// client is closed; Login again (with a fresh UserSig) to continue.
 	OnKicked func(reason string)
+	// OnSendStatus: a send of this device was answered: sent (with its
+	// MsgKey and Seq) or failed (with the server's code). Sends resent from
+	// the outbox after a restart are reported here.
+	OnSendStatus func(SendStatus)
 	// OnConnectionChanged: the MQTT connection went down or came back.
 	OnConnectionChanged func(connected bool)
 }
@@ -125,7 +129,11 @@ type Client struct {
 	dispatchG    atomic.Uint64
 	hmu          sync.Mutex
 	handled      []uint64
-	dbClosed     bool
+
+	// dbmu guards the local store's closing: view and update answer
+	// ErrClosed after Logout.
+	dbmu     sync.RWMutex
+	dbClosed bool
 
 	mu     sync.Mutex
 	conn   transport
@@ -138,7 +146,9 @@ type Client struct {
 	gen        uint64
 	userSig    string
 	pending    map[string]func([]byte) // ReqId → reply handler
-	sending    map[sendKey]time.Time   // sends from this device not yet seen on the timeline
+	flights    map[string]*flight      // outbox ID → its send in progress
+	outboxKick chan struct{}
+	sending    map[sendKey]time.Time // sends from this device not yet seen on the timeline
 
 	reqSeq atomic.Uint64
 	// msgSeq numbers this device's sends: history orders messages of one
@@ -224,7 +234,8 @@ func open(o Options) (*Client, error) {
 		opts: o, me: o.UserID, device: o.DeviceID, db: db, log: o.Logger.With("user", o.UserID, "device", o.DeviceID),
 		quit: make(chan struct{}), procDone: make(chan struct{}), inbox: newQueue[item](), dispatch: newQueue[dispatchItem](),
 		stopDispatch: make(chan struct{}), dispatchDone: make(chan struct{}),
-		userSig: o.UserSig, connCh: make(chan struct{}), pending: make(map[string]func([]byte)), sending: make(map[sendKey]time.Time),
+		userSig: o.UserSig, connCh: make(chan struct{}), pending: make(map[string]func([]byte)),
+		flights: make(map[string]*flight), outboxKick: make(chan struct{}, 1), sending: make(map[sendKey]time.Time),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.msgSeq.Store(uint32(msgSeq))
@@ -240,8 +251,9 @@ func open(o Options) (*Client, error) {
 		return nil
 	})
 	p := &proc{c: c, last: last, fresh: last == 0, buffer: make(map[uint64][]byte)}
-	c.wg.Add(1)
+	c.wg.Add(2)
 	go p.loop()
+	go c.outboxLoop()
 	go c.dispatchLoop()
 	return c, nil
 }
@@ -277,10 +289,10 @@ func (c *Client) shutdown() {
 		}
 		c.wg.Wait()
 		c.stopListeners()
-		c.hmu.Lock()
+		c.dbmu.Lock()
 		c.dbClosed = true
-		c.hmu.Unlock()
 		c.closeErr = c.db.close()
+		c.dbmu.Unlock()
 	})
 }
 
@@ -324,6 +336,7 @@ func (c *Client) connect(ctx context.Context) (transport, error) {
 	}
 	close(subscribed)
 	c.inbox.push(item{kind: itConnected, gen: gen})
+	c.kickOutbox()
 	return t, nil
 }
 
@@ -683,4 +696,24 @@ func (q *queue[T]) len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return len(q.items)
+}
+
+// view reads the local store; ErrClosed after Logout.
+func (c *Client) view(f func(*bolt.Tx) error) error {
+	c.dbmu.RLock()
+	defer c.dbmu.RUnlock()
+	if c.dbClosed {
+		return ErrClosed
+	}
+	return c.db.db.View(f)
+}
+
+// update writes the local store; ErrClosed after Logout.
+func (c *Client) update(f func(*bolt.Tx) error) error {
+	c.dbmu.RLock()
+	defer c.dbmu.RUnlock()
+	if c.dbClosed {
+		return ErrClosed
+	}
+	return c.db.db.Update(f)
 }

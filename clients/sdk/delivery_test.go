@@ -112,3 +112,63 @@ func TestRefusedSendFailsAtOnce(t *testing.T) {
 		})
 	}
 }
+
+// Issue 18 §2: a send is kept in the outbox until the server answered it:
+// a send whose call ended without an answer is sent after the next Login,
+// once; its status is queryable and reported to OnSendStatus.
+func TestOutboxResendsAfterRestart(t *testing.T) {
+	s := startServer(t)
+	s.users("alice", "bob")
+	bob := s.login(t, "bob", "phone", "", MQTT5)
+	dir := t.TempDir()
+	alice := s.login(t, "alice", "phone", dir, MQTT5)
+
+	s.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	_, err := alice.Send(ctx, Outgoing{ID: "greeting", To: "bob", Body: []Elem{Text("sent while down")}})
+	cancel()
+	if err == nil {
+		t.Fatal("Send with the server down succeeded")
+	}
+	if st, ok, err := alice.SendStatus(ctxT(t), "greeting"); err != nil || !ok || st.State != Sending {
+		t.Fatalf("status after an unanswered send: %+v %v %v, want sending", st, ok, err)
+	}
+	if err := alice.Logout(); err != nil {
+		t.Fatal(err)
+	}
+	s.start()
+
+	var mu sync.Mutex
+	var reported []SendStatus
+	alice2 := s.login(t, "alice", "phone", dir, MQTT5, func(o *Options) {
+		o.OnSendStatus = func(st SendStatus) {
+			mu.Lock()
+			reported = append(reported, st)
+			mu.Unlock()
+		}
+	})
+	msgs := bob.rec.waitMsgs(1)
+	if msgs[0].Text() != "sent while down" {
+		t.Fatalf("bob got %q", msgs[0].Text())
+	}
+	checkFor(t, 10*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(reported) != 1 || reported[0].ID != "greeting" || reported[0].State != Sent || reported[0].MsgKey != msgs[0].MsgKey {
+			return fmt.Errorf("OnSendStatus got %+v, want greeting sent as %s", reported, msgs[0].MsgKey)
+		}
+		return nil
+	})
+	// The same ID again: answered from the outbox, not sent twice.
+	m, err := alice2.Send(ctxT(t), Outgoing{ID: "greeting", To: "bob", Body: []Elem{Text("sent while down")}})
+	if err != nil || m.MsgKey != msgs[0].MsgKey {
+		t.Fatalf("Send with a known ID: %+v %v, want the stored %s", m, err, msgs[0].MsgKey)
+	}
+	// A refusal is recorded with its code.
+	if _, err := alice2.Send(ctxT(t), Outgoing{ID: "huge", To: "bob", Body: []Elem{Text(strings.Repeat("x", 20<<10))}}); err == nil {
+		t.Fatal("a 20 kB text was accepted")
+	}
+	if st, ok, _ := alice2.SendStatus(ctxT(t), "huge"); !ok || st.State != Failed || st.Code != 93000 {
+		t.Fatalf("status of a refused send: %+v, want failed 93000", st)
+	}
+}

@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"bytes"
+	"errors"
 	"runtime"
 	"strconv"
 	"time"
@@ -121,10 +122,11 @@ func (c *Client) dispatchLoop() {
 func (c *Client) flushHandled() {
 	c.hmu.Lock()
 	defer c.hmu.Unlock()
-	if len(c.handled) == 0 || c.dbClosed {
+	if len(c.handled) == 0 {
 		return
 	}
-	if err := c.db.db.Update(func(tx *bolt.Tx) error { return deletePending(tx, c.handled) }); err != nil {
+	err := c.update(func(tx *bolt.Tx) error { return deletePending(tx, c.handled) })
+	if err != nil && !errors.Is(err, ErrClosed) {
 		c.log.Error("local store: handled events", "error", err)
 		return
 	}

@@ -20,6 +20,7 @@ import (
 //	                every message the server has there (roaming filled it, or
 //	                the timeline kept it complete since)
 //	contacts        peer → Contact JSON
+//	outbox          ID → outboxEntry JSON (outbox.go)
 //	pending         Seq (u64be) → an event applied here whose listener has
 //	                not returned yet (re-delivered at the next Login)
 //
@@ -68,7 +69,7 @@ func openLocal(path string) (*localStore, error) {
 		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bMeta, bMsgs, bKeys, bRanges, bContacts, bPending} {
+		for _, b := range [][]byte{bMeta, bMsgs, bKeys, bRanges, bContacts, bPending, bOutbox} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

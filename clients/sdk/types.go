@@ -173,6 +173,11 @@ type SystemEvent struct {
 // Outgoing is a message to send, with the optional fields of
 // openim/sendmsg.
 type Outgoing struct {
+	// ID names the send in the outbox (SendStatus, OnSendStatus); empty:
+	// one is made. A Send with the ID of an earlier send does not send
+	// again: it waits for that send, or returns its outcome. An app that
+	// answers events uses it to answer once, e.g. "re:"+in.MsgKey.
+	ID              string
 	To              string
 	Body            []Elem
 	CloudCustomData string
