@@ -13,6 +13,7 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -23,7 +24,17 @@ import (
 
 // Listeners are the app's callbacks. They run one at a time, in event
 // order, on one goroutine of the client, so an app needs no locks around
-// the state they touch. A listener may call the client's methods.
+// the state they touch. None runs before Login returned; a listener may call
+// the client's methods (set such listeners with SetListeners after Login).
+//
+// Delivery is at least once (events.go): an event that calls OnNewMessage,
+// OnWithdraw, OnModify, OnRead or OnSystemEvent is kept in the local store
+// until its listener returned, and delivered again, first, at the next
+// Login if it did not (Logout before it ran, a crash). An app that must act
+// once per event makes the action idempotent by MsgKey (or Seq): for an
+// answer, send it with Outgoing.ID derived from the MsgKey, and the outbox
+// sends it once. Other listeners (the list, OnRefresh, typing, connection
+// and send status) are not repeated.
 type Listeners struct {
 	// OnNewMessage: a message to me, or one I sent from another device, or
 	// a system message. Messages I send from this device are not reported
@@ -59,6 +70,17 @@ type Listeners struct {
 	OnSendStatus func(SendStatus)
 	// OnConnectionChanged: the MQTT connection went down or came back.
 	OnConnectionChanged func(connected bool)
+}
+
+// any reports whether any listener is set.
+func (l *Listeners) any() bool {
+	v := reflect.ValueOf(l).Elem()
+	for i := range v.NumField() {
+		if !v.Field(i).IsNil() {
+			return true
+		}
+	}
+	return false
 }
 
 // Options configure Login.
@@ -125,6 +147,8 @@ type Client struct {
 	// listener returned, not yet removed from the store.
 	stopping     atomic.Bool
 	stopDispatch chan struct{}
+	loggedIn     chan struct{} // closed when listeners may run (startOnce)
+	startOnce    sync.Once
 	dispatchDone chan struct{}
 	dispatchG    atomic.Uint64
 	hmu          sync.Mutex
@@ -184,6 +208,9 @@ func Login(ctx context.Context, o Options) (*Client, error) {
 	}
 	c.wg.Add(1)
 	go c.supervise(t)
+	if o.Listeners.any() {
+		c.startListeners()
+	}
 	return c, nil
 }
 
@@ -233,7 +260,7 @@ func open(o Options) (*Client, error) {
 	c := &Client{
 		opts: o, me: o.UserID, device: o.DeviceID, db: db, log: o.Logger.With("user", o.UserID, "device", o.DeviceID),
 		quit: make(chan struct{}), procDone: make(chan struct{}), inbox: newQueue[item](), dispatch: newQueue[dispatchItem](),
-		stopDispatch: make(chan struct{}), dispatchDone: make(chan struct{}),
+		stopDispatch: make(chan struct{}), dispatchDone: make(chan struct{}), loggedIn: make(chan struct{}),
 		userSig: o.UserSig, connCh: make(chan struct{}), pending: make(map[string]func([]byte)),
 		flights: make(map[string]*flight), outboxKick: make(chan struct{}, 1), sending: make(map[sendKey]time.Time),
 	}
@@ -657,7 +684,17 @@ func (c *Client) listeners() *Listeners { return c.ls.Load() }
 
 // SetListeners replaces the listeners; calls queued from now on use the new
 // ones. Events applied while a listener was missing are not kept for it.
-func (c *Client) SetListeners(l Listeners) { c.ls.Store(&l) }
+//
+// A Login whose Options have no listener delivers nothing until the first
+// SetListeners: an app whose listeners use the *Client sets them this way,
+// once it holds the client, and loses nothing (the backlog and the events
+// pending from the last run wait for it).
+func (c *Client) SetListeners(l Listeners) {
+	c.ls.Store(&l)
+	c.startListeners()
+}
+
+func (c *Client) startListeners() { c.startOnce.Do(func() { close(c.loggedIn) }) }
 
 func randU32() uint32 {
 	var b [4]byte

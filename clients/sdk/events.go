@@ -84,6 +84,13 @@ const handledFlushEvery = 100 * time.Millisecond
 func (c *Client) dispatchLoop() {
 	defer close(c.dispatchDone)
 	c.dispatchG.Store(goid())
+	// No listener runs before Login returned (or, when Login had none,
+	// before SetListeners): a listener may use the *Client.
+	select {
+	case <-c.loggedIn:
+	case <-c.stopDispatch:
+		return
+	}
 	last := time.Now()
 	for {
 		items := c.dispatch.take()
