@@ -64,6 +64,14 @@ type Listeners struct {
 	// multi-device policy, or its UserSig was refused on reconnect. The
 	// client is closed; Login again (with a fresh UserSig) to continue.
 	OnKicked func(reason string)
+	// OnReplaced: another client with this UserID and DeviceID (another
+	// process of the app, or a copy of its data) connected, and the server
+	// closed this one (MQTT 5 DISCONNECT 0x8E Session taken over; on MQTT
+	// 3.1.1, where the server cannot say why, the SDK recognises the
+	// connection being taken over again and again). Reported once; the
+	// client is closed and does not reconnect, since each reconnect would
+	// take the connection back.
+	OnReplaced func(reason string)
 	// OnSendStatus: a send of this device was answered: sent (with its
 	// MsgKey and Seq) or failed (with the server's code). Sends resent from
 	// the outbox after a restart are reported here.
@@ -375,12 +383,32 @@ func (c *Client) sig() string {
 
 // supervise reconnects after a lost connection, with exponential backoff
 // and jitter, until Logout or a refused login.
+//
+// A connection the server takes over for another client with this client
+// id ends the login with OnReplaced: said by MQTT 5 (0x8E); on 3.1.1 seen
+// as takeoverLoop connections in a row that the server accepted and closed
+// within shortConn.
 func (c *Client) supervise(t transport) {
 	defer c.wg.Done()
+	up, short := time.Now(), 0
 	for {
 		select {
 		case <-t.done():
 		case <-c.quit:
+			return
+		}
+		if time.Since(up) < shortConn {
+			short++
+		} else {
+			short = 0
+		}
+		if over := t.takenOver(); over || short >= takeoverLoop {
+			reason := "another client with this UserID and DeviceID connected (MQTT 5 Session taken over)"
+			if !over {
+				reason = fmt.Sprintf("the connection was closed right after login %d times in a row: another client with this UserID and DeviceID is taking it over", short)
+			}
+			c.log.Warn("replaced by another client; not reconnecting", "reason", reason)
+			c.inbox.push(item{kind: itReplaced, reason: reason})
 			return
 		}
 		c.mu.Lock()
@@ -408,7 +436,7 @@ func (c *Client) supervise(t transport) {
 			}
 			nt, err := c.connect(c.ctx)
 			if err == nil {
-				t = nt
+				t, up = nt, time.Now()
 				break
 			}
 			var re *RefusedError
@@ -423,6 +451,14 @@ func (c *Client) supervise(t transport) {
 		}
 	}
 }
+
+// takeoverLoop connections in a row closed by the server within shortConn
+// of their login mean, on MQTT 3.1.1, that another client with this client
+// id takes the connection over each time.
+const (
+	takeoverLoop = 3
+	shortConn    = 2 * time.Second
+)
 
 // backoff is min·2^attempt capped at max, with "equal jitter": a random
 // delay in [d/2, d], so devices that lost the same server do not return in

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"sort"
 	"time"
 
@@ -64,7 +66,13 @@ type localStore struct {
 }
 
 func openLocal(path string) (*localStore, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	// bbolt locks the file: a store in use is not waited for, since the
+	// other user (another process of the app, or a client not logged out)
+	// would not let go.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 100 * time.Millisecond})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("%s is in use by another client (another process of this app, or a Login without Logout, with the same Dir and UserID)", path)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -39,6 +39,7 @@ const (
 	itSyncRetry // time to ask again after a failed sync
 	itContacts  // recentcontact/get_list answered (or failed)
 	itLoggedOut
+	itReplaced
 	itFunc
 )
 
@@ -201,6 +202,8 @@ func (p *proc) handle(it item) {
 		p.refreshed(it.contacts, it.err)
 	case itLoggedOut:
 		p.loggedOut(it.reason)
+	case itReplaced:
+		p.ended(it.reason, true)
 	case itFunc:
 		it.fn(p)
 	}
@@ -561,9 +564,22 @@ func (p *proc) kicked(payload []byte) {
 }
 
 // loggedOut reports the end of this login once and closes the client.
-func (p *proc) loggedOut(reason string) {
+func (p *proc) loggedOut(reason string) { p.ended(reason, false) }
+
+// ended reports the end of this login once (OnReplaced or OnKicked) and
+// closes the client.
+func (p *proc) ended(reason string, replaced bool) {
 	c := p.c
 	if c.loggedOut.Swap(true) {
+		return
+	}
+	if replaced {
+		p.emit(func() {
+			if f := c.listeners().OnReplaced; f != nil {
+				f(reason)
+			}
+			go c.shutdown()
+		})
 		return
 	}
 	// The client closes once OnKicked returned: shutdown stops the

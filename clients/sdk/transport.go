@@ -35,6 +35,10 @@ type transport interface {
 	publish(ctx context.Context, topic string, payload []byte, correlation string) error
 	// done is closed when the connection is gone.
 	done() <-chan struct{}
+	// takenOver reports, once done, whether the server said that another
+	// connection with this client id took the session over (MQTT 5
+	// DISCONNECT 0x8E).
+	takenOver() bool
 	close()
 }
 
@@ -99,11 +103,16 @@ func (l *lossSignal) fire() {
 // ---- MQTT 5 ----
 
 type v5 struct {
-	c       *paho.Client
-	loss    *lossSignal
-	rsp     string
-	user    string
-	timeout time.Duration
+	c        *paho.Client
+	loss     *lossSignal
+	replaced atomic.Bool
+	// told closes once the server's DISCONNECT was handled: paho reports
+	// it on a goroutine of its own, often after the connection's end.
+	told     chan struct{}
+	tellOnce sync.Once
+	rsp      string
+	user     string
+	timeout  time.Duration
 }
 
 func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
@@ -126,7 +135,7 @@ func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &v5{loss: newLoss(), rsp: "im/" + cfg.user + "/rsp", user: cfg.user, timeout: cfg.timeout}
+	t := &v5{loss: newLoss(), told: make(chan struct{}), rsp: "im/" + cfg.user + "/rsp", user: cfg.user, timeout: cfg.timeout}
 	t.c = paho.NewClient(paho.ClientConfig{
 		ClientID: cfg.clientID,
 		Conn:     conn,
@@ -151,8 +160,14 @@ func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
 			cfg.onMessage(d)
 			return true, nil
 		}},
-		OnClientError:      func(error) { t.loss.fire() },
-		OnServerDisconnect: func(*paho.Disconnect) { t.loss.fire() },
+		OnClientError: func(error) { t.loss.fire() },
+		OnServerDisconnect: func(d *paho.Disconnect) {
+			if d.ReasonCode == 0x8E { // Session taken over [MQTT-3.1.4-3]
+				t.replaced.Store(true)
+			}
+			t.tellOnce.Do(func() { close(t.told) })
+			t.loss.fire()
+		},
 	})
 	ka := uint16(cfg.keepAlive / time.Second)
 	ca, err := t.c.Connect(ctx, &paho.Connect{
@@ -219,6 +234,14 @@ func (t *v5) publish(ctx context.Context, topic string, payload []byte, correlat
 }
 
 func (t *v5) done() <-chan struct{} { return t.loss.ch }
+
+func (t *v5) takenOver() bool {
+	select {
+	case <-t.told:
+	case <-time.After(200 * time.Millisecond): // no DISCONNECT: the connection just broke
+	}
+	return t.replaced.Load()
+}
 
 func (t *v5) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -306,6 +329,9 @@ func (t *v3) publish(ctx context.Context, topic string, payload []byte, _ string
 }
 
 func (t *v3) done() <-chan struct{} { return t.loss.ch }
+
+// takenOver: MQTT 3.1.1 has no way to say (see supervise).
+func (t *v3) takenOver() bool { return false }
 
 func (t *v3) close() {
 	t.c.Disconnect(250)
