@@ -94,7 +94,10 @@ func (l *Listeners) any() bool {
 // Options configure Login.
 type Options struct {
 	// Addr is host:port of the server's MQTT listener: plain TCP, or TLS
-	// when TLS is set.
+	// when TLS is set. A WebSocket URL — ws://host:port/mqtt, or
+	// wss://host/mqtt (TLS, with TLS's configuration when set) — connects
+	// through the server's WebSocket listener, for networks that pass only
+	// HTTP.
 	Addr string
 	// TLS, when set, makes the connection TLS with this configuration
 	// (its ServerName defaults to Addr's host).

@@ -56,6 +56,7 @@ type server struct {
 	offset  atomic.Int64 // added to the server's clock (ns)
 	dir     string
 	addr    string
+	wsAddr  string // the WebSocket listener (path /mqtt)
 	store   *store.Store
 	svc     *command.Service
 	broker  *broker.Broker
@@ -129,7 +130,11 @@ func (s *server) start() {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	bc := broker.Config{MQTTAddr: addr, SDKAppID: testAppID, Key: testKey, KickedAt: st.KickedAt, Clock: s.now, Log: log}
+	wsAddr := s.wsAddr
+	if wsAddr == "" {
+		wsAddr = freeAddr(t)
+	}
+	bc := broker.Config{MQTTAddr: addr, WSAddr: wsAddr, SDKAppID: testAppID, Key: testKey, KickedAt: st.KickedAt, Clock: s.now, Log: log}
 	if s.tls != nil {
 		bc.TLS, bc.TLSAddr = s.tls, s.tlsAddr
 		if bc.TLSAddr == "" {
@@ -145,10 +150,21 @@ func (s *server) start() {
 	if err := b.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	s.store, s.svc, s.broker, s.addr = st, svc, b, b.Addr("tcp")
+	s.store, s.svc, s.broker, s.addr, s.wsAddr = st, svc, b, b.Addr("tcp"), wsAddr
 	if s.tls != nil {
 		s.tlsAddr = b.Addr("tls")
 	}
+}
+
+// freeAddr picks a free loopback port for a listener that cannot be given
+// port 0 (the broker reports only the TCP and TLS listeners' addresses).
+func freeAddr(t testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 // now is the server's clock: real time moved on by advance.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,6 +78,12 @@ type dialConfig struct {
 	onMessage func(delivery)
 }
 
+// isWebSocket reports whether addr is a WebSocket URL (ws://host:port/mqtt
+// or wss://…) rather than host:port.
+func isWebSocket(addr string) bool {
+	return strings.HasPrefix(addr, "ws://") || strings.HasPrefix(addr, "wss://")
+}
+
 func dial(ctx context.Context, p Protocol, cfg dialConfig) (transport, error) {
 	if p == MQTT311 {
 		return dialV3(ctx, cfg)
@@ -120,7 +127,12 @@ func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
 	defer cancel()
 	var conn net.Conn
 	var err error
-	if cfg.tls != nil {
+	if isWebSocket(cfg.addr) {
+		conn, err = mqtt.NewWebsocket(cfg.addr, cfg.tls, cfg.timeout, nil, nil)
+		if err == nil {
+			conn = v5packets.NewThreadSafeConn(conn) // paho writes from several goroutines
+		}
+	} else if cfg.tls != nil {
 		d := tls.Dialer{Config: cfg.tls}
 		conn, err = d.DialContext(ctx, "tcp", cfg.addr)
 		if err == nil {
@@ -265,11 +277,14 @@ type v3 struct {
 
 func dialV3(ctx context.Context, cfg dialConfig) (transport, error) {
 	t := &v3{loss: newLoss(), user: cfg.user, timeout: cfg.timeout}
-	scheme := "tcp://"
-	if cfg.tls != nil {
-		scheme = "ssl://"
+	broker := "tcp://" + cfg.addr
+	switch {
+	case isWebSocket(cfg.addr):
+		broker = cfg.addr
+	case cfg.tls != nil:
+		broker = "ssl://" + cfg.addr
 	}
-	opts := mqtt.NewClientOptions().AddBroker(scheme + cfg.addr).SetTLSConfig(cfg.tls).SetClientID(cfg.clientID).
+	opts := mqtt.NewClientOptions().AddBroker(broker).SetTLSConfig(cfg.tls).SetClientID(cfg.clientID).
 		SetUsername(cfg.user).SetPassword(cfg.password).SetCleanSession(true).
 		// The SDK reconnects itself: it must resubscribe and resynchronise.
 		SetAutoReconnect(false).SetConnectRetry(false).
