@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -94,7 +95,17 @@ func (c *Client) fetch(ctx context.Context, peer string, cursor okey, need int) 
 		MsgList  []*Message `json:"MsgList"`
 	}
 	c.fetches.Add(1)
-	if err := c.call(ctx, "openim/getmsg", req, &r, callOpts{}); err != nil {
+	err := c.call(ctx, "openim/getmsg", req, &r, callOpts{})
+	var e *Error
+	if errors.As(err, &e) && e.Code == 90054 && req["LastMsgKey"] != nil {
+		// The message the page should end before has left the server's
+		// retention: ask by time, for its whole second (a page that also
+		// holds later messages of that second proves as much).
+		delete(req, "LastMsgKey")
+		c.fetches.Add(1)
+		err = c.call(ctx, "openim/getmsg", req, &r, callOpts{})
+	}
+	if err != nil {
 		return err
 	}
 	lowest := cursor

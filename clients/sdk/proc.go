@@ -656,16 +656,48 @@ func (p *proc) contactChanged(ct *Contact) {
 	})
 }
 
+// recall marks a message recalled; a recalled unread message leaves the
+// conversation's unread count at once (the server's count leaves it out).
 func (p *proc) recall(peer, msgKey string) {
+	ct := getContact(p.tx, peer)
+	changed := false
 	if m, ok := getMessage(p.tx, peer, msgKey); ok && !m.Recalled() {
+		if ct != nil && m.From == peer && unreadHolds(p.tx, peer, ct.Unread, msgKey) {
+			ct.Unread--
+			changed = true
+		}
 		m.MsgFlagBits |= FlagRecalled
 		_ = updateMessage(p.tx, peer, m)
 	}
-	if ct := getContact(p.tx, peer); ct != nil && ct.LastMsg != nil && ct.LastMsg.MsgKey == msgKey && !ct.LastMsg.Recalled() {
+	if ct != nil && ct.LastMsg != nil && ct.LastMsg.MsgKey == msgKey && !ct.LastMsg.Recalled() {
 		ct.LastMsg.MsgFlagBits |= FlagRecalled
+		changed = true
+	}
+	if changed {
 		_ = putContact(p.tx, ct)
 		p.contactChanged(ct)
 	}
+}
+
+// unreadHolds reports whether msgKey is among the conversation's unread
+// messages: the newest `unread` messages from peer not recalled.
+func unreadHolds(tx *bolt.Tx, peer string, unread int, msgKey string) bool {
+	if unread <= 0 {
+		return false
+	}
+	n := 0
+	for _, m := range below(tx, peer, keyMin, keyMax, unread*4+16) {
+		if m.From != peer || m.Recalled() {
+			continue
+		}
+		if m.MsgKey == msgKey {
+			return true
+		}
+		if n++; n == unread {
+			return false
+		}
+	}
+	return false
 }
 
 func (p *proc) touchLast(peer string, m *Message) {
