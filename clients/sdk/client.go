@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -124,6 +125,9 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the reconnect delay, which doubles per
 	// failed attempt with jitter (defaults 200 ms and 30 s).
 	MinBackoff, MaxBackoff time.Duration
+
+	// HTTPClient uploads and downloads media (default http.DefaultClient).
+	HTTPClient *http.Client
 
 	Listeners
 	Logger *slog.Logger

@@ -17,6 +17,8 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -26,6 +28,7 @@ import (
 
 	"github.com/duet-im/duet/broker"
 	"github.com/duet-im/duet/command"
+	"github.com/duet-im/duet/media"
 	"github.com/duet-im/duet/store"
 	"github.com/duet-im/duet/usersig"
 )
@@ -60,6 +63,31 @@ type server struct {
 	store   *store.Store
 	svc     *command.Service
 	broker  *broker.Broker
+
+	// With media (startMediaServer): the embedded S3 gateway, the media
+	// service and the HTTP server of download links.
+	gw      *media.Gateway
+	media   *media.Service
+	web     *httptest.Server
+	handler atomic.Pointer[http.Handler]
+}
+
+// startMediaServer also runs the media service on the embedded S3 gateway
+// (real SigV4 checks) and an HTTP server for download links, as
+// broker/media_test.go does.
+func startMediaServer(t testing.TB) *server {
+	t.Helper()
+	gw, err := media.StartGateway(t.TempDir(), "", testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gw.Close() })
+	s := &server{t: t, dir: t.TempDir(), gw: gw}
+	s.web = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*s.handler.Load()).ServeHTTP(w, r) }))
+	t.Cleanup(s.web.Close)
+	s.start()
+	t.Cleanup(s.stop)
+	return s
 }
 
 // startTLSServer also listens for TLS, with a certificate made for the
@@ -147,6 +175,16 @@ func (s *server) start() {
 	}
 	devices.Store(b.Devices)
 	svc.SetKicker(b.Devices)
+	if s.gw != nil {
+		m, err := media.New(media.Config{S3: s.gw.S3, PublicURL: s.web.URL, SDKAppID: testAppID, Key: testKey,
+			CleanEvery: -1, ArchiveEvery: -1, Log: log}, st, svc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := m.Handler()
+		s.handler.Store(&h)
+		s.media = m
+	}
 	if err := b.Serve(); err != nil {
 		t.Fatal(err)
 	}
@@ -177,6 +215,10 @@ func (s *server) stop() {
 		return
 	}
 	s.broker.Close()
+	if s.media != nil {
+		s.media.Close()
+		s.media = nil
+	}
 	s.store.Close()
 	s.broker = nil
 }
