@@ -29,6 +29,7 @@ import (
 	"github.com/duet-im/duet/broker"
 	"github.com/duet-im/duet/command"
 	"github.com/duet-im/duet/media"
+	"github.com/duet-im/duet/push"
 	"github.com/duet-im/duet/store"
 	"github.com/duet-im/duet/usersig"
 )
@@ -66,6 +67,7 @@ type server struct {
 
 	// With media (startMediaServer): the embedded S3 gateway, the media
 	// service and the HTTP server of download links.
+	pusher  *push.Pusher
 	gw      *media.Gateway
 	media   *media.Service
 	web     *httptest.Server
@@ -175,6 +177,13 @@ func (s *server) start() {
 	}
 	devices.Store(b.Devices)
 	svc.SetKicker(b.Devices)
+	// Push tokens are kept (push/set_token); no vendor is configured.
+	pusher, err := push.New(push.Options{Store: st, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pusher.Register(svc)
+	s.pusher = pusher
 	if s.gw != nil {
 		m, err := media.New(media.Config{S3: s.gw.S3, PublicURL: s.web.URL, SDKAppID: testAppID, Key: testKey,
 			CleanEvery: -1, ArchiveEvery: -1, Log: log}, st, svc)
@@ -215,6 +224,7 @@ func (s *server) stop() {
 		return
 	}
 	s.broker.Close()
+	s.pusher.Close()
 	if s.media != nil {
 		s.media.Close()
 		s.media = nil
