@@ -138,20 +138,19 @@ func (c *Client) DeleteRecentContact(ctx context.Context, peer string, clearHist
 	}
 	return c.inProc(ctx, func(p *proc) {
 		_ = deleteContact(p.tx, peer)
+		p.unreadDirty = true
 		if clearHistory {
 			_ = deleteConversation(p.tx, peer)
 		}
 	})
 }
 
-// TotalUnread asks the server for the unread count of all conversations
-// (openim/get_c2c_unread_msg_num).
+// TotalUnread is the unread count of all conversations, from the local
+// store (it works offline; OnTotalUnreadChanged reports its changes).
 func (c *Client) TotalUnread(ctx context.Context) (int, error) {
-	var r struct {
-		AllC2CUnreadMsgNum int
-	}
-	err := c.call(ctx, "openim/get_c2c_unread_msg_num", map[string]any{}, &r, callOpts{retry: true})
-	return r.AllC2CUnreadMsgNum, err
+	var n int
+	err := c.view(func(tx *bolt.Tx) error { n = totalUnread(tx); return nil })
+	return n, err
 }
 
 // LastSeq is the last timeline Seq this device applied.

@@ -45,6 +45,9 @@ type Listeners struct {
 	// a reconnect (the timeline replay ended with sync_complete and the
 	// conversation list was reloaded).
 	OnRefresh func()
+	// OnTotalUnreadChanged: the unread count of all conversations changed
+	// (from the local store: first at Login, also offline).
+	OnTotalUnreadChanged func(total int)
 	// OnRecentContactsChanged: conversations whose last message, unread
 	// count or read state changed. After login and each reconnect it gets
 	// the whole list, just before OnRefresh.
@@ -77,8 +80,10 @@ type Listeners struct {
 	// MsgKey and Seq) or failed (with the server's code). Sends resent from
 	// the outbox after a restart are reported here.
 	OnSendStatus func(SendStatus)
-	// OnConnectionChanged: the MQTT connection went down or came back.
-	OnConnectionChanged func(connected bool)
+	// OnConnectionChanged: the MQTT connection came up (reason "login" or
+	// "reconnected"; before the backlog it brings, at login and at
+	// reconnect alike) or went down (reason: the cause).
+	OnConnectionChanged func(connected bool, reason string)
 }
 
 // any reports whether any listener is set.
@@ -196,8 +201,11 @@ type Client struct {
 	// syncs and fetches count openim/sync and openim/getmsg requests.
 	syncs, fetches atomic.Int64
 	loggedOut      atomic.Bool
-	closeOnce      sync.Once
-	closeErr       error
+	// known: this store was logged in with before (an offline start is
+	// allowed).
+	known     bool
+	closeOnce sync.Once
+	closeErr  error
 }
 
 type sendKey struct {
@@ -208,6 +216,12 @@ type sendKey struct {
 // Login opens the local store, connects and subscribes. It returns once the
 // server accepted the device; the offline backlog then arrives through the
 // listeners, ending with OnRefresh. A refused login is a *RefusedError.
+//
+// Offline start: when the server cannot be reached and the local store has
+// been logged in with before, Login returns the client at once: history,
+// the conversation list and TotalUnread are served from the store, sends
+// wait in the outbox, and the client connects in the background
+// (OnConnectionChanged). A first login needs the server.
 func Login(ctx context.Context, o Options) (*Client, error) {
 	if o.Addr == "" || o.UserID == "" || o.UserSig == "" || o.Dir == "" {
 		return nil, errors.New("duet: Login needs Addr, UserID, UserSig and Dir")
@@ -216,10 +230,20 @@ func Login(ctx context.Context, o Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, err := c.connect(ctx)
+	t, err := c.connect(ctx, "login")
 	if err != nil {
-		c.shutdown()
-		return nil, err
+		// Offline start: a store that has been online before serves its
+		// history and conversations while the client connects in the
+		// background. A refusal, or a first login, fails.
+		var re *RefusedError
+		if errors.As(err, &re) || ctx.Err() != nil || !c.known {
+			c.shutdown()
+			return nil, err
+		}
+		c.log.Info("server unreachable; starting offline, connecting in the background", "error", err)
+		t = nil
+	} else if !c.known {
+		_ = c.update(func(tx *bolt.Tx) error { return tx.Bucket(bMeta).Put(kKnown, []byte{1}) })
 	}
 	c.wg.Add(1)
 	go c.supervise(t)
@@ -254,9 +278,11 @@ func open(o Options) (*Client, error) {
 		return nil, fmt.Errorf("duet: local store: %w", err)
 	}
 	var last, msgSeq uint64
+	known := false
 	err = db.db.Update(func(tx *bolt.Tx) error {
 		last, msgSeq = getU64(tx, kSeq), getU64(tx, kMsgSeq)
 		meta := tx.Bucket(bMeta)
+		known = meta.Get(kKnown) != nil
 		if o.DeviceID == "" {
 			if v := meta.Get(kDevice); v != nil {
 				o.DeviceID = string(v)
@@ -279,6 +305,7 @@ func open(o Options) (*Client, error) {
 		userSig: o.UserSig, connCh: make(chan struct{}), pending: make(map[string]func([]byte)),
 		flights: make(map[string]*flight), outboxKick: make(chan struct{}, 1), sending: make(map[sendKey]time.Time),
 	}
+	c.known = known
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.msgSeq.Store(uint32(msgSeq))
 	ls := o.Listeners
@@ -292,7 +319,8 @@ func open(o Options) (*Client, error) {
 		}
 		return nil
 	})
-	p := &proc{c: c, last: last, fresh: last == 0, buffer: make(map[uint64][]byte)}
+	p := &proc{c: c, last: last, fresh: last == 0, buffer: make(map[uint64][]byte), lastTotal: -1, unreadDirty: true}
+	c.inbox.push(item{kind: itFunc, fn: func(*proc) {}}) // reports the stored total unread first
 	c.wg.Add(2)
 	go p.loop()
 	go c.outboxLoop()
@@ -340,7 +368,11 @@ func (c *Client) shutdown() {
 
 // connect dials one connection. The processor learns of it (connUp) before
 // the subscription starts the timeline replay.
-func (c *Client) connect(ctx context.Context) (transport, error) {
+//
+// It reports the connection (OnConnectionChanged) before subscribing, so
+// the app hears of it before the backlog the subscription starts, at login
+// and at each reconnect alike.
+func (c *Client) connect(ctx context.Context, reason string) (transport, error) {
 	c.mu.Lock()
 	c.gen++
 	gen := c.gen
@@ -372,12 +404,13 @@ func (c *Client) connect(ctx context.Context) (transport, error) {
 	close(c.connCh)
 	c.connCh = make(chan struct{})
 	c.mu.Unlock()
+	c.inbox.push(item{kind: itConnected, gen: gen, reason: reason})
 	if err := t.subscribe(ctx); err != nil {
 		t.close()
+		c.inbox.push(item{kind: itConnDown, gen: gen, reason: "subscription failed: " + err.Error()})
 		return nil, err
 	}
 	close(subscribed)
-	c.inbox.push(item{kind: itConnected, gen: gen})
 	c.kickOutbox()
 	return t, nil
 }
@@ -399,32 +432,39 @@ func (c *Client) supervise(t transport) {
 	defer c.wg.Done()
 	up, short := time.Now(), 0
 	for {
-		select {
-		case <-t.done():
-		case <-c.quit:
-			return
-		}
-		if time.Since(up) < shortConn {
-			short++
-		} else {
-			short = 0
-		}
-		if over := t.takenOver(); over || short >= takeoverLoop {
-			reason := "another client with this UserID and DeviceID connected (MQTT 5 Session taken over)"
-			if !over {
-				reason = fmt.Sprintf("the connection was closed right after login %d times in a row: another client with this UserID and DeviceID is taking it over", short)
+		if t != nil { // nil: an offline start, connecting in the background
+			select {
+			case <-t.done():
+			case <-c.quit:
+				return
 			}
-			c.log.Warn("replaced by another client; not reconnecting", "reason", reason)
-			c.inbox.push(item{kind: itReplaced, reason: reason})
-			return
+			if time.Since(up) < shortConn {
+				short++
+			} else {
+				short = 0
+			}
+			if over := t.takenOver(); over || short >= takeoverLoop {
+				reason := "another client with this UserID and DeviceID connected (MQTT 5 Session taken over)"
+				if !over {
+					reason = fmt.Sprintf("the connection was closed right after login %d times in a row: another client with this UserID and DeviceID is taking it over", short)
+				}
+				c.log.Warn("replaced by another client; not reconnecting", "reason", reason)
+				c.inbox.push(item{kind: itReplaced, reason: reason})
+				return
+			}
+			c.mu.Lock()
+			if c.conn == t {
+				c.conn = nil
+			}
+			c.mu.Unlock()
+			t.close() // release the library's side of the dead connection
+			cause := "connection lost"
+			if err := t.cause(); err != nil {
+				cause += ": " + err.Error()
+			}
+			c.log.Info("connection lost; reconnecting", "cause", cause)
+			c.inbox.push(item{kind: itConnDown, reason: cause})
 		}
-		c.mu.Lock()
-		if c.conn == t {
-			c.conn = nil
-		}
-		c.mu.Unlock()
-		t.close() // release the library's side of the dead connection
-		c.inbox.push(item{kind: itConnDown})
 		for attempt := 0; ; attempt++ {
 			select {
 			case <-time.After(backoff(c.opts.MinBackoff, c.opts.MaxBackoff, attempt)):
@@ -441,7 +481,7 @@ func (c *Client) supervise(t transport) {
 				c.userSig = fresh
 				c.mu.Unlock()
 			}
-			nt, err := c.connect(c.ctx)
+			nt, err := c.connect(c.ctx, "reconnected")
 			if err == nil {
 				t, up = nt, time.Now()
 				break

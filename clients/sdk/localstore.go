@@ -38,6 +38,7 @@ var (
 	kSeq      = []byte("seq")
 	kDevice   = []byte("device")
 	kMsgSeq   = []byte("msgseq")
+	kKnown    = []byte("known") // set once a login reached the server
 )
 
 type okey [16]byte
@@ -363,6 +364,15 @@ func listContacts(tx *bolt.Tx) []Contact {
 	})
 	sort.SliceStable(out, func(i, j int) bool { return out[i].MsgTime > out[j].MsgTime })
 	return out
+}
+
+// totalUnread sums the unread counts of the conversation list.
+func totalUnread(tx *bolt.Tx) int {
+	n := 0
+	for _, c := range listContacts(tx) {
+		n += c.Unread
+	}
+	return n
 }
 
 // replaceContacts makes list the whole conversation list, keeping the read

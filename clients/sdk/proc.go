@@ -74,6 +74,11 @@ type proc struct {
 	held         []item
 	listed       map[string]okey // while applying held: each listed conversation's last message
 
+	// unreadDirty: a conversation's unread count may have changed in this
+	// batch; lastTotal is the total last reported (-1: none yet).
+	unreadDirty bool
+	lastTotal   int
+
 	// per batch
 	tx    *bolt.Tx
 	acks  []func()
@@ -107,6 +112,17 @@ func (p *proc) batch(items []item) {
 		defer func() { p.tx = nil }()
 		for _, it := range items {
 			p.handle(it)
+		}
+		if p.unreadDirty {
+			p.unreadDirty = false
+			if total := totalUnread(tx); total != p.lastTotal {
+				p.lastTotal = total
+				p.emit(func() {
+					if f := c.listeners().OnTotalUnreadChanged; f != nil {
+						f(total)
+					}
+				})
+			}
 		}
 		if p.dirty {
 			p.dirty = false
@@ -153,9 +169,9 @@ func (p *proc) handle(it item) {
 		p.buffer = make(map[uint64][]byte)
 		p.holding, p.held = false, nil
 	case itConnected:
-		p.emitConn(true)
+		p.emitConn(true, it.reason)
 	case itConnDown:
-		p.emitConn(false)
+		p.emitConn(false, it.reason)
 	case itDelivery:
 		if p.holding {
 			p.held = append(p.held, it)
@@ -211,10 +227,13 @@ func (p *proc) handle(it item) {
 
 func (p *proc) emit(f func()) { p.emits = append(p.emits, dispatchItem{f: f}) }
 
-func (p *proc) emitConn(up bool) {
-	if f := p.c.listeners().OnConnectionChanged; f != nil {
-		p.emit(func() { f(up) })
-	}
+func (p *proc) emitConn(up bool, reason string) {
+	c := p.c
+	p.emit(func() {
+		if f := c.listeners().OnConnectionChanged; f != nil {
+			f(up, reason)
+		}
+	})
 }
 
 // head is the part of an event every rule needs.
@@ -453,6 +472,7 @@ func (p *proc) refreshed(list []Contact, err error) {
 		c.log.Warn("conversation list not reloaded; using the local one", "error", err)
 	}
 	all := listContacts(p.tx)
+	p.unreadDirty = true
 	p.emit(func() {
 		if f := c.listeners().OnRecentContactsChanged; f != nil {
 			f(all)
@@ -645,6 +665,7 @@ func (p *proc) message(m *Message, report bool) {
 }
 
 func (p *proc) contactChanged(ct *Contact) {
+	p.unreadDirty = true
 	if p.connectPhase {
 		return // the whole list follows the replay
 	}

@@ -34,8 +34,9 @@ type transport interface {
 	// with a PUBACK or the connection failed. A refusing PUBACK (MQTT 5
 	// reason code 0x80 or above) is a *pubackRefused.
 	publish(ctx context.Context, topic string, payload []byte, correlation string) error
-	// done is closed when the connection is gone.
+	// done is closed when the connection is gone; cause then says why.
 	done() <-chan struct{}
+	cause() error
 	// takenOver reports, once done, whether the server said that another
 	// connection with this client id took the session over (MQTT 5
 	// DISCONNECT 0x8E).
@@ -91,17 +92,22 @@ func dial(ctx context.Context, p Protocol, cfg dialConfig) (transport, error) {
 	return dialV5(ctx, cfg)
 }
 
-// lossSignal closes its channel once.
+// errClosedHere is the cause of a connection this client closed.
+var errClosedHere = errors.New("closed by this client")
+
+// lossSignal closes its channel once, keeping the first cause.
 type lossSignal struct {
-	once sync.Once
-	ch   chan struct{}
-	dead atomic.Bool
+	once  sync.Once
+	ch    chan struct{}
+	dead  atomic.Bool
+	cause error
 }
 
 func newLoss() *lossSignal { return &lossSignal{ch: make(chan struct{})} }
 
-func (l *lossSignal) fire() {
+func (l *lossSignal) fire(cause error) {
 	l.once.Do(func() {
+		l.cause = cause
 		l.dead.Store(true)
 		close(l.ch)
 	})
@@ -172,13 +178,17 @@ func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
 			cfg.onMessage(d)
 			return true, nil
 		}},
-		OnClientError: func(error) { t.loss.fire() },
+		OnClientError: func(err error) { t.loss.fire(err) },
 		OnServerDisconnect: func(d *paho.Disconnect) {
 			if d.ReasonCode == 0x8E { // Session taken over [MQTT-3.1.4-3]
 				t.replaced.Store(true)
 			}
 			t.tellOnce.Do(func() { close(t.told) })
-			t.loss.fire()
+			reason := ""
+			if d.Properties != nil {
+				reason = d.Properties.ReasonString
+			}
+			t.loss.fire(fmt.Errorf("server disconnected (0x%02x) %s", d.ReasonCode, reason))
 		},
 	})
 	ka := uint16(cfg.keepAlive / time.Second)
@@ -205,7 +215,7 @@ func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
 	}
 	go func() {
 		<-t.c.Done()
-		t.loss.fire()
+		t.loss.fire(errors.New("connection closed"))
 	}()
 	return t, nil
 }
@@ -247,6 +257,8 @@ func (t *v5) publish(ctx context.Context, topic string, payload []byte, correlat
 
 func (t *v5) done() <-chan struct{} { return t.loss.ch }
 
+func (t *v5) cause() error { return t.loss.cause }
+
 func (t *v5) takenOver() bool {
 	select {
 	case <-t.told:
@@ -263,7 +275,7 @@ func (t *v5) close() {
 	case <-t.c.Done():
 	case <-ctx.Done():
 	}
-	t.loss.fire()
+	t.loss.fire(errClosedHere)
 }
 
 // ---- MQTT 3.1.1 ----
@@ -290,7 +302,7 @@ func dialV3(ctx context.Context, cfg dialConfig) (transport, error) {
 		SetAutoReconnect(false).SetConnectRetry(false).
 		SetOrderMatters(true).SetProtocolVersion(4).SetAutoAckDisabled(true).
 		SetKeepAlive(cfg.keepAlive).SetConnectTimeout(cfg.timeout).
-		SetConnectionLostHandler(func(mqtt.Client, error) { t.loss.fire() })
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) { t.loss.fire(err) })
 	opts.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
 		ack := func() {}
 		if m.Qos() > 0 {
@@ -345,10 +357,12 @@ func (t *v3) publish(ctx context.Context, topic string, payload []byte, _ string
 
 func (t *v3) done() <-chan struct{} { return t.loss.ch }
 
+func (t *v3) cause() error { return t.loss.cause }
+
 // takenOver: MQTT 3.1.1 has no way to say (see supervise).
 func (t *v3) takenOver() bool { return false }
 
 func (t *v3) close() {
 	t.c.Disconnect(250)
-	t.loss.fire()
+	t.loss.fire(errClosedHere)
 }
