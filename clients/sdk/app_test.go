@@ -172,3 +172,51 @@ func TestErrorsAfterLogout(t *testing.T) {
 		}
 	}
 }
+
+// Issue 18 §4: listeners set, replaced and removed after Login; a Login
+// without listeners holds its events until SetListeners.
+func TestSetListenersAfterLogin(t *testing.T) {
+	s := startServer(t)
+	s.users("alice", "bob")
+	ctx := ctxT(t)
+	a := s.login(t, "alice", "phone", "", MQTT5)
+	if _, err := a.SendText(ctx, "bob", "waiting"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := Login(ctx, Options{Addr: s.addr, UserID: "bob", UserSig: s.sig(t, "bob"), DeviceID: "phone", Dir: t.TempDir(),
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 300 * time.Millisecond, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Logout()
+	first, second := newRecorder(t), newRecorder(t)
+	b.SetListeners(first.listeners())
+	if msgs := first.waitMsgs(1); msgs[0].Text() != "waiting" {
+		t.Fatalf("held event: %q", texts(msgs))
+	}
+	first.waitRefreshes(1)
+	b.SetListeners(second.listeners())
+	if _, err := a.SendText(ctx, "bob", "to the second"); err != nil {
+		t.Fatal(err)
+	}
+	if msgs := second.waitMsgs(1); msgs[0].Text() != "to the second" {
+		t.Fatalf("second listener got %q", texts(msgs))
+	}
+	b.SetListeners(Listeners{}) // removed: nothing is delivered, nothing breaks
+	if _, err := a.SendText(ctx, "bob", "to nobody"); err != nil {
+		t.Fatal(err)
+	}
+	s.waitHighWater("bob", 3)
+	if _, msgs, _ := first.snapshot(); len(msgs) != 1 {
+		t.Fatalf("the replaced listener got %q", texts(msgs))
+	}
+	if h, err := b.GetMessage(ctx, "alice", 10, time.Time{}); err != nil || len(h) != 3 {
+		t.Fatalf("history %q %v", texts(h), err)
+	}
+	checkFor(t, 5*time.Second, func() error {
+		if _, msgs, _ := second.snapshot(); len(msgs) != 1 {
+			return fmt.Errorf("the removed listener got %q", texts(msgs))
+		}
+		return nil
+	})
+}
