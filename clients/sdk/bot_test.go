@@ -1,8 +1,10 @@
 package sdk
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
 	"os"
 	"os/exec"
@@ -25,6 +27,7 @@ func TestBotProcess(t *testing.T) {
 	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, os.Interrupt)
+	fmt.Println("ready") // the parent's SIGINT is handled from now on
 	// Listeners that use the client are set once Login returned it.
 	c, err := Login(context.Background(), Options{
 		Addr: os.Getenv("DUET_SDK_BOT_ADDR"), UserID: "bot", UserSig: os.Getenv("DUET_SDK_BOT_SIG"), DeviceID: "d1", Dir: dir,
@@ -65,9 +68,19 @@ func TestBotStartStop(t *testing.T) {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestBotProcess$", "-test.count=1")
 		cmd.Env = append(os.Environ(), "DUET_SDK_BOT_DIR="+dir, "DUET_SDK_BOT_ADDR="+s.addr, "DUET_SDK_BOT_SIG="+s.sig(t, "bot"))
 		cmd.Stderr = os.Stderr
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		// Wait until it handles SIGINT (a SIGINT before would just kill it).
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err != nil || line != "ready\n" {
+			t.Fatalf("bot process: %q %v", line, err)
+		}
+		go io.Copy(io.Discard, out)
 		return cmd
 	}
 	sent := 0
