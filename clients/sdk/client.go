@@ -438,7 +438,8 @@ func (c *Client) supervise(t transport) {
 			case <-c.quit:
 				return
 			}
-			if time.Since(up) < shortConn {
+			// MQTT 5 says so (0x8E); only 3.1.1 needs the heuristic.
+			if c.opts.Protocol == MQTT311 && time.Since(up) < shortConn {
 				short++
 			} else {
 				short = 0
