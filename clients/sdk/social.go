@@ -261,3 +261,18 @@ func (c *Client) SetPushToken(ctx context.Context, vendor, token, bundleID strin
 func (c *Client) DeletePushToken(ctx context.Context) error {
 	return c.call(ctx, "push/delete_token", map[string]any{}, nil, callOpts{retry: true})
 }
+
+// ModifyMessage edits a stored message of the conversation from → to
+// (openim/modify_c2c_msg; App admins only, e.g. a moderation bot logged in
+// as the administrator identity): a non-nil body and/or cloudCustomData
+// replace the stored ones, and both users get a modify event (OnModify).
+func (c *Client) ModifyMessage(ctx context.Context, from, to, msgKey string, body []Elem, cloudCustomData *string) error {
+	req := map[string]any{"From_Account": from, "To_Account": to, "MsgKey": msgKey}
+	if body != nil {
+		req["MsgBody"] = body
+	}
+	if cloudCustomData != nil {
+		req["CloudCustomData"] = *cloudCustomData
+	}
+	return c.call(ctx, "openim/modify_c2c_msg", req, nil, callOpts{retry: true})
+}

@@ -2,8 +2,10 @@ package sdk
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
+	"time"
 )
 
 // Issue 18 §4: typed calls for profile, friends, blacklist and push token.
@@ -68,4 +70,36 @@ func TestTypedCalls(t *testing.T) {
 	if err := a.SetPushToken(ctx, "nokia", "x", ""); !errors.As(err, &e) || e.Code != 90001 {
 		t.Fatalf("unknown vendor: %v, want 90001", err)
 	}
+}
+
+// Issue 18 §4: an admin identity edits a message with a typed call; both
+// users hear of it, a user may not.
+func TestModifyMessage(t *testing.T) {
+	s := startServer(t)
+	s.users("alice", "bob", "administrator")
+	ctx := ctxT(t)
+	a := s.login(t, "alice", "phone", "", MQTT5)
+	b := s.login(t, "bob", "phone", "", MQTT5)
+	admin := s.login(t, "administrator", "moderator", "", MQTT5)
+	b.rec.waitRefreshes(1)
+	key, err := a.SendText(ctx, "bob", "rude")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.rec.waitMsgs(1)
+	var e *Error
+	if err := b.ModifyMessage(ctx, "alice", "bob", key, []Elem{Text("x")}, nil); !errors.As(err, &e) || e.Code != 90009 {
+		t.Fatalf("a user's edit: %v, want 90009", err)
+	}
+	if err := admin.ModifyMessage(ctx, "alice", "bob", key, []Elem{Text("[removed]")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, func() error {
+		b.rec.mu.Lock()
+		defer b.rec.mu.Unlock()
+		if len(b.rec.modified) != 1 || b.rec.modified[0].Text() != "[removed]" {
+			return fmt.Errorf("bob's OnModify: %v", b.rec.modified)
+		}
+		return nil
+	})
 }
