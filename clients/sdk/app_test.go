@@ -47,7 +47,7 @@ func TestConnectionChangedOrder(t *testing.T) {
 		o.Listeners = rec.listeners()
 		logConn(rec)(o)
 		// Bob comes back late after the restart, so a backlog waits for him.
-		o.MinBackoff, o.MaxBackoff = 3*time.Second, 3*time.Second
+		o.MinBackoff, o.MaxBackoff = 5*time.Second, 5*time.Second
 	})
 	_ = b
 	rec.waitRefreshes(1)
