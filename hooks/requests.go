@@ -77,7 +77,10 @@ func (h *Requests) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	name := pk.TopicName[len(prefix):]
 	caller := &command.Caller{UserID: user, Admin: h.cfg.Service.IsAdmin(user), Device: cl.ID, Transport: command.MQTT}
 
-	var reqID string
+	// A refusal carries the ReqId too: a client matches replies by it (on
+	// MQTT 3.1.1 there is no Correlation Data), and without it waits for a
+	// reply that never comes.
+	reqID := requestID(pk.Payload)
 	var reply command.Reply
 	h.running.RLock()
 	defer h.running.RUnlock()
@@ -86,7 +89,6 @@ func (h *Requests) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	} else if len(pk.Payload) > h.cfg.MaxRequest {
 		reply.Err = command.Errorf(93000, "request is %d bytes; the limit is %d", len(pk.Payload), h.cfg.MaxRequest)
 	} else {
-		reqID = requestID(pk.Payload)
 		caller.Respond = func(r command.Reply) { h.respond(cl, pk, r.Encode("ReqId", reqID, "Command", name)) }
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		reply = h.cfg.Service.Exec(ctx, caller, name, pk.Payload)

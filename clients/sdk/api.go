@@ -23,65 +23,50 @@ func (c *Client) SendText(ctx context.Context, to, text string) (string, error) 
 }
 
 // Send sends a message and returns it as stored. It returns once the
-// server stored it durably. A timeout or a lost connection makes it send
+// server stored it durably. The send is written to the outbox first (see
+// Outgoing.ID and SendStatus): a timeout or a lost connection makes it send
 // the same request again (same MsgRandom and MsgSeq, which the server
-// recognises for 24 h), until ctx ends; a refusal is an *Error.
+// recognises for 24 h) until ctx ends, and after ctx ended (or a Logout or
+// crash) the outbox keeps resending it, reporting the outcome to
+// OnSendStatus. A refusal is an *Error.
 func (c *Client) Send(ctx context.Context, o Outgoing) (*Message, error) {
-	var floor uint32
-	_ = c.db.db.View(func(tx *bolt.Tx) error {
-		if ct := getContact(tx, o.To); ct != nil && ct.LastMsg != nil {
-			floor = ct.LastMsg.MsgSeq
-		}
-		return nil
-	})
-	rnd, seq := randU32(), c.nextMsgSeq(floor)
-	body := map[string]any{"To_Account": o.To, "MsgRandom": rnd, "MsgSeq": seq, "MsgBody": o.Body}
+	if o.OnlineOnly {
+		return c.sendOnline(ctx, o)
+	}
+	e, err := c.enqueue(o)
+	if err != nil {
+		return nil, err
+	}
+	m, err := c.sendEntry(ctx, e)
+	var refused *Error
+	if err != nil && !errors.As(err, &refused) {
+		c.kickOutbox()
+	}
+	return m, err
+}
+
+// sendOnline sends an online-only message (MsgLifeTime 0): nothing is
+// stored, so it has no place in the outbox.
+func (c *Client) sendOnline(ctx context.Context, o Outgoing) (*Message, error) {
+	rnd, seq := randU32(), c.nextMsgSeq(0)
+	body := map[string]any{"To_Account": o.To, "MsgRandom": rnd, "MsgSeq": seq, "MsgBody": o.Body, "MsgLifeTime": 0}
 	if o.CloudCustomData != "" {
 		body["CloudCustomData"] = o.CloudCustomData
 	}
 	if len(o.OfflinePushInfo) > 0 {
 		body["OfflinePushInfo"] = o.OfflinePushInfo
 	}
-	if o.OnlineOnly {
-		body["MsgLifeTime"] = 0
-	}
-	k := sendKey{o.To, rnd, seq}
-	if !o.OnlineOnly {
-		c.markSending(k)
-	}
 	var r struct {
 		MsgKey  string
 		MsgTime int64
-		Seq     uint64
 	}
 	if err := c.call(ctx, "openim/sendmsg", body, &r, callOpts{retry: true}); err != nil {
-		var e *Error
-		if errors.As(err, &e) {
-			c.takeSending(k) // refused: nothing was stored
-		}
 		return nil, err
 	}
-	m := &Message{
-		Seq: r.Seq, From: c.me, To: o.To, MsgKey: r.MsgKey, MsgSeq: seq, MsgRandom: rnd, MsgTimeStamp: r.MsgTime,
-		MsgBody: o.Body, CloudCustomData: o.CloudCustomData, OnlineOnly: o.OnlineOnly,
-	}
-	if !o.OnlineOnly {
-		// The server does not send this device its own message back
-		// (PROTOCOL §4: my sends reach my other devices); the reply's Seq
-		// takes its place in the timeline here. A copy that comes anyway
-		// (a replay after a reconnect) is a duplicate by Seq.
-		stored := *m
-		if err := c.inProc(ctx, func(p *proc) {
-			p.message(&stored, false)
-			p.ownSeq(&stored)
-			if uint64(seq) > getU64(p.tx, kMsgSeq) {
-				_ = putU64(p.tx, kMsgSeq, uint64(seq))
-			}
-		}); err != nil {
-			return m, err
-		}
-	}
-	return m, nil
+	return &Message{
+		From: c.me, To: o.To, MsgKey: r.MsgKey, MsgSeq: seq, MsgRandom: rnd, MsgTimeStamp: r.MsgTime,
+		MsgBody: o.Body, CloudCustomData: o.CloudCustomData, OnlineOnly: true,
+	}, nil
 }
 
 // nextMsgSeq numbers a send. History orders the messages of one second by
@@ -107,7 +92,7 @@ func (c *Client) nextMsgSeq(floor uint32) uint32 {
 // kept current by the timeline.
 func (c *Client) GetRecentContacts(ctx context.Context) ([]Contact, error) {
 	var out []Contact
-	err := c.db.db.View(func(tx *bolt.Tx) error {
+	err := c.view(func(tx *bolt.Tx) error {
 		out = listContacts(tx)
 		return nil
 	})
@@ -153,26 +138,25 @@ func (c *Client) DeleteRecentContact(ctx context.Context, peer string, clearHist
 	}
 	return c.inProc(ctx, func(p *proc) {
 		_ = deleteContact(p.tx, peer)
+		p.unreadDirty = true
 		if clearHistory {
 			_ = deleteConversation(p.tx, peer)
 		}
 	})
 }
 
-// TotalUnread asks the server for the unread count of all conversations
-// (openim/get_c2c_unread_msg_num).
+// TotalUnread is the unread count of all conversations, from the local
+// store (it works offline; OnTotalUnreadChanged reports its changes).
 func (c *Client) TotalUnread(ctx context.Context) (int, error) {
-	var r struct {
-		AllC2CUnreadMsgNum int
-	}
-	err := c.call(ctx, "openim/get_c2c_unread_msg_num", map[string]any{}, &r, callOpts{retry: true})
-	return r.AllC2CUnreadMsgNum, err
+	var n int
+	err := c.view(func(tx *bolt.Tx) error { n = totalUnread(tx); return nil })
+	return n, err
 }
 
 // LastSeq is the last timeline Seq this device applied.
 func (c *Client) LastSeq() (uint64, error) {
 	var n uint64
-	err := c.db.db.View(func(tx *bolt.Tx) error { n = getU64(tx, kSeq); return nil })
+	err := c.view(func(tx *bolt.Tx) error { n = getU64(tx, kSeq); return nil })
 	return n, err
 }
 

@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -23,7 +25,17 @@ import (
 
 // Listeners are the app's callbacks. They run one at a time, in event
 // order, on one goroutine of the client, so an app needs no locks around
-// the state they touch. A listener may call the client's methods.
+// the state they touch. None runs before Login returned; a listener may call
+// the client's methods (set such listeners with SetListeners after Login).
+//
+// Delivery is at least once (events.go): an event that calls OnNewMessage,
+// OnWithdraw, OnModify, OnRead or OnSystemEvent is kept in the local store
+// until its listener returned, and delivered again, first, at the next
+// Login if it did not (Logout before it ran, a crash). An app that must act
+// once per event makes the action idempotent by MsgKey (or Seq): for an
+// answer, send it with Outgoing.ID derived from the MsgKey, and the outbox
+// sends it once. Other listeners (the list, OnRefresh, typing, connection
+// and send status) are not repeated.
 type Listeners struct {
 	// OnNewMessage: a message to me, or one I sent from another device, or
 	// a system message. Messages I send from this device are not reported
@@ -33,6 +45,9 @@ type Listeners struct {
 	// a reconnect (the timeline replay ended with sync_complete and the
 	// conversation list was reloaded).
 	OnRefresh func()
+	// OnTotalUnreadChanged: the unread count of all conversations changed
+	// (from the local store: first at Login, also offline).
+	OnTotalUnreadChanged func(total int)
 	// OnRecentContactsChanged: conversations whose last message, unread
 	// count or read state changed. After login and each reconnect it gets
 	// the whole list, just before OnRefresh.
@@ -53,14 +68,42 @@ type Listeners struct {
 	// multi-device policy, or its UserSig was refused on reconnect. The
 	// client is closed; Login again (with a fresh UserSig) to continue.
 	OnKicked func(reason string)
-	// OnConnectionChanged: the MQTT connection went down or came back.
-	OnConnectionChanged func(connected bool)
+	// OnReplaced: another client with this UserID and DeviceID (another
+	// process of the app, or a copy of its data) connected, and the server
+	// closed this one (MQTT 5 DISCONNECT 0x8E Session taken over; on MQTT
+	// 3.1.1, where the server cannot say why, the SDK recognises the
+	// connection being taken over again and again). Reported once; the
+	// client is closed and does not reconnect, since each reconnect would
+	// take the connection back.
+	OnReplaced func(reason string)
+	// OnSendStatus: a send of this device was answered: sent (with its
+	// MsgKey and Seq) or failed (with the server's code). Sends resent from
+	// the outbox after a restart are reported here.
+	OnSendStatus func(SendStatus)
+	// OnConnectionChanged: the MQTT connection came up (reason "login" or
+	// "reconnected"; before the backlog it brings, at login and at
+	// reconnect alike) or went down (reason: the cause).
+	OnConnectionChanged func(connected bool, reason string)
+}
+
+// any reports whether any listener is set.
+func (l *Listeners) any() bool {
+	v := reflect.ValueOf(l).Elem()
+	for i := range v.NumField() {
+		if !v.Field(i).IsNil() {
+			return true
+		}
+	}
+	return false
 }
 
 // Options configure Login.
 type Options struct {
 	// Addr is host:port of the server's MQTT listener: plain TCP, or TLS
-	// when TLS is set.
+	// when TLS is set. A WebSocket URL — ws://host:port/mqtt, or
+	// wss://host/mqtt (TLS, with TLS's configuration when set) — connects
+	// through the server's WebSocket listener, for networks that pass only
+	// HTTP.
 	Addr string
 	// TLS, when set, makes the connection TLS with this configuration
 	// (its ServerName defaults to Addr's host).
@@ -88,6 +131,9 @@ type Options struct {
 	// failed attempt with jitter (defaults 200 ms and 30 s).
 	MinBackoff, MaxBackoff time.Duration
 
+	// HTTPClient uploads and downloads media (default http.DefaultClient).
+	HTTPClient *http.Client
+
 	Listeners
 	Logger *slog.Logger
 
@@ -113,7 +159,25 @@ type Client struct {
 	procDone chan struct{}
 
 	inbox    *queue[item]
-	dispatch *queue[func()]
+	dispatch *queue[dispatchItem]
+	ls       atomic.Pointer[Listeners]
+
+	// The dispatcher (events.go): stopping and stopDispatch end it;
+	// dispatchG is its goroutine; handled lists pending events whose
+	// listener returned, not yet removed from the store.
+	stopping     atomic.Bool
+	stopDispatch chan struct{}
+	loggedIn     chan struct{} // closed when listeners may run (startOnce)
+	startOnce    sync.Once
+	dispatchDone chan struct{}
+	dispatchG    atomic.Uint64
+	hmu          sync.Mutex
+	handled      []uint64
+
+	// dbmu guards the local store's closing: view and update answer
+	// ErrClosed after Logout.
+	dbmu     sync.RWMutex
+	dbClosed bool
 
 	mu     sync.Mutex
 	conn   transport
@@ -126,7 +190,9 @@ type Client struct {
 	gen        uint64
 	userSig    string
 	pending    map[string]func([]byte) // ReqId → reply handler
-	sending    map[sendKey]time.Time   // sends from this device not yet seen on the timeline
+	flights    map[string]*flight      // outbox ID → its send in progress
+	outboxKick chan struct{}
+	sending    map[sendKey]time.Time // sends from this device not yet seen on the timeline
 
 	reqSeq atomic.Uint64
 	// msgSeq numbers this device's sends: history orders messages of one
@@ -135,8 +201,11 @@ type Client struct {
 	// syncs and fetches count openim/sync and openim/getmsg requests.
 	syncs, fetches atomic.Int64
 	loggedOut      atomic.Bool
-	closeOnce      sync.Once
-	closeErr       error
+	// known: this store was logged in with before (an offline start is
+	// allowed).
+	known     bool
+	closeOnce sync.Once
+	closeErr  error
 }
 
 type sendKey struct {
@@ -147,6 +216,12 @@ type sendKey struct {
 // Login opens the local store, connects and subscribes. It returns once the
 // server accepted the device; the offline backlog then arrives through the
 // listeners, ending with OnRefresh. A refused login is a *RefusedError.
+//
+// Offline start: when the server cannot be reached and the local store has
+// been logged in with before, Login returns the client at once: history,
+// the conversation list and TotalUnread are served from the store, sends
+// wait in the outbox, and the client connects in the background
+// (OnConnectionChanged). A first login needs the server.
 func Login(ctx context.Context, o Options) (*Client, error) {
 	if o.Addr == "" || o.UserID == "" || o.UserSig == "" || o.Dir == "" {
 		return nil, errors.New("duet: Login needs Addr, UserID, UserSig and Dir")
@@ -155,13 +230,26 @@ func Login(ctx context.Context, o Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, err := c.connect(ctx)
+	t, err := c.connect(ctx, "login")
 	if err != nil {
-		c.shutdown()
-		return nil, err
+		// Offline start: a store that has been online before serves its
+		// history and conversations while the client connects in the
+		// background. A refusal, or a first login, fails.
+		var re *RefusedError
+		if errors.As(err, &re) || ctx.Err() != nil || !c.known {
+			c.shutdown()
+			return nil, err
+		}
+		c.log.Info("server unreachable; starting offline, connecting in the background", "error", err)
+		t = nil
+	} else if !c.known {
+		_ = c.update(func(tx *bolt.Tx) error { return tx.Bucket(bMeta).Put(kKnown, []byte{1}) })
 	}
 	c.wg.Add(1)
 	go c.supervise(t)
+	if o.Listeners.any() {
+		c.startListeners()
+	}
 	return c, nil
 }
 
@@ -190,9 +278,11 @@ func open(o Options) (*Client, error) {
 		return nil, fmt.Errorf("duet: local store: %w", err)
 	}
 	var last, msgSeq uint64
+	known := false
 	err = db.db.Update(func(tx *bolt.Tx) error {
 		last, msgSeq = getU64(tx, kSeq), getU64(tx, kMsgSeq)
 		meta := tx.Bucket(bMeta)
+		known = meta.Get(kKnown) != nil
 		if o.DeviceID == "" {
 			if v := meta.Get(kDevice); v != nil {
 				o.DeviceID = string(v)
@@ -210,14 +300,30 @@ func open(o Options) (*Client, error) {
 	}
 	c := &Client{
 		opts: o, me: o.UserID, device: o.DeviceID, db: db, log: o.Logger.With("user", o.UserID, "device", o.DeviceID),
-		quit: make(chan struct{}), procDone: make(chan struct{}), inbox: newQueue[item](), dispatch: newQueue[func()](),
-		userSig: o.UserSig, connCh: make(chan struct{}), pending: make(map[string]func([]byte)), sending: make(map[sendKey]time.Time),
+		quit: make(chan struct{}), procDone: make(chan struct{}), inbox: newQueue[item](), dispatch: newQueue[dispatchItem](),
+		stopDispatch: make(chan struct{}), dispatchDone: make(chan struct{}), loggedIn: make(chan struct{}),
+		userSig: o.UserSig, connCh: make(chan struct{}), pending: make(map[string]func([]byte)),
+		flights: make(map[string]*flight), outboxKick: make(chan struct{}, 1), sending: make(map[sendKey]time.Time),
 	}
+	c.known = known
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.msgSeq.Store(uint32(msgSeq))
-	p := &proc{c: c, last: last, fresh: last == 0, buffer: make(map[uint64][]byte)}
-	c.wg.Add(1)
+	ls := o.Listeners
+	c.ls.Store(&ls)
+	// Events a previous run applied but whose listener never returned come
+	// first (at-least-once delivery, events.go).
+	_ = db.db.View(func(tx *bolt.Tx) error {
+		for _, ev := range listPending(tx) {
+			ev := ev
+			c.dispatch.push(dispatchItem{f: func() { c.deliver(&ev) }, seq: ev.Seq})
+		}
+		return nil
+	})
+	p := &proc{c: c, last: last, fresh: last == 0, buffer: make(map[uint64][]byte), lastTotal: -1, unreadDirty: true}
+	c.inbox.push(item{kind: itFunc, fn: func(*proc) {}}) // reports the stored total unread first
+	c.wg.Add(2)
 	go p.loop()
+	go c.outboxLoop()
 	go c.dispatchLoop()
 	return c, nil
 }
@@ -228,8 +334,10 @@ func (c *Client) UserID() string { return c.me }
 // DeviceID is this device's id (client id {UserID}:{DeviceID}).
 func (c *Client) DeviceID() string { return c.device }
 
-// Logout disconnects and closes the local store. Callbacks already queued
-// still run; no new ones are queued.
+// Logout disconnects and closes the local store. It waits for a listener
+// that is running (unless called from that listener); no listener runs
+// after it returned. Events whose listener did not run (or did not return)
+// are delivered at the next Login (see Listeners).
 func (c *Client) Logout() error {
 	c.shutdown()
 	return c.closeErr
@@ -250,13 +358,21 @@ func (c *Client) shutdown() {
 			t.close()
 		}
 		c.wg.Wait()
+		c.stopListeners()
+		c.dbmu.Lock()
+		c.dbClosed = true
 		c.closeErr = c.db.close()
+		c.dbmu.Unlock()
 	})
 }
 
 // connect dials one connection. The processor learns of it (connUp) before
 // the subscription starts the timeline replay.
-func (c *Client) connect(ctx context.Context) (transport, error) {
+//
+// It reports the connection (OnConnectionChanged) before subscribing, so
+// the app hears of it before the backlog the subscription starts, at login
+// and at each reconnect alike.
+func (c *Client) connect(ctx context.Context, reason string) (transport, error) {
 	c.mu.Lock()
 	c.gen++
 	gen := c.gen
@@ -288,12 +404,14 @@ func (c *Client) connect(ctx context.Context) (transport, error) {
 	close(c.connCh)
 	c.connCh = make(chan struct{})
 	c.mu.Unlock()
+	c.inbox.push(item{kind: itConnected, gen: gen, reason: reason})
 	if err := t.subscribe(ctx); err != nil {
 		t.close()
+		c.inbox.push(item{kind: itConnDown, gen: gen, reason: "subscription failed: " + err.Error()})
 		return nil, err
 	}
 	close(subscribed)
-	c.inbox.push(item{kind: itConnected, gen: gen})
+	c.kickOutbox()
 	return t, nil
 }
 
@@ -305,21 +423,49 @@ func (c *Client) sig() string {
 
 // supervise reconnects after a lost connection, with exponential backoff
 // and jitter, until Logout or a refused login.
+//
+// A connection the server takes over for another client with this client
+// id ends the login with OnReplaced: said by MQTT 5 (0x8E); on 3.1.1 seen
+// as takeoverLoop connections in a row that the server accepted and closed
+// within shortConn.
 func (c *Client) supervise(t transport) {
 	defer c.wg.Done()
+	up, short := time.Now(), 0
 	for {
-		select {
-		case <-t.done():
-		case <-c.quit:
-			return
+		if t != nil { // nil: an offline start, connecting in the background
+			select {
+			case <-t.done():
+			case <-c.quit:
+				return
+			}
+			// MQTT 5 says so (0x8E); only 3.1.1 needs the heuristic.
+			if c.opts.Protocol == MQTT311 && time.Since(up) < shortConn {
+				short++
+			} else {
+				short = 0
+			}
+			if over := t.takenOver(); over || short >= takeoverLoop {
+				reason := "another client with this UserID and DeviceID connected (MQTT 5 Session taken over)"
+				if !over {
+					reason = fmt.Sprintf("the connection was closed right after login %d times in a row: another client with this UserID and DeviceID is taking it over", short)
+				}
+				c.log.Warn("replaced by another client; not reconnecting", "reason", reason)
+				c.inbox.push(item{kind: itReplaced, reason: reason})
+				return
+			}
+			c.mu.Lock()
+			if c.conn == t {
+				c.conn = nil
+			}
+			c.mu.Unlock()
+			t.close() // release the library's side of the dead connection
+			cause := "connection lost"
+			if err := t.cause(); err != nil {
+				cause += ": " + err.Error()
+			}
+			c.log.Info("connection lost; reconnecting", "cause", cause)
+			c.inbox.push(item{kind: itConnDown, reason: cause})
 		}
-		c.mu.Lock()
-		if c.conn == t {
-			c.conn = nil
-		}
-		c.mu.Unlock()
-		t.close() // release the library's side of the dead connection
-		c.inbox.push(item{kind: itConnDown})
 		for attempt := 0; ; attempt++ {
 			select {
 			case <-time.After(backoff(c.opts.MinBackoff, c.opts.MaxBackoff, attempt)):
@@ -336,9 +482,9 @@ func (c *Client) supervise(t transport) {
 				c.userSig = fresh
 				c.mu.Unlock()
 			}
-			nt, err := c.connect(c.ctx)
+			nt, err := c.connect(c.ctx, "reconnected")
 			if err == nil {
-				t = nt
+				t, up = nt, time.Now()
 				break
 			}
 			var re *RefusedError
@@ -353,6 +499,14 @@ func (c *Client) supervise(t transport) {
 		}
 	}
 }
+
+// takeoverLoop connections in a row closed by the server within shortConn
+// of their login mean, on MQTT 3.1.1, that another client with this client
+// id takes the connection over each time.
+const (
+	takeoverLoop = 3
+	shortConn    = 2 * time.Second
+)
 
 // backoff is min·2^attempt capped at max, with "equal jitter": a random
 // delay in [d/2, d], so devices that lost the same server do not return in
@@ -370,7 +524,7 @@ func backoff(lo, hi time.Duration, attempt int) time.Duration {
 func (c *Client) route(gen uint64, d delivery) {
 	switch d.topic {
 	case "im/" + c.me + "/rsp":
-		c.reply(d.payload)
+		c.reply(d.payload, d.correlation)
 		d.ack()
 	case "im/" + c.me + "/in", "im/" + c.me + "/live":
 		c.inbox.push(item{kind: itDelivery, gen: gen, d: d})
@@ -379,16 +533,20 @@ func (c *Client) route(gen uint64, d delivery) {
 	}
 }
 
-func (c *Client) reply(payload []byte) {
-	var r struct {
-		ReqID json.RawMessage `json:"ReqId"`
-	}
-	if json.Unmarshal(payload, &r) != nil {
-		return
-	}
-	var id string
-	if json.Unmarshal(r.ReqID, &id) != nil {
-		id = string(r.ReqID)
+// reply hands a reply to its request: by Correlation Data on MQTT 5 (the
+// server copies it onto every reply, refusals included), else by ReqId.
+func (c *Client) reply(payload []byte, correlation string) {
+	id := correlation
+	if id == "" {
+		var r struct {
+			ReqID json.RawMessage `json:"ReqId"`
+		}
+		if json.Unmarshal(payload, &r) != nil {
+			return
+		}
+		if json.Unmarshal(r.ReqID, &id) != nil {
+			id = string(r.ReqID)
+		}
 	}
 	c.mu.Lock()
 	h := c.pending[id]
@@ -456,11 +614,27 @@ func (c *Client) call(ctx context.Context, cmd string, body any, out any, o call
 		stop := context.AfterFunc(c.ctx, cancel) // Logout ends the wait
 		perr := t.publish(actx, topic, raw, id)
 		var p []byte
-		if perr == nil {
+		var refused *pubackRefused
+		switch {
+		case perr == nil:
 			select {
 			case p = <-ch:
 			case <-t.done():
 			case <-actx.Done():
+			}
+		case errors.As(perr, &refused):
+			// The refusal is the answer: the reply with the Tencent code
+			// went out just before the PUBACK; take it if it comes soon.
+			select {
+			case p = <-ch:
+			case <-t.done():
+			case <-actx.Done():
+			case <-time.After(time.Second):
+			}
+			if p == nil {
+				stop()
+				cancel()
+				return &Error{Code: int(refused.reason), Info: refused.Error()}
 			}
 		}
 		stop()
@@ -589,27 +763,22 @@ func (c *Client) inProc(ctx context.Context, f func(p *proc)) error {
 	}
 }
 
-func (c *Client) emit(f func()) { c.dispatch.push(f) }
+// listeners returns the listeners registered now.
+func (c *Client) listeners() *Listeners { return c.ls.Load() }
 
-// dispatchLoop runs the listeners, one at a time.
-func (c *Client) dispatchLoop() {
-	for {
-		fs := c.dispatch.take()
-		for _, f := range fs {
-			f()
-		}
-		if len(fs) > 0 {
-			continue
-		}
-		select {
-		case <-c.dispatch.signal:
-		case <-c.procDone:
-			if c.dispatch.len() == 0 {
-				return
-			}
-		}
-	}
+// SetListeners replaces the listeners; calls queued from now on use the new
+// ones. Events applied while a listener was missing are not kept for it.
+//
+// A Login whose Options have no listener delivers nothing until the first
+// SetListeners: an app whose listeners use the *Client sets them this way,
+// once it holds the client, and loses nothing (the backlog and the events
+// pending from the last run wait for it).
+func (c *Client) SetListeners(l Listeners) {
+	c.ls.Store(&l)
+	c.startListeners()
 }
+
+func (c *Client) startListeners() { c.startOnce.Do(func() { close(c.loggedIn) }) }
 
 func randU32() uint32 {
 	var b [4]byte
@@ -648,4 +817,24 @@ func (q *queue[T]) len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return len(q.items)
+}
+
+// view reads the local store; ErrClosed after Logout.
+func (c *Client) view(f func(*bolt.Tx) error) error {
+	c.dbmu.RLock()
+	defer c.dbmu.RUnlock()
+	if c.dbClosed {
+		return ErrClosed
+	}
+	return c.db.db.View(f)
+}
+
+// update writes the local store; ErrClosed after Logout.
+func (c *Client) update(f func(*bolt.Tx) error) error {
+	c.dbmu.RLock()
+	defer c.dbmu.RUnlock()
+	if c.dbClosed {
+		return ErrClosed
+	}
+	return c.db.db.Update(f)
 }

@@ -17,6 +17,8 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -26,6 +28,8 @@ import (
 
 	"github.com/duet-im/duet/broker"
 	"github.com/duet-im/duet/command"
+	"github.com/duet-im/duet/media"
+	"github.com/duet-im/duet/push"
 	"github.com/duet-im/duet/store"
 	"github.com/duet-im/duet/usersig"
 )
@@ -56,9 +60,36 @@ type server struct {
 	offset  atomic.Int64 // added to the server's clock (ns)
 	dir     string
 	addr    string
+	wsAddr  string // the WebSocket listener (path /mqtt)
 	store   *store.Store
 	svc     *command.Service
 	broker  *broker.Broker
+
+	// With media (startMediaServer): the embedded S3 gateway, the media
+	// service and the HTTP server of download links.
+	pusher  *push.Pusher
+	gw      *media.Gateway
+	media   *media.Service
+	web     *httptest.Server
+	handler atomic.Pointer[http.Handler]
+}
+
+// startMediaServer also runs the media service on the embedded S3 gateway
+// (real SigV4 checks) and an HTTP server for download links, as
+// broker/media_test.go does.
+func startMediaServer(t testing.TB) *server {
+	t.Helper()
+	gw, err := media.StartGateway(t.TempDir(), "", testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gw.Close() })
+	s := &server{t: t, dir: t.TempDir(), gw: gw}
+	s.web = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*s.handler.Load()).ServeHTTP(w, r) }))
+	t.Cleanup(s.web.Close)
+	s.start()
+	t.Cleanup(s.stop)
+	return s
 }
 
 // startTLSServer also listens for TLS, with a certificate made for the
@@ -129,7 +160,11 @@ func (s *server) start() {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	bc := broker.Config{MQTTAddr: addr, SDKAppID: testAppID, Key: testKey, KickedAt: st.KickedAt, Clock: s.now, Log: log}
+	wsAddr := s.wsAddr
+	if wsAddr == "" {
+		wsAddr = freeAddr(t)
+	}
+	bc := broker.Config{MQTTAddr: addr, WSAddr: wsAddr, SDKAppID: testAppID, Key: testKey, KickedAt: st.KickedAt, Clock: s.now, Log: log}
 	if s.tls != nil {
 		bc.TLS, bc.TLSAddr = s.tls, s.tlsAddr
 		if bc.TLSAddr == "" {
@@ -142,13 +177,41 @@ func (s *server) start() {
 	}
 	devices.Store(b.Devices)
 	svc.SetKicker(b.Devices)
+	// Push tokens are kept (push/set_token); no vendor is configured.
+	pusher, err := push.New(push.Options{Store: st, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pusher.Register(svc)
+	s.pusher = pusher
+	if s.gw != nil {
+		m, err := media.New(media.Config{S3: s.gw.S3, PublicURL: s.web.URL, SDKAppID: testAppID, Key: testKey,
+			CleanEvery: -1, ArchiveEvery: -1, Log: log}, st, svc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := m.Handler()
+		s.handler.Store(&h)
+		s.media = m
+	}
 	if err := b.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	s.store, s.svc, s.broker, s.addr = st, svc, b, b.Addr("tcp")
+	s.store, s.svc, s.broker, s.addr, s.wsAddr = st, svc, b, b.Addr("tcp"), wsAddr
 	if s.tls != nil {
 		s.tlsAddr = b.Addr("tls")
 	}
+}
+
+// freeAddr picks a free loopback port for a listener that cannot be given
+// port 0 (the broker reports only the TCP and TLS listeners' addresses).
+func freeAddr(t testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 // now is the server's clock: real time moved on by advance.
@@ -161,6 +224,11 @@ func (s *server) stop() {
 		return
 	}
 	s.broker.Close()
+	s.pusher.Close()
+	if s.media != nil {
+		s.media.Close()
+		s.media = nil
+	}
 	s.store.Close()
 	s.broker = nil
 }

@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -48,7 +49,7 @@ func (c *Client) history(ctx context.Context, peer string, count int, cursor oke
 	for len(out) < count {
 		var lo okey
 		covered := false
-		err := c.db.db.View(func(tx *bolt.Tx) error {
+		err := c.view(func(tx *bolt.Tx) error {
 			if lo, covered = coverBelow(tx, peer, cursor); covered {
 				out = append(out, below(tx, peer, lo, cursor, count-len(out))...)
 			}
@@ -66,7 +67,7 @@ func (c *Client) history(ctx context.Context, peer string, count int, cursor oke
 		}
 		if err := c.fetch(ctx, peer, cursor, count-len(out)); err != nil {
 			// Serve what is here, and say why it may be incomplete.
-			_ = c.db.db.View(func(tx *bolt.Tx) error {
+			_ = c.view(func(tx *bolt.Tx) error {
 				out = append(out, below(tx, peer, keyMin, cursor, count-len(out))...)
 				return nil
 			})
@@ -94,7 +95,17 @@ func (c *Client) fetch(ctx context.Context, peer string, cursor okey, need int) 
 		MsgList  []*Message `json:"MsgList"`
 	}
 	c.fetches.Add(1)
-	if err := c.call(ctx, "openim/getmsg", req, &r, callOpts{}); err != nil {
+	err := c.call(ctx, "openim/getmsg", req, &r, callOpts{})
+	var e *Error
+	if errors.As(err, &e) && e.Code == 90054 && req["LastMsgKey"] != nil {
+		// The message the page should end before has left the server's
+		// retention: ask by time, for its whole second (a page that also
+		// holds later messages of that second proves as much).
+		delete(req, "LastMsgKey")
+		c.fetches.Add(1)
+		err = c.call(ctx, "openim/getmsg", req, &r, callOpts{})
+	}
+	if err != nil {
 		return err
 	}
 	lowest := cursor
@@ -109,7 +120,7 @@ func (c *Client) fetch(ctx context.Context, peer string, cursor okey, need int) 
 	if lowest == cursor {
 		return fmt.Errorf("duet: openim/getmsg returned nothing older than the local history of %s", peer)
 	}
-	return c.db.db.Update(func(tx *bolt.Tx) error {
+	return c.update(func(tx *bolt.Tx) error {
 		for _, m := range r.MsgList {
 			m.Seq = 0
 			if _, _, err := putMessage(tx, peer, m); err != nil {
@@ -124,7 +135,7 @@ func (c *Client) fetch(ctx context.Context, peer string, cursor okey, need int) 
 // way the server makes MsgKeys ({MsgSeq}_{MsgRandom}_{MsgTime}).
 func (c *Client) msgKeyAt(peer string, k okey) string {
 	var key string
-	_ = c.db.db.View(func(tx *bolt.Tx) error {
+	_ = c.view(func(tx *bolt.Tx) error {
 		if m, ok := messageAt(tx, peer, k); ok {
 			key = m.MsgKey
 		}

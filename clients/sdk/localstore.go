@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"sort"
 	"time"
 
@@ -20,6 +22,9 @@ import (
 //	                every message the server has there (roaming filled it, or
 //	                the timeline kept it complete since)
 //	contacts        peer → Contact JSON
+//	outbox          ID → outboxEntry JSON (outbox.go)
+//	pending         Seq (u64be) → an event applied here whose listener has
+//	                not returned yet (re-delivered at the next Login)
 //
 // Messages sort as the server's history does (time, then MsgSeq), so a
 // local range and a roaming page describe the same order.
@@ -29,9 +34,11 @@ var (
 	bKeys     = []byte("keys")
 	bRanges   = []byte("ranges")
 	bContacts = []byte("contacts")
+	bPending  = []byte("pending")
 	kSeq      = []byte("seq")
 	kDevice   = []byte("device")
 	kMsgSeq   = []byte("msgseq")
+	kKnown    = []byte("known") // set once a login reached the server
 )
 
 type okey [16]byte
@@ -60,12 +67,18 @@ type localStore struct {
 }
 
 func openLocal(path string) (*localStore, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	// bbolt locks the file: a store in use is not waited for, since the
+	// other user (another process of the app, or a client not logged out)
+	// would not let go.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 100 * time.Millisecond})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("%s is in use by another client (another process of this app, or a Login without Logout, with the same Dir and UserID)", path)
+	}
 	if err != nil {
 		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bMeta, bMsgs, bKeys, bRanges, bContacts} {
+		for _, b := range [][]byte{bMeta, bMsgs, bKeys, bRanges, bContacts, bPending, bOutbox} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -353,6 +366,15 @@ func listContacts(tx *bolt.Tx) []Contact {
 	return out
 }
 
+// totalUnread sums the unread counts of the conversation list.
+func totalUnread(tx *bolt.Tx) int {
+	n := 0
+	for _, c := range listContacts(tx) {
+		n += c.Unread
+	}
+	return n
+}
+
 // replaceContacts makes list the whole conversation list, keeping the read
 // receipts the server's list does not carry.
 func replaceContacts(tx *bolt.Tx, list []Contact) error {
@@ -385,6 +407,47 @@ func deleteConversation(tx *bolt.Tx, peer string) error {
 			if err := tx.Bucket(root).DeleteBucket([]byte(peer)); err != nil {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// ---- events not yet handled by the app ----
+
+func seqKey(seq uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], seq)
+	return b[:]
+}
+
+func putPending(tx *bolt.Tx, seq uint64, ev *appEvent) error {
+	v, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bPending).Put(seqKey(seq), v)
+}
+
+// listPending returns the events whose listener has not returned, in Seq
+// order.
+func listPending(tx *bolt.Tx) []appEvent {
+	var out []appEvent
+	_ = tx.Bucket(bPending).ForEach(func(k, v []byte) error {
+		var ev appEvent
+		if json.Unmarshal(v, &ev) == nil {
+			ev.Seq = binary.BigEndian.Uint64(k)
+			out = append(out, ev)
+		}
+		return nil
+	})
+	return out
+}
+
+func deletePending(tx *bolt.Tx, seqs []uint64) error {
+	b := tx.Bucket(bPending)
+	for _, s := range seqs {
+		if err := b.Delete(seqKey(s)); err != nil {
+			return err
 		}
 	}
 	return nil

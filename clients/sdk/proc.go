@@ -39,6 +39,7 @@ const (
 	itSyncRetry // time to ask again after a failed sync
 	itContacts  // recentcontact/get_list answered (or failed)
 	itLoggedOut
+	itReplaced
 	itFunc
 )
 
@@ -73,10 +74,15 @@ type proc struct {
 	held         []item
 	listed       map[string]okey // while applying held: each listed conversation's last message
 
+	// unreadDirty: a conversation's unread count may have changed in this
+	// batch; lastTotal is the total last reported (-1: none yet).
+	unreadDirty bool
+	lastTotal   int
+
 	// per batch
 	tx    *bolt.Tx
 	acks  []func()
-	emits []func()
+	emits []dispatchItem
 	dirty bool // ranges must be cleared
 }
 
@@ -107,6 +113,17 @@ func (p *proc) batch(items []item) {
 		for _, it := range items {
 			p.handle(it)
 		}
+		if p.unreadDirty {
+			p.unreadDirty = false
+			if total := totalUnread(tx); total != p.lastTotal {
+				p.lastTotal = total
+				p.emit(func() {
+					if f := c.listeners().OnTotalUnreadChanged; f != nil {
+						f(total)
+					}
+				})
+			}
+		}
 		if p.dirty {
 			p.dirty = false
 			if err := clearRanges(tx); err != nil {
@@ -131,7 +148,7 @@ func (p *proc) batch(items []item) {
 		a()
 	}
 	for _, f := range p.emits {
-		c.emit(f)
+		c.dispatch.push(f)
 	}
 	p.acks, p.emits = nil, nil
 	for _, it := range items {
@@ -152,9 +169,9 @@ func (p *proc) handle(it item) {
 		p.buffer = make(map[uint64][]byte)
 		p.holding, p.held = false, nil
 	case itConnected:
-		p.emitConn(true)
+		p.emitConn(true, it.reason)
 	case itConnDown:
-		p.emitConn(false)
+		p.emitConn(false, it.reason)
 	case itDelivery:
 		if p.holding {
 			p.held = append(p.held, it)
@@ -201,17 +218,22 @@ func (p *proc) handle(it item) {
 		p.refreshed(it.contacts, it.err)
 	case itLoggedOut:
 		p.loggedOut(it.reason)
+	case itReplaced:
+		p.ended(it.reason, true)
 	case itFunc:
 		it.fn(p)
 	}
 }
 
-func (p *proc) emit(f func()) { p.emits = append(p.emits, f) }
+func (p *proc) emit(f func()) { p.emits = append(p.emits, dispatchItem{f: f}) }
 
-func (p *proc) emitConn(up bool) {
-	if f := p.c.opts.OnConnectionChanged; f != nil {
-		p.emit(func() { f(up) })
-	}
+func (p *proc) emitConn(up bool, reason string) {
+	c := p.c
+	p.emit(func() {
+		if f := c.listeners().OnConnectionChanged; f != nil {
+			f(up, reason)
+		}
+	})
 }
 
 // head is the part of an event every rule needs.
@@ -450,13 +472,14 @@ func (p *proc) refreshed(list []Contact, err error) {
 		c.log.Warn("conversation list not reloaded; using the local one", "error", err)
 	}
 	all := listContacts(p.tx)
+	p.unreadDirty = true
 	p.emit(func() {
-		if f := c.opts.OnRecentContactsChanged; f != nil {
+		if f := c.listeners().OnRecentContactsChanged; f != nil {
 			f(all)
 		}
 	})
 	p.emit(func() {
-		if f := c.opts.OnRefresh; f != nil {
+		if f := c.listeners().OnRefresh; f != nil {
 			f()
 		}
 	})
@@ -499,12 +522,7 @@ func (p *proc) apply(h head, payload []byte) {
 			peer = w.To
 		}
 		p.recall(peer, w.MsgKey)
-		wd := Withdrawal{Peer: peer, From: w.From, To: w.To, MsgKey: w.MsgKey}
-		p.emit(func() {
-			if f := c.opts.OnWithdraw; f != nil {
-				f(wd)
-			}
-		})
+		p.emitEvent(&appEvent{Seq: h.Seq, Kind: "withdraw", Withdrawal: &Withdrawal{Peer: peer, From: w.From, To: w.To, MsgKey: w.MsgKey}})
 	case "modify":
 		var e struct {
 			From            string `json:"From_Account"`
@@ -527,11 +545,7 @@ func (p *proc) apply(h head, payload []byte) {
 			_ = updateMessage(p.tx, peer, m)
 		}
 		p.touchLast(peer, m)
-		p.emit(func() {
-			if f := c.opts.OnModify; f != nil {
-				f(m)
-			}
-		})
+		p.emitEvent(&appEvent{Seq: h.Seq, Kind: "modify", Msg: m})
 	case "read":
 		var r struct {
 			Report string `json:"Report_Account"`
@@ -548,12 +562,7 @@ func (p *proc) apply(h head, payload []byte) {
 			ct.PeerReadTime = r.Time
 			_ = putContact(p.tx, ct)
 		}
-		rr := ReadReceipt{Peer: r.Report, Time: time.Unix(r.Time, 0)}
-		p.emit(func() {
-			if f := c.opts.OnRead; f != nil {
-				f(rr)
-			}
-		})
+		p.emitEvent(&appEvent{Seq: h.Seq, Kind: "read", Read: &ReadReceipt{Peer: r.Report, Time: time.Unix(r.Time, 0)}})
 	case "kicked":
 		p.kicked(payload)
 	default:
@@ -575,27 +584,37 @@ func (p *proc) kicked(payload []byte) {
 }
 
 // loggedOut reports the end of this login once and closes the client.
-func (p *proc) loggedOut(reason string) {
+func (p *proc) loggedOut(reason string) { p.ended(reason, false) }
+
+// ended reports the end of this login once (OnReplaced or OnKicked) and
+// closes the client.
+func (p *proc) ended(reason string, replaced bool) {
 	c := p.c
 	if c.loggedOut.Swap(true) {
 		return
 	}
+	if replaced {
+		p.emit(func() {
+			if f := c.listeners().OnReplaced; f != nil {
+				f(reason)
+			}
+			go c.shutdown()
+		})
+		return
+	}
+	// The client closes once OnKicked returned: shutdown stops the
+	// dispatcher, which must run OnKicked first.
 	p.emit(func() {
-		if f := c.opts.OnKicked; f != nil {
+		if f := c.listeners().OnKicked; f != nil {
 			f(reason)
 		}
+		go c.shutdown()
 	})
-	go c.shutdown()
 }
 
 func (p *proc) other(seq uint64, event string, payload []byte) {
-	c := p.c
 	ev := SystemEvent{Seq: seq, Event: event, Data: json.RawMessage(append([]byte(nil), payload...))}
-	p.emit(func() {
-		if f := c.opts.OnSystemEvent; f != nil {
-			f(ev)
-		}
-	})
+	p.emitEvent(&appEvent{Seq: seq, Kind: "system", System: &ev})
 }
 
 // message stores a message and updates its conversation. report says
@@ -641,36 +660,65 @@ func (p *proc) message(m *Message, report bool) {
 	}
 	if report && !own {
 		mm := *m
-		p.emit(func() {
-			if f := c.opts.OnNewMessage; f != nil {
-				f(&mm)
-			}
-		})
+		p.emitEvent(&appEvent{Seq: m.Seq, Kind: "msg", Msg: &mm})
 	}
 }
 
 func (p *proc) contactChanged(ct *Contact) {
+	p.unreadDirty = true
 	if p.connectPhase {
 		return // the whole list follows the replay
 	}
 	c, cc := p.c, *ct
 	p.emit(func() {
-		if f := c.opts.OnRecentContactsChanged; f != nil {
+		if f := c.listeners().OnRecentContactsChanged; f != nil {
 			f([]Contact{cc})
 		}
 	})
 }
 
+// recall marks a message recalled; a recalled unread message leaves the
+// conversation's unread count at once (the server's count leaves it out).
 func (p *proc) recall(peer, msgKey string) {
+	ct := getContact(p.tx, peer)
+	changed := false
 	if m, ok := getMessage(p.tx, peer, msgKey); ok && !m.Recalled() {
+		if ct != nil && m.From == peer && unreadHolds(p.tx, peer, ct.Unread, msgKey) {
+			ct.Unread--
+			changed = true
+		}
 		m.MsgFlagBits |= FlagRecalled
 		_ = updateMessage(p.tx, peer, m)
 	}
-	if ct := getContact(p.tx, peer); ct != nil && ct.LastMsg != nil && ct.LastMsg.MsgKey == msgKey && !ct.LastMsg.Recalled() {
+	if ct != nil && ct.LastMsg != nil && ct.LastMsg.MsgKey == msgKey && !ct.LastMsg.Recalled() {
 		ct.LastMsg.MsgFlagBits |= FlagRecalled
+		changed = true
+	}
+	if changed {
 		_ = putContact(p.tx, ct)
 		p.contactChanged(ct)
 	}
+}
+
+// unreadHolds reports whether msgKey is among the conversation's unread
+// messages: the newest `unread` messages from peer not recalled.
+func unreadHolds(tx *bolt.Tx, peer string, unread int, msgKey string) bool {
+	if unread <= 0 {
+		return false
+	}
+	n := 0
+	for _, m := range below(tx, peer, keyMin, keyMax, unread*4+16) {
+		if m.From != peer || m.Recalled() {
+			continue
+		}
+		if m.MsgKey == msgKey {
+			return true
+		}
+		if n++; n == unread {
+			return false
+		}
+	}
+	return false
 }
 
 func (p *proc) touchLast(peer string, m *Message) {
@@ -715,7 +763,7 @@ func (p *proc) live(payload []byte) {
 		}
 		_ = json.Unmarshal(payload, &t)
 		p.emit(func() {
-			if f := c.opts.OnTyping; f != nil {
+			if f := c.listeners().OnTyping; f != nil {
 				f(t.From)
 			}
 		})
@@ -726,7 +774,7 @@ func (p *proc) live(payload []byte) {
 		}
 		m.OnlineOnly = true
 		p.emit(func() {
-			if f := c.opts.OnNewMessage; f != nil {
+			if f := c.listeners().OnNewMessage; f != nil {
 				f(&m)
 			}
 		})

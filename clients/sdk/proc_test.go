@@ -40,6 +40,7 @@ func TestGapPastRetention(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.shutdown()
+			c.startListeners() // Login would
 			if err := c.db.db.Update(func(tx *bolt.Tx) error { return addRange(tx, "alice", keyMin, keyMax) }); err != nil {
 				t.Fatal(err)
 			}

@@ -161,7 +161,7 @@ func TestReconnectAfterRestart(t *testing.T) {
 			var mu sync.Mutex
 			var ups, downs int
 			track := func(o *Options) {
-				o.OnConnectionChanged = func(up bool) {
+				o.OnConnectionChanged = func(up bool, _ string) {
 					mu.Lock()
 					defer mu.Unlock()
 					if up {

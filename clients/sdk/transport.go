@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,11 +31,16 @@ type transport interface {
 	// subscribe subscribes to im/{me}/# at QoS 1, which starts the replay.
 	subscribe(ctx context.Context) error
 	// publish sends a QoS 1 request and returns once the server answered it
-	// with a PUBACK (whatever its reason code: the reply on rsp tells the
-	// outcome) or the connection failed.
+	// with a PUBACK or the connection failed. A refusing PUBACK (MQTT 5
+	// reason code 0x80 or above) is a *pubackRefused.
 	publish(ctx context.Context, topic string, payload []byte, correlation string) error
-	// done is closed when the connection is gone.
+	// done is closed when the connection is gone; cause then says why.
 	done() <-chan struct{}
+	cause() error
+	// takenOver reports, once done, whether the server said that another
+	// connection with this client id took the session over (MQTT 5
+	// DISCONNECT 0x8E).
+	takenOver() bool
 	close()
 }
 
@@ -45,6 +51,19 @@ type delivery struct {
 	topic   string
 	payload []byte
 	ack     func()
+	// correlation is the MQTT 5 Correlation Data: on a reply, the request's.
+	correlation string
+}
+
+// pubackRefused is an MQTT 5 PUBACK with an error reason code: the server
+// refused the request (PROTOCOL §3); its reply on rsp carries the code.
+type pubackRefused struct {
+	reason byte
+	info   string
+}
+
+func (e *pubackRefused) Error() string {
+	return fmt.Sprintf("duet: request refused (PUBACK 0x%02x) %s", e.reason, e.info)
 }
 
 type dialConfig struct {
@@ -60,6 +79,12 @@ type dialConfig struct {
 	onMessage func(delivery)
 }
 
+// isWebSocket reports whether addr is a WebSocket URL (ws://host:port/mqtt
+// or wss://…) rather than host:port.
+func isWebSocket(addr string) bool {
+	return strings.HasPrefix(addr, "ws://") || strings.HasPrefix(addr, "wss://")
+}
+
 func dial(ctx context.Context, p Protocol, cfg dialConfig) (transport, error) {
 	if p == MQTT311 {
 		return dialV3(ctx, cfg)
@@ -67,17 +92,22 @@ func dial(ctx context.Context, p Protocol, cfg dialConfig) (transport, error) {
 	return dialV5(ctx, cfg)
 }
 
-// lossSignal closes its channel once.
+// errClosedHere is the cause of a connection this client closed.
+var errClosedHere = errors.New("closed by this client")
+
+// lossSignal closes its channel once, keeping the first cause.
 type lossSignal struct {
-	once sync.Once
-	ch   chan struct{}
-	dead atomic.Bool
+	once  sync.Once
+	ch    chan struct{}
+	dead  atomic.Bool
+	cause error
 }
 
 func newLoss() *lossSignal { return &lossSignal{ch: make(chan struct{})} }
 
-func (l *lossSignal) fire() {
+func (l *lossSignal) fire(cause error) {
 	l.once.Do(func() {
+		l.cause = cause
 		l.dead.Store(true)
 		close(l.ch)
 	})
@@ -86,11 +116,16 @@ func (l *lossSignal) fire() {
 // ---- MQTT 5 ----
 
 type v5 struct {
-	c       *paho.Client
-	loss    *lossSignal
-	rsp     string
-	user    string
-	timeout time.Duration
+	c        *paho.Client
+	loss     *lossSignal
+	replaced atomic.Bool
+	// told closes once the server's DISCONNECT was handled: paho reports
+	// it on a goroutine of its own, often after the connection's end.
+	told     chan struct{}
+	tellOnce sync.Once
+	rsp      string
+	user     string
+	timeout  time.Duration
 }
 
 func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
@@ -98,7 +133,12 @@ func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
 	defer cancel()
 	var conn net.Conn
 	var err error
-	if cfg.tls != nil {
+	if isWebSocket(cfg.addr) {
+		conn, err = mqtt.NewWebsocket(cfg.addr, cfg.tls, cfg.timeout, nil, nil)
+		if err == nil {
+			conn = v5packets.NewThreadSafeConn(conn) // paho writes from several goroutines
+		}
+	} else if cfg.tls != nil {
 		d := tls.Dialer{Config: cfg.tls}
 		conn, err = d.DialContext(ctx, "tcp", cfg.addr)
 		if err == nil {
@@ -113,7 +153,7 @@ func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &v5{loss: newLoss(), rsp: "im/" + cfg.user + "/rsp", user: cfg.user, timeout: cfg.timeout}
+	t := &v5{loss: newLoss(), told: make(chan struct{}), rsp: "im/" + cfg.user + "/rsp", user: cfg.user, timeout: cfg.timeout}
 	t.c = paho.NewClient(paho.ClientConfig{
 		ClientID: cfg.clientID,
 		Conn:     conn,
@@ -131,11 +171,25 @@ func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
 					}
 				}
 			}
-			cfg.onMessage(delivery{topic: p.Topic, payload: p.Payload, ack: ack})
+			d := delivery{topic: p.Topic, payload: p.Payload, ack: ack}
+			if p.Properties != nil {
+				d.correlation = string(p.Properties.CorrelationData)
+			}
+			cfg.onMessage(d)
 			return true, nil
 		}},
-		OnClientError:      func(error) { t.loss.fire() },
-		OnServerDisconnect: func(*paho.Disconnect) { t.loss.fire() },
+		OnClientError: func(err error) { t.loss.fire(err) },
+		OnServerDisconnect: func(d *paho.Disconnect) {
+			if d.ReasonCode == 0x8E { // Session taken over [MQTT-3.1.4-3]
+				t.replaced.Store(true)
+			}
+			t.tellOnce.Do(func() { close(t.told) })
+			reason := ""
+			if d.Properties != nil {
+				reason = d.Properties.ReasonString
+			}
+			t.loss.fire(fmt.Errorf("server disconnected (0x%02x) %s", d.ReasonCode, reason))
+		},
 	})
 	ka := uint16(cfg.keepAlive / time.Second)
 	ca, err := t.c.Connect(ctx, &paho.Connect{
@@ -161,7 +215,7 @@ func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
 	}
 	go func() {
 		<-t.c.Done()
-		t.loss.fire()
+		t.loss.fire(errors.New("connection closed"))
 	}()
 	return t, nil
 }
@@ -192,13 +246,26 @@ func (t *v5) publish(ctx context.Context, topic string, payload []byte, correlat
 		// PROTOCOL §3: MQTT 5 replies follow Response Topic and Correlation Data.
 		Properties: &paho.PublishProperties{ResponseTopic: t.rsp, CorrelationData: []byte(correlation)},
 	})
+	if resp != nil && resp.ReasonCode >= 0x80 {
+		return &pubackRefused{reason: resp.ReasonCode, info: resp.Properties.ReasonString}
+	}
 	if resp != nil {
-		return nil // answered; a refusal's reason is also in the reply
+		return nil
 	}
 	return err
 }
 
 func (t *v5) done() <-chan struct{} { return t.loss.ch }
+
+func (t *v5) cause() error { return t.loss.cause }
+
+func (t *v5) takenOver() bool {
+	select {
+	case <-t.told:
+	case <-time.After(200 * time.Millisecond): // no DISCONNECT: the connection just broke
+	}
+	return t.replaced.Load()
+}
 
 func (t *v5) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -208,7 +275,7 @@ func (t *v5) close() {
 	case <-t.c.Done():
 	case <-ctx.Done():
 	}
-	t.loss.fire()
+	t.loss.fire(errClosedHere)
 }
 
 // ---- MQTT 3.1.1 ----
@@ -222,17 +289,20 @@ type v3 struct {
 
 func dialV3(ctx context.Context, cfg dialConfig) (transport, error) {
 	t := &v3{loss: newLoss(), user: cfg.user, timeout: cfg.timeout}
-	scheme := "tcp://"
-	if cfg.tls != nil {
-		scheme = "ssl://"
+	broker := "tcp://" + cfg.addr
+	switch {
+	case isWebSocket(cfg.addr):
+		broker = cfg.addr
+	case cfg.tls != nil:
+		broker = "ssl://" + cfg.addr
 	}
-	opts := mqtt.NewClientOptions().AddBroker(scheme + cfg.addr).SetTLSConfig(cfg.tls).SetClientID(cfg.clientID).
+	opts := mqtt.NewClientOptions().AddBroker(broker).SetTLSConfig(cfg.tls).SetClientID(cfg.clientID).
 		SetUsername(cfg.user).SetPassword(cfg.password).SetCleanSession(true).
 		// The SDK reconnects itself: it must resubscribe and resynchronise.
 		SetAutoReconnect(false).SetConnectRetry(false).
 		SetOrderMatters(true).SetProtocolVersion(4).SetAutoAckDisabled(true).
 		SetKeepAlive(cfg.keepAlive).SetConnectTimeout(cfg.timeout).
-		SetConnectionLostHandler(func(mqtt.Client, error) { t.loss.fire() })
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) { t.loss.fire(err) })
 	opts.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
 		ack := func() {}
 		if m.Qos() > 0 {
@@ -287,7 +357,12 @@ func (t *v3) publish(ctx context.Context, topic string, payload []byte, _ string
 
 func (t *v3) done() <-chan struct{} { return t.loss.ch }
 
+func (t *v3) cause() error { return t.loss.cause }
+
+// takenOver: MQTT 3.1.1 has no way to say (see supervise).
+func (t *v3) takenOver() bool { return false }
+
 func (t *v3) close() {
 	t.c.Disconnect(250)
-	t.loss.fire()
+	t.loss.fire(errClosedHere)
 }

@@ -9,8 +9,10 @@ import (
 )
 
 // Error is a command the server refused: a Tencent error code (reference
-// §7.2, e.g. 20003 unknown recipient, 20016 too late to recall) and the
-// server's ErrorInfo.
+// §7.2, e.g. 20003 unknown recipient, 20016 too late to recall, 93000 too
+// large) and the server's ErrorInfo. In the rare case that only the MQTT 5
+// PUBACK said no (its reply lost), Code is the PUBACK's reason code
+// (0x80–0xFF).
 type Error struct {
 	Code int
 	Info string
@@ -171,6 +173,11 @@ type SystemEvent struct {
 // Outgoing is a message to send, with the optional fields of
 // openim/sendmsg.
 type Outgoing struct {
+	// ID names the send in the outbox (SendStatus, OnSendStatus); empty:
+	// one is made. A Send with the ID of an earlier send does not send
+	// again: it waits for that send, or returns its outcome. An app that
+	// answers events uses it to answer once, e.g. "re:"+in.MsgKey.
+	ID              string
 	To              string
 	Body            []Elem
 	CloudCustomData string
