@@ -70,7 +70,7 @@ func (b *Broker) addListeners() error {
 		if addr == "" {
 			return nil
 		}
-		al := &acceptLoop{id: id, gate: g, log: b.cfg.Log, done: make(chan struct{})}
+		al := &acceptLoop{id: id, gate: g, log: b.cfg.Log, done: make(chan struct{}), clients: &b.Server.Listeners.ClientsWg}
 		var l listeners.Listener = &tcpListener{id: id, address: addr, tls: tlsCfg, ln: al}
 		if ws {
 			l = &wsListener{id: id, address: addr, ln: al}
@@ -238,8 +238,15 @@ func (c *guardConn) Close() error {
 }
 
 // establish hands a connection to mochi and counts it pending until it logs
-// in (loginHook) or ends.
-func establish(id string, fn listeners.EstablishFn, transport net.Conn, pc *pendingConn, max int, log *slog.Logger) {
+// in (loginHook) or ends. A connection accepted as the listener closes is
+// closed instead (see attached).
+func (a *acceptLoop) establish(id string, fn listeners.EstablishFn, transport net.Conn, pc *pendingConn, max int, log *slog.Logger) {
+	if !a.attach(pc) {
+		transport.Close()
+		pc.Close()
+		return
+	}
+	defer a.detach(pc)
 	c := &guardConn{Conn: transport, pc: pc, max: max}
 	if err := fn(id, c); err != nil {
 		// Refused logins and dropped connections are routine; a flood of them
@@ -288,6 +295,13 @@ type acceptLoop struct {
 	// accepted for burstGap without one: out of descriptors, accepts and
 	// failures alternate as connections close, one log line each would
 	// flood the log.
+	// Connections handed to mochi (attach); clients is mochi's
+	// Listeners.ClientsWg.
+	clients     *sync.WaitGroup
+	connMu      sync.Mutex
+	conns       map[net.Conn]struct{}
+	connsClosed bool
+
 	inBurst  atomic.Bool
 	lastFail atomic.Int64 // unix ns
 	failures atomic.Int64 // in this burst
@@ -368,6 +382,49 @@ func (a *acceptLoop) Close() error {
 	return a.Listener.Close()
 }
 
+// attach registers a connection about to be handed to mochi; false once
+// the listener has closed its connections. mochi's Server.Close waits for
+// its connections on Listeners.ClientsWg, which each connection Adds to
+// only inside mochi, on its own goroutine: an Add racing that Wait from a
+// counter of zero is a misuse of the WaitGroup (the race detector's report,
+// and a connection attached after the shutdown). So the loop Adds for the
+// connection first, under the same lock as closeConns, and every
+// connection it handed over is closed there.
+func (a *acceptLoop) attach(c net.Conn) bool {
+	a.connMu.Lock()
+	defer a.connMu.Unlock()
+	if a.connsClosed {
+		return false
+	}
+	if a.conns == nil {
+		a.conns = map[net.Conn]struct{}{}
+	}
+	a.conns[c] = struct{}{}
+	a.clients.Add(1)
+	return true
+}
+
+// detach is attach's end, when mochi is done with the connection.
+func (a *acceptLoop) detach(c net.Conn) {
+	a.connMu.Lock()
+	delete(a.conns, c)
+	a.connMu.Unlock()
+	a.clients.Done()
+}
+
+// closeConns closes every connection the loop handed to mochi (those
+// mochi disconnected already are gone from the set) and refuses any still
+// on their way: a listener's Close returns with nothing left that could
+// attach later, and mochi's wait ends as their reads fail.
+func (a *acceptLoop) closeConns() {
+	a.connMu.Lock()
+	defer a.connMu.Unlock()
+	a.connsClosed = true
+	for c := range a.conns {
+		c.Close()
+	}
+}
+
 func (a *acceptLoop) addr(configured string) string {
 	if a.Listener != nil {
 		return a.Listener.Addr().String()
@@ -412,7 +469,7 @@ func (l *tcpListener) Serve(fn listeners.EstablishFn) {
 				// CONNECT deadline set on pc.
 				transport = tls.Server(pc, l.tls)
 			}
-			establish(l.id, fn, transport, pc, l.ln.gate.cfg.MaxConnect, l.log)
+			l.ln.establish(l.id, fn, transport, pc, l.ln.gate.cfg.MaxConnect, l.log)
 		}()
 	}
 }
@@ -422,6 +479,7 @@ func (l *tcpListener) Close(closeClients listeners.CloseFn) {
 		closeClients(l.id)
 	}
 	l.ln.Close()
+	l.ln.closeConns()
 }
 
 // wsListener serves MQTT over WebSocket (any path, /mqtt documented).
@@ -479,7 +537,7 @@ func (l *wsListener) upgrade(w http.ResponseWriter, r *http.Request) {
 	}
 	// The upgrader clears the deadlines; the CONNECT's still holds.
 	_ = pc.SetDeadline(pc.deadline)
-	establish(l.id, l.fn, &wsConn{Conn: ws.NetConn(), c: ws}, pc, l.ln.gate.cfg.MaxConnect, l.log)
+	l.ln.establish(l.id, l.fn, &wsConn{Conn: ws.NetConn(), c: ws}, pc, l.ln.gate.cfg.MaxConnect, l.log)
 }
 
 func (l *wsListener) Serve(fn listeners.EstablishFn) {
@@ -495,6 +553,7 @@ func (l *wsListener) Close(closeClients listeners.CloseFn) {
 		closeClients(l.id)
 	}
 	l.ln.Close()
+	l.ln.closeConns()
 }
 
 // wsConn is a WebSocket connection as a byte stream: MQTT packets may span
