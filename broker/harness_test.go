@@ -396,9 +396,14 @@ type pubResult struct {
 }
 
 // publish sends a raw payload at QoS 1 to topic.
+// publishWait bounds the wait for a PUBACK. It is a safety net, not a
+// speed check: a media commit renders an image before its PUBACK, which
+// under -race beside the other packages' tests has taken over 5 s.
+const publishWait = 30 * time.Second
+
 func (d *device) publish(topic string, payload []byte) pubResult {
 	if d.v5 {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), publishWait)
 		defer cancel()
 		resp, err := d.c5.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: payload})
 		r := pubResult{err: err}
@@ -414,7 +419,7 @@ func (d *device) publish(topic string, payload []byte) pubResult {
 		return r
 	}
 	tok := d.v3.Publish(topic, 1, false, payload)
-	if !tok.WaitTimeout(5 * time.Second) {
+	if !tok.WaitTimeout(publishWait) {
 		return pubResult{err: fmt.Errorf("publish timeout")}
 	}
 	return pubResult{err: tok.Error()}
