@@ -31,6 +31,29 @@ func checkFor(t *testing.T, total, every time.Duration, f func() error) {
 	t.Fatalf("condition not met after %v: %v", total, err)
 }
 
+// startImportTarget runs a server in dir with accounts alice and bob, at
+// rate REST calls per second (0: the default).
+func startImportTarget(t *testing.T, dir string, rate int) (*server, Config) {
+	t.Helper()
+	cfg := defaultConfig()
+	cfg.Data, cfg.MQTT, cfg.WS, cfg.HTTP = filepath.Join(dir, "data"), "127.0.0.1:0", "", "127.0.0.1:0"
+	cfg.Secret = "import-test-secret"
+	if rate > 0 {
+		cfg.RESTRate = rate
+	}
+	srv, err := start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	for _, u := range []string{"alice", "bob"} {
+		if _, err := srv.store.ImportAccount(store.Account{UserID: u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return srv, cfg
+}
+
 // TestImportToolResumesAfterKill runs `duet import` as a real process
 // against a running server, kills it mid-way with SIGKILL, runs it again,
 // and checks that every line landed exactly once.
@@ -41,21 +64,8 @@ func TestImportToolResumesAfterKill(t *testing.T) {
 	dir := t.TempDir()
 	bin := buildDuet(t)
 
-	cfg := defaultConfig()
-	cfg.Data, cfg.MQTT, cfg.WS, cfg.HTTP = filepath.Join(dir, "data"), "127.0.0.1:0", "", "127.0.0.1:0"
-	cfg.Secret = "import-test-secret"
 	// Slow enough that the kill lands mid-way: 2000 lines at 400 calls/s.
-	cfg.RESTRate = 400
-	srv, err := start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	for _, u := range []string{"alice", "bob"} {
-		if _, err := srv.store.ImportAccount(store.Account{UserID: u}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	srv, cfg := startImportTarget(t, dir, 400)
 
 	const n = 2000
 	badLine := n - 5 // far enough in that the first run never reaches it
@@ -109,7 +119,7 @@ func TestImportToolResumesAfterKill(t *testing.T) {
 	second := exec.Command(bin, args...)
 	var out, errOut bytes.Buffer
 	second.Stdout, second.Stderr = &out, &errOut
-	err = second.Run()
+	err := second.Run()
 	if err == nil {
 		t.Fatalf("a run with a failed line exited 0:\n%s", out.String())
 	}
@@ -165,19 +175,7 @@ func TestImportRetriesFixedLines(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bin := buildDuet(t)
-	cfg := defaultConfig()
-	cfg.Data, cfg.MQTT, cfg.WS, cfg.HTTP = filepath.Join(dir, "data"), "127.0.0.1:0", "", "127.0.0.1:0"
-	cfg.Secret = "import-test-secret"
-	srv, err := start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	for _, u := range []string{"alice", "bob"} {
-		if _, err := srv.store.ImportAccount(store.Account{UserID: u}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	srv, cfg := startImportTarget(t, dir, 0)
 	base := time.Now().Unix() - 3600
 	line := func(i int, to string) string {
 		return fmt.Sprintf(`{"SyncFromOldSystem":1,"From_Account":"alice","To_Account":%q,"MsgSeq":%d,"MsgRandom":%d,"MsgTimeStamp":%d,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"old %d"}}]}`+"\n",
