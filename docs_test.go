@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"unicode"
+
+	"gopkg.in/yaml.v3"
 )
 
 // Users read README.md and docs/ from a clone, nothing else: every link
@@ -157,6 +159,49 @@ func TestDocsLinkCheckerCatches(t *testing.T) {
 		got := docProblems(root, file, c.text+"\n# B\n")
 		if (len(got) > 0) != c.bad {
 			t.Errorf("%q: problems %v, want bad=%v", c.text, got, c.bad)
+		}
+	}
+}
+
+// TestDocsPushSaysWhatToReplace: the `push:` example of docs/push.md is
+// made of stand-ins; the page lists, vendor by vendor, every line a user
+// must replace (issue 16). A credential added to the example without a
+// row entry fails here.
+func TestDocsPushSaysWhatToReplace(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join(startDir, "docs", "push.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, _ := strings.Cut(string(doc), "```yaml\n")
+	block, _, _ := strings.Cut(rest, "```")
+	var root struct {
+		Push map[string]any `yaml:"push"`
+	}
+	if err := yaml.Unmarshal([]byte(block), &root); err != nil || len(root.Push) == 0 {
+		t.Fatalf("no push example: %v", err)
+	}
+	// Working values a user may keep.
+	keep := map[string]bool{"production": true, "concurrency": true, "category": true, "notify_level": true,
+		"classification": true, "notice_msg_type": true}
+	for vendor, v := range root.Push {
+		section, ok := v.(map[string]any)
+		if !ok {
+			continue // grace, retry_base, max_attempts
+		}
+		row := ""
+		for _, l := range strings.Split(string(doc), "\n") {
+			if strings.HasPrefix(l, "| `"+vendor+"` |") {
+				row = l
+			}
+		}
+		if row == "" {
+			t.Errorf("no row says which %s lines to replace", vendor)
+			continue
+		}
+		for key := range section {
+			if !keep[key] && !strings.Contains(row, "`"+key+"`") {
+				t.Errorf("%s.%s is a stand-in, but the %s row does not name it: %s", vendor, key, vendor, row)
+			}
 		}
 	}
 }
