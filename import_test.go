@@ -181,8 +181,19 @@ func TestImportRetriesFixedLines(t *testing.T) {
 		return fmt.Sprintf(`{"SyncFromOldSystem":1,"From_Account":"alice","To_Account":%q,"MsgSeq":%d,"MsgRandom":%d,"MsgTimeStamp":%d,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"old %d"}}]}`+"\n",
 			to, i, 100+i, base+int64(i), i)
 	}
+	// The sample line of docs/rest.md comes first: it must import.
+	doc, err := os.ReadFile(filepath.Join(startDir, "docs", "rest.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, _ := strings.Cut(string(doc), "A line of the file:\n\n```json\n")
+	sample, _, ok := strings.Cut(after, "\n```")
+	if !ok || !strings.HasPrefix(sample, "{") {
+		t.Fatal("no sample line in docs/rest.md")
+	}
 	write := func(bad string) string {
 		var b strings.Builder
+		b.WriteString(sample + "\n")
 		for i := 1; i <= 6; i++ {
 			to := "bob"
 			if i == 3 {
@@ -206,7 +217,7 @@ func TestImportRetriesFixedLines(t *testing.T) {
 	}
 
 	out, err := run()
-	if err == nil || !strings.Contains(out, "imported 5, duplicates 0, failed 1") || !strings.Contains(out, "line 3: ") {
+	if err == nil || !strings.Contains(out, "imported 6, duplicates 0, failed 1") || !strings.Contains(out, "line 4: ") {
 		t.Fatalf("first run (err %v):\n%s", err, out)
 	}
 	if seq, _ := srv.store.LastSeq("bob"); seq != 5 {
