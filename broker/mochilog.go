@@ -22,6 +22,7 @@ type mochiHandler struct{ h slog.Handler }
 // debug; a refused packet closes one connection, and the client's own
 // fault is not a server warning.
 var mochiLevels = map[string]slog.Level{
+	"":                           slog.LevelDebug, // a connection's end (mochi's listeners)
 	"added hook":                 slog.LevelDebug,
 	"attached listener":          slog.LevelDebug,
 	"mochi mqtt starting":        slog.LevelDebug,
@@ -58,9 +59,6 @@ func (m mochiHandler) Handle(ctx context.Context, r slog.Record) error {
 	msg := r.Message
 	if n, ok := mochiRenamed[msg]; ok {
 		msg = n
-		if msg == "connection ended" {
-			level = slog.LevelDebug
-		}
 	}
 	if level != r.Level && !m.h.Enabled(ctx, level) {
 		return nil
