@@ -12,9 +12,13 @@ package main
 // wins) makes a replayed line harmless, which is what makes resuming safe.
 //
 // Progress — the byte offset and line number below which every line has
-// been answered — is kept in FILE.progress, rewritten and fsynced twice a
-// second, so a killed import resumes where it stopped, replaying at most
-// the lines that were in flight.
+// been imported (or found a duplicate) — is kept in FILE.progress,
+// rewritten and fsynced twice a second, so a killed import resumes where it
+// stopped, replaying at most the lines that were in flight. It never moves
+// past a line the server refused: the user fixes that line in the file and
+// runs the same command again, which starts at the first refused line
+// (the lines after it that were imported come back as duplicates). The
+// fix may change the line's length; nothing before it moves.
 
 import (
 	"bufio"
@@ -108,19 +112,21 @@ func importCmd(args []string) error {
 			return err
 		}
 	}
-	endpoint := strings.TrimRight(base, "/") + "/v4/openim/importmsg?" + url.Values{
+	base = strings.TrimRight(base, "/")
+	endpoint := base + "/v4/openim/importmsg?" + url.Values{
 		"sdkappid": {strconv.FormatUint(cfg.SDKAppID, 10)}, "identifier": {*admin}, "usersig": {sig},
 		"contenttype": {"json"},
 	}.Encode()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	imp := &importer{endpoint: endpoint, path: path, workers: max(1, *workers), quiet: *quiet,
+	imp := &importer{endpoint: endpoint, base: base, path: path, workers: max(1, *workers), quiet: *quiet,
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: max(1, *workers)}}}
 	return imp.run(ctx)
 }
 
 type importer struct {
-	endpoint string
+	endpoint string // with the UserSig in its query: never printed
+	base     string // the server's base URL, for messages
 	path     string
 	workers  int
 	quiet    bool
@@ -150,6 +156,9 @@ func (imp *importer) run(ctx context.Context) error {
 		return err
 	}
 	if _, err := f.Seek(prog.Offset, io.SeekStart); err != nil {
+		return err
+	}
+	if err := imp.probe(ctx); err != nil {
 		return err
 	}
 
@@ -209,6 +218,9 @@ func (imp *importer) run(ctx context.Context) error {
 	// are answered without a gap before them.
 	var stats importStats
 	done := map[int64]importOutcome{}
+	// held: a refused line was reached; progress stays at its start so the
+	// next run retries it.
+	held := false
 	start := time.Now()
 	startOff := prog.Offset
 	lastSave, lastDraw := time.Now(), time.Time{}
@@ -228,9 +240,13 @@ func (imp *importer) run(ctx context.Context) error {
 			stats.lines++
 		}
 		done[out.idx] = out
-		for {
+		for !held {
 			o, ok := done[prog.Line]
 			if !ok {
+				break
+			}
+			if o.kind == outFailed {
+				held = true
 				break
 			}
 			delete(done, prog.Line)
@@ -265,7 +281,8 @@ func (imp *importer) run(ctx context.Context) error {
 	case saveErr != nil:
 		return saveErr
 	case stats.failed > 0:
-		return fmt.Errorf("%d lines failed", stats.failed)
+		return fmt.Errorf("%d lines failed; fix them in %s and run the same command again: it starts at line %d, the first that failed (lines after it already imported count as duplicates)",
+			stats.failed, imp.path, prog.Line+1)
 	}
 	return nil
 }
@@ -302,7 +319,7 @@ func (imp *importer) post(ctx context.Context, l importLine) (importOutcome, err
 			if ctx.Err() != nil {
 				return out, ctx.Err()
 			}
-			lastErr = err
+			lastErr = imp.netError(err)
 			continue
 		}
 		raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -330,14 +347,110 @@ func (imp *importer) post(ctx context.Context, l importLine) (importOutcome, err
 		case 60007, 60011, 60018, 60019, 90992, 90994, 90995, 91000:
 			lastErr = fmt.Errorf("%d %s", rep.ErrorCode, rep.ErrorInfo)
 			continue
-		case 60006, 60010, 60012, 70001, 70002, 70003, 70009, 70013, 70014, 90009:
-			// The identity is refused: every line would be.
-			return out, fmt.Errorf("the server refused the admin identity: %d %s", rep.ErrorCode, rep.ErrorInfo)
+		}
+		if identityCodes[rep.ErrorCode] {
+			return out, &identityRefused{rep.ErrorCode, rep.ErrorInfo}
 		}
 		out.kind, out.code, out.info = outFailed, rep.ErrorCode, rep.ErrorInfo
 		return out, nil
 	}
 	return out, fmt.Errorf("line %d kept failing: %w", l.idx+1, lastErr)
+}
+
+// probeAttempts bounds how often the first contact is tried: an import
+// pointed at the wrong address or a stopped server fails within seconds.
+const probeAttempts = 5
+
+// probe makes sure a Duet answers at the URL before any line is sent: it
+// posts an empty importmsg, which the server refuses for its missing
+// fields without storing anything. Unreachable servers are retried a few
+// times, each retry shown on stderr; a refused admin identity stops the
+// import at once.
+func (imp *importer) probe(ctx context.Context) error {
+	wait := 250 * time.Millisecond
+	var lastErr error
+	for attempt := 1; ; attempt++ {
+		lastErr = imp.probeOnce(ctx)
+		var fatal *identityRefused
+		if lastErr == nil || errors.As(lastErr, &fatal) || ctx.Err() != nil {
+			return lastErr
+		}
+		if attempt == probeAttempts {
+			break
+		}
+		fmt.Fprintf(os.Stderr, "cannot reach %s: %v; retry %d of %d in %v\n", imp.base, lastErr, attempt, probeAttempts-1, wait)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		wait *= 2
+	}
+	return fmt.Errorf("cannot reach %s after %d attempts: %v; is `duet serve` running there, and is --url (or --http) its HTTP address?",
+		imp.base, probeAttempts, lastErr)
+}
+
+// identityRefused is the server refusing the admin's identity or UserSig:
+// every line would be refused too.
+type identityRefused struct {
+	code int
+	info string
+}
+
+func (e *identityRefused) Error() string {
+	return fmt.Sprintf("the server refused the admin identity: %d %s", e.code, e.info)
+}
+
+func (imp *importer) probeOnce(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, imp.endpoint+"&random="+strconv.FormatUint(uint64(rand.Uint32()), 10), strings.NewReader("{}"))
+	if err != nil {
+		return imp.netError(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := imp.client.Do(req)
+	if err != nil {
+		return imp.netError(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return imp.netError(err)
+	}
+	var rep struct {
+		ErrorCode *int   `json:"ErrorCode"`
+		ErrorInfo string `json:"ErrorInfo"`
+	}
+	if err := json.Unmarshal(raw, &rep); err != nil || rep.ErrorCode == nil {
+		return fmt.Errorf("HTTP %d, not a Duet REST reply: %.100q", resp.StatusCode, raw)
+	}
+	if identityCodes[*rep.ErrorCode] {
+		return &identityRefused{*rep.ErrorCode, rep.ErrorInfo}
+	}
+	return nil
+}
+
+// identityCodes refuse the caller (app id, admin, UserSig), not the line.
+var identityCodes = map[int]bool{60006: true, 60010: true, 60012: true, 70001: true, 70002: true, 70003: true,
+	70009: true, 70013: true, 70014: true, 90009: true}
+
+// netError is err without the request URL, whose query holds the UserSig:
+// net/http's errors quote the whole URL.
+func (imp *importer) netError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	// Whatever else may quote the URL: never the signature.
+	if q := strings.Index(imp.endpoint, "usersig="); q >= 0 {
+		sig := imp.endpoint[q+len("usersig="):]
+		if i := strings.IndexByte(sig, '&'); i >= 0 {
+			sig = sig[:i]
+		}
+		if sig != "" && strings.Contains(err.Error(), sig) {
+			return errors.New(strings.ReplaceAll(err.Error(), sig, "…"))
+		}
+	}
+	return err
 }
 
 // saveProgress replaces FILE.progress durably: write, fsync, rename, fsync

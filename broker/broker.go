@@ -114,7 +114,7 @@ func New(cfg Config, svc *command.Service, st *store.Store) (*Broker, error) {
 
 	server := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
-		Logger:       cfg.Log.With("component", "mqtt"),
+		Logger:       newMochiLogger(cfg.Log), // mochilog.go
 		// Devices need no $SYS topics (the ACL lets no one subscribe to
 		// them); metrics are on /metrics. mochi takes 0 for its default of
 		// one second, and every round stops the world to read memory

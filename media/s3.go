@@ -16,6 +16,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/versity/versitygw/auth"
 	"github.com/versity/versitygw/backend/meta"
 	"github.com/versity/versitygw/backend/posix"
 	"github.com/versity/versitygw/embedgw"
@@ -155,17 +156,22 @@ func StartGateway(dir, bucket string, log *slog.Logger) (*Gateway, error) {
 		done:   make(chan error, 1),
 		cwd:    cwd,
 	}
+	gcfg := &embedgw.Config{
+		RootUserAccess:    keys.AccessKey,
+		RootUserSecret:    keys.SecretKey,
+		Ports:             []string{addr},
+		MaxConnections:    1024,
+		MaxRequests:       512,
+		MultipartMaxParts: 10000,
+		Quiet:             true,
+		KeepAlive:         true,
+	}
+	// The gateway's single-account IAM, given rather than left to
+	// versitygw: left to it, it prints "No IAM service configured, enabling
+	// single account mode" on stdout, outside Duet's log (issue 16).
+	gcfg.IAMService = auth.NewIAMServiceSingle(gcfg.IamOpts().RootAccount)
 	go func() {
-		err := embedgw.RunVersityGW(ctx, be, &embedgw.Config{
-			RootUserAccess:    keys.AccessKey,
-			RootUserSecret:    keys.SecretKey,
-			Ports:             []string{addr},
-			MaxConnections:    1024,
-			MaxRequests:       512,
-			MultipartMaxParts: 10000,
-			Quiet:             true,
-			KeepAlive:         true,
-		})
+		err := embedgw.RunVersityGW(ctx, be, gcfg)
 		be.Shutdown()
 		g.done <- err
 	}()
