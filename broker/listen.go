@@ -23,6 +23,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"sync/atomic"
 	"time"
 
@@ -350,6 +351,14 @@ func (a *acceptLoop) Accept() (net.Conn, error) {
 		case <-time.After(delay):
 		case <-a.done:
 			return nil, net.ErrClosed
+		}
+		// Out of descriptors, the listener is up again as soon as one is
+		// free, though its next Accept may wait for a client to show it.
+		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+			if fd, perr := syscall.Open("/dev/null", syscall.O_RDONLY|syscall.O_CLOEXEC, 0); perr == nil {
+				syscall.Close(fd)
+				a.down.Store(false)
+			}
 		}
 	}
 }
