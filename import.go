@@ -36,6 +36,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/duet-im/duet/command"
 	"github.com/duet-im/duet/usersig"
 )
 
@@ -319,6 +320,10 @@ func (imp *importer) post(ctx context.Context, l importLine) (importOutcome, err
 			lastErr = fmt.Errorf("HTTP %d, not a REST reply: %.100q", resp.StatusCode, raw)
 			continue
 		}
+		if command.KindOf(rep.ErrorCode).Retryable() { // rate limits and server-side failures
+			lastErr = fmt.Errorf("%d %s", rep.ErrorCode, rep.ErrorInfo)
+			continue
+		}
 		switch rep.ErrorCode {
 		case 0:
 			out.kind = outImported
@@ -326,9 +331,6 @@ func (imp *importer) post(ctx context.Context, l importLine) (importOutcome, err
 				out.kind = outDuplicate
 			}
 			return out, nil
-		case 60007, 60011, 60018, 60019, 90992, 90994, 90995, 91000:
-			lastErr = fmt.Errorf("%d %s", rep.ErrorCode, rep.ErrorInfo)
-			continue
 		case 60006, 60010, 60012, 70001, 70002, 70003, 70009, 70013, 70014, 90009:
 			// The identity is refused: every line would be.
 			return out, fmt.Errorf("the server refused the admin identity: %d %s", rep.ErrorCode, rep.ErrorInfo)

@@ -196,10 +196,10 @@ type Reply struct {
 func (s *Service) Exec(ctx context.Context, c *Caller, name string, body []byte) Reply {
 	h, ok := s.handlers[name]
 	if !ok {
-		return Reply{Err: Errorf(60009, "unknown command %q", name)}
+		return Reply{Err: Errorf(CodeUnknownCommand, "unknown command %q", name)}
 	}
 	if !utf8.Valid(body) {
-		return Reply{Err: Errorf(90001, "request body is not valid UTF-8")}
+		return Reply{Err: Errorf(CodeJSON, "request body is not valid UTF-8")}
 	}
 	res, err := h(ctx, c, body)
 	if errors.Is(err, errDeferred) {
@@ -211,7 +211,7 @@ func (s *Service) Exec(ctx context.Context, c *Caller, name string, body []byte)
 			return Reply{Err: ce}
 		}
 		s.log.Error("command failed", "command", name, "user", c.UserID, "error", err)
-		return Reply{Err: Errorf(91000, "internal error, retry: %v", err)}
+		return Reply{Err: Errorf(CodeInternal, "internal error, retry: %v", err)}
 	}
 	return Reply{Result: res}
 }
