@@ -73,6 +73,7 @@ type serverOpts struct {
 	media        func(*store.Store, *command.Service)          // wires the media service (media_test.go)
 	websocket    bool                                          // also listen for MQTT over WebSocket
 	broker       func(*broker.Config)                          // adjusts broker settings (listen_test.go)
+	log          *slog.Logger                                  // the server's log, for a test that reads it
 }
 
 func startServer(t testing.TB, o serverOpts) *testServer {
@@ -90,6 +91,9 @@ func (s *testServer) start() {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	if s.opts.log != nil {
+		log = s.opts.log
 	}
 	st, err := store.Open(s.dir, store.Options{
 		Logger: log,

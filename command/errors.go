@@ -1,7 +1,9 @@
 package command
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strings"
 )
@@ -363,4 +365,24 @@ func CodeTableMarkdown() string {
 		CodeCallbackCustomFirst, CodeCallbackCustomLast, KindPermission, KindPermission.reason(), reasonNames[KindPermission.reason()])
 	fmt.Fprintf(&b, "| any other | — | unknown | 0x%02X %s |\n", ReasonUnspecified, reasonNames[ReasonUnspecified])
 	return b.String()
+}
+
+// LogRefusal logs a refused request once, as one line: who (user, device),
+// what (command) and the answer (ErrorCode, ErrorInfo, kind) — never the
+// request's bytes, which may hold a private message. Refusals are at info,
+// except the retry-later kind (rate limits, a shutdown), which comes in
+// floods and tells nothing new per line: debug. A failure of the server
+// itself was logged with its cause by Exec as well.
+func LogRefusal(log *slog.Logger, c *Caller, name string, e *Error) {
+	level := slog.LevelInfo
+	k := KindOf(e.Code)
+	if k == KindRetryLater {
+		level = slog.LevelDebug
+	}
+	if !log.Enabled(context.Background(), level) {
+		return
+	}
+	log.LogAttrs(context.Background(), level, "request refused",
+		slog.String("user", c.UserID), slog.String("device", c.Device), slog.String("command", name),
+		slog.Int("ErrorCode", e.Code), slog.String("ErrorInfo", e.Info), slog.String("kind", k.String()))
 }

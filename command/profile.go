@@ -291,7 +291,7 @@ func storeErr(err error) error {
 		return ce
 	}
 	if errors.Is(err, store.ErrClosed) {
-		return Errorf(CodeRetry, "server is shutting down, retry")
+		return errShuttingDown()
 	}
 	return err
 }

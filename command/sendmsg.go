@@ -382,7 +382,7 @@ func (s *Service) send(ctx context.Context, c *Caller, body []byte, r *sendReque
 		return tx.RememberSent(id, store.Sent{MsgKey: msgKey, MsgTime: msgTime, Seq: m.SenderSeq})
 	})
 	if errors.Is(err, store.ErrClosed) {
-		return nil, Errorf(CodeRetry, "server is shutting down, retry")
+		return nil, errShuttingDown()
 	}
 	if err != nil {
 		return nil, err

@@ -87,10 +87,18 @@ func (h *Requests) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 		reply.Err = command.Errorf(command.CodeTooLong, "request is %d bytes; the limit is %d", len(pk.Payload), h.cfg.MaxRequest)
 	} else {
 		reqID = requestID(pk.Payload)
-		caller.Respond = func(r command.Reply) { h.respond(cl, pk, r.Encode("ReqId", reqID, "Command", name)) }
+		caller.Respond = func(r command.Reply) {
+			if r.Err != nil {
+				command.LogRefusal(h.cfg.Log, caller, name, r.Err)
+			}
+			h.respond(cl, pk, r.Encode("ReqId", reqID, "Command", name))
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		reply = h.cfg.Service.Exec(ctx, caller, name, pk.Payload)
 		cancel()
+	}
+	if reply.Err != nil {
+		command.LogRefusal(h.cfg.Log, caller, name, reply.Err)
 	}
 	// The reply and the PUBACK go out together, in one write; mochi is told
 	// to drop the packet, so it neither acknowledges it again nor looks for

@@ -118,8 +118,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusMethodNotAllowed)
 	}
 	w.Write(out)
-	if reply.Err != nil && reply.Err.Code >= 60000 && reply.Err.Code < 80000 {
-		h.cfg.Log.Debug("rest: refused", "command", service+"/"+name, "code", reply.Err.Code, "info", reply.Err.Info)
+	if reply.Err != nil {
+		caller := command.Caller{UserID: r.URL.Query().Get("identifier"), Transport: command.REST}
+		command.LogRefusal(h.cfg.Log, &caller, service+"/"+name, reply.Err)
 	}
 }
 
@@ -129,7 +130,15 @@ func fail(code int, format string, args ...any) command.Reply {
 
 // serve checks the request in the order a caller can fix it: URL, method,
 // identity, rate, body; then runs the command.
-func (h *handler) serve(r *http.Request) (service, name string, _ command.Reply) {
+func (h *handler) serve(r *http.Request) (service, name string, reply command.Reply) {
+	// The checks before Exec read the store too (KickedAt): a closed one
+	// panics there, and the caller gets 20005 rather than a dropped
+	// connection.
+	defer func() {
+		if v := recover(); v != nil {
+			reply = command.Reply{Err: h.svc.Recovered(v, service+"/"+name, r.URL.Query().Get("identifier"))}
+		}
+	}()
 	rest, ok := strings.CutPrefix(r.URL.Path, "/v4/")
 	service, name, ok2 := strings.Cut(rest, "/")
 	if !ok || !ok2 || service == "" || name == "" || strings.Contains(name, "/") {
