@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/duet-im/duet/internal/logcapture"
 	"github.com/duet-im/duet/store"
 )
 
@@ -16,13 +17,13 @@ import (
 // server) and Xiaomi, over a real store.
 type apnsRig struct {
 	*rig
-	log  *syncBuffer
+	log  *logcapture.Buffer
 	mu   sync.Mutex
 	hits map[string]int // APNs requests per device token
 }
 
 func newAPNsRig(t *testing.T, answers map[string]answer) *apnsRig {
-	r := &apnsRig{log: &syncBuffer{}, hits: map[string]int{}}
+	r := &apnsRig{log: &logcapture.Buffer{}, hits: map[string]int{}}
 	srv := apnsServer(t, func(req *http.Request, _ []byte) answer {
 		tok := strings.TrimPrefix(req.URL.Path, "/3/device/")
 		r.mu.Lock()

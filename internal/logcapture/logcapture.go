@@ -21,6 +21,13 @@ func (b *Buffer) Write(p []byte) (int, error) {
 	return b.buf.Write(p)
 }
 
+// String is everything written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 // Lines is what was logged so far, one entry per record.
 func (b *Buffer) Lines() []string {
 	b.mu.Lock()
