@@ -89,7 +89,7 @@ func (s *Service) batchSendMsg(ctx context.Context, c *Caller, body []byte) (any
 		go func() {
 			defer wg.Done()
 			for u := range jobs {
-				r, e := s.batchOne(ctx, c, f, u, seq)
+				r, e := s.batchOneGuarded(ctx, c, f, u, seq)
 				mu.Lock()
 				var ce *Error
 				switch {
@@ -134,6 +134,18 @@ func (s *Service) batchSendMsg(ctx context.Context, c *Caller, body []byte) (any
 
 // batchOne sends the batch's copy to one recipient; seq is its MsgSeq when
 // the request has none.
+// batchOneGuarded is batchOne on a worker goroutine, where Exec's recover
+// does not reach: a panic is that recipient's error (20005 or 91000), not
+// the end of the process.
+func (s *Service) batchOneGuarded(ctx context.Context, c *Caller, f fields, to string, seq uint32) (r SendResult, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = s.Recovered(v, "openim/batchsendmsg", c.UserID)
+		}
+	}()
+	return s.batchOne(ctx, c, f, to, seq)
+}
+
 func (s *Service) batchOne(ctx context.Context, c *Caller, f fields, to string, seq uint32) (SendResult, error) {
 	if !ValidUserID(to) {
 		return SendResult{}, Errorf(CodeAccountNotExist, "%q is not a valid UserID", to)

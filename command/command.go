@@ -124,8 +124,9 @@ type Service struct {
 
 	rel *relCache // policy.go: relationships, profile bits and mutes for checkSend
 
-	profMu   sync.RWMutex
+	profMu   sync.RWMutex      // guards profiles and profV (locksordering.txt)
 	profiles map[string][]byte // UserID → encoded SenderProfile ("" when none)
+	profV    map[string]uint64 // UserID → Profile.V of the cached SenderProfile: an older commit never replaces a newer
 	profGen  atomic.Uint64     // bumped by ForgetProfile: a load that spans one is not kept
 
 	kicker   Kicker     // account.go
@@ -145,6 +146,7 @@ func New(cfg Config, st *store.Store, log *slog.Logger) *Service {
 		admins:   make(map[string]bool),
 		handlers: make(map[string]Handler),
 		profiles: make(map[string][]byte),
+		profV:    make(map[string]uint64),
 	}
 	for _, a := range cfg.Admins {
 		s.admins[a] = true

@@ -88,15 +88,11 @@ const relGenStripes = 256
 // after the commit), so a stale read never outlives the change that made it
 // stale; a change to another user of the stripe only costs a reload.
 type relCache struct {
-	mu  sync.Mutex
+	mu  sync.Mutex // a leaf (locksordering.txt)
 	max int
 	m   map[string]*list.Element // user → element holding *relEntry
 	lru list.List                // front: most recently used
 	gen [relGenStripes]uint64
-
-	// profV is the Profile.V of each cached SenderProfile; guarded by
-	// Service.profMu with the SenderProfile cache itself.
-	profV map[string]uint64
 }
 
 type relEntry struct {
@@ -105,7 +101,7 @@ type relEntry struct {
 }
 
 func newRelCache() *relCache {
-	return &relCache{max: relCacheSize, m: make(map[string]*list.Element), profV: make(map[string]uint64)}
+	return &relCache{max: relCacheSize, m: make(map[string]*list.Element)}
 }
 
 // relStripe is FNV-1a of user, inline so the hot path does not allocate.

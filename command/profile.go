@@ -449,9 +449,9 @@ func (s *Service) senderProfileOf(user string, p *store.Profile) (json.RawMessag
 func (s *Service) profileChanged(user string, v uint64, sp json.RawMessage) {
 	s.profMu.Lock()
 	defer s.profMu.Unlock()
-	if s.rel.profV[user] > v {
+	if s.profV[user] > v {
 		return
 	}
-	s.rel.profV[user] = v
+	s.profV[user] = v
 	s.profiles[user] = sp
 }
