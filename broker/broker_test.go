@@ -15,6 +15,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/duet-im/duet/internal/wait"
 	"github.com/duet-im/duet/usersig"
 )
 
@@ -305,7 +306,7 @@ func TestACLMatrix(t *testing.T) {
 					}
 				default:
 					// MQTT 3.1.1 has no negative PUBACK: the broker closes the connection.
-					checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+					wait.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 						if alice.v3.IsConnectionOpen() {
 							return errors.New("still connected")
 						}
@@ -491,7 +492,7 @@ func TestRestart(t *testing.T) {
 		}
 	}
 	// Wait until bob's device acknowledged all three, so the cursor is 3.
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	wait.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if n := s.broker.Devices.Metrics.Acked.Load(); n < 3 {
 			return fmt.Errorf("%d acked", n)
 		}
@@ -563,7 +564,7 @@ func TestMosquittoClients(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Wait for the subscriber's device to be attached before sending.
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+	wait.For(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if s.broker.Devices.Online("bob") == 0 {
 			return errors.New("bob not online")
 		}

@@ -38,19 +38,6 @@ func (c *testClock) Now() time.Time          { return time.Now().Add(time.Durati
 func (c *testClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 // checkFor polls f until it returns nil or the deadline passes.
-func checkFor(t testing.TB, total, every time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(every)
-	}
-	t.Fatalf("condition not met after %v: %v", total, err)
-}
-
 type testServer struct {
 	t      testing.TB
 	dir    string
