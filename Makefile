@@ -25,15 +25,21 @@ fuzz:
 	done
 
 # Debian packages the tests drive: mosquitto-clients (an independent MQTT client).
+# staticcheck, pinned: the version that builds with the Go in go.mod.
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(shell go env GOPATH)/bin/staticcheck
 deps:
+	@$(STATICCHECK) -version 2>/dev/null | grep -q '($(STATICCHECK_VERSION:v%=%))' || \
+		go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	@command -v mosquitto_pub >/dev/null && command -v mosquitto_sub >/dev/null || \
 		( $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto-clients )
 	@command -v docker-compose >/dev/null || \
 		( $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq docker-compose )
 
-vet:
+vet: deps
 	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)
 	go vet ./...
+	$(STATICCHECK) ./...
 
 bench:
 	go test -run '^$$' -bench . -benchtime 3s ./store/

@@ -14,10 +14,8 @@ func TestHandlerPanic(t *testing.T) {
 	for _, v := range versions {
 		t.Run(v.name, func(t *testing.T) {
 			s := startServer(t, serverOpts{})
-			s.svc.Register("test/panic", func(context.Context, *command.Caller, []byte) (any, error) {
-				var m map[string]int
-				m["boom"]++ // a nil map write: a real bug's panic
-				return nil, nil
+			s.svc.Register("test/panic", func(_ context.Context, _ *command.Caller, body []byte) (any, error) {
+				return []int{}[len(body)], nil // index out of range: a real bug's panic
 			})
 			s.users("alice", "bob")
 			alice := s.connect("alice", connectOpts{v5: v.v5})

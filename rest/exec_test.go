@@ -16,10 +16,8 @@ func TestHandlerPanic(t *testing.T) {
 	log, lines := logcapture.New(slog.LevelInfo)
 	e := newEnv(t, envOpts{log: log})
 	e.users("alice", "bob")
-	e.svc.Register("test/panic", func(context.Context, *command.Caller, []byte) (any, error) {
-		var m map[string]int
-		m["boom"]++ // a nil map write: a real bug's panic, not a test's
-		return nil, nil
+	e.svc.Register("test/panic", func(_ context.Context, _ *command.Caller, body []byte) (any, error) {
+		return []int{}[len(body)], nil // index out of range: a real bug's panic
 	})
 	for i := 0; i < 2; i++ {
 		if m := e.call("test/panic", `{}`); code(m) != command.CodeInternal {
@@ -27,7 +25,7 @@ func TestHandlerPanic(t *testing.T) {
 		}
 	}
 	// The operator gets the panic with its stack, once per call.
-	if got := lines.Matching("level=ERROR", "command panicked", "command=test/panic", "nil map", "exec_test.go"); len(got) != 2 {
+	if got := lines.Matching("level=ERROR", "command panicked", "command=test/panic", "index out of range", "exec_test.go"); len(got) != 2 {
 		t.Fatalf("%d panic lines with a stack, want 2:\n%s", len(got), strings.Join(lines.Lines(), "\n"))
 	}
 	expectCode(t, e.call("openim/sendmsg", `{"From_Account":"alice","To_Account":"bob","MsgRandom":1,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"x"}}]}`), 0)

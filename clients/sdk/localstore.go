@@ -208,7 +208,8 @@ func below(tx *bolt.Tx, peer string, lo, hi okey, max int) []*Message {
 	}
 	var out []*Message
 	c := mb.Cursor()
-	k, v := c.Seek(hi[:])
+	var v []byte
+	k, _ := c.Seek(hi[:])
 	if k == nil {
 		k, v = c.Last()
 	} else {
