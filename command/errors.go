@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"unicode/utf8"
 )
 
 // The error codes Duet answers with, by name. They are Tencent's (reference
@@ -383,6 +384,20 @@ func LogRefusal(log *slog.Logger, c *Caller, name string, e *Error) {
 		return
 	}
 	log.LogAttrs(context.Background(), level, "request refused",
-		slog.String("user", c.UserID), slog.String("device", c.Device), slog.String("command", name),
-		slog.Int("ErrorCode", e.Code), slog.String("ErrorInfo", e.Info), slog.String("kind", k.String()))
+		slog.String("user", clip(c.UserID)), slog.String("device", clip(c.Device)), slog.String("command", clip(name)),
+		slog.Int("ErrorCode", e.Code), slog.String("ErrorInfo", clip(e.Info)), slog.String("kind", k.String()))
+}
+
+// clip bounds what a caller chose (a REST identifier, a command name, a
+// value quoted in an ErrorInfo) so one request cannot write a huge line.
+func clip(s string) string {
+	const max = 200
+	if len(s) <= max {
+		return s
+	}
+	i := max
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
 }

@@ -158,3 +158,21 @@ func TestErrorTableDoc(t *testing.T) {
 		}
 	}
 }
+
+func TestClip(t *testing.T) {
+	cases := []struct {
+		in   string
+		want int // bytes kept before the ellipsis; -1: unchanged
+	}{
+		{"alice", -1},
+		{strings.Repeat("a", 200), -1},
+		{strings.Repeat("a", 201), 200},
+		{strings.Repeat("a", 199) + "é", 199}, // never half a rune
+	}
+	for _, tc := range cases {
+		got := clip(tc.in)
+		if tc.want < 0 && got != tc.in || tc.want >= 0 && got != tc.in[:tc.want]+"…" {
+			t.Errorf("clip(%d bytes) = %d bytes %q…", len(tc.in), len(got), got[max(0, len(got)-8):])
+		}
+	}
+}
