@@ -23,8 +23,14 @@ fuzz:
 		tail -n 1 fuzz.log; rm -f fuzz.log; \
 	done
 
-# Debian packages the tests drive: mosquitto-clients (an independent MQTT client).
+# What the tests need: staticcheck, pinned (the version that builds with the
+# Go in go.mod); Debian's mosquitto-clients (an independent MQTT client) and
+# docker-compose (to validate docker-compose.yml).
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(shell go env GOPATH)/bin/staticcheck
 deps:
+	@$(STATICCHECK) -version 2>/dev/null | grep -q '($(STATICCHECK_VERSION:v%=%))' || \
+		go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	@command -v mosquitto_pub >/dev/null && command -v mosquitto_sub >/dev/null || \
 		( $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto-clients )
 	@command -v docker-compose >/dev/null || \
@@ -38,9 +44,10 @@ compose:
 	if env -u MINIO_ROOT_PASSWORD docker-compose -f docker-compose.yml --env-file "$$none" config -q 2>/dev/null; then \
 		echo "docker-compose.yml must refuse to start without MINIO_ROOT_PASSWORD"; exit 1; fi
 
-vet:
+vet: deps
 	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)
 	go vet ./...
+	$(STATICCHECK) ./...
 
 bench:
 	go test -run '^$$' -bench . -benchtime 3s ./store/

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/duet-im/duet/usersig"
+
+	"github.com/duet-im/duet/internal/wait"
 )
 
 // The command line as a user meets it: every test runs the built binary.
@@ -70,7 +72,7 @@ func duetServe(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
-	checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+	wait.For(t, 30*time.Second, 20*time.Millisecond, func() error {
 		if strings.Contains(logs.String(), "duet started") {
 			return nil
 		}

@@ -16,6 +16,7 @@ import (
 
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/duet-im/duet/internal/wait"
 	"github.com/duet-im/duet/usersig"
 )
 
@@ -103,7 +104,7 @@ func TestCrashConsistency(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		wait.For(t, 30*time.Second, 20*time.Millisecond, func() error {
 			c, err := net.Dial("tcp", addr)
 			if err == nil {
 				c.Close()

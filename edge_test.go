@@ -22,6 +22,7 @@ import (
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/duet-im/duet/internal/fdlimit"
+	"github.com/duet-im/duet/internal/wait"
 	"github.com/duet-im/duet/usersig"
 )
 
@@ -72,7 +73,7 @@ func TestHealthzWhileListenerOutOfDescriptors(t *testing.T) {
 	}
 
 	idle := child.Exhaust(t, mqttAddr, limit)
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+	wait.For(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if code, body := k.get(t, "/healthz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "tcp") {
 			return fmt.Errorf("healthz %d %s while the MQTT listener is out of descriptors", code, body)
 		}
@@ -81,7 +82,7 @@ func TestHealthzWhileListenerOutOfDescriptors(t *testing.T) {
 	for _, c := range idle {
 		c.Close()
 	}
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+	wait.For(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if code, body := k.get(t, "/healthz"); code != http.StatusOK {
 			return fmt.Errorf("healthz %d %s after the descriptors came back", code, body)
 		}

@@ -40,6 +40,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/duet-im/duet/command"
 	"github.com/duet-im/duet/usersig"
 )
 
@@ -337,6 +338,10 @@ func (imp *importer) post(ctx context.Context, l importLine) (importOutcome, err
 			lastErr = fmt.Errorf("HTTP %d, not a REST reply: %.100q", resp.StatusCode, raw)
 			continue
 		}
+		if command.KindOf(rep.ErrorCode).Retryable() { // rate limits and server-side failures
+			lastErr = fmt.Errorf("%d %s", rep.ErrorCode, rep.ErrorInfo)
+			continue
+		}
 		switch rep.ErrorCode {
 		case 0:
 			out.kind = outImported
@@ -344,9 +349,6 @@ func (imp *importer) post(ctx context.Context, l importLine) (importOutcome, err
 				out.kind = outDuplicate
 			}
 			return out, nil
-		case 60007, 60011, 60018, 60019, 90992, 90994, 90995, 91000:
-			lastErr = fmt.Errorf("%d %s", rep.ErrorCode, rep.ErrorInfo)
-			continue
 		}
 		if identityCodes[rep.ErrorCode] {
 			return out, &identityRefused{rep.ErrorCode, rep.ErrorInfo}

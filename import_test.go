@@ -15,21 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/duet-im/duet/internal/wait"
 	"github.com/duet-im/duet/store"
 )
-
-func checkFor(t *testing.T, total, every time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(every)
-	}
-	t.Fatalf("condition not met after %v: %v", total, err)
-}
 
 // startImportTarget runs a server in dir with accounts alice and bob, at
 // rate REST calls per second (0: the default).
@@ -96,7 +84,7 @@ func TestImportToolResumesAfterKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	var atKill importProgress
-	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+	wait.For(t, 20*time.Second, 10*time.Millisecond, func() error {
 		raw, err := os.ReadFile(file + ".progress")
 		if err != nil {
 			return err

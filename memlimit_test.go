@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/duet-im/duet/internal/wait"
 )
 
 func TestMemoryLimitSetting(t *testing.T) {
@@ -138,7 +140,7 @@ func TestServeAppliesMemoryLimit(t *testing.T) {
 				_ = cmd.Wait()
 			}()
 			var got float64
-			checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+			wait.For(t, 30*time.Second, 50*time.Millisecond, func() error {
 				resp, err := http.Get("http://" + httpAddr + "/metrics")
 				if err != nil {
 					return err

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/duet-im/duet/internal/wait"
 )
 
 // TestServeWritesOnlyItsOwnLog runs `duet serve` as a user does and reads
@@ -34,7 +36,7 @@ func TestServeWritesOnlyItsOwnLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+	wait.For(t, 20*time.Second, 20*time.Millisecond, func() error {
 		resp, err := http.Get("http://" + httpAddr + "/healthz")
 		if err != nil {
 			return err

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/duet-im/duet/internal/wait"
 )
 
 // tourBlocks returns the shell blocks of README.md's tour, in order.
@@ -67,7 +69,7 @@ func TestReadmeTour(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { server.Process.Signal(syscall.SIGTERM); server.Wait() }()
-	checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+	wait.For(t, 30*time.Second, 20*time.Millisecond, func() error {
 		if !strings.Contains(logs.String(), "duet started") {
 			return fmt.Errorf("server not started:\n%s", logs)
 		}
@@ -99,7 +101,7 @@ func TestReadmeTour(t *testing.T) {
 			t.Fatalf("run %d: the request's reply is not OK:\n%s", run, out)
 		}
 		want := fmt.Sprintf(`{"Seq":%d,"Event":"msg","From_Account":"alice"`, run)
-		checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		wait.For(t, 20*time.Second, 50*time.Millisecond, func() error {
 			got, _ := os.ReadFile(sub)
 			if !strings.Contains(string(got), want) || !strings.Contains(string(got), "hi bob") {
 				return fmt.Errorf("run %d: bob's phone printed:\n%s", run, got)

@@ -15,6 +15,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/duet-im/duet/internal/wait"
 	"github.com/duet-im/duet/usersig"
 )
 
@@ -305,7 +306,7 @@ func TestACLMatrix(t *testing.T) {
 					}
 				default:
 					// MQTT 3.1.1 has no negative PUBACK: the broker closes the connection.
-					checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+					wait.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 						if alice.v3.IsConnectionOpen() {
 							return errors.New("still connected")
 						}
@@ -417,8 +418,8 @@ func TestBadInput(t *testing.T) {
 		{"image bad Type", `{"To_Account":"bob","MsgRandom":1,"MsgBody":[{"MsgType":"TIMImageElem","MsgContent":{"UUID":"u","ImageInfoArray":[{"Type":9,"Width":1,"Height":1,"URL":"u"}]}}]}`, 90010, 0x99, "Type"},
 		{"message over 12 KB", `{"To_Account":"bob","MsgRandom":1,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"` + big + `"}}]}`, 93000, 0x97, "limit"},
 		{"request over the maximum", `{"To_Account":"bob","MsgRandom":1,"Pad":"` + strings.Repeat("p", 70<<10) + `"}`, 93000, 0x97, "limit"},
-		{"unknown recipient", `{"To_Account":"nobody","MsgRandom":1,"MsgBody":` + text + `}`, 20003, 0x99, "nobody"},
-		{"invalid recipient id", `{"To_Account":"bad id!","MsgRandom":1,"MsgBody":` + text + `}`, 20003, 0x99, "bad id"},
+		{"unknown recipient", `{"To_Account":"nobody","MsgRandom":1,"MsgBody":` + text + `}`, 20003, 0x80, "nobody"},
+		{"invalid recipient id", `{"To_Account":"bad id!","MsgRandom":1,"MsgBody":` + text + `}`, 20003, 0x80, "bad id"},
 		{"negative MsgLifeTime", `{"To_Account":"bob","MsgRandom":1,"MsgLifeTime":-5,"MsgBody":` + text + `}`, 90026, 0x99, "MsgLifeTime"},
 		{"OfflinePushInfo not an object", `{"To_Account":"bob","MsgRandom":1,"OfflinePushInfo":"x","MsgBody":` + text + `}`, 90043, 0x99, "OfflinePushInfo"},
 		{"impersonation by a user", `{"From_Account":"bob","To_Account":"bob","MsgRandom":1,"MsgBody":` + text + `}`, 90009, 0x87, "admin"},
@@ -491,7 +492,7 @@ func TestRestart(t *testing.T) {
 		}
 	}
 	// Wait until bob's device acknowledged all three, so the cursor is 3.
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	wait.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if n := s.broker.Devices.Metrics.Acked.Load(); n < 3 {
 			return fmt.Errorf("%d acked", n)
 		}
@@ -563,7 +564,7 @@ func TestMosquittoClients(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Wait for the subscriber's device to be attached before sending.
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+	wait.For(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if s.broker.Devices.Online("bob") == 0 {
 			return errors.New("bob not online")
 		}

@@ -38,19 +38,6 @@ func (c *testClock) Now() time.Time          { return time.Now().Add(time.Durati
 func (c *testClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 // checkFor polls f until it returns nil or the deadline passes.
-func checkFor(t testing.TB, total, every time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(every)
-	}
-	t.Fatalf("condition not met after %v: %v", total, err)
-}
-
 type testServer struct {
 	t      testing.TB
 	dir    string
@@ -73,6 +60,7 @@ type serverOpts struct {
 	media        func(*store.Store, *command.Service)          // wires the media service (media_test.go)
 	websocket    bool                                          // also listen for MQTT over WebSocket
 	broker       func(*broker.Config)                          // adjusts broker settings (listen_test.go)
+	log          *slog.Logger                                  // the server's log, for a test that reads it
 }
 
 func startServer(t testing.TB, o serverOpts) *testServer {
@@ -90,6 +78,9 @@ func (s *testServer) start() {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	if s.opts.log != nil {
+		log = s.opts.log
 	}
 	st, err := store.Open(s.dir, store.Options{
 		Logger: log,

@@ -22,6 +22,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/duet-im/duet/usersig"
+
+	"github.com/duet-im/duet/internal/wait"
 )
 
 // TestIdleConnectionMemory measures what an idle, logged-in, subscribed
@@ -82,7 +84,7 @@ func TestIdleConnectionMemory(t *testing.T) {
 		_ = cmd.Wait()
 	})
 	base := "http://" + httpAddr
-	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+	wait.For(t, 30*time.Second, 50*time.Millisecond, func() error {
 		resp, err := http.Get(base + "/healthz")
 		if err != nil {
 			return err
@@ -101,7 +103,7 @@ func TestIdleConnectionMemory(t *testing.T) {
 	}()
 	took := time.Since(start)
 	// Every connection is in; the server has nothing left to do for them.
-	checkFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+	wait.For(t, 30*time.Second, 100*time.Millisecond, func() error {
 		if got := metric(t, base, "duet_devices_connected"); got != float64(n) {
 			return fmt.Errorf("%v devices connected, want %d", got, n)
 		}

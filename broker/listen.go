@@ -23,8 +23,8 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"syscall"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"

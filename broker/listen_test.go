@@ -26,6 +26,7 @@ import (
 
 	"github.com/duet-im/duet/broker"
 	"github.com/duet-im/duet/internal/fdlimit"
+	"github.com/duet-im/duet/internal/wait"
 	"github.com/duet-im/duet/usersig"
 )
 
@@ -311,7 +312,7 @@ func TestPendingLoginCaps(t *testing.T) {
 	edge := &s.broker.Edge
 	pending := func(n int64) {
 		t.Helper()
-		checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		wait.For(t, 5*time.Second, 5*time.Millisecond, func() error {
 			if got := edge.Pending.Load(); got != n {
 				return fmt.Errorf("%d pending, want %d", got, n)
 			}
@@ -435,7 +436,7 @@ func TestListenerSurvivesFDExhaustion(t *testing.T) {
 				c.Close()
 			}
 			var d *device
-			checkFor(t, 15*time.Second, 50*time.Millisecond, func() (err error) {
+			wait.For(t, 15*time.Second, 50*time.Millisecond, func() (err error) {
 				d, err = srv.dial("alice", connectOpts{ws: transport == "ws"})
 				return err
 			})

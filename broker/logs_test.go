@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/duet-im/duet/broker"
+
+	"github.com/duet-im/duet/internal/wait"
 )
 
 // logRecord is one captured log line: its level, message and every
@@ -105,7 +107,7 @@ func TestLogLinesFitDuet(t *testing.T) {
 	drop, _ := rawConnect(t, s, "carol", "carol:phone", 4)
 	drop.conn.Close()
 
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	wait.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 		n := 0
 		for _, r := range logs.all() {
 			if r.msg == "client disconnected" {
@@ -124,7 +126,7 @@ func TestLogLinesFitDuet(t *testing.T) {
 	const secret = "payload-that-must-not-be-logged"
 	eve.publish(1, "im/alice/req/openim/sendmsg", 0, false, secret)
 	eve.expectClosed()
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	wait.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 		for _, r := range logs.all() {
 			if r.attrs["client"] == "eve:dev" && r.msg == "connection closed on a refused packet" {
 				return nil
@@ -175,7 +177,7 @@ func TestRefusedV3ConnectLoggedOnce(t *testing.T) {
 			// The refusal's lines are written before the socket closes; wait
 			// until the connection's end is logged too.
 			var mine []logRecord
-			checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+			wait.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 				mine = logs.all()[before:]
 				for _, r := range mine {
 					if r.level == slog.LevelDebug && strings.Contains(fmt.Sprint(r.attrs), c.reason) && r.msg != "login refused" {

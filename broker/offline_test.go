@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/duet-im/duet/internal/wait"
 	"github.com/duet-im/duet/store"
 )
 
@@ -47,7 +48,7 @@ func TestOfflineFlow(t *testing.T) {
 		t.Fatalf("last message %v", item["LastMsg"])
 	}
 	// The phone acknowledged everything before the laptop appears.
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	wait.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if hw, _ := s.store.HighWater("bob"); hw != 50 {
 			return fmt.Errorf("high water %d", hw)
 		}

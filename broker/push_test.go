@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/duet-im/duet/command"
+	"github.com/duet-im/duet/internal/wait"
 	"github.com/duet-im/duet/push"
 	"github.com/duet-im/duet/store"
 )
@@ -151,7 +152,7 @@ func (r *pushRig) offlineWithToken(t *testing.T, user, token string) {
 		t.Fatalf("set_token: %v", rep)
 	}
 	d.close()
-	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+	wait.For(t, 5*time.Second, 5*time.Millisecond, func() error {
 		if r.s.broker.Devices.Connected(user, user+":phone") {
 			return fmt.Errorf("%s still connected", user)
 		}
@@ -161,7 +162,7 @@ func (r *pushRig) offlineWithToken(t *testing.T, user, token string) {
 
 func (r *pushRig) waitPushes(t *testing.T, n int) []url.Values {
 	t.Helper()
-	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+	wait.For(t, 10*time.Second, 5*time.Millisecond, func() error {
 		if got := len(r.apns.received()); got < n {
 			return fmt.Errorf("%d notifications, want %d", got, n)
 		}
@@ -248,7 +249,7 @@ func TestPushCancelledWhenDeviceReturns(t *testing.T) {
 	alice := rig.s.connect("alice", connectOpts{})
 	alice.drainToSync()
 	alice.send("bob", 1)
-	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+	wait.For(t, 5*time.Second, 5*time.Millisecond, func() error {
 		if rig.p().Pending() != 1 {
 			return fmt.Errorf("not queued yet")
 		}
@@ -258,7 +259,7 @@ func TestPushCancelledWhenDeviceReturns(t *testing.T) {
 	if e := bob.nextMsg(); e.str("MsgKey") == "" {
 		t.Fatalf("bob got %v", e)
 	}
-	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	wait.For(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if c := rig.p().Metrics().Vendor("apns").Cancelled(); c != 1 {
 			return fmt.Errorf("cancelled %d", c)
 		}
@@ -278,7 +279,7 @@ func TestPushQueueSurvivesRestart(t *testing.T) {
 	alice := rig.s.connect("alice", connectOpts{})
 	alice.drainToSync()
 	alice.send("bob", 1)
-	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+	wait.For(t, 5*time.Second, 5*time.Millisecond, func() error {
 		if rig.p().Metrics().Vendor("apns").Retried() == 0 {
 			return fmt.Errorf("no attempt yet")
 		}
@@ -331,7 +332,7 @@ func TestPushTokens(t *testing.T) {
 	// A disconnect keeps the token; carol logging in on the same phone
 	// (the same vendor token, her own client id) takes it.
 	bob.close()
-	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+	wait.For(t, 5*time.Second, 5*time.Millisecond, func() error {
 		if toks, _ := st.PushTokens("bob"); len(toks) != 1 {
 			return fmt.Errorf("disconnect removed the token: %+v", toks)
 		}

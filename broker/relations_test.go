@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/duet-im/duet/command"
+	"github.com/duet-im/duet/internal/wait"
 	"github.com/duet-im/duet/store"
 )
 
@@ -44,7 +45,7 @@ func relSettle(t *testing.T, s *testServer, devs ...*device) {
 		if last == 0 {
 			continue
 		}
-		checkFor(t, 5*time.Second, time.Millisecond, func() error {
+		wait.For(t, 5*time.Second, time.Millisecond, func() error {
 			for {
 				select {
 				case e := <-d.in:

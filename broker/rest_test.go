@@ -20,6 +20,7 @@ import (
 
 	"github.com/duet-im/duet/broker"
 	"github.com/duet-im/duet/command"
+	"github.com/duet-im/duet/internal/wait"
 	"github.com/duet-im/duet/rest"
 	"github.com/duet-im/duet/store"
 	"github.com/duet-im/duet/usersig"
@@ -167,7 +168,7 @@ func TestRESTOnlineStateAndKick(t *testing.T) {
 			t.Fatalf("%s: expected a kicked notice without Seq, got %v", d.user, e)
 		}
 	}
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	wait.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if n := s.broker.Devices.Online("bob"); n != 0 {
 			return errors.New("bob still has devices online")
 		}
@@ -189,7 +190,7 @@ func TestRESTOnlineStateAndKick(t *testing.T) {
 	if _, err := s.dial("bob", connectOpts{password: sameSecond}); err == nil {
 		t.Fatal("a UserSig from the second of the kick was accepted")
 	}
-	checkFor(t, 3*time.Second, 20*time.Millisecond, func() error {
+	wait.For(t, 3*time.Second, 20*time.Millisecond, func() error {
 		if time.Now().Unix() <= kickSecond {
 			return errors.New("still the second of the kick")
 		}
@@ -212,7 +213,7 @@ func TestRESTAccountDeleteDisconnectsAndRefuses(t *testing.T) {
 	if mustJSON(rep["ResultItem"]) != `[{"ResultCode":0,"ResultInfo":"","UserID":"carol"}]` {
 		t.Fatalf("account_delete: %v", rep)
 	}
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	wait.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if s.broker.Devices.Online("carol") != 0 {
 			return errors.New("carol still online")
 		}

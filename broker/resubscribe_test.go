@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/duet-im/duet/internal/wait"
 )
 
 // expectOnce reads bob's timeline: Seqs 1..n in order, each once, then one
@@ -99,7 +101,7 @@ func TestResubscribeAfterSyncComplete(t *testing.T) {
 			// Wait until the cursor has every event, so a restart from
 			// it would send nothing again but its sync_complete.
 			// (Cursors are flushed every second.)
-			checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+			wait.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 				if c, _, _ := s.store.Cursor("bob", "bob:dev"); c != 5 {
 					return fmt.Errorf("cursor %d", c)
 				}

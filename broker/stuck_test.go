@@ -10,6 +10,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/duet-im/duet/hooks"
+	"github.com/duet-im/duet/internal/wait"
 )
 
 // A device that stops reading cannot hold the server: its writes give up
@@ -46,7 +47,7 @@ func TestStuckDeviceDoesNotBlockClose(t *testing.T) {
 	}
 	// It never reads. Wait until the server is delivering to it (events are
 	// in flight; the write carrying them may never finish).
-	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	wait.For(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if s.broker.Devices.Metrics.PendingMax.Load() == 0 {
 			return errNotYet
 		}

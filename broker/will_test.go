@@ -13,6 +13,8 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 	v3packets "github.com/eclipse/paho.mqtt.golang/packets"
+
+	"github.com/duet-im/duet/internal/wait"
 )
 
 // forgedEvent is what an attacker would like bob's devices to take for a
@@ -67,7 +69,7 @@ func TestWillRefused(t *testing.T) {
 			// Wait past the moment mochi would publish the Will (after the
 			// Will Delay Interval, on its one-second tick), watching bob.
 			window := time.Second + 3*time.Duration(tc.will.delay)*time.Second
-			quietFor(t, window, func() error {
+			wait.Quiet(t, window, 20*time.Millisecond, func() error {
 				if n := bob.arrivals.Load(); n != before {
 					return fmt.Errorf("bob received %d publish(es) after the Will connection: %v", n-before, drainAll(bob))
 				}
@@ -97,22 +99,6 @@ func checkWillRefusal(t *testing.T, v5 bool, err error) {
 	}
 	if !errors.Is(err, v3packets.ErrorRefusedNotAuthorised) {
 		t.Fatalf("refusal %v, want CONNACK return code 0x05", err)
-	}
-}
-
-// quietFor checks f for the whole window, failing as soon as it reports
-// something: used where the thing under test is that nothing happens.
-func quietFor(t *testing.T, window time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(window)
-	for time.Now().Before(deadline) {
-		if err := f(); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err := f(); err != nil {
-		t.Fatal(err)
 	}
 }
 

@@ -48,9 +48,9 @@ func (s *Service) registerAccounts() {
 // the service (70403).
 func accountFields(c *Caller, body []byte) (fields, error) {
 	if !c.Admin {
-		return nil, Errorf(70403, "im_open_login_svc needs an App admin identifier")
+		return nil, Errorf(CodeAccountNeedsAdmin, "im_open_login_svc needs an App admin identifier")
 	}
-	return parseObject(body, 70402)
+	return parseObject(body, CodeAccountParam)
 }
 
 // userIDField reads the account named by `UserID` or its older spelling
@@ -59,16 +59,16 @@ func userIDField(f fields) (string, error) {
 	for _, name := range []string{"UserID", "Identifier"} {
 		v, present, ok := f.str(name)
 		if !ok {
-			return "", Errorf(70402, "%s must be a String", name)
+			return "", Errorf(CodeAccountParam, "%s must be a String", name)
 		}
 		if present {
 			if !ValidUserID(v) {
-				return "", Errorf(70402, "%s %q is not a valid UserID (1-32 bytes of A-Z a-z 0-9 _ - @ .)", name, v)
+				return "", Errorf(CodeAccountParam, "%s %q is not a valid UserID (1-32 bytes of A-Z a-z 0-9 _ - @ .)", name, v)
 			}
 			return v, nil
 		}
 	}
-	return "", Errorf(70402, "UserID is missing")
+	return "", Errorf(CodeAccountParam, "UserID is missing")
 }
 
 // profileFields reads the optional Nick and FaceUrl of an account item.
@@ -79,13 +79,13 @@ func profileFields(f fields, u *store.AccountUpdate) error {
 	}{{"Nick", &u.Nick}, {"FaceUrl", &u.FaceURL}} {
 		v, present, ok := f.str(p.name)
 		if !ok {
-			return Errorf(70402, "%s must be a String", p.name)
+			return Errorf(CodeAccountParam, "%s must be a String", p.name)
 		}
 		if !present {
 			continue
 		}
 		if len(v) > maxAccountValue {
-			return Errorf(40601, "%s is %d bytes; the limit is %d", p.name, len(v), maxAccountValue)
+			return Errorf(CodeProfileTooLong, "%s is %d bytes; the limit is %d", p.name, len(v), maxAccountValue)
 		}
 		*p.dst = &v
 	}
@@ -137,7 +137,7 @@ func (s *Service) multiAccountImport(ctx context.Context, c *Caller, body []byte
 	case f.has("Accounts"):
 		ids, _, ok := f.strings("Accounts")
 		if !ok {
-			return nil, Errorf(70402, "Accounts must be an Array of String")
+			return nil, Errorf(CodeAccountParam, "Accounts must be an Array of String")
 		}
 		if err := batchSize("Accounts", len(ids)); err != nil {
 			return nil, err
@@ -152,14 +152,14 @@ func (s *Service) multiAccountImport(ctx context.Context, c *Caller, body []byte
 	case f.has("AccountList"):
 		var list []fields
 		if err := json.Unmarshal(f["AccountList"], &list); err != nil {
-			return nil, Errorf(70402, "AccountList must be an Array of objects")
+			return nil, Errorf(CodeAccountParam, "AccountList must be an Array of objects")
 		}
 		if err := batchSize("AccountList", len(list)); err != nil {
 			return nil, err
 		}
 		for i, it := range list {
 			if it == nil {
-				return nil, Errorf(70402, "AccountList[%d] must be an object", i)
+				return nil, Errorf(CodeAccountParam, "AccountList[%d] must be an object", i)
 			}
 			id, err := userIDField(it)
 			if err != nil {
@@ -174,7 +174,7 @@ func (s *Service) multiAccountImport(ctx context.Context, c *Caller, body []byte
 			items = append(items, u)
 		}
 	default:
-		return nil, Errorf(70402, "Accounts (or AccountList) is missing")
+		return nil, Errorf(CodeAccountParam, "Accounts (or AccountList) is missing")
 	}
 	if len(items) > 0 {
 		if err := s.importAccounts(items); err != nil {
@@ -186,10 +186,10 @@ func (s *Service) multiAccountImport(ctx context.Context, c *Caller, body []byte
 
 func batchSize(name string, n int) error {
 	if n == 0 {
-		return Errorf(70402, "%s is empty", name)
+		return Errorf(CodeAccountParam, "%s is empty", name)
 	}
 	if n > maxAccountBatch {
-		return Errorf(70402, "%s has %d accounts; at most %d per call", name, n, maxAccountBatch)
+		return Errorf(CodeAccountParam, "%s has %d accounts; at most %d per call", name, n, maxAccountBatch)
 	}
 	return nil
 }
@@ -198,11 +198,11 @@ func batchSize(name string, n int) error {
 // account_check's CheckItem).
 func itemIDs(f fields, list string) ([]string, error) {
 	if !f.has(list) {
-		return nil, Errorf(70402, "%s is missing", list)
+		return nil, Errorf(CodeAccountParam, "%s is missing", list)
 	}
 	var items []fields
 	if err := json.Unmarshal(f[list], &items); err != nil {
-		return nil, Errorf(70402, "%s must be an Array of {\"UserID\":String}", list)
+		return nil, Errorf(CodeAccountParam, "%s must be an Array of {\"UserID\":String}", list)
 	}
 	if err := batchSize(list, len(items)); err != nil {
 		return nil, err
@@ -211,7 +211,7 @@ func itemIDs(f fields, list string) ([]string, error) {
 	for i, it := range items {
 		v, present, ok := it.str("UserID")
 		if it == nil || !present || !ok {
-			return nil, Errorf(70402, "%s[%d].UserID must be a String", list, i)
+			return nil, Errorf(CodeAccountParam, "%s[%d].UserID must be a String", list, i)
 		}
 		ids[i] = v
 	}
@@ -250,7 +250,7 @@ func (s *Service) accountDelete(ctx context.Context, c *Caller, body []byte) (an
 	for i, id := range ids {
 		res.ResultItem[i].UserID = id
 		if !ValidUserID(id) {
-			res.ResultItem[i].ResultCode, res.ResultItem[i].ResultInfo = 70402, "invalid UserID"
+			res.ResultItem[i].ResultCode, res.ResultItem[i].ResultInfo = CodeAccountParam, "invalid UserID"
 			continue
 		}
 		valid = append(valid, id)
@@ -274,7 +274,7 @@ func (s *Service) accountDelete(ctx context.Context, c *Caller, body []byte) (an
 			continue
 		}
 		if !existed[j] {
-			res.ResultItem[i].ResultCode, res.ResultItem[i].ResultInfo = 70107, accountNotExist
+			res.ResultItem[i].ResultCode, res.ResultItem[i].ResultInfo = CodeAccountNotExist, accountNotExist
 		} else {
 			s.ForgetProfile(valid[j])
 			if s.kicker != nil {
@@ -300,7 +300,7 @@ func (s *Service) accountCheck(ctx context.Context, c *Caller, body []byte) (any
 		r := &res.ResultItem[i]
 		r.UserID, r.AccountStatus = id, "NotImported"
 		if !ValidUserID(id) {
-			r.ResultCode, r.ResultInfo = 70402, "invalid UserID"
+			r.ResultCode, r.ResultInfo = CodeAccountParam, "invalid UserID"
 			continue
 		}
 		exists, err := s.store.AccountExists(id)
@@ -330,7 +330,7 @@ func (s *Service) kick(ctx context.Context, c *Caller, body []byte) (any, error)
 	if exists, err := s.store.AccountExists(id); err != nil {
 		return nil, err
 	} else if !exists {
-		return nil, Errorf(70107, "UserID %q does not exist", id)
+		return nil, Errorf(CodeAccountNotExist, "UserID %q does not exist", id)
 	}
 	if _, err := s.store.Kick(id); err != nil {
 		return nil, err
@@ -384,26 +384,26 @@ func (s *Service) queryOnlineStatus(ctx context.Context, c *Caller, body []byte)
 // push-online state of its own.
 func (s *Service) onlineState(c *Caller, body []byte, current bool) (any, error) {
 	if !c.Admin {
-		return nil, Errorf(90009, "online state queries need an App admin identifier")
+		return nil, Errorf(CodeOpenIMNeedsAdmin, "online state queries need an App admin identifier")
 	}
-	f, err := parseObject(body, 90001)
+	f, err := parseObject(body, CodeJSON)
 	if err != nil {
 		return nil, err
 	}
 	ids, present, ok := f.strings("To_Account")
 	switch {
 	case !present:
-		return nil, Errorf(90003, "To_Account is missing")
+		return nil, Errorf(CodeToAccount, "To_Account is missing")
 	case !ok:
-		return nil, Errorf(90003, "To_Account must be an Array of String")
+		return nil, Errorf(CodeToAccount, "To_Account must be an Array of String")
 	case len(ids) == 0:
-		return nil, Errorf(90001, "To_Account is empty")
+		return nil, Errorf(CodeJSON, "To_Account is empty")
 	case len(ids) > maxStateQuery:
-		return nil, Errorf(90011, "To_Account has %d accounts; at most %d per call", len(ids), maxStateQuery)
+		return nil, Errorf(CodeTooManyRecipients, "To_Account has %d accounts; at most %d per call", len(ids), maxStateQuery)
 	}
 	detail, _, ok := f.integer("IsNeedDetail", 0, 1)
 	if !ok {
-		return nil, Errorf(90001, "IsNeedDetail must be 0 or 1")
+		return nil, Errorf(CodeJSON, "IsNeedDetail must be 0 or 1")
 	}
 	res := StateResult{QueryResult: []StateItem{}}
 	for _, id := range ids {
@@ -414,7 +414,7 @@ func (s *Service) onlineState(c *Caller, body []byte, current bool) (any, error)
 			}
 		}
 		if !exists {
-			res.ErrorList = append(res.ErrorList, AccountError{To: id, ErrorCode: 70107})
+			res.ErrorList = append(res.ErrorList, AccountError{To: id, ErrorCode: CodeAccountNotExist})
 			continue
 		}
 		n := 0

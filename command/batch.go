@@ -47,15 +47,15 @@ func (r batchResult) ActionStatus() string {
 
 func (s *Service) batchSendMsg(ctx context.Context, c *Caller, body []byte) (any, error) {
 	if !c.Admin {
-		return nil, Errorf(90009, "batchsendmsg needs an App admin")
+		return nil, Errorf(CodeOpenIMNeedsAdmin, "batchsendmsg needs an App admin")
 	}
-	f, err := parseObject(body, 90001)
+	f, err := parseObject(body, CodeJSON)
 	if err != nil {
 		return nil, err
 	}
 	to, present, ok := f.strings("To_Account")
 	if !ok || !present || len(to) == 0 {
-		return nil, Errorf(90003, "To_Account is missing or is not a non-empty Array of String")
+		return nil, Errorf(CodeToAccount, "To_Account is missing or is not a non-empty Array of String")
 	}
 	// Repeated recipients get one copy.
 	seen := make(map[string]bool, len(to))
@@ -67,7 +67,7 @@ func (s *Service) batchSendMsg(ctx context.Context, c *Caller, body []byte) (any
 		}
 	}
 	if len(uniq) > maxBatchRecipients {
-		return nil, Errorf(90011, "To_Account has %d users; the limit is %d", len(uniq), maxBatchRecipients)
+		return nil, Errorf(CodeTooManyRecipients, "To_Account has %d users; the limit is %d", len(uniq), maxBatchRecipients)
 	}
 	seq := rand.Uint32() // for the copies, when the request gives no MsgSeq
 	if ts, _, _ := f.integer("MsgTimeStamp", 0, 1<<32-1); ts <= 0 {
@@ -89,7 +89,7 @@ func (s *Service) batchSendMsg(ctx context.Context, c *Caller, body []byte) (any
 		go func() {
 			defer wg.Done()
 			for u := range jobs {
-				r, e := s.batchOne(ctx, c, f, u, seq)
+				r, e := s.batchOneGuarded(ctx, c, f, u, seq)
 				mu.Lock()
 				var ce *Error
 				switch {
@@ -123,25 +123,37 @@ func (s *Service) batchSendMsg(ctx context.Context, c *Caller, body []byte) (any
 		// All failed: one request-level error (§5.2's "all failed" form).
 		first := errs[uniq[0]]
 		for _, e := range res.ErrorList {
-			if e.ErrorCode != 70107 {
+			if e.ErrorCode != CodeAccountNotExist {
 				return nil, first
 			}
 		}
-		return nil, Errorf(90012, "invalid To_Account: none of the %d users exists", len(uniq))
+		return nil, Errorf(CodeToNotRegistered, "invalid To_Account: none of the %d users exists", len(uniq))
 	}
 	return res, nil
 }
 
 // batchOne sends the batch's copy to one recipient; seq is its MsgSeq when
 // the request has none.
+// batchOneGuarded is batchOne on a worker goroutine, where Exec's recover
+// does not reach: a panic is that recipient's error (20005 or 91000), not
+// the end of the process.
+func (s *Service) batchOneGuarded(ctx context.Context, c *Caller, f fields, to string, seq uint32) (r SendResult, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = s.Recovered(v, "openim/batchsendmsg", c.UserID)
+		}
+	}()
+	return s.batchOne(ctx, c, f, to, seq)
+}
+
 func (s *Service) batchOne(ctx context.Context, c *Caller, f fields, to string, seq uint32) (SendResult, error) {
 	if !ValidUserID(to) {
-		return SendResult{}, Errorf(70107, "%q is not a valid UserID", to)
+		return SendResult{}, Errorf(CodeAccountNotExist, "%q is not a valid UserID", to)
 	}
 	if ok, err := s.store.AccountExists(to); err != nil {
 		return SendResult{}, err
 	} else if !ok {
-		return SendResult{}, Errorf(70107, "%s does not exist", to)
+		return SendResult{}, Errorf(CodeAccountNotExist, "%s does not exist", to)
 	}
 	one := make(map[string]json.RawMessage, len(f)+1)
 	for k, v := range f {

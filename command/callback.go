@@ -274,10 +274,10 @@ func (s *Service) beforeSend(ctx context.Context, c *Caller, body []byte, r *sen
 	}
 	h := sendHook{on: true, from: from, msgTime: msgTime, msgKey: msgKey, ip: clientIP(ctx)}
 	forbidBefore := false
-	if f, err := parseObject(body, 90001); err == nil {
+	if f, err := parseObject(body, CodeJSON); err == nil {
 		forbid, _, ok := f.strings("ForbidCallbackControl")
 		if !ok {
-			return h, Errorf(90001, "ForbidCallbackControl is not an Array of String")
+			return h, Errorf(CodeJSON, "ForbidCallbackControl is not an Array of String")
 		}
 		forbidBefore = listHas(forbid, "ForbidBeforeSendMsgCallback")
 		h.forbidAfter = listHas(forbid, "ForbidAfterSendMsgCallback")
@@ -303,11 +303,11 @@ func (s *Service) beforeSend(ctx context.Context, c *Caller, body []byte, r *sen
 		if rep.ErrorInfo != "" {
 			info += ": " + rep.ErrorInfo
 		}
-		return h, Errorf(20006, "%s", info)
+		return h, Errorf(CodeCallbackRefused, "%s", info)
 	case code == 2:
 		h.drop = true
 		return h, nil
-	case code >= 120001 && code <= 130000:
+	case code >= CodeCallbackCustomFirst && code <= CodeCallbackCustomLast:
 		return h, Errorf(int(code), "%s", rep.ErrorInfo)
 	default:
 		return h, s.beforeSendFailed(fmt.Errorf("callback answered ErrorCode %d, which means nothing here", code))
@@ -319,7 +319,7 @@ func (s *Service) beforeSend(ctx context.Context, c *Caller, body []byte, r *sen
 func (s *Service) beforeSendFailed(err error) error {
 	s.log.Warn("before-send callback failed", "error", err, "refuse", s.hooks.cfg.RefuseOnFailure)
 	if s.hooks.cfg.RefuseOnFailure {
-		return Errorf(80003, "the before-send callback failed, so the message was not sent: %v", err)
+		return Errorf(CodeCallbackFailed, "the before-send callback failed, so the message was not sent: %v", err)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -123,8 +124,9 @@ type Service struct {
 
 	rel *relCache // policy.go: relationships, profile bits and mutes for checkSend
 
-	profMu   sync.RWMutex
+	profMu   sync.RWMutex      // guards profiles and profV (locksordering.txt)
 	profiles map[string][]byte // UserID → encoded SenderProfile ("" when none)
+	profV    map[string]uint64 // UserID → Profile.V of the cached SenderProfile: an older commit never replaces a newer
 	profGen  atomic.Uint64     // bumped by ForgetProfile: a load that spans one is not kept
 
 	kicker   Kicker     // account.go
@@ -144,6 +146,7 @@ func New(cfg Config, st *store.Store, log *slog.Logger) *Service {
 		admins:   make(map[string]bool),
 		handlers: make(map[string]Handler),
 		profiles: make(map[string][]byte),
+		profV:    make(map[string]uint64),
 	}
 	for _, a := range cfg.Admins {
 		s.admins[a] = true
@@ -192,14 +195,21 @@ type Reply struct {
 	Deferred bool // the handler answers later through Caller.Respond
 }
 
-// Exec runs command name for c with the JSON body.
-func (s *Service) Exec(ctx context.Context, c *Caller, name string, body []byte) Reply {
+// Exec runs command name for c with the JSON body. Whatever the handler
+// does, the caller gets a reply: a closed store is 20005 (retry), any other
+// failure or panic 91000, and the process keeps serving.
+func (s *Service) Exec(ctx context.Context, c *Caller, name string, body []byte) (reply Reply) {
+	defer func() {
+		if v := recover(); v != nil {
+			reply = Reply{Err: s.Recovered(v, name, c.UserID)}
+		}
+	}()
 	h, ok := s.handlers[name]
 	if !ok {
-		return Reply{Err: Errorf(60009, "unknown command %q", name)}
+		return Reply{Err: Errorf(CodeUnknownCommand, "unknown command %q", name)}
 	}
 	if !utf8.Valid(body) {
-		return Reply{Err: Errorf(90001, "request body is not valid UTF-8")}
+		return Reply{Err: Errorf(CodeJSON, "request body is not valid UTF-8")}
 	}
 	res, err := h(ctx, c, body)
 	if errors.Is(err, errDeferred) {
@@ -210,11 +220,28 @@ func (s *Service) Exec(ctx context.Context, c *Caller, name string, body []byte)
 		if errors.As(err, &ce) {
 			return Reply{Err: ce}
 		}
+		if store.IsClosed(err) {
+			return Reply{Err: errShuttingDown()}
+		}
 		s.log.Error("command failed", "command", name, "user", c.UserID, "error", err)
-		return Reply{Err: Errorf(91000, "internal error, retry: %v", err)}
+		return Reply{Err: Errorf(CodeInternal, "internal error, retry: %v", err)}
 	}
 	return Reply{Result: res}
 }
+
+// Recovered turns a value recovered from a panic while serving command
+// name for user into the caller's error. A closed store panics on reads
+// (Pebble's way), which is a shutdown, not a bug: 20005. Anything else is a
+// bug: it is logged with its stack and answered 91000.
+func (s *Service) Recovered(v any, name, user string) *Error {
+	if store.IsClosed(v) {
+		return errShuttingDown()
+	}
+	s.log.Error("command panicked", "command", name, "user", user, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	return Errorf(CodeInternal, "internal error, retry")
+}
+
+func errShuttingDown() *Error { return Errorf(CodeRetry, "server is shutting down, retry") }
 
 // Encode writes the reply as one JSON object: the given leading fields (for
 // MQTT, ReqId and Command), the Tencent envelope, then the result's fields.

@@ -41,11 +41,11 @@ type ContactList struct {
 }
 
 func (s *Service) getContactList(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, 50002)
+	f, err := parseObject(body, CodeContactParam)
 	if err != nil {
 		return nil, err
 	}
-	owner, err := s.account(c, f, []string{"From_Account"}, 50002, 50003, 50001)
+	owner, err := s.account(c, f, []string{"From_Account"}, CodeContactParam, CodeContactNeedsAdmin, CodeContactNoUser)
 	if err != nil {
 		return nil, err
 	}
@@ -85,26 +85,26 @@ type envelopeOnly struct {
 }
 
 func (s *Service) deleteContact(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, 50002)
+	f, err := parseObject(body, CodeContactParam)
 	if err != nil {
 		return nil, err
 	}
-	owner, err := s.account(c, f, []string{"From_Account"}, 50002, 50003, 50001)
+	owner, err := s.account(c, f, []string{"From_Account"}, CodeContactParam, CodeContactNeedsAdmin, CodeContactNoUser)
 	if err != nil {
 		return nil, err
 	}
 	if typ, present, ok := f.integer("Type", 1, 2); !present || !ok {
-		return nil, Errorf(50002, "Type is required: 1 (C2C) or 2 (group)")
+		return nil, Errorf(CodeContactParam, "Type is required: 1 (C2C) or 2 (group)")
 	} else if typ != 1 {
-		return nil, Errorf(50002, "only C2C conversations (Type 1) exist here")
+		return nil, Errorf(CodeContactParam, "only C2C conversations (Type 1) exist here")
 	}
 	peer, _, ok := f.str("To_Account")
 	if !ok || !ValidUserID(peer) {
-		return nil, Errorf(50002, "To_Account must be a valid UserID")
+		return nil, Errorf(CodeContactParam, "To_Account must be a valid UserID")
 	}
 	clear, _, ok := f.integer("ClearRamble", 0, 1)
 	if !ok {
-		return nil, Errorf(50002, "ClearRamble must be 0 or 1")
+		return nil, Errorf(CodeContactParam, "ClearRamble must be 0 or 1")
 	}
 	now := s.store.Now().Unix()
 	err = s.store.Update(func(tx *store.Tx) error {
@@ -136,15 +136,15 @@ type readEvent struct {
 }
 
 func (s *Service) setMsgRead(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, 90001)
+	f, err := parseObject(body, CodeJSON)
 	if err != nil {
 		return nil, err
 	}
-	reader, err := s.account(c, f, []string{"Report_Account"}, 90003, 90009, 90003)
+	reader, err := s.account(c, f, []string{"Report_Account"}, CodeToAccount, CodeOpenIMNeedsAdmin, CodeToAccount)
 	if err != nil {
 		return nil, err
 	}
-	peer, err := s.existing(f, []string{"Peer_Account", "To_Account"}, 90008)
+	peer, err := s.existing(f, []string{"Peer_Account", "To_Account"}, CodeFromAccount)
 	if err != nil {
 		return nil, err
 	}
@@ -154,13 +154,13 @@ func (s *Service) setMsgRead(ctx context.Context, c *Caller, body []byte) (any, 
 	if v, present, ok := f.str("MsgReadTime"); present && ok {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
-			return nil, Errorf(90001, "MsgReadTime must be a Unix time")
+			return nil, Errorf(CodeJSON, "MsgReadTime must be a Unix time")
 		}
 		readTime = min(n, readTime)
 	} else if present {
 		n, _, ok := f.integer("MsgReadTime", 0, 1<<40)
 		if !ok {
-			return nil, Errorf(90001, "MsgReadTime must be a Unix time")
+			return nil, Errorf(CodeJSON, "MsgReadTime must be a Unix time")
 		}
 		readTime = min(n, readTime)
 	}
@@ -219,20 +219,20 @@ type unreadReply struct {
 }
 
 func (s *Service) unreadNum(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, 90001)
+	f, err := parseObject(body, CodeJSON)
 	if err != nil {
 		return nil, err
 	}
-	user, err := s.account(c, f, []string{"To_Account"}, 90003, 90009, 90003)
+	user, err := s.account(c, f, []string{"To_Account"}, CodeToAccount, CodeOpenIMNeedsAdmin, CodeToAccount)
 	if err != nil {
 		return nil, err
 	}
 	peers, present, ok := f.strings("Peer_Account")
 	if !ok {
-		return nil, Errorf(90001, "Peer_Account must be an Array of String")
+		return nil, Errorf(CodeJSON, "Peer_Account must be an Array of String")
 	}
 	if len(peers) > 10 {
-		return nil, Errorf(90001, "Peer_Account holds at most 10 accounts")
+		return nil, Errorf(CodeJSON, "Peer_Account holds at most 10 accounts")
 	}
 	if !present {
 		total, err := s.UnreadTotal(user)
@@ -245,7 +245,7 @@ func (s *Service) unreadNum(ctx context.Context, c *Caller, body []byte) (any, e
 	r.C2CUnreadMsgNumList = []unreadItem{}
 	for _, p := range peers {
 		if ok, _ := s.store.AccountExists(p); !ok {
-			r.ErrorList = append(r.ErrorList, unreadError{Peer_Account: p, ErrorCode: 70107})
+			r.ErrorList = append(r.ErrorList, unreadError{Peer_Account: p, ErrorCode: CodeAccountNotExist})
 			continue
 		}
 		cv, err := s.store.GetConversation(user, p)

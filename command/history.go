@@ -124,40 +124,40 @@ func (s *Service) visibleTo(reader string, conv *store.Conversation) func(*store
 }
 
 func (s *Service) getMsg(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, 90001)
+	f, err := parseObject(body, CodeJSON)
 	if err != nil {
 		return nil, err
 	}
-	me, err := s.account(c, f, []string{"From_Account", "Operator_Account"}, 90008, 90009, 90008)
+	me, err := s.account(c, f, []string{"From_Account", "Operator_Account"}, CodeFromAccount, CodeOpenIMNeedsAdmin, CodeFromAccount)
 	if err != nil {
 		return nil, err
 	}
-	peer, err := s.existing(f, []string{"Peer_Account", "To_Account"}, 90003)
+	peer, err := s.existing(f, []string{"Peer_Account", "To_Account"}, CodeToAccount)
 	if err != nil {
 		return nil, err
 	}
 	now := s.store.Now().Unix()
 	maxTime, present, ok := f.integer("MaxTime", 0, 1<<40)
 	if !ok {
-		return nil, Errorf(90001, "MaxTime must be a non-negative Integer (Unix seconds)")
+		return nil, Errorf(CodeJSON, "MaxTime must be a non-negative Integer (Unix seconds)")
 	}
 	if !present || maxTime == 0 {
 		maxTime = now + 1
 	}
 	minTime, _, ok := f.integer("MinTime", 0, 1<<40)
 	if !ok {
-		return nil, Errorf(90001, "MinTime must be a non-negative Integer (Unix seconds)")
+		return nil, Errorf(CodeJSON, "MinTime must be a non-negative Integer (Unix seconds)")
 	}
 	maxCnt, present, ok := f.integer("MaxCnt", 1, 100)
 	if !ok {
-		return nil, Errorf(90001, "MaxCnt must be an Integer from 1 to 100")
+		return nil, Errorf(CodeJSON, "MaxCnt must be an Integer from 1 to 100")
 	}
 	if !present {
 		maxCnt = 20
 	}
 	lastKey, _, ok := f.str("LastMsgKey")
 	if !ok {
-		return nil, Errorf(90054, "LastMsgKey must be a String")
+		return nil, Errorf(CodeMsgKey, "LastMsgKey must be a String")
 	}
 	// PROTOCOL §3: MaxTime is exclusive for getmsg.
 	return s.historyPage(me, peer, minTime, maxTime-1, lastKey, int(maxCnt), 0)
@@ -165,40 +165,40 @@ func (s *Service) getMsg(ctx context.Context, c *Caller, body []byte) (any, erro
 
 func (s *Service) adminGetRoamMsg(ctx context.Context, c *Caller, body []byte) (any, error) {
 	if !c.Admin {
-		return nil, Errorf(90009, "openim/admin_getroammsg needs an App admin")
+		return nil, Errorf(CodeOpenIMNeedsAdmin, "openim/admin_getroammsg needs an App admin")
 	}
-	f, err := parseObject(body, 90001)
+	f, err := parseObject(body, CodeJSON)
 	if err != nil {
 		return nil, err
 	}
 	// Current docs say Operator_Account/Peer_Account, older clients
 	// From_Account/To_Account: accept both.
-	op, err := s.existing(f, []string{"Operator_Account", "From_Account"}, 90008)
+	op, err := s.existing(f, []string{"Operator_Account", "From_Account"}, CodeFromAccount)
 	if err != nil {
 		return nil, err
 	}
-	peer, err := s.existing(f, []string{"Peer_Account", "To_Account"}, 90003)
+	peer, err := s.existing(f, []string{"Peer_Account", "To_Account"}, CodeToAccount)
 	if err != nil {
 		return nil, err
 	}
 	maxCnt, present, ok := f.integer("MaxCnt", 1, 1<<31)
 	if !ok || !present {
-		return nil, Errorf(90001, "MaxCnt must be a positive Integer")
+		return nil, Errorf(CodeJSON, "MaxCnt must be a positive Integer")
 	}
 	minTime, _, ok := f.integer("MinTime", 0, 1<<40)
 	if !ok {
-		return nil, Errorf(90001, "MinTime must be a non-negative Integer")
+		return nil, Errorf(CodeJSON, "MinTime must be a non-negative Integer")
 	}
 	maxTime, present, ok := f.integer("MaxTime", 0, 1<<40)
 	if !ok {
-		return nil, Errorf(90001, "MaxTime must be a non-negative Integer")
+		return nil, Errorf(CodeJSON, "MaxTime must be a non-negative Integer")
 	}
 	if !present {
 		maxTime = s.store.Now().Unix()
 	}
 	lastKey, _, ok := f.str("LastMsgKey")
 	if !ok {
-		return nil, Errorf(90001, "LastMsgKey must be a String")
+		return nil, Errorf(CodeJSON, "LastMsgKey must be a String")
 	}
 	// An admin sees the conversation whichever way round it is asked
 	// (reference §5.4: implement symmetric lookup), cut at ~13 KB a page.
@@ -221,7 +221,7 @@ func (s *Service) historyPage(reader, peer string, minTime, maxTime int64, befor
 		Max: max, MaxBytes: maxBytes, Visible: s.visibleTo(reader, conv),
 	})
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, Errorf(90054, "LastMsgKey %q is not a message of this conversation", before)
+		return nil, Errorf(CodeMsgKey, "LastMsgKey %q is not a message of this conversation", before)
 	}
 	if err != nil {
 		return nil, err

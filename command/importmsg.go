@@ -39,9 +39,9 @@ type importRequest struct {
 
 func (s *Service) parseImport(c *Caller, body []byte) (*importRequest, error) {
 	if !c.Admin {
-		return nil, Errorf(90009, "openim/importmsg needs an App admin identifier")
+		return nil, Errorf(CodeOpenIMNeedsAdmin, "openim/importmsg needs an App admin identifier")
 	}
-	f, err := parseObject(body, 90001)
+	f, err := parseObject(body, CodeJSON)
 	if err != nil {
 		return nil, err
 	}
@@ -49,33 +49,33 @@ func (s *Service) parseImport(c *Caller, body []byte) (*importRequest, error) {
 	var present, ok bool
 	r.mode, present, ok = f.integer("SyncFromOldSystem", -1<<62, 1<<62)
 	if !present || !ok {
-		return nil, Errorf(90030, "SyncFromOldSystem is missing or is not an Integer")
+		return nil, Errorf(CodeSyncFromOldSystem, "SyncFromOldSystem is missing or is not an Integer")
 	}
 	if r.mode != 1 && r.mode != 2 && r.mode != 5 {
-		return nil, Errorf(90030, "SyncFromOldSystem must be 1 or 5 (real-time) or 2 (history), not %d", r.mode)
+		return nil, Errorf(CodeSyncFromOldSystem, "SyncFromOldSystem must be 1 or 5 (real-time) or 2 (history), not %d", r.mode)
 	}
 	if r.from, present, ok = f.str("From_Account"); !present || !ok || r.from == "" {
-		return nil, Errorf(90008, "From_Account is missing or is not a String")
+		return nil, Errorf(CodeFromAccount, "From_Account is missing or is not a String")
 	}
 	if r.to, present, ok = f.str("To_Account"); !present || !ok || r.to == "" {
-		return nil, Errorf(90003, "To_Account is missing or is not a String")
+		return nil, Errorf(CodeToAccount, "To_Account is missing or is not a String")
 	}
 	rnd, present, ok := f.integer("MsgRandom", 0, 1<<32-1)
 	if !present || !ok {
-		return nil, Errorf(90005, "MsgRandom is missing or is not a 32-bit unsigned Integer")
+		return nil, Errorf(CodeMsgRandom, "MsgRandom is missing or is not a 32-bit unsigned Integer")
 	}
 	r.msgRandom = uint32(rnd)
 	ts, present, ok := f.integer("MsgTimeStamp", 0, 1<<32-1)
 	if !present || !ok {
-		return nil, Errorf(90006, "MsgTimeStamp is missing or is not an Integer")
+		return nil, Errorf(CodeMsgTimeStamp, "MsgTimeStamp is missing or is not an Integer")
 	}
 	r.msgTime = ts
 	seq, hasSeq, ok := f.integer("MsgSeq", 0, 1<<32-1)
 	if !ok {
-		return nil, Errorf(90001, "MsgSeq is not a 32-bit unsigned Integer")
+		return nil, Errorf(CodeJSON, "MsgSeq is not a 32-bit unsigned Integer")
 	}
 	if r.cloudCustomData, _, ok = f.str("CloudCustomData"); !ok {
-		return nil, Errorf(90001, "CloudCustomData is not a String")
+		return nil, Errorf(CodeJSON, "CloudCustomData is not a String")
 	}
 	msgBody, err := s.checkedBody(c, f)
 	if err != nil {
@@ -83,7 +83,7 @@ func (s *Service) parseImport(c *Caller, body []byte) (*importRequest, error) {
 	}
 	r.msgBody = compact(msgBody)
 	if n := len(r.msgBody) + len(r.cloudCustomData); n > s.cfg.MaxMsgBytes {
-		return nil, Errorf(93000, "message is %d bytes; the limit is %d", n, s.cfg.MaxMsgBytes)
+		return nil, Errorf(CodeTooLong, "message is %d bytes; the limit is %d", n, s.cfg.MaxMsgBytes)
 	}
 	r.msgSeq = uint32(seq)
 	if !hasSeq {
@@ -99,7 +99,7 @@ func (s *Service) parseImport(c *Caller, body []byte) (*importRequest, error) {
 		id   string
 		code int
 		name string
-	}{{r.from, 90008, "From_Account"}, {r.to, 90012, "To_Account"}} {
+	}{{r.from, CodeFromAccount, "From_Account"}, {r.to, CodeToNotRegistered, "To_Account"}} {
 		exists := false
 		if ValidUserID(acc.id) {
 			if exists, err = s.store.AccountExists(acc.id); err != nil {
@@ -166,7 +166,7 @@ func (s *Service) importMsg(ctx context.Context, c *Caller, body []byte) (any, e
 		return tx.Touch(r.from, r.to, m, false, false, s.cfg.MaxContacts, now)
 	})
 	if errors.Is(err, store.ErrClosed) {
-		return nil, Errorf(90992, "server is shutting down, retry")
+		return nil, Errorf(CodeCallbackTimeout, "server is shutting down, retry")
 	}
 	if err != nil {
 		return nil, err

@@ -75,41 +75,41 @@ type Element struct {
 func parseMsgBody(raw json.RawMessage) ([]Element, *Error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '[' {
-		return nil, Errorf(90007, "MsgBody must be an array of message elements")
+		return nil, Errorf(CodeMsgBodyNotArray, "MsgBody must be an array of message elements")
 	}
 	var items []json.RawMessage
 	if err := json.Unmarshal(raw, &items); err != nil {
-		return nil, Errorf(90002, "MsgBody is not valid: %v", err)
+		return nil, Errorf(CodeMsgBody, "MsgBody is not valid: %v", err)
 	}
 	if len(items) == 0 {
-		return nil, Errorf(90002, "MsgBody is empty")
+		return nil, Errorf(CodeMsgBody, "MsgBody is empty")
 	}
 	els := make([]Element, 0, len(items))
 	custom := 0
 	for i, it := range items {
 		var f fields
 		if err := json.Unmarshal(it, &f); err != nil {
-			return nil, Errorf(90002, "MsgBody[%d] is not an object", i)
+			return nil, Errorf(CodeMsgBody, "MsgBody[%d] is not an object", i)
 		}
 		// Message elements are stored and delivered as sent, so their
 		// names must be spelled exactly (docs/rest.md, "Field names").
 		_, exact := f["MsgType"]
 		typ, present, ok := f.str("MsgType")
 		if !exact || !present || !ok {
-			return nil, Errorf(90010, "MsgBody[%d].MsgType must be a string", i)
+			return nil, Errorf(CodeElement, "MsgBody[%d].MsgType must be a string", i)
 		}
 		spec, known := elementFields[typ]
 		if !known {
-			return nil, Errorf(90010, "MsgBody[%d].MsgType %q is not a known element type", i, typ)
+			return nil, Errorf(CodeElement, "MsgBody[%d].MsgType %q is not a known element type", i, typ)
 		}
 		if typ == "TIMCustomElem" {
 			if custom++; custom > 1 {
-				return nil, Errorf(90010, "a message may carry at most one TIMCustomElem")
+				return nil, Errorf(CodeElement, "a message may carry at most one TIMCustomElem")
 			}
 		}
 		var content fields
 		if err := json.Unmarshal(f["MsgContent"], &content); err != nil || content == nil {
-			return nil, Errorf(90010, "MsgBody[%d].MsgContent must be an object", i)
+			return nil, Errorf(CodeElement, "MsgBody[%d].MsgContent must be an object", i)
 		}
 		if e := checkFields(content, spec, i, typ); e != nil {
 			return nil, e
@@ -117,14 +117,14 @@ func parseMsgBody(raw json.RawMessage) ([]Element, *Error) {
 		if typ == "TIMImageElem" {
 			var infos []fields
 			if err := json.Unmarshal(content["ImageInfoArray"], &infos); err != nil || len(infos) == 0 {
-				return nil, Errorf(90010, "MsgBody[%d].ImageInfoArray must be a non-empty array of objects", i)
+				return nil, Errorf(CodeElement, "MsgBody[%d].ImageInfoArray must be a non-empty array of objects", i)
 			}
 			for _, info := range infos {
 				if e := checkFields(info, imageInfoFields, i, "ImageInfoArray"); e != nil {
 					return nil, e
 				}
 				if t, _, _ := info.integer("Type", 1, 3); t < 1 || t > 3 {
-					return nil, Errorf(90010, "MsgBody[%d].ImageInfoArray Type must be 1, 2 or 3", i)
+					return nil, Errorf(CodeElement, "MsgBody[%d].ImageInfoArray Type must be 1, 2 or 3", i)
 				}
 			}
 		}
@@ -138,7 +138,7 @@ func checkFields(content fields, spec []field, i int, typ string) *Error {
 		raw, present := content[fd.name]
 		if !present || bytes.Equal(raw, []byte("null")) {
 			if fd.required {
-				return Errorf(90010, "MsgBody[%d] %s needs %s", i, typ, fd.name)
+				return Errorf(CodeElement, "MsgBody[%d] %s needs %s", i, typ, fd.name)
 			}
 			continue
 		}
@@ -150,13 +150,13 @@ func checkFields(content fields, spec []field, i int, typ string) *Error {
 			var n float64
 			good = json.Unmarshal(raw, &n) == nil
 			if good && fd.flag != 0 && n != float64(fd.flag) {
-				return Errorf(90010, "MsgBody[%d] %s.%s must be %d", i, typ, fd.name, fd.flag)
+				return Errorf(CodeElement, "MsgBody[%d] %s.%s must be %d", i, typ, fd.name, fd.flag)
 			}
 		case kArray:
 			good = len(raw) > 0 && raw[0] == '['
 		}
 		if !good {
-			return Errorf(90010, "MsgBody[%d] %s.%s has the wrong type", i, typ, fd.name)
+			return Errorf(CodeElement, "MsgBody[%d] %s.%s has the wrong type", i, typ, fd.name)
 		}
 	}
 	return nil

@@ -17,32 +17,32 @@ const muteForeverSecs = math.MaxUint32
 
 func (s *Service) setNoSpeaking(ctx context.Context, c *Caller, body []byte) (any, error) {
 	if !c.Admin {
-		return nil, Errorf(60010, "setnospeaking needs an App admin")
+		return nil, Errorf(CodeNeedsAdmin, "setnospeaking needs an App admin")
 	}
-	f, err := parseObject(body, 130001)
+	f, err := parseObject(body, CodeMuteParam)
 	if err != nil {
 		return nil, err
 	}
 	user, present, ok := f.str("Set_Account")
 	if !ok {
-		return nil, Errorf(130005, "Set_Account is not a String")
+		return nil, Errorf(CodeMuteBadAccount, "Set_Account is not a String")
 	}
 	if !present || user == "" {
-		return nil, Errorf(130004, "Set_Account is missing")
+		return nil, Errorf(CodeMuteNoAccount, "Set_Account is missing")
 	}
-	if e := s.mustExist(user, 130005, "Set_Account"); e != nil {
+	if e := s.mustExist(user, CodeMuteBadAccount, "Set_Account"); e != nil {
 		return nil, e
 	}
 	c2c, hasC2C, ok := f.integer("C2CmsgNospeakingTime", 0, muteForeverSecs)
 	if !ok {
-		return nil, Errorf(130001, "C2CmsgNospeakingTime must be an Integer from 0 to 4294967295")
+		return nil, Errorf(CodeMuteParam, "C2CmsgNospeakingTime must be an Integer from 0 to 4294967295")
 	}
 	grp, hasGrp, ok := f.integer("GroupmsgNospeakingTime", 0, muteForeverSecs)
 	if !ok {
-		return nil, Errorf(130001, "GroupmsgNospeakingTime must be an Integer from 0 to 4294967295")
+		return nil, Errorf(CodeMuteParam, "GroupmsgNospeakingTime must be an Integer from 0 to 4294967295")
 	}
 	if !hasC2C && !hasGrp {
-		return nil, Errorf(130008, "set C2CmsgNospeakingTime or GroupmsgNospeakingTime (or both)")
+		return nil, Errorf(CodeMuteNoTime, "set C2CmsgNospeakingTime or GroupmsgNospeakingTime (or both)")
 	}
 	until := func(secs int64, now int64) int64 {
 		switch secs {
@@ -71,37 +71,37 @@ func (s *Service) setNoSpeaking(ctx context.Context, c *Caller, body []byte) (an
 		if errors.Is(err, store.ErrClosed) {
 			return nil, storeErr(err)
 		}
-		return nil, Errorf(130014, "system error, retry: %v", err)
+		return nil, Errorf(CodeMuteSystem, "system error, retry: %v", err)
 	}
 	s.rel.drop(user)
 	return nil, nil
 }
 
 func (s *Service) getNoSpeaking(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, 130001)
+	f, err := parseObject(body, CodeMuteParam)
 	if err != nil {
 		return nil, err
 	}
 	user, present, ok := f.str("Get_Account")
 	if !ok {
-		return nil, Errorf(130005, "Get_Account is not a String")
+		return nil, Errorf(CodeMuteBadAccount, "Get_Account is not a String")
 	}
 	if !present || user == "" {
 		if c.Transport == REST {
-			return nil, Errorf(130004, "Get_Account is missing")
+			return nil, Errorf(CodeMuteNoAccount, "Get_Account is missing")
 		}
 		user = c.UserID
 	}
 	// A user may read their own mute; anyone else's is the admin's.
 	if user != c.UserID && !c.Admin {
-		return nil, Errorf(60010, "reading another user's mute needs an App admin")
+		return nil, Errorf(CodeNeedsAdmin, "reading another user's mute needs an App admin")
 	}
-	if e := s.mustExist(user, 130005, "Get_Account"); e != nil {
+	if e := s.mustExist(user, CodeMuteBadAccount, "Get_Account"); e != nil {
 		return nil, e
 	}
 	m, err := s.store.GetMute(user)
 	if err != nil {
-		return nil, Errorf(130014, "system error, retry: %v", err)
+		return nil, Errorf(CodeMuteSystem, "system error, retry: %v", err)
 	}
 	now := s.store.Now().Unix()
 	left := func(until int64) int64 {

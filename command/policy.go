@@ -19,21 +19,21 @@ import (
 func (s *Service) checkSend(from, to string) (deliver bool, err *Error) {
 	a, e := s.rel.get(s.store, from)
 	if e != nil {
-		return false, Errorf(20005, "internal error reading the send policy, retry: %v", e)
+		return false, Errorf(CodeRetry, "internal error reading the send policy, retry: %v", e)
 	}
 	// §6.4: a C2C-muted user's every send fails with 20012.
 	if a.muteUntil != 0 && (a.muteUntil >= store.MuteForever || s.store.Now().Unix() < a.muteUntil) {
 		if a.muteUntil >= store.MuteForever {
-			return false, Errorf(20012, "%s is muted (C2C) without end", from)
+			return false, Errorf(CodeMuted, "%s is muted (C2C) without end", from)
 		}
-		return false, Errorf(20012, "%s is muted (C2C) until %d", from, a.muteUntil)
+		return false, Errorf(CodeMuted, "%s is muted (C2C) until %d", from, a.muteUntil)
 	}
 	if from == to {
 		return true, nil
 	}
 	b, e := s.rel.get(s.store, to)
 	if e != nil {
-		return false, Errorf(20005, "internal error reading the send policy, retry: %v", e)
+		return false, Errorf(CodeRetry, "internal error reading the send policy, retry: %v", e)
 	}
 	// §7.1: blacklisting is one-way — only the blocked side is stopped. A
 	// recipient whose MsgSettings bit 0 refuses all messages is treated as
@@ -41,9 +41,9 @@ func (s *Service) checkSend(from, to string) (deliver bool, err *Error) {
 	if _, blocked := b.black[from]; blocked || b.refuseAll {
 		if s.cfg.BlacklistError {
 			if blocked {
-				return false, Errorf(20007, "%s has blacklisted %s", to, from)
+				return false, Errorf(CodeBlacklisted, "%s has blacklisted %s", to, from)
 			}
-			return false, Errorf(20007, "%s does not accept messages (Tag_Profile_IM_MsgSettings)", to)
+			return false, Errorf(CodeBlacklisted, "%s does not accept messages (Tag_Profile_IM_MsgSettings)", to)
 		}
 		return false, nil
 	}
@@ -52,11 +52,11 @@ func (s *Service) checkSend(from, to string) (deliver bool, err *Error) {
 		_, bHasA := b.friends[from]
 		switch {
 		case !aHasB && !bHasA:
-			return false, Errorf(20009, "%s and %s are not friends; this deployment allows friends only", from, to)
+			return false, Errorf(CodeNotFriends, "%s and %s are not friends; this deployment allows friends only", from, to)
 		case !bHasA:
-			return false, Errorf(20010, "%s is not in %s's friend list", from, to)
+			return false, Errorf(CodeNotInPeerFriends, "%s is not in %s's friend list", from, to)
 		case !aHasB:
-			return false, Errorf(20011, "%s is not in %s's friend list", to, from)
+			return false, Errorf(CodeNotInOwnFriends, "%s is not in %s's friend list", to, from)
 		}
 	}
 	return true, nil
@@ -88,15 +88,11 @@ const relGenStripes = 256
 // after the commit), so a stale read never outlives the change that made it
 // stale; a change to another user of the stripe only costs a reload.
 type relCache struct {
-	mu  sync.Mutex
+	mu  sync.Mutex // a leaf (locksordering.txt)
 	max int
 	m   map[string]*list.Element // user → element holding *relEntry
 	lru list.List                // front: most recently used
 	gen [relGenStripes]uint64
-
-	// profV is the Profile.V of each cached SenderProfile; guarded by
-	// Service.profMu with the SenderProfile cache itself.
-	profV map[string]uint64
 }
 
 type relEntry struct {
@@ -105,7 +101,7 @@ type relEntry struct {
 }
 
 func newRelCache() *relCache {
-	return &relCache{max: relCacheSize, m: make(map[string]*list.Element), profV: make(map[string]uint64)}
+	return &relCache{max: relCacheSize, m: make(map[string]*list.Element)}
 }
 
 // relStripe is FNV-1a of user, inline so the hot path does not allocate.

@@ -85,27 +85,27 @@ func checkProfileValue(c *Caller, tag string, raw json.RawMessage) (json.RawMess
 	spec, std := standardTags[tag]
 	if !std {
 		if !customTag(tag) {
-			return nil, Errorf(40009, "unknown profile tag %q (standard Tag_Profile_IM_* or Tag_Profile_Custom_<1-8 letters>)", tag)
+			return nil, Errorf(CodeProfileUnknownTag, "unknown profile tag %q (standard Tag_Profile_IM_* or Tag_Profile_Custom_<1-8 letters>)", tag)
 		}
 		spec = tagSpec{max: maxProfileValue}
 	}
 	if spec.adminOnly && !c.Admin {
-		return nil, Errorf(40008, "%s is set by the App admin only", tag)
+		return nil, Errorf(CodeProfileNoWrite, "%s is set by the App admin only", tag)
 	}
 	if spec.integer {
 		var n json.Number
 		if len(raw) == 0 || raw[0] == '"' || json.Unmarshal(raw, &n) != nil {
-			return nil, Errorf(40610, "%s takes an unsigned Integer", tag)
+			return nil, Errorf(CodeProfileTypeMismatch, "%s takes an unsigned Integer", tag)
 		}
 		v, err := strconv.ParseUint(n.String(), 10, 32)
 		if err != nil {
-			return nil, Errorf(40605, "%s must be an Integer from 0 to 4294967295, not %s", tag, n)
+			return nil, Errorf(CodeProfileBadValue, "%s must be an Integer from 0 to 4294967295, not %s", tag, n)
 		}
 		return json.RawMessage(strconv.FormatUint(v, 10)), nil
 	}
 	var v string
 	if err := json.Unmarshal(raw, &v); err != nil {
-		return nil, Errorf(40610, "%s takes a String", tag)
+		return nil, Errorf(CodeProfileTypeMismatch, "%s takes a String", tag)
 	}
 	if spec.values != nil {
 		for _, ok := range spec.values {
@@ -114,13 +114,13 @@ func checkProfileValue(c *Caller, tag string, raw json.RawMessage) (json.RawMess
 				return b, nil
 			}
 		}
-		return nil, Errorf(40605, "%s must be one of %v, not %q", tag, spec.values, v)
+		return nil, Errorf(CodeProfileBadValue, "%s must be one of %v, not %q", tag, spec.values, v)
 	}
 	if len(v) > spec.max {
 		if spec.max == maxProfileValue {
-			return nil, Errorf(40601, "%s is %d bytes; the limit is %d", tag, len(v), spec.max)
+			return nil, Errorf(CodeProfileTooLong, "%s is %d bytes; the limit is %d", tag, len(v), spec.max)
 		}
-		return nil, Errorf(40605, "%s is %d bytes; the limit is %d", tag, len(v), spec.max)
+		return nil, Errorf(CodeProfileBadValue, "%s is %d bytes; the limit is %d", tag, len(v), spec.max)
 	}
 	b, _ := marshal(v)
 	return b, nil
@@ -185,11 +185,11 @@ type profileChangeEvent struct {
 }
 
 func (s *Service) portraitSet(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, 40001)
+	f, err := parseObject(body, CodeProfileParam)
 	if err != nil {
 		return nil, err
 	}
-	user, err := s.actor(c, f, 40001, 40004, 40003)
+	user, err := s.actor(c, f, CodeProfileParam, CodeProfileNeedsAdmin, CodeProfileNoUser)
 	if err != nil {
 		return nil, err
 	}
@@ -198,13 +198,13 @@ func (s *Service) portraitSet(ctx context.Context, c *Caller, body []byte) (any,
 		Value json.RawMessage `json:"Value"`
 	}
 	if !f.has("ProfileItem") || json.Unmarshal(f["ProfileItem"], &raw) != nil || len(raw) == 0 {
-		return nil, Errorf(40001, "ProfileItem must be a non-empty Array of {Tag, Value}")
+		return nil, Errorf(CodeProfileParam, "ProfileItem must be a non-empty Array of {Tag, Value}")
 	}
 	set := make(map[string]json.RawMessage, len(raw))
 	var items []profileItem
 	for i, it := range raw {
 		if it.Tag == nil || len(it.Value) == 0 || string(it.Value) == "null" {
-			return nil, Errorf(40001, "ProfileItem[%d] needs a Tag and a Value", i)
+			return nil, Errorf(CodeProfileParam, "ProfileItem[%d] needs a Tag and a Value", i)
 		}
 		v, e := checkProfileValue(c, *it.Tag, it.Value)
 		if e != nil {
@@ -243,7 +243,7 @@ func (s *Service) portraitSet(ctx context.Context, c *Caller, body []byte) (any,
 			old, had := p.Tags[it.Tag]
 			if !had && !isStandard(it.Tag) {
 				if custom++; custom > maxCustomTags {
-					return Errorf(40001, "a user has at most %d custom profile tags", maxCustomTags)
+					return Errorf(CodeProfileParam, "a user has at most %d custom profile tags", maxCustomTags)
 				}
 			}
 			if !had || string(old) != string(it.Value) {
@@ -291,7 +291,7 @@ func storeErr(err error) error {
 		return ce
 	}
 	if errors.Is(err, store.ErrClosed) {
-		return Errorf(20005, "server is shutting down, retry")
+		return errShuttingDown()
 	}
 	return err
 }
@@ -311,33 +311,33 @@ type portraitGetResult struct {
 }
 
 func (s *Service) portraitGet(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, 40001)
+	f, err := parseObject(body, CodeProfileParam)
 	if err != nil {
 		return nil, err
 	}
 	users, _, ok := f.strings("To_Account")
 	if !ok {
-		return nil, Errorf(40001, "To_Account must be an Array of String")
+		return nil, Errorf(CodeProfileParam, "To_Account must be an Array of String")
 	}
 	if len(users) == 0 {
-		return nil, Errorf(40002, "To_Account is missing or empty")
+		return nil, Errorf(CodeProfileNoTarget, "To_Account is missing or empty")
 	}
 	if len(users) > maxPortraitGet {
-		return nil, Errorf(40001, "To_Account has %d entries; the limit is %d", len(users), maxPortraitGet)
+		return nil, Errorf(CodeProfileParam, "To_Account has %d entries; the limit is %d", len(users), maxPortraitGet)
 	}
 	tags, present, ok := f.strings("TagList")
 	if !ok || !present || len(tags) == 0 {
-		return nil, Errorf(40001, "TagList must be a non-empty Array of String")
+		return nil, Errorf(CodeProfileParam, "TagList must be a non-empty Array of String")
 	}
 	for _, t := range tags {
 		if !isStandard(t) && !customTag(t) {
-			return nil, Errorf(40009, "unknown profile tag %q in TagList", t)
+			return nil, Errorf(CodeProfileUnknownTag, "unknown profile tag %q in TagList", t)
 		}
 	}
 	res := portraitGetResult{UserProfileItem: []userProfileItem{}}
 	for _, u := range users {
 		item := userProfileItem{To: u, ProfileItem: []profileItem{}}
-		if e := s.mustExist(u, 40003, "To_Account"); e != nil {
+		if e := s.mustExist(u, CodeProfileNoUser, "To_Account"); e != nil {
 			var ce *Error
 			if !errors.As(e, &ce) {
 				return nil, e
@@ -449,9 +449,9 @@ func (s *Service) senderProfileOf(user string, p *store.Profile) (json.RawMessag
 func (s *Service) profileChanged(user string, v uint64, sp json.RawMessage) {
 	s.profMu.Lock()
 	defer s.profMu.Unlock()
-	if s.rel.profV[user] > v {
+	if s.profV[user] > v {
 		return
 	}
-	s.rel.profV[user] = v
+	s.profV[user] = v
 	s.profiles[user] = sp
 }

@@ -38,40 +38,40 @@ func (s *Service) registerMessaging() {
 }
 
 func (s *Service) parseSendMsg(c *Caller, body []byte) (*sendRequest, error) {
-	f, err := parseObject(body, 90001)
+	f, err := parseObject(body, CodeJSON)
 	if err != nil {
 		return nil, err
 	}
 	r := &sendRequest{}
 	var present, ok bool
 	if r.To, present, ok = f.str("To_Account"); !present || !ok || r.To == "" {
-		return nil, Errorf(90003, "To_Account is missing or is not a String")
+		return nil, Errorf(CodeToAccount, "To_Account is missing or is not a String")
 	}
 	if r.From, _, ok = f.str("From_Account"); !ok {
-		return nil, Errorf(90008, "From_Account is not a String")
+		return nil, Errorf(CodeFromAccount, "From_Account is not a String")
 	}
 	rnd, present, ok := f.integer("MsgRandom", 0, 1<<32-1)
 	if !present || !ok {
-		return nil, Errorf(90005, "MsgRandom is missing or is not a 32-bit unsigned Integer")
+		return nil, Errorf(CodeMsgRandom, "MsgRandom is missing or is not a 32-bit unsigned Integer")
 	}
 	r.MsgRandom = uint32(rnd)
 	seq, present, ok := f.integer("MsgSeq", 0, 1<<32-1)
 	if !ok {
-		return nil, Errorf(90001, "MsgSeq is not a 32-bit unsigned Integer")
+		return nil, Errorf(CodeJSON, "MsgSeq is not a 32-bit unsigned Integer")
 	}
 	r.MsgSeq, r.HasMsgSeq = uint32(seq), present
 	if r.MsgTimeStamp, _, ok = f.integer("MsgTimeStamp", 0, 1<<32-1); !ok {
-		return nil, Errorf(90006, "MsgTimeStamp is not an Integer")
+		return nil, Errorf(CodeMsgTimeStamp, "MsgTimeStamp is not an Integer")
 	}
 	if r.SyncOtherMachine, _, ok = f.integer("SyncOtherMachine", 0, 2); !ok {
-		return nil, Errorf(90031, "SyncOtherMachine must be the Integer 1 or 2")
+		return nil, Errorf(CodeSyncOtherMachine, "SyncOtherMachine must be the Integer 1 or 2")
 	}
 	life, present, ok := f.integer("MsgLifeTime", -1<<62, 1<<62)
 	switch {
 	case !ok:
-		return nil, Errorf(90044, "MsgLifeTime is not an Integer")
+		return nil, Errorf(CodeMsgLifeTime, "MsgLifeTime is not an Integer")
 	case life < 0:
-		return nil, Errorf(90026, "MsgLifeTime must be between 0 and %d seconds", int64(s.cfg.MaxLifeTime/time.Second))
+		return nil, Errorf(CodeLifeTime, "MsgLifeTime must be between 0 and %d seconds", int64(s.cfg.MaxLifeTime/time.Second))
 	case !present:
 		r.LifeTime = s.cfg.MaxLifeTime
 	default:
@@ -79,14 +79,14 @@ func (s *Service) parseSendMsg(c *Caller, body []byte) (*sendRequest, error) {
 		r.LifeTime = min(time.Duration(life)*time.Second, s.cfg.MaxLifeTime)
 	}
 	if r.CloudCustomData, _, ok = f.str("CloudCustomData"); !ok {
-		return nil, Errorf(90001, "CloudCustomData is not a String")
+		return nil, Errorf(CodeJSON, "CloudCustomData is not a String")
 	}
 	if r.SendMsgControl, _, ok = f.strings("SendMsgControl"); !ok {
-		return nil, Errorf(90001, "SendMsgControl is not an Array of String")
+		return nil, Errorf(CodeJSON, "SendMsgControl is not an Array of String")
 	}
 	if f.has("OfflinePushInfo") {
 		if _, err := pushinfo.Parse(f["OfflinePushInfo"]); err != nil {
-			return nil, Errorf(90043, "%v", err)
+			return nil, Errorf(CodeOfflinePushInfo, "%v", err)
 		}
 		r.OfflinePushInfo = f["OfflinePushInfo"]
 	}
@@ -94,7 +94,7 @@ func (s *Service) parseSendMsg(c *Caller, body []byte) (*sendRequest, error) {
 		return nil, err
 	}
 	if n := len(r.MsgBody) + len(r.CloudCustomData); n > s.cfg.MaxMsgBytes {
-		return nil, Errorf(93000, "message is %d bytes; the limit is %d", n, s.cfg.MaxMsgBytes)
+		return nil, Errorf(CodeTooLong, "message is %d bytes; the limit is %d", n, s.cfg.MaxMsgBytes)
 	}
 	return r, nil
 }
@@ -103,7 +103,7 @@ func (s *Service) parseSendMsg(c *Caller, body []byte) (*sendRequest, error) {
 // 90002/90010 malformed) and, when media is on, its media elements.
 func (s *Service) checkedBody(c *Caller, f fields) (json.RawMessage, error) {
 	if !f.has("MsgBody") {
-		return nil, Errorf(90007, "MsgBody is missing")
+		return nil, Errorf(CodeMsgBodyNotArray, "MsgBody is missing")
 	}
 	els, e := parseMsgBody(f["MsgBody"])
 	if e != nil {
@@ -234,12 +234,12 @@ func (s *Service) send(ctx context.Context, c *Caller, body []byte, r *sendReque
 	switch {
 	case r.From != "" && r.From != c.UserID:
 		if !c.Admin {
-			return nil, Errorf(90009, "only an App admin may send as another user (From_Account %q)", r.From)
+			return nil, Errorf(CodeOpenIMNeedsAdmin, "only an App admin may send as another user (From_Account %q)", r.From)
 		}
 		if exists, err := s.store.AccountExists(r.From); err != nil {
 			return nil, err
 		} else if !exists {
-			return nil, Errorf(90008, "From_Account %q does not exist", r.From)
+			return nil, Errorf(CodeFromAccount, "From_Account %q does not exist", r.From)
 		}
 		from = r.From
 	case c.Admin && r.From == "":
@@ -382,7 +382,7 @@ func (s *Service) send(ctx context.Context, c *Caller, body []byte, r *sendReque
 		return tx.RememberSent(id, store.Sent{MsgKey: msgKey, MsgTime: msgTime, Seq: m.SenderSeq})
 	})
 	if errors.Is(err, store.ErrClosed) {
-		return nil, Errorf(20005, "server is shutting down, retry")
+		return nil, errShuttingDown()
 	}
 	if err != nil {
 		return nil, err
@@ -397,9 +397,9 @@ func (s *Service) send(ctx context.Context, c *Caller, body []byte, r *sendReque
 // 20003 for a user's own send (the client SDK's code).
 func (s *Service) unknownRecipient(c *Caller, to string) *Error {
 	if c.Admin || c.Transport == REST {
-		return Errorf(90012, "To_Account %q is not registered", to)
+		return Errorf(CodeToNotRegistered, "To_Account %q is not registered", to)
 	}
-	return Errorf(20003, "recipient %q does not exist", to)
+	return Errorf(CodeUnknownUser, "recipient %q does not exist", to)
 }
 
 // senderProfile is the SenderProfile carried by user's messages, from memory

@@ -122,12 +122,12 @@ func (s *Service) notify(tx *store.Tx, ev any, users ...string) error {
 // snsActor is actor() with the sns codes: 30001 malformed, 30004 needs
 // admin, 30003 no such user.
 func (s *Service) snsActor(c *Caller, f fields) (string, error) {
-	return s.actor(c, f, 30001, 30004, 30003)
+	return s.actor(c, f, CodeSNSParam, CodeSNSNeedsAdmin, CodeSNSNoUser)
 }
 
 // snsRequest decodes an sns request body and names the user it acts for.
 func (s *Service) snsRequest(c *Caller, body []byte) (fields, string, error) {
-	f, err := parseObject(body, 30001)
+	f, err := parseObject(body, CodeSNSParam)
 	if err != nil {
 		return nil, "", err
 	}
@@ -139,13 +139,13 @@ func (s *Service) snsRequest(c *Caller, body []byte) (fields, string, error) {
 func peers(f fields) ([]string, error) {
 	to, present, ok := f.strings("To_Account")
 	if !ok {
-		return nil, Errorf(30001, "To_Account must be an Array of String")
+		return nil, Errorf(CodeSNSParam, "To_Account must be an Array of String")
 	}
 	if !present || len(to) == 0 {
-		return nil, Errorf(30001, "To_Account is missing or empty")
+		return nil, Errorf(CodeSNSParam, "To_Account is missing or empty")
 	}
 	if len(to) > maxSNSBatch {
-		return nil, Errorf(30001, "To_Account has %d entries; the limit is %d", len(to), maxSNSBatch)
+		return nil, Errorf(CodeSNSParam, "To_Account has %d entries; the limit is %d", len(to), maxSNSBatch)
 	}
 	return to, nil
 }
@@ -154,9 +154,9 @@ func peers(f fields) ([]string, error) {
 // or unknown UserID.
 func (s *Service) peerError(from, to string, selfMsg string) (*Error, error) {
 	if to == from {
-		return Errorf(30001, "%s", selfMsg), nil
+		return Errorf(CodeSNSParam, "%s", selfMsg), nil
 	}
-	if err := s.mustExist(to, 30003, "To_Account"); err != nil {
+	if err := s.mustExist(to, CodeSNSNoUser, "To_Account"); err != nil {
 		var ce *Error
 		if errors.As(err, &ce) {
 			return ce, nil
@@ -201,32 +201,32 @@ type addItem struct {
 func parseAddItems(f fields, groupArray bool) ([]addItem, error) {
 	var items []addItem
 	if !f.has("AddFriendItem") || json.Unmarshal(f["AddFriendItem"], &items) != nil || len(items) == 0 {
-		return nil, Errorf(30001, "AddFriendItem must be a non-empty Array of objects")
+		return nil, Errorf(CodeSNSParam, "AddFriendItem must be a non-empty Array of objects")
 	}
 	if len(items) > maxSNSBatch {
-		return nil, Errorf(30001, "AddFriendItem has %d entries; the limit is %d", len(items), maxSNSBatch)
+		return nil, Errorf(CodeSNSParam, "AddFriendItem has %d entries; the limit is %d", len(items), maxSNSBatch)
 	}
 	for i := range items {
 		it := &items[i]
 		switch {
 		case it.To == nil:
-			return nil, Errorf(30001, "AddFriendItem[%d].To_Account is missing", i)
+			return nil, Errorf(CodeSNSParam, "AddFriendItem[%d].To_Account is missing", i)
 		case it.AddSource == nil || !addSourceOK(*it.AddSource):
-			return nil, Errorf(30001, "AddFriendItem[%d].AddSource must be AddSource_Type_ followed by 1-8 letters", i)
+			return nil, Errorf(CodeSNSParam, "AddFriendItem[%d].AddSource must be AddSource_Type_ followed by 1-8 letters", i)
 		case len(it.Remark) > maxRemark:
-			return nil, Errorf(30001, "AddFriendItem[%d].Remark is %d bytes; the limit is %d", i, len(it.Remark), maxRemark)
+			return nil, Errorf(CodeSNSParam, "AddFriendItem[%d].Remark is %d bytes; the limit is %d", i, len(it.Remark), maxRemark)
 		case len(it.AddWording) > maxAddWording:
-			return nil, Errorf(30001, "AddFriendItem[%d].AddWording is %d bytes; the limit is %d", i, len(it.AddWording), maxAddWording)
+			return nil, Errorf(CodeSNSParam, "AddFriendItem[%d].AddWording is %d bytes; the limit is %d", i, len(it.AddWording), maxAddWording)
 		}
 		if len(it.GroupName) > 0 && string(it.GroupName) != "null" {
 			if groupArray {
 				if json.Unmarshal(it.GroupName, &it.groups) != nil {
-					return nil, Errorf(30001, "AddFriendItem[%d].GroupName must be an Array of String", i)
+					return nil, Errorf(CodeSNSParam, "AddFriendItem[%d].GroupName must be an Array of String", i)
 				}
 			} else {
 				var g string
 				if json.Unmarshal(it.GroupName, &g) != nil {
-					return nil, Errorf(30001, "AddFriendItem[%d].GroupName must be a String", i)
+					return nil, Errorf(CodeSNSParam, "AddFriendItem[%d].GroupName must be a String", i)
 				}
 				if g != "" {
 					it.groups = []string{g}
@@ -252,11 +252,11 @@ func parseAddItems(f fields, groupArray bool) ([]addItem, error) {
 
 func checkGroups(g []string) *Error {
 	if len(g) > maxGroups {
-		return Errorf(30001, "a friend is in at most %d groups, not %d", maxGroups, len(g))
+		return Errorf(CodeSNSParam, "a friend is in at most %d groups, not %d", maxGroups, len(g))
 	}
 	for _, name := range g {
 		if name == "" || len(name) > maxGroupName {
-			return Errorf(30001, "group name %q must be 1-%d bytes", name, maxGroupName)
+			return Errorf(CodeSNSParam, "group name %q must be 1-%d bytes", name, maxGroupName)
 		}
 	}
 	return nil
@@ -266,14 +266,14 @@ func checkGroups(g []string) *Error {
 func snsCustom(tag string, raw json.RawMessage) (string, *Error) {
 	name, ok := cutPrefix(tag, "Tag_SNS_Custom_")
 	if !ok || name == "" || len(name) > 8 {
-		return "", Errorf(30001, "unknown friend tag %q", tag)
+		return "", Errorf(CodeSNSParam, "unknown friend tag %q", tag)
 	}
 	var v string
 	if json.Unmarshal(raw, &v) != nil {
-		return "", Errorf(30001, "%s takes a String", tag)
+		return "", Errorf(CodeSNSParam, "%s takes a String", tag)
 	}
 	if len(v) > maxSNSCustom {
-		return "", Errorf(30001, "%s is %d bytes; the limit is %d", tag, len(v), maxSNSCustom)
+		return "", Errorf(CodeSNSParam, "%s is %d bytes; the limit is %d", tag, len(v), maxSNSCustom)
 	}
 	return v, nil
 }
@@ -311,7 +311,7 @@ type checkItem struct {
 // whether b is in a's list.
 func (s *Service) relation(c *Caller, body []byte, single, both string, names [4]string,
 	has func(a, b string) (bool, error)) (from string, items []checkItem, fail []string, err error) {
-	f, err := parseObject(body, 30001)
+	f, err := parseObject(body, CodeSNSParam)
 	if err != nil {
 		return "", nil, nil, err
 	}
@@ -324,12 +324,12 @@ func (s *Service) relation(c *Caller, body []byte, single, both string, names [4
 	}
 	ct, _, ok := f.str("CheckType")
 	if !ok || (ct != single && ct != both) {
-		return "", nil, nil, Errorf(30001, "CheckType must be %s or %s", single, both)
+		return "", nil, nil, Errorf(CodeSNSParam, "CheckType must be %s or %s", single, both)
 	}
 	// names: none, AWithB, BWithA, BothWay
 	items = []checkItem{}
 	for _, p := range to {
-		if e := s.mustExist(p, 30003, "To_Account"); e != nil {
+		if e := s.mustExist(p, CodeSNSNoUser, "To_Account"); e != nil {
 			var ce *Error
 			if !errors.As(e, &ce) {
 				return "", nil, nil, e

@@ -36,7 +36,7 @@ func (s *Service) blackListAdd(ctx context.Context, c *Caller, body []byte) (any
 				if err != nil {
 					return err
 				}
-				res.fail(p, Errorf(30001, "Err_SNS_BlackListAdd_Already_Exist: %s is already in your blacklist", p))
+				res.fail(p, Errorf(CodeSNSParam, "Err_SNS_BlackListAdd_Already_Exist: %s is already in your blacklist", p))
 				continue
 			}
 			counts, err := tx.RelCounts(from)
@@ -44,7 +44,7 @@ func (s *Service) blackListAdd(ctx context.Context, c *Caller, body []byte) (any
 				return err
 			}
 			if counts.Blacklist >= maxBlacklist {
-				res.fail(p, Errorf(30013, "your blacklist is full (%d)", maxBlacklist))
+				res.fail(p, Errorf(CodeSNSBlacklistFull, "your blacklist is full (%d)", maxBlacklist))
 				continue
 			}
 			if _, err := tx.PutBlocked(from, p, now); err != nil {
@@ -91,7 +91,7 @@ func (s *Service) blackListDelete(ctx context.Context, c *Caller, body []byte) (
 				return err
 			}
 			if !had {
-				res.fail(p, Errorf(30001, "%s is not in your blacklist", p))
+				res.fail(p, Errorf(CodeSNSParam, "%s is not in your blacklist", p))
 				continue
 			}
 			if err := s.notify(tx, relationEvent{Event: "blacklist_delete", From: from, To: p, Time: now}, from); err != nil {
@@ -117,7 +117,7 @@ func (s *Service) blackListGet(ctx context.Context, c *Caller, body []byte) (any
 	limit, p2, ok2 := f.integer("MaxLimited", 1, 1<<31)
 	_, p3, ok3 := f.integer("LastSequence", 0, 1<<62)
 	if !p1 || !ok1 || !p2 || !ok2 || !p3 || !ok3 {
-		return nil, Errorf(30001, "StartIndex (≥ 0), MaxLimited (≥ 1) and LastSequence (≥ 0) are required Integers")
+		return nil, Errorf(CodeSNSParam, "StartIndex (≥ 0), MaxLimited (≥ 1) and LastSequence (≥ 0) are required Integers")
 	}
 	counts, err := s.store.RelCounts(from)
 	if err != nil {

@@ -26,15 +26,15 @@ func (s *Service) friendAdd(ctx context.Context, c *Caller, body []byte) (any, e
 	addType, _, ok := f.str("AddType")
 	switch {
 	case !ok:
-		return nil, Errorf(30001, "AddType is not a String")
+		return nil, Errorf(CodeSNSParam, "AddType is not a String")
 	case addType == "":
 		addType = addTypeBoth
 	case addType != addTypeSingle && addType != addTypeBoth:
-		return nil, Errorf(30001, "AddType must be Add_Type_Single or Add_Type_Both, not %q", addType)
+		return nil, Errorf(CodeSNSParam, "AddType must be Add_Type_Single or Add_Type_Both, not %q", addType)
 	}
 	force, _, ok := f.integer("ForceAddFlags", 0, 1)
 	if !ok {
-		return nil, Errorf(30001, "ForceAddFlags must be 0 or 1")
+		return nil, Errorf(CodeSNSParam, "ForceAddFlags must be 0 or 1")
 	}
 	// Forcing past the peer's AllowType is the back-end's privilege.
 	forced := force == 1 && c.Admin
@@ -44,7 +44,7 @@ func (s *Service) friendAdd(ctx context.Context, c *Caller, body []byte) (any, e
 			return nil, err
 		}
 		if forbidsAdding(p) {
-			return nil, Errorf(30009, "%s is forbidden to add friends (Tag_Profile_IM_AdminForbidType)", from)
+			return nil, Errorf(CodeSNSAddForbidden, "%s is forbidden to add friends (Tag_Profile_IM_AdminForbidType)", from)
 		}
 	}
 	pre := make([]*Error, len(items))
@@ -68,7 +68,7 @@ func (s *Service) friendAdd(ctx context.Context, c *Caller, body []byte) (any, e
 			if err != nil {
 				return err
 			}
-			if e != nil && e.Code != 30539 {
+			if e != nil && e.Code != CodeSNSPending {
 				res.fail(to, e)
 				continue
 			}
@@ -92,10 +92,10 @@ func (s *Service) friendAdd(ctx context.Context, c *Caller, body []byte) (any, e
 // means a request was left pending for the peer.
 func (s *Service) addOne(tx *store.Tx, from, to string, it *addItem, addType string, forced bool, now int64) (*Error, error) {
 	if b, err := tx.IsBlocked(from, to); err != nil || b {
-		return Errorf(30515, "%s is in your blacklist", to), err
+		return Errorf(CodeSNSPeerBlacklisted, "%s is in your blacklist", to), err
 	}
 	if b, err := tx.IsBlocked(to, from); err != nil || b {
-		return Errorf(30525, "you are in %s's blacklist", to), err
+		return Errorf(CodeSNSInPeerBlacklist, "you are in %s's blacklist", to), err
 	}
 	mine, err := tx.GetFriend(from, to)
 	if err != nil {
@@ -125,7 +125,7 @@ func (s *Service) addOne(tx *store.Tx, from, to string, it *addItem, addType str
 		case allowAny:
 			allowed = true
 		case allowDenyAny:
-			return Errorf(30516, "%s accepts no friend requests", to), nil
+			return Errorf(CodeSNSPeerDeniesAll, "%s accepts no friend requests", to), nil
 		}
 	}
 	mc, err := tx.RelCounts(from)
@@ -133,7 +133,7 @@ func (s *Service) addOne(tx *store.Tx, from, to string, it *addItem, addType str
 		return nil, err
 	}
 	if mine == nil && mc.Friends >= maxFriends {
-		return Errorf(30010, "your friend list is full (%d)", maxFriends), nil
+		return Errorf(CodeSNSFriendsFull, "your friend list is full (%d)", maxFriends), nil
 	}
 	if !allowed {
 		tc, err := tx.RelCounts(to)
@@ -145,7 +145,7 @@ func (s *Service) addOne(tx *store.Tx, from, to string, it *addItem, addType str
 			return nil, err
 		}
 		if prev == nil && tc.Pending >= maxPending {
-			return Errorf(30012, "%s has too many pending friend requests (%d)", to, maxPending), nil
+			return Errorf(CodeSNSPendingFull, "%s has too many pending friend requests (%d)", to, maxPending), nil
 		}
 		req := &store.FriendRequest{From: from, AddType: addType, AddSource: *it.AddSource, AddWording: it.AddWording, Remark: it.Remark, AddTime: now}
 		if len(it.groups) > 0 {
@@ -158,7 +158,7 @@ func (s *Service) addOne(tx *store.Tx, from, to string, it *addItem, addType str
 		if err := s.notify(tx, ev, from, to); err != nil {
 			return nil, err
 		}
-		return Errorf(30539, "%s must confirm; the request is pending", to), nil
+		return Errorf(CodeSNSPending, "%s must confirm; the request is pending", to), nil
 	}
 	back := theirs == nil && (wantBack || theirReq != nil)
 	if back {
@@ -167,7 +167,7 @@ func (s *Service) addOne(tx *store.Tx, from, to string, it *addItem, addType str
 			return nil, err
 		}
 		if tc.Friends >= maxFriends {
-			return Errorf(30014, "%s's friend list is full (%d)", to, maxFriends), nil
+			return Errorf(CodeSNSPeerFriendsFull, "%s's friend list is full (%d)", to, maxFriends), nil
 		}
 	}
 	if mine == nil {
@@ -236,14 +236,14 @@ func (s *Service) friendImport(ctx context.Context, c *Caller, body []byte) (any
 				if err != nil {
 					return err
 				}
-				res.fail(to, Errorf(30515, "%s is in your blacklist", to))
+				res.fail(to, Errorf(CodeSNSPeerBlacklisted, "%s is in your blacklist", to))
 				continue
 			}
 			if b, err := tx.IsBlocked(to, from); err != nil || b {
 				if err != nil {
 					return err
 				}
-				res.fail(to, Errorf(30525, "you are in %s's blacklist", to))
+				res.fail(to, Errorf(CodeSNSInPeerBlacklist, "you are in %s's blacklist", to))
 				continue
 			}
 			old, err := tx.GetFriend(from, to)
@@ -255,7 +255,7 @@ func (s *Service) friendImport(ctx context.Context, c *Caller, body []byte) (any
 				return err
 			}
 			if old == nil && mc.Friends >= maxFriends {
-				res.fail(to, Errorf(30010, "your friend list is full (%d)", maxFriends))
+				res.fail(to, Errorf(CodeSNSFriendsFull, "your friend list is full (%d)", maxFriends))
 				continue
 			}
 			rec := &store.Friend{AddTime: it.AddTime, AddSource: *it.AddSource, AddWording: it.AddWording,
@@ -300,10 +300,10 @@ func (s *Service) friendUpdate(ctx context.Context, c *Caller, body []byte) (any
 		} `json:"SnsItem"`
 	}
 	if !f.has("UpdateItem") || json.Unmarshal(f["UpdateItem"], &items) != nil || len(items) == 0 {
-		return nil, Errorf(30001, "UpdateItem must be a non-empty Array of {To_Account, SnsItem}")
+		return nil, Errorf(CodeSNSParam, "UpdateItem must be a non-empty Array of {To_Account, SnsItem}")
 	}
 	if len(items) > maxSNSBatch {
-		return nil, Errorf(30001, "UpdateItem has %d entries; the limit is %d", len(items), maxSNSBatch)
+		return nil, Errorf(CodeSNSParam, "UpdateItem has %d entries; the limit is %d", len(items), maxSNSBatch)
 	}
 	type change struct {
 		remark *string
@@ -315,7 +315,7 @@ func (s *Service) friendUpdate(ctx context.Context, c *Caller, body []byte) (any
 	changes := make([]change, len(items))
 	for i, it := range items {
 		if it.To == nil || len(it.SnsItem) == 0 {
-			return nil, Errorf(30001, "UpdateItem[%d] needs To_Account and a non-empty SnsItem", i)
+			return nil, Errorf(CodeSNSParam, "UpdateItem[%d] needs To_Account and a non-empty SnsItem", i)
 		}
 		ch := change{to: *it.To}
 		for _, si := range it.SnsItem {
@@ -323,13 +323,13 @@ func (s *Service) friendUpdate(ctx context.Context, c *Caller, body []byte) (any
 			case "Tag_SNS_IM_Remark":
 				var v string
 				if json.Unmarshal(si.Value, &v) != nil || len(v) > maxRemark {
-					return nil, Errorf(30001, "Tag_SNS_IM_Remark must be a String of at most %d bytes", maxRemark)
+					return nil, Errorf(CodeSNSParam, "Tag_SNS_IM_Remark must be a String of at most %d bytes", maxRemark)
 				}
 				ch.remark = &v
 			case "Tag_SNS_IM_Group":
 				var g []string
 				if json.Unmarshal(si.Value, &g) != nil {
-					return nil, Errorf(30001, "Tag_SNS_IM_Group must be an Array of String")
+					return nil, Errorf(CodeSNSParam, "Tag_SNS_IM_Group must be an Array of String")
 				}
 				if e := checkGroups(g); e != nil {
 					return nil, e
@@ -338,7 +338,7 @@ func (s *Service) friendUpdate(ctx context.Context, c *Caller, body []byte) (any
 			default:
 				v, e := snsCustom(si.Tag, si.Value)
 				if e != nil {
-					return nil, Errorf(30001, "%s (friend_update sets Tag_SNS_IM_Remark, Tag_SNS_IM_Group and Tag_SNS_Custom_*)", e.Info)
+					return nil, Errorf(CodeSNSParam, "%s (friend_update sets Tag_SNS_IM_Remark, Tag_SNS_IM_Group and Tag_SNS_Custom_*)", e.Info)
 				}
 				if ch.custom == nil {
 					ch.custom = map[string]string{}
@@ -359,7 +359,7 @@ func (s *Service) friendUpdate(ctx context.Context, c *Caller, body []byte) (any
 				return err
 			}
 			if rec == nil {
-				res.fail(ch.to, Errorf(31704, "%s is not in your friend list", ch.to))
+				res.fail(ch.to, Errorf(CodeSNSNotFriends, "%s is not in your friend list", ch.to))
 				continue
 			}
 			if ch.remark != nil {
@@ -399,11 +399,11 @@ func deleteType(f fields, def string) (string, error) {
 	t, _, ok := f.str("DeleteType")
 	switch {
 	case !ok:
-		return "", Errorf(30001, "DeleteType is not a String")
+		return "", Errorf(CodeSNSParam, "DeleteType is not a String")
 	case t == "":
 		return def, nil
 	case t != deleteTypeSingle && t != deleteTypeBoth:
-		return "", Errorf(30001, "DeleteType must be Delete_Type_Single or Delete_Type_Both, not %q", t)
+		return "", Errorf(CodeSNSParam, "DeleteType must be Delete_Type_Single or Delete_Type_Both, not %q", t)
 	}
 	return t, nil
 }
@@ -454,7 +454,7 @@ func (s *Service) friendDelete(ctx context.Context, c *Caller, body []byte) (any
 				return err
 			}
 			if !had {
-				res.fail(p, Errorf(31704, "%s is not a friend", p))
+				res.fail(p, Errorf(CodeSNSNotFriends, "%s is not a friend", p))
 				continue
 			}
 			res.ok(p)
@@ -536,13 +536,13 @@ func (s *Service) friendGet(ctx context.Context, c *Caller, body []byte) (any, e
 	}
 	start, present, ok := f.integer("StartIndex", 0, 1<<31)
 	if !present || !ok {
-		return nil, Errorf(30001, "StartIndex is missing or is not a non-negative Integer")
+		return nil, Errorf(CodeSNSParam, "StartIndex is missing or is not a non-negative Integer")
 	}
 	if _, _, ok := f.integer("StandardSequence", 0, 1<<62); !ok {
-		return nil, Errorf(30001, "StandardSequence is not an Integer")
+		return nil, Errorf(CodeSNSParam, "StandardSequence is not an Integer")
 	}
 	if _, _, ok := f.integer("CustomSequence", 0, 1<<62); !ok {
-		return nil, Errorf(30001, "CustomSequence is not an Integer")
+		return nil, Errorf(CodeSNSParam, "CustomSequence is not an Integer")
 	}
 	// Counters first: a list read after them is at least as new.
 	counts, err := s.store.RelCounts(from)
@@ -637,7 +637,7 @@ func (s *Service) friendGetList(ctx context.Context, c *Caller, body []byte) (an
 	}
 	tags, present, ok := f.strings("TagList")
 	if !ok || !present || len(tags) == 0 {
-		return nil, Errorf(30001, "TagList must be a non-empty Array of String")
+		return nil, Errorf(CodeSNSParam, "TagList must be a non-empty Array of String")
 	}
 	var classes [4][]string // standard friend, standard profile, custom friend, custom profile
 	wantProfile := false
@@ -654,7 +654,7 @@ func (s *Service) friendGetList(ctx context.Context, c *Caller, body []byte) (an
 			classes[3] = append(classes[3], t)
 			wantProfile = true
 		default:
-			return nil, Errorf(30001, "unknown tag %q in TagList (Tag_SNS_IM_*, Tag_SNS_Custom_*, Tag_Profile_IM_* or Tag_Profile_Custom_*)", t)
+			return nil, Errorf(CodeSNSParam, "unknown tag %q in TagList (Tag_SNS_IM_*, Tag_SNS_Custom_*, Tag_Profile_IM_* or Tag_Profile_Custom_*)", t)
 		}
 	}
 	out := struct {
@@ -670,7 +670,7 @@ func (s *Service) friendGetList(ctx context.Context, c *Caller, body []byte) (an
 			}
 		}
 		if fr == nil {
-			out.InfoItem = append(out.InfoItem, snsProfileItem{To: p, ResultCode: 30001, ResultInfo: "Err_SNS_FriendGetList_Friend_Not_Exist"})
+			out.InfoItem = append(out.InfoItem, snsProfileItem{To: p, ResultCode: CodeSNSParam, ResultInfo: "Err_SNS_FriendGetList_Friend_Not_Exist"})
 			out.FailAccount = append(out.FailAccount, p)
 			continue
 		}

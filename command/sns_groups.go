@@ -26,7 +26,7 @@ type groupEvent struct {
 func groupNames(f fields) ([]string, error) {
 	names, present, ok := f.strings("GroupName")
 	if !ok || !present || len(names) == 0 {
-		return nil, Errorf(30001, "GroupName must be a non-empty Array of String")
+		return nil, Errorf(CodeSNSParam, "GroupName must be a non-empty Array of String")
 	}
 	var out []string
 	for _, n := range names {
@@ -76,7 +76,7 @@ func (s *Service) groupAdd(ctx context.Context, c *Caller, body []byte) (any, er
 			}
 		}
 		if len(g.Names)+len(added) > maxGroups {
-			return Errorf(30011, "a user has at most %d friend groups; %s has %d and asks for %d more", maxGroups, from, len(g.Names), len(added))
+			return Errorf(CodeSNSGroupsFull, "a user has at most %d friend groups; %s has %d and asks for %d more", maxGroups, from, len(g.Names), len(added))
 		}
 		if len(added) > 0 {
 			g.Names = append(g.Names, added...)
@@ -95,7 +95,7 @@ func (s *Service) groupAdd(ctx context.Context, c *Caller, body []byte) (any, er
 				return err
 			}
 			if rec == nil {
-				e := Errorf(32216, "Err_SNS_GroupAdd_ToTinyId_Not_Friend: %s is not in %s's friend list", p, from)
+				e := Errorf(CodeSNSGroupNotFriend, "Err_SNS_GroupAdd_ToTinyId_Not_Friend: %s is not in %s's friend list", p, from)
 				res.ResultItem = append(res.ResultItem, resultItem{To: p, ResultCode: e.Code, ResultInfo: e.Info})
 				res.FailAccount = append(res.FailAccount, p)
 				continue
@@ -147,7 +147,7 @@ func (s *Service) groupDelete(ctx context.Context, c *Caller, body []byte) (any,
 		}
 		for _, n := range names {
 			if !slices.Contains(g.Names, n) {
-				return Errorf(30001, "Err_SNS_GroupDel_Group_Not_Exist: %s has no friend group %q", from, n)
+				return Errorf(CodeSNSParam, "Err_SNS_GroupDel_Group_Not_Exist: %s has no friend group %q", from, n)
 			}
 		}
 		g.Names = slices.DeleteFunc(g.Names, func(n string) bool { return slices.Contains(names, n) })
@@ -198,7 +198,7 @@ func (s *Service) groupGet(ctx context.Context, c *Caller, body []byte) (any, er
 	}
 	need, _, ok := f.str("NeedFriend")
 	if !ok || (need != "" && need != "Need_Friend_Type_Yes" && need != "Need_Friend_Type_No") {
-		return nil, Errorf(30001, "NeedFriend must be Need_Friend_Type_Yes or left out")
+		return nil, Errorf(CodeSNSParam, "NeedFriend must be Need_Friend_Type_Yes or left out")
 	}
 	var only []string
 	if f.has("GroupName") {

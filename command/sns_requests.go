@@ -42,19 +42,19 @@ func (s *Service) friendResponse(ctx context.Context, c *Caller, body []byte) (a
 		Remark string  `json:"Remark"`
 	}
 	if !f.has("ResponseFriendItem") || json.Unmarshal(f["ResponseFriendItem"], &items) != nil || len(items) == 0 {
-		return nil, Errorf(30001, "ResponseFriendItem must be a non-empty Array of {To_Account, ResponseAction}")
+		return nil, Errorf(CodeSNSParam, "ResponseFriendItem must be a non-empty Array of {To_Account, ResponseAction}")
 	}
 	if len(items) > maxSNSBatch {
-		return nil, Errorf(30001, "ResponseFriendItem has %d entries; the limit is %d", len(items), maxSNSBatch)
+		return nil, Errorf(CodeSNSParam, "ResponseFriendItem has %d entries; the limit is %d", len(items), maxSNSBatch)
 	}
 	for i, it := range items {
 		switch {
 		case it.To == nil:
-			return nil, Errorf(30001, "ResponseFriendItem[%d].To_Account is missing", i)
+			return nil, Errorf(CodeSNSParam, "ResponseFriendItem[%d].To_Account is missing", i)
 		case it.Action != "Response_Action_Agree" && it.Action != "Response_Action_AgreeAndAdd" && it.Action != "Response_Action_Reject":
-			return nil, Errorf(30001, "ResponseFriendItem[%d].ResponseAction must be Response_Action_Agree, Response_Action_AgreeAndAdd or Response_Action_Reject", i)
+			return nil, Errorf(CodeSNSParam, "ResponseFriendItem[%d].ResponseAction must be Response_Action_Agree, Response_Action_AgreeAndAdd or Response_Action_Reject", i)
 		case len(it.Remark) > maxRemark:
-			return nil, Errorf(30001, "ResponseFriendItem[%d].Remark is %d bytes; the limit is %d", i, len(it.Remark), maxRemark)
+			return nil, Errorf(CodeSNSParam, "ResponseFriendItem[%d].Remark is %d bytes; the limit is %d", i, len(it.Remark), maxRemark)
 		}
 	}
 	var res snsResult
@@ -69,7 +69,7 @@ func (s *Service) friendResponse(ctx context.Context, c *Caller, body []byte) (a
 				return err
 			}
 			if req == nil {
-				res.fail(from, Errorf(30614, "no pending friend request from %s", from))
+				res.fail(from, Errorf(CodeSNSNoPending, "no pending friend request from %s", from))
 				continue
 			}
 			if it.Action == "Response_Action_Reject" {
@@ -98,11 +98,11 @@ func (s *Service) friendResponse(ctx context.Context, c *Caller, body []byte) (a
 				return err
 			}
 			if theirs == nil && fc.Friends >= maxFriends {
-				res.fail(from, Errorf(30014, "%s's friend list is full (%d)", from, maxFriends))
+				res.fail(from, Errorf(CodeSNSPeerFriendsFull, "%s's friend list is full (%d)", from, maxFriends))
 				continue
 			}
 			if addMine && mc.Friends >= maxFriends {
-				res.fail(from, Errorf(30010, "your friend list is full (%d)", maxFriends))
+				res.fail(from, Errorf(CodeSNSFriendsFull, "your friend list is full (%d)", maxFriends))
 				continue
 			}
 			if theirs == nil {

@@ -20,29 +20,29 @@ type syncReply struct {
 // it is sent by the broker's delivery pump, not here.
 func (s *Service) sync(ctx context.Context, c *Caller, body []byte) (any, error) {
 	if c.Device == "" || c.Respond == nil || s.live == nil {
-		return nil, Errorf(20001, "openim/sync replays a connected device's timeline; use it over MQTT")
+		return nil, Errorf(CodeBadPacket, "openim/sync replays a connected device's timeline; use it over MQTT")
 	}
-	f, err := parseObject(body, 90001)
+	f, err := parseObject(body, CodeJSON)
 	if err != nil {
 		return nil, err
 	}
 	from, _, ok := f.integer("FromSeq", 0, 1<<62)
 	if !ok {
-		return nil, Errorf(90001, "FromSeq must be a non-negative Integer")
+		return nil, Errorf(CodeJSON, "FromSeq must be a non-negative Integer")
 	}
 	last, err := s.store.LastSeq(c.UserID)
 	if err != nil {
 		return nil, err
 	}
 	if uint64(from) > last {
-		return nil, Errorf(20001, "FromSeq %d is beyond the end of the timeline (LastSeq %d)", from, last)
+		return nil, Errorf(CodeBadPacket, "FromSeq %d is beyond the end of the timeline (LastSeq %d)", from, last)
 	}
 	respond := c.Respond
 	err = s.live.Resync(c.UserID, c.Device, uint64(from), func(lastSeq uint64) {
 		respond(Reply{Result: syncReply{LastSeq: lastSeq}})
 	})
 	if err != nil {
-		return nil, Errorf(20001, "%v", err)
+		return nil, Errorf(CodeBadPacket, "%v", err)
 	}
 	return nil, errDeferred
 }
@@ -56,11 +56,11 @@ type typingEvent struct {
 // typing forwards an ephemeral typing state to the peer's live topic.
 // Someone the peer does not accept messages from types unseen.
 func (s *Service) typing(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, 90001)
+	f, err := parseObject(body, CodeJSON)
 	if err != nil {
 		return nil, err
 	}
-	to, err := s.existing(f, []string{"To_Account"}, 90003)
+	to, err := s.existing(f, []string{"To_Account"}, CodeToAccount)
 	if err != nil {
 		return nil, err
 	}

@@ -46,22 +46,22 @@ type modifyEvent struct {
 var errNoMessage = errors.New("no such message")
 
 func (s *Service) msgWithdraw(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, 90001)
+	f, err := parseObject(body, CodeJSON)
 	if err != nil {
 		return nil, err
 	}
 	// A user names the peer; an admin (admin_msgwithdraw) names both sides.
-	me, err := s.account(c, f, []string{"From_Account"}, 90008, 90009, 90008)
+	me, err := s.account(c, f, []string{"From_Account"}, CodeFromAccount, CodeOpenIMNeedsAdmin, CodeFromAccount)
 	if err != nil {
 		return nil, err
 	}
 	var peer string
-	if peer, err = s.existing(f, []string{"To_Account", "Peer_Account"}, 90003); err != nil {
+	if peer, err = s.existing(f, []string{"To_Account", "Peer_Account"}, CodeToAccount); err != nil {
 		return nil, err
 	}
 	msgKey, present, ok := f.str("MsgKey")
 	if !present || !ok || msgKey == "" || len(msgKey) > 50 {
-		return nil, Errorf(90054, "MsgKey is missing or is not a valid message key")
+		return nil, Errorf(CodeMsgKey, "MsgKey is missing or is not a valid message key")
 	}
 	// Only an admin recalls other people's messages or old ones.
 	own := !c.Admin
@@ -77,11 +77,11 @@ func (s *Service) msgWithdraw(ctx context.Context, c *Caller, body []byte) (any,
 		}
 		switch {
 		case own && m.From != me:
-			return Errorf(20022, "message %s is not one you sent; you can only recall your own messages", msgKey)
+			return Errorf(CodeMsgNotFound, "message %s is not one you sent; you can only recall your own messages", msgKey)
 		case m.MsgFlagBits&store.FlagRecalled != 0:
-			return Errorf(20023, "message %s was already recalled", msgKey)
+			return Errorf(CodeMsgRecalled, "message %s was already recalled", msgKey)
 		case own && now.Sub(time.Unix(m.MsgTime, 0)) > s.cfg.RecallWindow:
-			return Errorf(20016, "message %s is older than the recall window (%v)", msgKey, s.cfg.RecallWindow)
+			return Errorf(CodeRecallTooLate, "message %s is older than the recall window (%v)", msgKey, s.cfg.RecallWindow)
 		}
 		m.MsgFlagBits |= store.FlagRecalled
 		m.MsgBody = json.RawMessage(`[]`)
@@ -111,7 +111,7 @@ func (s *Service) msgWithdraw(ctx context.Context, c *Caller, body []byte) (any,
 		return nil
 	})
 	if errors.Is(err, errNoMessage) {
-		return nil, Errorf(20022, "message %s not found in the conversation of %s and %s", msgKey, me, peer)
+		return nil, Errorf(CodeMsgNotFound, "message %s not found in the conversation of %s and %s", msgKey, me, peer)
 	}
 	if err != nil {
 		return nil, err
@@ -157,23 +157,23 @@ func (s *Service) appendToBoth(tx *store.Tx, m *store.Message, ev []byte, now ti
 
 func (s *Service) modifyMsg(ctx context.Context, c *Caller, body []byte) (any, error) {
 	if !c.Admin {
-		return nil, Errorf(90009, "openim/modify_c2c_msg needs an App admin")
+		return nil, Errorf(CodeOpenIMNeedsAdmin, "openim/modify_c2c_msg needs an App admin")
 	}
-	f, err := parseObject(body, 90001)
+	f, err := parseObject(body, CodeJSON)
 	if err != nil {
 		return nil, err
 	}
-	from, err := s.existing(f, []string{"From_Account"}, 90008)
+	from, err := s.existing(f, []string{"From_Account"}, CodeFromAccount)
 	if err != nil {
 		return nil, err
 	}
-	to, err := s.existing(f, []string{"To_Account"}, 90003)
+	to, err := s.existing(f, []string{"To_Account"}, CodeToAccount)
 	if err != nil {
 		return nil, err
 	}
 	msgKey, present, ok := f.str("MsgKey")
 	if !present || !ok || msgKey == "" {
-		return nil, Errorf(90054, "MsgKey is missing or is not a String")
+		return nil, Errorf(CodeMsgKey, "MsgKey is missing or is not a String")
 	}
 	newBody, hasBody := f.raw("MsgBody"), f.has("MsgBody")
 	if hasBody {
@@ -183,13 +183,13 @@ func (s *Service) modifyMsg(ctx context.Context, c *Caller, body []byte) (any, e
 	}
 	ccd, hasCCD, ok := f.str("CloudCustomData")
 	if !ok {
-		return nil, Errorf(90001, "CloudCustomData must be a String")
+		return nil, Errorf(CodeJSON, "CloudCustomData must be a String")
 	}
 	if !hasBody && !hasCCD {
-		return nil, Errorf(90001, "give MsgBody, CloudCustomData or both")
+		return nil, Errorf(CodeJSON, "give MsgBody, CloudCustomData or both")
 	}
 	if n := len(newBody) + len(ccd); n > s.cfg.MaxMsgBytes {
-		return nil, Errorf(93000, "message is %d bytes; the limit is %d", n, s.cfg.MaxMsgBytes)
+		return nil, Errorf(CodeTooLong, "message is %d bytes; the limit is %d", n, s.cfg.MaxMsgBytes)
 	}
 	now := s.store.Now()
 	err = s.store.Update(func(tx *store.Tx) error {
@@ -201,7 +201,7 @@ func (s *Service) modifyMsg(ctx context.Context, c *Caller, body []byte) (any, e
 			return err
 		}
 		if m.MsgFlagBits&store.FlagRecalled != 0 {
-			return Errorf(20023, "message %s was recalled", msgKey)
+			return Errorf(CodeMsgRecalled, "message %s was recalled", msgKey)
 		}
 		if hasBody {
 			m.MsgBody = newBody
@@ -222,7 +222,7 @@ func (s *Service) modifyMsg(ctx context.Context, c *Caller, body []byte) (any, e
 		return s.appendToBoth(tx, m, ev, now)
 	})
 	if errors.Is(err, errNoMessage) {
-		return nil, Errorf(20022, "message %s not found in the conversation of %s and %s", msgKey, from, to)
+		return nil, Errorf(CodeMsgNotFound, "message %s not found in the conversation of %s and %s", msgKey, from, to)
 	}
 	if err != nil {
 		return nil, err

@@ -85,14 +85,22 @@ func (h *Requests) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	h.running.RLock()
 	defer h.running.RUnlock()
 	if h.closed {
-		reply.Err = command.Errorf(20005, "server is shutting down, retry")
+		reply.Err = command.Errorf(command.CodeRetry, "server is shutting down, retry")
 	} else if len(pk.Payload) > h.cfg.MaxRequest {
-		reply.Err = command.Errorf(93000, "request is %d bytes; the limit is %d", len(pk.Payload), h.cfg.MaxRequest)
+		reply.Err = command.Errorf(command.CodeTooLong, "request is %d bytes; the limit is %d", len(pk.Payload), h.cfg.MaxRequest)
 	} else {
-		caller.Respond = func(r command.Reply) { h.respond(cl, pk, r.Encode("ReqId", reqID, "Command", name)) }
+		caller.Respond = func(r command.Reply) {
+			if r.Err != nil {
+				command.LogRefusal(h.cfg.Log, caller, name, r.Err)
+			}
+			h.respond(cl, pk, r.Encode("ReqId", reqID, "Command", name))
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		reply = h.cfg.Service.Exec(ctx, caller, name, pk.Payload)
 		cancel()
+	}
+	if reply.Err != nil {
+		command.LogRefusal(h.cfg.Log, caller, name, reply.Err)
 	}
 	// The reply and the PUBACK go out together, in one write; mochi is told
 	// to drop the packet, so it neither acknowledges it again nor looks for
@@ -106,8 +114,9 @@ func (h *Requests) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	if pk.FixedHeader.Qos > 0 {
 		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID} // [MQTT-4.3.2-4]
 		if reply.Err != nil && cl.Properties.ProtocolVersion == 5 && isSend(name) {
-			// PROTOCOL §3: a failed sendmsg's PUBACK carries a matching reason.
-			ack.ReasonCode = pubackReason(reply.Err.Code).Code
+			// PROTOCOL §3: a failed sendmsg's PUBACK carries a matching
+			// reason, the error table's (docs/mqtt.md).
+			ack.ReasonCode = command.MQTTReason(reply.Err.Code)
 			ack.Properties.ReasonString = reply.Err.Info
 		}
 		out = append(out, ack)
@@ -119,20 +128,6 @@ func (h *Requests) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 }
 
 func isSend(name string) bool { return name == "openim/sendmsg" || name == "openim/batchsendmsg" }
-
-// pubackReason maps a Tencent code to an MQTT 5 PUBACK reason.
-func pubackReason(code int) packets.Code {
-	switch code {
-	case 93000, 60007, 80002, 90055:
-		return packets.ErrQuotaExceeded // 0x97
-	case 20006, 20007, 20009, 20010, 20011, 20012, 90009, 80003:
-		return packets.ErrNotAuthorized // 0x87
-	case 91000, 20004, 20005, 90992:
-		return packets.ErrImplementationSpecificError // 0x83
-	default:
-		return packets.ErrPayloadFormatInvalid // 0x99: 9000x, 20003, …
-	}
-}
 
 // requestID extracts the optional top-level ReqId. The command decodes the
 // body anyway; this only walks it (see topLevel), which costs a fraction of

@@ -188,7 +188,7 @@ type HistoryResult struct {
 
 func (m *Service) getHistory(ctx context.Context, c *command.Caller, body []byte) (any, error) {
 	if !c.Admin {
-		return nil, command.Errorf(90009, "open_msg_svc/get_history is for the App admin only")
+		return nil, command.Errorf(command.CodeOpenIMNeedsAdmin, "open_msg_svc/get_history is for the App admin only")
 	}
 	var req struct {
 		ChatType string `json:"ChatType"`

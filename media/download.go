@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/duet-im/duet/command"
 	"github.com/duet-im/duet/store"
 	"github.com/duet-im/duet/usersig"
 )
@@ -60,7 +61,7 @@ func (m *Service) serveDownload(w http.ResponseWriter, r *http.Request) {
 	}
 	// A kick revokes older UserSigs here as on REST and MQTT (code 70001).
 	if s.IssuedAt().Before(m.st.KickedAt(user)) {
-		fail(w, http.StatusUnauthorized, 70001, "usersig issued before "+user+" was last kicked; generate a new one")
+		fail(w, http.StatusUnauthorized, command.CodeSigExpired, "usersig issued before "+user+" was last kicked; generate a new one")
 		return
 	}
 	u, err := m.st.GetUpload(id)
@@ -69,7 +70,7 @@ func (m *Service) serveDownload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		fail(w, http.StatusInternalServerError, 91000, "internal error, retry")
+		fail(w, http.StatusInternalServerError, command.CodeInternal, "internal error, retry")
 		return
 	}
 	object := objectName(id, rendition)
@@ -83,7 +84,7 @@ func (m *Service) serveDownload(w http.ResponseWriter, r *http.Request) {
 	}
 	allowed, err := m.mayDownload(u, user)
 	if err != nil {
-		fail(w, http.StatusInternalServerError, 91000, "internal error, retry")
+		fail(w, http.StatusInternalServerError, command.CodeInternal, "internal error, retry")
 		return
 	}
 	if !allowed {

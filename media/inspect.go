@@ -346,7 +346,7 @@ func (m *Service) inspect(ctx context.Context, u *store.Upload) (json.RawMessage
 	}
 	raw, err := json.Marshal(el)
 	if err != nil {
-		return nil, nil, command.Errorf(91000, "internal error: %v", fmt.Sprint(err))
+		return nil, nil, command.Errorf(command.CodeInternal, "internal error: %v", fmt.Sprint(err))
 	}
 	return raw, objects, nil
 }

@@ -38,14 +38,14 @@ import (
 // Error codes of the media commands (Duet's own; Tencent's REST API has no
 // upload commands). sendmsg's media refusals use Tencent's 90010.
 const (
-	CodeBadRequest   = 90001 // body or field malformed
-	CodeRefused      = 95001 // unknown type, or declared size over the limit
-	CodeContent      = 95002 // content is not of the declared type, or over the limit: object removed
-	CodeUnknown      = 95003 // no such upload, someone else's, or past its deadline
-	CodeNotUploaded  = 95004 // commit before the object was uploaded
-	CodeUnavailable  = 95005 // the object store cannot be reached
-	CodeNoArchive    = 95006 // no archive for that hour (not over yet, or not archived yet)
-	CodeElement      = 90010 // sendmsg: media element names an unknown, uncommitted or foreign upload
+	CodeBadRequest   = command.CodeJSON             // body or field malformed
+	CodeRefused      = command.CodeMediaRefused     // unknown type, or declared size over the limit
+	CodeContent      = command.CodeMediaContent     // content is not of the declared type, or over the limit: object removed
+	CodeUnknown      = command.CodeMediaUnknown     // no such upload, someone else's, or past its deadline
+	CodeNotUploaded  = command.CodeMediaNotUploaded // commit before the object was uploaded
+	CodeUnavailable  = command.CodeMediaUnavailable // the object store cannot be reached
+	CodeNoArchive    = command.CodeMediaNoArchive   // no archive for that hour (not over yet, or not archived yet)
+	CodeElement      = command.CodeElement          // sendmsg: media element names an unknown, uncommitted or foreign upload
 	DefaultMaxSize   = 28 << 20
 	defaultUploadTTL = 15 * time.Minute
 )
@@ -640,7 +640,7 @@ func (m *Service) CheckElements(c *command.Caller, els []command.Element) *comma
 			case errors.Is(err, store.ErrNotFound):
 				return command.Errorf(CodeElement, "MsgBody[%d] %s.%s %q is not an upload: apply for and commit one first (media/apply_upload)", i, el.MsgType, f[0], id)
 			case err != nil:
-				return command.Errorf(91000, "internal error, retry: %v", err)
+				return command.Errorf(command.CodeInternal, "internal error, retry: %v", err)
 			case !u.Committed:
 				return command.Errorf(CodeElement, "MsgBody[%d] %s.%s %q was never committed (media/commit_upload)", i, el.MsgType, f[0], id)
 			case u.Removing:

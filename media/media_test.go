@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/duet-im/duet/command"
+	"github.com/duet-im/duet/internal/wait"
 	"github.com/duet-im/duet/media"
 	"github.com/duet-im/duet/rest"
 	"github.com/duet-im/duet/store"
@@ -656,13 +657,7 @@ func TestDownloadAccess(t *testing.T) {
 			t.Errorf("tampered (%s) presigned GET: %d", name, st)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for status(presigned) == 200 {
-		if time.Now().After(deadline) {
-			t.Fatal("presigned GET still works 10 s after its 2 s expiry")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	wait.Until(t, 10*time.Second, "the presigned GET to stop working after its 2 s expiry", func() bool { return status(presigned) != 200 })
 }
 
 func TestStoreUnreachable(t *testing.T) {

@@ -35,7 +35,7 @@ func parseTokenRequest(c *command.Caller, body []byte, needToken bool) (*tokenRe
 	body = bytes.TrimSpace(body)
 	var f map[string]json.RawMessage
 	if len(body) == 0 || body[0] != '{' || json.Unmarshal(body, &f) != nil {
-		return nil, command.Errorf(90001, "request body must be a JSON object")
+		return nil, command.Errorf(command.CodeJSON, "request body must be a JSON object")
 	}
 	str := func(name string) (string, error) {
 		v, ok := f[name]
@@ -44,7 +44,7 @@ func parseTokenRequest(c *command.Caller, body []byte, needToken bool) (*tokenRe
 		}
 		var s string
 		if json.Unmarshal(v, &s) != nil {
-			return "", command.Errorf(90001, "%s must be a String", name)
+			return "", command.Errorf(command.CodeJSON, "%s must be a String", name)
 		}
 		return s, nil
 	}
@@ -55,10 +55,10 @@ func parseTokenRequest(c *command.Caller, body []byte, needToken bool) (*tokenRe
 	}
 	if from != "" && from != c.UserID {
 		if !c.Admin {
-			return nil, command.Errorf(90009, "only an App admin may register tokens for another user (From_Account %q)", from)
+			return nil, command.Errorf(command.CodeOpenIMNeedsAdmin, "only an App admin may register tokens for another user (From_Account %q)", from)
 		}
 		if !command.ValidUserID(from) {
-			return nil, command.Errorf(90001, "From_Account %q is not a valid UserID", from)
+			return nil, command.Errorf(command.CodeJSON, "From_Account %q is not a valid UserID", from)
 		}
 		r.user = from
 	}
@@ -66,15 +66,15 @@ func parseTokenRequest(c *command.Caller, body []byte, needToken bool) (*tokenRe
 		return nil, err
 	} else if dev != "" {
 		if c.Device != "" && dev != c.Device && !c.Admin {
-			return nil, command.Errorf(90001, "Device may only name the device making the request")
+			return nil, command.Errorf(command.CodeJSON, "Device may only name the device making the request")
 		}
 		r.device = dev
 	}
 	if r.device == "" {
-		return nil, command.Errorf(90001, "Device (the client id) is required when the request does not come from a device")
+		return nil, command.Errorf(command.CodeJSON, "Device (the client id) is required when the request does not come from a device")
 	}
 	if len(r.device) > 128 {
-		return nil, command.Errorf(90001, "Device is longer than 128 bytes")
+		return nil, command.Errorf(command.CodeJSON, "Device is longer than 128 bytes")
 	}
 	if !needToken {
 		return r, nil
@@ -83,31 +83,31 @@ func parseTokenRequest(c *command.Caller, body []byte, needToken bool) (*tokenRe
 		return nil, err
 	}
 	if !knownVendor(r.vendor) {
-		return nil, command.Errorf(90001, "Vendor %q is not one of %s", r.vendor, strings.Join(Vendors, ", "))
+		return nil, command.Errorf(command.CodeJSON, "Vendor %q is not one of %s", r.vendor, strings.Join(Vendors, ", "))
 	}
 	if r.token, err = str("Token"); err != nil {
 		return nil, err
 	}
 	switch {
 	case r.token == "":
-		return nil, command.Errorf(90001, "Token is missing or empty")
+		return nil, command.Errorf(command.CodeJSON, "Token is missing or empty")
 	case len(r.token) > MaxTokenBytes:
-		return nil, command.Errorf(90001, "Token is %d bytes; the limit is %d", len(r.token), MaxTokenBytes)
+		return nil, command.Errorf(command.CodeJSON, "Token is %d bytes; the limit is %d", len(r.token), MaxTokenBytes)
 	}
 	for i := 0; i < len(r.token); i++ {
 		if c := r.token[i]; c <= ' ' || c > '~' {
-			return nil, command.Errorf(90001, "Token has a character (byte %d) that no push service uses", i)
+			return nil, command.Errorf(command.CodeJSON, "Token has a character (byte %d) that no push service uses", i)
 		}
 	}
 	if r.vendor == "apns" && !isHex(r.token) {
 		// It becomes part of the APNs request path.
-		return nil, command.Errorf(90001, "an APNs Token is the device token in hexadecimal")
+		return nil, command.Errorf(command.CodeJSON, "an APNs Token is the device token in hexadecimal")
 	}
 	if r.bundleID, err = str("BundleID"); err != nil {
 		return nil, err
 	}
 	if len(r.bundleID) > 255 {
-		return nil, command.Errorf(90001, "BundleID is longer than 255 bytes")
+		return nil, command.Errorf(command.CodeJSON, "BundleID is longer than 255 bytes")
 	}
 	return r, nil
 }
@@ -129,7 +129,7 @@ func (p *Pusher) setToken(ctx context.Context, c *command.Caller, body []byte) (
 	}
 	err = p.st.SetPushToken(store.PushToken{User: r.user, Device: r.device, Vendor: r.vendor, Token: r.token, BundleID: r.bundleID})
 	if errors.Is(err, store.ErrClosed) {
-		return nil, command.Errorf(20005, "server is shutting down, retry")
+		return nil, command.Errorf(command.CodeRetry, "server is shutting down, retry")
 	}
 	return nil, err
 }
@@ -141,7 +141,7 @@ func (p *Pusher) deleteToken(ctx context.Context, c *command.Caller, body []byte
 	}
 	_, err = p.st.DeletePushToken(r.user, r.device)
 	if errors.Is(err, store.ErrClosed) {
-		return nil, command.Errorf(20005, "server is shutting down, retry")
+		return nil, command.Errorf(command.CodeRetry, "server is shutting down, retry")
 	}
 	return nil, err
 }

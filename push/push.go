@@ -66,6 +66,7 @@ type Pusher struct {
 	// warnings are the start-up warnings about the config (also logged).
 	warnings []string
 
+	// Lock order: mu -> sentMu; the others are leaves (locksordering.txt).
 	presMu   sync.RWMutex
 	presence Presence
 

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/duet-im/duet/internal/wait"
 	"github.com/duet-im/duet/store"
 )
 
@@ -183,17 +184,6 @@ func (r *rig) message(t testing.TB, to, key, text string) {
 	r.p.Committed(app)
 }
 
-func waitFor(t testing.TB, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 func TestSchedulerOutcomes(t *testing.T) {
 	cases := []struct {
 		name                           string
@@ -217,7 +207,7 @@ func TestSchedulerOutcomes(t *testing.T) {
 			}
 			r.message(t, "bob", "k1", "hello")
 			m := r.p.Metrics().Vendor("xiaomi")
-			waitFor(t, "settled", func() bool { return m.Sent()+m.Failed() == 1 && r.p.Pending() == 0 })
+			wait.Until(t, 10*time.Second, "settled", func() bool { return m.Sent()+m.Failed() == 1 && r.p.Pending() == 0 })
 			if m.Sent() != c.sent || m.Failed() != c.failed || m.Retried() != c.retried || m.TokensRemoved() != c.removed {
 				t.Errorf("sent %d failed %d retried %d removed %d", m.Sent(), m.Failed(), m.Retried(), m.TokensRemoved())
 			}
@@ -226,7 +216,7 @@ func TestSchedulerOutcomes(t *testing.T) {
 				t.Errorf("tokens left: %+v", toks)
 			}
 			// Settled means gone from the durable queue too.
-			waitFor(t, "queue emptied", func() bool { q, _ := r.st.QueuedPushes(0, 10); return len(q) == 0 })
+			wait.Until(t, 10*time.Second, "queue emptied", func() bool { q, _ := r.st.QueuedPushes(0, 10); return len(q) == 0 })
 		})
 	}
 }
@@ -235,13 +225,13 @@ func TestAcknowledgedWithinGraceIsCancelled(t *testing.T) {
 	r := newRig(t, newFakeMi(t), Config{Grace: 300 * time.Millisecond})
 	r.st.SetPushToken(store.PushToken{User: "bob", Device: "bob:p", Vendor: "xiaomi", Token: "rid"})
 	r.message(t, "bob", "k1", "hello")
-	waitFor(t, "queued", func() bool { return r.p.Pending() == 1 })
+	wait.Until(t, 10*time.Second, "queued", func() bool { return r.p.Pending() == 1 })
 	// The device came back and PUBACKed the event before the grace ended.
 	if err := r.st.SetCursor("bob", "bob:p", 1); err != nil {
 		t.Fatal(err)
 	}
 	m := r.p.Metrics().Vendor("xiaomi")
-	waitFor(t, "cancelled", func() bool { return m.Cancelled() == 1 && r.p.Pending() == 0 })
+	wait.Until(t, 10*time.Second, "cancelled", func() bool { return m.Cancelled() == 1 && r.p.Pending() == 0 })
 	if len(r.mi.sent()) != 0 {
 		t.Errorf("sent %v", r.mi.sent())
 	}
@@ -252,18 +242,18 @@ func TestWithdrawn(t *testing.T) {
 		r := newRig(t, newFakeMi(t), Config{Grace: time.Hour})
 		r.st.SetPushToken(store.PushToken{User: "bob", Device: "bob:p", Vendor: "xiaomi", Token: "rid"})
 		r.message(t, "bob", "k1", "hello")
-		waitFor(t, "queued", func() bool { return r.p.Pending() == 1 })
+		wait.Until(t, 10*time.Second, "queued", func() bool { return r.p.Pending() == 1 })
 		r.p.Withdrawn("bob", "k1")
-		waitFor(t, "cancelled", func() bool { return r.p.Pending() == 0 })
-		waitFor(t, "queue emptied", func() bool { q, _ := r.st.QueuedPushes(0, 10); return len(q) == 0 })
+		wait.Until(t, 10*time.Second, "cancelled", func() bool { return r.p.Pending() == 0 })
+		wait.Until(t, 10*time.Second, "queue emptied", func() bool { q, _ := r.st.QueuedPushes(0, 10); return len(q) == 0 })
 	})
 	t.Run("shown push gets a silent update", func(t *testing.T) {
 		r := newRig(t, newFakeMi(t), Config{})
 		r.st.SetPushToken(store.PushToken{User: "bob", Device: "bob:p", Vendor: "xiaomi", Token: "rid"})
 		r.message(t, "bob", "k1", "hello")
-		waitFor(t, "sent", func() bool { return len(r.mi.sent()) == 1 })
+		wait.Until(t, 10*time.Second, "sent", func() bool { return len(r.mi.sent()) == 1 })
 		r.p.Withdrawn("bob", "k1")
-		waitFor(t, "silent update", func() bool { return len(r.mi.sent()) == 2 })
+		wait.Until(t, 10*time.Second, "silent update", func() bool { return len(r.mi.sent()) == 2 })
 		s := r.mi.sent()[1]
 		if s.Get("pass_through") != "1" || s.Get("title") != "" || !strings.Contains(s.Get("payload"), "k1") {
 			t.Errorf("recall push %v is not a silent pass-through", s)
@@ -275,10 +265,10 @@ func TestWithdrawn(t *testing.T) {
 		r := newRig(t, mi, Config{})
 		r.st.SetPushToken(store.PushToken{User: "bob", Device: "bob:p", Vendor: "xiaomi", Token: "rid"})
 		r.message(t, "bob", "k1", "hello")
-		waitFor(t, "request in flight", func() bool { return mi.arrived.Load() == 1 })
+		wait.Until(t, 10*time.Second, "request in flight", func() bool { return mi.arrived.Load() == 1 })
 		r.p.Withdrawn("bob", "k1")
 		close(mi.blocked)
-		waitFor(t, "alert and silent update", func() bool { return len(r.mi.sent()) == 2 && r.p.Pending() == 0 })
+		wait.Until(t, 10*time.Second, "alert and silent update", func() bool { return len(r.mi.sent()) == 2 && r.p.Pending() == 0 })
 		if s := r.mi.sent()[1]; s.Get("pass_through") != "1" || !strings.Contains(s.Get("payload"), "k1") {
 			t.Errorf("second push %v is not the silent recall", s)
 		}
@@ -308,13 +298,13 @@ func TestRestartResendsQueued(t *testing.T) {
 	r := &rig{st: st, p: p, mi: mi}
 	st.SetPushToken(store.PushToken{User: "bob", Device: "bob:p", Vendor: "xiaomi", Token: "rid"})
 	r.message(t, "bob", "k1", "hello")
-	waitFor(t, "queued", func() bool { q, _ := st.QueuedPushes(0, 10); return len(q) == 1 })
+	wait.Until(t, 10*time.Second, "queued", func() bool { q, _ := st.QueuedPushes(0, 10); return len(q) == 1 })
 	p.Close() // the vendor hung: nothing was settled
 	st.Close()
 	close(mi.blocked)
 	st, p = open()
 	defer func() { p.Close(); st.Close() }()
-	waitFor(t, "resent", func() bool { return len(mi.sent()) == 1 && p.Pending() == 0 })
+	wait.Until(t, 10*time.Second, "resent", func() bool { return len(mi.sent()) == 1 && p.Pending() == 0 })
 	if got := mi.sent()[0].Get("description"); got != "hello" {
 		t.Errorf("resent %q", got)
 	}

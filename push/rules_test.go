@@ -757,21 +757,3 @@ func TestTapsReachTheApp(t *testing.T) {
 		expect(t, "sound_uri", got, "android.resource://com.example.app/raw/ding")
 	})
 }
-
-// syncBuffer is a log destination tests read while the pusher writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}

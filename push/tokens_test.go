@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/duet-im/duet/internal/logcapture"
+	"github.com/duet-im/duet/internal/wait"
 	"github.com/duet-im/duet/store"
 )
 
@@ -16,13 +18,13 @@ import (
 // server) and Xiaomi, over a real store.
 type apnsRig struct {
 	*rig
-	log  *syncBuffer
+	log  *logcapture.Buffer
 	mu   sync.Mutex
 	hits map[string]int // APNs requests per device token
 }
 
 func newAPNsRig(t *testing.T, answers map[string]answer) *apnsRig {
-	r := &apnsRig{log: &syncBuffer{}, hits: map[string]int{}}
+	r := &apnsRig{log: &logcapture.Buffer{}, hits: map[string]int{}}
 	srv := apnsServer(t, func(req *http.Request, _ []byte) answer {
 		tok := strings.TrimPrefix(req.URL.Path, "/3/device/")
 		r.mu.Lock()
@@ -82,7 +84,7 @@ func TestAPNsConfigErrorsKeepTokens(t *testing.T) {
 			t.Fatal(err)
 		}
 		r.message(t, u, "k"+u, "hello")
-		waitFor(t, u+"'s push settled", func() bool { return m.Failed() == int64(i+1) && r.p.Pending() == 0 })
+		wait.Until(t, 10*time.Second, u+"'s push settled", func() bool { return m.Failed() == int64(i+1) && r.p.Pending() == 0 })
 		if toks, _ := r.st.PushTokens(u); len(toks) != 1 {
 			t.Errorf("%s's token was deleted on a configuration error", u)
 		}
@@ -102,7 +104,7 @@ func TestAPNsConfigErrorsKeepTokens(t *testing.T) {
 	r.st.SetPushToken(store.PushToken{User: "u4", Device: "u4:phone", Vendor: "apns", Token: hex("4")})
 	r.st.SetPushToken(store.PushToken{User: "u4", Device: "u4:android", Vendor: "xiaomi", Token: "rid"})
 	r.message(t, "u4", "k4", "hello")
-	waitFor(t, "the xiaomi push", func() bool { return len(r.mi.sent()) == 1 && r.p.Pending() == 0 })
+	wait.Until(t, 10*time.Second, "the xiaomi push", func() bool { return len(r.mi.sent()) == 1 && r.p.Pending() == 0 })
 	expect(t, "APNs requests for u4", r.requests(hex("4")), 0)
 
 	t.Run("410 Unregistered deletes", func(t *testing.T) {
@@ -110,7 +112,7 @@ func TestAPNsConfigErrorsKeepTokens(t *testing.T) {
 		r.st.SetPushToken(store.PushToken{User: "u5", Device: "u5:phone", Vendor: "apns", Token: hex("5")})
 		r.message(t, "u5", "k5", "hello")
 		m := r.p.Metrics().Vendor("apns")
-		waitFor(t, "token removed", func() bool { return m.TokensRemoved() == 1 })
+		wait.Until(t, 10*time.Second, "token removed", func() bool { return m.TokensRemoved() == 1 })
 		if toks, _ := r.st.PushTokens("u5"); len(toks) != 0 {
 			t.Errorf("dead token kept: %+v", toks)
 		}
@@ -125,7 +127,7 @@ func TestAPNsConfigErrorsKeepTokens(t *testing.T) {
 			r.st.SetPushToken(store.PushToken{User: u, Device: u + ":phone", Vendor: "apns", Token: tok})
 			r.message(t, u, "k"+string(rune('0'+i)), "hello")
 			m := r.p.Metrics().Vendor("apns")
-			waitFor(t, "settled", func() bool { return m.Sent()+m.Failed() == int64(i+1) && r.p.Pending() == 0 })
+			wait.Until(t, 10*time.Second, "settled", func() bool { return m.Sent()+m.Failed() == int64(i+1) && r.p.Pending() == 0 })
 		}
 		if m := r.p.Metrics().Vendor("apns"); m.Stopped() || m.Sent() != 3 {
 			t.Errorf("stopped %v, sent %d", m.Stopped(), m.Sent())

@@ -56,11 +56,11 @@ var halfRate = map[string]bool{
 // needsAdmin is each service's own "needs App admin" code (§1.4); other
 // services get the common 60010.
 var needsAdmin = map[string]int{
-	"openim":            90009,
-	"im_open_login_svc": 70403,
-	"profile":           40004,
-	"sns":               30004,
-	"recentcontact":     50003,
+	"openim":            command.CodeOpenIMNeedsAdmin,
+	"im_open_login_svc": command.CodeAccountNeedsAdmin,
+	"profile":           command.CodeProfileNeedsAdmin,
+	"sns":               command.CodeSNSNeedsAdmin,
+	"recentcontact":     command.CodeContactNeedsAdmin,
 }
 
 // withErrorDisplay are the services whose replies carry ErrorDisplay (§1.2).
@@ -118,8 +118,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusMethodNotAllowed)
 	}
 	w.Write(out)
-	if reply.Err != nil && reply.Err.Code >= 60000 && reply.Err.Code < 80000 {
-		h.cfg.Log.Debug("rest: refused", "command", service+"/"+name, "code", reply.Err.Code, "info", reply.Err.Info)
+	if reply.Err != nil {
+		caller := command.Caller{UserID: r.URL.Query().Get("identifier"), Transport: command.REST}
+		command.LogRefusal(h.cfg.Log, &caller, service+"/"+name, reply.Err)
 	}
 }
 
@@ -129,14 +130,22 @@ func fail(code int, format string, args ...any) command.Reply {
 
 // serve checks the request in the order a caller can fix it: URL, method,
 // identity, rate, body; then runs the command.
-func (h *handler) serve(r *http.Request) (service, name string, _ command.Reply) {
+func (h *handler) serve(r *http.Request) (service, name string, reply command.Reply) {
+	// The checks before Exec read the store too (KickedAt): a closed one
+	// panics there, and the caller gets 20005 rather than a dropped
+	// connection.
+	defer func() {
+		if v := recover(); v != nil {
+			reply = command.Reply{Err: h.svc.Recovered(v, service+"/"+name, r.URL.Query().Get("identifier"))}
+		}
+	}()
 	rest, ok := strings.CutPrefix(r.URL.Path, "/v4/")
 	service, name, ok2 := strings.Cut(rest, "/")
 	if !ok || !ok2 || service == "" || name == "" || strings.Contains(name, "/") {
-		return service, name, fail(60002, "bad URL: the path must be /v4/{servicename}/{command}")
+		return service, name, fail(command.CodeBadURL, "bad URL: the path must be /v4/{servicename}/{command}")
 	}
 	if r.Method != http.MethodPost {
-		return service, name, fail(60008, "HTTP method %s is not supported: the REST API takes POST only", r.Method)
+		return service, name, fail(command.CodeBadHTTPRequest, "HTTP method %s is not supported: the REST API takes POST only", r.Method)
 	}
 	q := r.URL.Query()
 	if e := h.authenticate(q.Get("sdkappid"), q.Get("identifier"), q.Get("usersig"), service); e != nil {
@@ -145,7 +154,7 @@ func (h *handler) serve(r *http.Request) (service, name string, _ command.Reply)
 	identifier := q.Get("identifier")
 	cmd := service + "/" + name
 	if !h.allow(cmd) {
-		return service, name, fail(60007, "REST call frequency over the limit for %s, retry later", cmd)
+		return service, name, fail(command.CodeRateLimited, "REST call frequency over the limit for %s, retry later", cmd)
 	}
 	body, e := h.readBody(r)
 	if e != nil {
@@ -167,16 +176,16 @@ func (h *handler) serve(r *http.Request) (service, name string, _ command.Reply)
 // identifier must be an App admin (the service's own code, §1.4).
 func (h *handler) authenticate(sdkappid, identifier, sig, service string) *command.Error {
 	if sdkappid == "" {
-		return command.Errorf(60012, "sdkappid is missing from the URL")
+		return command.Errorf(command.CodeNoSDKAppID, "sdkappid is missing from the URL")
 	}
 	if id, err := strconv.ParseUint(sdkappid, 10, 64); err != nil || id != h.sdkappid {
-		return command.Errorf(60006, "sdkappid %q is not this server's SDKAppID", sdkappid)
+		return command.Errorf(command.CodeBadSDKAppID, "sdkappid %q is not this server's SDKAppID", sdkappid)
 	}
 	if identifier == "" {
-		return command.Errorf(60004, "identifier is missing from the URL")
+		return command.Errorf(command.CodeBadIdentifier, "identifier is missing from the URL")
 	}
 	if sig == "" {
-		return command.Errorf(70002, "usersig is missing from the URL")
+		return command.Errorf(command.CodeSigEmpty, "usersig is missing from the URL")
 	}
 	now := h.cfg.Clock()
 	s, err := h.verify(sig, identifier, now)
@@ -184,12 +193,12 @@ func (h *handler) authenticate(sdkappid, identifier, sig, service string) *comma
 		return command.Errorf(usersig.Code(err), "usersig refused: %s", sigProblem(err))
 	}
 	if h.cfg.KickedAt != nil && s.IssuedAt().Before(h.cfg.KickedAt(identifier)) {
-		return command.Errorf(70001, "usersig refused: issued before %s was last kicked; generate a new one", identifier)
+		return command.Errorf(command.CodeSigExpired, "usersig refused: issued before %s was last kicked; generate a new one", identifier)
 	}
 	if !h.admins(identifier) {
 		code, ok := needsAdmin[service]
 		if !ok {
-			code = 60010
+			code = command.CodeNeedsAdmin
 		}
 		return command.Errorf(code, "identifier %q is not an App admin; REST calls need an admin identity", identifier)
 	}
@@ -250,17 +259,17 @@ func (h *handler) verify(sig, identifier string, now time.Time) (*usersig.Sig, e
 func (h *handler) readBody(r *http.Request) ([]byte, *command.Error) {
 	limit := h.cfg.MaxBody
 	if r.ContentLength > limit {
-		return nil, command.Errorf(93000, "request body is %d bytes; the limit is %d", r.ContentLength, limit)
+		return nil, command.Errorf(command.CodeTooLong, "request body is %d bytes; the limit is %d", r.ContentLength, limit)
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
-		return nil, command.Errorf(60008, "reading the request body failed: %v", err)
+		return nil, command.Errorf(command.CodeBadHTTPRequest, "reading the request body failed: %v", err)
 	}
 	if int64(len(body)) > limit {
-		return nil, command.Errorf(93000, "request body is over the limit of %d bytes", limit)
+		return nil, command.Errorf(command.CodeTooLong, "request body is over the limit of %d bytes", limit)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, command.Errorf(60003, "request body is empty; send {} when a command takes no fields")
+		return nil, command.Errorf(command.CodeBadBody, "request body is empty; send {} when a command takes no fields")
 	}
 	return body, nil
 }

@@ -85,7 +85,8 @@ type env struct {
 type envOpts struct {
 	rate    int
 	maxBody int64
-	fixed   bool // a clock that only moves when the test moves it (the store's too)
+	fixed   bool         // a clock that only moves when the test moves it (the store's too)
+	log     *slog.Logger // the server's log, for a test that reads it
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -96,6 +97,9 @@ func newEnv(t testing.TB, o envOpts) *env {
 		e.clock = func() time.Time { e.mu.Lock(); defer e.mu.Unlock(); return e.now }
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if o.log != nil {
+		log = o.log
+	}
 	opts := store.Options{Logger: log}
 	if o.fixed {
 		opts.Clock = e.clock

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/duet-im/duet/internal/wait"
 )
 
 // The filter never forgets a key of the last DedupWindow (no false
@@ -77,13 +79,7 @@ func TestDedupFilterLoadsStoredRecords(t *testing.T) {
 	}
 	s = open(t, dir, Options{})
 	defer s.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for !s.dedup.ready.Load() {
-		if time.Now().After(deadline) {
-			t.Fatal("the filter never finished loading")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	wait.Until(t, 10*time.Second, "the filter to finish loading", s.dedup.ready.Load)
 	var found, missing atomic.Int64
 	for i := range 100 {
 		if err := s.Update(func(tx *Tx) error {

@@ -15,6 +15,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/duet-im/duet/internal/wait"
 )
 
 func TestRemainingLength(t *testing.T) {
@@ -347,12 +349,7 @@ func TestWireKeepAlive(t *testing.T) {
 		}
 		defer c.close()
 		wc := c.(*wireClient)
-		for deadline := time.Now().Add(10 * time.Second); wc.pingResps.Load() < 3; {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d PINGRESPs in 10s", wc.pingResps.Load())
-			}
-			time.Sleep(10 * time.Millisecond) // poll interval
-		}
+		wait.Until(t, 10*time.Second, "3 PINGRESPs", func() bool { return wc.pingResps.Load() >= 3 })
 		if lost.n.Load() != 0 {
 			t.Errorf("connection lost: %v", <-lost.err)
 		}
@@ -410,12 +407,7 @@ func TestWirePacketIDWraps(t *testing.T) {
 	if id != 3 {
 		t.Errorf("next id %d after wrapping, want 3", id)
 	}
-	for deadline := time.Now().Add(10 * time.Second); got.Load() < 5; {
-		if time.Now().After(deadline) {
-			t.Fatalf("received %d of 5 own messages", got.Load())
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
+	wait.Until(t, 10*time.Second, "5 own messages", func() bool { return got.Load() >= 5 })
 }
 
 func TestWirePublishCancelled(t *testing.T) {

@@ -813,12 +813,6 @@ func (q *queue[T]) take() []T {
 	return out
 }
 
-func (q *queue[T]) len() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.items)
-}
-
 // view reads the local store; ErrClosed after Logout.
 func (c *Client) view(f func(*bolt.Tx) error) error {
 	c.dbmu.RLock()

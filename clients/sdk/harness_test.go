@@ -28,6 +28,7 @@ import (
 
 	"github.com/duet-im/duet/broker"
 	"github.com/duet-im/duet/command"
+	testwait "github.com/duet-im/duet/internal/wait"
 	"github.com/duet-im/duet/media"
 	"github.com/duet-im/duet/push"
 	"github.com/duet-im/duet/store"
@@ -39,18 +40,11 @@ const (
 	testKey   = "duet-sdk-test-secret"
 )
 
-// checkFor polls f until it returns nil or the deadline passes.
+// checkFor polls f until it returns nil or the deadline passes (the
+// shared helper, at this package's interval).
 func checkFor(t testing.TB, total time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(total)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("condition not met after %v: %v", total, err)
+	testwait.For(t, total, 10*time.Millisecond, f)
 }
 
 type server struct {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // The local store is one bbolt file per user and device. Layout:
@@ -71,7 +72,7 @@ func openLocal(path string) (*localStore, error) {
 	// other user (another process of the app, or a client not logged out)
 	// would not let go.
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 100 * time.Millisecond})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("%s is in use by another client (another process of this app, or a Login without Logout, with the same Dir and UserID)", path)
 	}
 	if err != nil {
@@ -221,7 +222,8 @@ func below(tx *bolt.Tx, peer string, lo, hi okey, max int) []*Message {
 	}
 	var out []*Message
 	c := mb.Cursor()
-	k, v := c.Seek(hi[:])
+	var v []byte
+	k, _ := c.Seek(hi[:])
 	if k == nil {
 		k, v = c.Last()
 	} else {
