@@ -51,6 +51,17 @@ func TestGoldenRecentContactTop(t *testing.T) {
 	}
 	// Unpinning what is not pinned (or not listed) is not an error.
 	expectCode(t, e.call("recentcontact/top", `{"From_Account":"id1","OperationType":2,"RecentContactItem":[{"Type":1,"To_Account":"id3"}]}`), 0)
+
+	// A deleted conversation loses its pin: its next message brings it
+	// back unpinned.
+	expectCode(t, e.call("recentcontact/top", `{"From_Account":"id1","OperationType":1,"RecentContactItem":[{"Type":1,"To_Account":"id2"}]}`), 0)
+	expectCode(t, e.call("recentcontact/delete", `{"From_Account":"id1","Type":1,"To_Account":"id2"}`), 0)
+	e.advance(time.Second)
+	expectCode(t, e.call("openim/sendmsg", `{"From_Account":"id2","To_Account":"id1","MsgRandom":2,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"back"}}]}`), 0)
+	got = sessions(t, e.call("recentcontact/get_list", list))
+	if len(got) != 2 || got[0] != [2]any{"id2", 0.0} {
+		t.Fatalf("get_list after delete and a new message: %v, want id2 first (newest), unpinned", got)
+	}
 }
 
 func TestRecentContactTopBadInput(t *testing.T) {
