@@ -89,34 +89,35 @@ func contactPageOf(list []store.Conversation, cur contactCursor) ([]store.Conver
 	return page, next, i+len(page) == len(list)
 }
 
-func (s *Service) getContactList(ctx context.Context, c *Caller, body []byte) (any, error) {
+// listOwner parses a recentcontact body and finds whose list it is about
+// (From_Account; the caller itself over MQTT).
+func (s *Service) listOwner(c *Caller, body []byte) (fields, string, error) {
 	f, err := parseObject(body, 50002)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	owner, err := s.account(c, f, []string{"From_Account"}, 50002, 50003, 50001)
+	return f, owner, err
+}
+
+func (s *Service) getContactList(ctx context.Context, c *Caller, body []byte) (any, error) {
+	f, owner, err := s.listOwner(c, body)
 	if err != nil {
 		return nil, err
 	}
 	// Tencent marks these fields required (0 for the first page); Duet
 	// lets them be left out, as clients of the capped list always did.
-	var cur, topCur contactCursor
-	var flags int64
-	for _, p := range []struct {
-		name string
-		time *int64
-		idx  *int
-	}{{"TimeStamp", &cur.Time, nil}, {"StartIndex", nil, &cur.Index}, {"TopTimeStamp", &topCur.Time, nil}, {"TopStartIndex", nil, &topCur.Index}, {"AssistFlags", &flags, nil}} {
-		v, _, ok := f.integer(p.name, 0, 1<<40)
+	var v [5]int64
+	for i, name := range []string{"TimeStamp", "StartIndex", "TopTimeStamp", "TopStartIndex", "AssistFlags"} {
+		n, _, ok := f.integer(name, 0, 1<<40)
 		if !ok {
-			return nil, Errorf(50002, "%s must be a non-negative Integer", p.name)
+			return nil, Errorf(50002, "%s must be a non-negative Integer", name)
 		}
-		if p.time != nil {
-			*p.time = v
-		} else {
-			*p.idx = int(v)
-		}
+		v[i] = n
 	}
+	cur := contactCursor{Time: v[0], Index: int(v[1])}
+	topCur := contactCursor{Time: v[2], Index: int(v[3])}
+	flags := v[4]
 	convs, err := s.store.Conversations(owner)
 	if err != nil {
 		return nil, err
@@ -130,14 +131,12 @@ func (s *Service) getContactList(ctx context.Context, c *Caller, body []byte) (a
 		return convs[i].Peer < convs[j].Peer
 	})
 	out := &ContactList{SessionItem: []SessionItem{}}
-	var page []store.Conversation
-	complete := true
 	if flags&assistTop == 0 {
 		// A client that does not know pins gets one list by time (TopFlag
 		// still says which are pinned).
 		page, next, end := contactPageOf(convs, cur)
-		out.TimeStamp, out.StartIndex, complete = next.Time, next.Index, end
-		return s.contactItems(owner, out, page, complete)
+		out.TimeStamp, out.StartIndex = next.Time, next.Index
+		return s.contactItems(owner, out, page, end)
 	}
 	var pinned, other []store.Conversation
 	for _, cv := range convs {
@@ -147,18 +146,20 @@ func (s *Service) getContactList(ctx context.Context, c *Caller, body []byte) (a
 			other = append(other, cv)
 		}
 	}
+	var page []store.Conversation
+	complete := true
 	switch {
 	case flags&assistTopPages != 0:
 		p, next, end := contactPageOf(pinned, topCur)
-		page, complete = p, end
+		page, complete = append(page, p...), end
 		out.TopTimeStamp, out.TopStartIndex = next.Time, next.Index
 	case cur == contactCursor{}:
-		page = pinned // all of them, on the first page only
+		page = append(page, pinned...) // all of them, on the first page only
 	}
 	p, next, end := contactPageOf(other, cur)
 	page = append(page, p...)
-	out.TimeStamp, out.StartIndex, complete = next.Time, next.Index, complete && end
-	return s.contactItems(owner, out, page, complete)
+	out.TimeStamp, out.StartIndex = next.Time, next.Index
+	return s.contactItems(owner, out, page, complete && end)
 }
 
 // contactItems fills out's SessionItem from page.
@@ -261,11 +262,7 @@ type topEvent struct {
 // Pinning needs the conversation to be in the list; the request changes
 // all its items or none.
 func (s *Service) topContact(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, 50002)
-	if err != nil {
-		return nil, err
-	}
-	owner, err := s.account(c, f, []string{"From_Account"}, 50002, 50003, 50001)
+	f, owner, err := s.listOwner(c, body)
 	if err != nil {
 		return nil, err
 	}
