@@ -2,6 +2,8 @@ package command
 
 import (
 	"context"
+	"encoding/json"
+	"sort"
 	"strconv"
 
 	"github.com/duet-im/duet/store"
@@ -13,6 +15,7 @@ import (
 func (s *Service) registerConversations() {
 	s.handlers["recentcontact/get_list"] = s.getContactList
 	s.handlers["recentcontact/delete"] = s.deleteContact
+	s.handlers["recentcontact/top"] = s.topContact
 	s.handlers["openim/set_msg_read"] = s.setMsgRead
 	s.handlers["openim/admin_set_msg_read"] = s.setMsgRead
 	s.handlers["openim/get_c2c_unread_msg_num"] = s.unreadNum
@@ -28,8 +31,7 @@ type SessionItem struct {
 	LastMsg      *HistoryItem `json:"LastMsg,omitempty"`
 }
 
-// ContactList is the reply of recentcontact/get_list. The list is capped
-// (MaxContacts), so it always fits one page.
+// ContactList is the reply of recentcontact/get_list.
 type ContactList struct {
 	SessionItem   []SessionItem `json:"SessionItem"`
 	CompleteFlag  int           `json:"CompleteFlag"`
@@ -40,23 +42,137 @@ type ContactList struct {
 	ErrorDisplay  string        `json:"ErrorDisplay"`
 }
 
-func (s *Service) getContactList(ctx context.Context, c *Caller, body []byte) (any, error) {
+// contactPage is how many conversations of each kind (pinned, other) one
+// get_list reply holds. The list keeps 100 (MaxContacts) by default, so
+// then one page holds it all.
+const contactPage = 100
+
+// get_list's AssistFlags bits (reference §9).
+const (
+	assistTop      = 1 << 0 // pinned conversations first
+	assistEmpty    = 1 << 1 // empty conversations: Duet keeps none
+	assistTopPages = 1 << 2 // pinned conversations paged with TopTimeStamp/TopStartIndex
+)
+
+// contactCursor is where a page of one section (pinned or other) starts:
+// after the conversations newer than Time, and after the first Index of
+// those whose last message is at Time. {0, 0} is the first page. A
+// conversation that gets a new message while a client pages moves to the
+// top, past the cursor, as with any time cursor.
+type contactCursor struct {
+	Time  int64
+	Index int
+}
+
+// contactPageOf returns up to contactPage of list (ordered newest first,
+// ties by peer) from cur on, the cursor after them, and whether that is the
+// end.
+func contactPageOf(list []store.Conversation, cur contactCursor) ([]store.Conversation, contactCursor, bool) {
+	i := 0
+	if cur.Time != 0 {
+		for i < len(list) && list[i].MsgTime > cur.Time {
+			i++
+		}
+		for n := 0; n < cur.Index && i < len(list) && list[i].MsgTime == cur.Time; n++ {
+			i++
+		}
+	}
+	page := list[i:min(i+contactPage, len(list))]
+	next := cur
+	for _, c := range page {
+		if c.MsgTime == next.Time {
+			next.Index++
+		} else {
+			next = contactCursor{Time: c.MsgTime, Index: 1}
+		}
+	}
+	return page, next, i+len(page) == len(list)
+}
+
+// listOwner parses a recentcontact body and finds whose list it is about
+// (From_Account; the caller itself over MQTT).
+func (s *Service) listOwner(c *Caller, body []byte) (fields, string, error) {
 	f, err := parseObject(body, CodeContactParam)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	owner, err := s.account(c, f, []string{"From_Account"}, CodeContactParam, CodeContactNeedsAdmin, CodeContactNoUser)
+	return f, owner, err
+}
+
+func (s *Service) getContactList(ctx context.Context, c *Caller, body []byte) (any, error) {
+	f, owner, err := s.listOwner(c, body)
 	if err != nil {
 		return nil, err
 	}
+	// Tencent marks these fields required (0 for the first page); Duet
+	// lets them be left out, as clients of the capped list always did.
+	var v [5]int64
+	for i, name := range []string{"TimeStamp", "StartIndex", "TopTimeStamp", "TopStartIndex", "AssistFlags"} {
+		n, _, ok := f.integer(name, 0, 1<<40)
+		if !ok {
+			return nil, Errorf(CodeContactParam, "%s must be a non-negative Integer", name)
+		}
+		v[i] = n
+	}
+	cur := contactCursor{Time: v[0], Index: int(v[1])}
+	topCur := contactCursor{Time: v[2], Index: int(v[3])}
+	flags := v[4]
 	convs, err := s.store.Conversations(owner)
 	if err != nil {
 		return nil, err
 	}
-	out := &ContactList{SessionItem: make([]SessionItem, 0, len(convs)), CompleteFlag: 1}
-	for i := range convs {
-		cv := &convs[i]
+	// Newest first; one second's conversations by peer, so that a cursor
+	// inside a second finds the same order again.
+	sort.SliceStable(convs, func(i, j int) bool {
+		if convs[i].MsgTime != convs[j].MsgTime {
+			return convs[i].MsgTime > convs[j].MsgTime
+		}
+		return convs[i].Peer < convs[j].Peer
+	})
+	out := &ContactList{SessionItem: []SessionItem{}}
+	if flags&assistTop == 0 {
+		// A client that does not know pins gets one list by time (TopFlag
+		// still says which are pinned).
+		page, next, end := contactPageOf(convs, cur)
+		out.TimeStamp, out.StartIndex = next.Time, next.Index
+		return s.contactItems(owner, out, page, end)
+	}
+	var pinned, other []store.Conversation
+	for _, cv := range convs {
+		if cv.Top {
+			pinned = append(pinned, cv)
+		} else {
+			other = append(other, cv)
+		}
+	}
+	var page []store.Conversation
+	complete := true
+	switch {
+	case flags&assistTopPages != 0:
+		p, next, end := contactPageOf(pinned, topCur)
+		page, complete = append(page, p...), end
+		out.TopTimeStamp, out.TopStartIndex = next.Time, next.Index
+	case cur == contactCursor{}:
+		page = append(page, pinned...) // all of them, on the first page only
+	}
+	p, next, end := contactPageOf(other, cur)
+	page = append(page, p...)
+	out.TimeStamp, out.StartIndex = next.Time, next.Index
+	return s.contactItems(owner, out, page, complete && end)
+}
+
+// contactItems fills out's SessionItem from page.
+func (s *Service) contactItems(owner string, out *ContactList, page []store.Conversation, complete bool) (any, error) {
+	if complete {
+		out.CompleteFlag = 1
+	}
+	for i := range page {
+		cv := &page[i]
 		item := SessionItem{Type: 1, To_Account: cv.Peer, MsgTime: cv.MsgTime, UnreadMsgNum: cv.Unread}
+		if cv.Top {
+			item.TopFlag = 1
+		}
 		if cv.LastMsgKey != "" {
 			if m, err := s.store.GetMessage(owner, cv.Peer, cv.LastMsgKey); err == nil {
 				peerConv, _ := s.store.GetConversation(cv.Peer, owner)
@@ -112,12 +228,107 @@ func (s *Service) deleteContact(ctx context.Context, c *Caller, body []byte) (an
 		if err != nil || cv == nil {
 			return err
 		}
-		cv.Deleted = true
+		cv.Deleted, cv.Top = true, false // the pin leaves the list with the entry
 		if clear == 1 {
 			// Roaming is shared by both users: hide it from this one only.
 			cv.ClearedAt, cv.Unread = now, 0
 		}
 		return tx.PutConversation(owner, cv)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return envelopeOnly{}, nil
+}
+
+// maxTopItems bounds RecentContactItem in one recentcontact/top.
+const maxTopItems = 100
+
+// topEvent is a `recentcontact_top` timeline event: From_Account pinned
+// (TopFlag 1) or unpinned (0) their conversation with To_Account. Only the
+// owner's timeline gets it, so that their other devices follow.
+type topEvent struct {
+	Event        string `json:"Event"`
+	From_Account string `json:"From_Account"`
+	To_Account   string `json:"To_Account"`
+	Type         int    `json:"Type"`
+	TopFlag      int    `json:"TopFlag"`
+	Time         int64  `json:"Time"`
+}
+
+// topContact pins or unpins conversations (recentcontact/top). Items of
+// Type 2 (group conversations) are accepted and ignored: Duet has no
+// groups, and a client written for Tencent sends them alongside C2C ones.
+// Pinning needs the conversation to be in the list; the request changes
+// all its items or none.
+func (s *Service) topContact(ctx context.Context, c *Caller, body []byte) (any, error) {
+	f, owner, err := s.listOwner(c, body)
+	if err != nil {
+		return nil, err
+	}
+	op, present, ok := f.integer("OperationType", 1, 2)
+	if !present || !ok {
+		return nil, Errorf(CodeContactParam, "OperationType is required: 1 (pin) or 2 (unpin)")
+	}
+	var items []fields
+	if !f.has("RecentContactItem") || json.Unmarshal(f.raw("RecentContactItem"), &items) != nil || len(items) == 0 {
+		return nil, Errorf(CodeContactParam, "RecentContactItem must be a non-empty Array of {\"Type\":1,\"To_Account\":String}")
+	}
+	if len(items) > maxTopItems {
+		return nil, Errorf(CodeContactParam, "RecentContactItem holds at most %d conversations", maxTopItems)
+	}
+	var peers []string
+	seen := map[string]bool{}
+	for i, it := range items {
+		typ, present, ok := it.integer("Type", 1, 2)
+		if it == nil || !present || !ok {
+			return nil, Errorf(CodeContactParam, "RecentContactItem[%d].Type is required: 1 (C2C) or 2 (group)", i)
+		}
+		if typ == 2 {
+			continue
+		}
+		peer, _, ok := it.str("To_Account")
+		if !ok || !ValidUserID(peer) {
+			return nil, Errorf(CodeContactParam, "RecentContactItem[%d].To_Account must be a valid UserID", i)
+		}
+		if !seen[peer] {
+			seen[peer] = true
+			peers = append(peers, peer)
+		}
+	}
+	pin := op == 1
+	now := s.store.Now()
+	expire := now.Add(s.cfg.MaxLifeTime)
+	err = s.store.Update(func(tx *store.Tx) error {
+		for _, peer := range peers {
+			cv, err := tx.Conversation(owner, peer)
+			if err != nil {
+				return err
+			}
+			listed := cv != nil && cv.Listed(now.Unix())
+			if pin && !listed {
+				return Errorf(CodeContactParam, "%s has no conversation with %s to pin (a conversation is listed from its first message until its last one expires)", owner, peer)
+			}
+			if !listed || cv.Top == pin {
+				continue // nothing changes, nothing to tell
+			}
+			cv.Top = pin
+			if err := tx.PutConversation(owner, cv); err != nil {
+				return err
+			}
+			ev := topEvent{Event: "recentcontact_top", From_Account: owner, To_Account: peer, Type: 1, Time: now.Unix()}
+			if pin {
+				ev.TopFlag = 1
+			}
+			raw, err := tail(ev)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.AppendUntil(owner, raw, expire); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err

@@ -26,6 +26,17 @@ type Conversation struct {
 	// deletion is a marker, not a delete.
 	ClearedAt int64 `json:"ClearedAt,omitempty"`
 	Deleted   bool  `json:"Deleted,omitempty"` // removed from the list until the next message
+	// Top: pinned (recentcontact/top). The pin belongs to the entry: when
+	// the entry leaves the list (its last message expires, or
+	// recentcontact/delete), the pin goes with it, and the conversation's
+	// next message brings it back unpinned.
+	Top bool `json:"Top,omitempty"`
+}
+
+// Listed reports whether the entry is in the list at now (Unix seconds):
+// it has a last message that has not expired and was not deleted.
+func (c *Conversation) Listed(now int64) bool {
+	return !c.Deleted && c.MsgTime != 0 && (c.Expire == 0 || c.Expire >= now)
 }
 
 // MaxUnread is the most messages counted unread per conversation (§9).
@@ -91,6 +102,9 @@ func (c *Conversation) appendJSON(b []byte) []byte {
 	if c.Deleted {
 		b = append(b, `,"Deleted":true`...)
 	}
+	if c.Top {
+		b = append(b, `,"Top":true`...)
+	}
 	return append(b, '}')
 }
 
@@ -111,6 +125,9 @@ func (tx *Tx) Touch(owner, peer string, m *Message, unread, noLastMsg bool, limi
 			return err
 		}
 	}
+	if !noLastMsg && !c.Listed(now) {
+		c.Top = false // the entry had left the list: it comes back unpinned
+	}
 	if !noLastMsg && m.MsgTime >= c.MsgTime {
 		c.MsgTime, c.LastMsgKey, c.Expire, c.Deleted = m.MsgTime, m.MsgKey, m.Expire, false
 	}
@@ -120,8 +137,8 @@ func (tx *Tx) Touch(owner, peer string, m *Message, unread, noLastMsg bool, limi
 	return tx.PutConversation(owner, c)
 }
 
-// evictOldest deletes owner's oldest entries until at most keep remain
-// (expired ones go first: they have the oldest times).
+// evictOldest deletes owner's oldest entries until at most keep remain:
+// those no longer listed first, then unpinned ones, then pinned ones.
 func (tx *Tx) evictOldest(owner string, keep int, now int64) error {
 	var all []Conversation
 	if err := tx.scan(conversationPrefix(owner), func(_, v []byte) error {
@@ -137,7 +154,21 @@ func (tx *Tx) evictOldest(owner string, keep int, now int64) error {
 	if len(all) <= keep {
 		return nil
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i].MsgTime < all[j].MsgTime })
+	rank := func(c *Conversation) int {
+		switch {
+		case !c.Listed(now):
+			return 0
+		case !c.Top:
+			return 1
+		}
+		return 2
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if ri, rj := rank(&all[i]), rank(&all[j]); ri != rj {
+			return ri < rj
+		}
+		return all[i].MsgTime < all[j].MsgTime
+	})
 	for _, c := range all[:len(all)-max(keep, 0)] {
 		tx.Delete(conversationKey(owner, c.Peer))
 	}
@@ -176,7 +207,7 @@ func (s *Store) Conversations(owner string) ([]Conversation, error) {
 		if err := json.Unmarshal(it.Value(), &c); err != nil {
 			return nil, fmt.Errorf("store: conversation: %w", err)
 		}
-		if c.Deleted || c.MsgTime == 0 || (c.Expire > 0 && c.Expire < now) {
+		if !c.Listed(now) {
 			continue
 		}
 		out = append(out, c)

@@ -22,7 +22,7 @@ func TestConversationJSON(t *testing.T) {
 	for i := 0; i < 2000; i++ {
 		c := Conversation{
 			Peer: peers[r.IntN(len(peers))], MsgTime: pick(), Unread: int(pick() % 1000),
-			ReadTime: pick(), Expire: pick(), ClearedAt: pick(), Deleted: r.IntN(2) == 0,
+			ReadTime: pick(), Expire: pick(), ClearedAt: pick(), Deleted: r.IntN(2) == 0, Top: r.IntN(2) == 0,
 		}
 		if r.IntN(2) == 0 {
 			c.LastMsgKey = "7_123_1764230400"

@@ -87,8 +87,8 @@ func (c *Client) nextMsgSeq(floor uint32) uint32 {
 	}
 }
 
-// GetRecentContacts returns the conversation list from the local store,
-// newest first. It is reloaded from the server at each (re)connect and
+// GetRecentContacts returns the conversation list from the local store:
+// pinned conversations first, each part newest first. It is reloaded from the server at each (re)connect and
 // kept current by the timeline.
 func (c *Client) GetRecentContacts(ctx context.Context) ([]Contact, error) {
 	var out []Contact
@@ -143,6 +143,25 @@ func (c *Client) DeleteRecentContact(ctx context.Context, peer string, clearHist
 			_ = deleteConversation(p.tx, peer)
 		}
 	})
+}
+
+// PinConversation pins the conversation with peer to the top of my list,
+// or unpins it (recentcontact/top). My other devices learn of it from the
+// timeline and report it to OnRecentContactsChanged, as this one does.
+// Only a conversation in the list can be pinned (*Error 50002 otherwise);
+// it stays pinned until unpinned, deleted (DeleteRecentContact), or until
+// its last message expires on the server, after which it comes back
+// unpinned with its next message.
+func (c *Client) PinConversation(ctx context.Context, peer string, pinned bool) error {
+	op := 2
+	if pinned {
+		op = 1
+	}
+	body := map[string]any{"OperationType": op, "RecentContactItem": []any{map[string]any{"Type": 1, "To_Account": peer}}}
+	if err := c.call(ctx, "recentcontact/top", body, nil, callOpts{retry: true}); err != nil {
+		return err
+	}
+	return c.inProc(ctx, func(p *proc) { p.setPinned(peer, pinned) })
 }
 
 // TotalUnread is the unread count of all conversations, from the local

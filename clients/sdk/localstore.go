@@ -353,8 +353,8 @@ func deleteContact(tx *bolt.Tx, peer string) error {
 	return tx.Bucket(bContacts).Delete([]byte(peer))
 }
 
-// listContacts returns the conversation list, newest first (as
-// recentcontact/get_list orders it).
+// listContacts returns the conversation list, pinned first, each part
+// newest first (as recentcontact/get_list orders it with AssistFlags bit 0).
 func listContacts(tx *bolt.Tx) []Contact {
 	var out []Contact
 	_ = tx.Bucket(bContacts).ForEach(func(_, v []byte) error {
@@ -364,7 +364,12 @@ func listContacts(tx *bolt.Tx) []Contact {
 		}
 		return nil
 	})
-	sort.SliceStable(out, func(i, j int) bool { return out[i].MsgTime > out[j].MsgTime })
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].TopFlag != out[j].TopFlag {
+			return out[i].TopFlag > out[j].TopFlag
+		}
+		return out[i].MsgTime > out[j].MsgTime
+	})
 	return out
 }
 

@@ -446,15 +446,38 @@ func (p *proc) startRefresh() {
 	p.holding = true
 	c, gen := p.c, p.gen
 	go func() {
-		var r struct {
-			SessionItem  []Contact `json:"SessionItem"`
-			CompleteFlag int       `json:"CompleteFlag"`
-		}
 		ctx, cancel := context.WithTimeout(c.ctx, 2*c.opts.RequestTimeout)
 		defer cancel()
-		err := c.call(ctx, "recentcontact/get_list", map[string]any{}, &r, callOpts{retry: true})
-		c.inbox.push(item{kind: itContacts, gen: gen, contacts: r.SessionItem, err: err})
+		list, err := c.contactList(ctx)
+		c.inbox.push(item{kind: itContacts, gen: gen, contacts: list, err: err})
 	}()
+}
+
+// contactList reads the whole conversation list from the server, page by
+// page: pinned conversations first (AssistFlags bit 0), paged apart from
+// the others (bit 2), each reply's cursors going into the next request.
+func (c *Client) contactList(ctx context.Context) ([]Contact, error) {
+	var all []Contact
+	body := map[string]any{"TimeStamp": 0, "StartIndex": 0, "TopTimeStamp": 0, "TopStartIndex": 0, "AssistFlags": 1 | 4}
+	for range 100 {
+		var r struct {
+			SessionItem   []Contact `json:"SessionItem"`
+			CompleteFlag  int       `json:"CompleteFlag"`
+			TimeStamp     int64     `json:"TimeStamp"`
+			StartIndex    int       `json:"StartIndex"`
+			TopTimeStamp  int64     `json:"TopTimeStamp"`
+			TopStartIndex int       `json:"TopStartIndex"`
+		}
+		if err := c.call(ctx, "recentcontact/get_list", body, &r, callOpts{retry: true}); err != nil {
+			return nil, err
+		}
+		all = append(all, r.SessionItem...)
+		if r.CompleteFlag == 1 {
+			return all, nil
+		}
+		body["TimeStamp"], body["StartIndex"], body["TopTimeStamp"], body["TopStartIndex"] = r.TimeStamp, r.StartIndex, r.TopTimeStamp, r.TopStartIndex
+	}
+	return nil, errors.New("duet: recentcontact/get_list did not complete in 100 pages")
 }
 
 func (p *proc) refreshed(list []Contact, err error) {
@@ -563,11 +586,36 @@ func (p *proc) apply(h head, payload []byte) {
 			_ = putContact(p.tx, ct)
 		}
 		p.emitEvent(&appEvent{Seq: h.Seq, Kind: "read", Read: &ReadReceipt{Peer: r.Report, Time: time.Unix(r.Time, 0)}})
+	case "recentcontact_top":
+		var e struct {
+			From    string `json:"From_Account"`
+			To      string `json:"To_Account"`
+			TopFlag int    `json:"TopFlag"`
+		}
+		_ = json.Unmarshal(payload, &e)
+		if e.From == c.me {
+			p.setPinned(e.To, e.TopFlag == 1)
+		}
 	case "kicked":
 		p.kicked(payload)
 	default:
 		p.other(h.Seq, h.Event, payload)
 	}
+}
+
+// setPinned records a pin (or unpin) of the conversation with peer, from
+// this device's PinConversation or another's recentcontact_top event.
+func (p *proc) setPinned(peer string, pinned bool) {
+	ct := getContact(p.tx, peer)
+	if ct == nil || ct.Pinned() == pinned {
+		return
+	}
+	ct.TopFlag = 0
+	if pinned {
+		ct.TopFlag = 1
+	}
+	_ = putContact(p.tx, ct)
+	p.contactChanged(ct)
 }
 
 // kicked handles {"Event":"kicked"}: the server is about to disconnect

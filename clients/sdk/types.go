@@ -138,15 +138,19 @@ func (m *Message) Text() string {
 
 // Contact is one entry of the recent-contacts (conversation) list.
 type Contact struct {
-	Type    int      `json:"Type"` // 1: C2C
-	Peer    string   `json:"To_Account"`
-	MsgTime int64    `json:"MsgTime"`
+	Type    int    `json:"Type"` // 1: C2C
+	Peer    string `json:"To_Account"`
+	MsgTime int64  `json:"MsgTime"`
+	// TopFlag is 1 when I pinned the conversation (PinConversation).
 	TopFlag int      `json:"TopFlag"`
 	Unread  int      `json:"UnreadMsgNum"`
 	LastMsg *Message `json:"LastMsg,omitempty"`
 	// PeerReadTime is when the peer last read my messages (read receipts).
 	PeerReadTime int64 `json:"PeerReadTime,omitempty"`
 }
+
+// Pinned reports whether I pinned the conversation (TopFlag 1).
+func (c *Contact) Pinned() bool { return c.TopFlag == 1 }
 
 // ReadReceipt says the peer read my messages up to Time.
 type ReadReceipt struct {
