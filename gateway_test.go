@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -24,7 +26,7 @@ func TestGatewayChildEndsWithServer(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
 		t.Run(sig.String(), func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "data")
-			server, _ := duetServe(t, "--data", dir, "--secret", "s")
+			server, logs := duetServe(t, "--data", dir, "--secret", "s")
 			child := 0
 			checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 				child = gatewayChildOf(server.Process.Pid)
@@ -41,6 +43,11 @@ func TestGatewayChildEndsWithServer(t *testing.T) {
 			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", child))
 			if strings.Contains(string(cmdline), keys.SecretKey) || strings.Contains(string(cmdline), keys.AccessKey) {
 				t.Errorf("the gateway's command line shows its credentials: %q", cmdline)
+			}
+			// The child's output goes to the server's log at debug level:
+			// at the default level, none of versitygw's notices shows.
+			if out := logs.String(); strings.Contains(out, "No IAM service configured") {
+				t.Errorf("the gateway's output reached the server's log at info level:\n%s", out)
 			}
 			server.Process.Signal(sig)
 			server.Wait()
@@ -95,4 +102,27 @@ func procStat(pid int) (ppid int, state byte) {
 func alive(pid int) bool {
 	_, state := procStat(pid)
 	return state != 0 && state != 'Z' && state != 'X'
+}
+
+// Built with the tag nos3gateway, duet leaves the embedded gateway (and most
+// of its third-party packages, docs/media.md) out, and says what to set
+// instead when no S3 endpoint is given.
+func TestBuildWithoutGateway(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary again")
+	}
+	bin := filepath.Join(t.TempDir(), "duet")
+	if out, err := exec.Command("go", "build", "-tags", "nos3gateway", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	// A binary that started would serve until killed: bound the wait.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "serve", "--data", filepath.Join(t.TempDir(), "data"), "--mqtt", "127.0.0.1:0", "--ws", "", "--http", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "DUET_S3_ENDPOINT=")
+	out, err := cmd.CombinedOutput()
+	want := "built without the embedded S3 gateway (tag nos3gateway): set --s3-endpoint (DUET_S3_ENDPOINT)"
+	if err == nil || !strings.Contains(string(out), want) {
+		t.Fatalf("serve: %v\n%s\nwant %q", err, out, want)
+	}
 }

@@ -286,7 +286,7 @@ type server struct {
 
 func start(cfg Config, log *slog.Logger) (*server, error) {
 	if abs, err := filepath.Abs(cfg.Data); err == nil {
-		cfg.Data = abs // the embedded S3 gateway changes the working directory
+		cfg.Data = abs // logs and error messages name it in full
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err

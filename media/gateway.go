@@ -87,7 +87,7 @@ func StartGateway(dir, bucket string, log *slog.Logger) (*Gateway, error) {
 		log = slog.Default()
 	}
 	if !embeddedGateway {
-		return nil, errors.New("media: this binary was built without the embedded S3 gateway (tag nos3gateway): set an S3 endpoint")
+		return nil, errors.New("media: this binary was built without the embedded S3 gateway (tag nos3gateway): set --s3-endpoint (DUET_S3_ENDPOINT) to an S3 store")
 	}
 	dir, err := filepath.Abs(dir)
 	if err != nil {
