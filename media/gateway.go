@@ -139,6 +139,11 @@ func (g *Gateway) spawn(listen string) (*gatewayChild, gatewayReport, error) {
 	defer outR.Close()
 	c := &gatewayChild{stdin: inW, exited: make(chan struct{}), tail: &tailLog{log: g.log}}
 	c.cmd = exec.Command(exe, args...)
+	// The running binary even if its file was replaced since (an upgrade
+	// on disk): parent and child must speak the same protocol.
+	if self := selfExecutable(); self != "" {
+		c.cmd.Path = self
+	}
 	c.cmd.Env = append(os.Environ(), gatewayChildEnv+"=1")
 	c.cmd.Stdin, c.cmd.Stdout, c.cmd.Stderr = inR, outW, c.tail
 	c.cmd.SysProcAttr = gatewaySysProcAttr()
@@ -206,6 +211,7 @@ func (g *Gateway) supervise() {
 			g.done <- c.stop(10 * time.Second)
 			return
 		case <-c.exited:
+			c.stdin.Close()
 		}
 		g.log.Error("embedded S3 gateway exited; restarting it", "err", c.err, "output", c.tail.String())
 		for {
@@ -255,7 +261,10 @@ type tailLog struct {
 	lines []string
 }
 
-const tailLines = 20
+const (
+	tailLines   = 20
+	maxTailLine = 64 << 10
+)
 
 func (t *tailLog) Write(p []byte) (int, error) {
 	t.mu.Lock()
@@ -266,17 +275,24 @@ func (t *tailLog) Write(p []byte) (int, error) {
 		if i < 0 {
 			break
 		}
-		line := strings.TrimRight(string(t.part[:i]), "\r")
+		t.take(strings.TrimRight(string(t.part[:i]), "\r"))
 		t.part = t.part[i+1:]
-		if line == "" {
-			continue
-		}
-		t.log.Debug("s3 gateway: " + line)
-		if t.lines = append(t.lines, line); len(t.lines) > tailLines {
-			t.lines = t.lines[1:]
-		}
+	}
+	if len(t.part) > maxTailLine { // no newline in sight: keep memory bounded
+		t.take(string(t.part))
+		t.part = nil
 	}
 	return len(p), nil
+}
+
+func (t *tailLog) take(line string) {
+	if line == "" {
+		return
+	}
+	t.log.Debug("s3 gateway: " + line)
+	if t.lines = append(t.lines, line); len(t.lines) > tailLines {
+		t.lines = t.lines[1:]
+	}
 }
 
 // String is the last lines the child wrote to stderr.
