@@ -22,7 +22,7 @@ func TestComposeFile(t *testing.T) {
 		}
 		t.Skip("docker-compose is not installed (make deps installs it)")
 	}
-	file := filepath.Join("..", "docker-compose.yml")
+	file := filepath.Join(testDir, "..", "docker-compose.yml")
 	out, err := exec.Command(bin, "-f", file, "config").CombinedOutput()
 	if err != nil {
 		t.Fatalf("docker-compose config: %v\n%s", err, out)
@@ -68,7 +68,7 @@ func TestComposeFile(t *testing.T) {
 	if _, ok := cf.Services["minio-init"]; !ok {
 		t.Error("no bucket-creating service")
 	}
-	dockerfile, err := os.ReadFile(filepath.Join("..", "Dockerfile"))
+	dockerfile, err := os.ReadFile(filepath.Join(testDir, "..", "Dockerfile"))
 	if err != nil {
 		t.Fatal(err)
 	}

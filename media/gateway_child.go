@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/versity/versitygw/auth"
 	"github.com/versity/versitygw/backend/meta"
 	"github.com/versity/versitygw/backend/posix"
 	"github.com/versity/versitygw/embedgw"
@@ -154,18 +155,23 @@ func startGatewayServer(ctx context.Context, dir, listen string) (gatewayReport,
 	if err != nil {
 		return rep, nil, fmt.Errorf("gateway backend: %w", err)
 	}
+	gcfg := &embedgw.Config{
+		RootUserAccess:    keys.AccessKey,
+		RootUserSecret:    keys.SecretKey,
+		Ports:             []string{addr},
+		MaxConnections:    1024,
+		MaxRequests:       512,
+		MultipartMaxParts: 10000,
+		Quiet:             true,
+		KeepAlive:         true,
+	}
+	// The gateway's single-account IAM, given rather than left to
+	// versitygw: left to it, it prints "No IAM service configured, enabling
+	// single account mode" on every start (issue 16).
+	gcfg.IAMService = auth.NewIAMServiceSingle(gcfg.IamOpts().RootAccount)
 	done := make(chan error, 1)
 	go func() {
-		err := embedgw.RunVersityGW(ctx, be, &embedgw.Config{
-			RootUserAccess:    keys.AccessKey,
-			RootUserSecret:    keys.SecretKey,
-			Ports:             []string{addr},
-			MaxConnections:    1024,
-			MaxRequests:       512,
-			MultipartMaxParts: 10000,
-			Quiet:             true,
-			KeepAlive:         true,
-		})
+		err := embedgw.RunVersityGW(ctx, be, gcfg)
 		be.Shutdown()
 		done <- err
 	}()

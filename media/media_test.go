@@ -49,9 +49,16 @@ const (
 	key   = "media-test-secret"
 )
 
-var gateway *media.Gateway
+var (
+	gateway *media.Gateway
+	// testDir is the package directory, where the repository's files are
+	// found from (the gateway runs in a child process and never moves
+	// this process's working directory).
+	testDir string
+)
 
 func TestMain(m *testing.M) {
+	testDir, _ = os.Getwd()
 	dir, err := os.MkdirTemp("", "duet-media-gw-")
 	if err != nil {
 		panic(err)
