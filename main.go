@@ -70,7 +70,9 @@ type subcommand struct {
 	run              func([]string) error
 }
 
-// subcommands in the order the top-level usage lists them.
+// subcommands in the order the top-level usage lists them. The hidden
+// `s3-gateway` (the embedded S3 gateway's child process) is not among them:
+// package media's init runs it, so test binaries can start it too.
 var subcommands = []subcommand{
 	{"serve", "[flags]", "run the server (the default when no command is given)", serveCmd},
 	{"usersig", "--user U [--expire SECONDS]", "print a UserSig made with the server's secret", usersigCmd},
@@ -284,7 +286,7 @@ type server struct {
 
 func start(cfg Config, log *slog.Logger) (*server, error) {
 	if abs, err := filepath.Abs(cfg.Data); err == nil {
-		cfg.Data = abs // the embedded S3 gateway changes the working directory
+		cfg.Data = abs // logs and error messages name it in full
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err

@@ -22,8 +22,8 @@ type mediaParts struct {
 }
 
 // startMedia connects the media commands to the configured S3 store, or
-// starts the embedded gateway under {data}/s3 (which changes the process's
-// working directory: see media.StartGateway; start() made cfg.Data absolute).
+// starts the embedded gateway under {data}/s3 (a child process: see
+// media.StartGateway).
 func startMedia(cfg Config, key string, svc *command.Service, st *store.Store, log *slog.Logger) (*mediaParts, error) {
 	limits, err := media.ParseLimits(cfg.MediaLimits)
 	if err != nil {

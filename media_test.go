@@ -10,8 +10,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +28,13 @@ import (
 func TestMediaOverREST(t *testing.T) {
 	srv, cfg, httpAddr := startOnLoopback(t, "media-rest-secret")
 	defer srv.Close()
+	imageRoundTrip(t, cfg, httpAddr)
+}
+
+// imageRoundTrip uploads an image through the media commands and the store's
+// presigned URL, commits it and fetches its thumbnail over /media/.
+func imageRoundTrip(t *testing.T, cfg Config, httpAddr string) {
+	t.Helper()
 	sig, _ := usersig.Gen(cfg.SDKAppID, cfg.Secret, "administrator", 3600, time.Now())
 	call := func(cmd string, body any) map[string]any {
 		t.Helper()
@@ -55,6 +64,57 @@ func TestMediaOverREST(t *testing.T) {
 	cfgImg, _, err := image.DecodeConfig(resp.Body)
 	if resp.StatusCode != 200 || err != nil || cfgImg.Width != 198 || cfgImg.Height != 148 {
 		t.Fatalf("thumbnail: %d %v %dx%d", resp.StatusCode, err, cfgImg.Width, cfgImg.Height)
+	}
+}
+
+// The embedded S3 gateway's backend changes its process's working
+// directory (os.Chdir); it runs in a child process, so the server's working
+// directory stays where it was at every moment: while the server starts,
+// while uploads and downloads go through the gateway, and after it stops.
+func TestGatewayLeavesWorkingDirectory(t *testing.T) {
+	before, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chdir(before) }) // later tests run from here whatever happens
+	var polls atomic.Int64
+	moved := make(chan string, 1)
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			if now, _ := os.Getwd(); now != before {
+				select {
+				case moved <- now:
+				default:
+				}
+			}
+			polls.Add(1)
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	srv, cfg, httpAddr := startOnLoopback(t, "media-cwd-secret")
+	for range 3 {
+		imageRoundTrip(t, cfg, httpAddr)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	<-stopped
+	select {
+	case now := <-moved:
+		t.Fatalf("the working directory moved to %s (was %s)", now, before)
+	default:
+	}
+	if polls.Load() < 2 {
+		t.Fatalf("the working directory was polled %d times", polls.Load())
 	}
 }
 

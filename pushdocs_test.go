@@ -20,9 +20,9 @@ import (
 	"github.com/duet-im/duet/push"
 )
 
-// startDir is the package directory, taken before any test runs: the
-// embedded S3 gateway of other tests moves the process's working directory
-// while it runs (media/s3.go).
+// startDir is the package directory, taken before any test runs, so that
+// files of the repository are found whatever a test does to the working
+// directory.
 var startDir, _ = os.Getwd()
 
 // TestDocsPushExampleStarts: the `push:` example of docs/push.md is

@@ -6,15 +6,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/duet-im/duet/media"
 )
 
 // A gateway start that fails leaves the process as it found it: the
-// working directory (which the posix backend changes) is not moved into
-// the failed gateway's object root. Here the key file cannot be rewritten
-// with a new port (its remembered port is taken and the file is immutable).
+// working directory (which the posix backend changes in the gateway's child
+// process) is not moved into the failed gateway's object root, and the
+// child's reason is the error. Here the key file cannot be rewritten with a
+// new port (its remembered port is taken and the file is immutable).
 func TestGatewayStartFailureKeepsWorkingDirectory(t *testing.T) {
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -34,9 +36,14 @@ func TestGatewayStartFailureKeepsWorkingDirectory(t *testing.T) {
 	t.Cleanup(func() { exec.Command("chattr", "-i", keyFile).Run() })
 	before, _ := os.Getwd()
 	t.Cleanup(func() { os.Chdir(before) }) // whatever happens, later tests run from here
-	if g, err := media.StartGateway(dir, "", nil); err == nil {
+	g, err := media.StartGateway(dir, "", nil)
+	if err == nil {
 		g.Close()
 		t.Fatal("the gateway started with a key file it could not update")
+	}
+	// The child's reason reaches the caller.
+	if !strings.Contains(err.Error(), keyFile) {
+		t.Fatalf("the start failure does not name the key file: %v", err)
 	}
 	if now, _ := os.Getwd(); now != before {
 		t.Fatalf("a failed start left the working directory at %s (was %s)", now, before)

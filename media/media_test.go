@@ -52,10 +52,10 @@ const (
 
 var (
 	gateway *media.Gateway
-	// testDir is the package directory: the gateway changes the working
-	// directory, so files of the repository are found from here.
-	testDir    string
-	gatewayDir string
+	// testDir is the package directory, where the repository's files are
+	// found from (the gateway runs in a child process and never moves
+	// this process's working directory).
+	testDir string
 )
 
 func TestMain(m *testing.M) {
@@ -64,7 +64,6 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	gatewayDir = dir
 	gateway, err = media.StartGateway(dir, "", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -997,17 +996,11 @@ func TestAdminUploadDownload(t *testing.T) {
 // The embedded gateway keeps its key and, when free, its port across
 // restarts, so upload URLs handed out before a restart keep working.
 func TestGatewayRestartKeepsKeyAndPort(t *testing.T) {
-	// The package's gateway is the one per process: stop it, run another
-	// twice on a fresh directory, then start the package's again.
-	gateway.Close()
-	defer func() {
-		var err error
-		if gateway, err = media.StartGateway(gatewayDir, "", nil); err != nil {
-			t.Fatal(err)
-		}
-	}()
+	// Each gateway is a process of its own: this one runs beside the
+	// package's.
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	dir := t.TempDir()
-	g1, err := media.StartGateway(dir, "", nil)
+	g1, err := media.StartGateway(dir, "", quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1015,7 +1008,7 @@ func TestGatewayRestartKeepsKeyAndPort(t *testing.T) {
 	if err := g1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	g2, err := media.StartGateway(dir, "", nil)
+	g2, err := media.StartGateway(dir, "", quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
