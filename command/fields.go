@@ -26,20 +26,29 @@ type fields map[string]json.RawMessage
 // UnmarshalJSON decodes an object; a JSON null leaves f nil, as for a
 // plain map.
 func (f *fields) UnmarshalJSON(b []byte) error {
+	m, err := decodeFields(b)
+	*f = m
+	return err
+}
+
+// decodeFields is UnmarshalJSON's work. parseObject calls it directly: a
+// request body decoded through the Unmarshaler would be scanned twice more
+// by encoding/json (once to find the value's end, once in the nested
+// Unmarshal), on every request.
+func decodeFields(b []byte) (fields, error) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(b, &m); err != nil {
-		return err
+		return nil, err
 	}
 	if foldDuplicates(m) {
 		// Rare: keep, per case-folded name, the last spelling in document
 		// order (a map decode cannot tell which came last).
 		var err error
 		if m, err = decodeLastFoldWins(b); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	*f = m
-	return nil
+	return m, nil
 }
 
 // foldDuplicates reports whether two keys of m differ only in case.
@@ -132,8 +141,8 @@ func parseObject(body []byte, code int) (fields, error) {
 	if len(body) == 0 || body[0] != '{' {
 		return nil, Errorf(code, "request body must be a JSON object")
 	}
-	var f fields
-	if err := json.Unmarshal(body, &f); err != nil {
+	f, err := decodeFields(body)
+	if err != nil {
 		return nil, Errorf(code, "Fail to Parse json data of body, Please check it: %v", err)
 	}
 	return f, nil

@@ -87,8 +87,8 @@ func parseMsgBody(raw json.RawMessage) ([]Element, *Error) {
 	els := make([]Element, 0, len(items))
 	custom := 0
 	for i, it := range items {
-		var f fields
-		if err := json.Unmarshal(it, &f); err != nil {
+		f, err := decodeFields(it)
+		if err != nil {
 			return nil, Errorf(CodeMsgBody, "MsgBody[%d] is not an object", i)
 		}
 		// Message elements are stored and delivered as sent, so their
@@ -107,8 +107,8 @@ func parseMsgBody(raw json.RawMessage) ([]Element, *Error) {
 				return nil, Errorf(CodeElement, "a message may carry at most one TIMCustomElem")
 			}
 		}
-		var content fields
-		if err := json.Unmarshal(f["MsgContent"], &content); err != nil || content == nil {
+		content, err := decodeFields(f["MsgContent"])
+		if err != nil || content == nil {
 			return nil, Errorf(CodeElement, "MsgBody[%d].MsgContent must be an object", i)
 		}
 		if e := checkFields(content, spec, i, typ); e != nil {
