@@ -42,6 +42,7 @@ type Config struct {
 	RecallWindow time.Duration `yaml:"recall-window" flag:"recall-window" usage:"how long users may recall their own messages"`
 	MaxContacts  int           `yaml:"max-contacts" flag:"max-contacts" usage:"conversations kept in each user's list"`
 	LogLevel     string        `yaml:"log-level" flag:"log-level" usage:"debug, info, warn or error"`
+	Web          bool          `yaml:"web" flag:"web" usage:"serve the web chat at / on the HTTP listener (docs/web.md)"`
 
 	Push         push.Config `yaml:"push"` // offline push vendors (docs/push.md)
 	FriendsOnly  bool        `yaml:"friends-only" flag:"friends-only" usage:"only friends may message each other (20009-20011)"`
@@ -80,6 +81,7 @@ func defaultConfig() Config {
 		RecallWindow: 2 * time.Minute,
 		MaxContacts:  100,
 		LogLevel:     "info",
+		Web:          true,
 
 		RESTRate:        200,
 		CallbackFailure: "deliver",

@@ -110,6 +110,7 @@ type server struct {
 	push   *push.Pusher
 	media  *mediaParts
 	log    *slog.Logger
+	web    http.Handler // the web chat at / (web/); nil with --web=false
 }
 
 func start(cfg Config, log *slog.Logger) (*server, error) {
@@ -195,6 +196,7 @@ func start(cfg Config, log *slog.Logger) (*server, error) {
 	if err := s.broker.Serve(); err != nil {
 		return fail(err)
 	}
+	s.web = webHandler(cfg, key, s.broker.Addr("ws"))
 	if cfg.HTTP != "" {
 		ln, err := net.Listen("tcp", cfg.HTTP)
 		if err != nil {
