@@ -1,0 +1,82 @@
+// Friends and blacklist (sns/ commands), and my nick: enough to see the
+// friends-only and blacklist policies work.
+import { h } from './dom.js'
+
+export async function renderSettings (root, app, openChat) {
+  const s = app.session
+  const status = h('div', { className: 'error', role: 'status' })
+  const fail = e => { status.textContent = e.ErrorInfo || e.message }
+  const ids = r => (r || []).map(x => x.To_Account || x.From_Account || x)
+
+  const nick = h('input', { id: 'my-nick', placeholder: 'Nick', 'aria-label': 'My nick', value: app.nick(app.me) === app.me ? '' : app.nick(app.me) })
+  const nickForm = h('form', {}, nick, h('button', { type: 'submit' }, 'Save'))
+  nickForm.onsubmit = async e => {
+    e.preventDefault()
+    try {
+      await s.request('profile/portrait_set', { ProfileItem: [{ Tag: 'Tag_Profile_IM_Nick', Value: nick.value.trim() }] })
+      status.textContent = 'Saved.'
+    } catch (x) { fail(x) }
+  }
+
+  const friendIn = h('input', { id: 'friend-id', placeholder: 'UserID', 'aria-label': 'UserID to add as a friend', maxLength: 32 })
+  const friendForm = h('form', {}, friendIn, h('button', { type: 'submit' }, 'Add friend'))
+  const friends = h('ul', { id: 'friends' })
+  const requests = h('ul', { id: 'requests' })
+  const blackIn = h('input', { id: 'black-id', placeholder: 'UserID', 'aria-label': 'UserID to blacklist', maxLength: 32 })
+  const blackForm = h('form', {}, blackIn, h('button', { type: 'submit' }, 'Blacklist'))
+  const black = h('ul', { id: 'blacklist' })
+
+  const load = async () => {
+    try {
+      const [f, r, b] = await Promise.all([
+        s.request('sns/friend_get', { StartIndex: 0 }),
+        s.request('sns/friend_request_get', {}),
+        s.request('sns/black_list_get', { StartIndex: 0, MaxLimit: 100, LastSequence: 0 })
+      ])
+      friends.replaceChildren(...ids(f.UserDataItem).map(id => h('li', {},
+        h('span', {}, app.nick(id)),
+        h('button', { onclick: () => openChat(id) }, 'Chat'),
+        h('button', { onclick: () => s.request('sns/friend_delete', { To_Account: [id], DeleteType: 'Delete_Type_Both' }).then(load, fail) }, 'Remove'))))
+      if (!friends.children.length) friends.append(h('li', {}, 'No friends yet.'))
+      requests.replaceChildren(...(r.RequestItem || []).map(it => h('li', {},
+        h('span', {}, `${it.From_Account}${it.AddWording ? ': ' + it.AddWording : ''}`),
+        h('button', { onclick: () => s.request('sns/friend_response', { ResponseFriendItem: [{ To_Account: it.From_Account, ResponseAction: 'Response_Action_AgreeAndAdd' }] }).then(load, fail) }, 'Accept'),
+        h('button', { onclick: () => s.request('sns/friend_response', { ResponseFriendItem: [{ To_Account: it.From_Account, ResponseAction: 'Response_Action_Reject' }] }).then(load, fail) }, 'Refuse'))))
+      if (!requests.children.length) requests.append(h('li', {}, 'No pending requests.'))
+      black.replaceChildren(...ids(b.BlackListItem).map(id => h('li', {},
+        h('span', {}, id),
+        h('button', { onclick: () => s.request('sns/black_list_delete', { To_Account: [id] }).then(load, fail) }, 'Remove'))))
+      if (!black.children.length) black.append(h('li', {}, 'Nobody is blacklisted.'))
+    } catch (x) { fail(x) }
+  }
+  friendForm.onsubmit = async e => {
+    e.preventDefault()
+    const id = friendIn.value.trim()
+    if (!id) return
+    try {
+      const r = await s.request('sns/friend_add', { AddFriendItem: [{ To_Account: id, AddSource: 'AddSource_Type_Web' }] })
+      const res = (r.ResultItem || [])[0] || {}
+      status.textContent = res.ResultCode ? `${id}: ${res.ResultInfo || res.ResultCode}` : `Request sent to ${id}.`
+      friendIn.value = ''
+      load()
+    } catch (x) { fail(x) }
+  }
+  blackForm.onsubmit = async e => {
+    e.preventDefault()
+    const id = blackIn.value.trim()
+    if (!id) return
+    try {
+      await s.request('sns/black_list_add', { To_Account: [id] })
+      status.textContent = `${id} is blacklisted: their messages no longer reach you.`
+      blackIn.value = ''
+      load()
+    } catch (x) { fail(x) }
+  }
+  root.replaceChildren(h('div', { className: 'settings' },
+    h('section', {}, h('h2', {}, 'My nick'), nickForm),
+    h('section', {}, h('h2', {}, 'Friends'), friendForm, friends),
+    h('section', {}, h('h2', {}, 'Friend requests'), requests),
+    h('section', {}, h('h2', {}, 'Blacklist'), blackForm, black),
+    status))
+  await load()
+}
