@@ -163,6 +163,10 @@ func StartGateway(dir, bucket string, log *slog.Logger) (*Gateway, error) {
 			MultipartMaxParts: 10000,
 			Quiet:             true,
 			KeepAlive:         true,
+			// Browsers upload with the presigned PUT from another origin
+			// (the web chat, docs/web.md). The URL is the credential, so
+			// any origin may use it, as with MinIO's default.
+			CORSAllowOrigin: "*",
 		})
 		be.Shutdown()
 		g.done <- err

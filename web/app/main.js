@@ -22,6 +22,7 @@ export class App {
     this.profiles = new Map() // user → {nick, image}
     this.current = null
     this.listeners = new Set()
+    this.syncLog = [] // 'syncing', 'synced', … in order (shown as "syncing…")
   }
 
   // changed tells the views to redraw (what: 'convs', 'chat', 'typing', …).
@@ -45,6 +46,7 @@ export class App {
     s.addEventListener('state', e => this.onState(e.detail))
     s.addEventListener('syncing', e => {
       $('sync').hidden = !e.detail.syncing
+      this.syncLog.push(e.detail.syncing ? 'syncing' : 'synced')
       if (!e.detail.syncing) this.refreshConversations()
     })
     s.addEventListener('event', e => this.onEvent(e.detail))
@@ -209,7 +211,13 @@ export class App {
     const cv = this.conv(peer)
     cv.unread = 0
     clearTimeout(this.readTimer)
-    this.readTimer = setTimeout(() => this.session.request('openim/set_msg_read', { Peer_Account: peer }).catch(e => console.warn(e)), 150)
+    // Read up to the newest message shown, not "now": one that arrives
+    // meanwhile stays unread. (Times are in seconds, Tencent's unit: a
+    // message from the same second as the read counts as read.)
+    const shown = this.chat(peer).msgs.filter(m => m.From_Account === peer)
+    const body = { Peer_Account: peer }
+    if (shown.length) body.MsgReadTime = shown[shown.length - 1].MsgTimeStamp
+    this.readTimer = setTimeout(() => this.session.request('openim/set_msg_read', body).catch(e => console.warn(e)), 150)
     this.changed('convs')
   }
 
@@ -284,7 +292,7 @@ async function main () {
   const go = (user, sig) => {
     localStorage.setItem('duet-login', JSON.stringify({ user, sig }))
     showChat(app, main)
-    app.start(user, sig)
+    app.start(user, sig).then(() => app.ready && app.ready())
   }
   if (saved && saved.user && saved.sig) go(saved.user, saved.sig)
   else renderLogin(main, config, go)
@@ -332,6 +340,10 @@ function showChat (app, main) {
     renderSettings(chatPane, app, open)
   }
   $('title').textContent = app.me
+  // /#bob opens the conversation with bob.
+  const fromHash = () => { const p = decodeURIComponent(location.hash.slice(1)); if (p && p !== app.me) { app.conv(p); open(p) } }
+  window.addEventListener('hashchange', fromHash)
+  app.session ? fromHash() : app.ready = fromHash
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible' && app.current && app.conv(app.current).unread) app.markRead(app.current)
   })

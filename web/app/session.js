@@ -62,6 +62,8 @@ export class Session extends EventTarget {
     this.syncing = false
     this.attempt = 0
     this.gapTimer = null
+    this.subscribed = false // replies reach a connection only once it subscribed (docs/mqtt.md)
+    this.waiting = [] // requests made before that
   }
 
   get topicBase () { return `im/${this.userID}/` }
@@ -90,7 +92,10 @@ export class Session extends EventTarget {
       c.subscribe(this.topicBase + '#', { qos: 1 }, (err, granted) => {
         if (err || !granted || granted.some(g => g.reason >= 0x80 || g.qos >= 0x80)) {
           this._setState('refused', err ? String(err) : 'subscribe refused')
+          return
         }
+        this.subscribed = true
+        for (const f of this.waiting.splice(0)) f()
       })
     })
     c.on('message', (topic, payload, packet) => this._onMessage(topic, payload, packet))
@@ -104,6 +109,7 @@ export class Session extends EventTarget {
     })
     c.on('close', () => {
       if (this.state === 'kicked' || this.state === 'refused' || this.state === 'ended') return
+      this.subscribed = false
       this._setState('offline')
       this._setSyncing(false)
       c.options.reconnectPeriod = backoff(++this.attempt)
@@ -134,15 +140,15 @@ export class Session extends EventTarget {
         reject(Object.assign(new Error(`${command}: no reply in ${this.timeout} ms`), { ErrorCode: -1 }))
       }, this.timeout)
       this.pending.set(ReqId, { resolve, reject, timer, command })
-      this.client.publish(this.topicBase + 'req/' + command, JSON.stringify({ ...body, ReqId }), {
+      const send = () => this.client.publish(this.topicBase + 'req/' + command, JSON.stringify({ ...body, ReqId }), {
         qos: 1,
         properties: { responseTopic: this.topicBase + 'rsp', correlationData: enc.encode(ReqId) }
       }, err => {
-        if (err && this.pending.has(ReqId)) {
-          // A PUBACK with a failure reason: the reply (same ReqId) usually
-          // follows with the ErrorInfo, so wait for it; if none comes, the timer answers.
-        }
+        // A PUBACK with a failure reason (err) comes with the reply, same
+        // ReqId, that carries the ErrorInfo: that reply settles the request.
       })
+      if (this.subscribed) send()
+      else this.waiting.push(send)
     })
   }
 

@@ -31,7 +31,7 @@ export async function renderSettings (root, app, openChat) {
       const [f, r, b] = await Promise.all([
         s.request('sns/friend_get', { StartIndex: 0 }),
         s.request('sns/friend_request_get', {}),
-        s.request('sns/black_list_get', { StartIndex: 0, MaxLimit: 100, LastSequence: 0 })
+        s.request('sns/black_list_get', { StartIndex: 0, MaxLimited: 100, LastSequence: 0 })
       ])
       friends.replaceChildren(...ids(f.UserDataItem).map(id => h('li', {},
         h('span', {}, app.nick(id)),
@@ -66,8 +66,9 @@ export async function renderSettings (root, app, openChat) {
     const id = blackIn.value.trim()
     if (!id) return
     try {
-      await s.request('sns/black_list_add', { To_Account: [id] })
-      status.textContent = `${id} is blacklisted: their messages no longer reach you.`
+      const r = await s.request('sns/black_list_add', { To_Account: [id] })
+      const res = (r.ResultItem || [])[0] || {}
+      status.textContent = res.ResultCode ? `${id}: ${res.ResultInfo || res.ResultCode}` : `${id} is blacklisted: their messages no longer reach you.`
       blackIn.value = ''
       load()
     } catch (x) { fail(x) }

@@ -1,0 +1,246 @@
+// The web chat in a real browser: Debian's chromium driven by playwright-core,
+// against a real `duet serve` on loopback ports (server.js). One server, one
+// story told in order, as two people (and a third, blacklisted one) would.
+// Screenshots of the main views go to ARTIFACTS (default web/test/artifacts).
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, dirname } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { deflateSync } from 'node:zlib'
+import { chromium } from 'playwright-core'
+import { startDuet } from './server.js'
+
+const here = dirname(fileURLToPath(import.meta.url))
+const artifacts = process.env.ARTIFACTS || join(here, 'artifacts')
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium'
+const T = 15000 // every wait: what the page must show, within this
+
+let duet, browser
+before(async () => {
+  mkdirSync(artifacts, { recursive: true })
+  duet = await startDuet()
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync']
+  })
+})
+after(async () => {
+  await browser?.close()
+  await duet?.stop()
+})
+
+// A person: a browser context (its own storage: another browser), signed in
+// through the page's development sign-in.
+async function person (name, viewport = { width: 1100, height: 760 }) {
+  const ctx = await browser.newContext({ viewport })
+  const outside = []
+  ctx.on('request', r => {
+    const u = new URL(r.url())
+    if (u.hostname !== '127.0.0.1' && u.protocol !== 'data:' && u.protocol !== 'blob:') outside.push(r.url())
+  })
+  const page = await ctx.newPage()
+  await page.goto(duet.base + '/')
+  await page.fill('#login-user', name)
+  await page.keyboard.press('Enter')
+  await page.locator('#conn.online').waitFor({ timeout: T })
+  return { ctx, page, outside }
+}
+
+async function openChat (page, peer) {
+  await page.fill('#new-peer', peer)
+  await page.keyboard.press('Enter')
+  await page.locator('#compose').waitFor({ timeout: T })
+}
+
+async function send (page, text) {
+  await page.fill('#compose', text)
+  await page.keyboard.press('Enter')
+  await msg(page, text).locator('.state', { hasText: '✓' }).waitFor({ timeout: T })
+}
+
+const msg = (page, text) => page.locator('.msgs .msg', { hasText: text })
+const shot = (page, name) => page.screenshot({ path: join(artifacts, name + '.png') })
+
+// png makes a w×h RGB picture (a gradient) so the server has something to
+// scale down to its 198 px thumbnail.
+function png (w, h) {
+  const crcTable = Array.from({ length: 256 }, (_, n) => { let c = n; for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1; return c >>> 0 })
+  const crc = b => { let c = 0xffffffff; for (const x of b) c = crcTable[(c ^ x) & 0xff] ^ (c >>> 8); return (c ^ 0xffffffff) >>> 0 }
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4); len.writeUInt32BE(data.length)
+    const td = Buffer.concat([Buffer.from(type), data])
+    const c = Buffer.alloc(4); c.writeUInt32BE(crc(td))
+    return Buffer.concat([len, td, c])
+  }
+  const ihdr = Buffer.alloc(13)
+  ihdr.writeUInt32BE(w, 0); ihdr.writeUInt32BE(h, 4); ihdr[8] = 8; ihdr[9] = 2
+  const raw = Buffer.alloc((w * 3 + 1) * h)
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const o = y * (w * 3 + 1) + 1 + x * 3
+      raw[o] = x * 255 / w; raw[o + 1] = y * 255 / h; raw[o + 2] = 160
+    }
+  }
+  return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(raw)), chunk('IEND', Buffer.alloc(0))])
+}
+
+test('two people chat in the browser: offline, image, typing, receipts, recall, second tab, blacklist', { timeout: 180000 }, async () => {
+  // The sign-in page, as a new user sees it.
+  const first = await browser.newContext({ viewport: { width: 1100, height: 760 } })
+  const lp = await first.newPage()
+  await lp.goto(duet.base + '/')
+  await lp.locator('#login-user').waitFor()
+  await shot(lp, 'login')
+  await first.close()
+
+  const alice = await person('alice')
+  const bob = await person('bob')
+
+  // Both ways.
+  await openChat(alice.page, 'bob')
+  await send(alice.page, 'hi bob')
+  const conv = bob.page.locator('.convs li[data-peer="alice"]')
+  await conv.locator('.badge', { hasText: '1' }).waitFor({ timeout: T })
+  await conv.locator('.conv-last', { hasText: 'hi bob' }).waitFor({ timeout: T })
+  await conv.click()
+  await msg(bob.page, 'hi bob').waitFor({ timeout: T })
+  await send(bob.page, 'hello alice')
+  await msg(alice.page, 'hello alice').waitFor({ timeout: T })
+
+  // Typing shows on the other side; a message read shows "Read".
+  await bob.page.fill('#compose', 'typing something')
+  await bob.page.keyboard.type('.')
+  await alice.page.locator('.typing', { hasText: 'bob is typing' }).waitFor({ timeout: T })
+  await bob.page.fill('#compose', '')
+  await send(alice.page, 'are you there?')
+  // "Read" moves under alice's last message, which bob has open; only one.
+  await alice.page.waitForFunction(() => {
+    const last = document.querySelector('.msgs').lastElementChild
+    return last && last.className === 'read' && last.previousElementSibling.textContent.includes('are you there?')
+  }, null, { timeout: T })
+  assert.equal(await alice.page.locator('.read').count(), 1)
+  await shot(alice.page, 'conversation')
+
+  // Bob closes his page; alice sends 3; bob comes back and finds them once
+  // "syncing…" is over.
+  await bob.page.close()
+  // Read receipts count whole seconds (Tencent's MsgReadTime): messages in
+  // the second bob last read in would count as read. Wait for the next.
+  const readSecond = Math.floor(Date.now() / 1000)
+  while (Math.floor(Date.now() / 1000) === readSecond) await new Promise(resolve => setTimeout(resolve, 50))
+  for (const t of ['while you were away 1', 'while you were away 2', 'while you were away 3']) await send(alice.page, t)
+  bob.page = await bob.ctx.newPage()
+  await bob.page.goto(duet.base + '/')
+  await bob.page.locator('#conn.online').waitFor({ timeout: T })
+  await bob.page.waitForFunction(() => window.duetApp.syncLog.includes('synced'), null, { timeout: T })
+  assert.deepEqual(await bob.page.evaluate(() => window.duetApp.syncLog.slice(0, 2)), ['syncing', 'synced'])
+  assert.equal(await bob.page.locator('#sync').isHidden(), true)
+  const back = bob.page.locator('.convs li[data-peer="alice"]')
+  await back.waitFor({ timeout: T })
+  await back.locator('.badge', { hasText: '3' }).waitFor({ timeout: T })
+  await shot(bob.page, 'conversation-list')
+  await back.click()
+  for (const t of ['while you were away 1', 'while you were away 2', 'while you were away 3']) await msg(bob.page, t).waitFor({ timeout: T })
+  await back.locator('.badge').waitFor({ state: 'detached', timeout: T })
+
+  // An image: progress, then the thumbnail on bob's side (the 198 px
+  // rendition), full size on click.
+  await alice.page.setInputFiles('#image-input', { name: 'gradient.png', mimeType: 'image/png', buffer: png(800, 600) })
+  const thumb = bob.page.locator('.msgs img.thumb')
+  await thumb.waitFor({ timeout: T })
+  await bob.page.waitForFunction(() => { const i = document.querySelector('.msgs img.thumb'); return i && i.complete && i.naturalWidth > 0 }, null, { timeout: T })
+  const size = await thumb.evaluate(i => [i.naturalWidth, i.naturalHeight, i.src])
+  assert.deepEqual(size.slice(0, 2), [198, 148], 'the thumbnail rendition: 198 px on its longest side')
+  assert.match(size[2], /\/thumb\?/)
+  await alice.page.locator('.msgs img.thumb').waitFor({ timeout: T })
+  await thumb.click()
+  await bob.page.waitForFunction(() => { const i = document.querySelector('.viewer img'); return i && i.complete && i.naturalWidth === 800 }, null, { timeout: T })
+  await bob.page.keyboard.press('Escape')
+
+  // Recall: the message turns into "message recalled" on both sides.
+  await send(alice.page, 'oops, wrong chat')
+  await msg(bob.page, 'oops, wrong chat').waitFor({ timeout: T })
+  await msg(alice.page, 'oops, wrong chat').locator('button.recall').click()
+  await alice.page.locator('.msg.recalled').waitFor({ timeout: T })
+  await bob.page.locator('.msg.recalled').waitFor({ timeout: T })
+  assert.equal(await msg(bob.page, 'oops, wrong chat').count(), 0)
+
+  // A second tab is a second device of bob: the same conversation, and new
+  // messages reach both.
+  const tab2 = await bob.ctx.newPage()
+  await tab2.goto(duet.base + '/#alice')
+  await tab2.locator('#conn.online').waitFor({ timeout: T })
+  for (const t of ['hi bob', 'hello alice', 'while you were away 3']) await msg(tab2, t).waitFor({ timeout: T })
+  await tab2.locator('.msg.recalled').waitFor({ timeout: T })
+  await tab2.locator('.msgs img.thumb').waitFor({ timeout: T })
+  const devices = await Promise.all([bob.page, tab2].map(p => p.evaluate(() => window.duetApp.session.deviceID)))
+  assert.notEqual(devices[0], devices[1], 'each tab is its own device')
+  await send(alice.page, 'to both tabs')
+  await msg(bob.page, 'to both tabs').waitFor({ timeout: T })
+  await msg(tab2, 'to both tabs').waitFor({ timeout: T })
+  // Bob's own message from tab 2 shows in tab 1 as his (multi-device sync).
+  await send(tab2, 'sent from tab 2')
+  await bob.page.locator('.msg.mine', { hasText: 'sent from tab 2' }).waitFor({ timeout: T })
+  await tab2.close()
+
+  // Blacklist: bob blacklists mallory in his settings; mallory's message
+  // never appears (it is "sent" for her: Tencent's silent default), while
+  // alice's, sent after it, does.
+  const mallory = await person('mallory')
+  await bob.page.click('#settings-btn')
+  await bob.page.fill('#black-id', 'mallory')
+  await bob.page.keyboard.press('Enter')
+  await bob.page.locator('#blacklist li', { hasText: 'mallory' }).waitFor({ timeout: T })
+  await shot(bob.page, 'settings')
+  await openChat(mallory.page, 'bob')
+  await send(mallory.page, 'buy cheap stuff')
+  await send(alice.page, 'after the spam')
+  await bob.page.locator('.convs li[data-peer="alice"] .conv-last', { hasText: 'after the spam' }).waitFor({ timeout: T })
+  assert.equal(await bob.page.locator('.convs li[data-peer="mallory"]').count(), 0)
+  assert.equal(await bob.page.getByText('buy cheap stuff').count(), 0)
+
+  // Phone width: the list, then one conversation full-width.
+  const phone = await bob.ctx.newPage()
+  await phone.setViewportSize({ width: 390, height: 780 })
+  await phone.goto(duet.base + '/')
+  await phone.locator('.convs li[data-peer="alice"]').waitFor({ timeout: T })
+  assert.equal(await phone.locator('.chat').isVisible(), false, 'one pane at a time on a phone')
+  await phone.locator('.convs li[data-peer="alice"]').click()
+  await msg(phone, 'after the spam').waitFor({ timeout: T })
+  assert.equal(await phone.locator('.list').isVisible(), false)
+  await shot(phone, 'phone-conversation')
+  await phone.click('#back')
+  await phone.locator('.convs').waitFor({ timeout: T })
+  await phone.close()
+
+  for (const p of [alice, bob, mallory]) assert.deepEqual(p.outside, [], 'no request leaves the server')
+  await Promise.all([alice.ctx.close(), bob.ctx.close(), mallory.ctx.close()])
+})
+
+test('measure: first message visible after load, page weight', { timeout: 120000 }, async () => {
+  const { ctx, page } = await person('ben')
+  const alice = await person('ann')
+  await openChat(alice.page, 'ben')
+  await send(alice.page, 'warm server')
+  // A fresh load of a signed-in page, straight to the conversation. The
+  // cache is off so that every byte of a first visit is counted.
+  const cdp = await ctx.newCDPSession(page)
+  await cdp.send('Network.enable')
+  await cdp.send('Network.setCacheDisabled', { cacheDisabled: true })
+  let bytes = 0
+  cdp.on('Network.loadingFinished', e => { bytes += e.encodedDataLength })
+  const t0 = Date.now()
+  await page.goto(duet.base + '/#ann')
+  await msg(page, 'warm server').waitFor({ timeout: T })
+  const ms = Date.now() - t0
+  await page.waitForLoadState('networkidle')
+  const line = `web chat: first message visible ${ms} ms after navigation; first load ${bytes} bytes over HTTP`
+  console.log(line)
+  writeFileSync(join(artifacts, 'measurements.txt'), line + '\n')
+  assert.ok(ms < 5000, line)
+  await Promise.all([ctx.close(), alice.ctx.close()])
+})
