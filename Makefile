@@ -3,12 +3,25 @@
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test deps vet bench fuzz
+.PHONY: test deps vet bench fuzz web-test
 
 test: deps vet
 	docker-compose -f docker-compose.yml config -q
 	go test -race -count=1 -timeout 20m ./...
+	$(MAKE) web-test
 	$(MAKE) fuzz
+
+# The web chat (web/, docs/web.md): the session layer's tests and the
+# Playwright suite in Debian's chromium, each against a real duet serve
+# built once here. Screenshots land in WEB_ARTIFACTS.
+WEB_ARTIFACTS ?= $(CURDIR)/web/test/artifacts
+web-test:
+	cd web/test && npm ci --no-audit --no-fund --loglevel=error
+	@mkdir -p $(WEB_ARTIFACTS)
+	go build -o $(WEB_ARTIFACTS)/duet .
+	cd web/test && DUET_BIN=$(WEB_ARTIFACTS)/duet ARTIFACTS=$(WEB_ARTIFACTS) node --test session.test.js browser.test.js
+	@rm -f $(WEB_ARTIFACTS)/duet
+	@echo "web chat screenshots and measurements: $(WEB_ARTIFACTS)"
 
 # Each fuzz target for a bounded time (FUZZTIME each). `go test` above
 # already ran their corpora (seeds in the code and testdata/fuzz/); a new
@@ -24,8 +37,13 @@ fuzz:
 		tail -n 1 fuzz.log; rm -f fuzz.log; \
 	done
 
-# Debian packages the tests drive: mosquitto-clients (an independent MQTT client).
+# Debian packages the tests drive: mosquitto-clients (an independent MQTT
+# client); chromium and Node.js for the web chat's browser tests.
 deps:
+	@command -v chromium >/dev/null || \
+		( $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium )
+	@command -v node >/dev/null && command -v npm >/dev/null || \
+		( $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nodejs npm )
 	@command -v mosquitto_pub >/dev/null && command -v mosquitto_sub >/dev/null || \
 		( $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto-clients )
 	@command -v docker-compose >/dev/null || \

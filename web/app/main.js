@@ -94,8 +94,11 @@ export class App {
     if (old) { Object.assign(old, m); return old }
     const msg = { ...m, state: m.state || 'sent' }
     c.byKey.set(m.MsgKey, msg)
+    // Time order; within one second (the unit of MsgTimeStamp), timeline
+    // Seq where both have one, else arrival order.
+    const after = (a, b) => a.MsgTimeStamp > b.MsgTimeStamp || (a.MsgTimeStamp === b.MsgTimeStamp && a.Seq && b.Seq && a.Seq > b.Seq)
     let i = c.msgs.length
-    while (i > 0 && c.msgs[i - 1].MsgTimeStamp > msg.MsgTimeStamp) i--
+    while (i > 0 && after(c.msgs[i - 1], msg)) i--
     c.msgs.splice(i, 0, msg)
     return msg
   }
@@ -236,7 +239,7 @@ export class App {
       const existing = c.byKey.get(r.MsgKey)
       if (existing) c.msgs.splice(c.msgs.indexOf(local), 1)
       else {
-        Object.assign(local, { MsgKey: r.MsgKey, MsgTimeStamp: r.MsgTime, state: 'sent' })
+        Object.assign(local, { MsgKey: r.MsgKey, MsgTimeStamp: r.MsgTime, Seq: r.Seq, state: 'sent' })
         c.byKey.set(r.MsgKey, local)
       }
       const cv = this.conv(peer)

@@ -228,6 +228,7 @@ test('measure: first message visible after load, page weight', { timeout: 120000
   await send(alice.page, 'warm server')
   // A fresh load of a signed-in page, straight to the conversation. The
   // cache is off so that every byte of a first visit is counted.
+  await page.goto('about:blank')
   const cdp = await ctx.newCDPSession(page)
   await cdp.send('Network.enable')
   await cdp.send('Network.setCacheDisabled', { cacheDisabled: true })

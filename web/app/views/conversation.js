@@ -4,7 +4,7 @@
 import { h, preview } from './dom.js'
 import { mediaURL } from '../session.js'
 
-const EMOJI = ['😀', '😂', '😊', '😍', '👍', '🙏', '🎉', '❤️', '😢', '😮', '🔥', '👋']
+const EMOJI = ['😀', '😂', '😊', '😍', '😉', '😎', '😢', '😮', '😡', '❤️', '👍', '👌']
 const RECALL_WINDOW = 120 // seconds: the server's default --recall-window; it has the last word
 
 export class ConversationView {
@@ -38,8 +38,8 @@ export class ConversationView {
       EMOJI.map(e => h('button', { type: 'button', onclick: () => { this.text.value += e; this.text.focus() } }, e)))
     const form = h('form', { className: 'composer' },
       h('button', { type: 'button', className: 'icon', 'aria-label': 'Emoji', onclick: () => { emojis.hidden = !emojis.hidden } }, '☺'),
-      h('button', { type: 'button', className: 'icon', 'aria-label': 'Send an image', onclick: () => imageIn.click() }, '🖼'),
-      h('button', { type: 'button', className: 'icon', 'aria-label': 'Send a file', onclick: () => fileIn.click() }, '📎'),
+      h('button', { type: 'button', className: 'tool', 'aria-label': 'Send an image', title: 'Send an image', onclick: () => imageIn.click() }, 'Image'),
+      h('button', { type: 'button', className: 'tool', 'aria-label': 'Send a file', title: 'Send a file', onclick: () => fileIn.click() }, 'File'),
       this.text, imageIn, fileIn,
       h('button', { type: 'submit', className: 'primary' }, 'Send'))
     form.onsubmit = e => {
