@@ -73,6 +73,25 @@ func TestWebChatServed(t *testing.T) {
 						t.Errorf("%s: %d, %d bytes", p, code, len(body))
 					}
 				}
+				// MQTT.js goes gzipped to browsers that take it, and
+				// revalidates with its ETag.
+				req, _ := http.NewRequest("GET", base+"/web/vendor/mqtt.esm.js", nil)
+				req.Header.Set("Accept-Encoding", "gzip")
+				resp, err := http.DefaultTransport.RoundTrip(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				zipped, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.Header.Get("Content-Encoding") != "gzip" || len(zipped) > 150<<10 || resp.Header.Get("ETag") == "" {
+					t.Errorf("mqtt.esm.js: %q, %d bytes, ETag %q", resp.Header.Get("Content-Encoding"), len(zipped), resp.Header.Get("ETag"))
+				}
+				req.Header.Set("If-None-Match", resp.Header.Get("ETag"))
+				if resp, err := http.DefaultTransport.RoundTrip(req); err != nil || resp.StatusCode != http.StatusNotModified {
+					t.Errorf("revalidation: %v %v", resp, err)
+				} else {
+					resp.Body.Close()
+				}
 				if code, _ := get("/no-such-page"); code != http.StatusNotFound {
 					t.Errorf("/no-such-page: %d", code)
 				}

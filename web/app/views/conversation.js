@@ -14,6 +14,7 @@ export class ConversationView {
     this.peer = null
     this.typingTimer = null
     this.lastTypingSent = 0
+    this.cache = new WeakMap() // message → its element and what it showed
     app.listeners.add((what, peer) => {
       if (what === 'chat' && peer === this.peer) this.renderMsgs()
       if (what === 'typing' && peer === this.peer) this.showTyping()
@@ -138,7 +139,17 @@ export class ConversationView {
     }
   }
 
+  // renderMsg reuses a message's element while nothing shown changed, so a
+  // long conversation is not rebuilt on every event.
   renderMsg (m) {
+    const c = this.cache.get(m)
+    if (c && c.key === m.MsgKey && c.state === m.state && c.recalled === m.recalled && c.body === m.MsgBody && c.error === m.error && m.state !== 'uploading') return c.el
+    const el = this.buildMsg(m)
+    this.cache.set(m, { el, key: m.MsgKey, state: m.state, recalled: m.recalled, body: m.MsgBody, error: m.error })
+    return el
+  }
+
+  buildMsg (m) {
     const app = this.app
     const mine = m.From_Account === app.me
     const cls = 'msg' + (mine ? ' mine' : '') + (m.recalled ? ' recalled' : '')
