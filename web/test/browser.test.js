@@ -168,6 +168,8 @@ test('two people chat in the browser: offline, image, typing, receipts, recall, 
   await alice.page.locator('.msg.recalled').waitFor({ timeout: T })
   await bob.page.locator('.msg.recalled').waitFor({ timeout: T })
   assert.equal(await msg(bob.page, 'oops, wrong chat').count(), 0)
+  await send(bob.page, 'nice colours 😀')
+  await shot(bob.page, 'chat-desktop')
 
   // A second tab is a second device of bob: the same conversation, and new
   // messages reach both.

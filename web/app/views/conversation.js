@@ -4,7 +4,7 @@
 import { h, preview } from './dom.js'
 import { mediaURL } from '../session.js'
 
-const EMOJI = ['😀', '😂', '😊', '😍', '😉', '😎', '😢', '😮', '😡', '❤️', '👍', '👌']
+const EMOJI = ['😀', '😂', '😊', '😍', '😉', '😎', '😢', '😮', '😡', '😆', '😇', '🙂']
 const RECALL_WINDOW = 120 // seconds: the server's default --recall-window; it has the last word
 
 export class ConversationView {

@@ -4,7 +4,7 @@ import { h } from './dom.js'
 
 export async function renderSettings (root, app, openChat) {
   const s = app.session
-  const status = h('div', { className: 'error', role: 'status' })
+  const status = h('div', { className: 'status', role: 'status' })
   const fail = e => { status.textContent = e.ErrorInfo || e.message }
   const ids = r => (r || []).map(x => x.To_Account || x.From_Account || x)
 
