@@ -4,6 +4,7 @@
 // page's own config and, on a development server, the name-only sign-in.
 import mqtt from '../vendor/mqtt.esm.js'
 import { Session } from './session.js'
+import { MessageCache } from './cache.js'
 import { renderLogin } from './views/login.js'
 import { ConversationList } from './views/conversations.js'
 import { ConversationView } from './views/conversation.js'
@@ -37,6 +38,7 @@ export class App {
     this.me = user
     this.sig = sig
     const deviceID = await claimDevice(user)
+    this.cache = await MessageCache.open(user).catch(() => null)
     const seqKey = `duet-seq:${user}:${deviceID}`
     const s = new Session({
       mqtt, url: this.wsURL(), userID: user, userSig: sig, deviceID,
@@ -110,6 +112,7 @@ export class App {
         const peer = ev.System ? (ev.From_Account || 'system') : this.peerOf(ev)
         if (ev.SenderProfile && ev.From_Account) this.setProfile(ev.From_Account, ev.SenderProfile.Tag_Profile_IM_Nick, ev.SenderProfile.Tag_Profile_IM_Image)
         const msg = this.addMsg({ ...ev, recalled: (ev.MsgFlagBits & 8) !== 0 })
+        this.cached([msg])
         const cv = this.conv(peer)
         if (ev.MsgTimeStamp >= cv.time) { cv.time = ev.MsgTimeStamp; cv.last = msg }
         if (ev.From_Account !== this.me) {
@@ -128,6 +131,7 @@ export class App {
           if (ev.Event === 'withdraw') m.recalled = true
           else m.MsgBody = ev.MsgBody
         }
+        if (this.cache) this.cache.update(ev.MsgKey, ev.Event === 'withdraw' ? { recalled: true } : { MsgBody: ev.MsgBody }).catch(() => {})
         const cv = this.convs.get(peer)
         if (cv && cv.last && cv.last.MsgKey === ev.MsgKey) {
           if (ev.Event === 'withdraw') cv.last = { ...cv.last, recalled: true }
@@ -199,6 +203,7 @@ export class App {
       const body = { Peer_Account: peer, MaxCnt: 30 }
       if (c.next) Object.assign(body, c.next)
       const r = await this.session.request('openim/getmsg', body)
+      this.cached((r.MsgList || []).map(m => ({ ...m, recalled: (m.MsgFlagBits & 8) !== 0 })))
       for (const m of r.MsgList || []) {
         this.addMsg({ ...m, recalled: (m.MsgFlagBits & 8) !== 0 })
         if (m.From_Account === this.me && m.IsPeerRead) c.peerReadTime = Math.max(c.peerReadTime, m.MsgTimeStamp)
@@ -207,6 +212,17 @@ export class App {
       c.next = { MaxTime: r.LastMsgTime, LastMsgKey: r.LastMsgKey }
       c.loaded = true
     } finally { c.loading = false }
+    this.changed('chat', peer)
+  }
+
+  cached (msgs) { if (this.cache) this.cache.put(msgs, this.me).catch(e => console.warn(e)) }
+
+  // loadCached shows what this browser kept of a conversation (cache.js)
+  // while the server is asked for its history.
+  async loadCached (peer) {
+    const c = this.chat(peer)
+    if (!this.cache || c.loaded || c.msgs.length) return
+    for (const m of await this.cache.recent(peer, 50).catch(() => [])) this.addMsg(m)
     this.changed('chat', peer)
   }
 
@@ -242,6 +258,7 @@ export class App {
         Object.assign(local, { MsgKey: r.MsgKey, MsgTimeStamp: r.MsgTime, Seq: r.Seq, state: 'sent' })
         c.byKey.set(r.MsgKey, local)
       }
+      this.cached([existing || local])
       const cv = this.conv(peer)
       cv.time = r.MsgTime
       cv.last = existing || local
@@ -299,8 +316,11 @@ async function main () {
   }
   if (saved && saved.user && saved.sig) go(saved.user, saved.sig)
   else renderLogin(main, config, go)
-  $('logout').onclick = () => {
+  $('logout').onclick = async () => {
     localStorage.removeItem('duet-login')
+    if (app.session) await app.session.end()
+    if (app.cache) app.cache.close()
+    if (app.me) await MessageCache.remove(app.me)
     location.reload()
   }
 }

@@ -69,7 +69,10 @@ export class ConversationView {
     this.renderMsgs()
     this.text.focus()
     const c = app.chat(peer)
-    if (!c.loaded) await app.loadHistory(peer)
+    if (!c.loaded) {
+      await app.loadCached(peer)
+      await app.loadHistory(peer)
+    }
     if (app.conv(peer).unread || c.msgs.some(m => m.From_Account === peer)) app.markRead(peer)
   }
 
