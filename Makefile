@@ -3,7 +3,7 @@
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test deps vet bench fuzz web-test
+.PHONY: test deps vet bench fuzz web-test web-bench
 
 test: deps vet
 	docker-compose -f docker-compose.yml config -q
@@ -22,6 +22,14 @@ web-test:
 	cd web/test && DUET_BIN=$(WEB_ARTIFACTS)/duet ARTIFACTS=$(WEB_ARTIFACTS) node --test session.test.js browser.test.js
 	@rm -f $(WEB_ARTIFACTS)/duet
 	@echo "web chat screenshots and measurements: $(WEB_ARTIFACTS)"
+
+# A tab's memory after 10,000 messages scrolled back (about a minute).
+web-bench:
+	cd web/test && npm ci --no-audit --no-fund --loglevel=error
+	@mkdir -p $(WEB_ARTIFACTS)
+	go build -o $(WEB_ARTIFACTS)/duet .
+	cd web/test && DUET_BIN=$(WEB_ARTIFACTS)/duet node bench10k.js
+	@rm -f $(WEB_ARTIFACTS)/duet
 
 # Each fuzz target for a bounded time (FUZZTIME each). `go test` above
 # already ran their corpora (seeds in the code and testdata/fuzz/); a new

@@ -200,7 +200,7 @@ export class App {
     if (c.complete || c.loading) return
     c.loading = true
     try {
-      const body = { Peer_Account: peer, MaxCnt: 30 }
+      const body = { Peer_Account: peer, MaxCnt: c.next ? 100 : 30 } // a screenful first, then bigger pages
       if (c.next) Object.assign(body, c.next)
       const r = await this.session.request('openim/getmsg', body)
       this.cached((r.MsgList || []).map(m => ({ ...m, recalled: (m.MsgFlagBits & 8) !== 0 })))
@@ -209,7 +209,9 @@ export class App {
         if (m.From_Account === this.me && m.IsPeerRead) c.peerReadTime = Math.max(c.peerReadTime, m.MsgTimeStamp)
       }
       c.complete = r.Complete === 1 || !(r.MsgList || []).length
-      c.next = { MaxTime: r.LastMsgTime, LastMsgKey: r.LastMsgKey }
+      // The next page ends before the oldest message of this one: MaxTime
+      // is exclusive, so +1 keeps the rest of that second (LastMsgKey cuts it).
+      c.next = { MaxTime: r.LastMsgTime + 1, LastMsgKey: r.LastMsgKey }
       c.loaded = true
     } finally { c.loading = false }
     this.changed('chat', peer)

@@ -64,6 +64,8 @@ export class ConversationView {
     imageIn.onchange = () => { if (imageIn.files[0]) this.upload('image', imageIn.files[0]); imageIn.value = '' }
     fileIn.onchange = () => { if (fileIn.files[0]) this.upload('file', fileIn.files[0]); fileIn.value = '' }
     this.msgs.onscroll = () => { if (this.msgs.scrollTop < 40) this.older() }
+    this.more = h('button', { className: 'more', onclick: () => this.older() })
+    this.readMark = h('div', { className: 'read' }, 'Read')
     this.root.replaceChildren(this.msgs, this.typing, emojis, form)
     this.stick = true
     this.renderMsgs()
@@ -124,15 +126,18 @@ export class ConversationView {
     const box = this.msgs
     const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 60
     const nodes = []
-    if (!c.complete) nodes.push(h('button', { className: 'more', onclick: () => this.older() }, c.loading ? 'Loading…' : 'Earlier messages'))
+    if (!c.complete) {
+      this.more.textContent = c.loading ? 'Loading…' : 'Earlier messages'
+      nodes.push(this.more)
+    }
     // "Read" goes under the last of my messages the peer has read.
     let lastRead = null
     for (const m of c.msgs) if (m.From_Account === app.me && m.state === 'sent' && !m.recalled && m.MsgTimeStamp <= c.peerReadTime) lastRead = m
     for (const m of c.msgs) {
       nodes.push(this.renderMsg(m))
-      if (m === lastRead) nodes.push(h('div', { className: 'read' }, 'Read'))
+      if (m === lastRead) nodes.push(this.readMark)
     }
-    box.replaceChildren(...nodes)
+    reconcile(box, nodes)
     if (this.keepFromBottom) {
       box.scrollTop = box.scrollHeight - this.keepFromBottom
       this.keepFromBottom = 0
@@ -216,6 +221,17 @@ export class ConversationView {
       default: return h('div', {}, preview({ MsgBody: [e] }))
     }
   }
+}
+
+// reconcile makes box's children exactly nodes, moving only what changed:
+// a page of older messages is inserted at the top, the rest stays put.
+function reconcile (box, nodes) {
+  let cur = box.firstChild
+  for (const n of nodes) {
+    if (cur === n) { cur = cur.nextSibling; continue }
+    box.insertBefore(n, cur)
+  }
+  while (cur) { const next = cur.nextSibling; box.removeChild(cur); cur = next }
 }
 
 function size (n) {
