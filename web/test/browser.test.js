@@ -11,6 +11,8 @@ import { fileURLToPath } from 'node:url'
 import { deflateSync } from 'node:zlib'
 import { chromium } from 'playwright-core'
 import { startDuet } from './server.js'
+import mqtt from 'mqtt'
+import { Session } from '../app/session.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const artifacts = process.env.ARTIFACTS || join(here, 'artifacts')
@@ -223,6 +225,28 @@ test('two people chat in the browser: offline, image, typing, receipts, recall, 
 
   for (const p of [alice, bob, mallory]) assert.deepEqual(p.outside, [], 'no request leaves the server')
   await Promise.all([alice.ctx.close(), bob.ctx.close(), mallory.ctx.close()])
+})
+
+// History pages of messages sent within the same second: each page must
+// start right before the previous one's oldest message (LastMsgKey), not
+// skip the rest of its second.
+test('scroll-back shows every message of a busy conversation', async () => {
+  const { ctx, page } = await person('hal')
+  const sender = new Session({ mqtt, url: duet.wsURL, userID: 'ivy', userSig: await duet.userSig('ivy'), deviceID: 'n1' })
+  await new Promise(resolve => { sender.addEventListener('syncing', e => { if (!e.detail.syncing) resolve() }); sender.connect() })
+  const N = 150
+  for (let i = 0; i < N; i += 25) await Promise.all(Array.from({ length: 25 }, (_, j) => sender.sendText('hal', `busy ${i + j + 1}`)))
+  await sender.end()
+  await page.goto('about:blank')
+  await page.goto(duet.base + '/#ivy')
+  await msg(page, 'busy 150').waitFor({ timeout: T })
+  const deadline = Date.now() + 60000
+  while (!await page.evaluate(() => window.duetApp.chat('ivy').complete) && Date.now() < deadline) {
+    await page.evaluate(() => { const m = document.querySelector('.msgs'); m.scrollTop = 0; m.dispatchEvent(new Event('scroll')) })
+    await page.waitForFunction(() => !window.duetApp.chat('ivy').loading)
+  }
+  assert.equal(await page.locator('.msgs .msg').count(), N)
+  await ctx.close()
 })
 
 test('the IndexedDB message cache (cache.js) in the browser', async () => {
