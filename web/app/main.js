@@ -141,6 +141,10 @@ export class App {
         this.changed('chat', peer)
         break
       }
+      case 'friend_request': case 'friend_request_delete': case 'friend_add': case 'friend_delete':
+      case 'blacklist_add': case 'blacklist_delete':
+        this.changed('sns')
+        break
       case 'read':
         if (ev.Report_Account === this.me) { // I read it on another device
           const cv = this.convs.get(ev.Peer_Account)

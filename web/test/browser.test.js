@@ -227,6 +227,48 @@ test('two people chat in the browser: offline, image, typing, receipts, recall, 
   await Promise.all([alice.ctx.close(), bob.ctx.close(), mallory.ctx.close()])
 })
 
+// With --friends-only, a message to a stranger fails (20009) and says so;
+// a friend request from the settings, accepted on the other side, makes the
+// retry go through.
+test('friends-only: refused, befriended in settings, retried', async () => {
+  const strict = await startDuet(['--friends-only'])
+  const open = async name => {
+    const ctx = await browser.newContext({ viewport: { width: 1100, height: 760 } })
+    const page = await ctx.newPage()
+    await page.goto(strict.base + '/')
+    await page.fill('#login-user', name)
+    await page.keyboard.press('Enter')
+    await page.locator('#conn.online').waitFor({ timeout: T })
+    return { ctx, page }
+  }
+  try {
+    const kim = await open('kim')
+    const lee = await open('lee')
+    await openChat(kim.page, 'lee')
+    await kim.page.fill('#compose', 'hello stranger')
+    await kim.page.keyboard.press('Enter')
+    const failed = msg(kim.page, 'hello stranger').locator('.failed')
+    await failed.waitFor({ timeout: T })
+    assert.match(await failed.getAttribute('title'), /friend/i)
+    await kim.page.click('#settings-btn')
+    await kim.page.fill('#friend-id', 'lee')
+    await kim.page.keyboard.press('Enter')
+    await kim.page.locator('.settings .status', { hasText: 'waiting for them to accept' }).waitFor({ timeout: T })
+    await lee.page.click('#settings-btn')
+    await lee.page.locator('#requests li', { hasText: 'kim' }).getByRole('button', { name: 'Accept' }).click()
+    await lee.page.locator('#friends li', { hasText: 'kim' }).waitFor({ timeout: T })
+    await kim.page.locator('#friends li', { hasText: 'lee' }).waitFor({ timeout: T }) // a friend_add event redraws it
+    await kim.page.locator('#friends li', { hasText: 'lee' }).getByRole('button', { name: 'Chat' }).click()
+    await msg(kim.page, 'hello stranger').getByRole('button', { name: 'Retry' }).click()
+    await msg(kim.page, 'hello stranger').locator('.state', { hasText: '✓' }).waitFor({ timeout: T })
+    await lee.page.locator('.convs li[data-peer="kim"]').click()
+    await msg(lee.page, 'hello stranger').waitFor({ timeout: T })
+    await Promise.all([kim.ctx.close(), lee.ctx.close()])
+  } finally {
+    await strict.stop()
+  }
+})
+
 // History pages of messages sent within the same second: each page must
 // start right before the previous one's oldest message (LastMsgKey), not
 // skip the rest of its second.

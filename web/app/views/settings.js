@@ -49,30 +49,28 @@ export async function renderSettings (root, app, openChat) {
       if (!black.children.length) black.append(h('li', {}, 'Nobody is blacklisted.'))
     } catch (x) { fail(x) }
   }
-  friendForm.onsubmit = async e => {
-    e.preventDefault()
-    const id = friendIn.value.trim()
-    if (!id) return
-    try {
-      const r = await s.request('sns/friend_add', { AddFriendItem: [{ To_Account: id, AddSource: 'AddSource_Type_Web' }] })
-      const res = (r.ResultItem || [])[0] || {}
-      status.textContent = res.ResultCode ? `${id}: ${res.ResultInfo || res.ResultCode}` : `Request sent to ${id}.`
-      friendIn.value = ''
-      load()
-    } catch (x) { fail(x) }
+  // onAdd runs an sns command on the UserID typed in input; the reply's
+  // ResultItem says per user whether it worked (ActionStatus stays OK).
+  const onAdd = (form, input, command, body, done) => {
+    form.onsubmit = async e => {
+      e.preventDefault()
+      const id = input.value.trim()
+      if (!id) return
+      try {
+        const r = await s.request(command, body(id))
+        const res = (r.ResultItem || [])[0] || {}
+        // 30539: a request is pending until they accept (AllowType_Type_NeedConfirm).
+        status.textContent = res.ResultCode === 30539 ? `Request sent to ${id}: waiting for them to accept.` : res.ResultCode ? `${id}: ${res.ResultInfo || res.ResultCode}` : done(id)
+        input.value = ''
+        load()
+      } catch (x) { fail(x) }
+    }
   }
-  blackForm.onsubmit = async e => {
-    e.preventDefault()
-    const id = blackIn.value.trim()
-    if (!id) return
-    try {
-      const r = await s.request('sns/black_list_add', { To_Account: [id] })
-      const res = (r.ResultItem || [])[0] || {}
-      status.textContent = res.ResultCode ? `${id}: ${res.ResultInfo || res.ResultCode}` : `${id} is blacklisted: their messages no longer reach you.`
-      blackIn.value = ''
-      load()
-    } catch (x) { fail(x) }
-  }
+  onAdd(friendForm, friendIn, 'sns/friend_add', id => ({ AddFriendItem: [{ To_Account: id, AddSource: 'AddSource_Type_Web' }] }), id => `${id} is your friend.`)
+  onAdd(blackForm, blackIn, 'sns/black_list_add', id => ({ To_Account: [id] }), id => `${id} is blacklisted: their messages no longer reach you.`)
+  // Friend and blacklist events (docs/events.md) redraw the lists while shown.
+  const onSNS = what => { if (what === 'sns' && root.contains(friends)) load() }
+  app.listeners.add(onSNS)
   root.replaceChildren(h('div', { className: 'settings' },
     h('section', {}, h('h2', {}, 'My nick'), nickForm),
     h('section', {}, h('h2', {}, 'Friends'), friendForm, friends),
