@@ -269,6 +269,40 @@ test('friends-only: refused, befriended in settings, retried', async () => {
   }
 })
 
+// The server goes away and comes back: the page shows it is offline and
+// reconnecting, then online again with what was sent meanwhile.
+test('reconnection after a server restart, with a visible state', async () => {
+  const srv = await startDuet()
+  const open = async name => {
+    const ctx = await browser.newContext()
+    const page = await ctx.newPage()
+    await page.goto(srv.base + '/')
+    await page.fill('#login-user', name)
+    await page.keyboard.press('Enter')
+    await page.locator('#conn.online').waitFor({ timeout: T })
+    return { ctx, page }
+  }
+  try {
+    const uma = await open('uma')
+    const vic = await open('vic')
+    await openChat(uma.page, 'vic')
+    await send(uma.page, 'before the restart')
+    await vic.page.locator('.convs li[data-peer="uma"]').click()
+    await msg(vic.page, 'before the restart').waitFor({ timeout: T })
+    await srv.halt()
+    await uma.page.locator('#conn.offline', { hasText: 'reconnecting' }).waitFor({ timeout: T })
+    await vic.page.locator('#conn.offline').waitFor({ timeout: T })
+    await srv.run()
+    await uma.page.locator('#conn.online').waitFor({ timeout: 40000 })
+    await vic.page.locator('#conn.online').waitFor({ timeout: 40000 })
+    await send(uma.page, 'after the restart')
+    await msg(vic.page, 'after the restart').waitFor({ timeout: T })
+    await Promise.all([uma.ctx.close(), vic.ctx.close()])
+  } finally {
+    await srv.stop()
+  }
+})
+
 // History pages of messages sent within the same second: each page must
 // start right before the previous one's oldest message (LastMsgKey), not
 // skip the rest of its second.

@@ -33,16 +33,30 @@ export async function startDuet (extraArgs = []) {
   const [mqtt, ws, http] = [await freePort(), await freePort(), await freePort()]
   const args = ['serve', '--data', data, '--mqtt', `127.0.0.1:${mqtt}`, '--ws', `127.0.0.1:${ws}`,
     '--http', `127.0.0.1:${http}`, '--auto-accounts', '--log-level', 'warn', ...extraArgs]
-  const proc = spawn(duetBinary(), args, { stdio: ['ignore', 'inherit', 'inherit'] })
   const base = `http://127.0.0.1:${http}`
-  const deadline = Date.now() + 30000
-  for (;;) {
-    if (proc.exitCode !== null) throw new Error(`duet serve exited ${proc.exitCode}`)
-    try { if ((await fetch(base + '/healthz')).ok) break } catch {}
-    if (Date.now() > deadline) { proc.kill(); throw new Error('duet serve did not start') }
-    await new Promise(resolve => setTimeout(resolve, 100))
+  let proc
+  const run = async () => {
+    proc = spawn(duetBinary(), args, { stdio: ['ignore', 'inherit', 'inherit'] })
+    const deadline = Date.now() + 30000
+    for (;;) {
+      if (proc.exitCode !== null) throw new Error(`duet serve exited ${proc.exitCode}`)
+      try { if ((await fetch(base + '/healthz')).ok) break } catch {}
+      if (Date.now() > deadline) { proc.kill(); throw new Error('duet serve did not start') }
+      await new Promise(resolve => setTimeout(resolve, 100))
+    }
   }
+  const halt = async () => {
+    if (proc.exitCode === null) {
+      const exited = new Promise(resolve => proc.once('exit', resolve))
+      proc.kill('SIGTERM')
+      await exited
+    }
+  }
+  await run()
   return {
+    // halt stops the server, keeping its data and ports; run starts it again.
+    halt,
+    run,
     base,
     wsURL: `ws://127.0.0.1:${ws}/mqtt`,
     data,
@@ -52,11 +66,7 @@ export async function startDuet (extraArgs = []) {
       return (await r.json()).UserSig
     },
     async stop () {
-      if (proc.exitCode === null) {
-        const exited = new Promise(resolve => proc.once('exit', resolve))
-        proc.kill('SIGTERM')
-        await exited
-      }
+      await halt()
       rmSync(data, { recursive: true, force: true })
     }
   }
