@@ -303,6 +303,32 @@ test('reconnection after a server restart, with a visible state', async () => {
   }
 })
 
+// Elements other than text: a file upload becomes a download link that
+// works; location, custom and face elements show as text.
+test('files, locations, custom and face elements', async () => {
+  const wes = await person('wes')
+  const xia = await person('xia')
+  await openChat(wes.page, 'xia')
+  await wes.page.setInputFiles('#file-input', { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('meeting at noon\n') })
+  await xia.page.locator('.convs li[data-peer="wes"]').click()
+  const link = xia.page.locator('.msgs a', { hasText: 'notes.txt' })
+  await link.waitFor({ timeout: T })
+  const href = await link.getAttribute('href')
+  assert.equal(await xia.page.evaluate(async u => (await fetch(u)).text(), href), 'meeting at noon\n')
+  const s = new Session({ mqtt, url: duet.wsURL, userID: 'wes', userSig: await duet.userSig('wes'), deviceID: 'n1' })
+  await new Promise(resolve => { s.addEventListener('syncing', e => { if (!e.detail.syncing) resolve() }); s.connect() })
+  await s.sendMsg('xia', [
+    { MsgType: 'TIMLocationElem', MsgContent: { Desc: 'the station', Latitude: 48.8443, Longitude: 2.3744 } },
+    { MsgType: 'TIMCustomElem', MsgContent: { Data: '{"kind":"order"}', Desc: 'Order #42 shipped', Ext: '', Sound: '' } },
+    { MsgType: 'TIMFaceElem', MsgContent: { Index: 1, Data: '😉' } }
+  ])
+  await s.end()
+  const m = xia.page.locator('.msgs .msg', { hasText: 'the station' })
+  await m.waitFor({ timeout: T })
+  assert.match(await m.textContent(), /the station \(48\.8443, 2\.3744\).*Order #42 shipped.*😉/)
+  await Promise.all([wes.ctx.close(), xia.ctx.close()])
+})
+
 // History pages of messages sent within the same second: each page must
 // start right before the previous one's oldest message (LastMsgKey), not
 // skip the rest of its second.
