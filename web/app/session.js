@@ -119,13 +119,16 @@ export class Session extends EventTarget {
   }
 
   end () {
+    if (this.state === 'ended') return Promise.resolve()
     const wasUp = this.state !== 'refused' && this.state !== 'kicked'
+    const online = this.state === 'online'
     this._setState('ended')
     for (const [, p] of this.pending) { clearTimeout(p.timer); p.reject(new Error('session ended')) }
     this.pending.clear()
     clearTimeout(this.gapTimer)
     // A graceful DISCONNECT lets the server flush this device's cursor now.
-    return new Promise(resolve => this.client && wasUp ? this.client.end(false, {}, () => resolve()) : resolve())
+    // Not connected: stop the reconnect loop at once.
+    return new Promise(resolve => this.client && wasUp ? this.client.end(!online, {}, () => resolve()) : resolve())
   }
 
   // request publishes {service}/{command} and resolves with the reply when
