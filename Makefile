@@ -3,11 +3,32 @@
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test deps vet compose bench fuzz
+.PHONY: test deps vet compose bench fuzz web-test web-bench
 
 test: deps vet compose
 	go test -race -count=1 -timeout 20m ./...
+	$(MAKE) web-test
 	$(MAKE) fuzz
+
+# The web chat (web/, docs/web.md): the session layer's tests and the
+# Playwright suite in Debian's chromium, each against a real duet serve
+# built once here. Screenshots land in WEB_ARTIFACTS.
+WEB_ARTIFACTS ?= $(CURDIR)/web/test/artifacts
+web-test:
+	cd web/test && npm ci --no-audit --no-fund --loglevel=error
+	@mkdir -p $(WEB_ARTIFACTS)
+	go build -o $(WEB_ARTIFACTS)/duet .
+	cd web/test && DUET_BIN=$(WEB_ARTIFACTS)/duet ARTIFACTS=$(WEB_ARTIFACTS) node --test --test-timeout 300000 session.test.js browser.test.js
+	@rm -f $(WEB_ARTIFACTS)/duet
+	@echo "web chat screenshots and measurements: $(WEB_ARTIFACTS)"
+
+# A tab's memory after 10,000 messages scrolled back (about a minute).
+web-bench:
+	cd web/test && npm ci --no-audit --no-fund --loglevel=error
+	@mkdir -p $(WEB_ARTIFACTS)
+	go build -o $(WEB_ARTIFACTS)/duet .
+	cd web/test && DUET_BIN=$(WEB_ARTIFACTS)/duet node bench10k.js
+	@rm -f $(WEB_ARTIFACTS)/duet
 
 # Each fuzz target for a bounded time (FUZZTIME each). `go test` above
 # already ran their corpora (seeds in the code and testdata/fuzz/); a new
@@ -24,13 +45,18 @@ fuzz:
 	done
 
 # What the tests need: staticcheck, pinned (the version that builds with the
-# Go in go.mod); Debian's mosquitto-clients (an independent MQTT client) and
-# docker-compose (to validate docker-compose.yml).
+# Go in go.mod); Debian's mosquitto-clients (an independent MQTT client),
+# docker-compose (to validate docker-compose.yml), and chromium and Node.js
+# for the web chat's browser tests.
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(shell go env GOPATH)/bin/staticcheck
 deps:
 	@$(STATICCHECK) -version 2>/dev/null | grep -q '($(STATICCHECK_VERSION:v%=%))' || \
 		go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@command -v chromium >/dev/null || \
+		( $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium )
+	@command -v node >/dev/null && command -v npm >/dev/null || \
+		( $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nodejs npm )
 	@command -v mosquitto_pub >/dev/null && command -v mosquitto_sub >/dev/null || \
 		( $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto-clients )
 	@command -v docker-compose >/dev/null || \

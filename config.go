@@ -53,6 +53,8 @@ type Config struct {
 	MaxPending      int           `yaml:"max-pending" flag:"max-pending" usage:"MQTT connections not yet logged in allowed in all; more are closed at accept"`
 	HTTPReadTimeout time.Duration `yaml:"http-read-timeout" flag:"http-read-timeout" usage:"time an HTTP request (headers and body) may take to arrive"`
 
+	Web bool `yaml:"web" flag:"web" usage:"serve the web chat at / on the HTTP listener (docs/web.md)"`
+
 	Push         push.Config `yaml:"push"` // offline push vendors (docs/push.md)
 	FriendsOnly  bool        `yaml:"friends-only" flag:"friends-only" usage:"only friends may message each other (20009-20011)"`
 	BlacklistErr bool        `yaml:"blacklist-check-error" flag:"blacklist-check-error" usage:"a blacklisted sender gets 20007 instead of a silent 'sent'"`
@@ -97,6 +99,7 @@ func defaultConfig() Config {
 		PendingPerIP:    broker.DefaultPendingPerIP,
 		MaxPending:      broker.DefaultMaxPending,
 		HTTPReadTimeout: 30 * time.Second,
+		Web:             true,
 
 		RESTRate:        200,
 		CallbackFailure: "deliver",

@@ -35,6 +35,9 @@ func (s *server) routes() http.Handler {
 	mux.Handle("GET /debug/pprof/profile", loopbackOnly(http.HandlerFunc(pprof.Profile)))
 	mux.Handle("/v4/", s.rest)
 	mux.Handle("/media/", s.media.Handler())
+	if s.web != nil {
+		mux.Handle("/", s.web) // the web chat (web/, docs/web.md)
+	}
 	return mux
 }
 

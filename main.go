@@ -281,7 +281,8 @@ type server struct {
 	push   *push.Pusher
 	media  *mediaParts
 	log    *slog.Logger
-	lock   *dataLock // the data directory, held until Close
+	lock   *dataLock    // the data directory, held until Close
+	web    http.Handler // the web chat at / (web/); nil with --web=false
 }
 
 func start(cfg Config, log *slog.Logger) (*server, error) {
@@ -374,6 +375,7 @@ func start(cfg Config, log *slog.Logger) (*server, error) {
 	if err := s.broker.Serve(); err != nil {
 		return fail(err)
 	}
+	s.web = webHandler(cfg, key, s.broker.Addr("ws"))
 	if cfg.HTTP != "" {
 		ln, err := net.Listen("tcp", cfg.HTTP)
 		if err != nil {

@@ -164,6 +164,10 @@ func startGatewayServer(ctx context.Context, dir, listen string) (gatewayReport,
 		MultipartMaxParts: 10000,
 		Quiet:             true,
 		KeepAlive:         true,
+		// Browsers upload with the presigned PUT from another origin
+		// (the web chat, docs/web.md). The URL is the credential, so
+		// any origin may use it, as with MinIO's default.
+		CORSAllowOrigin: "*",
 	}
 	// The gateway's single-account IAM, given rather than left to
 	// versitygw: left to it, it prints "No IAM service configured, enabling
