@@ -37,6 +37,8 @@ func TestWebChatServed(t *testing.T) {
 			cfg := defaultConfig()
 			cfg.Data, cfg.MQTT, cfg.WS, cfg.HTTP = filepath.Join(t.TempDir(), "data"), "", "127.0.0.1:0", c.http
 			cfg.Secret, cfg.Web, cfg.AutoAccounts = "web-test", c.web, c.auto
+			// A wildcard HTTP address needs the URL devices reach it at.
+			cfg.MediaURL = "http://im.example.com:8080"
 			srv, err := start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			if err != nil {
 				t.Fatal(err)
