@@ -58,7 +58,7 @@ type Config struct {
 	FriendsOnly  bool        `yaml:"friends-only" flag:"friends-only" usage:"only friends may message each other (20009-20011)"`
 	BlacklistErr bool        `yaml:"blacklist-check-error" flag:"blacklist-check-error" usage:"a blacklisted sender gets 20007 instead of a silent 'sent'"`
 
-	// REST API and callbacks (rest/, command/callback.go).
+	// REST API and callbacks (rest/, command/callback.go, internal/callback).
 	RESTRate        int    `yaml:"rest-rate" flag:"rest-rate" usage:"REST calls per second per command (account batch commands get half; 60007 above it; -1 = unlimited)"`
 	CallbackURL     string `yaml:"callback-url" flag:"callback-url" usage:"app back-end URL for Tencent-style callbacks (empty: none)"`
 	CallbackToken   string `yaml:"callback-token" flag:"callback-token" usage:"callback signing token (adds Sign and RequestTime)"`

@@ -90,6 +90,12 @@ type Config struct {
 	MaxContacts int
 	// RecallWindow is how long a user may recall their own message.
 	RecallWindow time.Duration
+	// Callbacks sends the app back-end's callbacks (callback.go,
+	// internal/callback); nil: no callback URL, none are sent.
+	Callbacks Callbacks
+	// CallbackRefuse: when the before-send callback fails or times out,
+	// refuse the send with 80003 instead of delivering it unchanged.
+	CallbackRefuse bool
 }
 
 // DefaultConfig is the product's defaults.
@@ -129,9 +135,9 @@ type Service struct {
 	profV    map[string]uint64 // UserID → Profile.V of the cached SenderProfile: an older commit never replaces a newer
 	profGen  atomic.Uint64     // bumped by ForgetProfile: a load that spans one is not kept
 
-	kicker   Kicker     // account.go
-	presence Presence   // account.go
-	hooks    *callbacks // callback.go; nil when no callback URL
+	kicker   Kicker    // account.go
+	presence Presence  // account.go
+	hooks    Callbacks // Config.Callbacks (callback.go); nil when no callback URL
 }
 
 // New makes a Service. live may be nil until the broker exists (SetDeliverer).
@@ -160,6 +166,10 @@ func New(cfg Config, st *store.Store, log *slog.Logger) *Service {
 	s.registerAccounts()
 	s.registerImport()
 	s.registerRelations() // profile.go, sns.go, mute.go, batch.go
+	if cfg.Callbacks != nil {
+		s.hooks = cfg.Callbacks
+		s.OnWithdraw(func(m store.Message) { s.afterWithdraw(m.From, m.To, m.MsgKey) })
+	}
 	return s
 }
 

@@ -29,16 +29,20 @@
 //     locked directory, so two processes never race to write it);
 //  2. the store, opened with commitSinks as OnCommit and no sink yet: the
 //     store must exist before the parts that read it;
-//  3. the command layer over the store, with its callback settings;
-//  4. the pusher (its commands registered on the command layer; a recall
-//     withdraws a pending notification);
-//  5. media (registers itself as the command layer's media checker);
-//  6. the broker, which binds its listeners and creates delivery (Devices)
-//     and sets itself as the command layer's live deliverer;
+//  3. the callback workers (internal/callback), then the command layer
+//     over the store, given them;
+//  4. the broker, which binds its listeners (a busy port fails before
+//     anything slow starts), creates delivery (Devices) and sets itself as
+//     the command layer's live deliverer;
+//  5. the pusher, given the devices (it skips online ones); its commands
+//     are registered on the command layer, and a recall withdraws a
+//     pending notification;
+//  6. media (registers itself as the command layer's media checker; the
+//     embedded S3 gateway is a child process);
 //  7. the one real cycle, tied in one place: the command layer needs the
-//     broker's devices (kick, presence), the pusher needs them (skip
-//     online devices); then the commit sinks are attached, delivery first;
-//  8. the REST handler.
+//     broker's devices (kick, presence); then the commit sinks are
+//     attached, delivery first, then the pusher;
+//  8. the REST handler over the command layer.
 //
 // Start then starts the pusher's workers, the MQTT listeners, the web chat
 // handler (it names the bound WebSocket address) and the HTTP listener:

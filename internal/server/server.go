@@ -17,6 +17,7 @@ import (
 
 	"github.com/duet-im/duet/broker"
 	"github.com/duet-im/duet/command"
+	"github.com/duet-im/duet/internal/callback"
 	"github.com/duet-im/duet/push"
 	"github.com/duet-im/duet/rest"
 	"github.com/duet-im/duet/store"
@@ -97,19 +98,20 @@ type Config struct {
 // MQTT broker and the HTTP listener, assembled by New, run by Start and
 // stopped by Close. doc.go gives the order of each and why.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	lock   *DataLock
-	key    string
-	sinks  commitSinks
-	store  *store.Store
-	svc    *command.Service
-	push   *push.Pusher
-	media  *mediaParts
-	broker *broker.Broker
-	rest   http.Handler // /v4/, the REST API
-	web    http.Handler // the web chat at / (web/); nil when off
-	bcfg   broker.Config
+	cfg       Config
+	log       *slog.Logger
+	lock      *DataLock
+	key       string
+	sinks     commitSinks
+	store     *store.Store
+	svc       *command.Service
+	callbacks *callback.Pool // nil without a callback URL
+	push      *push.Pusher
+	media     *mediaParts
+	broker    *broker.Broker
+	rest      http.Handler // /v4/, the REST API
+	web       http.Handler // the web chat at / (web/); nil when off
+	bcfg      broker.Config
 
 	handler http.Handler // routes, built once by Handler
 	http    *http.Server
@@ -175,7 +177,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 
-	// 2. The command layer over the store.
+	// 2. The command layer over the store, with the callback workers
+	// (internal/callback) it hands the app back-end's callbacks to.
 	ccfg := command.DefaultConfig()
 	ccfg.SDKAppID = cfg.SDKAppID
 	if cfg.Admins != nil {
@@ -192,31 +195,19 @@ func New(cfg Config) (*Server, error) {
 		ccfg.MaxContacts = cfg.MaxContacts
 	}
 	ccfg.FriendCheck, ccfg.BlacklistError = cfg.FriendsOnly, cfg.BlacklistErr
+	ccfg.CallbackRefuse = cfg.CallbackRefuse
+	if cfg.CallbackURL != "" {
+		s.callbacks = callback.New(callback.Config{URL: cfg.CallbackURL, Token: cfg.CallbackToken, SDKAppID: cfg.SDKAppID, Log: log})
+		ccfg.Callbacks = s.callbacks
+	}
 	if cfg.Command != nil {
 		cfg.Command(&ccfg)
 	}
 	s.svc = command.New(ccfg, s.store, log)
-	s.svc.SetCallbacks(command.CallbackConfig{URL: cfg.CallbackURL, Token: cfg.CallbackToken, RefuseOnFailure: cfg.CallbackRefuse})
 
-	// 3. Offline push: its commands join the command layer; a recall
-	// withdraws a notification not yet sent.
-	pusher, err := push.New(push.Options{Config: cfg.Push, Store: s.store, Log: log, Badge: push.UnreadBadge(s.store), HTTPClient: cfg.PushHTTPClient})
-	if err != nil {
-		return fail(err)
-	}
-	s.push = pusher
-	pusher.Register(s.svc)
-	s.svc.OnWithdraw(func(m store.Message) { pusher.Withdrawn(m.To, m.MsgKey) })
-
-	// 4. Media (it registers itself as the command layer's media checker).
-	if !cfg.NoMedia {
-		if s.media, err = startMedia(cfg, key, s.svc, s.store, log); err != nil {
-			return fail(err)
-		}
-	}
-
-	// 5. The broker: the MQTT transport and delivery (broker.Devices). It
-	// binds its listeners here; nothing is accepted before Start.
+	// 3. The broker: the MQTT transport and delivery (broker.Devices). It
+	// binds its listeners here (a busy port fails before anything slow
+	// starts); nothing is accepted before Start.
 	s.bcfg = broker.Config{
 		MQTTAddr: cfg.MQTT, WSAddr: cfg.WS, TLSAddr: cfg.TLS, TLS: cfg.TLSConfig,
 		SDKAppID: cfg.SDKAppID, Key: key, AutoAccounts: cfg.AutoAccounts,
@@ -239,19 +230,38 @@ func New(cfg Config) (*Server, error) {
 	}
 	devices := s.broker.Devices
 
+	// 4. Offline push, told of the devices online (it skips them): its
+	// commands join the command layer; a recall withdraws a notification
+	// not yet sent.
+	pusher, err := push.New(push.Options{Config: cfg.Push, Store: s.store, Log: log, Badge: push.UnreadBadge(s.store),
+		HTTPClient: cfg.PushHTTPClient, Presence: devices})
+	if err != nil {
+		return fail(err)
+	}
+	s.push = pusher
+	pusher.Register(s.svc)
+	s.svc.OnWithdraw(func(m store.Message) { pusher.Withdrawn(m.To, m.MsgKey) })
+
+	// 5. Media (it registers itself as the command layer's media checker).
+	if !cfg.NoMedia {
+		if s.media, err = startMedia(cfg, key, s.svc, s.store, log); err != nil {
+			return fail(err)
+		}
+	}
+
 	// 6. The one real cycle: the command layer serves the broker's
-	// requests, and it needs the broker's devices back — to deliver live
+	// requests, and it needs the broker's devices back: to deliver live
 	// events (broker.New set that: svc.SetDeliverer), to kick (through the
 	// pusher, which drops a kicked device's token) and to tell who is
-	// online; the pusher needs them to skip devices that are online. All of
-	// it is tied here, before Start lets a request in.
+	// online. The command layer is built first, so these are set here, in
+	// one place, before Start lets a request in.
 	s.svc.SetKicker(pusher.Kicker(devices))
 	s.svc.SetPresence(devices)
-	pusher.SetPresence(devices)
-	// 7. The store-to-delivery hand-off: a synced commit goes to the devices,
-	// then to the pusher.
+	// 7. The store-to-delivery hand-off: a synced commit goes to the
+	// devices, then to the pusher.
 	s.sinks.attach(devices.Committed, pusher.Committed)
 
+	// 8. The REST transport over the command layer.
 	s.rest = rest.New(rest.Config{Service: s.svc, Key: key, KickedAt: s.store.KickedAt, Rate: cfg.RESTRate, Log: log})
 	return s, nil
 }
@@ -295,8 +305,8 @@ func (s *Server) Close() error {
 	if s.broker != nil {
 		err = s.broker.Close()
 	}
-	if s.svc != nil {
-		s.svc.CloseCallbacks()
+	if s.callbacks != nil {
+		s.callbacks.Close()
 	}
 	if s.push != nil {
 		s.push.Close() // before the store: its queue is there
