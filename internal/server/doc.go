@@ -32,16 +32,16 @@
 //  3. the callback workers (internal/callback), then the command layer
 //     over the store, given them;
 //  4. the broker, which binds its listeners (a busy port fails before
-//     anything slow starts), creates delivery (Devices) and sets itself as
-//     the command layer's live deliverer;
+//     anything slow starts) and creates delivery (Devices);
 //  5. the pusher, given the devices (it skips online ones); its commands
 //     are registered on the command layer, and a recall withdraws a
 //     pending notification;
 //  6. media (registers itself as the command layer's media checker; the
 //     embedded S3 gateway is a child process);
-//  7. the one real cycle, tied in one place: the command layer needs the
-//     broker's devices (kick, presence); then the commit sinks are
-//     attached, delivery first, then the pusher;
+//  7. the one real cycle, tied in one place (command.Service.Connect):
+//     the command layer needs the broker's devices (live delivery, kick,
+//     presence); then the commit sinks are attached, delivery first, then
+//     the pusher;
 //  8. the REST handler over the command layer.
 //
 // Start then starts the pusher's workers, the MQTT listeners, the web chat

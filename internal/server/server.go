@@ -251,12 +251,11 @@ func New(cfg Config) (*Server, error) {
 
 	// 6. The one real cycle: the command layer serves the broker's
 	// requests, and it needs the broker's devices back: to deliver live
-	// events (broker.New set that: svc.SetDeliverer), to kick (through the
-	// pusher, which drops a kicked device's token) and to tell who is
-	// online. The command layer is built first, so these are set here, in
-	// one place, before Start lets a request in.
-	s.svc.SetKicker(pusher.Kicker(devices))
-	s.svc.SetPresence(devices)
+	// events and resyncs, to kick (through the pusher, which drops a kicked
+	// device's token) and to tell who is online. The command layer is
+	// built first, so it is given the devices here, once, before Start
+	// lets a request in.
+	s.svc.Connect(command.Devices{Live: devices, Kicker: pusher.Kicker(devices), Presence: devices})
 	// 7. The store-to-delivery hand-off: a synced commit goes to the
 	// devices, then to the pusher.
 	s.sinks.attach(devices.Committed, pusher.Committed)
