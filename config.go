@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/duet-im/duet/broker"
+	"github.com/duet-im/duet/internal/server"
 	"github.com/duet-im/duet/media"
 	"github.com/duet-im/duet/push"
 )
@@ -59,7 +58,7 @@ type Config struct {
 	FriendsOnly  bool        `yaml:"friends-only" flag:"friends-only" usage:"only friends may message each other (20009-20011)"`
 	BlacklistErr bool        `yaml:"blacklist-check-error" flag:"blacklist-check-error" usage:"a blacklisted sender gets 20007 instead of a silent 'sent'"`
 
-	// REST API and callbacks (rest/, command/callback.go).
+	// REST API and callbacks (rest/, command/callback.go, internal/callback).
 	RESTRate        int    `yaml:"rest-rate" flag:"rest-rate" usage:"REST calls per second per command (account batch commands get half; 60007 above it; -1 = unlimited)"`
 	CallbackURL     string `yaml:"callback-url" flag:"callback-url" usage:"app back-end URL for Tencent-style callbacks (empty: none)"`
 	CallbackToken   string `yaml:"callback-token" flag:"callback-token" usage:"callback signing token (adds Sign and RequestTime)"`
@@ -254,7 +253,7 @@ func (c Config) Validate() error {
 	if _, err := media.ParseLimits(c.MediaLimits); err != nil {
 		return fmt.Errorf("media-limits: %w", err)
 	}
-	if _, err := mediaURL(c); err != nil {
+	if _, err := server.MediaURL(c.MediaURL, c.HTTP); err != nil {
 		return err
 	}
 	return nil
@@ -289,34 +288,7 @@ func (c Config) existingSecret() (string, error) {
 }
 
 // secretKey returns the configured secret, or the one kept in the data
-// directory, generating it (mode 0600) on first start.
+// directory, generating it on first start (server.SecretKey).
 func (c Config) secretKey(log *slog.Logger) (string, error) {
-	if c.Secret != "" {
-		return c.Secret, nil
-	}
-	path := filepath.Join(c.Data, "secret.key")
-	raw, err := os.ReadFile(path)
-	if err == nil {
-		// An empty HMAC key would let anyone sign a UserSig for any account.
-		if key := strings.TrimSpace(string(raw)); key != "" {
-			return key, nil
-		}
-		return "", fmt.Errorf("%s is empty (an interrupted first start?): delete it to generate a new key, or set --secret", path)
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return "", err
-	}
-	if err := os.MkdirAll(c.Data, 0o700); err != nil {
-		return "", err
-	}
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	key := hex.EncodeToString(b)
-	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
-		return "", err
-	}
-	log.Info("generated a UserSig secret key", "path", path)
-	return key, nil
+	return server.SecretKey(c.Data, c.Secret, log)
 }

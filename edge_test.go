@@ -126,7 +126,7 @@ func edgeChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fdlimit.Ready(srv.broker.Addr("tcp"), srv.httpLn.Addr(), limit)
+	fdlimit.Ready(srv.Broker().Addr("tcp"), srv.HTTPAddr(), limit)
 }
 
 // Slowloris on HTTP: headers or a body dribbled a byte at a time are cut off
@@ -141,7 +141,7 @@ func TestHTTPSlowloris(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	addr := srv.httpLn.Addr().String()
+	addr := srv.HTTPAddr()
 	sig, err := usersig.Gen(1400000000, edgeSecret, "administrator", 3600, time.Now())
 	if err != nil {
 		t.Fatal(err)

@@ -22,7 +22,7 @@ func TestProfilesAreLoopbackOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	h := srv.routes()
+	h := srv.Handler()
 	for _, c := range []struct {
 		path, remote string
 		want         int

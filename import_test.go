@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/duet-im/duet/internal/server"
 	"io"
 	"log/slog"
 	"os"
@@ -21,7 +22,7 @@ import (
 
 // startImportTarget runs a server in dir with accounts alice and bob, at
 // rate REST calls per second (0: the default).
-func startImportTarget(t *testing.T, dir string, rate int) (*server, Config) {
+func startImportTarget(t *testing.T, dir string, rate int) (*server.Server, Config) {
 	t.Helper()
 	cfg := defaultConfig()
 	cfg.Data, cfg.MQTT, cfg.WS, cfg.HTTP = filepath.Join(dir, "data"), "127.0.0.1:0", "", "127.0.0.1:0"
@@ -35,7 +36,7 @@ func startImportTarget(t *testing.T, dir string, rate int) (*server, Config) {
 	}
 	t.Cleanup(func() { srv.Close() })
 	for _, u := range []string{"alice", "bob"} {
-		if _, err := srv.store.ImportAccount(store.Account{UserID: u}); err != nil {
+		if _, err := srv.Store().ImportAccount(store.Account{UserID: u}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -74,7 +75,7 @@ func TestImportToolResumesAfterKill(t *testing.T) {
 	if err := os.WriteFile(file, in.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"import", "--url", "http://" + srv.httpLn.Addr().String(), "--secret", cfg.Secret, "--admins", "administrator", "--workers", "4", file}
+	args := []string{"import", "--url", "http://" + srv.HTTPAddr(), "--secret", cfg.Secret, "--admins", "administrator", "--workers", "4", file}
 
 	// First run: killed once it has durably recorded some progress.
 	first := exec.Command(bin, args...)
@@ -129,12 +130,12 @@ func TestImportToolResumesAfterKill(t *testing.T) {
 
 	// Every valid line is in bob's timeline exactly once: the real-time
 	// mode appends one event per new message, and replays append nothing.
-	if seq, _ := srv.store.LastSeq("bob"); seq != n-1 {
+	if seq, _ := srv.Store().LastSeq("bob"); seq != n-1 {
 		t.Fatalf("bob's timeline has %d events, want %d (no duplicates, no gaps)", seq, n-1)
 	}
 	for _, i := range []int{1, int(atKill.Line), n} {
 		key := fmt.Sprintf("%d_%d_%d", i, 7000+i, base+int64(i))
-		if _, err := srv.store.GetMessage("alice", "bob", key); err != nil {
+		if _, err := srv.Store().GetMessage("alice", "bob", key); err != nil {
 			t.Fatalf("line %d (%s) not in history: %v", i, key, err)
 		}
 	}
@@ -148,7 +149,7 @@ func TestImportToolResumesAfterKill(t *testing.T) {
 	if !strings.Contains(out.String(), fmt.Sprintf("lines %d, imported 0, duplicates %d, failed 1", n, n-1)) {
 		t.Fatalf("re-import: %s", out.String())
 	}
-	if seq, _ := srv.store.LastSeq("bob"); seq != n-1 {
+	if seq, _ := srv.Store().LastSeq("bob"); seq != n-1 {
 		t.Fatalf("re-import added events: %d", seq)
 	}
 }
@@ -197,7 +198,7 @@ func TestImportRetriesFixedLines(t *testing.T) {
 	}
 	run := func() (string, error) {
 		var out bytes.Buffer
-		cmd := exec.Command(bin, "import", "--url", "http://"+srv.httpLn.Addr().String(), "--secret", cfg.Secret,
+		cmd := exec.Command(bin, "import", "--url", "http://"+srv.HTTPAddr(), "--secret", cfg.Secret,
 			"--admins", "administrator", "--quiet", file)
 		cmd.Stdout, cmd.Stderr = &out, &out
 		err := cmd.Run()
@@ -208,7 +209,7 @@ func TestImportRetriesFixedLines(t *testing.T) {
 	if err == nil || !strings.Contains(out, "imported 6, duplicates 0, failed 1") || !strings.Contains(out, "line 4: ") {
 		t.Fatalf("first run (err %v):\n%s", err, out)
 	}
-	if seq, _ := srv.store.LastSeq("bob"); seq != 5 {
+	if seq, _ := srv.Store().LastSeq("bob"); seq != 5 {
 		t.Fatalf("bob has %d events after the first run, want 5", seq)
 	}
 
@@ -222,11 +223,11 @@ func TestImportRetriesFixedLines(t *testing.T) {
 	if !strings.Contains(out, "imported 1,") || !strings.Contains(out, "failed 0") {
 		t.Fatalf("run after the fix did not import the fixed line:\n%s", out)
 	}
-	if seq, _ := srv.store.LastSeq("bob"); seq != 6 {
+	if seq, _ := srv.Store().LastSeq("bob"); seq != 6 {
 		t.Fatalf("bob has %d events after the fix, want 6", seq)
 	}
 	key := fmt.Sprintf("%d_%d_%d", 3, 103, base+3)
-	if _, err := srv.store.GetMessage("alice", "bob", key); err != nil {
+	if _, err := srv.Store().GetMessage("alice", "bob", key); err != nil {
 		t.Fatalf("the fixed line is not in history: %v", err)
 	}
 	// A third run has nothing left to do.

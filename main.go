@@ -11,15 +11,12 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"math"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -31,10 +28,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/duet-im/duet/broker"
 	"github.com/duet-im/duet/command"
-	"github.com/duet-im/duet/push"
-	"github.com/duet-im/duet/rest"
+	"github.com/duet-im/duet/internal/server"
 	"github.com/duet-im/duet/store"
 	"github.com/duet-im/duet/usersig"
 )
@@ -270,214 +265,40 @@ func serveCmd(args []string) error {
 	return srv.Close()
 }
 
-// server is a running Duet: store, command layer, broker and HTTP.
-type server struct {
-	store  *store.Store
-	svc    *command.Service
-	broker *broker.Broker
-	http   *http.Server
-	httpLn net.Listener
-	rest   http.Handler // /v4/, the REST API
-	push   *push.Pusher
-	media  *mediaParts
-	log    *slog.Logger
-	lock   *dataLock    // the data directory, held until Close
-	web    http.Handler // the web chat at / (web/); nil with --web=false
-}
-
-func start(cfg Config, log *slog.Logger) (*server, error) {
-	if abs, err := filepath.Abs(cfg.Data); err == nil {
-		cfg.Data = abs // logs and error messages name it in full
-	}
+// start builds and starts the server cfg describes (internal/server owns
+// the assembly; main only maps its settings onto server.Config).
+func start(cfg Config, log *slog.Logger) (*server.Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	lock, err := lockData(cfg.Data)
+	srv, err := server.New(cfg.serverConfig(log))
 	if err != nil {
 		return nil, err
 	}
-	key, err := cfg.secretKey(log)
-	if err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("secret: %w", err)
-	}
-	s := &server{log: log, lock: lock}
-	var devices *broker.Devices
-	var pusher *push.Pusher
-	st, err := store.Open(filepath.Join(cfg.Data, "store"), store.Options{
-		Logger:     log,
-		SweepEvery: time.Minute,
-		OnCommit: func(evs []store.Appended) {
-			if devices != nil {
-				devices.Committed(evs)
-			}
-			if pusher != nil {
-				pusher.Committed(evs)
-			}
-		},
-	})
-	if err != nil {
-		lock.Close()
+	if err := srv.Start(); err != nil {
+		srv.Close()
 		return nil, err
 	}
-	s.store = st
-	// From here on, a failure stops whatever was started.
-	fail := func(err error) (*server, error) {
-		s.Close()
-		return nil, err
-	}
-	ccfg := command.DefaultConfig()
-	ccfg.SDKAppID = cfg.SDKAppID
-	ccfg.Admins = cfg.adminList()
-	ccfg.AutoAccounts = cfg.AutoAccounts
-	ccfg.MaxLifeTime = cfg.MaxLifeTime
-	ccfg.RecallWindow = cfg.RecallWindow
-	ccfg.MaxContacts = cfg.MaxContacts
-	ccfg.FriendCheck, ccfg.BlacklistError = cfg.FriendsOnly, cfg.BlacklistErr
-	s.svc = command.New(ccfg, st, log)
-	if pusher, err = push.New(push.Options{Config: cfg.Push, Store: st, Log: log, Badge: push.UnreadBadge(st)}); err != nil {
-		return fail(err)
-	}
-	pusher.Register(s.svc)
-	s.svc.OnWithdraw(func(m store.Message) { pusher.Withdrawn(m.To, m.MsgKey) })
-	s.push = pusher
-
-	bcfg := broker.Config{
-		MQTTAddr: cfg.MQTT, WSAddr: cfg.WS, TLSAddr: cfg.TLS,
-		SDKAppID: cfg.SDKAppID, Key: key, AutoAccounts: cfg.AutoAccounts,
-		Window: cfg.Window, MaxRequest: cfg.MaxRequest, Log: log,
-		KickedAt: st.KickedAt, OnState: s.svc.StateChanged,
-		ConnectTimeout: cfg.ConnectTimeout, PendingPerIP: cfg.PendingPerIP, MaxPending: cfg.MaxPending,
-	}
-	if cfg.TLS != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-		if err != nil {
-			return fail(fmt.Errorf("tls: %w", err))
-		}
-		bcfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	}
-	if s.media, err = startMedia(cfg, key, s.svc, st, log); err != nil {
-		return fail(err)
-	}
-	s.broker, err = broker.New(bcfg, s.svc, st)
-	if err != nil {
-		return fail(busyPort(err, cfg))
-	}
-	devices = s.broker.Devices
-	s.svc.SetKicker(pusher.Kicker(devices))
-	pusher.SetPresence(devices)
-	if err := pusher.Start(); err != nil {
-		return fail(err)
-	}
-	s.svc.SetPresence(devices)
-	s.svc.SetCallbacks(command.CallbackConfig{URL: cfg.CallbackURL, Token: cfg.CallbackToken, RefuseOnFailure: cfg.CallbackFailure == "refuse"})
-	s.rest = rest.New(rest.Config{Service: s.svc, Key: key, KickedAt: st.KickedAt, Rate: cfg.RESTRate, Log: log})
-	if err := s.broker.Serve(); err != nil {
-		return fail(err)
-	}
-	s.web = webHandler(cfg, key, s.broker.Addr("ws"))
-	if cfg.HTTP != "" {
-		ln, err := net.Listen("tcp", cfg.HTTP)
-		if err != nil {
-			return fail(busyPort(fmt.Errorf("http: %w", err), cfg))
-		}
-		s.httpLn = ln
-		s.http = s.httpServer(cfg)
-		go s.http.Serve(ln)
-	}
-	s.logStarted(cfg)
-	return s, nil
+	return srv, nil
 }
 
-// Close stops accepting work, disconnects devices, then closes the store.
-func (s *server) Close() error {
-	if s.http != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		s.http.Shutdown(ctx)
-		cancel()
+// serverConfig maps the settings onto the server's.
+func (c Config) serverConfig(log *slog.Logger) server.Config {
+	return server.Config{
+		Data: c.Data, Secret: c.Secret, Version: versionLine(),
+		MQTT: c.MQTT, WS: c.WS, TLS: c.TLS, TLSCert: c.TLSCert, TLSKey: c.TLSKey, HTTP: c.HTTP,
+		SDKAppID: c.SDKAppID, Admins: append([]string{}, c.adminList()...), AutoAccounts: c.AutoAccounts,
+		Window: c.Window, MaxRequest: c.MaxRequest, MaxLifeTime: c.MaxLifeTime, RecallWindow: c.RecallWindow,
+		MaxContacts: c.MaxContacts, FriendsOnly: c.FriendsOnly, BlacklistErr: c.BlacklistErr,
+		ConnectTimeout: c.ConnectTimeout, PendingPerIP: c.PendingPerIP, MaxPending: c.MaxPending,
+		HTTPReadTimeout: c.HTTPReadTimeout, Web: c.Web, Push: c.Push,
+		RESTRate: c.RESTRate, CallbackURL: c.CallbackURL, CallbackToken: c.CallbackToken,
+		CallbackRefuse: c.CallbackFailure == "refuse", StoreSweepEvery: time.Minute,
+		S3Endpoint: c.S3Endpoint, S3AccessKey: c.S3AccessKey, S3SecretKey: c.S3SecretKey, S3Bucket: c.S3Bucket,
+		S3Secure: c.S3Secure, S3PublicEndpoint: c.S3PublicEndpoint, MediaURL: c.MediaURL, MediaLimits: c.MediaLimits,
+		MediaCleanAfter: c.MediaCleanAfter, MediaLinkTTL: c.MediaLinkTTL, MediaLocalOnly: c.MediaLocalOnly,
+		Log: log,
 	}
-	var err error
-	if s.broker != nil {
-		err = s.broker.Close()
-	}
-	if s.svc != nil {
-		s.svc.CloseCallbacks()
-	}
-	if s.push != nil {
-		s.push.Close() // before the store: its queue is there
-	}
-	err = errors.Join(err, s.media.Close())
-	err = errors.Join(err, s.store.Close())
-	return errors.Join(err, s.lock.Close())
-}
-
-// busyPort turns a listener's "address already in use" into what to do
-// about it: which listener, its address, and the flag that moves it.
-func busyPort(err error, cfg Config) error {
-	var op *net.OpError
-	if !errors.Is(err, syscall.EADDRINUSE) || !errors.As(err, &op) || op.Addr == nil {
-		return err
-	}
-	addr := op.Addr.String()
-	for _, l := range []struct{ what, flag, addr string }{
-		{"MQTT", "--mqtt", cfg.MQTT}, {"MQTT over TLS", "--tls", cfg.TLS},
-		{"MQTT over WebSocket", "--ws", cfg.WS}, {"HTTP", "--http", cfg.HTTP},
-	} {
-		if l.addr != "" && sameAddr(l.addr, addr) {
-			return fmt.Errorf("the %s listener's address %s is in use by another process: stop that process or change %s", l.what, l.addr, l.flag)
-		}
-	}
-	return fmt.Errorf("%w: stop the process that holds %s or change the listener's address", err, addr)
-}
-
-// sameAddr reports whether configured address a names bound address b
-// (a may leave the host empty or name it by name).
-func sameAddr(a, b string) bool {
-	ah, ap, err1 := net.SplitHostPort(a)
-	bh, bp, err2 := net.SplitHostPort(b)
-	if err1 != nil || err2 != nil || ap != bp {
-		return false
-	}
-	return ah == bh || ah == "" || ah == "localhost" || net.ParseIP(bh).IsUnspecified() || net.ParseIP(ah).Equal(net.ParseIP(bh))
-}
-
-// logStarted is the start-up line: what a user needs to reach the server
-// and to know how it is set up.
-func (s *server) logStarted(cfg Config) {
-	off := func(a string) string {
-		if a == "" {
-			return "off"
-		}
-		return a
-	}
-	secret := filepath.Join(cfg.Data, "secret.key")
-	if cfg.Secret != "" {
-		secret = "--secret"
-	}
-	var vendors []string
-	pv := reflect.ValueOf(cfg.Push)
-	for i := 0; i < pv.NumField(); i++ {
-		if f := pv.Field(i); f.Kind() == reflect.Pointer && !f.IsNil() {
-			name, _, _ := strings.Cut(pv.Type().Field(i).Tag.Get("yaml"), ",")
-			vendors = append(vendors, name)
-		}
-	}
-	pushes := "none"
-	if len(vendors) > 0 {
-		pushes = strings.Join(vendors, ",")
-	}
-	mediaStore := "embedded S3 in " + filepath.Join(cfg.Data, "s3")
-	if cfg.S3Endpoint != "" {
-		mediaStore = "S3 " + cfg.S3Endpoint
-	}
-	httpAddr := ""
-	if s.httpLn != nil {
-		httpAddr = s.httpLn.Addr().String()
-	}
-	s.log.Info("duet started", "version", versionLine(),
-		"mqtt", off(s.broker.Addr("tcp")), "ws", off(s.broker.Addr("ws")), "tls", off(s.broker.Addr("tls")),
-		"http", off(httpAddr), "data", cfg.Data, "secret", secret, "sdkappid", cfg.SDKAppID,
-		"auto-accounts", cfg.AutoAccounts, "friends-only", cfg.FriendsOnly, "push", pushes, "media", mediaStore)
 }
 
 func usersigCmd(args []string) error {
@@ -523,7 +344,7 @@ func accountImportCmd(args []string) error {
 			return fmt.Errorf("invalid UserID %q: 1–32 bytes of A-Z a-z 0-9 _ - @ .", u)
 		}
 	}
-	lock, err := lockData(cfg.Data)
+	lock, err := server.LockData(cfg.Data)
 	if err != nil {
 		return fmt.Errorf("%w (stop it, or use the REST API)", err)
 	}

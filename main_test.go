@@ -68,7 +68,7 @@ func TestStartFailureReleasesEverything(t *testing.T) {
 		t.Fatalf("second start on the same data directory: %v", err)
 	}
 	defer srv.Close()
-	resp, err := http.Get("http://" + srv.httpLn.Addr().String() + "/healthz")
+	resp, err := http.Get("http://" + srv.HTTPAddr() + "/healthz")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/duet-im/duet/internal/server"
 	"image"
 	"image/png"
 	"io"
@@ -121,7 +122,7 @@ func TestGatewayLeavesWorkingDirectory(t *testing.T) {
 // startOnLoopback runs the real server with its media defaults (the
 // embedded S3 gateway), MQTT and HTTP on loopback ports, and returns it with
 // its configuration and HTTP address.
-func startOnLoopback(t *testing.T, secret string) (*server, Config, string) {
+func startOnLoopback(t *testing.T, secret string) (*server.Server, Config, string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -193,7 +194,7 @@ func TestWildcardHTTPNeedsMediaURL(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer srv.Close()
-			_, port, _ := net.SplitHostPort(srv.httpLn.Addr().String())
+			_, port, _ := net.SplitHostPort(srv.HTTPAddr())
 			tk := restAdmin(t, cfg, "127.0.0.1:"+port, "media/apply_upload", map[string]any{"Type": "file", "Size": 5})
 			req, _ := http.NewRequest("PUT", tk["UploadUrl"].(string), strings.NewReader("hello"))
 			req.Header.Set("Content-Type", "application/octet-stream")
@@ -228,7 +229,7 @@ func TestAdminExternalMediaOverMQTT(t *testing.T) {
 		t.Helper()
 		sig, _ := usersig.Gen(cfg.SDKAppID, cfg.Secret, user, 3600, time.Now())
 		got := make(chan []byte, 16)
-		c := pahov3.NewClient(pahov3.NewClientOptions().AddBroker("tcp://" + srv.broker.Addr("tcp")).
+		c := pahov3.NewClient(pahov3.NewClientOptions().AddBroker("tcp://" + srv.Broker().Addr("tcp")).
 			SetClientID(user + ":test").SetUsername(user).SetPassword(sig).SetCleanSession(true).SetAutoReconnect(false))
 		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 			t.Fatalf("%s connect: %v", user, tok.Error())

@@ -44,7 +44,7 @@ func TestWebChatServed(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer srv.Close()
-			_, port, _ := net.SplitHostPort(srv.httpLn.Addr().String())
+			_, port, _ := net.SplitHostPort(srv.HTTPAddr())
 			base := "http://127.0.0.1:" + port
 			get := func(path string) (int, string) {
 				t.Helper()
@@ -102,7 +102,7 @@ func TestWebChatServed(t *testing.T) {
 				if err := json.Unmarshal([]byte(body), &wc); code != 200 || err != nil {
 					t.Fatalf("config.json: %d %v %s", code, err, body)
 				}
-				if _, wsPort, _ := net.SplitHostPort(srv.broker.Addr("ws")); wc.WSPort != wsPort || wc.WSPath != "/mqtt" || wc.DevLogin != c.devLogin {
+				if _, wsPort, _ := net.SplitHostPort(srv.Broker().Addr("ws")); wc.WSPort != wsPort || wc.WSPath != "/mqtt" || wc.DevLogin != c.devLogin {
 					t.Errorf("config.json %+v, want WSPort %s, DevLogin %v", wc, wsPort, c.devLogin)
 				}
 			}
@@ -140,7 +140,7 @@ func TestWebChatServed(t *testing.T) {
 			r := httptest.NewRequest(http.MethodPost, "/web/dev-login", strings.NewReader(`{"UserID":"alice"}`))
 			r.RemoteAddr = "203.0.113.7:40000"
 			w := httptest.NewRecorder()
-			srv.routes().ServeHTTP(w, r)
+			srv.Handler().ServeHTTP(w, r)
 			if w.Code != http.StatusNotFound {
 				t.Errorf("dev-login from a remote address: %d", w.Code)
 			}

@@ -122,8 +122,9 @@ func New(cfg Config, svc *command.Service, st *store.Store) (*Broker, error) {
 		SysTopicResendInterval: math.MaxInt32,
 	})
 	b := &Broker{Server: server, cfg: cfg, stop: make(chan struct{})}
+	// The command layer gets b.Devices from whoever assembles the two
+	// (svc.Connect in internal/server): the cycle is tied in one place.
 	b.Devices = newDevices(st, cfg.Log, cfg.Window)
-	svc.SetDeliverer(b.Devices)
 
 	if err := server.AddHook(hooks.NewAuth(server, hooks.AuthConfig{
 		SDKAppID: cfg.SDKAppID, Key: cfg.Key, Accounts: st, AutoAccounts: cfg.AutoAccounts,

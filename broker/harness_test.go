@@ -22,6 +22,7 @@ import (
 
 	"github.com/duet-im/duet/broker"
 	"github.com/duet-im/duet/command"
+	srvpkg "github.com/duet-im/duet/internal/server"
 	"github.com/duet-im/duet/store"
 	"github.com/duet-im/duet/usersig"
 )
@@ -37,17 +38,18 @@ type testClock struct{ offset atomic.Int64 }
 func (c *testClock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
 func (c *testClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
 
-// checkFor polls f until it returns nil or the deadline passes.
+// testServer is a Duet assembled by internal/server, as main runs it
+// (without media and HTTP unless a test asks).
 type testServer struct {
 	t      testing.TB
 	dir    string
+	srv    *srvpkg.Server
 	store  *store.Store
 	svc    *command.Service
 	broker *broker.Broker
 	addr   string
 	ws     string
 	opts   serverOpts
-	push   pushHook
 }
 
 type serverOpts struct {
@@ -55,12 +57,14 @@ type serverOpts struct {
 	window       int
 	maxRequest   int
 	clock        func() time.Time
-	command      func(*command.Config)                         // adjusts command settings (send policy switches)
-	push         func(*store.Store, *command.Service) pushHook // wires an offline pusher (push_test.go)
-	media        func(*store.Store, *command.Service)          // wires the media service (media_test.go)
-	websocket    bool                                          // also listen for MQTT over WebSocket
-	broker       func(*broker.Config)                          // adjusts broker settings (listen_test.go)
-	log          *slog.Logger                                  // the server's log, for a test that reads it
+	command      func(*command.Config) // adjusts command settings (send policy switches)
+	websocket    bool                  // also listen for MQTT over WebSocket
+	broker       func(*broker.Config)  // adjusts broker settings (listen_test.go)
+	log          *slog.Logger          // the server's log, for a test that reads it
+	// server adjusts the rest of the server's settings (push vendors, media,
+	// callbacks); started is told of every start (and restart).
+	server  func(*srvpkg.Config)
+	started func(*srvpkg.Server)
 }
 
 func startServer(t testing.TB, o serverOpts) *testServer {
@@ -73,8 +77,6 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 
 func (s *testServer) start() {
 	t := s.t
-	var devices atomic.Pointer[broker.Devices]
-	var ph pushHook
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -82,59 +84,30 @@ func (s *testServer) start() {
 	if s.opts.log != nil {
 		log = s.opts.log
 	}
-	st, err := store.Open(s.dir, store.Options{
-		Logger: log,
-		Clock:  s.opts.clock,
-		OnCommit: func(evs []store.Appended) {
-			if d := devices.Load(); d != nil {
-				d.Committed(evs)
-			}
-			if ph != nil {
-				ph.Committed(evs)
-			}
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := command.DefaultConfig()
-	cfg.SDKAppID = testAppID
-	if s.opts.command != nil {
-		s.opts.command(&cfg)
-	}
-	svc := command.New(cfg, st, log)
-	if s.opts.push != nil {
-		ph = s.opts.push(st, svc)
-	}
-	if s.opts.media != nil {
-		s.opts.media(st, svc)
-	}
 	addr := s.addr
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	bcfg := broker.Config{
-		MQTTAddr: addr, WSAddr: s.wsAddr(), SDKAppID: testAppID, Key: testKey, AutoAccounts: s.opts.autoAccounts,
-		Window: s.opts.window, MaxRequest: s.opts.maxRequest, Clock: s.opts.clock, Log: log,
+	cfg := srvpkg.Config{
+		Data: s.dir, Secret: testKey, MQTT: addr, WS: s.wsAddr(), SDKAppID: testAppID,
+		AutoAccounts: s.opts.autoAccounts, Window: s.opts.window, MaxRequest: s.opts.maxRequest,
+		Clock: s.opts.clock, Log: log, NoMedia: true, Command: s.opts.command, Broker: s.opts.broker,
 	}
-	if s.opts.broker != nil {
-		s.opts.broker(&bcfg)
+	if s.opts.server != nil {
+		s.opts.server(&cfg)
 	}
-	b, err := broker.New(bcfg, svc, st)
+	srv, err := srvpkg.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	devices.Store(b.Devices)
-	if ph != nil {
-		ph.SetPresence(b.Devices)
-		if err := ph.Start(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := b.Serve(); err != nil {
+	if err := srv.Start(); err != nil {
+		srv.Close()
 		t.Fatal(err)
 	}
-	s.store, s.svc, s.broker, s.addr, s.ws, s.push = st, svc, b, b.Addr("tcp"), b.Addr("ws"), ph
+	s.srv, s.store, s.svc, s.broker, s.addr, s.ws = srv, srv.Store(), srv.Service(), srv.Broker(), srv.Addr("tcp"), srv.Addr("ws")
+	if s.opts.started != nil {
+		s.opts.started(srv)
+	}
 }
 
 // wsAddr is the WebSocket listener's address: empty when off, any free port
@@ -150,15 +123,11 @@ func (s *testServer) wsAddr() string {
 }
 
 func (s *testServer) stop() {
-	if s.broker == nil {
+	if s.srv == nil {
 		return
 	}
-	s.broker.Close()
-	if s.push != nil {
-		s.push.Close()
-	}
-	s.store.Close()
-	s.broker = nil
+	s.srv.Close()
+	s.srv, s.broker = nil, nil
 }
 
 // restart stops the server and starts it again on the same data directory

@@ -15,9 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/duet-im/duet/command"
+	srvpkg "github.com/duet-im/duet/internal/server"
 	"github.com/duet-im/duet/media"
-	"github.com/duet-im/duet/store"
 	"github.com/duet-im/duet/usersig"
 )
 
@@ -33,16 +32,18 @@ func startMediaServer(t *testing.T) (*testServer, *httptest.Server) {
 	var handler atomic.Pointer[http.Handler]
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*handler.Load()).ServeHTTP(w, r) }))
 	t.Cleanup(web.Close)
-	s := startServer(t, serverOpts{media: func(st *store.Store, svc *command.Service) {
-		m, err := media.New(media.Config{S3: gw.S3, PublicURL: web.URL, SDKAppID: testAppID, Key: testKey,
-			CleanEvery: -1, ArchiveEvery: -1}, st, svc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { m.Close() })
-		h := m.Handler()
-		handler.Store(&h)
-	}})
+	s := startServer(t, serverOpts{
+		server: func(c *srvpkg.Config) {
+			c.NoMedia = false
+			c.S3Endpoint, c.S3AccessKey, c.S3SecretKey, c.S3Bucket = gw.S3.Endpoint, gw.S3.AccessKey, gw.S3.SecretKey, gw.S3.Bucket
+			c.S3Secure, c.S3PublicEndpoint = gw.S3.Secure, gw.S3.PublicEndpoint
+			c.MediaURL, c.MediaCleanEvery, c.MediaArchiveEvery = web.URL, -1, -1
+		},
+		started: func(srv *srvpkg.Server) {
+			h := srv.Handler()
+			handler.Store(&h)
+		},
+	})
 	return s, web
 }
 

@@ -9,7 +9,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -18,19 +17,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/duet-im/duet/command"
+	srvpkg "github.com/duet-im/duet/internal/server"
 	"github.com/duet-im/duet/internal/wait"
 	"github.com/duet-im/duet/push"
-	"github.com/duet-im/duet/store"
 )
-
-// pushHook is what the harness needs of a pusher (*push.Pusher).
-type pushHook interface {
-	Committed([]store.Appended)
-	SetPresence(push.Presence)
-	Start() error
-	Close()
-}
 
 // apnsServer is a local APNs endpoint (HTTP/2 over TLS) that records every
 // accepted notification as token, title, body, badge, ext; status decides
@@ -124,22 +114,18 @@ func (r *pushRig) p() *push.Pusher {
 func startPushServer(t *testing.T, grace, retryBase time.Duration) *pushRig {
 	rig := &pushRig{apns: newAPNsServer(t)}
 	key := apnsKey(t)
-	rig.s = startServer(t, serverOpts{push: func(st *store.Store, svc *command.Service) pushHook {
-		p, err := push.New(push.Options{
-			Config: push.Config{Grace: grace, RetryBase: retryBase,
-				APNs: &push.APNsConfig{KeyID: "K1", TeamID: "T1", Key: key, BundleID: "com.example.im", Endpoint: rig.apns.URL}},
-			Store: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), HTTPClient: rig.apns.Client(),
-			Badge: push.UnreadBadge(st),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.Register(svc)
-		rig.mu.Lock()
-		rig.pusher = p
-		rig.mu.Unlock()
-		return p
-	}})
+	rig.s = startServer(t, serverOpts{
+		server: func(c *srvpkg.Config) {
+			c.Push = push.Config{Grace: grace, RetryBase: retryBase,
+				APNs: &push.APNsConfig{KeyID: "K1", TeamID: "T1", Key: key, BundleID: "com.example.im", Endpoint: rig.apns.URL}}
+			c.PushHTTPClient = rig.apns.Client()
+		},
+		started: func(srv *srvpkg.Server) {
+			rig.mu.Lock()
+			rig.pusher = srv.Pusher()
+			rig.mu.Unlock()
+		},
+	})
 	rig.s.users("alice", "bob", "carol")
 	return rig
 }

@@ -9,20 +9,15 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/duet-im/duet/broker"
-	"github.com/duet-im/duet/command"
+	srvpkg "github.com/duet-im/duet/internal/server"
 	"github.com/duet-im/duet/internal/wait"
-	"github.com/duet-im/duet/rest"
-	"github.com/duet-im/duet/store"
 	"github.com/duet-im/duet/usersig"
 )
 
@@ -32,13 +27,12 @@ type restServer struct {
 	states chan map[string]any // State.StateChange bodies
 }
 
-// startRESTServer starts Duet as main.go wires it: store, command layer
-// with kicker, presence and callbacks, broker with KickedAt and OnState,
-// and the REST handler on an HTTP server.
+// startRESTServer starts Duet as main runs it (internal/server), with the
+// callbacks going to a local app back-end and the server's HTTP handler
+// (REST under /v4/) on an HTTP server of the test's.
 func startRESTServer(t *testing.T) *restServer {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	s := &restServer{testServer: &testServer{t: t, dir: t.TempDir()}, states: make(chan map[string]any, 100)}
+	s := &restServer{states: make(chan map[string]any, 100)}
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var b map[string]any
 		json.NewDecoder(r.Body).Decode(&b)
@@ -48,40 +42,9 @@ func startRESTServer(t *testing.T) *restServer {
 		io.WriteString(w, `{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}`)
 	}))
 	t.Cleanup(hook.Close)
-	var devices atomic.Pointer[broker.Devices]
-	st, err := store.Open(s.dir, store.Options{Logger: log, OnCommit: func(evs []store.Appended) {
-		if d := devices.Load(); d != nil {
-			d.Committed(evs)
-		}
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := command.DefaultConfig()
-	cfg.SDKAppID = testAppID
-	svc := command.New(cfg, st, log)
-	svc.SetCallbacks(command.CallbackConfig{URL: hook.URL})
-	b, err := broker.New(broker.Config{
-		MQTTAddr: "127.0.0.1:0", SDKAppID: testAppID, Key: testKey, Log: log,
-		KickedAt: st.KickedAt, OnState: svc.StateChanged,
-	}, svc, st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	devices.Store(b.Devices)
-	svc.SetKicker(b.Devices)
-	svc.SetPresence(b.Devices)
-	if err := b.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	s.store, s.svc, s.broker, s.addr = st, svc, b, b.Addr("tcp")
-	s.rest = httptest.NewServer(rest.New(rest.Config{Service: svc, Key: testKey, KickedAt: st.KickedAt, Rate: -1, Log: log}))
-	t.Cleanup(func() {
-		s.rest.Close()
-		b.Close()
-		svc.CloseCallbacks()
-		st.Close()
-	})
+	s.testServer = startServer(t, serverOpts{server: func(c *srvpkg.Config) { c.CallbackURL, c.RESTRate = hook.URL, -1 }})
+	s.rest = httptest.NewServer(s.srv.Handler())
+	t.Cleanup(s.rest.Close)
 	return s
 }
 

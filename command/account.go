@@ -21,13 +21,6 @@ type Presence interface {
 	Online(user string) int
 }
 
-// SetKicker connects the service to the broker's devices for `kick`.
-func (s *Service) SetKicker(k Kicker) { s.kicker = k }
-
-// SetPresence connects the service to the broker's devices for the online
-// state queries.
-func (s *Service) SetPresence(p Presence) { s.presence = p }
-
 const (
 	maxAccountBatch = 100 // multiaccount_import, account_delete, account_check
 	maxStateQuery   = 500 // querystate, query_online_status

@@ -3,196 +3,40 @@ package command
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
-	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
-
-	"github.com/duet-im/duet/store"
 )
 
-// Callbacks (webhooks) to the app's back-end, reference §8.
-//
-// The before-send callback runs inside the send it judges: that one send
-// waits for it (at most Timeout, 2 s as Tencent's), nothing else does. Every
-// other callback is a notification: it is queued to a fixed pool of workers
-// and the queue is bounded, so a slow or dead callback server costs memory
-// for Queue jobs at most and never delays a send. When the queue is full
-// the notification is dropped and counted (Dropped).
+// Callbacks (webhooks) to the app's back-end, reference §8. This file
+// decides what is sent and what an answer means; internal/callback sends
+// them (the HTTP request, its signature, and the notification workers).
 
-// CallbackConfig configures the callbacks.
-type CallbackConfig struct {
-	URL   string // the app's callback URL; empty = no callbacks
-	Token string // optional signing token (§8.1 "鉴权 token")
-	// RefuseOnFailure: when the before-send callback fails or times out,
-	// refuse the send with 80003 instead of delivering it unchanged.
-	RefuseOnFailure bool
-	Timeout         time.Duration // per callback; default 2 s (§8.1)
-	Workers         int           // notification workers; default 4
-	Queue           int           // notifications waiting; default 4096
-	Client          *http.Client  // default: keep-alive client with Timeout
+// Callbacks sends callbacks to the app's back-end (internal/callback.Pool).
+type Callbacks interface {
+	// Call sends one callback and waits, at most the callback timeout, for
+	// its answer: the before-send callback.
+	Call(ctx context.Context, j CallbackJob) (*CallbackReply, error)
+	// Notify queues a notification and never blocks (it may drop it).
+	Notify(j CallbackJob)
 }
 
-type callbacks struct {
-	cfg      CallbackConfig
-	sdkappid uint64
-	client   *http.Client
-	jobs     chan callbackJob
-	stop     chan struct{}
-	ctx      context.Context // cancelled by CloseCallbacks: in-flight notifications end
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	once     sync.Once
-	dropped  atomic.Int64
+// CallbackJob is one callback: its CallbackCommand, JSON body, and the
+// ClientIP and OptPlatform parameters (§8.1).
+type CallbackJob struct {
+	Command  string
+	Body     []byte
+	IP       string
+	Platform string
 }
 
-type callbackJob struct {
-	command  string
-	body     []byte
-	ip       string
-	platform string
-}
-
-// SetCallbacks enables the callbacks (when cfg.URL is set) and starts the
-// notification workers. It is meant for start-up; CloseCallbacks stops them.
-func (s *Service) SetCallbacks(cfg CallbackConfig) {
-	if cfg.URL == "" {
-		return
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 2 * time.Second
-	}
-	if cfg.Workers <= 0 {
-		cfg.Workers = 4
-	}
-	if cfg.Queue <= 0 {
-		cfg.Queue = 4096
-	}
-	cb := &callbacks{cfg: cfg, sdkappid: s.cfg.SDKAppID, client: cfg.Client,
-		jobs: make(chan callbackJob, cfg.Queue), stop: make(chan struct{})}
-	cb.ctx, cb.cancel = context.WithCancel(context.Background())
-	if cb.client == nil {
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.MaxIdleConnsPerHost = 64 // §8.1: long connections by default
-		cb.client = &http.Client{Transport: tr, Timeout: cfg.Timeout}
-	}
-	for range cfg.Workers {
-		cb.wg.Add(1)
-		go cb.worker(s)
-	}
-	s.hooks = cb
-	s.OnWithdraw(func(m store.Message) { s.afterWithdraw(m.From, m.To, m.MsgKey) })
-}
-
-// CloseCallbacks stops the notification workers; queued notifications are
-// abandoned.
-func (s *Service) CloseCallbacks() {
-	if s.hooks == nil {
-		return
-	}
-	s.hooks.once.Do(func() { close(s.hooks.stop); s.hooks.cancel() })
-	s.hooks.wg.Wait()
-}
-
-// CallbacksDropped counts notifications dropped because the queue was full.
-func (s *Service) CallbacksDropped() int64 {
-	if s.hooks == nil {
-		return 0
-	}
-	return s.hooks.dropped.Load()
-}
-
-func (cb *callbacks) worker(s *Service) {
-	defer cb.wg.Done()
-	for {
-		select {
-		case <-cb.stop:
-			return
-		case j := <-cb.jobs:
-			ctx, cancel := context.WithTimeout(cb.ctx, cb.cfg.Timeout)
-			// After-callbacks' answers are ignored (§8.1); only failures are logged.
-			if _, err := cb.call(ctx, j); err != nil {
-				s.log.Warn("callback failed", "command", j.command, "error", err)
-			}
-			cancel()
-		}
-	}
-}
-
-// notify queues a notification without ever blocking.
-func (cb *callbacks) notify(j callbackJob) {
-	select {
-	case cb.jobs <- j:
-	default:
-		cb.dropped.Add(1)
-	}
-}
-
-// callbackReply is the app's answer (§8.2).
-type callbackReply struct {
+// CallbackReply is the app's answer (§8.2).
+type CallbackReply struct {
 	ActionStatus    string          `json:"ActionStatus"`
 	ErrorCode       *int64          `json:"ErrorCode"`
 	ErrorInfo       string          `json:"ErrorInfo"`
 	MsgBody         json.RawMessage `json:"MsgBody"`
 	CloudCustomData json.RawMessage `json:"CloudCustomData"`
-}
-
-// Sign is the callback signature of §8.1: hex(sha256(token + RequestTime)).
-func Sign(token string, requestTime int64) string {
-	sum := sha256.Sum256([]byte(token + strconv.FormatInt(requestTime, 10)))
-	return hex.EncodeToString(sum[:])
-}
-
-// call POSTs one callback and decodes the answer.
-func (cb *callbacks) call(ctx context.Context, j callbackJob) (*callbackReply, error) {
-	u, err := url.Parse(cb.cfg.URL)
-	if err != nil {
-		return nil, err
-	}
-	q := u.Query()
-	q.Set("SdkAppid", strconv.FormatUint(cb.sdkappid, 10))
-	q.Set("CallbackCommand", j.command)
-	q.Set("contenttype", "json")
-	q.Set("ClientIP", j.ip)
-	q.Set("OptPlatform", j.platform)
-	if cb.cfg.Token != "" {
-		now := time.Now().Unix()
-		q.Set("RequestTime", strconv.FormatInt(now, 10))
-		q.Set("Sign", Sign(cb.cfg.Token, now))
-	}
-	u.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(j.body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := cb.client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("callback answered HTTP %d", resp.StatusCode)
-	}
-	var r callbackReply
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return nil, fmt.Errorf("callback answer is not JSON: %v", err)
-	}
-	if r.ErrorCode == nil {
-		return nil, fmt.Errorf("callback answer has no ErrorCode")
-	}
-	return &r, nil
 }
 
 // ---- where the request came from ----
@@ -289,9 +133,7 @@ func (s *Service) beforeSend(ctx context.Context, c *Caller, body []byte, r *sen
 	if err != nil {
 		return h, err
 	}
-	cctx, cancel := context.WithTimeout(ctx, cb.cfg.Timeout)
-	defer cancel()
-	rep, err := cb.call(cctx, callbackJob{command: "C2C.CallbackBeforeSendMsg", body: payload, ip: h.ip, platform: optPlatform(c)})
+	rep, err := cb.Call(ctx, CallbackJob{Command: "C2C.CallbackBeforeSendMsg", Body: payload, IP: h.ip, Platform: optPlatform(c)})
 	if err != nil {
 		return h, s.beforeSendFailed(err)
 	}
@@ -317,8 +159,8 @@ func (s *Service) beforeSend(ctx context.Context, c *Caller, body []byte, r *sen
 // beforeSendFailed applies the failure policy: deliver unchanged (nil) or
 // refuse with 80003.
 func (s *Service) beforeSendFailed(err error) error {
-	s.log.Warn("before-send callback failed", "error", err, "refuse", s.hooks.cfg.RefuseOnFailure)
-	if s.hooks.cfg.RefuseOnFailure {
+	s.log.Warn("before-send callback failed", "error", err, "refuse", s.cfg.CallbackRefuse)
+	if s.cfg.CallbackRefuse {
 		return Errorf(CodeCallbackFailed, "the before-send callback failed, so the message was not sent: %v", err)
 	}
 	return nil
@@ -327,7 +169,7 @@ func (s *Service) beforeSendFailed(err error) error {
 // applyRewrite takes the replacement MsgBody and CloudCustomData of an
 // allowing answer. A replacement is validated like a sent body; an invalid
 // one counts as a failed callback.
-func (s *Service) applyRewrite(c *Caller, r *sendRequest, rep *callbackReply) error {
+func (s *Service) applyRewrite(c *Caller, r *sendRequest, rep *CallbackReply) error {
 	body, ccd := r.MsgBody, r.CloudCustomData
 	if len(rep.MsgBody) > 0 && !bytes.Equal(rep.MsgBody, []byte("null")) {
 		els, e := parseMsgBody(rep.MsgBody)
@@ -384,7 +226,7 @@ func (s *Service) afterSend(c *Caller, h sendHook, r *sendRequest) {
 	if err != nil {
 		return
 	}
-	s.hooks.notify(callbackJob{command: "C2C.CallbackAfterSendMsg", body: payload, ip: h.ip, platform: optPlatform(c)})
+	s.hooks.Notify(CallbackJob{Command: "C2C.CallbackAfterSendMsg", Body: payload, IP: h.ip, Platform: optPlatform(c)})
 }
 
 // unreadTotal is UnreadMsgNum: the recipient's total C2C unread count over
@@ -404,7 +246,7 @@ func (s *Service) unreadTotal(user string) int {
 }
 
 // afterWithdraw queues C2C.CallbackAfterMsgWithDraw for a recalled message
-// (§8.4); SetCallbacks registers it with OnWithdraw, which runs it after
+// (§8.4); New registers it with OnWithdraw when callbacks are on, which runs it after
 // each recall's commit.
 func (s *Service) afterWithdraw(from, to, msgKey string) {
 	if s.hooks == nil {
@@ -420,7 +262,7 @@ func (s *Service) afterWithdraw(from, to, msgKey string) {
 	if err != nil {
 		return
 	}
-	s.hooks.notify(callbackJob{command: "C2C.CallbackAfterMsgWithDraw", body: payload, platform: "Unknown"})
+	s.hooks.Notify(CallbackJob{Command: "C2C.CallbackAfterMsgWithDraw", Body: payload, Platform: "Unknown"})
 }
 
 // StateChanged queues State.StateChange for a device that logged in
@@ -447,5 +289,5 @@ func (s *Service) StateChanged(user, clientID string, online bool) {
 	if err != nil {
 		return
 	}
-	s.hooks.notify(callbackJob{command: "State.StateChange", body: payload, platform: "Unknown"})
+	s.hooks.Notify(CallbackJob{Command: "State.StateChange", Body: payload, Platform: "Unknown"})
 }

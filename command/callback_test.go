@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/duet-im/duet/command"
+	"github.com/duet-im/duet/internal/callback"
 	"github.com/duet-im/duet/store"
 )
 
@@ -109,13 +110,14 @@ func (h *hookServer) noneBefore(t *testing.T, cmd, barrierKey string) {
 }
 
 type cbEnv struct {
-	st  *store.Store
-	svc *command.Service
-	h   *hookServer
-	n   int
+	st   *store.Store
+	svc  *command.Service
+	pool *callback.Pool
+	h    *hookServer
+	n    int
 }
 
-func newCBEnv(t *testing.T, cfg command.CallbackConfig) *cbEnv {
+func newCBEnv(t *testing.T, cfg callback.Config, refuse bool) *cbEnv {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	st, err := store.Open(t.TempDir(), store.Options{Logger: log})
@@ -123,8 +125,6 @@ func newCBEnv(t *testing.T, cfg command.CallbackConfig) *cbEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	ccfg := command.DefaultConfig()
-	svc := command.New(ccfg, st, log)
 	h := newHookServer(t)
 	if cfg.URL == "" {
 		cfg.URL = h.srv.URL + "/im/callback?app=duet"
@@ -132,14 +132,18 @@ func newCBEnv(t *testing.T, cfg command.CallbackConfig) *cbEnv {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 300 * time.Millisecond
 	}
-	svc.SetCallbacks(cfg)
-	t.Cleanup(svc.CloseCallbacks)
+	cfg.SDKAppID, cfg.Log = command.DefaultConfig().SDKAppID, log
+	pool := callback.New(cfg)
+	t.Cleanup(pool.Close)
+	ccfg := command.DefaultConfig()
+	ccfg.Callbacks, ccfg.CallbackRefuse = pool, refuse
+	svc := command.New(ccfg, st, log)
 	for _, u := range []string{"alice", "bob"} {
 		if _, err := st.ImportAccount(store.Account{UserID: u}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return &cbEnv{st: st, svc: svc, h: h}
+	return &cbEnv{st: st, svc: svc, pool: pool, h: h}
 }
 
 var restAdmin = &command.Caller{UserID: "administrator", Admin: true, Transport: command.REST}
@@ -166,15 +170,8 @@ func (e *cbEnv) stored(key string) *store.Message {
 
 func errCode(m map[string]any) int { f, _ := m["ErrorCode"].(float64); return int(f) }
 
-func TestSignExample(t *testing.T) {
-	// §8.1's example.
-	if got := command.Sign("xxxxyyyy", 1669872112); got != "17773bc39a671d7b9aa835458704d2a6db81360a5940292b587d6d760d484061" {
-		t.Fatalf("Sign = %s", got)
-	}
-}
-
 func TestBeforeSendAllowAndRequestShape(t *testing.T) {
-	e := newCBEnv(t, command.CallbackConfig{Token: "xxxxyyyy"})
+	e := newCBEnv(t, callback.Config{Token: "xxxxyyyy"}, false)
 	rep, key := e.send(t, "")
 	if errCode(rep) != 0 || rep["MsgKey"] != key {
 		t.Fatalf("send: %v", rep)
@@ -245,7 +242,7 @@ func TestBeforeSendDecisions(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newCBEnv(t, command.CallbackConfig{RefuseOnFailure: tc.refuse})
+			e := newCBEnv(t, callback.Config{}, tc.refuse)
 			e.h.set(func(cmd string, _ map[string]any) (int, string) {
 				if cmd != "C2C.CallbackBeforeSendMsg" {
 					return 200, `{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}`
@@ -306,7 +303,7 @@ func TestBeforeSendDecisions(t *testing.T) {
 }
 
 func TestForbidCallbackControl(t *testing.T) {
-	e := newCBEnv(t, command.CallbackConfig{})
+	e := newCBEnv(t, callback.Config{}, false)
 	rep, key := e.send(t, `,"ForbidCallbackControl":["ForbidBeforeSendMsgCallback"]`)
 	if errCode(rep) != 0 {
 		t.Fatal(rep)
@@ -335,7 +332,7 @@ func TestForbidCallbackControl(t *testing.T) {
 // A dead-slow callback server holds up the before-callback of one send at
 // a time; the after-callbacks queue and overflow, and sends go on.
 func TestSlowAfterCallbacksNeverStallSends(t *testing.T) {
-	e := newCBEnv(t, command.CallbackConfig{Queue: 4, Workers: 1, Timeout: 10 * time.Second})
+	e := newCBEnv(t, callback.Config{Queue: 4, Workers: 1, Timeout: 10 * time.Second}, false)
 	e.h.set(func(cmd string, _ map[string]any) (int, string) {
 		if cmd == "C2C.CallbackAfterSendMsg" {
 			return -1, "" // never answers
@@ -347,13 +344,13 @@ func TestSlowAfterCallbacksNeverStallSends(t *testing.T) {
 			t.Fatalf("send %d: %v", i, rep)
 		}
 	}
-	if e.svc.CallbacksDropped() == 0 {
+	if e.pool.Dropped() == 0 {
 		t.Fatal("a full notification queue dropped nothing")
 	}
 }
 
 func TestStateChangeAndWithdrawCallbacks(t *testing.T) {
-	e := newCBEnv(t, command.CallbackConfig{})
+	e := newCBEnv(t, callback.Config{}, false)
 	e.svc.StateChanged("alice", "alice:phone", true)
 	c := e.h.next(t, "State.StateChange")
 	info, _ := c.body["Info"].(map[string]any)
@@ -378,7 +375,7 @@ func TestStateChangeAndWithdrawCallbacks(t *testing.T) {
 
 // A device's own send over MQTT goes through the same callbacks.
 func TestCallbacksForMQTTSends(t *testing.T) {
-	e := newCBEnv(t, command.CallbackConfig{})
+	e := newCBEnv(t, callback.Config{}, false)
 	e.h.set(func(cmd string, _ map[string]any) (int, string) {
 		if cmd == "C2C.CallbackBeforeSendMsg" {
 			return 200, `{"ActionStatus":"OK","ErrorCode":1,"ErrorInfo":"not today"}`
@@ -408,7 +405,7 @@ func TestCallbacksForMQTTSends(t *testing.T) {
 func TestResendFiresNoCallbacks(t *testing.T) {
 	// One notification worker: notifications arrive in the order they were
 	// queued, so the barrier's after-send comes after any of the resend's.
-	e := newCBEnv(t, command.CallbackConfig{Workers: 1})
+	e := newCBEnv(t, callback.Config{Workers: 1}, false)
 	body := []byte(`{"From_Account":"alice","To_Account":"bob","MsgSeq":77,"MsgRandom":1287657,"MsgTimeStamp":1700000000,
 		"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"once"}}]}`)
 	const key = "77_1287657_1700000000"

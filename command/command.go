@@ -90,6 +90,12 @@ type Config struct {
 	MaxContacts int
 	// RecallWindow is how long a user may recall their own message.
 	RecallWindow time.Duration
+	// Callbacks sends the app back-end's callbacks (callback.go,
+	// internal/callback); nil: no callback URL, none are sent.
+	Callbacks Callbacks
+	// CallbackRefuse: when the before-send callback fails or times out,
+	// refuse the send with 80003 instead of delivering it unchanged.
+	CallbackRefuse bool
 }
 
 // DefaultConfig is the product's defaults.
@@ -129,12 +135,12 @@ type Service struct {
 	profV    map[string]uint64 // UserID → Profile.V of the cached SenderProfile: an older commit never replaces a newer
 	profGen  atomic.Uint64     // bumped by ForgetProfile: a load that spans one is not kept
 
-	kicker   Kicker     // account.go
-	presence Presence   // account.go
-	hooks    *callbacks // callback.go; nil when no callback URL
+	kicker   Kicker    // account.go
+	presence Presence  // account.go
+	hooks    Callbacks // Config.Callbacks (callback.go); nil when no callback URL
 }
 
-// New makes a Service. live may be nil until the broker exists (SetDeliverer).
+// New makes a Service; Connect ties it to the broker's devices.
 func New(cfg Config, st *store.Store, log *slog.Logger) *Service {
 	if log == nil {
 		log = slog.Default()
@@ -160,6 +166,10 @@ func New(cfg Config, st *store.Store, log *slog.Logger) *Service {
 	s.registerAccounts()
 	s.registerImport()
 	s.registerRelations() // profile.go, sns.go, mute.go, batch.go
+	if cfg.Callbacks != nil {
+		s.hooks = cfg.Callbacks
+		s.OnWithdraw(func(m store.Message) { s.afterWithdraw(m.From, m.To, m.MsgKey) })
+	}
 	return s
 }
 
@@ -173,8 +183,20 @@ type MediaChecker interface {
 // SetMediaChecker connects the media store.
 func (s *Service) SetMediaChecker(m MediaChecker) { s.media = m }
 
-// SetDeliverer connects the service to the broker's live channel.
-func (s *Service) SetDeliverer(d Deliverer) { s.live = d }
+// Devices is what the command layer needs of the broker's connected
+// devices. The broker serves the command layer's requests, so one of the
+// two is built first and the cycle is tied by Connect, in one place
+// (internal/server), before any request comes in.
+type Devices struct {
+	Live     Deliverer // live events and resyncs
+	Kicker   Kicker    // `kick` (account.go)
+	Presence Presence  // the online state queries (account.go)
+}
+
+// Connect ties the service to the broker's devices. Call it once, before
+// the transports let a request in; until then the service delivers nothing
+// live, kicks no one and sees no one online.
+func (s *Service) Connect(d Devices) { s.live, s.kicker, s.presence = d.Live, d.Kicker, d.Presence }
 
 // Config returns the service's configuration.
 func (s *Service) Config() Config { return s.cfg }

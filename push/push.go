@@ -52,6 +52,10 @@ type Options struct {
 	// Badge returns the badge number for user's notifications: their total
 	// unread count (UnreadBadge). Nil counts nothing and shows 1.
 	Badge func(user string) int
+	// Presence tells which devices are connected (the broker's devices),
+	// so that no online device is taken for offline. Nil: none is online,
+	// until SetPresence.
+	Presence Presence
 }
 
 // Pusher schedules and sends offline pushes.
@@ -130,8 +134,9 @@ const (
 	settled
 )
 
-// New builds a Pusher; vendors without credentials are off. Start it after
-// the broker exists (SetPresence) so no device is taken for offline.
+// New builds a Pusher; vendors without credentials are off. Give it the
+// broker's devices (Options.Presence, or SetPresence before Start) so no
+// device is taken for offline.
 func New(o Options) (*Pusher, error) {
 	c := o.Config
 	if c.Grace == 0 {
@@ -162,6 +167,7 @@ func New(o Options) (*Pusher, error) {
 		lanes: map[string]*lane{}, metrics: newMetrics(), warnings: warnings,
 		inWake: make(chan struct{}, 1), schedKick: make(chan struct{}, 1), doneWake: make(chan struct{}, 1),
 		entries: map[uint64]*entry{}, byMsg: map[string][]uint64{}, sent: map[string][]Notification{},
+		presence: o.Presence,
 	}
 	hc := o.HTTPClient
 	add := func(v vendor, err error, conc int) error {

@@ -17,10 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/duet-im/duet/broker"
 	"github.com/duet-im/duet/clients/sdk"
-	"github.com/duet-im/duet/command"
-	"github.com/duet-im/duet/media"
+	"github.com/duet-im/duet/internal/server"
 	"github.com/duet-im/duet/store"
 	"github.com/duet-im/duet/usersig"
 )
@@ -185,43 +183,23 @@ func startDuet(dir string, users ...string) (addr string, userSig func(string) s
 func startDuetOpts(dir string, withMedia bool, users ...string) (addr string, userSig func(string) string, stop func()) {
 	const appID, key = 1400000000, "example-secret"
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	var devices atomic.Pointer[broker.Devices]
-	st, err := store.Open(dir, store.Options{Logger: quiet, OnCommit: func(evs []store.Appended) {
-		if d := devices.Load(); d != nil {
-			d.Committed(evs)
-		}
-	}})
+	cfg := server.Config{Data: dir, Secret: key, MQTT: "127.0.0.1:0", SDKAppID: appID, NoMedia: !withMedia, Log: quiet}
+	// With media, the embedded S3 gateway runs under dir/s3 and download
+	// links point at an HTTP server of the example's serving the server's
+	// handler (its own listener's port is not known before it starts).
+	var handler atomic.Pointer[http.Handler]
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*handler.Load()).ServeHTTP(w, r) }))
+	cfg.MediaURL = web.URL
+	srv, err := server.New(cfg)
 	if err != nil {
 		log.Fatal(err)
 	}
-	cfg := command.DefaultConfig()
-	cfg.SDKAppID = appID
-	svc := command.New(cfg, st, quiet)
-	b, err := broker.New(broker.Config{MQTTAddr: "127.0.0.1:0", SDKAppID: appID, Key: key, Log: quiet}, svc, st)
-	if err != nil {
+	if err := srv.Start(); err != nil {
 		log.Fatal(err)
 	}
-	devices.Store(b.Devices)
-	stops := []func(){func() { b.Close(); st.Close() }}
-	if withMedia {
-		gw, err := media.StartGateway(filepath.Join(dir, "s3"), "", quiet)
-		if err != nil {
-			log.Fatal(err)
-		}
-		var handler atomic.Pointer[http.Handler]
-		web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*handler.Load()).ServeHTTP(w, r) }))
-		m, err := media.New(media.Config{S3: gw.S3, PublicURL: web.URL, SDKAppID: appID, Key: key, Log: quiet}, st, svc)
-		if err != nil {
-			log.Fatal(err)
-		}
-		h := m.Handler()
-		handler.Store(&h)
-		stops = append([]func(){func() { web.Close(); m.Close() }}, stops...)
-		stops = append(stops, func() { gw.Close() })
-	}
-	if err := b.Serve(); err != nil {
-		log.Fatal(err)
-	}
+	h := srv.Handler()
+	handler.Store(&h)
+	st := srv.Store()
 	for _, u := range users {
 		if _, err := st.ImportAccount(store.Account{UserID: u}); err != nil {
 			log.Fatal(err)
@@ -234,9 +212,8 @@ func startDuetOpts(dir string, withMedia bool, users ...string) (addr string, us
 		}
 		return s
 	}
-	return b.Addr("tcp"), userSig, func() {
-		for _, f := range stops {
-			f()
-		}
+	return srv.Addr("tcp"), userSig, func() {
+		web.Close()
+		srv.Close()
 	}
 }

@@ -28,9 +28,9 @@ import (
 
 	"github.com/duet-im/duet/broker"
 	"github.com/duet-im/duet/command"
+	srvpkg "github.com/duet-im/duet/internal/server"
 	testwait "github.com/duet-im/duet/internal/wait"
 	"github.com/duet-im/duet/media"
-	"github.com/duet-im/duet/push"
 	"github.com/duet-im/duet/store"
 	"github.com/duet-im/duet/usersig"
 )
@@ -59,11 +59,11 @@ type server struct {
 	svc     *command.Service
 	broker  *broker.Broker
 
-	// With media (startMediaServer): the embedded S3 gateway, the media
-	// service and the HTTP server of download links.
-	pusher  *push.Pusher
+	srv *srvpkg.Server
+
+	// With media (startMediaServer): the embedded S3 gateway and the HTTP
+	// server of download links (serving the server's handler).
 	gw      *media.Gateway
-	media   *media.Service
 	web     *httptest.Server
 	handler atomic.Pointer[http.Handler]
 }
@@ -133,23 +133,6 @@ func testLogger() *slog.Logger {
 
 func (s *server) start() {
 	t := s.t
-	var devices atomic.Pointer[broker.Devices]
-	log := testLogger()
-	st, err := store.Open(s.dir, store.Options{
-		Logger: log,
-		Clock:  s.now,
-		OnCommit: func(evs []store.Appended) {
-			if d := devices.Load(); d != nil {
-				d.Committed(evs)
-			}
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := command.DefaultConfig()
-	cfg.SDKAppID = testAppID
-	svc := command.New(cfg, st, log)
 	addr := s.addr
 	if addr == "" {
 		addr = "127.0.0.1:0"
@@ -158,42 +141,37 @@ func (s *server) start() {
 	if wsAddr == "" {
 		wsAddr = freeAddr(t)
 	}
-	bc := broker.Config{MQTTAddr: addr, WSAddr: wsAddr, SDKAppID: testAppID, Key: testKey, KickedAt: st.KickedAt, Clock: s.now, Log: log}
-	if s.tls != nil {
-		bc.TLS, bc.TLSAddr = s.tls, s.tlsAddr
-		if bc.TLSAddr == "" {
-			bc.TLSAddr = "127.0.0.1:0"
-		}
-	}
-	b, err := broker.New(bc, svc, st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	devices.Store(b.Devices)
-	svc.SetKicker(b.Devices)
 	// Push tokens are kept (push/set_token); no vendor is configured.
-	pusher, err := push.New(push.Options{Store: st, Log: log})
+	cfg := srvpkg.Config{
+		Data: s.dir, Secret: testKey, MQTT: addr, WS: wsAddr, SDKAppID: testAppID,
+		Clock: s.now, Log: testLogger(), NoMedia: s.gw == nil,
+	}
+	if s.tls != nil {
+		cfg.TLSConfig, cfg.TLS = s.tls, s.tlsAddr
+		if cfg.TLS == "" {
+			cfg.TLS = "127.0.0.1:0"
+		}
+	}
+	if s.gw != nil {
+		cfg.S3Endpoint, cfg.S3AccessKey, cfg.S3SecretKey, cfg.S3Bucket = s.gw.S3.Endpoint, s.gw.S3.AccessKey, s.gw.S3.SecretKey, s.gw.S3.Bucket
+		cfg.S3Secure, cfg.S3PublicEndpoint = s.gw.S3.Secure, s.gw.S3.PublicEndpoint
+		cfg.MediaURL, cfg.MediaCleanEvery, cfg.MediaArchiveEvery = s.web.URL, -1, -1
+	}
+	srv, err := srvpkg.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pusher.Register(svc)
-	s.pusher = pusher
-	if s.gw != nil {
-		m, err := media.New(media.Config{S3: s.gw.S3, PublicURL: s.web.URL, SDKAppID: testAppID, Key: testKey,
-			CleanEvery: -1, ArchiveEvery: -1, Log: log}, st, svc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h := m.Handler()
-		s.handler.Store(&h)
-		s.media = m
-	}
-	if err := b.Serve(); err != nil {
+	if err := srv.Start(); err != nil {
+		srv.Close()
 		t.Fatal(err)
 	}
-	s.store, s.svc, s.broker, s.addr, s.wsAddr = st, svc, b, b.Addr("tcp"), wsAddr
+	if s.gw != nil {
+		h := srv.Handler()
+		s.handler.Store(&h)
+	}
+	s.srv, s.store, s.svc, s.broker, s.addr, s.wsAddr = srv, srv.Store(), srv.Service(), srv.Broker(), srv.Addr("tcp"), wsAddr
 	if s.tls != nil {
-		s.tlsAddr = b.Addr("tls")
+		s.tlsAddr = srv.Addr("tls")
 	}
 }
 
@@ -214,17 +192,11 @@ func (s *server) now() time.Time { return time.Now().Add(time.Duration(s.offset.
 func (s *server) advance(d time.Duration) { s.offset.Add(int64(d)) }
 
 func (s *server) stop() {
-	if s.broker == nil {
+	if s.srv == nil {
 		return
 	}
-	s.broker.Close()
-	s.pusher.Close()
-	if s.media != nil {
-		s.media.Close()
-		s.media = nil
-	}
-	s.store.Close()
-	s.broker = nil
+	s.srv.Close()
+	s.srv, s.broker = nil, nil
 }
 
 // restart stops the server and starts it on the same data and port.

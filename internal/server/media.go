@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"errors"
@@ -29,7 +29,7 @@ func startMedia(cfg Config, key string, svc *command.Service, st *store.Store, l
 	if err != nil {
 		return nil, err
 	}
-	public, err := mediaURL(cfg)
+	public, err := MediaURL(cfg.MediaURL, cfg.HTTP)
 	if err != nil {
 		return nil, err
 	}
@@ -52,6 +52,7 @@ func startMedia(cfg Config, key string, svc *command.Service, st *store.Store, l
 	p.svc, err = media.New(media.Config{
 		S3: s3, PublicURL: public, SDKAppID: cfg.SDKAppID, Key: key, Limits: limits,
 		CleanAfter: cfg.MediaCleanAfter, DownloadTTL: cfg.MediaLinkTTL, LocalOnly: cfg.MediaLocalOnly, Log: log,
+		CleanEvery: cfg.MediaCleanEvery, ArchiveEvery: cfg.MediaArchiveEvery,
 	}, st, svc)
 	if err != nil {
 		if p.gw != nil {
@@ -62,29 +63,29 @@ func startMedia(cfg Config, key string, svc *command.Service, st *store.Store, l
 	return p, nil
 }
 
-// mediaURL is the base of download links: --media-url, or the HTTP
+// MediaURL is the base of download links: --media-url, or the HTTP
 // listener's address. A listener on a wildcard address (0.0.0.0, ::, or no
 // host) names no host a device can reach, and there is no way to tell which
 // of the machine's names or addresses devices use, so that needs --media-url.
-func mediaURL(cfg Config) (string, error) {
-	if cfg.MediaURL != "" {
-		u, err := url.Parse(cfg.MediaURL)
+func MediaURL(mediaURL, httpAddr string) (string, error) {
+	if mediaURL != "" {
+		u, err := url.Parse(mediaURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return "", fmt.Errorf("media-url %q must be an absolute http or https URL, e.g. http://im.example.com:8080", cfg.MediaURL)
+			return "", fmt.Errorf("media-url %q must be an absolute http or https URL, e.g. http://im.example.com:8080", mediaURL)
 		}
-		return cfg.MediaURL, nil
+		return mediaURL, nil
 	}
-	if cfg.HTTP == "" {
+	if httpAddr == "" {
 		return "", nil
 	}
-	host, _, err := net.SplitHostPort(cfg.HTTP)
+	host, _, err := net.SplitHostPort(httpAddr)
 	if err != nil {
-		return "", fmt.Errorf("http %q: %w", cfg.HTTP, err)
+		return "", fmt.Errorf("http %q: %w", httpAddr, err)
 	}
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		return "", fmt.Errorf("http %s listens on every address, so media links cannot name it: set --media-url (DUET_MEDIA_URL) to the URL devices reach the HTTP listener at, e.g. http://im.example.com:8080", cfg.HTTP)
+		return "", fmt.Errorf("http %s listens on every address, so media links cannot name it: set --media-url (DUET_MEDIA_URL) to the URL devices reach the HTTP listener at, e.g. http://im.example.com:8080", httpAddr)
 	}
-	return "http://" + cfg.HTTP, nil
+	return "http://" + httpAddr, nil
 }
 
 // Handler serves /media/ downloads (404 when media is off).

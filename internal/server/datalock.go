@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"errors"
@@ -10,16 +10,16 @@ import (
 	"syscall"
 )
 
-// dataLock is the exclusive hold of a data directory by one duet process.
+// DataLock is the exclusive hold of a data directory by one duet process.
 // Pebble locks its own directory too, but its refusal ("resource
 // temporarily unavailable") names neither the directory nor the process
 // holding it; this lock, taken first, says both.
-type dataLock struct{ f *os.File }
+type DataLock struct{ f *os.File }
 
-// lockData takes dir's lock file, creating dir when missing, and writes
+// LockData takes dir's lock file, creating dir when missing, and writes
 // this process's id into it. A directory held by another process is an
 // error naming that process.
-func lockData(dir string) (*dataLock, error) {
+func LockData(dir string) (*DataLock, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -44,11 +44,11 @@ func lockData(dir string) (*dataLock, error) {
 	if err := f.Truncate(0); err == nil {
 		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
-	return &dataLock{f: f}, nil
+	return &DataLock{f: f}, nil
 }
 
 // Close releases the lock; the file stays, for the next process to take.
-func (l *dataLock) Close() error {
+func (l *DataLock) Close() error {
 	if l == nil {
 		return nil
 	}

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"encoding/json"
@@ -14,7 +14,17 @@ import (
 )
 
 // routes is the HTTP surface: health and metrics (REST comes under /v4/).
-func (s *server) routes() http.Handler {
+// Handler is the HTTP listener's handler, complete once Start has run
+// (the web chat names the bound WebSocket address); tests serve it from
+// their own HTTP servers.
+func (s *Server) Handler() http.Handler {
+	if s.handler == nil {
+		s.handler = s.routes()
+	}
+	return s.handler
+}
+
+func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -45,9 +55,10 @@ func (s *server) routes() http.Handler {
 // headers within connect-timeout and a few KB, the whole request (REST
 // bodies are at most 1 MiB, rest.Config.MaxBody; the other routes are GETs
 // whose bodies are not read) within http-read-timeout.
-func (s *server) httpServer(cfg Config) *http.Server {
+func (s *Server) httpServer() *http.Server {
+	cfg := s.cfg
 	return &http.Server{
-		Handler:           s.routes(),
+		Handler:           s.Handler(),
 		ReadHeaderTimeout: cfg.ConnectTimeout,
 		ReadTimeout:       cfg.HTTPReadTimeout,
 		IdleTimeout:       2 * time.Minute,
@@ -57,7 +68,7 @@ func (s *server) httpServer(cfg Config) *http.Server {
 }
 
 // metrics exposes the counters the store and the broker keep.
-func (s *server) metrics() *prometheus.Registry {
+func (s *Server) metrics() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if s.push != nil {

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"errors"
@@ -25,7 +25,7 @@ func webHandler(cfg Config, key, wsAddr string) http.Handler {
 			if !command.ValidUserID(user) {
 				return "", errors.New("UserID: up to 32 of A-Z a-z 0-9 _ - @ .")
 			}
-			if slices.Contains(cfg.adminList(), user) {
+			if slices.Contains(cfg.Admins, user) {
 				return "", errors.New("admin accounts need a real UserSig (duet usersig)")
 			}
 			return usersig.Gen(cfg.SDKAppID, key, user, 86400, time.Now())
