@@ -72,7 +72,7 @@ type proc struct {
 	buffer       map[uint64][]byte
 	holding      bool // waiting for the contact list: later deliveries wait in held
 	held         []item
-	listed       map[string]okey // while applying held: each listed conversation's last message
+	listed       map[string]okey // after a list reload: each listed conversation's last message, until its event arrives
 
 	// unreadDirty: a conversation's unread count may have changed in this
 	// batch; lastTotal is the total last reported (-1: none yet).
@@ -518,7 +518,6 @@ func (p *proc) refreshed(list []Contact, err error) {
 	for _, it := range held {
 		p.handle(it)
 	}
-	p.listed = nil
 }
 
 // apply applies the next timeline event.
@@ -688,11 +687,18 @@ func (p *proc) message(m *Message, report bool) {
 	}
 	changed := false
 	if m.From != c.me && !m.Recalled() && report {
-		// Events held back while the list was reloaded may already be
-		// counted in it: those up to the list's last message are.
-		if l, ok := p.listed[peer]; (!ok || cmpKey(m.okey(), l) > 0) && ct.Unread < maxUnread {
+		// A reloaded list already counts its conversation's messages up to
+		// its last one, and their events may still be on their way: the
+		// reply to get_list can overtake the events of messages stored
+		// just before it was read. So until an event reaches the listed
+		// last message, the older ones are not counted again.
+		l, ok := p.listed[peer]
+		if (!ok || cmpKey(m.okey(), l) > 0) && ct.Unread < maxUnread {
 			ct.Unread++
 			changed = true
+		}
+		if ok && cmpKey(m.okey(), l) >= 0 {
+			delete(p.listed, peer)
 		}
 	}
 	// The newest arrival of the latest second is the last message: within
