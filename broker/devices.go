@@ -100,6 +100,7 @@ type Device struct {
 	woken   bool
 	liveQ   [][]byte
 	stopped bool
+	closed  chan struct{} // closed once close has flushed the cursor
 
 	subscribed bool   // to the timeline
 	started    bool   // next was set from the cursor: the timeline has a position on this connection
@@ -161,6 +162,12 @@ func (ds *Devices) get(user, id string) *Device {
 // detach removes dev (if it is still the registered device for its id),
 // flushes its cursor and stops its pump.
 func (ds *Devices) detach(dev *Device) {
+	// Stopped and flushed before it leaves the map: a successor with the
+	// same client id either finds it there, and attach waits in close for
+	// the flush, or comes after it, when the cursor is in the store. Out of
+	// the map first, a quick reconnect read the cursor before the flush
+	// and replayed what the device had acknowledged.
+	dev.close()
 	ds.mu.Lock()
 	if m := ds.users[dev.User]; m != nil && m[dev.ID] == dev {
 		delete(m, dev.ID)
@@ -172,21 +179,28 @@ func (ds *Devices) detach(dev *Device) {
 		}
 	}
 	ds.mu.Unlock()
-	dev.close()
 }
 
 // close stops the device: its pump ends at its next step and none starts
-// again.
+// again. It returns once the cursor is flushed, also to a second caller
+// (attach replacing the device while detach closes it): the successor
+// reads that cursor.
 func (dev *Device) close() {
 	dev.mu.Lock()
 	stopped := dev.stopped
 	dev.stopped, dev.liveQ = true, nil
+	if dev.closed == nil {
+		dev.closed = make(chan struct{})
+	}
+	closed := dev.closed
 	dev.mu.Unlock()
 	if stopped {
+		<-closed
 		return
 	}
 	dev.flush()
 	dev.d.Metrics.Connected.Add(-1)
+	close(closed)
 }
 
 // recentSize is how many recent events are kept per online user.
