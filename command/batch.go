@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"math/rand/v2"
 	"strconv"
 	"sync"
 )
@@ -69,7 +68,7 @@ func (s *Service) batchSendMsg(ctx context.Context, c *Caller, body []byte) (any
 	if len(uniq) > maxBatchRecipients {
 		return nil, Errorf(CodeTooManyRecipients, "To_Account has %d users; the limit is %d", len(uniq), maxBatchRecipients)
 	}
-	seq := rand.Uint32() // for the copies, when the request gives no MsgSeq
+	seq := secondOrder(s.store.Now()) // for the copies, when the request gives no MsgSeq
 	if ts, _, _ := f.integer("MsgTimeStamp", 0, 1<<32-1); ts <= 0 {
 		f["MsgTimeStamp"] = json.RawMessage(strconv.FormatInt(s.store.Now().Unix(), 10))
 	}
