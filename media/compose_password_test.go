@@ -13,14 +13,7 @@ import (
 // compose refuses to start and says what to set (issue 16). With it, MinIO
 // and Duet get that password and no other.
 func TestComposeNeedsMinioPassword(t *testing.T) {
-	bin, err := exec.LookPath("docker-compose")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("docker-compose is not installed (make deps installs it)")
-		}
-		t.Skip("docker-compose is not installed (make deps installs it)")
-	}
-	file := filepath.Join(testDir, "..", "docker-compose.yml")
+	bin, file := composeFile(t)
 	raw, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)

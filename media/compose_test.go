@@ -15,14 +15,7 @@ import (
 // (no container engine runs here: `config` parses, checks the schema and
 // interpolates without one) and checks what the deployment needs of it.
 func TestComposeFile(t *testing.T) {
-	bin, err := exec.LookPath("docker-compose")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("docker-compose is not installed (make deps installs it)")
-		}
-		t.Skip("docker-compose is not installed (make deps installs it)")
-	}
-	file := filepath.Join(testDir, "..", "docker-compose.yml")
+	bin, file := composeFile(t)
 	cmd := exec.Command(bin, "-f", file, "config")
 	// The file has no default MinIO password (compose_password_test.go).
 	cmd.Env = append(os.Environ(), "MINIO_ROOT_PASSWORD=validation-only")
@@ -79,4 +72,18 @@ func TestComposeFile(t *testing.T) {
 		!slices.ContainsFunc(strings.Split(string(dockerfile), "\n"), func(l string) bool { return strings.HasPrefix(l, "FROM golang:1.26") }) {
 		t.Error("the Dockerfile is not a multi-stage build on Go 1.26")
 	}
+}
+
+// composeFile finds Debian's docker-compose (make deps installs it; in CI
+// its absence fails the test) and the repository's docker-compose.yml.
+func composeFile(t *testing.T) (bin, file string) {
+	t.Helper()
+	bin, err := exec.LookPath("docker-compose")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("docker-compose is not installed (make deps installs it)")
+		}
+		t.Skip("docker-compose is not installed (make deps installs it)")
+	}
+	return bin, filepath.Join(testDir, "..", "docker-compose.yml")
 }
