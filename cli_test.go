@@ -9,13 +9,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/duet-im/duet/usersig"
 
+	"github.com/duet-im/duet/internal/logcapture"
 	"github.com/duet-im/duet/internal/wait"
 )
 
@@ -43,30 +43,12 @@ func duetRun(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
 }
 
-// syncBuffer is a bytes.Buffer a running process writes while a test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // duetServe starts `duet serve` with args on loopback ports of its own and
 // waits for its start-up line; the process is stopped at the end of the test.
-func duetServe(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer) {
+func duetServe(t *testing.T, args ...string) (*exec.Cmd, *logcapture.Buffer) {
 	t.Helper()
 	cmd := exec.Command(buildDuet(t), append([]string{"serve", "--mqtt", "127.0.0.1:0", "--ws", "", "--http", "127.0.0.1:0"}, args...)...)
-	logs := &syncBuffer{}
+	logs := &logcapture.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

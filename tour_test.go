@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/duet-im/duet/internal/logcapture"
 	"github.com/duet-im/duet/internal/wait"
 )
 
@@ -63,7 +64,7 @@ func TestReadmeTour(t *testing.T) {
 	// Block 0: the server, started where the tour's commands run.
 	server := exec.Command(bin, "--auto-accounts", "--mqtt", mqttAddr, "--http", httpAddr, "--ws", wsAddr)
 	server.Dir = dir
-	logs := &syncBuffer{}
+	logs := &logcapture.Buffer{}
 	server.Stdout, server.Stderr = logs, logs
 	if err := server.Start(); err != nil {
 		t.Fatal(err)
