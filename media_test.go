@@ -124,12 +124,7 @@ func TestGatewayLeavesWorkingDirectory(t *testing.T) {
 // its configuration and HTTP address.
 func startOnLoopback(t *testing.T, secret string) (*server.Server, Config, string) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	httpAddr := ln.Addr().String()
-	ln.Close()
+	httpAddr := freeAddr(t)
 	cfg := defaultConfig()
 	cfg.Data, cfg.MQTT, cfg.WS, cfg.HTTP = filepath.Join(t.TempDir(), "data"), "127.0.0.1:0", "", httpAddr
 	cfg.Secret = secret

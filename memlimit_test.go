@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -103,10 +102,7 @@ func TestServeAppliesMemoryLimit(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "duet")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildDuet(t)
 	machineDefault, _ := memoryLimit(defaultMemoryLimit, machineMemory("/"))
 	cases := []struct {
 		name string
@@ -122,12 +118,7 @@ func TestServeAppliesMemoryLimit(t *testing.T) {
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			httpAddr := ln.Addr().String()
-			ln.Close()
+			httpAddr := freeAddr(t)
 			args := append([]string{"serve", "--data", filepath.Join(dir, fmt.Sprint("data", i)), "--mqtt", "127.0.0.1:0", "--ws", "",
 				"--http", httpAddr, "--secret", "memlimit-test"}, c.args...)
 			cmd := exec.Command(bin, args...)
