@@ -113,6 +113,11 @@ type Options struct {
 	SweepEvery time.Duration
 	// CacheSize is Pebble's block cache in bytes (default 128 MiB).
 	CacheSize int64
+	// Replicated opens the store as one node's view of a replicated log
+	// (cluster mode, log.go): its state changes by Apply, and by Update
+	// only while Own has made it the log's writer; until then Update fails
+	// with ErrNotOwner.
+	Replicated bool
 }
 
 // Store is Duet's durable state. It is safe for concurrent use.
@@ -141,6 +146,8 @@ type Store struct {
 
 	hot   map[string]hotValue // writer-owned cache of hot keys (writer.go)
 	dedup *dedupFilter        // resend records written: most first sends need no read (dedup.go)
+
+	repl *replication // cluster mode (log.go); nil on a single node
 
 	tokenless sync.Map      // users known to have no push token (push.go)
 	tokenVer  atomic.Uint64 // bumped by every token registration
@@ -192,6 +199,15 @@ func Open(dir string, o Options) (*Store, error) {
 		lastSeq:  make(map[string]uint64),
 		hot:      make(map[string]hotValue),
 		dedup:    newDedupFilter(o.Clock()),
+	}
+	applied, err := openMode(db, dir, o.Replicated)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	if o.Replicated {
+		s.repl = &replication{}
+		s.repl.applied.Store(applied)
 	}
 	s.wg.Add(2)
 	go s.writer()

@@ -269,6 +269,11 @@ func (s *Store) writer() {
 
 // commit runs one group and answers its callers.
 func (s *Store) commit(group []*txn) {
+	lg, err := s.ownerLog()
+	if err != nil {
+		s.failGroup(group, err)
+		return
+	}
 	b := s.db.NewIndexedBatch()
 	defer b.Close()
 	var appended []Appended
@@ -303,9 +308,21 @@ func (s *Store) commit(group []*txn) {
 		appended = append(appended, tx.app...)
 		ok++
 	}
+	notify := true
 	if ok > 0 && !b.Empty() {
 		start := time.Now()
-		if err := b.Commit(pebble.Sync); err != nil {
+		if lg != nil {
+			// The log is the commit point (log.go); the view is written
+			// after it, and all that follows runs under repl.mu.
+			wrote, err := s.commitToLog(lg, b, appended)
+			if err != nil {
+				s.log.Warn("store: log append failed", "error", err, "txns", ok)
+				s.failGroup(group, err)
+				return
+			}
+			defer s.repl.mu.Unlock()
+			notify = wrote
+		} else if err := b.Commit(pebble.Sync); err != nil {
 			s.log.Error("store: commit failed", "error", err, "txns", ok)
 			s.failGroup(group, fmt.Errorf("store: commit: %w", err))
 			return
@@ -321,7 +338,7 @@ func (s *Store) commit(group []*txn) {
 	// OnCommit hears of the events before LastSeq shows them: delivery keeps
 	// what it must know about an event (whose device sent it) ready before
 	// any reader can find it by Seq.
-	if len(appended) > 0 && s.opts.OnCommit != nil {
+	if notify && len(appended) > 0 && s.opts.OnCommit != nil {
 		s.opts.OnCommit(appended)
 	}
 	if ok > 0 {

@@ -1,0 +1,411 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+)
+
+// A replicated store (docs/cluster.md §9, §10).
+//
+// In cluster mode the commit point of a write is not Pebble's fsync but a
+// replicated log (a JetStream stream): the store on each node is a view
+// that applies the log's entries in order, and one node at a time — the
+// owner — runs the writer and appends to the log. Everything else of the
+// store (key layout, Tx, group commit, the hot-key cache, Seq assignment)
+// is the single-node code; only where a group's batch goes differs:
+//
+//   - single node (Options.Replicated false): b.Commit(pebble.Sync), as
+//     always. Nothing in this file runs.
+//   - owner: the group's batch is encoded as an entry and appended to the
+//     Log; once the log has it (quorum), the batch is committed to Pebble
+//     without fsync, with the entry's log sequence as the applied mark.
+//   - every other node: Apply writes each entry's batch and the applied
+//     mark in one unsynced Pebble batch, and fires OnCommit, so devices
+//     connected there are woken as by a local commit.
+//
+// The applied mark (key zs) and the batch are written atomically, so a view
+// never applies an entry twice and resumes, after a crash, from the mark.
+// Unsynced writes lost in a power failure only put the mark back: the view
+// replays the log from there.
+//
+// An entry is the write set of a group, never the commands that produced
+// it: applying is deterministic and re-runs no logic (I8 of the design).
+
+// Log is the replicated log a store's owner commits through.
+type Log interface {
+	// Append appends one entry and returns its log sequence once the log
+	// holds it durably (a quorum of its replicas). An error means the
+	// entry was not appended: the writer fails its group, and its callers
+	// may retry. A log that lost its ownership refuses every Append.
+	Append(entry []byte) (seq uint64, err error)
+}
+
+// ErrNotOwner is returned by Update on a replicated store that is not the
+// owner of its log (another node is; or no node is, during a takeover).
+// Nothing was written: the caller may retry.
+var ErrNotOwner = errors.New("store: this node does not own the log; retry")
+
+// appliedKey holds the log sequence a replicated store has applied up to
+// (u64be). No other key starts with 'z'.
+var appliedKey = []byte("zs")
+
+// Entry encoding: version, kind, then the kind's body.
+//
+//	entryTx:    uvarint len + Pebble batch representation,
+//	            uvarint count, then per appended event:
+//	            uvarint len + user, uvarint seq, flags (1 = rewritten),
+//	            uvarint len + origin, uvarint len + data
+//	entryFence: uvarint len + a note (who fenced; for the log's readers)
+const (
+	entryVersion = 1
+	entryTx      = 't'
+	entryFence   = 'f'
+)
+
+// FenceEntry is the entry a new owner appends first (docs/cluster.md §8.2):
+// it changes no data. note says who wrote it.
+func FenceEntry(note string) []byte {
+	b := []byte{entryVersion, entryFence}
+	b = binary.AppendUvarint(b, uint64(len(note)))
+	return append(b, note...)
+}
+
+func encodeEntry(repr []byte, appended []Appended) []byte {
+	n := 16 + len(repr)
+	for _, a := range appended {
+		n += 24 + len(a.User) + len(a.Origin) + len(a.Data)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, entryVersion, entryTx)
+	b = binary.AppendUvarint(b, uint64(len(repr)))
+	b = append(b, repr...)
+	b = binary.AppendUvarint(b, uint64(len(appended)))
+	for _, a := range appended {
+		b = appendBytes(b, a.User)
+		b = binary.AppendUvarint(b, a.Seq)
+		var flags byte
+		if a.Rewritten {
+			flags |= 1
+		}
+		b = append(b, flags)
+		b = appendBytes(b, a.Origin)
+		b = appendBytes(b, string(a.Data))
+	}
+	return b
+}
+
+func appendBytes(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// entry is a decoded entry; repr and the events' Data alias the input.
+type entry struct {
+	kind     byte
+	repr     []byte
+	appended []Appended
+}
+
+var errBadEntry = errors.New("store: malformed log entry")
+
+func decodeEntry(b []byte) (entry, error) {
+	if len(b) < 2 {
+		return entry{}, errBadEntry
+	}
+	if b[0] != entryVersion {
+		return entry{}, fmt.Errorf("store: log entry version %d; this build reads %d", b[0], entryVersion)
+	}
+	e := entry{kind: b[1]}
+	r := entryReader{b: b[2:]}
+	switch e.kind {
+	case entryFence:
+		r.bytes()
+	case entryTx:
+		e.repr = r.bytes()
+		n := r.uvarint()
+		if n > uint64(len(r.b)) { // each event takes at least a byte
+			return entry{}, errBadEntry
+		}
+		e.appended = make([]Appended, 0, n)
+		for i := uint64(0); i < n && r.err == nil; i++ {
+			var a Appended
+			a.User = string(r.bytes())
+			a.Seq = r.uvarint()
+			a.Rewritten = r.byte()&1 != 0
+			a.Origin = string(r.bytes())
+			a.Data = r.bytes()
+			e.appended = append(e.appended, a)
+		}
+	default:
+		return entry{}, fmt.Errorf("store: log entry of unknown kind %q", e.kind)
+	}
+	if r.err != nil || len(r.b) != 0 {
+		return entry{}, errBadEntry
+	}
+	return e, nil
+}
+
+type entryReader struct {
+	b   []byte
+	err error
+}
+
+func (r *entryReader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err, r.b = errBadEntry, nil
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *entryReader) byte() byte {
+	if len(r.b) == 0 {
+		r.err = errBadEntry
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *entryReader) bytes() []byte {
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		r.err, r.b = errBadEntry, nil
+		return nil
+	}
+	v := r.b[:n:n]
+	r.b = r.b[n:]
+	return v
+}
+
+// replication is a replicated store's state; nil for a single node.
+type replication struct {
+	// mu orders everything that writes the view: Apply, and the owner's
+	// writer from the moment its entry is in the log until its callers
+	// are answered. Held through OnCommit, so every view reports events in
+	// log order.
+	mu      sync.Mutex
+	applied atomic.Uint64 // written under mu
+
+	owner atomic.Pointer[ownership]
+	gens  atomic.Uint64 // ownership generations handed out by Own
+	// hotGen is the ownership generation the writer's hot-key cache was
+	// filled under (writer goroutine only): a new tenure starts it empty,
+	// because the previous owner's writes reached this view by Apply,
+	// which does not maintain it.
+	hotGen uint64
+}
+
+type ownership struct {
+	log Log
+	gen uint64
+}
+
+// openMode checks that the database in dir was written in the mode it is
+// opened in, and returns its applied mark. A view's data is only whole
+// together with its log, and a single node's data has no log: opening
+// either as the other would serve a wrong state.
+func openMode(db *pebble.DB, dir string, replicated bool) (applied uint64, err error) {
+	v, err := get(db, appliedKey)
+	if err != nil {
+		return 0, err
+	}
+	if len(v) == 8 {
+		applied = binary.BigEndian.Uint64(v)
+	}
+	switch {
+	case v != nil && !replicated:
+		return 0, fmt.Errorf("store: %s is a cluster node's view of a replicated log; start this node with its cluster settings", dir)
+	case v == nil && replicated:
+		it, err := db.NewIter(nil)
+		if err != nil {
+			return 0, err
+		}
+		used := it.First()
+		if err := it.Close(); err != nil {
+			return 0, err
+		}
+		if used {
+			return 0, fmt.Errorf("store: %s holds a single node's data; a cluster node starts with an empty data directory", dir)
+		}
+	}
+	return applied, nil
+}
+
+// Applied is the log sequence this view has applied up to (0 for a single
+// node, or a view that has applied nothing).
+func (s *Store) Applied() uint64 {
+	if s.repl == nil {
+		return 0
+	}
+	return s.repl.applied.Load()
+}
+
+// Own makes this store the writer of its log: from now on Update commits
+// through l. The caller has made sure the view is at the log's end, its
+// own fence included (docs/cluster.md §8.2), and l appends only after
+// that.
+func (s *Store) Own(l Log) error {
+	if s.repl == nil {
+		return errors.New("store: Own on a store not opened as Replicated")
+	}
+	s.repl.owner.Store(&ownership{log: l, gen: s.repl.gens.Add(1)})
+	return nil
+}
+
+// Disown stops this store writing: Update fails with ErrNotOwner until the
+// next Own. A group already appending finishes or fails by its log's
+// answer.
+func (s *Store) Disown() {
+	if s.repl != nil {
+		s.repl.owner.Store(nil)
+	}
+}
+
+// Owns reports whether Own is in force.
+func (s *Store) Owns() bool { return s.repl != nil && s.repl.owner.Load() != nil }
+
+// ownerLog is the log a group commits through, or ErrNotOwner; nil, nil on
+// a single node. Writer goroutine only.
+func (s *Store) ownerLog() (Log, error) {
+	if s.repl == nil {
+		return nil, nil
+	}
+	o := s.repl.owner.Load()
+	if o == nil {
+		return nil, ErrNotOwner
+	}
+	if o.gen != s.repl.hotGen {
+		clear(s.hot)
+		s.repl.hotGen = o.gen
+	}
+	return o.log, nil
+}
+
+// commitToLog appends the group's batch b to l and, once the log holds it,
+// writes it to the view. It returns with repl.mu held (the caller answers
+// and notifies under it, then unlocks), and whether the view was written
+// here: false when Apply, fed this writer's own entry by the log's
+// consumer, wrote it first and has already notified OnCommit.
+func (s *Store) commitToLog(l Log, b *pebble.Batch, appended []Appended) (wrote bool, err error) {
+	seq, err := l.Append(encodeEntry(b.Repr(), appended))
+	if err != nil {
+		return false, fmt.Errorf("%w: %w", ErrNotOwner, err)
+	}
+	s.repl.mu.Lock()
+	if seq <= s.repl.applied.Load() {
+		return false, nil
+	}
+	if err = b.Set(appliedKey, u64(seq), nil); err == nil {
+		err = b.Commit(pebble.NoSync)
+	}
+	if err != nil {
+		// The log has the entry; this view does not. Nothing can put it
+		// right here but a re-apply from the log: stop writing.
+		s.repl.mu.Unlock()
+		s.Disown()
+		return false, fmt.Errorf("store: view write after log append (seq %d): %w", seq, err)
+	}
+	s.repl.applied.Store(seq)
+	return true, nil
+}
+
+// Apply writes the log's entry seq to this view: another owner's group,
+// this node's own group when the consumer gets it before the writer
+// does, or a fence. Entries at or below Applied are skipped, so a
+// consumer may redeliver. Entries must come in log order.
+func (s *Store) Apply(seq uint64, data []byte) error {
+	if s.repl == nil {
+		return errors.New("store: Apply on a store not opened as Replicated")
+	}
+	e, err := decodeEntry(data)
+	if err != nil {
+		return fmt.Errorf("store: entry %d: %w", seq, err)
+	}
+	s.mu.RLock()
+	closed := s.closed
+	s.mu.RUnlock()
+	if closed {
+		return ErrClosed
+	}
+	r := s.repl
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if seq <= r.applied.Load() {
+		return nil
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	if len(e.repr) > 0 {
+		if err := b.SetRepr(bytes.Clone(e.repr)); err != nil {
+			return fmt.Errorf("store: entry %d: %w", seq, err)
+		}
+	}
+	if err := b.Set(appliedKey, u64(seq), nil); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("store: applying entry %d: %w", seq, err)
+	}
+	r.applied.Store(seq)
+	if len(e.repr) > 0 {
+		s.noteApplied(b)
+	}
+	if len(e.appended) > 0 && s.opts.OnCommit != nil {
+		s.opts.OnCommit(e.appended)
+	}
+	s.seqMu.Lock()
+	for _, a := range e.appended {
+		if !a.Rewritten && a.Seq > s.lastSeq[a.User] {
+			s.lastSeq[a.User] = a.Seq
+		}
+	}
+	s.seqMu.Unlock()
+	return nil
+}
+
+// noteApplied brings the store's caches up to date with an applied batch,
+// as the code that made the writes does for them on the owner (accounts,
+// kicks, push tokens, the resend filter). The hot-key cache is not kept:
+// ownerLog starts it empty in each tenure.
+func (s *Store) noteApplied(b *pebble.Batch) {
+	now := s.Now()
+	rd := b.Reader()
+	for {
+		kind, k, v, ok, err := rd.Next()
+		if !ok || err != nil {
+			return
+		}
+		put := kind == pebble.InternalKeyKindSet
+		switch {
+		case bytes.HasPrefix(k, []byte("a/")):
+			s.mu.Lock()
+			s.accounts[string(k[2:])] = put
+			s.mu.Unlock()
+		case bytes.HasPrefix(k, []byte("x/")):
+			var at time.Time
+			if put && len(v) == 8 {
+				at = earliestAccepted(time.Unix(0, int64(binary.BigEndian.Uint64(v))))
+			}
+			s.mu.Lock()
+			s.kicks()[string(k[2:])] = at
+			s.mu.Unlock()
+		case bytes.HasPrefix(k, []byte("pt/")):
+			user, _, _ := bytes.Cut(k[3:], []byte{sep})
+			s.tokenVer.Add(1)
+			s.tokenless.Delete(string(user))
+		case bytes.HasPrefix(k, []byte("d/")) && put:
+			s.dedup.add(k, now)
+		}
+	}
+}
