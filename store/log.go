@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -197,6 +198,10 @@ type replication struct {
 	mu      sync.Mutex
 	applied atomic.Uint64 // written under mu
 
+	// advanced is closed and replaced each time applied moves (under mu):
+	// WaitApplied's wake-up.
+	advanced chan struct{}
+
 	owner atomic.Pointer[ownership]
 	gens  atomic.Uint64 // ownership generations handed out by Own
 	// hotGen is the ownership generation the writer's hot-key cache was
@@ -204,6 +209,34 @@ type replication struct {
 	// because the previous owner's writes reached this view by Apply,
 	// which does not maintain it.
 	hotGen uint64
+}
+
+// advance moves the applied mark; mu is held.
+func (r *replication) advance(seq uint64) {
+	r.applied.Store(seq)
+	close(r.advanced)
+	r.advanced = make(chan struct{})
+}
+
+// WaitApplied returns once this view has applied the log up to seq, or
+// with ctx's error.
+func (s *Store) WaitApplied(ctx context.Context, seq uint64) error {
+	if s.repl == nil {
+		return nil
+	}
+	for {
+		s.repl.mu.Lock()
+		ch := s.repl.advanced
+		s.repl.mu.Unlock()
+		if s.repl.applied.Load() >= seq {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 type ownership struct {
@@ -316,7 +349,7 @@ func (s *Store) commitToLog(l Log, b *pebble.Batch, appended []Appended) (wrote 
 		s.Disown()
 		return false, fmt.Errorf("store: view write after log append (seq %d): %w", seq, err)
 	}
-	s.repl.applied.Store(seq)
+	s.repl.advance(seq)
 	return true, nil
 }
 
@@ -357,7 +390,7 @@ func (s *Store) Apply(seq uint64, data []byte) error {
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("store: applying entry %d: %w", seq, err)
 	}
-	r.applied.Store(seq)
+	r.advance(seq)
 	if len(e.repr) > 0 {
 		s.noteApplied(b)
 	}

@@ -206,7 +206,7 @@ func Open(dir string, o Options) (*Store, error) {
 		return nil, err
 	}
 	if o.Replicated {
-		s.repl = &replication{}
+		s.repl = &replication{advanced: make(chan struct{})}
 		s.repl.applied.Store(applied)
 	}
 	s.wg.Add(2)

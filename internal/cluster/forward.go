@@ -1,0 +1,294 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/duet-im/duet/command"
+)
+
+// Commands on any node (docs/cluster.md §12).
+//
+// Every node answers every command. A command that writes must run where
+// the store is the log's owner, so the Router runs a command locally when
+// this node owns the partition, and otherwise sends it to the owner as a
+// core NATS request on duet.cmd.{pp} and answers with the owner's reply.
+// Only the owner serves that subject, in a queue group, so a request
+// reaches one server even while an old and a new owner overlap; a server
+// that finds it no longer owns answers "not the owner" without running the
+// command, and the requester tries again.
+//
+// Read-your-writes (§12.3): the owner's reply carries the log sequence its
+// view had applied after the command, at or after the command's own
+// commit; the requester answers its client only once its own view has
+// applied that far, so the client's next read on this node, and its
+// devices here, see the write.
+//
+// openim/sync is the one command that concerns this connection rather
+// than the user's data: it always runs locally (it answers through the
+// device's connection, and reads the local view).
+
+// Executor runs commands: the command layer, or a Router in front of it.
+type Executor interface {
+	Exec(ctx context.Context, c *command.Caller, name string, body []byte) command.Reply
+}
+
+// ForwardView is what the Router needs of this node's store.
+type ForwardView interface {
+	Owns() bool
+	Applied() uint64
+	WaitApplied(ctx context.Context, seq uint64) error
+}
+
+// Forwarding limits (§12.2).
+const (
+	// noOwnerRetry is how long a request is retried while no node serves
+	// the partition (a takeover in progress): the request reached nobody,
+	// so trying again cannot run it twice.
+	noOwnerRetry = 8 * time.Second
+	// forwardTimeout is how long the owner has to answer once it has the
+	// request; after it the command may or may not have run.
+	forwardTimeout = 5 * time.Second
+	// readYourWrites bounds the wait for the local view to catch up.
+	readYourWrites = 2 * time.Second
+)
+
+// Headers of a forwarded command and of its reply; the message data is the
+// request body, and the reply's data the result's JSON.
+const (
+	hUser      = "Duet-User"
+	hAdmin     = "Duet-Admin"
+	hDevice    = "Duet-Device"
+	hTransport = "Duet-Transport"
+	hCommand   = "Duet-Command"
+
+	hFailed   = "Duet-Failed" // the data is failure's JSON
+	hStatus   = "Duet-Status"
+	hSeq      = "Duet-Seq"
+	hNotOwner = "Duet-Not-Owner"
+)
+
+// Router is the Executor of a cluster node's transports.
+type Router struct {
+	nc      *nats.Conn
+	local   Executor
+	view    ForwardView
+	subject string
+	log     *slog.Logger
+
+	mu  sync.Mutex
+	sub *nats.Subscription // while this node owns the partition
+
+	Forwarded   atomic.Int64 // commands this node sent to the owner
+	Served      atomic.Int64 // forwarded commands this node ran as the owner
+	StaleReads  atomic.Int64 // replies given before the local view caught up (§12.3)
+	NoOwnerWait atomic.Int64 // forwards that found no owner at first
+}
+
+// NewRouter makes the router of partition p's commands.
+func NewRouter(nc *nats.Conn, local Executor, view ForwardView, p int, log *slog.Logger) *Router {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Router{nc: nc, local: local, view: view, subject: CommandSubject(p), log: log}
+}
+
+// CommandSubject is the subject forwarded commands of partition p take.
+func CommandSubject(p int) string { return "duet.cmd." + twoDigits(p) }
+
+func twoDigits(p int) string {
+	if p < 10 {
+		return "0" + strconv.Itoa(p)
+	}
+	return strconv.Itoa(p)
+}
+
+// Exec runs the command here or on the owner.
+func (r *Router) Exec(ctx context.Context, c *command.Caller, name string, body []byte) command.Reply {
+	if name == "openim/sync" || r.view.Owns() {
+		return r.local.Exec(ctx, c, name, body)
+	}
+	return r.forward(ctx, c, name, body)
+}
+
+// Serve starts answering forwarded commands; call it once this node owns
+// the partition. Stop undoes it.
+func (r *Router) Serve() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sub != nil {
+		return nil
+	}
+	sub, err := r.nc.QueueSubscribe(r.subject, "owner", r.serve)
+	if err != nil {
+		return err
+	}
+	r.sub = sub
+	return r.nc.Flush() // the subscription is known to the server before anyone is told
+}
+
+// Stop stops answering forwarded commands.
+func (r *Router) Stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sub != nil {
+		r.sub.Unsubscribe()
+		r.sub = nil
+	}
+}
+
+func (r *Router) serve(m *nats.Msg) {
+	out := nats.NewMsg(m.Reply)
+	if !r.view.Owns() {
+		out.Header.Set(hNotOwner, "1")
+		m.RespondMsg(out)
+		return
+	}
+	r.Served.Add(1)
+	c := &command.Caller{
+		UserID: m.Header.Get(hUser),
+		Admin:  m.Header.Get(hAdmin) == "1",
+		Device: m.Header.Get(hDevice),
+	}
+	if m.Header.Get(hTransport) == "rest" {
+		c.Transport = command.REST
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
+	reply := r.local.Exec(ctx, c, m.Header.Get(hCommand), m.Data)
+	cancel()
+	if reply.Deferred {
+		// Only openim/sync defers, and it is never forwarded.
+		reply.Err = command.Errorf(command.CodeInternal, "command cannot be forwarded")
+	}
+	if reply.Err == nil && reply.Result != nil {
+		data, err := marshalResult(reply.Result)
+		if err != nil {
+			r.log.Error("cluster: encoding a forwarded reply", "error", err)
+			reply.Err = command.Errorf(command.CodeInternal, "internal error, retry")
+		}
+		out.Data = data
+		if st, ok := reply.Result.(interface{ ActionStatus() string }); ok {
+			out.Header.Set(hStatus, st.ActionStatus())
+		}
+	}
+	if reply.Err != nil {
+		out.Header.Set(hFailed, "1")
+		out.Data, _ = json.Marshal(reply.Err)
+	}
+	out.Header.Set(hSeq, strconv.FormatUint(r.view.Applied(), 10))
+	if err := m.RespondMsg(out); err != nil {
+		r.log.Warn("cluster: answering a forwarded command", "error", err)
+	}
+}
+
+// marshalResult is the command layer's encoding of a result: JSON without
+// HTML escaping (message text travels as its sender wrote it).
+func marshalResult(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(b.Bytes(), "\n"), nil
+}
+
+// forwarded is a result received from the owner, re-encoded as it came.
+type forwarded struct {
+	data   json.RawMessage
+	status string
+}
+
+func (f forwarded) MarshalJSON() ([]byte, error) { return f.data, nil }
+
+// ActionStatus keeps batchsendmsg's "SomeError" (command.Reply.Encode).
+func (f forwarded) ActionStatus() string {
+	if f.status == "" {
+		return "OK"
+	}
+	return f.status
+}
+
+func retryLater(info string) command.Reply {
+	return command.Reply{Err: command.Errorf(command.CodeRetry, "%s", info)}
+}
+
+func (r *Router) forward(ctx context.Context, c *command.Caller, name string, body []byte) command.Reply {
+	r.Forwarded.Add(1)
+	msg := nats.NewMsg(r.subject)
+	msg.Header.Set(hUser, c.UserID)
+	if c.Admin {
+		msg.Header.Set(hAdmin, "1")
+	}
+	if c.Device != "" {
+		msg.Header.Set(hDevice, c.Device)
+	}
+	if c.Transport == command.REST {
+		msg.Header.Set(hTransport, "rest")
+	}
+	msg.Header.Set(hCommand, name)
+	msg.Data = body
+
+	giveUp := time.Now().Add(noOwnerRetry)
+	waited := false
+	for {
+		rctx, cancel := context.WithTimeout(ctx, forwardTimeout)
+		resp, err := r.nc.RequestMsgWithContext(rctx, msg)
+		cancel()
+		switch {
+		case errors.Is(err, nats.ErrNoResponders) || (err == nil && resp.Header.Get(hNotOwner) != ""):
+			// Nobody ran it: a takeover is under way. Try again.
+			if !waited {
+				waited = true
+				r.NoOwnerWait.Add(1)
+			}
+			if time.Now().After(giveUp) {
+				return retryLater("no node serves this user's data yet (a node is taking over), retry")
+			}
+			select {
+			case <-ctx.Done():
+				return retryLater("no node serves this user's data yet (a node is taking over), retry")
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		case err != nil:
+			// It may or may not have run, exactly as when a single node
+			// dies mid-request: sendmsg's resends are recognised by
+			// MsgRandom, and other writes report their current state.
+			r.log.Warn("cluster: forwarded command unanswered", "command", name, "error", err)
+			return retryLater("the node that serves this user did not answer in time, retry")
+		}
+		return r.reply(ctx, resp)
+	}
+}
+
+func (r *Router) reply(ctx context.Context, resp *nats.Msg) command.Reply {
+	if seq, err := strconv.ParseUint(resp.Header.Get(hSeq), 10, 64); err == nil && seq > 0 {
+		wctx, cancel := context.WithTimeout(ctx, readYourWrites)
+		if r.view.WaitApplied(wctx, seq) != nil {
+			r.StaleReads.Add(1)
+		}
+		cancel()
+	}
+	if resp.Header.Get(hFailed) != "" {
+		var e command.Error
+		if err := json.Unmarshal(resp.Data, &e); err != nil || e.Code == 0 {
+			return command.Reply{Err: command.Errorf(command.CodeInternal, "internal error, retry")}
+		}
+		return command.Reply{Err: &e}
+	}
+	var rep command.Reply
+	if len(resp.Data) > 0 {
+		rep.Result = forwarded{data: bytes.Clone(resp.Data), status: resp.Header.Get(hStatus)}
+	}
+	return rep
+}
