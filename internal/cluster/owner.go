@@ -1,0 +1,380 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// JoinOptions wire a node's partitions to its store.
+type JoinOptions struct {
+	Config
+	// FenceEntry builds a fence entry (the store's encoding of §7 "fence").
+	FenceEntry func() []byte
+	// View is partition p's view on this node.
+	View func(p int) View
+	// OnOwn hears that this node now owns p: log is fenced and ready for p's
+	// writer. Called from the owner loop; it must not block for long.
+	OnOwn func(p int, log *Log)
+	// OnLose hears that p's writer must stop: the lease was lost or released,
+	// or the log was fenced. The log refuses Appends already.
+	OnLose func(p int, err error)
+	// OnError hears failures that are retried (apply errors, a failed
+	// takeover). May be nil.
+	OnError func(p int, err error)
+}
+
+// Cluster is one node's part in the cluster: every partition's consumer, the
+// leases it holds, and the loop that takes free partitions.
+type Cluster struct {
+	node     *Node
+	o        JoinOptions
+	leases   jetstream.KeyValue
+	nodes    jetstream.KeyValue
+	appliers []*Applier
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	wake   chan struct{}
+	lostCh chan int
+
+	mu      sync.Mutex
+	owned   map[int]*owned
+	holders map[int]string // lease holder per partition as last watched; absent or "" is free
+	live    map[string]bool
+	changes uint64 // lease changes seen (metric)
+}
+
+type owned struct {
+	lease *Lease
+	log   *Log
+}
+
+// Join sets up the shared objects (Setup), starts a consumer per partition,
+// a heartbeat in duet-nodes, and the owner loop. The node should be Ready.
+func Join(ctx context.Context, n *Node, o JoinOptions) (*Cluster, error) {
+	if o.FenceEntry == nil || o.View == nil {
+		return nil, errors.New("cluster: FenceEntry and View are required")
+	}
+	if err := o.Config.defaults(); err != nil {
+		return nil, err
+	}
+	if err := Setup(ctx, n.js, o.Config); err != nil {
+		return nil, err
+	}
+	var leases, nodes jetstream.KeyValue
+	if err := retry(ctx, "KV buckets", func(c context.Context) error {
+		var err error
+		if leases, err = n.js.KeyValue(c, BucketLeases); err != nil {
+			return err
+		}
+		nodes, err = n.js.KeyValue(c, BucketNodes)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithCancel(context.Background())
+	c := &Cluster{
+		node: n, o: o, leases: leases, nodes: nodes, ctx: cctx, cancel: cancel,
+		wake: make(chan struct{}, 1), lostCh: make(chan int, MaxPartitions),
+		owned: map[int]*owned{}, holders: map[int]string{}, live: map[string]bool{n.name: true},
+	}
+	for p := 0; p < o.Partitions; p++ {
+		a, err := StartApplier(ctx, n.js, n.name, p, o.View(p), o.OnError)
+		if err != nil {
+			c.stopAppliers()
+			cancel()
+			return nil, err
+		}
+		c.appliers = append(c.appliers, a)
+	}
+	lw, err := WatchLeases(cctx, leases)
+	if err != nil {
+		c.stopAppliers()
+		cancel()
+		return nil, err
+	}
+	nw, err := nodes.WatchAll(cctx)
+	if err != nil {
+		c.stopAppliers()
+		cancel()
+		return nil, err
+	}
+	c.wg.Add(3)
+	go c.watchLeases(lw)
+	go c.watchNodes(nw)
+	go c.loop()
+	return c, nil
+}
+
+func (c *Cluster) poke() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Cluster) watchLeases(ch <-chan LeaseHolder) {
+	defer c.wg.Done()
+	for h := range ch {
+		c.mu.Lock()
+		c.holders[h.Partition] = h.Node
+		c.changes++
+		c.mu.Unlock()
+		if h.Node == "" {
+			c.poke()
+		}
+	}
+}
+
+// watchNodes keeps the set of live nodes from duet-nodes heartbeats; an
+// expired heartbeat leaves a marker the watcher sees as a purge.
+func (c *Cluster) watchNodes(w jetstream.KeyWatcher) {
+	defer c.wg.Done()
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil {
+				continue
+			}
+			c.mu.Lock()
+			if e.Operation() == jetstream.KeyValuePut {
+				c.live[e.Key()] = true
+			} else if e.Key() != c.node.name {
+				delete(c.live, e.Key())
+			}
+			c.mu.Unlock()
+			c.poke()
+		}
+	}
+}
+
+// heartbeat is this node's duet-nodes value (§6).
+type heartbeat struct {
+	Started time.Time `json:"started"`
+}
+
+func (c *Cluster) loop() {
+	defer c.wg.Done()
+	hb, _ := json.Marshal(heartbeat{Started: time.Now().UTC()})
+	beat := time.NewTicker(c.o.NodeTTL / 3)
+	defer beat.Stop()
+	tick := time.NewTicker(c.o.LeaseTTL / 5)
+	defer tick.Stop()
+	c.putHeartbeat(hb)
+	c.balance()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-beat.C:
+			c.putHeartbeat(hb)
+		case <-tick.C:
+			c.balance()
+		case <-c.wake:
+			c.balance()
+		case p := <-c.lostCh:
+			c.stepDown(p)
+		}
+	}
+}
+
+func (c *Cluster) putHeartbeat(v []byte) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.o.NodeTTL/3)
+	defer cancel()
+	if _, err := c.nodes.Put(ctx, c.node.name, v); err != nil {
+		c.report(-1, fmt.Errorf("heartbeat: %w", err))
+	}
+}
+
+func (c *Cluster) report(p int, err error) {
+	if c.o.OnError != nil {
+		c.o.OnError(p, err)
+	}
+}
+
+// Target is ceil(P / live nodes): how many partitions this node aims to own
+// (§8.3).
+func (c *Cluster) Target() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := max(len(c.live), 1)
+	return (c.o.Partitions + n - 1) / n
+}
+
+// balance takes free partitions, lowest first, until this node owns its
+// target. Releasing a surplus (§8.3, after 30 s above target) and preferring
+// partitions whose stream leader is local are not built yet.
+func (c *Cluster) balance() {
+	target := c.Target()
+	for p := 0; p < c.o.Partitions; p++ {
+		c.mu.Lock()
+		n, holder := len(c.owned), c.holders[p]
+		_, mine := c.owned[p]
+		c.mu.Unlock()
+		if n >= target {
+			return
+		}
+		if mine || holder != "" {
+			continue
+		}
+		c.takeOver(p)
+	}
+}
+
+// takeOver acquires p's lease and fences its log.
+func (c *Cluster) takeOver(p int) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.o.LeaseTTL)
+	defer cancel()
+	lease, err := Acquire(ctx, c.leases, p, c.node.name, c.o.LeaseTTL)
+	if err != nil {
+		if errors.Is(err, ErrLeaseHeld) {
+			// The watcher has not caught up; it will say when it is free.
+			c.mu.Lock()
+			if c.holders[p] == "" {
+				c.holders[p] = "?"
+			}
+			c.mu.Unlock()
+		} else {
+			c.report(p, err)
+		}
+		return
+	}
+	log, err := c.appliers[p].Own(ctx, lease, c.o.FenceEntry)
+	if err != nil {
+		c.report(p, err)
+		rctx, rcancel := context.WithTimeout(c.ctx, c.o.LeaseTTL)
+		_ = lease.Release(rctx)
+		rcancel()
+		return
+	}
+	c.mu.Lock()
+	c.owned[p] = &owned{lease: lease, log: log}
+	c.holders[p] = c.node.name
+	c.mu.Unlock()
+	go func() {
+		select {
+		case <-lease.Lost():
+		case <-log.Dead():
+		case <-c.ctx.Done():
+			return
+		}
+		select {
+		case c.lostCh <- p:
+		case <-c.ctx.Done():
+		}
+	}()
+	if c.o.OnOwn != nil {
+		c.o.OnOwn(p, log)
+	}
+}
+
+// stepDown ends this node's tenure of p after a lost lease or a fenced log.
+func (c *Cluster) stepDown(p int) {
+	c.mu.Lock()
+	o := c.owned[p]
+	delete(c.owned, p)
+	c.mu.Unlock()
+	if o == nil {
+		return
+	}
+	reason := o.log.Err()
+	if reason == nil {
+		reason = o.lease.Err()
+	}
+	c.release(p, o, reason)
+}
+
+func (c *Cluster) release(p int, o *owned, reason error) {
+	o.log.Close()
+	c.appliers[p].Disown(o.log)
+	ctx, cancel := context.WithTimeout(context.Background(), c.o.LeaseTTL)
+	_ = o.lease.Release(ctx)
+	cancel()
+	if c.o.OnLose != nil {
+		c.o.OnLose(p, reason)
+	}
+}
+
+// Log is partition p's log while this node owns p, else nil.
+func (c *Cluster) Log(p int) *Log {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if o := c.owned[p]; o != nil {
+		return o.log
+	}
+	return nil
+}
+
+// Owned lists the partitions this node owns.
+func (c *Cluster) Owned() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ps := make([]int, 0, len(c.owned))
+	for p := range c.owned {
+		ps = append(ps, p)
+	}
+	sort.Ints(ps)
+	return ps
+}
+
+// Holders is every partition's lease holder as this node last saw it ("" free).
+func (c *Cluster) Holders() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	hs := make([]string, c.o.Partitions)
+	for p := range hs {
+		hs[p] = c.holders[p]
+	}
+	return hs
+}
+
+// LeaseChanges counts lease changes seen by the watcher (metric).
+func (c *Cluster) LeaseChanges() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changes
+}
+
+// Lag is partition p's apply lag on this node.
+func (c *Cluster) Lag(p int) uint64 { return c.appliers[p].Lag() }
+
+// Applier is partition p's consumer.
+func (c *Cluster) Applier(p int) *Applier { return c.appliers[p] }
+
+// Close releases every lease this node holds (OnLose is called for each),
+// stops the owner loop and the consumers. The node itself stays up.
+func (c *Cluster) Close() {
+	c.cancel()
+	c.wg.Wait()
+	c.mu.Lock()
+	held := c.owned
+	c.owned = map[int]*owned{}
+	c.mu.Unlock()
+	for p, o := range held {
+		c.release(p, o, ErrLeaseReleased)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	_ = c.nodes.Delete(ctx, c.node.name)
+	cancel()
+	c.stopAppliers()
+}
+
+func (c *Cluster) stopAppliers() {
+	for _, a := range c.appliers {
+		a.Stop()
+	}
+}

@@ -1,0 +1,27 @@
+package cluster
+
+import (
+	"fmt"
+	"hash/fnv"
+)
+
+// MaxPartitions bounds P: the store prefixes a partition's keys with its
+// number in one byte (docs/cluster.md §10.1).
+const MaxPartitions = 256
+
+// Partition is the partition of user among p: fnv1a32 of the UserID's bytes
+// mod p (§5). UserIDs are case-sensitive, so no folding.
+func Partition(user string, p int) int {
+	h := fnv.New32a()
+	h.Write([]byte(user))
+	return int(h.Sum32() % uint32(p))
+}
+
+// StreamName is partition p's log: DUET_P07.
+func StreamName(p int) string { return fmt.Sprintf("DUET_P%02d", p) }
+
+// Subject is the one subject of partition p's log: duet.p.07.
+func Subject(p int) string { return fmt.Sprintf("duet.p.%02d", p) }
+
+// LeaseKey is partition p's key in KV duet-leases: p07.
+func LeaseKey(p int) string { return fmt.Sprintf("p%02d", p) }

@@ -1,0 +1,223 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The KV buckets of docs/cluster.md §6 this build uses.
+const (
+	BucketLeases  = "duet-leases"
+	BucketCluster = "duet-cluster"
+	BucketNodes   = "duet-nodes"
+)
+
+// markerTTL is how long a KV bucket keeps the marker of an expired key, so
+// that watchers see a lease (or a node's heartbeat) expire (§6, §8.1).
+const markerTTL = time.Second
+
+// Config is what every node of one cluster must agree on (§5, §15.3; the
+// rest of §15.3's list is checked by the assembly).
+type Config struct {
+	Partitions int           // P, fixed when the cluster is created
+	Replicas   int           // replicas of every stream and bucket (1 only for tests of one server)
+	LeaseTTL   time.Duration // TTL of duet-leases (§8.1)
+	NodeTTL    time.Duration // TTL of a duet-nodes heartbeat (§6; default 15 s)
+}
+
+func (c *Config) defaults() error {
+	if c.Partitions < 1 || c.Partitions > MaxPartitions {
+		return fmt.Errorf("partitions %d: want 1 to %d", c.Partitions, MaxPartitions)
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 3
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		return fmt.Errorf("replicas %d: want 1 to 5 (3 or 5 in production)", c.Replicas)
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = 5 * time.Second
+	}
+	// Local validity is ttl - 1 s (§8.1), so a lease must be longer than that margin.
+	if c.LeaseTTL < 2*time.Second {
+		return fmt.Errorf("lease ttl %v: want at least 2s", c.LeaseTTL)
+	}
+	if c.NodeTTL == 0 {
+		c.NodeTTL = 15 * time.Second
+	}
+	return nil
+}
+
+// clusterConfig is KV duet-cluster key "config", written by the first node.
+type clusterConfig struct {
+	Partitions int `json:"partitions"`
+	Replicas   int `json:"replicas"`
+}
+
+// ErrConfigMismatch is wrapped by Setup when this node's settings differ from
+// the cluster's recorded ones; the message names the setting and both values.
+var ErrConfigMismatch = errors.New("cluster configuration mismatch")
+
+// StreamConfig is partition p's log (§6): one subject, file storage, no
+// limits (trimmed only by snapshot purges), deletes refused, and messages up
+// to one group's 8 MiB. No atomic batch: one group is one message.
+func StreamConfig(p, replicas int) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:       StreamName(p),
+		Subjects:   []string{Subject(p)},
+		Storage:    jetstream.FileStorage,
+		Replicas:   replicas,
+		Retention:  jetstream.LimitsPolicy,
+		Discard:    jetstream.DiscardNew,
+		DenyDelete: true,
+		MaxMsgs:    -1,
+		MaxBytes:   -1,
+		MaxMsgSize: MaxPayload,
+	}
+}
+
+// Setup creates, idempotently, what the nodes share: KV duet-cluster with its
+// config (checked: a node with another P or replica count is refused), the
+// partition streams and the leases and nodes buckets. Any number of nodes may
+// run it at once; it retries while the JetStream cluster is still forming
+// (peers joining, no meta leader) until ctx ends.
+func Setup(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+	if err := cfg.defaults(); err != nil {
+		return err
+	}
+	kv, err := ensureKV(ctx, js, jetstream.KeyValueConfig{
+		Bucket: BucketCluster, History: 5, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
+	})
+	if err != nil {
+		return err
+	}
+	if err := checkConfig(ctx, kv, clusterConfig{Partitions: cfg.Partitions, Replicas: cfg.Replicas}); err != nil {
+		return err
+	}
+	for p := 0; p < cfg.Partitions; p++ {
+		if err := ensureStream(ctx, js, StreamConfig(p, cfg.Replicas)); err != nil {
+			return err
+		}
+	}
+	if _, err := ensureKV(ctx, js, jetstream.KeyValueConfig{
+		Bucket: BucketLeases, History: 1, TTL: cfg.LeaseTTL, LimitMarkerTTL: markerTTL,
+		Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
+	}); err != nil {
+		return err
+	}
+	_, err = ensureKV(ctx, js, jetstream.KeyValueConfig{
+		Bucket: BucketNodes, History: 1, TTL: cfg.NodeTTL, LimitMarkerTTL: markerTTL,
+		Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
+	})
+	return err
+}
+
+// checkConfig writes the cluster's config if absent, else compares it.
+func checkConfig(ctx context.Context, kv jetstream.KeyValue, want clusterConfig) error {
+	val, _ := json.Marshal(want)
+	return retry(ctx, "cluster config", func(c context.Context) error {
+		_, err := kv.Create(c, "config", val)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return err
+		}
+		e, err := kv.Get(c, "config")
+		if err != nil {
+			return err
+		}
+		var have clusterConfig
+		if err := json.Unmarshal(e.Value(), &have); err != nil {
+			return permanent(fmt.Errorf("KV %s config: %v", BucketCluster, err))
+		}
+		if have.Partitions != want.Partitions {
+			return permanent(fmt.Errorf("%w: the cluster was created with --partitions %d; this node has --partitions %d", ErrConfigMismatch, have.Partitions, want.Partitions))
+		}
+		if have.Replicas != want.Replicas {
+			return permanent(fmt.Errorf("%w: the cluster was created with --replicas %d; this node has --replicas %d", ErrConfigMismatch, have.Replicas, want.Replicas))
+		}
+		return nil
+	})
+}
+
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	return retry(ctx, "stream "+cfg.Name, func(c context.Context) error {
+		_, err := js.CreateStream(c, cfg)
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return err
+		}
+		// It exists with another config: say which setting differs.
+		s, err := js.Stream(c, cfg.Name)
+		if err != nil {
+			return err
+		}
+		have := s.CachedInfo().Config
+		switch {
+		case have.Replicas != cfg.Replicas:
+			return permanent(fmt.Errorf("%w: stream %s has %d replicas; this node wants %d", ErrConfigMismatch, cfg.Name, have.Replicas, cfg.Replicas))
+		case have.MaxMsgSize != cfg.MaxMsgSize:
+			return permanent(fmt.Errorf("%w: stream %s has max message size %d; this node wants %d", ErrConfigMismatch, cfg.Name, have.MaxMsgSize, cfg.MaxMsgSize))
+		default:
+			return permanent(fmt.Errorf("%w: stream %s exists with another configuration", ErrConfigMismatch, cfg.Name))
+		}
+	})
+}
+
+func ensureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	var kv jetstream.KeyValue
+	err := retry(ctx, "KV "+cfg.Bucket, func(c context.Context) error {
+		var err error
+		kv, err = js.CreateKeyValue(c, cfg)
+		if !errors.Is(err, jetstream.ErrBucketExists) {
+			return err
+		}
+		if kv, err = js.KeyValue(c, cfg.Bucket); err != nil {
+			return err
+		}
+		st, err := kv.Status(c)
+		if err != nil {
+			return err
+		}
+		if st.TTL() != cfg.TTL {
+			return permanent(fmt.Errorf("%w: KV %s has TTL %v; this node wants %v (--lease-ttl must agree)", ErrConfigMismatch, cfg.Bucket, st.TTL(), cfg.TTL))
+		}
+		return permanent(fmt.Errorf("%w: KV %s exists with another configuration", ErrConfigMismatch, cfg.Bucket))
+	})
+	return kv, err
+}
+
+type permanentError struct{ error }
+
+func (e permanentError) Unwrap() error { return e.error }
+
+// permanent marks an error retry must not retry.
+func permanent(err error) error { return permanentError{err} }
+
+// retry runs f until it succeeds, returns a permanent error, or ctx ends.
+// Other errors are those of a cluster still forming (no meta leader,
+// insufficient peers for the replicas, a request timing out).
+func retry(ctx context.Context, what string, f func(context.Context) error) error {
+	var last error
+	for {
+		c, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := f(c)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		var pe permanentError
+		if errors.As(err, &pe) {
+			return pe.error
+		}
+		last = err
+		if !sleepCtx(ctx, 100*time.Millisecond) {
+			return fmt.Errorf("%s: %v", what, last)
+		}
+	}
+}
