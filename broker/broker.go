@@ -28,6 +28,9 @@ type Config struct {
 	WSAddr   string // WebSocket listener (path /mqtt); empty = none
 	TLSAddr  string // TLS listener; needs TLS
 	TLS      *tls.Config
+	// Exec runs the requests' commands; nil: the Service New is given (a
+	// cluster node's router otherwise, internal/cluster).
+	Exec command.Executor
 
 	SDKAppID     uint64
 	Key          string // UserSig secret
@@ -138,7 +141,7 @@ func New(cfg Config, svc *command.Service, st *store.Store) (*Broker, error) {
 	if err := server.AddHook(&sessionHook{b: b}, nil); err != nil {
 		return nil, err
 	}
-	b.requests = hooks.NewRequests(hooks.RequestsConfig{Service: svc, MaxRequest: cfg.MaxRequest, Log: cfg.Log})
+	b.requests = hooks.NewRequests(hooks.RequestsConfig{Service: svc, Exec: cfg.Exec, MaxRequest: cfg.MaxRequest, Log: cfg.Log})
 	if err := server.AddHook(b.requests, nil); err != nil {
 		return nil, err
 	}

@@ -110,6 +110,13 @@ func DefaultConfig() Config {
 	}
 }
 
+// Executor runs commands for the transports: the Service itself, or, on a
+// cluster node, a router that runs each command where its data is written
+// (internal/cluster). The transports know only this.
+type Executor interface {
+	Exec(ctx context.Context, c *Caller, name string, body []byte) Reply
+}
+
 // Handler executes one command. It returns the result fields of the reply
 // (a struct or map marshalled into the envelope) or an error, an *Error for
 // anything the caller did wrong.
@@ -244,6 +251,11 @@ func (s *Service) Exec(ctx context.Context, c *Caller, name string, body []byte)
 		}
 		if store.IsClosed(err) {
 			return Reply{Err: errShuttingDown()}
+		}
+		if errors.Is(err, store.ErrNotOwner) {
+			// Cluster mode: this node stopped being the writer while the
+			// command ran; nothing of it was written.
+			return Reply{Err: Errorf(CodeRetry, "the server is handing this user's data to another node, retry")}
 		}
 		s.log.Error("command failed", "command", name, "user", c.UserID, "error", err)
 		return Reply{Err: Errorf(CodeInternal, "internal error, retry: %v", err)}

@@ -18,6 +18,9 @@ import (
 // RequestsConfig configures the Requests hook.
 type RequestsConfig struct {
 	Service *command.Service
+	// Exec runs the commands; nil: Service (a cluster node's router
+	// otherwise, internal/cluster).
+	Exec command.Executor
 	// MaxRequest bounds a request's payload; larger ones get 93000 and the
 	// connection stays up. (mochi's MaximumPacketSize is the hard cap
 	// above which the connection is closed.)
@@ -55,6 +58,9 @@ func NewRequests(cfg RequestsConfig) *Requests {
 	}
 	if cfg.MaxRequest <= 0 {
 		cfg.MaxRequest = 64 << 10
+	}
+	if cfg.Exec == nil {
+		cfg.Exec = cfg.Service
 	}
 	return &Requests{cfg: cfg}
 }
@@ -96,7 +102,7 @@ func (h *Requests) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 			h.respond(cl, pk, r.Encode("ReqId", reqID, "Command", name))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		reply = h.cfg.Service.Exec(ctx, caller, name, pk.Payload)
+		reply = h.cfg.Exec.Exec(ctx, caller, name, pk.Payload)
 		cancel()
 	}
 	if reply.Err != nil {

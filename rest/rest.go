@@ -29,7 +29,10 @@ import (
 // Config configures the REST handler.
 type Config struct {
 	Service *command.Service
-	Key     string // UserSig secret
+	// Exec runs the commands; nil: Service (a cluster node's router
+	// otherwise, internal/cluster).
+	Exec command.Executor
+	Key  string // UserSig secret
 	// KickedAt returns the earliest UserSig issue time accepted for a user
 	// (an admin can be kicked too). Nil means nobody was.
 	KickedAt func(user string) time.Time
@@ -100,6 +103,9 @@ func New(cfg Config) http.Handler {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.Exec == nil {
+		cfg.Exec = cfg.Service
+	}
 	return &handler{
 		cfg: cfg, svc: cfg.Service, sdkappid: cfg.Service.Config().SDKAppID, admins: cfg.Service.IsAdmin,
 		limiters: make(map[string]*bucket), verified: make(map[string]*usersig.Sig),
@@ -166,7 +172,7 @@ func (h *handler) serve(r *http.Request) (service, name string, reply command.Re
 		ctx = command.WithClientIP(ctx, ip)
 	}
 	caller := &command.Caller{UserID: identifier, Admin: true, Transport: command.REST}
-	return service, name, h.svc.Exec(ctx, caller, cmd, body)
+	return service, name, h.cfg.Exec.Exec(ctx, caller, cmd, body)
 }
 
 // authenticate checks the URL's identity (§1.1, §2.5): sdkappid present

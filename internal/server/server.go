@@ -18,6 +18,7 @@ import (
 	"github.com/duet-im/duet/broker"
 	"github.com/duet-im/duet/command"
 	"github.com/duet-im/duet/internal/callback"
+	"github.com/duet-im/duet/internal/cluster"
 	"github.com/duet-im/duet/push"
 	"github.com/duet-im/duet/rest"
 	"github.com/duet-im/duet/store"
@@ -84,6 +85,9 @@ type Config struct {
 	MediaCleanEvery   time.Duration // 0: the media default; negative: off (tests drive it)
 	MediaArchiveEvery time.Duration // likewise
 
+	// Cluster: cluster mode (cluster.go, docs/cluster.md); zero: a single node.
+	Cluster ClusterConfig
+
 	// Clock replaces time.Now for the store and the broker (tests move it).
 	Clock func() time.Time
 	Log   *slog.Logger
@@ -112,6 +116,7 @@ type Server struct {
 	rest      http.Handler // /v4/, the REST API
 	web       http.Handler // the web chat at / (web/); nil when off
 	bcfg      broker.Config
+	cluster   *clusterParts // nil on a single node (cluster.go)
 
 	handler http.Handler // routes, built once by Handler
 	http    *http.Server
@@ -162,19 +167,29 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("secret: %w", err)
 	}
 	s := &Server{cfg: cfg, log: log, lock: lock, key: key}
-
-	// 1. The store, with the forwarder its commits go through.
-	s.store, err = store.Open(filepath.Join(cfg.Data, "store"), store.Options{
-		Logger: log, Clock: cfg.Clock, SweepEvery: cfg.StoreSweepEvery, OnCommit: s.sinks.committed,
-	})
-	if err != nil {
-		lock.Close()
-		return nil, err
-	}
 	// From here on, a failure stops whatever was started.
 	fail := func(err error) (*Server, error) {
 		s.Close()
 		return nil, err
+	}
+
+	// 0. Cluster mode: the NATS node first; the store is its view.
+	if err := checkCluster(cfg); err != nil {
+		return fail(err)
+	}
+	if cfg.Cluster.On() {
+		if s.cluster, err = startClusterNode(cfg, log); err != nil {
+			return fail(err)
+		}
+	}
+
+	// 1. The store, with the forwarder its commits go through.
+	s.store, err = store.Open(filepath.Join(cfg.Data, "store"), store.Options{
+		Logger: log, Clock: cfg.Clock, SweepEvery: cfg.StoreSweepEvery, OnCommit: s.sinks.committed,
+		Replicated: cfg.Cluster.On(),
+	})
+	if err != nil {
+		return fail(err)
 	}
 
 	// 2. The command layer over the store, with the callback workers
@@ -222,13 +237,27 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.bcfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
+	// The transports' executor: the command layer, or in a cluster the
+	// router in front of it.
+	var exec command.Executor = s.svc
+	if s.cluster != nil {
+		s.cluster.router = cluster.NewRouter(s.cluster.node.Conn(), s.svc, s.store, 0, log)
+		exec = s.cluster.router
+	}
+	s.bcfg.Exec = exec
 	if cfg.Broker != nil {
 		cfg.Broker(&s.bcfg)
 	}
 	if s.broker, err = broker.New(s.bcfg, s.svc, s.store); err != nil {
 		return fail(busyPort(err, cfg))
 	}
-	devices := s.broker.Devices
+	// devices is what the command layer and the pusher are told of
+	// connected devices: this node's, or every node's in a cluster.
+	var devices clusterDevices = s.broker.Devices
+	if s.cluster != nil {
+		s.cluster.devices = cluster.NewDevices(s.cluster.node.Conn(), s.broker.Devices, log)
+		devices = s.cluster.devices
+	}
 
 	// 4. Offline push, told of the devices online (it skips them): its
 	// commands join the command layer; a recall withdraws a notification
@@ -258,16 +287,32 @@ func New(cfg Config) (*Server, error) {
 	s.svc.Connect(command.Devices{Live: devices, Kicker: pusher.Kicker(devices), Presence: devices})
 	// 7. The store-to-delivery hand-off: a synced commit goes to the
 	// devices, then to the pusher.
-	s.sinks.attach(devices.Committed, pusher.Committed)
+	// (A cluster node's view also commits the other owners' entries:
+	// every node delivers to its own devices, and only the owner plans
+	// pushes.)
+	pushed := pusher.Committed
+	if s.cluster != nil {
+		pushed = func(evs []store.Appended) {
+			if s.store.Owns() {
+				pusher.Committed(evs)
+			}
+		}
+	}
+	s.sinks.attach(s.broker.Devices.Committed, pushed)
 
 	// 8. The REST transport over the command layer.
-	s.rest = rest.New(rest.Config{Service: s.svc, Key: key, KickedAt: s.store.KickedAt, Rate: cfg.RESTRate, Log: log})
+	s.rest = rest.New(rest.Config{Service: s.svc, Exec: exec, Key: key, KickedAt: s.store.KickedAt, Rate: cfg.RESTRate, Log: log})
 	return s, nil
 }
 
 // Start lets work in: the pusher's workers, the MQTT listeners, then the
 // HTTP listener (REST); it logs the start-up line.
 func (s *Server) Start() error {
+	if s.cluster != nil {
+		if err := s.joinCluster(); err != nil {
+			return err
+		}
+	}
 	if err := s.push.Start(); err != nil {
 		return err
 	}
@@ -311,9 +356,11 @@ func (s *Server) Close() error {
 		s.push.Close() // before the store: its queue is there
 	}
 	err = errors.Join(err, s.media.Close())
+	s.cluster.close() // releases the leases: another node takes over now
 	if s.store != nil {
 		err = errors.Join(err, s.store.Close())
 	}
+	s.cluster.shutdown()
 	return errors.Join(err, s.lock.Close())
 }
 
@@ -341,6 +388,15 @@ func (s *Server) HTTPAddr() string {
 		return ""
 	}
 	return s.httpLn.Addr().String()
+}
+
+// clusterDevices is what the command layer and the pusher need of the
+// connected devices (broker.Devices, or cluster.Devices over it).
+type clusterDevices interface {
+	command.Deliverer
+	Kick(user string)
+	Online(user string) int
+	Connected(user, clientID string) bool
 }
 
 // busyPort turns a listener's "address already in use" into what to do

@@ -1,0 +1,196 @@
+package broker_test
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	srvpkg "github.com/duet-im/duet/internal/server"
+	"github.com/duet-im/duet/internal/wait"
+	"github.com/duet-im/duet/store"
+)
+
+// startCluster starts n Duet nodes in this process as one cluster
+// (docs/cluster.md): n embedded nats-servers on loopback routes, n data
+// directories, each node with its own MQTT listener.
+func startCluster(t *testing.T, n int) []*testServer {
+	t.Helper()
+	routes := make([]string, n)
+	for i := range routes {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		routes[i] = l.Addr().String()
+		l.Close()
+	}
+	urls := make([]string, n)
+	for i, r := range routes {
+		urls[i] = "nats://" + r
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	nodes := make([]*testServer, n)
+	for i := range nodes {
+		cfg := srvpkg.Config{
+			Data: t.TempDir(), Secret: testKey, MQTT: "127.0.0.1:0", SDKAppID: testAppID, Log: log.With("node", i), NoMedia: true,
+			Cluster: srvpkg.ClusterConfig{
+				Name: "test", Node: fmt.Sprint("n", i), Listen: routes[i], Routes: urls,
+				Secret: "route-secret", Sync: "always", Replicas: 3, LeaseTTL: 2 * time.Second,
+			},
+		}
+		srv, err := srvpkg.New(cfg)
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		nodes[i] = &testServer{t: t, dir: cfg.Data, srv: srv}
+	}
+	// Start waits for JetStream, which needs a quorum of the nodes: start
+	// them together.
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i, s := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.srv.Start()
+		}()
+	}
+	wg.Wait()
+	for i, s := range nodes {
+		t.Cleanup(s.stop)
+		if errs[i] != nil {
+			t.Fatalf("node %d: %v", i, errs[i])
+		}
+		s.store, s.svc, s.broker, s.addr = s.srv.Store(), s.srv.Service(), s.srv.Broker(), s.srv.Addr("tcp")
+	}
+	return nodes
+}
+
+// owner waits for the node that owns the data and returns its index.
+func owner(t *testing.T, nodes []*testServer) int {
+	t.Helper()
+	o := -1
+	wait.For(t, 20*time.Second, 10*time.Millisecond, func() error {
+		for i, s := range nodes {
+			if s.srv != nil && s.store.Owns() {
+				o = i
+				return nil
+			}
+		}
+		return fmt.Errorf("no node owns the data")
+	})
+	return o
+}
+
+// Users whose devices are on different nodes chat both ways; the writes
+// run on the owner (forwarded), every node's view ends with the same
+// gap-free timelines, each device starts with sync_complete and gets its
+// own messages on its other devices. When the owner leaves, another node
+// takes over and the same devices go on chatting without a gap.
+func TestClusterChat(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	nodes := startCluster(t, 3)
+	o := owner(t, nodes)
+	a, b := nodes[(o+1)%3], nodes[(o+2)%3] // neither owns: every send is forwarded
+	nodes[o].users("alice", "bob")
+
+	alice := a.connect("alice", connectOpts{})
+	bob := b.connect("bob", connectOpts{v5: true})
+	alice2 := nodes[o].connect("alice", connectOpts{clientID: "alice:pad"})
+	for _, d := range []*device{alice, bob, alice2} {
+		if last := d.syncComplete(); last != 0 {
+			t.Fatalf("%s: sync_complete LastSeq %d before any message", d.user, last)
+		}
+	}
+	const rounds = 5
+	for i := 1; i <= rounds; i++ {
+		alice.send("bob", i)
+		if e := bob.nextMsg(); e.num("Seq") != int64(2*i-1) || e.str("From_Account") != "alice" {
+			t.Fatalf("bob got %v; want alice's message %d with Seq %d", e, i, 2*i-1)
+		}
+		if e := alice2.nextMsg(); e.str("To_Account") != "bob" {
+			t.Fatalf("alice's other device got %v; want her own message", e)
+		}
+		bob.send("alice", 100+i)
+		if e := alice.nextMsg(); e.str("From_Account") != "bob" {
+			t.Fatalf("alice got %v; want bob's reply", e)
+		}
+		alice2.nextMsg()
+	}
+	sameTimelines(t, nodes, "alice", "bob")
+
+	// The owner leaves (its leases are released); a survivor takes over.
+	nodes[o].stop()
+	alice2.close()
+	survivors := []*testServer{a, b}
+	owner(t, survivors)
+	for i := rounds + 1; i <= rounds+3; i++ {
+		sendRetrying(t, alice, "bob", i)
+		if e := bob.nextMsg(); e.num("Seq") != int64(2*rounds+i-rounds) || e.str("From_Account") != "alice" {
+			t.Fatalf("after the handover bob got %v; want Seq %d", e, 2*rounds+i-rounds)
+		}
+	}
+	sameTimelines(t, survivors, "alice", "bob")
+}
+
+// sendRetrying is a sendmsg that may be told to retry during a takeover
+// (20005), as a client would be; the same MsgRandom makes a retry safe.
+func sendRetrying(t *testing.T, d *device, to string, random int) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		r, _ := d.request("openim/sendmsg", map[string]any{"To_Account": to, "MsgRandom": random,
+			"MsgBody": []map[string]any{{"MsgType": "TIMTextElem", "MsgContent": map[string]any{"Text": fmt.Sprint("hello ", random)}}}})
+		if r.str("ActionStatus") == "OK" {
+			return
+		}
+		if r.num("ErrorCode") != 20005 || time.Now().After(deadline) {
+			t.Fatalf("%s → %s: %v", d.user, to, r)
+		}
+	}
+}
+
+// sameTimelines waits until every node's view has the same, gap-free
+// timeline of each user.
+func sameTimelines(t *testing.T, nodes []*testServer, users ...string) {
+	t.Helper()
+	wait.For(t, 10*time.Second, 10*time.Millisecond, func() error {
+		for _, u := range users {
+			var first []store.Event
+			for i, n := range nodes {
+				evs, err := n.store.ReadTimeline(u, 0, 10000)
+				if err != nil {
+					return err
+				}
+				for j, e := range evs {
+					if e.Seq != uint64(j+1) {
+						return fmt.Errorf("node %d: %s's Seq %d at position %d", i, u, e.Seq, j)
+					}
+				}
+				if i == 0 {
+					first = evs
+					continue
+				}
+				if len(evs) != len(first) {
+					return fmt.Errorf("node %d has %d of %s's events, node 0 %d", i, len(evs), u, len(first))
+				}
+				for j := range evs {
+					if string(evs[j].Data) != string(first[j].Data) {
+						return fmt.Errorf("node %d: %s's event %d differs", i, u, j+1)
+					}
+				}
+			}
+		}
+		return nil
+	})
+}

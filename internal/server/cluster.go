@@ -1,0 +1,187 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"reflect"
+	"time"
+
+	"github.com/duet-im/duet/internal/cluster"
+	"github.com/duet-im/duet/store"
+)
+
+// Cluster mode (docs/cluster.md). A node embeds a NATS server (or uses an
+// external NATS cluster), opens its store as a view of the partition log,
+// and puts a router in front of the command layer and a broadcast in
+// front of its devices. What changes in the assembly, in order:
+//
+//	New:   the NATS node starts (its JetStream directory is {data}/nats)
+//	       before the store, which opens as Replicated; the transports get
+//	       the router as their executor; the command layer and the pusher
+//	       get the cluster's devices (live events, kicks and presence on
+//	       every node).
+//	Start: the node joins — every partition's log is applied to the view
+//	       until it is at the log's end, then the owner loop may take
+//	       partitions — before any listener opens.
+//	Close: after the listeners, the node leaves (releasing its leases, so
+//	       another node takes over at once rather than after the lease
+//	       expires), then the store closes, then the NATS node stops.
+//
+// This first build runs one partition (P = 1): one node at a time owns
+// every user's data and runs every write; each node serves its own
+// devices and reads from its own view.
+
+// ClusterConfig is cluster mode's settings; zero (no Name, no NATS) is a
+// single node.
+type ClusterConfig struct {
+	Name      string   // --cluster-name
+	Node      string   // --node: this node's name
+	Listen    string   // --cluster-listen: the embedded NATS server's route listener
+	Routes    []string // --cluster-routes
+	Secret    string   // --cluster-secret: the routes' password
+	Sync      string   // --cluster-sync: "always" or an interval
+	Replicas  int      // --replicas
+	LeaseTTL  time.Duration
+	NATS      []string // --nats: an external NATS cluster instead of an embedded server
+	NATSCreds string   // --nats-creds
+}
+
+// On reports whether this is cluster mode.
+func (c ClusterConfig) On() bool { return c.Name != "" || len(c.NATS) > 0 }
+
+// clusterPartitions is P of this build: intents between partitions
+// (docs/cluster.md §11) are not built yet, so one partition holds all.
+const clusterPartitions = 1
+
+// joinTimeout bounds Start's wait for the cluster (JetStream's meta leader,
+// the shared objects, the view's catch-up).
+const joinTimeout = 2 * time.Minute
+
+type clusterParts struct {
+	cfg     ClusterConfig
+	log     *slog.Logger
+	node    *cluster.Node
+	join    *cluster.Cluster
+	router  *cluster.Router
+	devices *cluster.Devices
+}
+
+// checkCluster refuses what a cluster cannot do (yet) before anything
+// starts, naming the setting.
+func checkCluster(cfg Config) error {
+	c := cfg.Cluster
+	if !c.On() {
+		return nil
+	}
+	if len(c.NATS) > 0 && (len(c.Routes) > 0 || c.Listen != "") {
+		return errors.New("nats (an external NATS cluster) excludes cluster-routes and cluster-listen (an embedded one)")
+	}
+	if !cfg.NoMedia && cfg.S3Endpoint == "" {
+		return errors.New("cluster mode needs a shared S3 (--s3-endpoint): the embedded S3 gateway keeps media on one node's disk")
+	}
+	pv := reflect.ValueOf(cfg.Push)
+	for i := 0; i < pv.NumField(); i++ {
+		if f := pv.Field(i); f.Kind() == reflect.Pointer && !f.IsNil() {
+			return errors.New("offline push does not run in cluster mode yet (docs/cluster.md, \"What works today\"): remove the push settings")
+		}
+	}
+	return nil
+}
+
+// startClusterNode starts this node's NATS part.
+func startClusterNode(cfg Config, log *slog.Logger) (*clusterParts, error) {
+	c := cfg.Cluster
+	cp := &clusterParts{cfg: c, log: log}
+	var err error
+	if len(c.NATS) > 0 {
+		cp.node, err = cluster.Connect(c.Node, c.NATS, c.NATSCreds)
+	} else {
+		cp.node, err = cluster.Start(cluster.NodeOptions{
+			Name: c.Node, ClusterName: c.Name, RouteListen: c.Listen, Routes: c.Routes,
+			StoreDir: filepath.Join(cfg.Data, "nats"), Sync: c.Sync, Secret: c.Secret, Replicas: c.Replicas,
+		})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	return cp, nil
+}
+
+// joinCluster starts the broadcasts, joins, and waits until the view has
+// applied the log as it was when the node joined.
+func (s *Server) joinCluster() error {
+	cp := s.cluster
+	if err := cp.devices.Start(); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), joinTimeout)
+	defer cancel()
+	if err := cp.node.Ready(ctx); err != nil {
+		return fmt.Errorf("cluster: JetStream not ready: %w", err)
+	}
+	name := cp.node.Name()
+	j, err := cluster.Join(ctx, cp.node, cluster.JoinOptions{
+		Config:     cluster.Config{Partitions: clusterPartitions, Replicas: cp.cfg.Replicas, LeaseTTL: cp.cfg.LeaseTTL},
+		FenceEntry: func() []byte { return store.FenceEntry(name) },
+		View:       func(int) cluster.View { return s.store },
+		OnOwn: func(p int, l *cluster.Log) {
+			if err := s.store.Own(l); err != nil {
+				cp.log.Error("cluster: taking the store", "error", err)
+				return
+			}
+			if err := cp.router.Serve(); err != nil {
+				cp.log.Error("cluster: serving forwarded commands", "error", err)
+			}
+			cp.log.Info("cluster: this node owns the data now", "partition", p)
+		},
+		OnLose: func(p int, err error) {
+			cp.router.Stop()
+			s.store.Disown()
+			cp.log.Warn("cluster: this node no longer owns the data", "partition", p, "reason", err)
+		},
+		OnError: func(p int, err error) {
+			cp.log.Warn("cluster", "partition", p, "error", err)
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("cluster: joining: %w", err)
+	}
+	cp.join = j
+	// Serve devices from a view at the log's end as of now, not from one
+	// still replaying (docs/cluster.md §10.4, "catching up").
+	stream, err := cp.node.JetStream().Stream(ctx, cluster.StreamName(0))
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	last := stream.CachedInfo().State.LastSeq
+	if err := s.store.WaitApplied(ctx, last); err != nil {
+		return fmt.Errorf("cluster: the view applied %d of the log's %d entries in %v", s.store.Applied(), last, joinTimeout)
+	}
+	return nil
+}
+
+// close leaves the cluster: broadcasts stop, the leases are released.
+// The NATS node stops in shutdown, after the store has closed.
+func (cp *clusterParts) close() {
+	if cp == nil {
+		return
+	}
+	if cp.devices != nil {
+		cp.devices.Stop()
+	}
+	if cp.join != nil {
+		cp.join.Close()
+	}
+	if cp.router != nil {
+		cp.router.Stop()
+	}
+}
+
+func (cp *clusterParts) shutdown() {
+	if cp != nil && cp.node != nil {
+		cp.node.Shutdown()
+	}
+}
