@@ -40,8 +40,9 @@ type Applier struct {
 
 // StartApplier starts partition p's consumer. onError (may be nil) hears
 // apply failures, which are retried.
+// ctx bounds only the start; the consumer runs until Stop.
 func StartApplier(ctx context.Context, js jetstream.JetStream, node string, p int, view View, onError func(p int, err error)) (*Applier, error) {
-	ctx, cancel := context.WithCancel(ctx)
+	run, cancel := context.WithCancel(context.Background())
 	a := &Applier{js: js, p: p, node: node, view: view, onError: onError, cancel: cancel, done: make(chan struct{})}
 	var it jetstream.MessagesContext
 	err := retry(ctx, "consumer of "+StreamName(p), func(c context.Context) error {
@@ -59,7 +60,7 @@ func StartApplier(ctx context.Context, js jetstream.JetStream, node string, p in
 		cancel()
 		return nil, err
 	}
-	go a.run(ctx, it)
+	go a.run(run, it)
 	return a, nil
 }
 
