@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -39,15 +38,29 @@ type Applier struct {
 }
 
 // StartApplier starts partition p's consumer. onError (may be nil) hears
-// apply failures, which are retried.
+// apply failures, which are retried. ctx bounds only the start; the consumer
+// runs until Stop.
 func StartApplier(ctx context.Context, js jetstream.JetStream, node string, p int, view View, onError func(p int, err error)) (*Applier, error) {
-	ctx, cancel := context.WithCancel(ctx)
+	run, cancel := context.WithCancel(context.Background())
 	a := &Applier{js: js, p: p, node: node, view: view, onError: onError, cancel: cancel, done: make(chan struct{})}
+	it, err := a.consume(ctx)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	go a.run(run, it)
+	return a, nil
+}
+
+// consume opens an ordered consumer from the view's next sequence. Entries
+// at or below what this node's writer already applied are skipped by handle,
+// so starting from the view (not from the writer's last) is always safe.
+func (a *Applier) consume(ctx context.Context) (jetstream.MessagesContext, error) {
 	var it jetstream.MessagesContext
-	err := retry(ctx, "consumer of "+StreamName(p), func(c context.Context) error {
-		cons, err := js.OrderedConsumer(c, StreamName(p), jetstream.OrderedConsumerConfig{
+	err := retry(ctx, "consumer of "+StreamName(a.p), func(c context.Context) error {
+		cons, err := a.js.OrderedConsumer(c, StreamName(a.p), jetstream.OrderedConsumerConfig{
 			DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-			OptStartSeq:   view.Applied() + 1,
+			OptStartSeq:   a.view.Applied() + 1,
 		})
 		if err != nil {
 			return err
@@ -55,12 +68,7 @@ func StartApplier(ctx context.Context, js jetstream.JetStream, node string, p in
 		it, err = cons.Messages()
 		return err
 	})
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	go a.run(ctx, it)
-	return a, nil
+	return it, err
 }
 
 // Stop ends the consumer and waits for it.
@@ -85,19 +93,37 @@ func (a *Applier) Fences() uint64 { return a.fencedCnt.Load() }
 
 func (a *Applier) run(ctx context.Context, it jetstream.MessagesContext) {
 	defer close(a.done)
+	var mu sync.Mutex // guards it against the stopper below
 	go func() {
 		<-ctx.Done()
+		mu.Lock()
 		it.Stop()
+		mu.Unlock()
 	}()
 	for {
 		m, err := it.Next()
 		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+			if ctx.Err() != nil {
 				return
 			}
 			// The ordered consumer recreates itself on gaps and missed
-			// heartbeats; anything else is reported and waited out.
-			a.report(err)
+			// heartbeats; when it gives up (or its iterator closes under
+			// it), start a new one from the view.
+			a.report(fmt.Errorf("consumer of %s: %w; restarting it", StreamName(a.p), err))
+			mu.Lock()
+			it.Stop()
+			mu.Unlock()
+			nit, err := a.consume(ctx)
+			if err != nil {
+				return // ctx ended
+			}
+			mu.Lock()
+			it = nit
+			mu.Unlock()
+			if ctx.Err() != nil {
+				nit.Stop()
+				return
+			}
 			continue
 		}
 		md, err := m.Metadata()

@@ -62,7 +62,9 @@ func Acquire(ctx context.Context, kv jetstream.KeyValue, p int, node string, ttl
 	value, _ := json.Marshal(leaseValue{Node: node, Acquired: time.Now().UTC()})
 	sent := time.Now()
 	rev, err := kv.Create(ctx, LeaseKey(p), value)
-	if errors.Is(err, jetstream.ErrKeyExists) {
+	// A Create over an expiry marker that loses a race to another node is
+	// refused with a bare wrong-last-sequence error, not ErrKeyExists.
+	if errors.Is(err, jetstream.ErrKeyExists) || wrongLastSeq(err) {
 		return nil, fmt.Errorf("%w: %s", ErrLeaseHeld, LeaseKey(p))
 	}
 	if err != nil {

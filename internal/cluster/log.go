@@ -63,6 +63,11 @@ type Log struct {
 	inflight chan struct{} // non-nil while an Append is in flight; closed when it resolves
 	dead     error         // why Append refuses from now on
 	deadCh   chan struct{} // closed when dead is set
+
+	// Tests only: beforePublish may fail an attempt without sending it;
+	// afterPublish may replace an attempt's outcome (a lost acknowledgement).
+	beforePublish func(attempt int) error
+	afterPublish  func(attempt int, err error) error
 }
 
 // Partition is the log's partition.
@@ -170,16 +175,26 @@ func (l *Log) commit(ctx context.Context, entry []byte, group string, expect uin
 		msg.Header.Set(HeaderKind, kind)
 	}
 	unclear := false
-	for {
+	for attempt := 1; ; attempt++ {
 		if !l.lease.Valid() || ctx.Err() != nil {
 			if unclear {
 				return 0, ErrUnresolved
 			}
 			return 0, ErrLeaseInvalid
 		}
-		pctx, cancel := context.WithTimeout(ctx, publishTimeout)
-		ack, err := l.js.PublishMsg(pctx, msg, jetstream.WithExpectLastSequence(expect))
-		cancel()
+		var ack *jetstream.PubAck
+		var err error
+		if l.beforePublish != nil {
+			err = l.beforePublish(attempt)
+		}
+		if err == nil {
+			pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+			ack, err = l.js.PublishMsg(pctx, msg, jetstream.WithExpectLastSequence(expect))
+			cancel()
+			if l.afterPublish != nil {
+				err = l.afterPublish(attempt, err)
+			}
+		}
 		switch {
 		case err == nil:
 			return ack.Sequence, nil

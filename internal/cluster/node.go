@@ -8,6 +8,8 @@ package cluster
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -27,8 +29,11 @@ import (
 // store caps a group at 8 MiB (docs/cluster.md §7).
 const MaxPayload = 8 << 20
 
-// routeUser is the route user name; the password is Options.Secret.
+// routeUser is the route user name; the password is NodeOptions.Secret.
 const routeUser = "duet"
+
+// localUser is the user of the embedded server's loopback client listener.
+const localUser = "duet-local"
 
 // nodeName restricts node names to what a KV key, a NATS server name and the
 // Duet-Group header can all carry without encoding.
@@ -108,9 +113,22 @@ func Start(o NodeOptions) (*Node, error) {
 		u.User = url.UserPassword(routeUser, o.Secret)
 		routes = append(routes, u)
 	}
+	// A client listener is needed after all: nats-server 2.15.3 starts its
+	// route accept loop only once the client accept loop has run, and
+	// DontListen skips that loop, so routes never come up. The listener is
+	// on loopback, on a random port, with a per-process random password;
+	// Duet itself connects in process.
+	local := make([]byte, 24)
+	if _, err := rand.Read(local); err != nil {
+		return nil, err
+	}
+	localPass := hex.EncodeToString(local)
 	opts := &server.Options{
 		ServerName:   o.Name,
-		DontListen:   true,
+		Host:         "127.0.0.1",
+		Port:         server.RANDOM_PORT,
+		Username:     localUser,
+		Password:     localPass,
 		JetStream:    true,
 		StoreDir:     o.StoreDir,
 		SyncAlways:   always,
@@ -136,7 +154,7 @@ func Start(o NodeOptions) (*Node, error) {
 		srv.Shutdown()
 		return nil, fmt.Errorf("embedded NATS server %s did not start (route listener %s)", o.Name, o.RouteListen)
 	}
-	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("duet-"+o.Name), nats.MaxReconnects(-1))
+	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.UserInfo(localUser, localPass), nats.Name("duet-"+o.Name), nats.MaxReconnects(-1))
 	if err != nil {
 		srv.Shutdown()
 		return nil, fmt.Errorf("in-process connection: %w", err)

@@ -1,0 +1,401 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/duet-im/duet/internal/wait"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// member is one node of a test cluster joined with P partitions.
+type member struct {
+	node  *Node
+	c     *Cluster
+	views []*testView
+}
+
+func joinAll(t *testing.T, nodes []*Node, cfg Config) []*member {
+	t.Helper()
+	ms := make([]*member, len(nodes))
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	for i, nd := range nodes {
+		m := &member{node: nd, views: make([]*testView, cfg.Partitions)}
+		for p := range m.views {
+			m.views[p] = &testView{}
+		}
+		ms[i] = m
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			m.c, errs[i] = Join(ctx, nd, JoinOptions{
+				Config: cfg, FenceEntry: fenceEntry,
+				View:    func(p int) View { return m.views[p] },
+				OnError: func(p int, err error) { t.Logf("%s p%02d: %v", nd.name, p, err) },
+			})
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Join %s: %v", nodes[i].name, err)
+		}
+		t.Cleanup(ms[i].c.Close)
+	}
+	return ms
+}
+
+// ownerOf waits until exactly one member owns p and returns it.
+func ownerOf(t *testing.T, ms []*member, p int, total time.Duration) *member {
+	t.Helper()
+	var owner *member
+	wait.For(t, total, 10*time.Millisecond, func() error {
+		owner = nil
+		n := 0
+		for _, m := range ms {
+			if m.c.Log(p) != nil && m.c.Log(p).Err() == nil {
+				owner = m
+				n++
+			}
+		}
+		if n != 1 {
+			return fmt.Errorf("%d live owners of p%02d", n, p)
+		}
+		return nil
+	})
+	return owner
+}
+
+func TestLeaseFailover(t *testing.T) {
+	nodes := startNodes(t, 3)
+	cfg := testConfig(1)
+	ms := joinAll(t, nodes, cfg)
+	a := ownerOf(t, ms, 0, 15*time.Second)
+	if _, err := a.c.Log(0).Append([]byte("before")); err != nil {
+		t.Fatal(err)
+	}
+
+	// The owner's server goes away without releasing its lease.
+	killed := time.Now()
+	a.node.Shutdown()
+	var rest []*member
+	for _, m := range ms {
+		if m != a {
+			rest = append(rest, m)
+		}
+	}
+	b := ownerOf(t, rest, 0, cfg.LeaseTTL+8*time.Second)
+	took := time.Since(killed)
+	t.Logf("takeover of p00 by %s %v after %s's server shut down (lease ttl %v)", b.node.name, took, a.node.name, cfg.LeaseTTL)
+	if took < cfg.LeaseTTL-validityMargin {
+		t.Errorf("takeover after %v: before the old lease could have expired", took)
+	}
+	seq, err := b.c.Log(0).Append([]byte("after"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The new owner's view holds the old owner's entry and its own fence before its first entry.
+	_, data, _, gaps := b.views[0].snapshot()
+	if len(gaps) > 0 || !slices.Contains(data, "before") || seq != b.c.Log(0).Last() {
+		t.Errorf("new owner's view %v gaps %v, appended at %d", data, gaps, seq)
+	}
+}
+
+// readLog reads partition p's log from the stream itself.
+func readLog(t *testing.T, js jetstream.JetStream, p int) []*jetstream.RawStreamMsg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, StreamName(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := s.CachedInfo().State.LastSeq
+	var msgs []*jetstream.RawStreamMsg
+	for seq := uint64(1); seq <= last; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("message %d: %v", seq, err)
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs
+}
+
+// writer plays the store's writer: append, then apply to its own view.
+func write(t *testing.T, l *Log, v *testView, entry string) (uint64, error) {
+	t.Helper()
+	seq, err := l.Append([]byte(entry))
+	if err != nil {
+		return 0, err
+	}
+	if err := v.Apply(seq, []byte(entry)); err != nil {
+		t.Fatal(err)
+	}
+	return seq, nil
+}
+
+// TestFencing: the SIGSTOP case. Owner A has checked its lease and is paused
+// before publishing (its consumer paused too); its lease expires, B takes
+// over with a fence; A resumes and publishes: JetStream itself refuses it.
+func TestFencing(t *testing.T) {
+	nodes := startNodes(t, 3)
+	cfg := testConfig(1)
+	setupAll(t, nodes, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	views := []*testView{{}, {}, {}}
+	appliers := make([]*Applier, 3)
+	for i, nd := range nodes {
+		a, err := StartApplier(ctx, nd.js, nd.name, 0, views[i], nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		appliers[i] = a
+		t.Cleanup(func() { appliers[i].Stop() })
+	}
+	kvA, err := nodes[0].js.KeyValue(ctx, BucketLeases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kvB, err := nodes[1].js.KeyValue(ctx, BucketLeases)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	leaseA, err := Acquire(ctx, kvA, 0, "n1", cfg.LeaseTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logA, err := appliers[0].Own(ctx, leaseA, fenceEntry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := write(t, logA, views[0], fmt.Sprintf("a%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	groupA := fmt.Sprintf("n1/%d/", leaseA.Epoch())
+
+	// A pauses: no renewals, no consumer. Its key expires (deleted here, as
+	// the server would remove it) and B takes the partition over.
+	leaseA.stopRenewing()
+	appliers[0].Stop()
+	if err := kvB.Delete(ctx, LeaseKey(0)); err != nil {
+		t.Fatal(err)
+	}
+	var leaseB *Lease
+	wait.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		var err error
+		leaseB, err = Acquire(ctx, kvB, 0, "n2", cfg.LeaseTTL)
+		return err
+	})
+	defer leaseB.Release(context.Background())
+	logB, err := appliers[1].Own(ctx, leaseB, fenceEntry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fenceSeq := logB.Last()
+	if _, err := write(t, logB, views[1], "b0"); err != nil {
+		t.Fatal(err)
+	}
+
+	// A resumes believing its lease valid (it checked before the pause).
+	leaseA.mu.Lock()
+	leaseA.validUntil = time.Now().Add(time.Hour)
+	leaseA.mu.Unlock()
+	if _, err := logA.Append([]byte("a-late")); !errors.Is(err, ErrFenced) {
+		t.Fatalf("deposed owner's Append: %v, want ErrFenced", err)
+	}
+	if _, err := logA.Append([]byte("a-later")); !errors.Is(err, ErrFenced) {
+		t.Fatalf("deposed owner's second Append: %v, want ErrFenced", err)
+	}
+	if _, err := write(t, logB, views[1], "b1"); err != nil {
+		t.Fatal(err)
+	}
+
+	// The log itself: the fence, then nothing of A's.
+	msgs := readLog(t, nodes[2].js, 0)
+	fenceAt := -1
+	for i, m := range msgs {
+		g := m.Header.Get(HeaderGroup)
+		if m.Sequence == fenceSeq {
+			fenceAt = i
+			if m.Header.Get(HeaderKind) != "fence" || !strings.HasPrefix(g, "n2/") {
+				t.Errorf("message %d: kind %q group %q, want B's fence", m.Sequence, m.Header.Get(HeaderKind), g)
+			}
+		}
+		if fenceAt >= 0 && i > fenceAt && strings.HasPrefix(g, groupA) {
+			t.Errorf("message %d (%q) of A's group %s follows B's fence at %d", m.Sequence, m.Data, g, fenceSeq)
+		}
+	}
+	if fenceAt < 0 {
+		t.Fatalf("no fence at %d in %d messages", fenceSeq, len(msgs))
+	}
+	var want []string
+	for _, m := range msgs {
+		want = append(want, string(m.Data))
+	}
+	if slices.Contains(want, "a-late") || slices.Contains(want, "a-later") {
+		t.Errorf("log holds a late write: %v", want)
+	}
+
+	// A's node catches up once resumed; every view equals the log.
+	appliers[0], err = StartApplier(ctx, nodes[0].js, "n1", 0, views[0], func(p int, err error) { t.Logf("n1 p%02d: %v", p, err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkViews(t, views, want)
+}
+
+// checkViews waits until every view has applied the whole log want, then
+// checks they applied the same entries in the same order without gaps.
+func checkViews(t *testing.T, views []*testView, want []string) {
+	t.Helper()
+	for i, v := range views {
+		wait.For(t, 10*time.Second, 10*time.Millisecond, func() error {
+			if got := v.Applied(); got != uint64(len(want)) {
+				return fmt.Errorf("view %d applied %d of %d", i, got, len(want))
+			}
+			return nil
+		})
+		seqs, data, _, gaps := v.snapshot()
+		if len(gaps) > 0 {
+			t.Errorf("view %d gaps: %v", i, gaps)
+		}
+		if !slices.Equal(data, want) {
+			t.Errorf("view %d applied %v, log has %v", i, data, want)
+		}
+		for j, s := range seqs {
+			if s != uint64(j+1) {
+				t.Errorf("view %d: entry %d at seq %d", i, j, s)
+				break
+			}
+		}
+	}
+}
+
+func TestApplyOrderAndSkip(t *testing.T) {
+	nodes := startNodes(t, 3)
+	ms := joinAll(t, nodes, testConfig(1))
+	owner := ownerOf(t, ms, 0, 15*time.Second)
+	l := owner.c.Log(0)
+	const n = 200
+	lat := make([]time.Duration, 0, n)
+	for i := range n {
+		start := time.Now()
+		if _, err := write(t, l, owner.views[0], fmt.Sprintf("e%03d", i)); err != nil {
+			t.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	t.Logf("append latency, one publisher, R3, sync always, -race: p50 %v p99 %v max %v (n=%d)", lat[n/2], lat[n*99/100], lat[n-1], n)
+
+	want := readLogData(t, owner.node.js, 0)
+	var views []*testView
+	for _, m := range ms {
+		views = append(views, m.views[0])
+	}
+	checkViews(t, views, want)
+	if _, _, dupes, _ := owner.views[0].snapshot(); dupes != 0 {
+		t.Errorf("owner's consumer applied %d of its writer's entries again", dupes)
+	}
+	for _, m := range ms {
+		if lag := m.c.Lag(0); lag != 0 {
+			t.Errorf("%s lag %d after catching up", m.node.name, lag)
+		}
+		if f := m.c.Applier(0).Fences(); f != 0 {
+			t.Errorf("%s saw its log fenced %d times", m.node.name, f)
+		}
+	}
+}
+
+func readLogData(t *testing.T, js jetstream.JetStream, p int) []string {
+	var out []string
+	for _, m := range readLog(t, js, p) {
+		out = append(out, string(m.Data))
+	}
+	return out
+}
+
+// TestUnclearPublish: an acknowledgement lost after the entry landed, and an
+// attempt lost before it was sent; each entry lands exactly once (§9.3).
+func TestUnclearPublish(t *testing.T) {
+	nodes := startNodes(t, 3)
+	ms := joinAll(t, nodes, testConfig(1))
+	owner := ownerOf(t, ms, 0, 15*time.Second)
+	l := owner.c.Log(0)
+	lost := errors.New("simulated: connection dropped")
+
+	// Landed, acknowledgement lost: resolved by reading the message at last+1.
+	l.afterPublish = func(attempt int, err error) error {
+		if attempt == 1 && err == nil {
+			return lost
+		}
+		return err
+	}
+	seq1, err := write(t, l, owner.views[0], "landed-ack-lost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not sent: resolved as absent, published again.
+	l.afterPublish = nil
+	l.beforePublish = func(attempt int) error {
+		if attempt == 1 {
+			return lost
+		}
+		return nil
+	}
+	seq2, err := write(t, l, owner.views[0], "not-sent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Landed, then a retry with the same expected sequence is refused: the
+	// refusal after an unclear attempt is resolved, not taken as a fence.
+	l.beforePublish = nil
+	l.afterPublish = func(attempt int, err error) error {
+		if attempt == 1 && err == nil {
+			return context.DeadlineExceeded
+		}
+		return err
+	}
+	seq3, err := write(t, l, owner.views[0], "landed-timeout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.afterPublish = nil
+	if seq2 != seq1+1 || seq3 != seq2+1 {
+		t.Errorf("sequences %d %d %d", seq1, seq2, seq3)
+	}
+	want := readLogData(t, owner.node.js, 0)
+	for _, e := range []string{"landed-ack-lost", "not-sent", "landed-timeout"} {
+		if n := count(want, e); n != 1 {
+			t.Errorf("%q is %d times in the log %v", e, n, want)
+		}
+	}
+	var views []*testView
+	for _, m := range ms {
+		views = append(views, m.views[0])
+	}
+	checkViews(t, views, want)
+}
+
+func count(xs []string, x string) int {
+	n := 0
+	for _, y := range xs {
+		if y == x {
+			n++
+		}
+	}
+	return n
+}
