@@ -103,6 +103,9 @@ func TestClusterChat(t *testing.T) {
 	o := owner(t, nodes)
 	a, b := nodes[(o+1)%3], nodes[(o+2)%3] // neither owns: every send is forwarded
 	nodes[o].users("alice", "bob")
+	// A login reads the view of the node it reaches (docs/cluster.md
+	// §12.4): wait until every node has applied the imports.
+	settle(t, nodes)
 
 	alice := a.connect("alice", connectOpts{})
 	bob := b.connect("bob", connectOpts{v5: true})
@@ -141,6 +144,24 @@ func TestClusterChat(t *testing.T) {
 		}
 	}
 	sameTimelines(t, survivors, "alice", "bob")
+}
+
+// settle waits until every running node's view has applied what the
+// owner's has.
+func settle(t *testing.T, nodes []*testServer) {
+	t.Helper()
+	var want uint64
+	for _, n := range nodes {
+		want = max(want, n.store.Applied())
+	}
+	wait.For(t, 10*time.Second, 5*time.Millisecond, func() error {
+		for i, n := range nodes {
+			if got := n.store.Applied(); got < want {
+				return fmt.Errorf("node %d applied %d of %d", i, got, want)
+			}
+		}
+		return nil
+	})
 }
 
 // sendRetrying is a sendmsg that may be told to retry during a takeover
