@@ -61,6 +61,7 @@ type Log struct {
 	last     uint64        // this writer's own record (§9.2 step 4): its fence, then each acknowledged group
 	counter  uint64        // last Duet-Group counter used
 	inflight chan struct{} // non-nil while an Append is in flight; closed when it resolves
+	unclear  uint64        // publishes whose outcome had to be resolved (§9.3)
 	dead     error         // why Append refuses from now on
 	deadCh   chan struct{} // closed when dead is set
 
@@ -78,6 +79,14 @@ func (l *Log) Last() uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.last
+}
+
+// Unclear counts the publishes whose outcome had to be resolved by reading
+// the log (§9.3): a metric.
+func (l *Log) Unclear() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.unclear
 }
 
 // Dead is closed once Append refuses for good; Err says why.
@@ -206,6 +215,11 @@ func (l *Log) commit(ctx context.Context, entry []byte, group string, expect uin
 		}
 		// Unclear (timeout, connection drop, no leader), or refused after an
 		// unclear attempt (which may be that attempt having landed).
+		if !unclear {
+			l.mu.Lock()
+			l.unclear++
+			l.mu.Unlock()
+		}
 		unclear = true
 		found, landed, err := l.resolve(ctx, expect+1, group)
 		if err != nil {
