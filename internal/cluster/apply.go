@@ -175,7 +175,7 @@ func (a *Applier) handle(ctx context.Context, seq uint64, data []byte) {
 		}
 		// The writer may still be applying its own last group: never apply
 		// out of order.
-		if err := waitApplied(ctx, a.view, seq-1, time.Time{}); err != nil {
+		if err := waitApplied(ctx, a.view, seq-1, nil); err != nil {
 			return
 		}
 		for {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -291,7 +290,7 @@ func (l *Log) fence(ctx context.Context, entry func() []byte) error {
 			continue
 		}
 		L := info.State.LastSeq
-		if err := waitApplied(ctx, l.view, L, l.lease.ValidUntil()); err != nil {
+		if err := waitApplied(ctx, l.view, L, l.lease.Valid); err != nil {
 			return err
 		}
 		l.mu.Lock()
@@ -316,14 +315,15 @@ func (l *Log) fence(ctx context.Context, entry func() []byte) error {
 	}
 }
 
-// waitApplied polls until view has applied seq, ctx ends or deadline passes
-// (zero: none). Back-off from 1 ms to 20 ms: the consumer is normally a few
-// entries behind at most.
-func waitApplied(ctx context.Context, view View, seq uint64, deadline time.Time) error {
+// waitApplied polls until view has applied seq, ctx ends or, when valid is
+// not nil, valid turns false (a takeover waits only while its lease is
+// valid). Back-off from 1 ms to 20 ms: the consumer is normally a few entries
+// behind at most.
+func waitApplied(ctx context.Context, view View, seq uint64, valid func() bool) error {
 	every := time.Millisecond
 	for view.Applied() < seq {
-		if !deadline.IsZero() && time.Now().After(deadline) {
-			return fmt.Errorf("view at %d did not reach %d in time", view.Applied(), seq)
+		if valid != nil && !valid() {
+			return fmt.Errorf("view at %d did not reach %d while the lease was valid", view.Applied(), seq)
 		}
 		if !sleepCtx(ctx, every) {
 			return ctx.Err()
@@ -331,20 +331,4 @@ func waitApplied(ctx context.Context, view View, seq uint64, deadline time.Time)
 		every = min(2*every, 20*time.Millisecond)
 	}
 	return nil
-}
-
-// parseGroup splits a Duet-Group header into node, epoch and counter.
-func parseGroup(g string) (node string, epoch, counter uint64, ok bool) {
-	i := strings.LastIndexByte(g, '/')
-	if i < 0 {
-		return "", 0, 0, false
-	}
-	j := strings.LastIndexByte(g[:i], '/')
-	if j < 0 {
-		return "", 0, 0, false
-	}
-	if _, err := fmt.Sscanf(g[j+1:], "%d/%d", &epoch, &counter); err != nil {
-		return "", 0, 0, false
-	}
-	return g[:j], epoch, counter, true
 }
