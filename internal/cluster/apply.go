@@ -65,7 +65,10 @@ func (a *Applier) consume(ctx context.Context) (jetstream.MessagesContext, error
 		if err != nil {
 			return err
 		}
-		it, err = cons.Messages()
+		// Short heartbeats: a consumer whose server died is noticed and
+		// recreated within about two heartbeats, not after the default's
+		// much longer silence.
+		it, err = cons.Messages(jetstream.PullExpiry(10*time.Second), jetstream.PullHeartbeat(time.Second))
 		return err
 	})
 	return it, err
@@ -172,7 +175,7 @@ func (a *Applier) handle(ctx context.Context, seq uint64, data []byte) {
 		}
 		// The writer may still be applying its own last group: never apply
 		// out of order.
-		if err := waitApplied(ctx, a.view, seq-1, time.Time{}); err != nil {
+		if err := waitApplied(ctx, a.view, seq-1, nil); err != nil {
 			return
 		}
 		for {

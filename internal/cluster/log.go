@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -61,6 +60,7 @@ type Log struct {
 	last     uint64        // this writer's own record (§9.2 step 4): its fence, then each acknowledged group
 	counter  uint64        // last Duet-Group counter used
 	inflight chan struct{} // non-nil while an Append is in flight; closed when it resolves
+	unclear  uint64        // publishes whose outcome had to be resolved (§9.3)
 	dead     error         // why Append refuses from now on
 	deadCh   chan struct{} // closed when dead is set
 
@@ -78,6 +78,14 @@ func (l *Log) Last() uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.last
+}
+
+// Unclear counts the publishes whose outcome had to be resolved by reading
+// the log (§9.3): a metric.
+func (l *Log) Unclear() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.unclear
 }
 
 // Dead is closed once Append refuses for good; Err says why.
@@ -206,6 +214,11 @@ func (l *Log) commit(ctx context.Context, entry []byte, group string, expect uin
 		}
 		// Unclear (timeout, connection drop, no leader), or refused after an
 		// unclear attempt (which may be that attempt having landed).
+		if !unclear {
+			l.mu.Lock()
+			l.unclear++
+			l.mu.Unlock()
+		}
 		unclear = true
 		found, landed, err := l.resolve(ctx, expect+1, group)
 		if err != nil {
@@ -277,7 +290,7 @@ func (l *Log) fence(ctx context.Context, entry func() []byte) error {
 			continue
 		}
 		L := info.State.LastSeq
-		if err := waitApplied(ctx, l.view, L, l.lease.ValidUntil()); err != nil {
+		if err := waitApplied(ctx, l.view, L, l.lease.Valid); err != nil {
 			return err
 		}
 		l.mu.Lock()
@@ -302,14 +315,15 @@ func (l *Log) fence(ctx context.Context, entry func() []byte) error {
 	}
 }
 
-// waitApplied polls until view has applied seq, ctx ends or deadline passes
-// (zero: none). Back-off from 1 ms to 20 ms: the consumer is normally a few
-// entries behind at most.
-func waitApplied(ctx context.Context, view View, seq uint64, deadline time.Time) error {
+// waitApplied polls until view has applied seq, ctx ends or, when valid is
+// not nil, valid turns false (a takeover waits only while its lease is
+// valid). Back-off from 1 ms to 20 ms: the consumer is normally a few entries
+// behind at most.
+func waitApplied(ctx context.Context, view View, seq uint64, valid func() bool) error {
 	every := time.Millisecond
 	for view.Applied() < seq {
-		if !deadline.IsZero() && time.Now().After(deadline) {
-			return fmt.Errorf("view at %d did not reach %d in time", view.Applied(), seq)
+		if valid != nil && !valid() {
+			return fmt.Errorf("view at %d did not reach %d while the lease was valid", view.Applied(), seq)
 		}
 		if !sleepCtx(ctx, every) {
 			return ctx.Err()
@@ -317,20 +331,4 @@ func waitApplied(ctx context.Context, view View, seq uint64, deadline time.Time)
 		every = min(2*every, 20*time.Millisecond)
 	}
 	return nil
-}
-
-// parseGroup splits a Duet-Group header into node, epoch and counter.
-func parseGroup(g string) (node string, epoch, counter uint64, ok bool) {
-	i := strings.LastIndexByte(g, '/')
-	if i < 0 {
-		return "", 0, 0, false
-	}
-	j := strings.LastIndexByte(g[:i], '/')
-	if j < 0 {
-		return "", 0, 0, false
-	}
-	if _, err := fmt.Sscanf(g[j+1:], "%d/%d", &epoch, &counter); err != nil {
-		return "", 0, 0, false
-	}
-	return g[:j], epoch, counter, true
 }

@@ -47,9 +47,18 @@ type Cluster struct {
 
 	mu      sync.Mutex
 	owned   map[int]*owned
-	holders map[int]string // lease holder per partition as last watched; absent or "" is free
+	holders map[int]holder // lease holder per partition as last watched; absent or Node "" is free
 	live    map[string]bool
 	changes uint64 // lease changes seen (metric)
+}
+
+// holder is a lease as the watcher last saw it, and when: a holder renews
+// every ttl/5, so a lease not seen renewed for a ttl is worth a Create even if
+// the watcher missed its expiry (a watcher whose consumer was on a server that
+// died is silent until it recovers).
+type holder struct {
+	node string
+	seen time.Time
 }
 
 type owned struct {
@@ -84,7 +93,7 @@ func Join(ctx context.Context, n *Node, o JoinOptions) (*Cluster, error) {
 	c := &Cluster{
 		node: n, o: o, leases: leases, nodes: nodes, ctx: cctx, cancel: cancel,
 		wake: make(chan struct{}, 1), lostCh: make(chan int, MaxPartitions),
-		owned: map[int]*owned{}, holders: map[int]string{}, live: map[string]bool{n.name: true},
+		owned: map[int]*owned{}, holders: map[int]holder{}, live: map[string]bool{n.name: true},
 	}
 	for p := 0; p < o.Partitions; p++ {
 		a, err := StartApplier(ctx, n.js, n.name, p, o.View(p), o.OnError)
@@ -125,7 +134,7 @@ func (c *Cluster) watchLeases(ch <-chan LeaseHolder) {
 	defer c.wg.Done()
 	for h := range ch {
 		c.mu.Lock()
-		c.holders[h.Partition] = h.Node
+		c.holders[h.Partition] = holder{node: h.Node, seen: time.Now()}
 		c.changes++
 		c.mu.Unlock()
 		if h.Node == "" {
@@ -222,13 +231,13 @@ func (c *Cluster) balance() {
 	target := c.Target()
 	for p := 0; p < c.o.Partitions; p++ {
 		c.mu.Lock()
-		n, holder := len(c.owned), c.holders[p]
+		n, h := len(c.owned), c.holders[p]
 		_, mine := c.owned[p]
 		c.mu.Unlock()
 		if n >= target {
 			return
 		}
-		if mine || holder != "" {
+		if mine || (h.node != "" && time.Since(h.seen) < c.o.LeaseTTL) {
 			continue
 		}
 		c.takeOver(p)
@@ -244,8 +253,8 @@ func (c *Cluster) takeOver(p int) {
 		if errors.Is(err, ErrLeaseHeld) {
 			// The watcher has not caught up; it will say when it is free.
 			c.mu.Lock()
-			if c.holders[p] == "" {
-				c.holders[p] = "?"
+			if h := c.holders[p]; h.node == "" || time.Since(h.seen) >= c.o.LeaseTTL {
+				c.holders[p] = holder{node: "?", seen: time.Now()}
 			}
 			c.mu.Unlock()
 		} else {
@@ -263,7 +272,7 @@ func (c *Cluster) takeOver(p int) {
 	}
 	c.mu.Lock()
 	c.owned[p] = &owned{lease: lease, log: log}
-	c.holders[p] = c.node.name
+	c.holders[p] = holder{node: c.node.name, seen: time.Now()}
 	c.mu.Unlock()
 	go func() {
 		select {
@@ -337,7 +346,7 @@ func (c *Cluster) Holders() []string {
 	defer c.mu.Unlock()
 	hs := make([]string, c.o.Partitions)
 	for p := range hs {
-		hs[p] = c.holders[p]
+		hs[p] = c.holders[p].node
 	}
 	return hs
 }

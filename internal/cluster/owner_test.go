@@ -374,6 +374,9 @@ func TestUnclearPublish(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.afterPublish = nil
+	if u := l.Unclear(); u != 3 {
+		t.Errorf("%d publishes resolved as unclear, want 3", u)
+	}
 	if seq2 != seq1+1 || seq3 != seq2+1 {
 		t.Errorf("sequences %d %d %d", seq1, seq2, seq3)
 	}
@@ -398,4 +401,91 @@ func count(xs []string, x string) int {
 		}
 	}
 	return n
+}
+
+// TestLeaderLossDuringAppends: the stream leader's server shuts down while
+// the owner appends; every entry lands at most once, every acknowledged one
+// exactly once, and the surviving views equal the log.
+func TestLeaderLossDuringAppends(t *testing.T) {
+	nodes := startNodes(t, 3)
+	ms := joinAll(t, nodes, testConfig(1))
+	owner := ownerOf(t, ms, 0, 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := owner.node.js.Stream(ctx, StreamName(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The leader must be another node than the owner's (the owner's server
+	// stays up): ask the owner's server to step down if it leads.
+	var leader string
+	wait.For(t, 15*time.Second, 50*time.Millisecond, func() error {
+		info, err := s.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.Cluster == nil || info.Cluster.Leader == "" {
+			return errors.New("no stream leader")
+		}
+		leader = info.Cluster.Leader
+		if leader == owner.node.name {
+			_, _ = owner.node.nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+StreamName(0), nil, time.Second)
+			return fmt.Errorf("owner %s leads the stream", leader)
+		}
+		return nil
+	})
+	var victim *member
+	for _, m := range ms {
+		if m.node.name == leader {
+			victim = m
+		}
+	}
+
+	l := owner.c.Log(0)
+	acked := map[string]bool{}
+	var failed []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 300; i++ {
+			e := fmt.Sprintf("e%03d", i)
+			if _, err := write(t, l, owner.views[0], e); err != nil {
+				failed = append(failed, e+": "+err.Error())
+				if !errors.Is(err, ErrLeaseInvalid) {
+					return
+				}
+				continue
+			}
+			acked[e] = true
+		}
+	}()
+	wait.Until(t, 10*time.Second, "20 appends", func() bool { return owner.views[0].Applied() > 20 })
+	victim.node.Shutdown()
+	<-done
+	t.Logf("%d appends acknowledged, %d resolved as unclear; failed: %v", len(acked), l.Unclear(), failed)
+
+	var alive []*member
+	for _, m := range ms {
+		if m != victim {
+			alive = append(alive, m)
+		}
+	}
+	want := readLogData(t, owner.node.js, 0)
+	for e := range acked {
+		if n := count(want, e); n != 1 {
+			t.Errorf("acknowledged %s is %d times in the log", e, n)
+		}
+	}
+	seen := map[string]bool{}
+	for _, e := range want {
+		if seen[e] && e != "fence" {
+			t.Errorf("%s twice in the log", e)
+		}
+		seen[e] = true
+	}
+	var views []*testView
+	for _, m := range alive {
+		views = append(views, m.views[0])
+	}
+	checkViews(t, views, want)
 }
