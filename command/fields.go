@@ -3,6 +3,7 @@ package command
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"strings"
 )
@@ -31,24 +32,31 @@ func (f *fields) UnmarshalJSON(b []byte) error {
 	return err
 }
 
-// decodeFields is UnmarshalJSON's work. parseObject calls it directly: a
-// request body decoded through the Unmarshaler would be scanned twice more
-// by encoding/json (once to find the value's end, once in the nested
-// Unmarshal), on every request.
+// decodeFields is UnmarshalJSON's work.
 func decodeFields(b []byte) (fields, error) {
+	f, _, err := decodeFieldsID(b)
+	return f, err
+}
+
+// decodeFieldsID is decodeFields that also returns the raw value of the
+// key spelled exactly ReqId (the last one; nil when absent), read before
+// case-folded duplicates are resolved: the MQTT envelope's ReqId is matched
+// exactly, as clients write it.
+func decodeFieldsID(b []byte) (fields, json.RawMessage, error) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	id := m["ReqId"]
 	if foldDuplicates(m) {
 		// Rare: keep, per case-folded name, the last spelling in document
 		// order (a map decode cannot tell which came last).
 		var err error
 		if m, err = decodeLastFoldWins(b); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return m, nil
+	return m, id, nil
 }
 
 // foldDuplicates reports whether two keys of m differ only in case.
@@ -134,18 +142,56 @@ func (f fields) raw(name string) json.RawMessage {
 	return v
 }
 
-// parseObject decodes body as a JSON object; a body that is not one gets
-// code (90001 for openim, 40001 for profile, …).
-func parseObject(body []byte, code int) (fields, error) {
+// errNotObject is a body that is not a JSON object at all.
+var errNotObject = errors.New("not an object")
+
+// decodeObject decodes a request body, which must be a JSON object, and
+// returns its ReqId's raw value too (see decodeFieldsID). Exec calls it
+// once per request; it decodes the body directly, not through
+// fields.UnmarshalJSON, which encoding/json would make scan the body twice
+// more (once to find the value's end, once in the nested Unmarshal).
+func decodeObject(body []byte) (fields, json.RawMessage, error) {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 || body[0] != '{' {
-		return nil, Errorf(code, "request body must be a JSON object")
+		return nil, nil, errNotObject
 	}
-	f, err := decodeFields(body)
+	return decodeFieldsID(body)
+}
+
+// bodyError is the refusal of a body decodeObject could not decode, with
+// the command's code (90001 for openim, 40001 for profile, …).
+func bodyError(code int, err error) *Error {
+	if errors.Is(err, errNotObject) {
+		return Errorf(code, "request body must be a JSON object")
+	}
+	return Errorf(code, "Fail to Parse json data of body, Please check it: %v", err)
+}
+
+// RequestID is the top-level ReqId of a request body, as Exec sets
+// Caller.ReqID: a String's value, any other JSON value's text (a number
+// keeps its digits as sent), "" when absent, null or when the body is not a
+// JSON object. The MQTT transport uses it for the refusals it makes
+// without running the command (too long, shutting down).
+func RequestID(body []byte) string {
+	_, id, err := decodeObject(body)
 	if err != nil {
-		return nil, Errorf(code, "Fail to Parse json data of body, Please check it: %v", err)
+		return ""
 	}
-	return f, nil
+	return reqIDText(id)
+}
+
+func reqIDText(raw json.RawMessage) string {
+	if len(raw) == 0 || string(raw) == "null" {
+		return ""
+	}
+	if raw[0] == '"' {
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			return s
+		}
+		return ""
+	}
+	return string(raw)
 }
 
 func (f fields) has(name string) bool {

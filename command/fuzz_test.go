@@ -48,8 +48,8 @@ var fuzzBodies = []string{
 // fuzzCommands lists the registered commands in a stable order, so that a
 // corpus entry keeps naming the same command.
 func fuzzCommands(s *Service) []string {
-	names := make([]string, 0, len(s.handlers))
-	for n := range s.handlers {
+	names := make([]string, 0, len(s.routes))
+	for n := range s.routes {
 		names = append(names, n)
 	}
 	slices.Sort(names)
