@@ -52,11 +52,9 @@ func (r *importRequest) decode(s *Service, c *Caller, f fields) (err error) {
 	if r.to, present, ok = f.str("To_Account"); !present || !ok || r.to == "" {
 		return Errorf(CodeToAccount, "To_Account is missing or is not a String")
 	}
-	rnd, present, ok := f.integer("MsgRandom", 0, 1<<32-1)
-	if !present || !ok {
-		return Errorf(CodeMsgRandom, "MsgRandom is missing or is not a 32-bit unsigned Integer")
+	if r.msgRandom, err = msgRandom(f); err != nil {
+		return err
 	}
-	r.msgRandom = uint32(rnd)
 	ts, present, ok := f.integer("MsgTimeStamp", 0, 1<<32-1)
 	if !present || !ok {
 		return Errorf(CodeMsgTimeStamp, "MsgTimeStamp is missing or is not an Integer")

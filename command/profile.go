@@ -60,8 +60,12 @@ var standardTags = map[string]tagSpec{
 }
 
 // customTag reports whether tag is a well-formed custom profile tag.
-func customTag(tag string) bool {
-	name, ok := cutPrefix(tag, customTagPrefix)
+func customTag(tag string) bool { return prefixedLetters(tag, customTagPrefix) }
+
+// prefixedLetters reports whether s is prefix followed by 1–8 ASCII
+// letters (custom profile tags, AddSource).
+func prefixedLetters(s, prefix string) bool {
+	name, ok := cutPrefix(s, prefix)
 	if !ok || len(name) == 0 || len(name) > 8 {
 		return false
 	}

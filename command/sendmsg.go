@@ -49,11 +49,9 @@ func (r *sendRequest) decode(s *Service, c *Caller, f fields) (err error) {
 	if r.From, _, ok = f.str("From_Account"); !ok {
 		return Errorf(CodeFromAccount, "From_Account is not a String")
 	}
-	rnd, present, ok := f.integer("MsgRandom", 0, 1<<32-1)
-	if !present || !ok {
-		return Errorf(CodeMsgRandom, "MsgRandom is missing or is not a 32-bit unsigned Integer")
+	if r.MsgRandom, err = msgRandom(f); err != nil {
+		return err
 	}
-	r.MsgRandom = uint32(rnd)
 	seq, present, ok := f.integer("MsgSeq", 0, 1<<32-1)
 	if !ok {
 		return Errorf(CodeJSON, "MsgSeq is not a 32-bit unsigned Integer")
@@ -102,6 +100,15 @@ func (r *sendRequest) decode(s *Service, c *Caller, f fields) (err error) {
 		return Errorf(CodeTooLong, "message is %d bytes; the limit is %d", n, s.cfg.MaxMsgBytes)
 	}
 	return nil
+}
+
+// msgRandom reads a message's required MsgRandom (sendmsg, importmsg).
+func msgRandom(f fields) (uint32, error) {
+	rnd, present, ok := f.integer("MsgRandom", 0, 1<<32-1)
+	if !present || !ok {
+		return 0, Errorf(CodeMsgRandom, "MsgRandom is missing or is not a 32-bit unsigned Integer")
+	}
+	return uint32(rnd), nil
 }
 
 // checkedBody validates a request's MsgBody (90007 missing or not an array,

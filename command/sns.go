@@ -228,18 +228,7 @@ func (s *Service) peerErrors(from string, to []string, selfMsg string) ([]*Error
 	return pre, nil
 }
 
-func addSourceOK(src string) bool {
-	name, ok := cutPrefix(src, "AddSource_Type_")
-	if !ok || len(name) == 0 || len(name) > 8 {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
-			return false
-		}
-	}
-	return true
-}
+func addSourceOK(src string) bool { return prefixedLetters(src, "AddSource_Type_") }
 
 type addItem struct {
 	To         *string         `json:"To_Account"`

@@ -89,11 +89,8 @@ func (s *Service) friendAdd(ctx context.Context, c *Caller, r *friendAddRequest)
 // addOne is one friend_add item inside the transaction. A 30539 result
 // means a request was left pending for the peer.
 func (s *Service) addOne(tx *store.Tx, from, to string, it *addItem, addType string, forced bool, now int64) (*Error, error) {
-	if b, err := tx.IsBlocked(from, to); err != nil || b {
-		return Errorf(CodeSNSPeerBlacklisted, "%s is in your blacklist", to), err
-	}
-	if b, err := tx.IsBlocked(to, from); err != nil || b {
-		return Errorf(CodeSNSInPeerBlacklist, "you are in %s's blacklist", to), err
+	if e, err := blocked(tx, from, to); e != nil || err != nil {
+		return e, err
 	}
 	mine, err := tx.GetFriend(from, to)
 	if err != nil {
@@ -196,6 +193,18 @@ func (s *Service) addOne(tx *store.Tx, from, to string, it *addItem, addType str
 	return nil, s.notifyAdd(tx, from, to, both, now)
 }
 
+// blocked refuses a friendship between from and to when either blocks
+// the other.
+func blocked(tx *store.Tx, from, to string) (*Error, error) {
+	if b, err := tx.IsBlocked(from, to); err != nil || b {
+		return Errorf(CodeSNSPeerBlacklisted, "%s is in your blacklist", to), err
+	}
+	if b, err := tx.IsBlocked(to, from); err != nil || b {
+		return Errorf(CodeSNSInPeerBlacklist, "you are in %s's blacklist", to), err
+	}
+	return nil, nil
+}
+
 func (s *Service) notifyAdd(tx *store.Tx, from, to string, both bool, now int64) error {
 	t := addTypeSingle
 	if both {
@@ -218,11 +227,8 @@ func (s *Service) friendImport(ctx context.Context, c *Caller, r *friendImportRe
 	}
 	return s.perPeer(from, r.to, pre, func(tx *store.Tx, i int, now int64) (*Error, error) {
 		it, to := &r.items[i], r.to[i]
-		if b, err := tx.IsBlocked(from, to); err != nil || b {
-			return Errorf(CodeSNSPeerBlacklisted, "%s is in your blacklist", to), err
-		}
-		if b, err := tx.IsBlocked(to, from); err != nil || b {
-			return Errorf(CodeSNSInPeerBlacklist, "you are in %s's blacklist", to), err
+		if e, err := blocked(tx, from, to); e != nil || err != nil {
+			return e, err
 		}
 		old, err := tx.GetFriend(from, to)
 		if err != nil {

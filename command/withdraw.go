@@ -45,6 +45,15 @@ type modifyEvent struct {
 
 var errNoMessage = errors.New("no such message")
 
+// txMessage reads a message in tx; errNoMessage when there is none.
+func txMessage(tx *store.Tx, a, b, msgKey string) (*store.Message, error) {
+	m, err := tx.Message(a, b, msgKey)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errNoMessage
+	}
+	return m, err
+}
+
 // withdrawRequest names a message: From_Account's conversation with
 // To_Account (Peer_Account), MsgKey.
 type withdrawRequest struct {
@@ -74,10 +83,7 @@ func (s *Service) msgWithdraw(ctx context.Context, c *Caller, r *withdrawRequest
 	now := s.store.Now()
 	var recalled store.Message
 	err := s.store.Update(func(tx *store.Tx) error {
-		m, err := tx.Message(me, peer, msgKey)
-		if errors.Is(err, store.ErrNotFound) {
-			return errNoMessage
-		}
+		m, err := txMessage(tx, me, peer, msgKey)
 		if err != nil {
 			return err
 		}
@@ -205,10 +211,7 @@ func (s *Service) modifyMsg(ctx context.Context, c *Caller, r *modifyRequest) (a
 	from, to, msgKey, newBody, hasBody, ccd, hasCCD := r.from, r.to, r.msgKey, r.body, r.hasBody, r.ccd, r.hasCCD
 	now := s.store.Now()
 	err := s.store.Update(func(tx *store.Tx) error {
-		m, err := tx.Message(from, to, msgKey)
-		if errors.Is(err, store.ErrNotFound) {
-			return errNoMessage
-		}
+		m, err := txMessage(tx, from, to, msgKey)
 		if err != nil {
 			return err
 		}
