@@ -44,10 +44,6 @@ type Caller struct {
 	// Respond sends a reply later, for a handler that returned errDeferred
 	// (openim/sync answers after its replay). Nil where replies cannot wait.
 	Respond func(Reply)
-	// ReqID is the request's top-level ReqId over MQTT (Reply.ReqID). Exec
-	// sets it on its own copy of the Caller (a Caller may serve concurrent
-	// requests), for a handler that replies later (Respond).
-	ReqID string
 }
 
 // errDeferred is returned by a handler that will answer through
@@ -139,8 +135,16 @@ type route struct {
 	// gate, when set, refuses a caller before the body is looked at (the
 	// admin-only commands).
 	gate func(c *Caller) *Error
-	run  func(ctx context.Context, c *Caller, f fields, body []byte) (any, error)
+	// run runs the command; reqID is the body's ReqId (Reply.ReqID).
+	run func(ctx context.Context, c *Caller, f fields, body []byte, reqID string) (any, error)
 }
+
+// deferredReply is embedded in the request of a command that answers
+// later, through Caller.Respond (openim/sync): the reply it sends then
+// carries the request's ReqId as Exec's replies do.
+type deferredReply struct{ reqID string }
+
+func (d *deferredReply) setReqID(id string) { d.reqID = id }
 
 // handle registers command name: Exec decodes its body into an R (through
 // *R's decode) and hands that to h. parseCode is the command's code for a
@@ -150,10 +154,13 @@ func handle[R any, P interface {
 	*R
 	request
 }](s *Service, name string, parseCode int, gate func(*Caller) *Error, h func(ctx context.Context, c *Caller, r P) (any, error)) {
-	s.routes[name] = route{code: parseCode, gate: gate, run: func(ctx context.Context, c *Caller, f fields, _ []byte) (any, error) {
+	s.routes[name] = route{code: parseCode, gate: gate, run: func(ctx context.Context, c *Caller, f fields, _ []byte, reqID string) (any, error) {
 		r := P(new(R))
 		if err := r.decode(s, c, f); err != nil {
 			return nil, err
+		}
+		if d, ok := any(r).(interface{ setReqID(string) }); ok {
+			d.setReqID(reqID)
 		}
 		return h(ctx, c, r)
 	}}
@@ -264,7 +271,9 @@ func (s *Service) Store() *store.Store { return s.store }
 // Register adds a command whose handler reads the raw body itself. It is
 // meant for start-up, before requests flow.
 func (s *Service) Register(name string, h Handler) {
-	s.routes[name] = route{run: func(ctx context.Context, c *Caller, _ fields, body []byte) (any, error) { return h(ctx, c, body) }}
+	s.routes[name] = route{run: func(ctx context.Context, c *Caller, _ fields, body []byte, _ string) (any, error) {
+		return h(ctx, c, body)
+	}}
 }
 
 // Reply is the outcome of a command.
@@ -304,11 +313,7 @@ func (s *Service) Exec(ctx context.Context, c *Caller, name string, body []byte)
 		var raw json.RawMessage
 		f, raw, ferr = decodeObject(body)
 		if c.Transport == MQTT {
-			if id = reqIDText(raw); id != "" {
-				cc := *c
-				cc.ReqID = id
-				c = &cc
-			}
+			id = reqIDText(raw)
 		}
 	}
 	if !known {
@@ -325,7 +330,7 @@ func (s *Service) Exec(ctx context.Context, c *Caller, name string, body []byte)
 	if rt.code != 0 && ferr != nil {
 		return Reply{Err: bodyError(rt.code, ferr)}
 	}
-	res, err := rt.run(ctx, c, f, body)
+	res, err := rt.run(ctx, c, f, body, id)
 	if errors.Is(err, errDeferred) {
 		return Reply{Deferred: true}
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // fields is a request body decoded one level deep, so each field can be
@@ -184,14 +185,27 @@ func reqIDText(raw json.RawMessage) string {
 	if len(raw) == 0 || string(raw) == "null" {
 		return ""
 	}
-	if raw[0] == '"' {
-		var s string
-		if json.Unmarshal(raw, &s) == nil {
-			return s
-		}
-		return ""
+	if raw[0] != '"' {
+		return string(raw)
 	}
-	return string(raw)
+	v, _ := stringValue(raw)
+	return v
+}
+
+// stringValue decodes the JSON String raw; ok is false when raw is not
+// one. A String from a decoded body without escapes and in valid UTF-8 is
+// its text between the quotes, which spares a request's every String an
+// Unmarshal.
+func stringValue(raw json.RawMessage) (v string, ok bool) {
+	if len(raw) >= 2 && raw[0] == '"' {
+		if in := raw[1 : len(raw)-1]; bytes.IndexByte(in, '\\') < 0 && bytes.IndexByte(in, '"') < 0 && utf8.Valid(in) {
+			return string(in), true
+		}
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return "", false
+	}
+	return v, true
 }
 
 func (f fields) has(name string) bool {
@@ -205,10 +219,8 @@ func (f fields) str(name string) (v string, present, ok bool) {
 	if !f.has(name) {
 		return "", false, true
 	}
-	if err := json.Unmarshal(f.raw(name), &v); err != nil {
-		return "", true, false
-	}
-	return v, true, true
+	v, ok = stringValue(f.raw(name))
+	return v, true, ok
 }
 
 // integer returns an integral number field in [min, max].
@@ -236,10 +248,11 @@ func (f fields) integer(name string, min, max int64) (v int64, present, ok bool)
 }
 
 // strings returns an array-of-strings field.
-func (f fields) strings(name string) (v []string, present, ok bool) {
+func (f fields) strings(name string) ([]string, bool, bool) {
 	if !f.has(name) {
 		return nil, false, true
 	}
+	var v []string // here, not a named result: only a present field costs an allocation
 	if err := json.Unmarshal(f.raw(name), &v); err != nil {
 		return nil, true, false
 	}

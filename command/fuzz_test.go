@@ -161,3 +161,23 @@ func FuzzMsgBody(f *testing.F) {
 		}
 	})
 }
+
+// FuzzStringValue holds the String fast path of the body's fields to
+// encoding/json: on every JSON value the two agree on whether it is a
+// String and on its value.
+func FuzzStringValue(f *testing.F) {
+	for _, s := range []string{`"a"`, `""`, `"a\"b"`, `"\u00e9"`, "\"\xff\"", `"é"`, `1`, `null`, `["a"]`, `"\/"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if !json.Valid(raw) {
+			return // a body's fields are always valid JSON
+		}
+		var want string
+		wantOK := json.Unmarshal(raw, &want) == nil
+		got, ok := stringValue(raw)
+		if ok != wantOK || got != want {
+			t.Fatalf("stringValue(%q) = %q, %v; encoding/json: %q, %v", raw, got, ok, want, wantOK)
+		}
+	})
+}

@@ -23,7 +23,10 @@ type syncReply struct {
 // sync replays the requesting device's timeline after FromSeq. The reply
 // comes after the replayed events and before the closing sync_complete, so
 // it is sent by the broker's delivery pump, not here.
-type syncRequest struct{ from int64 }
+type syncRequest struct {
+	deferredReply
+	from int64
+}
 
 func (r *syncRequest) decode(s *Service, c *Caller, f fields) error {
 	from, _, ok := f.integer("FromSeq", 0, 1<<62)
@@ -45,7 +48,7 @@ func (s *Service) sync(ctx context.Context, c *Caller, r *syncRequest) (any, err
 	}
 	respond := c.Respond
 	err = s.live.Resync(c.UserID, c.Device, uint64(from), func(lastSeq uint64) {
-		respond(Reply{ReqID: c.ReqID, Result: syncReply{LastSeq: lastSeq}})
+		respond(Reply{ReqID: r.reqID, Result: syncReply{LastSeq: lastSeq}})
 	})
 	if err != nil {
 		return nil, Errorf(CodeBadPacket, "%v", err)
