@@ -290,7 +290,7 @@ type Reply struct {
 }
 
 // Exec runs command name for c with the JSON body. The body is decoded
-// once, here: into the command's typed request, and for c.ReqID. Whatever
+// once, here: into the command's typed request and for the ReqId. Whatever
 // the handler does, the caller gets a reply: a closed store is 20005
 // (retry), any other failure or panic 91000, and the process keeps
 // serving.

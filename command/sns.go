@@ -168,15 +168,13 @@ func (s *Service) snsActor(c *Caller, f fields) (string, error) {
 	return s.actor(c, f, CodeSNSParam, CodeSNSNeedsAdmin, CodeSNSNoUser)
 }
 
-// snsRequest is what every sns request has: its fields and the user it
-// acts for (snsActor).
+// snsRequest is what every sns request has: the user it acts for
+// (snsActor).
 type snsRequest struct {
-	f    fields
 	from string
 }
 
 func (r *snsRequest) decode(s *Service, c *Caller, f fields) (err error) {
-	r.f = f
 	r.from, err = s.snsActor(c, f)
 	return err
 }
@@ -358,15 +356,30 @@ type checkItem struct {
 	ResultInfo string `json:"ResultInfo"`
 }
 
+// checkRequest is friend_check's and black_list_check's: the peers and
+// whether to look both ways (CheckType).
+type checkRequest struct {
+	snsPeers
+	both bool
+}
+
+// read decodes it; single and both are the command's two CheckTypes.
+func (r *checkRequest) read(s *Service, c *Caller, f fields, single, both string) error {
+	if err := r.snsPeers.decode(s, c, f); err != nil {
+		return err
+	}
+	ct, _, ok := f.str("CheckType")
+	if !ok || (ct != single && ct != both) {
+		return Errorf(CodeSNSParam, "CheckType must be %s or %s", single, both)
+	}
+	r.both = ct == both
+	return nil
+}
+
 // relation answers friend_check and black_list_check: has(a, b) says
 // whether b is in a's list.
-func (s *Service) relation(r *snsPeers, single, both string, names [4]string,
-	has func(a, b string) (bool, error)) (items []checkItem, fail []string, err error) {
+func (s *Service) relation(r *checkRequest, names [4]string, has func(a, b string) (bool, error)) (items []checkItem, fail []string, err error) {
 	from, to := r.from, r.to
-	ct, _, ok := r.f.str("CheckType")
-	if !ok || (ct != single && ct != both) {
-		return nil, nil, Errorf(CodeSNSParam, "CheckType must be %s or %s", single, both)
-	}
 	// names: none, AWithB, BWithA, BothWay
 	items = []checkItem{}
 	for _, p := range to {
@@ -387,7 +400,7 @@ func (s *Service) relation(r *snsPeers, single, both string, names [4]string,
 		if ab {
 			rel = names[1]
 		}
-		if ct == both {
+		if r.both {
 			ba, err := has(p, from)
 			if err != nil {
 				return nil, nil, err

@@ -108,8 +108,14 @@ func (s *Service) blackListGet(ctx context.Context, c *Caller, r *blackListGetRe
 	return out, nil
 }
 
-func (s *Service) blackListCheck(ctx context.Context, c *Caller, r *snsPeers) (any, error) {
-	items, fail, err := s.relation(r, "BlackCheckResult_Type_Single", "BlackCheckResult_Type_Both",
+type blackListCheckRequest struct{ checkRequest }
+
+func (r *blackListCheckRequest) decode(s *Service, c *Caller, f fields) error {
+	return r.read(s, c, f, "BlackCheckResult_Type_Single", "BlackCheckResult_Type_Both")
+}
+
+func (s *Service) blackListCheck(ctx context.Context, c *Caller, r *blackListCheckRequest) (any, error) {
+	items, fail, err := s.relation(&r.checkRequest,
 		[4]string{"BlackCheckResult_Type_NO", "BlackCheckResult_Type_AWithB", "BlackCheckResult_Type_BWithA", "BlackCheckResult_Type_BothWay"},
 		s.store.IsBlocked)
 	if err != nil {

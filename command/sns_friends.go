@@ -460,8 +460,14 @@ func (s *Service) friendDeleteAll(ctx context.Context, c *Caller, r *friendDelet
 
 // ---- friend_check / friend_get / friend_get_list ----
 
-func (s *Service) friendCheck(ctx context.Context, c *Caller, r *snsPeers) (any, error) {
-	items, fail, err := s.relation(r, "CheckResult_Type_Single", "CheckResult_Type_Both",
+type friendCheckRequest struct{ checkRequest }
+
+func (r *friendCheckRequest) decode(s *Service, c *Caller, f fields) error {
+	return r.read(s, c, f, "CheckResult_Type_Single", "CheckResult_Type_Both")
+}
+
+func (s *Service) friendCheck(ctx context.Context, c *Caller, r *friendCheckRequest) (any, error) {
+	items, fail, err := s.relation(&r.checkRequest,
 		[4]string{"CheckResult_Type_NoRelation", "CheckResult_Type_AWithB", "CheckResult_Type_BWithA", "CheckResult_Type_BothWay"},
 		func(a, b string) (bool, error) {
 			r, err := s.store.GetFriend(a, b)
