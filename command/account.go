@@ -28,22 +28,16 @@ const (
 )
 
 func (s *Service) registerAccounts() {
-	s.handlers["im_open_login_svc/account_import"] = s.accountImport
-	s.handlers["im_open_login_svc/multiaccount_import"] = s.multiAccountImport
-	s.handlers["im_open_login_svc/account_delete"] = s.accountDelete
-	s.handlers["im_open_login_svc/account_check"] = s.accountCheck
-	s.handlers["im_open_login_svc/kick"] = s.kick
-	s.handlers["openim/querystate"] = s.queryState
-	s.handlers["openim/query_online_status"] = s.queryOnlineStatus
-}
-
-// accountFields parses an im_open_login_svc body; only an admin may call
-// the service (70403).
-func accountFields(c *Caller, body []byte) (fields, error) {
-	if !c.Admin {
-		return nil, Errorf(CodeAccountNeedsAdmin, "im_open_login_svc needs an App admin identifier")
-	}
-	return parseObject(body, CodeAccountParam)
+	// Only an admin may call im_open_login_svc (70403).
+	account := adminOnly(CodeAccountNeedsAdmin, "im_open_login_svc needs an App admin identifier")
+	handle(s, "im_open_login_svc/account_import", CodeAccountParam, account, s.accountImport)
+	handle(s, "im_open_login_svc/multiaccount_import", CodeAccountParam, account, s.multiAccountImport)
+	handle(s, "im_open_login_svc/account_delete", CodeAccountParam, account, s.accountDelete)
+	handle(s, "im_open_login_svc/account_check", CodeAccountParam, account, s.accountCheck)
+	handle(s, "im_open_login_svc/kick", CodeAccountParam, account, s.kick)
+	state := adminOnly(CodeOpenIMNeedsAdmin, "online state queries need an App admin identifier")
+	handle(s, "openim/querystate", CodeJSON, state, s.queryState)
+	handle(s, "openim/query_online_status", CodeJSON, state, s.queryOnlineStatus)
 }
 
 // userIDField reads the account named by `UserID` or its older spelling
@@ -95,20 +89,29 @@ func (s *Service) importAccounts(items []store.AccountUpdate) error {
 	return nil
 }
 
-func (s *Service) accountImport(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := accountFields(c, body)
-	if err != nil {
-		return nil, err
-	}
+// accountUser is a request on one account, UserID (or Identifier).
+type accountUser struct{ id string }
+
+func (r *accountUser) decode(s *Service, c *Caller, f fields) (err error) {
+	r.id, err = userIDField(f)
+	return err
+}
+
+// accountImportRequest is account_import's: the account and its Nick and
+// FaceUrl.
+type accountImportRequest struct{ u store.AccountUpdate }
+
+func (r *accountImportRequest) decode(s *Service, c *Caller, f fields) error {
 	id, err := userIDField(f)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	u := store.AccountUpdate{UserID: id}
-	if err := profileFields(f, &u); err != nil {
-		return nil, err
-	}
-	return nil, s.importAccounts([]store.AccountUpdate{u})
+	r.u = store.AccountUpdate{UserID: id}
+	return profileFields(f, &r.u)
+}
+
+func (s *Service) accountImport(ctx context.Context, c *Caller, r *accountImportRequest) (any, error) {
+	return nil, s.importAccounts([]store.AccountUpdate{r.u})
 }
 
 // MultiImportResult is the reply to multiaccount_import.
@@ -119,62 +122,66 @@ type MultiImportResult struct {
 // multiAccountImport takes `{"Accounts":["u1",…]}` (older form) or
 // `{"AccountList":[{"UserID","Nick","FaceUrl"},…]}` (newer). Invalid
 // UserIDs are reported in FailAccounts; the rest are imported.
-func (s *Service) multiAccountImport(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := accountFields(c, body)
-	if err != nil {
-		return nil, err
-	}
-	res := MultiImportResult{FailAccounts: []string{}}
-	var items []store.AccountUpdate
+type multiImportRequest struct {
+	items []store.AccountUpdate
+	fail  []string // invalid UserIDs
+}
+
+func (r *multiImportRequest) decode(s *Service, c *Caller, f fields) error {
+	r.fail = []string{}
 	switch {
 	case f.has("Accounts"):
 		ids, _, ok := f.strings("Accounts")
 		if !ok {
-			return nil, Errorf(CodeAccountParam, "Accounts must be an Array of String")
+			return Errorf(CodeAccountParam, "Accounts must be an Array of String")
 		}
 		if err := batchSize("Accounts", len(ids)); err != nil {
-			return nil, err
+			return err
 		}
 		for _, id := range ids {
 			if !ValidUserID(id) {
-				res.FailAccounts = append(res.FailAccounts, id)
+				r.fail = append(r.fail, id)
 				continue
 			}
-			items = append(items, store.AccountUpdate{UserID: id})
+			r.items = append(r.items, store.AccountUpdate{UserID: id})
 		}
 	case f.has("AccountList"):
 		var list []fields
 		if err := json.Unmarshal(f["AccountList"], &list); err != nil {
-			return nil, Errorf(CodeAccountParam, "AccountList must be an Array of objects")
+			return Errorf(CodeAccountParam, "AccountList must be an Array of objects")
 		}
 		if err := batchSize("AccountList", len(list)); err != nil {
-			return nil, err
+			return err
 		}
 		for i, it := range list {
 			if it == nil {
-				return nil, Errorf(CodeAccountParam, "AccountList[%d] must be an object", i)
+				return Errorf(CodeAccountParam, "AccountList[%d] must be an object", i)
 			}
 			id, err := userIDField(it)
 			if err != nil {
 				raw, _, _ := it.str("UserID")
-				res.FailAccounts = append(res.FailAccounts, raw)
+				r.fail = append(r.fail, raw)
 				continue
 			}
 			u := store.AccountUpdate{UserID: id}
 			if err := profileFields(it, &u); err != nil {
-				return nil, err
+				return err
 			}
-			items = append(items, u)
+			r.items = append(r.items, u)
 		}
 	default:
-		return nil, Errorf(CodeAccountParam, "Accounts (or AccountList) is missing")
+		return Errorf(CodeAccountParam, "Accounts (or AccountList) is missing")
 	}
-	if len(items) > 0 {
-		if err := s.importAccounts(items); err != nil {
+	return nil
+}
+
+func (s *Service) multiAccountImport(ctx context.Context, c *Caller, r *multiImportRequest) (any, error) {
+	if len(r.items) > 0 {
+		if err := s.importAccounts(r.items); err != nil {
 			return nil, err
 		}
 	}
-	return res, nil
+	return MultiImportResult{FailAccounts: r.fail}, nil
 }
 
 func batchSize(name string, n int) error {
@@ -229,15 +236,16 @@ const accountNotExist = "Err_TLS_PT_Open_Login_Account_Not_Exist"
 
 // accountDelete removes accounts so their logins fail from then on, and
 // disconnects their devices.
-func (s *Service) accountDelete(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := accountFields(c, body)
-	if err != nil {
-		return nil, err
-	}
-	ids, err := itemIDs(f, "DeleteItem")
-	if err != nil {
-		return nil, err
-	}
+// deleteItems is account_delete's DeleteItem list.
+type deleteItems struct{ ids []string }
+
+func (r *deleteItems) decode(s *Service, c *Caller, f fields) (err error) {
+	r.ids, err = itemIDs(f, "DeleteItem")
+	return err
+}
+
+func (s *Service) accountDelete(ctx context.Context, c *Caller, r *deleteItems) (any, error) {
+	ids := r.ids
 	res := AccountResults{ResultItem: make([]AccountResult, len(ids))}
 	var valid []string
 	for i, id := range ids {
@@ -279,17 +287,17 @@ func (s *Service) accountDelete(ctx context.Context, c *Caller, body []byte) (an
 	return res, nil
 }
 
-func (s *Service) accountCheck(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := accountFields(c, body)
-	if err != nil {
-		return nil, err
-	}
-	ids, err := itemIDs(f, "CheckItem")
-	if err != nil {
-		return nil, err
-	}
-	res := AccountResults{ResultItem: make([]AccountResult, len(ids))}
-	for i, id := range ids {
+// checkItems is account_check's CheckItem list.
+type checkItems struct{ ids []string }
+
+func (r *checkItems) decode(s *Service, c *Caller, f fields) (err error) {
+	r.ids, err = itemIDs(f, "CheckItem")
+	return err
+}
+
+func (s *Service) accountCheck(ctx context.Context, c *Caller, r *checkItems) (any, error) {
+	res := AccountResults{ResultItem: make([]AccountResult, len(r.ids))}
+	for i, id := range r.ids {
 		r := &res.ResultItem[i]
 		r.UserID, r.AccountStatus = id, "NotImported"
 		if !ValidUserID(id) {
@@ -311,15 +319,8 @@ func (s *Service) accountCheck(ctx context.Context, c *Caller, body []byte) (any
 // generated one works, §6.1) and disconnects the user's devices. The kick
 // time is stored before the devices are dropped, so a device reconnecting
 // at once with its old sig is refused.
-func (s *Service) kick(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := accountFields(c, body)
-	if err != nil {
-		return nil, err
-	}
-	id, err := userIDField(f)
-	if err != nil {
-		return nil, err
-	}
+func (s *Service) kick(ctx context.Context, c *Caller, r *accountUser) (any, error) {
+	id := r.id
 	if exists, err := s.store.AccountExists(id); err != nil {
 		return nil, err
 	} else if !exists {
@@ -364,44 +365,50 @@ type StateResult struct {
 	ErrorList   []AccountError `json:"ErrorList,omitempty"`
 }
 
-func (s *Service) queryState(ctx context.Context, c *Caller, body []byte) (any, error) {
-	return s.onlineState(c, body, false)
+// stateRequest is querystate's and query_online_status's body.
+type stateRequest struct {
+	ids    []string
+	detail bool
 }
 
-func (s *Service) queryOnlineStatus(ctx context.Context, c *Caller, body []byte) (any, error) {
-	return s.onlineState(c, body, true)
+func (r *stateRequest) decode(s *Service, c *Caller, f fields) error {
+	ids, present, ok := f.strings("To_Account")
+	switch {
+	case !present:
+		return Errorf(CodeToAccount, "To_Account is missing")
+	case !ok:
+		return Errorf(CodeToAccount, "To_Account must be an Array of String")
+	case len(ids) == 0:
+		return Errorf(CodeJSON, "To_Account is empty")
+	case len(ids) > maxStateQuery:
+		return Errorf(CodeTooManyRecipients, "To_Account has %d accounts; at most %d per call", len(ids), maxStateQuery)
+	}
+	detail, _, ok := f.integer("IsNeedDetail", 0, 1)
+	if !ok {
+		return Errorf(CodeJSON, "IsNeedDetail must be 0 or 1")
+	}
+	r.ids, r.detail = ids, detail == 1
+	return nil
+}
+
+func (s *Service) queryState(ctx context.Context, c *Caller, r *stateRequest) (any, error) {
+	return s.onlineState(r, false)
+}
+
+func (s *Service) queryOnlineStatus(ctx context.Context, c *Caller, r *stateRequest) (any, error) {
+	return s.onlineState(r, true)
 }
 
 // onlineState answers both spellings of the query. A user is Online while
 // any device is connected; PushOnline is not reported because Duet keeps no
 // push-online state of its own.
-func (s *Service) onlineState(c *Caller, body []byte, current bool) (any, error) {
-	if !c.Admin {
-		return nil, Errorf(CodeOpenIMNeedsAdmin, "online state queries need an App admin identifier")
-	}
-	f, err := parseObject(body, CodeJSON)
-	if err != nil {
-		return nil, err
-	}
-	ids, present, ok := f.strings("To_Account")
-	switch {
-	case !present:
-		return nil, Errorf(CodeToAccount, "To_Account is missing")
-	case !ok:
-		return nil, Errorf(CodeToAccount, "To_Account must be an Array of String")
-	case len(ids) == 0:
-		return nil, Errorf(CodeJSON, "To_Account is empty")
-	case len(ids) > maxStateQuery:
-		return nil, Errorf(CodeTooManyRecipients, "To_Account has %d accounts; at most %d per call", len(ids), maxStateQuery)
-	}
-	detail, _, ok := f.integer("IsNeedDetail", 0, 1)
-	if !ok {
-		return nil, Errorf(CodeJSON, "IsNeedDetail must be 0 or 1")
-	}
+func (s *Service) onlineState(r *stateRequest, current bool) (any, error) {
+	ids, detail := r.ids, r.detail
 	res := StateResult{QueryResult: []StateItem{}}
 	for _, id := range ids {
 		exists := false
 		if ValidUserID(id) {
+			var err error
 			if exists, err = s.store.AccountExists(id); err != nil {
 				return nil, err
 			}
@@ -423,7 +430,7 @@ func (s *Service) onlineState(c *Caller, body []byte, current bool) (any, error)
 			it.State = state
 		} else {
 			it.Status = state
-			if detail == 1 {
+			if detail {
 				it.Detail = []StateDetail{}
 				for range n {
 					it.Detail = append(it.Detail, StateDetail{Platform: "Unknown", Status: "Online"})

@@ -44,37 +44,45 @@ func (r batchResult) ActionStatus() string {
 	return "OK"
 }
 
-func (s *Service) batchSendMsg(ctx context.Context, c *Caller, body []byte) (any, error) {
-	if !c.Admin {
-		return nil, Errorf(CodeOpenIMNeedsAdmin, "batchsendmsg needs an App admin")
-	}
-	f, err := parseObject(body, CodeJSON)
-	if err != nil {
-		return nil, err
-	}
+// batchRequest is batchsendmsg's: the recipients and the one sendmsg
+// request every copy is, but for its To_Account.
+type batchRequest struct {
+	to []string // without repeats, in the caller's order
+	// msg is the copies' request; msgErr, when set, is why it is invalid,
+	// the error of every copy to a valid recipient.
+	msg    sendRequest
+	msgErr error
+}
+
+func (r *batchRequest) decode(s *Service, c *Caller, f fields) error {
 	to, present, ok := f.strings("To_Account")
 	if !ok || !present || len(to) == 0 {
-		return nil, Errorf(CodeToAccount, "To_Account is missing or is not a non-empty Array of String")
+		return Errorf(CodeToAccount, "To_Account is missing or is not a non-empty Array of String")
 	}
 	// Repeated recipients get one copy.
 	seen := make(map[string]bool, len(to))
-	uniq := to[:0:0]
 	for _, u := range to {
 		if !seen[u] {
 			seen[u] = true
-			uniq = append(uniq, u)
+			r.to = append(r.to, u)
 		}
 	}
-	if len(uniq) > maxBatchRecipients {
-		return nil, Errorf(CodeTooManyRecipients, "To_Account has %d users; the limit is %d", len(uniq), maxBatchRecipients)
+	if len(r.to) > maxBatchRecipients {
+		return Errorf(CodeTooManyRecipients, "To_Account has %d users; the limit is %d", len(r.to), maxBatchRecipients)
 	}
-	seq := secondOrder(s.store.Now()) // for the copies, when the request gives no MsgSeq
 	if ts, _, _ := f.integer("MsgTimeStamp", 0, 1<<32-1); ts <= 0 {
 		f["MsgTimeStamp"] = json.RawMessage(strconv.FormatInt(s.store.Now().Unix(), 10))
 	}
-	f["ForbidCallbackControl"] = json.RawMessage(`["ForbidBeforeSendMsgCallback","ForbidAfterSendMsgCallback"]`)
-	delete(f, "ReqId")
+	// Every copy is this one request to its own recipient.
+	f["To_Account"] = json.RawMessage(`"-"`)
+	r.msgErr = r.msg.decode(s, c, f)
+	r.msg.forbidBefore, r.msg.forbidAfter, r.msg.forbidBad = true, true, false
+	return nil
+}
 
+func (s *Service) batchSendMsg(ctx context.Context, c *Caller, r *batchRequest) (any, error) {
+	uniq := r.to
+	seq := secondOrder(s.store.Now()) // for the copies, when the request gives no MsgSeq
 	var (
 		mu     sync.Mutex
 		res    batchResult
@@ -88,13 +96,13 @@ func (s *Service) batchSendMsg(ctx context.Context, c *Caller, body []byte) (any
 		go func() {
 			defer wg.Done()
 			for u := range jobs {
-				r, e := s.batchOneGuarded(ctx, c, f, u, seq)
+				sr, e := s.batchOneGuarded(ctx, c, r, u, seq)
 				mu.Lock()
 				var ce *Error
 				switch {
 				case e == nil:
 					if res.MsgKey == "" {
-						res.MsgKey = r.MsgKey
+						res.MsgKey = sr.MsgKey
 					}
 				case errors.As(e, &ce):
 					errs[u] = ce
@@ -136,16 +144,16 @@ func (s *Service) batchSendMsg(ctx context.Context, c *Caller, body []byte) (any
 // batchOneGuarded is batchOne on a worker goroutine, where Exec's recover
 // does not reach: a panic is that recipient's error (20005 or 91000), not
 // the end of the process.
-func (s *Service) batchOneGuarded(ctx context.Context, c *Caller, f fields, to string, seq uint32) (r SendResult, err error) {
+func (s *Service) batchOneGuarded(ctx context.Context, c *Caller, b *batchRequest, to string, seq uint32) (r SendResult, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = s.Recovered(v, "openim/batchsendmsg", c.UserID)
 		}
 	}()
-	return s.batchOne(ctx, c, f, to, seq)
+	return s.batchOne(ctx, c, b, to, seq)
 }
 
-func (s *Service) batchOne(ctx context.Context, c *Caller, f fields, to string, seq uint32) (SendResult, error) {
+func (s *Service) batchOne(ctx context.Context, c *Caller, b *batchRequest, to string, seq uint32) (SendResult, error) {
 	if !ValidUserID(to) {
 		return SendResult{}, Errorf(CodeAccountNotExist, "%q is not a valid UserID", to)
 	}
@@ -154,23 +162,15 @@ func (s *Service) batchOne(ctx context.Context, c *Caller, f fields, to string, 
 	} else if !ok {
 		return SendResult{}, Errorf(CodeAccountNotExist, "%s does not exist", to)
 	}
-	one := make(map[string]json.RawMessage, len(f)+1)
-	for k, v := range f {
-		one[k] = v
+	if b.msgErr != nil {
+		return SendResult{}, b.msgErr
 	}
-	one["To_Account"], _ = json.Marshal(to)
-	body, err := marshal(one) // keeps the text as sent (no HTML escaping)
-	if err != nil {
-		return SendResult{}, err
-	}
-	req, err := s.parseSendMsg(c, body)
-	if err != nil {
-		return SendResult{}, err
-	}
+	req := b.msg // a copy: sending fills in its MsgSeq and may rewrite it
+	req.To = to
 	if !req.HasMsgSeq {
 		req.MsgSeq, req.seqChosen = seq, true
 	}
-	r, err := s.send(ctx, c, body, req)
+	r, err := s.sendMsg(ctx, c, &req)
 	if err != nil {
 		return SendResult{}, err
 	}

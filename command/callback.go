@@ -111,22 +111,17 @@ func (r *sendRequest) callbackBody(command, from string, msgTime int64, msgKey s
 // or the app's own 120001–130000 code), or ask for it to be dropped
 // silently (hook.drop). It is skipped when no callback URL is configured
 // and when ForbidCallbackControl holds ForbidBeforeSendMsgCallback.
-func (s *Service) beforeSend(ctx context.Context, c *Caller, body []byte, r *sendRequest, from string, msgTime int64, msgKey string) (sendHook, error) {
+func (s *Service) beforeSend(ctx context.Context, c *Caller, r *sendRequest, from string, msgTime int64, msgKey string) (sendHook, error) {
 	cb := s.hooks
 	if cb == nil {
 		return sendHook{}, nil
 	}
 	h := sendHook{on: true, from: from, msgTime: msgTime, msgKey: msgKey, ip: clientIP(ctx)}
-	forbidBefore := false
-	if f, err := parseObject(body, CodeJSON); err == nil {
-		forbid, _, ok := f.strings("ForbidCallbackControl")
-		if !ok {
-			return h, Errorf(CodeJSON, "ForbidCallbackControl is not an Array of String")
-		}
-		forbidBefore = listHas(forbid, "ForbidBeforeSendMsgCallback")
-		h.forbidAfter = listHas(forbid, "ForbidAfterSendMsgCallback")
+	if r.forbidBad {
+		return h, Errorf(CodeJSON, "ForbidCallbackControl is not an Array of String")
 	}
-	if forbidBefore {
+	h.forbidAfter = r.forbidAfter
+	if r.forbidBefore {
 		return h, nil
 	}
 	payload, err := marshal(r.callbackBody("C2C.CallbackBeforeSendMsg", from, msgTime, msgKey))

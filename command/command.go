@@ -117,19 +117,80 @@ type Executor interface {
 	Exec(ctx context.Context, c *Caller, name string, body []byte) Reply
 }
 
-// Handler executes one command. It returns the result fields of the reply
-// (a struct or map marshalled into the envelope) or an error, an *Error for
-// anything the caller did wrong.
+// Handler executes one command from its raw body (Register; commands of
+// other packages). It returns the result fields of the reply (a struct or
+// map marshalled into the envelope) or an error, an *Error for anything
+// the caller did wrong.
 type Handler func(ctx context.Context, c *Caller, body []byte) (any, error)
+
+// request is a command's typed request. Exec decodes a body once, into
+// fields; decode reads and checks those the command takes, refusing with
+// the command's own Tencent codes, so the handler gets a valid request and
+// keeps only its business logic. Parts several commands share (the user an
+// sns request acts for, its To_Account list, …) are request types of their
+// own, embedded.
+type request interface {
+	decode(s *Service, c *Caller, f fields) error
+}
+
+// route is a registered command.
+type route struct {
+	// code refuses a body that is not a JSON object (90001 for openim,
+	// 40001 for profile, …); 0 for a raw Handler, which reads its body
+	// itself.
+	code int
+	// gate, when set, refuses a caller before the body is looked at (the
+	// admin-only commands).
+	gate func(c *Caller) *Error
+	// run runs the command; reqID is the body's ReqId (Reply.ReqID).
+	run func(ctx context.Context, c *Caller, f fields, body []byte, reqID string) (any, error)
+}
+
+// deferredReply is embedded in the request of a command that answers
+// later, through Caller.Respond (openim/sync): the reply it sends then
+// carries the request's ReqId as Exec's replies do.
+type deferredReply struct{ reqID string }
+
+func (d *deferredReply) setReqID(id string) { d.reqID = id }
+
+// handle registers command name: Exec decodes its body into an R (through
+// *R's decode) and hands that to h. parseCode is the command's code for a
+// body that is not a JSON object; gate (nil: none) refuses callers before
+// the body counts.
+func handle[R any, P interface {
+	*R
+	request
+}](s *Service, name string, parseCode int, gate func(*Caller) *Error, h func(ctx context.Context, c *Caller, r P) (any, error)) {
+	s.routes[name] = route{code: parseCode, gate: gate, run: func(ctx context.Context, c *Caller, f fields, _ []byte, reqID string) (any, error) {
+		r := P(new(R))
+		if err := r.decode(s, c, f); err != nil {
+			return nil, err
+		}
+		if d, ok := any(r).(interface{ setReqID(string) }); ok {
+			d.setReqID(reqID)
+		}
+		return h(ctx, c, r)
+	}}
+}
+
+// adminOnly is a gate that lets App admins only, refusing others with code.
+func adminOnly(code int, info string) func(*Caller) *Error {
+	return func(c *Caller) *Error {
+		if c.Admin {
+			return nil
+		}
+		return &Error{Code: code, Info: info}
+	}
+}
 
 // Service runs commands against the store.
 type Service struct {
-	cfg      Config
-	store    *store.Store
-	live     Deliverer
-	log      *slog.Logger
-	admins   map[string]bool
-	handlers map[string]Handler
+	cfg    Config
+	store  *store.Store
+	live   Deliverer
+	log    *slog.Logger
+	admins map[string]bool
+	routes map[string]route
 
 	media MediaChecker
 	// withdrawn runs after each recall (see OnWithdraw).
@@ -157,7 +218,7 @@ func New(cfg Config, st *store.Store, log *slog.Logger) *Service {
 		store:    st,
 		log:      log,
 		admins:   make(map[string]bool),
-		handlers: make(map[string]Handler),
+		routes:   make(map[string]route),
 		profiles: make(map[string][]byte),
 		profV:    make(map[string]uint64),
 	}
@@ -214,33 +275,69 @@ func (s *Service) IsAdmin(user string) bool { return s.admins[user] }
 // Store is the service's store.
 func (s *Service) Store() *store.Store { return s.store }
 
-// Register adds a command. It is meant for start-up, before requests flow.
-func (s *Service) Register(name string, h Handler) { s.handlers[name] = h }
+// Register adds a command whose handler reads the raw body itself. It is
+// meant for start-up, before requests flow.
+func (s *Service) Register(name string, h Handler) {
+	s.routes[name] = route{run: func(ctx context.Context, c *Caller, _ fields, body []byte, _ string) (any, error) {
+		return h(ctx, c, body)
+	}}
+}
 
 // Reply is the outcome of a command.
 type Reply struct {
+	// ReqID is the request's top-level ReqId over MQTT, found by Exec's one
+	// decode of the body: a String's value, any other value's JSON text (a
+	// number keeps its digits as sent), "" when absent or when the body is
+	// not a JSON object. Every reply carries it, refusals too; a client
+	// matches replies by it.
+	ReqID    string
 	Err      *Error
 	Result   any
 	Deferred bool // the handler answers later through Caller.Respond
 }
 
-// Exec runs command name for c with the JSON body. Whatever the handler
-// does, the caller gets a reply: a closed store is 20005 (retry), any other
-// failure or panic 91000, and the process keeps serving.
+// Exec runs command name for c with the JSON body. The body is decoded
+// once, here: into the command's typed request and for the ReqId. Whatever
+// the handler does, the caller gets a reply: a closed store is 20005
+// (retry), any other failure or panic 91000, and the process keeps
+// serving.
 func (s *Service) Exec(ctx context.Context, c *Caller, name string, body []byte) (reply Reply) {
+	var id string // the ReqId, in every reply
 	defer func() {
 		if v := recover(); v != nil {
 			reply = Reply{Err: s.Recovered(v, name, c.UserID)}
 		}
+		reply.ReqID = id
 	}()
-	h, ok := s.handlers[name]
-	if !ok {
+	rt, known := s.routes[name]
+	var (
+		f    fields
+		ferr error
+	)
+	if rt.code != 0 || c.Transport == MQTT {
+		// A raw handler decodes its own body; over MQTT the ReqId is still
+		// read for the reply.
+		var raw json.RawMessage
+		f, raw, ferr = decodeObject(body)
+		if c.Transport == MQTT {
+			id = reqIDText(raw)
+		}
+	}
+	if !known {
 		return Reply{Err: Errorf(CodeUnknownCommand, "unknown command %q", name)}
 	}
 	if !utf8.Valid(body) {
 		return Reply{Err: Errorf(CodeJSON, "request body is not valid UTF-8")}
 	}
-	res, err := h(ctx, c, body)
+	if rt.gate != nil {
+		if e := rt.gate(c); e != nil {
+			return Reply{Err: e}
+		}
+	}
+	if rt.code != 0 && ferr != nil {
+		return Reply{Err: bodyError(rt.code, ferr)}
+	}
+	res, err := rt.run(ctx, c, f, body, id)
 	if errors.Is(err, errDeferred) {
 		return Reply{Deferred: true}
 	}

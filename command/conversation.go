@@ -3,6 +3,7 @@ package command
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"sort"
 	"strconv"
 
@@ -13,12 +14,12 @@ import (
 // (reference §5.6, §5.7, §9; PROTOCOL §3).
 
 func (s *Service) registerConversations() {
-	s.handlers["recentcontact/get_list"] = s.getContactList
-	s.handlers["recentcontact/delete"] = s.deleteContact
-	s.handlers["recentcontact/top"] = s.topContact
-	s.handlers["openim/set_msg_read"] = s.setMsgRead
-	s.handlers["openim/admin_set_msg_read"] = s.setMsgRead
-	s.handlers["openim/get_c2c_unread_msg_num"] = s.unreadNum
+	handle(s, "recentcontact/get_list", CodeContactParam, nil, s.getContactList)
+	handle(s, "recentcontact/delete", CodeContactParam, nil, s.deleteContact)
+	handle(s, "recentcontact/top", CodeContactParam, nil, s.topContact)
+	handle(s, "openim/set_msg_read", CodeJSON, nil, s.setMsgRead)
+	handle(s, "openim/admin_set_msg_read", CodeJSON, nil, s.setMsgRead)
+	handle(s, "openim/get_c2c_unread_msg_num", CodeJSON, nil, s.unreadNum)
 }
 
 // SessionItem is one conversation of recentcontact/get_list.
@@ -89,21 +90,25 @@ func contactPageOf(list []store.Conversation, cur contactCursor) ([]store.Conver
 	return page, next, i+len(page) == len(list)
 }
 
-// listOwner parses a recentcontact body and finds whose list it is about
-// (From_Account; the caller itself over MQTT).
-func (s *Service) listOwner(c *Caller, body []byte) (fields, string, error) {
-	f, err := parseObject(body, CodeContactParam)
-	if err != nil {
-		return nil, "", err
-	}
-	owner, err := s.account(c, f, []string{"From_Account"}, CodeContactParam, CodeContactNeedsAdmin, CodeContactNoUser)
-	return f, owner, err
+// contactOwner is what every recentcontact request has: whose list it is
+// about (From_Account; the caller itself over MQTT).
+type contactOwner struct{ owner string }
+
+func (r *contactOwner) decode(s *Service, c *Caller, f fields) (err error) {
+	r.owner, err = s.account(c, f, []string{"From_Account"}, CodeContactParam, CodeContactNeedsAdmin, CodeContactNoUser)
+	return err
 }
 
-func (s *Service) getContactList(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, owner, err := s.listOwner(c, body)
-	if err != nil {
-		return nil, err
+// contactListRequest is get_list's: the owner and the page's cursors.
+type contactListRequest struct {
+	contactOwner
+	cur, topCur contactCursor
+	flags       int64
+}
+
+func (r *contactListRequest) decode(s *Service, c *Caller, f fields) error {
+	if err := r.contactOwner.decode(s, c, f); err != nil {
+		return err
 	}
 	// Tencent marks these fields required (0 for the first page); Duet
 	// lets them be left out, as clients of the capped list always did.
@@ -111,13 +116,18 @@ func (s *Service) getContactList(ctx context.Context, c *Caller, body []byte) (a
 	for i, name := range []string{"TimeStamp", "StartIndex", "TopTimeStamp", "TopStartIndex", "AssistFlags"} {
 		n, _, ok := f.integer(name, 0, 1<<40)
 		if !ok {
-			return nil, Errorf(CodeContactParam, "%s must be a non-negative Integer", name)
+			return Errorf(CodeContactParam, "%s must be a non-negative Integer", name)
 		}
 		v[i] = n
 	}
-	cur := contactCursor{Time: v[0], Index: int(v[1])}
-	topCur := contactCursor{Time: v[2], Index: int(v[3])}
-	flags := v[4]
+	r.cur = contactCursor{Time: v[0], Index: int(v[1])}
+	r.topCur = contactCursor{Time: v[2], Index: int(v[3])}
+	r.flags = v[4]
+	return nil
+}
+
+func (s *Service) getContactList(ctx context.Context, c *Caller, r *contactListRequest) (any, error) {
+	owner, cur, topCur, flags := r.owner, r.cur, r.topCur, r.flags
 	convs, err := s.store.Conversations(owner)
 	if err != nil {
 		return nil, err
@@ -200,36 +210,43 @@ type envelopeOnly struct {
 	ErrorDisplay string `json:"ErrorDisplay"`
 }
 
-func (s *Service) deleteContact(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, CodeContactParam)
-	if err != nil {
-		return nil, err
-	}
-	owner, err := s.account(c, f, []string{"From_Account"}, CodeContactParam, CodeContactNeedsAdmin, CodeContactNoUser)
-	if err != nil {
-		return nil, err
+type deleteContactRequest struct {
+	contactOwner
+	peer  string
+	clear bool
+}
+
+func (r *deleteContactRequest) decode(s *Service, c *Caller, f fields) error {
+	if err := r.contactOwner.decode(s, c, f); err != nil {
+		return err
 	}
 	if typ, present, ok := f.integer("Type", 1, 2); !present || !ok {
-		return nil, Errorf(CodeContactParam, "Type is required: 1 (C2C) or 2 (group)")
+		return Errorf(CodeContactParam, "Type is required: 1 (C2C) or 2 (group)")
 	} else if typ != 1 {
-		return nil, Errorf(CodeContactParam, "only C2C conversations (Type 1) exist here")
+		return Errorf(CodeContactParam, "only C2C conversations (Type 1) exist here")
 	}
 	peer, _, ok := f.str("To_Account")
 	if !ok || !ValidUserID(peer) {
-		return nil, Errorf(CodeContactParam, "To_Account must be a valid UserID")
+		return Errorf(CodeContactParam, "To_Account must be a valid UserID")
 	}
 	clear, _, ok := f.integer("ClearRamble", 0, 1)
 	if !ok {
-		return nil, Errorf(CodeContactParam, "ClearRamble must be 0 or 1")
+		return Errorf(CodeContactParam, "ClearRamble must be 0 or 1")
 	}
+	r.peer, r.clear = peer, clear == 1
+	return nil
+}
+
+func (s *Service) deleteContact(ctx context.Context, c *Caller, r *deleteContactRequest) (any, error) {
+	owner, peer := r.owner, r.peer
 	now := s.store.Now().Unix()
-	err = s.store.Update(func(tx *store.Tx) error {
+	err := s.store.Update(func(tx *store.Tx) error {
 		cv, err := tx.Conversation(owner, peer)
 		if err != nil || cv == nil {
 			return err
 		}
 		cv.Deleted, cv.Top = true, false // the pin leaves the list with the entry
-		if clear == 1 {
+		if r.clear {
 			// Roaming is shared by both users: hide it from this one only.
 			cv.ClearedAt, cv.Unread = now, 0
 		}
@@ -261,45 +278,54 @@ type topEvent struct {
 // groups, and a client written for Tencent sends them alongside C2C ones.
 // Pinning needs the conversation to be in the list; the request changes
 // all its items or none.
-func (s *Service) topContact(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, owner, err := s.listOwner(c, body)
-	if err != nil {
-		return nil, err
+type topContactRequest struct {
+	contactOwner
+	pin   bool
+	peers []string // the C2C items' To_Account, without repeats
+}
+
+func (r *topContactRequest) decode(s *Service, c *Caller, f fields) error {
+	if err := r.contactOwner.decode(s, c, f); err != nil {
+		return err
 	}
 	op, present, ok := f.integer("OperationType", 1, 2)
 	if !present || !ok {
-		return nil, Errorf(CodeContactParam, "OperationType is required: 1 (pin) or 2 (unpin)")
+		return Errorf(CodeContactParam, "OperationType is required: 1 (pin) or 2 (unpin)")
 	}
 	var items []fields
 	if !f.has("RecentContactItem") || json.Unmarshal(f.raw("RecentContactItem"), &items) != nil || len(items) == 0 {
-		return nil, Errorf(CodeContactParam, "RecentContactItem must be a non-empty Array of {\"Type\":1,\"To_Account\":String}")
+		return Errorf(CodeContactParam, "RecentContactItem must be a non-empty Array of {\"Type\":1,\"To_Account\":String}")
 	}
 	if len(items) > maxTopItems {
-		return nil, Errorf(CodeContactParam, "RecentContactItem holds at most %d conversations", maxTopItems)
+		return Errorf(CodeContactParam, "RecentContactItem holds at most %d conversations", maxTopItems)
 	}
-	var peers []string
 	seen := map[string]bool{}
 	for i, it := range items {
 		typ, present, ok := it.integer("Type", 1, 2)
 		if it == nil || !present || !ok {
-			return nil, Errorf(CodeContactParam, "RecentContactItem[%d].Type is required: 1 (C2C) or 2 (group)", i)
+			return Errorf(CodeContactParam, "RecentContactItem[%d].Type is required: 1 (C2C) or 2 (group)", i)
 		}
 		if typ == 2 {
 			continue
 		}
 		peer, _, ok := it.str("To_Account")
 		if !ok || !ValidUserID(peer) {
-			return nil, Errorf(CodeContactParam, "RecentContactItem[%d].To_Account must be a valid UserID", i)
+			return Errorf(CodeContactParam, "RecentContactItem[%d].To_Account must be a valid UserID", i)
 		}
 		if !seen[peer] {
 			seen[peer] = true
-			peers = append(peers, peer)
+			r.peers = append(r.peers, peer)
 		}
 	}
-	pin := op == 1
+	r.pin = op == 1
+	return nil
+}
+
+func (s *Service) topContact(ctx context.Context, c *Caller, r *topContactRequest) (any, error) {
+	owner, pin, peers := r.owner, r.pin, r.peers
 	now := s.store.Now()
 	expire := now.Add(s.cfg.MaxLifeTime)
-	err = s.store.Update(func(tx *store.Tx) error {
+	err := s.store.Update(func(tx *store.Tx) error {
 		for _, peer := range peers {
 			cv, err := tx.Conversation(owner, peer)
 			if err != nil {
@@ -346,35 +372,43 @@ type readEvent struct {
 	MsgReadTime    int64  `json:"MsgReadTime"`
 }
 
-func (s *Service) setMsgRead(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, CodeJSON)
-	if err != nil {
-		return nil, err
+// msgReadRequest is set_msg_read's: who read (Report_Account) whose
+// messages (Peer_Account) up to when (MsgReadTime; 0: now).
+type msgReadRequest struct {
+	reader, peer string
+	readTime     int64
+}
+
+func (r *msgReadRequest) decode(s *Service, c *Caller, f fields) (err error) {
+	if r.reader, err = s.account(c, f, []string{"Report_Account"}, CodeToAccount, CodeOpenIMNeedsAdmin, CodeToAccount); err != nil {
+		return err
 	}
-	reader, err := s.account(c, f, []string{"Report_Account"}, CodeToAccount, CodeOpenIMNeedsAdmin, CodeToAccount)
-	if err != nil {
-		return nil, err
+	if r.peer, err = s.existing(f, []string{"Peer_Account", "To_Account"}, CodeFromAccount); err != nil {
+		return err
 	}
-	peer, err := s.existing(f, []string{"Peer_Account", "To_Account"}, CodeFromAccount)
-	if err != nil {
-		return nil, err
-	}
-	now := s.store.Now()
-	readTime := now.Unix()
 	// Documented as a String holding a Unix time; numbers are accepted too.
 	if v, present, ok := f.str("MsgReadTime"); present && ok {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
-			return nil, Errorf(CodeJSON, "MsgReadTime must be a Unix time")
+			return Errorf(CodeJSON, "MsgReadTime must be a Unix time")
 		}
-		readTime = min(n, readTime)
+		r.readTime = n
 	} else if present {
 		n, _, ok := f.integer("MsgReadTime", 0, 1<<40)
 		if !ok {
-			return nil, Errorf(CodeJSON, "MsgReadTime must be a Unix time")
+			return Errorf(CodeJSON, "MsgReadTime must be a Unix time")
 		}
-		readTime = min(n, readTime)
+		r.readTime = n
+	} else {
+		r.readTime = math.MaxInt64
 	}
+	return nil
+}
+
+func (s *Service) setMsgRead(ctx context.Context, c *Caller, r *msgReadRequest) (any, error) {
+	reader, peer := r.reader, r.peer
+	now := s.store.Now()
+	readTime := min(r.readTime, now.Unix())
 	unread, err := s.store.CountAfter(peer, reader, readTime, store.MaxUnread)
 	if err != nil {
 		return nil, err
@@ -429,22 +463,29 @@ type unreadReply struct {
 	ErrorList           []unreadError `json:"ErrorList,omitempty"`
 }
 
-func (s *Service) unreadNum(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, CodeJSON)
-	if err != nil {
-		return nil, err
-	}
-	user, err := s.account(c, f, []string{"To_Account"}, CodeToAccount, CodeOpenIMNeedsAdmin, CodeToAccount)
-	if err != nil {
-		return nil, err
+type unreadRequest struct {
+	user  string
+	peers []string
+	all   bool // no Peer_Account: the total over every conversation
+}
+
+func (r *unreadRequest) decode(s *Service, c *Caller, f fields) (err error) {
+	if r.user, err = s.account(c, f, []string{"To_Account"}, CodeToAccount, CodeOpenIMNeedsAdmin, CodeToAccount); err != nil {
+		return err
 	}
 	peers, present, ok := f.strings("Peer_Account")
 	if !ok {
-		return nil, Errorf(CodeJSON, "Peer_Account must be an Array of String")
+		return Errorf(CodeJSON, "Peer_Account must be an Array of String")
 	}
 	if len(peers) > 10 {
-		return nil, Errorf(CodeJSON, "Peer_Account holds at most 10 accounts")
+		return Errorf(CodeJSON, "Peer_Account holds at most 10 accounts")
 	}
+	r.peers, r.all = peers, !present
+	return nil
+}
+
+func (s *Service) unreadNum(ctx context.Context, c *Caller, req *unreadRequest) (any, error) {
+	user, peers, present := req.user, req.peers, !req.all
 	if !present {
 		total, err := s.UnreadTotal(user)
 		if err != nil {

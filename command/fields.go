@@ -3,8 +3,10 @@ package command
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // fields is a request body decoded one level deep, so each field can be
@@ -31,24 +33,31 @@ func (f *fields) UnmarshalJSON(b []byte) error {
 	return err
 }
 
-// decodeFields is UnmarshalJSON's work. parseObject calls it directly: a
-// request body decoded through the Unmarshaler would be scanned twice more
-// by encoding/json (once to find the value's end, once in the nested
-// Unmarshal), on every request.
+// decodeFields is UnmarshalJSON's work.
 func decodeFields(b []byte) (fields, error) {
+	f, _, err := decodeFieldsID(b)
+	return f, err
+}
+
+// decodeFieldsID is decodeFields that also returns the raw value of the
+// key spelled exactly ReqId (the last one; nil when absent), read before
+// case-folded duplicates are resolved: the MQTT envelope's ReqId is matched
+// exactly, as clients write it.
+func decodeFieldsID(b []byte) (fields, json.RawMessage, error) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	id := m["ReqId"]
 	if foldDuplicates(m) {
 		// Rare: keep, per case-folded name, the last spelling in document
 		// order (a map decode cannot tell which came last).
 		var err error
 		if m, err = decodeLastFoldWins(b); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return m, nil
+	return m, id, nil
 }
 
 // foldDuplicates reports whether two keys of m differ only in case.
@@ -134,18 +143,69 @@ func (f fields) raw(name string) json.RawMessage {
 	return v
 }
 
-// parseObject decodes body as a JSON object; a body that is not one gets
-// code (90001 for openim, 40001 for profile, …).
-func parseObject(body []byte, code int) (fields, error) {
+// errNotObject is a body that is not a JSON object at all.
+var errNotObject = errors.New("not an object")
+
+// decodeObject decodes a request body, which must be a JSON object, and
+// returns its ReqId's raw value too (see decodeFieldsID). Exec calls it
+// once per request; it decodes the body directly, not through
+// fields.UnmarshalJSON, which encoding/json would make scan the body twice
+// more (once to find the value's end, once in the nested Unmarshal).
+func decodeObject(body []byte) (fields, json.RawMessage, error) {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 || body[0] != '{' {
-		return nil, Errorf(code, "request body must be a JSON object")
+		return nil, nil, errNotObject
 	}
-	f, err := decodeFields(body)
+	return decodeFieldsID(body)
+}
+
+// bodyError is the refusal of a body decodeObject could not decode, with
+// the command's code (90001 for openim, 40001 for profile, …).
+func bodyError(code int, err error) *Error {
+	if errors.Is(err, errNotObject) {
+		return Errorf(code, "request body must be a JSON object")
+	}
+	return Errorf(code, "Fail to Parse json data of body, Please check it: %v", err)
+}
+
+// RequestID is the top-level ReqId of a request body, as Exec sets
+// Caller.ReqID: a String's value, any other JSON value's text (a number
+// keeps its digits as sent), "" when absent, null or when the body is not a
+// JSON object. The MQTT transport uses it for the refusals it makes
+// without running the command (too long, shutting down).
+func RequestID(body []byte) string {
+	_, id, err := decodeObject(body)
 	if err != nil {
-		return nil, Errorf(code, "Fail to Parse json data of body, Please check it: %v", err)
+		return ""
 	}
-	return f, nil
+	return reqIDText(id)
+}
+
+func reqIDText(raw json.RawMessage) string {
+	if len(raw) == 0 || string(raw) == "null" {
+		return ""
+	}
+	if raw[0] != '"' {
+		return string(raw)
+	}
+	v, _ := stringValue(raw)
+	return v
+}
+
+// stringValue decodes the JSON String raw; ok is false when raw is not
+// one. A String from a decoded body without escapes and in valid UTF-8 is
+// its text between the quotes, which spares a request's every String an
+// Unmarshal.
+func stringValue(raw json.RawMessage) (v string, ok bool) {
+	if len(raw) >= 2 && raw[0] == '"' {
+		if in := raw[1 : len(raw)-1]; bytes.IndexByte(in, '\\') < 0 && bytes.IndexByte(in, '"') < 0 && utf8.Valid(in) {
+			return string(in), true
+		}
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return "", false
+	}
+	return v, true
 }
 
 func (f fields) has(name string) bool {
@@ -159,10 +219,8 @@ func (f fields) str(name string) (v string, present, ok bool) {
 	if !f.has(name) {
 		return "", false, true
 	}
-	if err := json.Unmarshal(f.raw(name), &v); err != nil {
-		return "", true, false
-	}
-	return v, true, true
+	v, ok = stringValue(f.raw(name))
+	return v, true, ok
 }
 
 // integer returns an integral number field in [min, max].
@@ -190,10 +248,11 @@ func (f fields) integer(name string, min, max int64) (v int64, present, ok bool)
 }
 
 // strings returns an array-of-strings field.
-func (f fields) strings(name string) (v []string, present, ok bool) {
+func (f fields) strings(name string) ([]string, bool, bool) {
 	if !f.has(name) {
 		return nil, false, true
 	}
+	var v []string // here, not a named result: only a present field costs an allocation
 	if err := json.Unmarshal(f.raw(name), &v); err != nil {
 		return nil, true, false
 	}

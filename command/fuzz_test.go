@@ -48,8 +48,8 @@ var fuzzBodies = []string{
 // fuzzCommands lists the registered commands in a stable order, so that a
 // corpus entry keeps naming the same command.
 func fuzzCommands(s *Service) []string {
-	names := make([]string, 0, len(s.handlers))
-	for n := range s.handlers {
+	names := make([]string, 0, len(s.routes))
+	for n := range s.routes {
 		names = append(names, n)
 	}
 	slices.Sort(names)
@@ -79,7 +79,8 @@ func fuzzState(f *fixture) string {
 
 // FuzzExec feeds every registered command random bodies, as a user over
 // MQTT and as the app admin over REST. Whatever the body, Exec answers
-// (no panic), the answer encodes to valid JSON, a refusal carries a Tencent
+// (no panic), the answer encodes to valid JSON and carries the body's
+// ReqId over MQTT, a refusal carries a Tencent
 // code that is not an internal error, and a refused command changed nothing
 // (issue 11 §6; the layer's promise in the package comment).
 func FuzzExec(f *testing.F) {
@@ -102,7 +103,15 @@ func FuzzExec(f *testing.F) {
 		}
 		before := fuzzState(fx)
 		r := fx.svc.Exec(context.Background(), c, name, body)
-		if out := r.Encode("ReqId", "r1", "Command", name); !json.Valid(out) {
+		// The reply's ReqId comes from the one decode of the body, the same
+		// as RequestID's (which the transport uses before Exec), and only
+		// over MQTT.
+		if want := RequestID(body); r.ReqID != want && !rest {
+			t.Fatalf("%s %q: ReqID %q, RequestID says %q", name, body, r.ReqID, want)
+		} else if rest && r.ReqID != "" {
+			t.Fatalf("%s %q: ReqID %q over REST", name, body, r.ReqID)
+		}
+		if out := r.Encode("ReqId", r.ReqID, "Command", name); !json.Valid(out) {
 			t.Fatalf("%s %q: reply is not JSON: %s", name, body, out)
 		}
 		if r.Err == nil {
@@ -149,6 +158,26 @@ func FuzzMsgBody(f *testing.F) {
 		}
 		if len(els) == 0 {
 			t.Fatalf("%q: an empty MsgBody was accepted", raw)
+		}
+	})
+}
+
+// FuzzStringValue holds the String fast path of the body's fields to
+// encoding/json: on every JSON value the two agree on whether it is a
+// String and on its value.
+func FuzzStringValue(f *testing.F) {
+	for _, s := range []string{`"a"`, `""`, `"a\"b"`, `"\u00e9"`, "\"\xff\"", `"é"`, `1`, `null`, `["a"]`, `"\/"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if !json.Valid(raw) {
+			return // a body's fields are always valid JSON
+		}
+		var want string
+		wantOK := json.Unmarshal(raw, &want) == nil
+		got, ok := stringValue(raw)
+		if ok != wantOK || got != want {
+			t.Fatalf("stringValue(%q) = %q, %v; encoding/json: %q, %v", raw, got, ok, want, wantOK)
 		}
 	})
 }

@@ -14,8 +14,8 @@ import (
 // name the page's oldest message, where the next page starts.
 
 func (s *Service) registerHistory() {
-	s.handlers["openim/getmsg"] = s.getMsg
-	s.handlers["openim/admin_getroammsg"] = s.adminGetRoamMsg
+	handle(s, "openim/getmsg", CodeJSON, nil, s.getMsg)
+	handle(s, "openim/admin_getroammsg", CodeJSON, adminOnly(CodeOpenIMNeedsAdmin, "openim/admin_getroammsg needs an App admin"), s.adminGetRoamMsg)
 }
 
 // maxPageBytes is Tencent's ~13 KB cut of an admin_getroammsg page.
@@ -123,86 +123,102 @@ func (s *Service) visibleTo(reader string, conv *store.Conversation) func(*store
 	}
 }
 
-func (s *Service) getMsg(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, CodeJSON)
-	if err != nil {
-		return nil, err
-	}
+// historyQuery is a history page's request: reader's conversation with
+// peer, times inclusive, before the message LastMsgKey.
+type historyQuery struct {
+	reader, peer     string
+	minTime, maxTime int64
+	lastKey          string
+	max, maxBytes    int
+}
+
+func (s *Service) history(q *historyQuery) (any, error) {
+	return s.historyPage(q.reader, q.peer, q.minTime, q.maxTime, q.lastKey, q.max, q.maxBytes)
+}
+
+type getMsgRequest struct{ historyQuery }
+
+func (r *getMsgRequest) decode(s *Service, c *Caller, f fields) error {
 	me, err := s.account(c, f, []string{"From_Account", "Operator_Account"}, CodeFromAccount, CodeOpenIMNeedsAdmin, CodeFromAccount)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	peer, err := s.existing(f, []string{"Peer_Account", "To_Account"}, CodeToAccount)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	now := s.store.Now().Unix()
 	maxTime, present, ok := f.integer("MaxTime", 0, 1<<40)
 	if !ok {
-		return nil, Errorf(CodeJSON, "MaxTime must be a non-negative Integer (Unix seconds)")
+		return Errorf(CodeJSON, "MaxTime must be a non-negative Integer (Unix seconds)")
 	}
 	if !present || maxTime == 0 {
 		maxTime = now + 1
 	}
 	minTime, _, ok := f.integer("MinTime", 0, 1<<40)
 	if !ok {
-		return nil, Errorf(CodeJSON, "MinTime must be a non-negative Integer (Unix seconds)")
+		return Errorf(CodeJSON, "MinTime must be a non-negative Integer (Unix seconds)")
 	}
 	maxCnt, present, ok := f.integer("MaxCnt", 1, 100)
 	if !ok {
-		return nil, Errorf(CodeJSON, "MaxCnt must be an Integer from 1 to 100")
+		return Errorf(CodeJSON, "MaxCnt must be an Integer from 1 to 100")
 	}
 	if !present {
 		maxCnt = 20
 	}
 	lastKey, _, ok := f.str("LastMsgKey")
 	if !ok {
-		return nil, Errorf(CodeMsgKey, "LastMsgKey must be a String")
+		return Errorf(CodeMsgKey, "LastMsgKey must be a String")
 	}
 	// PROTOCOL §3: MaxTime is exclusive for getmsg.
-	return s.historyPage(me, peer, minTime, maxTime-1, lastKey, int(maxCnt), 0)
+	r.historyQuery = historyQuery{reader: me, peer: peer, minTime: minTime, maxTime: maxTime - 1, lastKey: lastKey, max: int(maxCnt)}
+	return nil
 }
 
-func (s *Service) adminGetRoamMsg(ctx context.Context, c *Caller, body []byte) (any, error) {
-	if !c.Admin {
-		return nil, Errorf(CodeOpenIMNeedsAdmin, "openim/admin_getroammsg needs an App admin")
-	}
-	f, err := parseObject(body, CodeJSON)
-	if err != nil {
-		return nil, err
-	}
+func (s *Service) getMsg(ctx context.Context, c *Caller, r *getMsgRequest) (any, error) {
+	return s.history(&r.historyQuery)
+}
+
+type roamMsgRequest struct{ historyQuery }
+
+func (r *roamMsgRequest) decode(s *Service, c *Caller, f fields) error {
 	// Current docs say Operator_Account/Peer_Account, older clients
 	// From_Account/To_Account: accept both.
 	op, err := s.existing(f, []string{"Operator_Account", "From_Account"}, CodeFromAccount)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	peer, err := s.existing(f, []string{"Peer_Account", "To_Account"}, CodeToAccount)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	maxCnt, present, ok := f.integer("MaxCnt", 1, 1<<31)
 	if !ok || !present {
-		return nil, Errorf(CodeJSON, "MaxCnt must be a positive Integer")
+		return Errorf(CodeJSON, "MaxCnt must be a positive Integer")
 	}
 	minTime, _, ok := f.integer("MinTime", 0, 1<<40)
 	if !ok {
-		return nil, Errorf(CodeJSON, "MinTime must be a non-negative Integer")
+		return Errorf(CodeJSON, "MinTime must be a non-negative Integer")
 	}
 	maxTime, present, ok := f.integer("MaxTime", 0, 1<<40)
 	if !ok {
-		return nil, Errorf(CodeJSON, "MaxTime must be a non-negative Integer")
+		return Errorf(CodeJSON, "MaxTime must be a non-negative Integer")
 	}
 	if !present {
 		maxTime = s.store.Now().Unix()
 	}
 	lastKey, _, ok := f.str("LastMsgKey")
 	if !ok {
-		return nil, Errorf(CodeJSON, "LastMsgKey must be a String")
+		return Errorf(CodeJSON, "LastMsgKey must be a String")
 	}
 	// An admin sees the conversation whichever way round it is asked
 	// (reference §5.4: implement symmetric lookup), cut at ~13 KB a page.
-	return s.historyPage(op, peer, minTime, maxTime, lastKey, int(min(maxCnt, 100)), maxPageBytes)
+	r.historyQuery = historyQuery{reader: op, peer: peer, minTime: minTime, maxTime: maxTime, lastKey: lastKey, max: int(min(maxCnt, 100)), maxBytes: maxPageBytes}
+	return nil
+}
+
+func (s *Service) adminGetRoamMsg(ctx context.Context, c *Caller, r *roamMsgRequest) (any, error) {
+	return s.history(&r.historyQuery)
 }
 
 // historyPage reads one page of reader's conversation with peer, times

@@ -16,7 +16,7 @@ import (
 // also put the message in the recipient's timeline so it counts as new.
 
 func (s *Service) registerImport() {
-	s.handlers["openim/importmsg"] = s.importMsg
+	handle(s, "openim/importmsg", CodeJSON, adminOnly(CodeOpenIMNeedsAdmin, "openim/importmsg needs an App admin identifier"), s.importMsg)
 }
 
 // ImportResult is the reply to importmsg: the bare envelope for a new
@@ -37,53 +37,43 @@ type importRequest struct {
 	cloudCustomData string
 }
 
-func (s *Service) parseImport(c *Caller, body []byte) (*importRequest, error) {
-	if !c.Admin {
-		return nil, Errorf(CodeOpenIMNeedsAdmin, "openim/importmsg needs an App admin identifier")
-	}
-	f, err := parseObject(body, CodeJSON)
-	if err != nil {
-		return nil, err
-	}
-	r := &importRequest{}
+func (r *importRequest) decode(s *Service, c *Caller, f fields) (err error) {
 	var present, ok bool
 	r.mode, present, ok = f.integer("SyncFromOldSystem", -1<<62, 1<<62)
 	if !present || !ok {
-		return nil, Errorf(CodeSyncFromOldSystem, "SyncFromOldSystem is missing or is not an Integer")
+		return Errorf(CodeSyncFromOldSystem, "SyncFromOldSystem is missing or is not an Integer")
 	}
 	if r.mode != 1 && r.mode != 2 && r.mode != 5 {
-		return nil, Errorf(CodeSyncFromOldSystem, "SyncFromOldSystem must be 1 or 5 (real-time) or 2 (history), not %d", r.mode)
+		return Errorf(CodeSyncFromOldSystem, "SyncFromOldSystem must be 1 or 5 (real-time) or 2 (history), not %d", r.mode)
 	}
 	if r.from, present, ok = f.str("From_Account"); !present || !ok || r.from == "" {
-		return nil, Errorf(CodeFromAccount, "From_Account is missing or is not a String")
+		return Errorf(CodeFromAccount, "From_Account is missing or is not a String")
 	}
 	if r.to, present, ok = f.str("To_Account"); !present || !ok || r.to == "" {
-		return nil, Errorf(CodeToAccount, "To_Account is missing or is not a String")
+		return Errorf(CodeToAccount, "To_Account is missing or is not a String")
 	}
-	rnd, present, ok := f.integer("MsgRandom", 0, 1<<32-1)
-	if !present || !ok {
-		return nil, Errorf(CodeMsgRandom, "MsgRandom is missing or is not a 32-bit unsigned Integer")
+	if r.msgRandom, err = msgRandom(f); err != nil {
+		return err
 	}
-	r.msgRandom = uint32(rnd)
 	ts, present, ok := f.integer("MsgTimeStamp", 0, 1<<32-1)
 	if !present || !ok {
-		return nil, Errorf(CodeMsgTimeStamp, "MsgTimeStamp is missing or is not an Integer")
+		return Errorf(CodeMsgTimeStamp, "MsgTimeStamp is missing or is not an Integer")
 	}
 	r.msgTime = ts
 	seq, hasSeq, ok := f.integer("MsgSeq", 0, 1<<32-1)
 	if !ok {
-		return nil, Errorf(CodeJSON, "MsgSeq is not a 32-bit unsigned Integer")
+		return Errorf(CodeJSON, "MsgSeq is not a 32-bit unsigned Integer")
 	}
 	if r.cloudCustomData, _, ok = f.str("CloudCustomData"); !ok {
-		return nil, Errorf(CodeJSON, "CloudCustomData is not a String")
+		return Errorf(CodeJSON, "CloudCustomData is not a String")
 	}
 	msgBody, err := s.checkedBody(c, f)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	r.msgBody = compact(msgBody)
 	if n := len(r.msgBody) + len(r.cloudCustomData); n > s.cfg.MaxMsgBytes {
-		return nil, Errorf(CodeTooLong, "message is %d bytes; the limit is %d", n, s.cfg.MaxMsgBytes)
+		return Errorf(CodeTooLong, "message is %d bytes; the limit is %d", n, s.cfg.MaxMsgBytes)
 	}
 	r.msgSeq = uint32(seq)
 	if !hasSeq {
@@ -103,21 +93,17 @@ func (s *Service) parseImport(c *Caller, body []byte) (*importRequest, error) {
 		exists := false
 		if ValidUserID(acc.id) {
 			if exists, err = s.store.AccountExists(acc.id); err != nil {
-				return nil, err
+				return err
 			}
 		}
 		if !exists {
-			return nil, Errorf(acc.code, "%s %q is not registered", acc.name, acc.id)
+			return Errorf(acc.code, "%s %q is not registered", acc.name, acc.id)
 		}
 	}
-	return r, nil
+	return nil
 }
 
-func (s *Service) importMsg(ctx context.Context, c *Caller, body []byte) (any, error) {
-	r, err := s.parseImport(c, body)
-	if err != nil {
-		return nil, err
-	}
+func (s *Service) importMsg(ctx context.Context, c *Caller, r *importRequest) (any, error) {
 	msgKey := strconv.FormatUint(uint64(r.msgSeq), 10) + "_" + strconv.FormatUint(uint64(r.msgRandom), 10) + "_" + strconv.FormatInt(r.msgTime, 10)
 	// History is kept for the maximum lifetime counted from the message's
 	// own time: a message older than that is accepted and expires at once.
@@ -129,12 +115,13 @@ func (s *Service) importMsg(ctx context.Context, c *Caller, body []byte) (any, e
 	realtime := r.mode == 1 || r.mode == 5
 	var ev []byte
 	if realtime {
+		var err error
 		if ev, err = tail(s.newMsgEvent(m)); err != nil {
 			return nil, err
 		}
 	}
 	var res ImportResult
-	err = s.store.Update(func(tx *store.Tx) error {
+	err := s.store.Update(func(tx *store.Tx) error {
 		// Same conversation and the same (MsgSeq, MsgRandom, MsgTimeStamp),
 		// whichever way round From and To are: a duplicate, whatever its
 		// content. The first import wins.

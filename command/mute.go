@@ -15,35 +15,40 @@ import (
 
 const muteForeverSecs = math.MaxUint32
 
-func (s *Service) setNoSpeaking(ctx context.Context, c *Caller, body []byte) (any, error) {
-	if !c.Admin {
-		return nil, Errorf(CodeNeedsAdmin, "setnospeaking needs an App admin")
-	}
-	f, err := parseObject(body, CodeMuteParam)
-	if err != nil {
-		return nil, err
-	}
+// setMuteRequest is setnospeaking's: whom, and the C2C and group mutes
+// to set (at least one).
+type setMuteRequest struct {
+	user           string
+	c2c, grp       int64
+	hasC2C, hasGrp bool
+}
+
+func (r *setMuteRequest) decode(s *Service, c *Caller, f fields) error {
 	user, present, ok := f.str("Set_Account")
 	if !ok {
-		return nil, Errorf(CodeMuteBadAccount, "Set_Account is not a String")
+		return Errorf(CodeMuteBadAccount, "Set_Account is not a String")
 	}
 	if !present || user == "" {
-		return nil, Errorf(CodeMuteNoAccount, "Set_Account is missing")
+		return Errorf(CodeMuteNoAccount, "Set_Account is missing")
 	}
 	if e := s.mustExist(user, CodeMuteBadAccount, "Set_Account"); e != nil {
-		return nil, e
+		return e
 	}
-	c2c, hasC2C, ok := f.integer("C2CmsgNospeakingTime", 0, muteForeverSecs)
-	if !ok {
-		return nil, Errorf(CodeMuteParam, "C2CmsgNospeakingTime must be an Integer from 0 to 4294967295")
+	r.user = user
+	if r.c2c, r.hasC2C, ok = f.integer("C2CmsgNospeakingTime", 0, muteForeverSecs); !ok {
+		return Errorf(CodeMuteParam, "C2CmsgNospeakingTime must be an Integer from 0 to 4294967295")
 	}
-	grp, hasGrp, ok := f.integer("GroupmsgNospeakingTime", 0, muteForeverSecs)
-	if !ok {
-		return nil, Errorf(CodeMuteParam, "GroupmsgNospeakingTime must be an Integer from 0 to 4294967295")
+	if r.grp, r.hasGrp, ok = f.integer("GroupmsgNospeakingTime", 0, muteForeverSecs); !ok {
+		return Errorf(CodeMuteParam, "GroupmsgNospeakingTime must be an Integer from 0 to 4294967295")
 	}
-	if !hasC2C && !hasGrp {
-		return nil, Errorf(CodeMuteNoTime, "set C2CmsgNospeakingTime or GroupmsgNospeakingTime (or both)")
+	if !r.hasC2C && !r.hasGrp {
+		return Errorf(CodeMuteNoTime, "set C2CmsgNospeakingTime or GroupmsgNospeakingTime (or both)")
 	}
+	return nil
+}
+
+func (s *Service) setNoSpeaking(ctx context.Context, c *Caller, r *setMuteRequest) (any, error) {
+	user, c2c, grp, hasC2C, hasGrp := r.user, r.c2c, r.grp, r.hasC2C, r.hasGrp
 	until := func(secs int64, now int64) int64 {
 		switch secs {
 		case 0:
@@ -53,7 +58,7 @@ func (s *Service) setNoSpeaking(ctx context.Context, c *Caller, body []byte) (an
 		}
 		return now + secs
 	}
-	err = s.store.Update(func(tx *store.Tx) error {
+	err := s.store.Update(func(tx *store.Tx) error {
 		m, err := tx.GetMute(user)
 		if err != nil {
 			return err
@@ -77,28 +82,32 @@ func (s *Service) setNoSpeaking(ctx context.Context, c *Caller, body []byte) (an
 	return nil, nil
 }
 
-func (s *Service) getNoSpeaking(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, CodeMuteParam)
-	if err != nil {
-		return nil, err
-	}
+type getMuteRequest struct{ user string }
+
+func (r *getMuteRequest) decode(s *Service, c *Caller, f fields) error {
 	user, present, ok := f.str("Get_Account")
 	if !ok {
-		return nil, Errorf(CodeMuteBadAccount, "Get_Account is not a String")
+		return Errorf(CodeMuteBadAccount, "Get_Account is not a String")
 	}
 	if !present || user == "" {
 		if c.Transport == REST {
-			return nil, Errorf(CodeMuteNoAccount, "Get_Account is missing")
+			return Errorf(CodeMuteNoAccount, "Get_Account is missing")
 		}
 		user = c.UserID
 	}
 	// A user may read their own mute; anyone else's is the admin's.
 	if user != c.UserID && !c.Admin {
-		return nil, Errorf(CodeNeedsAdmin, "reading another user's mute needs an App admin")
+		return Errorf(CodeNeedsAdmin, "reading another user's mute needs an App admin")
 	}
 	if e := s.mustExist(user, CodeMuteBadAccount, "Get_Account"); e != nil {
-		return nil, e
+		return e
 	}
+	r.user = user
+	return nil
+}
+
+func (s *Service) getNoSpeaking(ctx context.Context, c *Caller, r *getMuteRequest) (any, error) {
+	user := r.user
 	m, err := s.store.GetMute(user)
 	if err != nil {
 		return nil, Errorf(CodeMuteSystem, "system error, retry: %v", err)

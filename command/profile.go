@@ -60,8 +60,12 @@ var standardTags = map[string]tagSpec{
 }
 
 // customTag reports whether tag is a well-formed custom profile tag.
-func customTag(tag string) bool {
-	name, ok := cutPrefix(tag, customTagPrefix)
+func customTag(tag string) bool { return prefixedLetters(tag, customTagPrefix) }
+
+// prefixedLetters reports whether s is prefix followed by 1–8 ASCII
+// letters (custom profile tags, AddSource).
+func prefixedLetters(s, prefix string) bool {
+	name, ok := cutPrefix(s, prefix)
 	if !ok || len(name) == 0 || len(name) > 8 {
 		return false
 	}
@@ -184,47 +188,54 @@ type profileChangeEvent struct {
 	Time        int64         `json:"Time"`
 }
 
-func (s *Service) portraitSet(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, CodeProfileParam)
-	if err != nil {
-		return nil, err
-	}
-	user, err := s.actor(c, f, CodeProfileParam, CodeProfileNeedsAdmin, CodeProfileNoUser)
-	if err != nil {
-		return nil, err
+// portraitSetRequest is portrait_set's: the user and their new tags, each
+// once (the last value of a repeated tag, in first-seen order).
+type portraitSetRequest struct {
+	user  string
+	items []profileItem
+	set   map[string]json.RawMessage
+}
+
+func (r *portraitSetRequest) decode(s *Service, c *Caller, f fields) (err error) {
+	if r.user, err = s.actor(c, f, CodeProfileParam, CodeProfileNeedsAdmin, CodeProfileNoUser); err != nil {
+		return err
 	}
 	var raw []struct {
 		Tag   *string         `json:"Tag"`
 		Value json.RawMessage `json:"Value"`
 	}
 	if !f.has("ProfileItem") || json.Unmarshal(f["ProfileItem"], &raw) != nil || len(raw) == 0 {
-		return nil, Errorf(CodeProfileParam, "ProfileItem must be a non-empty Array of {Tag, Value}")
+		return Errorf(CodeProfileParam, "ProfileItem must be a non-empty Array of {Tag, Value}")
 	}
-	set := make(map[string]json.RawMessage, len(raw))
-	var items []profileItem
+	r.set = make(map[string]json.RawMessage, len(raw))
 	for i, it := range raw {
 		if it.Tag == nil || len(it.Value) == 0 || string(it.Value) == "null" {
-			return nil, Errorf(CodeProfileParam, "ProfileItem[%d] needs a Tag and a Value", i)
+			return Errorf(CodeProfileParam, "ProfileItem[%d] needs a Tag and a Value", i)
 		}
 		v, e := checkProfileValue(c, *it.Tag, it.Value)
 		if e != nil {
-			return nil, e
+			return e
 		}
-		if _, dup := set[*it.Tag]; !dup {
-			items = append(items, profileItem{Tag: *it.Tag})
+		if _, dup := r.set[*it.Tag]; !dup {
+			r.items = append(r.items, profileItem{Tag: *it.Tag})
 		}
-		set[*it.Tag] = v
+		r.set[*it.Tag] = v
 	}
-	for i := range items {
-		items[i].Value = set[items[i].Tag]
+	for i := range r.items {
+		r.items[i].Value = r.set[r.items[i].Tag]
 	}
+	return nil
+}
+
+func (s *Service) portraitSet(ctx context.Context, c *Caller, r *portraitSetRequest) (any, error) {
+	user, items, set := r.user, r.items, r.set
 	touchesPolicy := set[tagMsgSettings] != nil
 
 	var (
 		saved    *store.Profile
 		noChange bool
 	)
-	err = s.store.Update(func(tx *store.Tx) error {
+	err := s.store.Update(func(tx *store.Tx) error {
 		p, err := tx.GetProfile(user)
 		if err != nil {
 			return err
@@ -310,30 +321,36 @@ type portraitGetResult struct {
 	ErrorDisplay    string            `json:"ErrorDisplay"`
 }
 
-func (s *Service) portraitGet(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, CodeProfileParam)
-	if err != nil {
-		return nil, err
-	}
+type portraitGetRequest struct {
+	users, tags []string
+}
+
+func (r *portraitGetRequest) decode(s *Service, c *Caller, f fields) error {
 	users, _, ok := f.strings("To_Account")
 	if !ok {
-		return nil, Errorf(CodeProfileParam, "To_Account must be an Array of String")
+		return Errorf(CodeProfileParam, "To_Account must be an Array of String")
 	}
 	if len(users) == 0 {
-		return nil, Errorf(CodeProfileNoTarget, "To_Account is missing or empty")
+		return Errorf(CodeProfileNoTarget, "To_Account is missing or empty")
 	}
 	if len(users) > maxPortraitGet {
-		return nil, Errorf(CodeProfileParam, "To_Account has %d entries; the limit is %d", len(users), maxPortraitGet)
+		return Errorf(CodeProfileParam, "To_Account has %d entries; the limit is %d", len(users), maxPortraitGet)
 	}
 	tags, present, ok := f.strings("TagList")
 	if !ok || !present || len(tags) == 0 {
-		return nil, Errorf(CodeProfileParam, "TagList must be a non-empty Array of String")
+		return Errorf(CodeProfileParam, "TagList must be a non-empty Array of String")
 	}
 	for _, t := range tags {
 		if !isStandard(t) && !customTag(t) {
-			return nil, Errorf(CodeProfileUnknownTag, "unknown profile tag %q in TagList", t)
+			return Errorf(CodeProfileUnknownTag, "unknown profile tag %q in TagList", t)
 		}
 	}
+	r.users, r.tags = users, tags
+	return nil
+}
+
+func (s *Service) portraitGet(ctx context.Context, c *Caller, r *portraitGetRequest) (any, error) {
+	users, tags := r.users, r.tags
 	res := portraitGetResult{UserProfileItem: []userProfileItem{}}
 	for _, u := range users {
 		item := userProfileItem{To: u, ProfileItem: []profileItem{}}

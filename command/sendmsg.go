@@ -27,50 +27,48 @@ type sendRequest struct {
 	OfflinePushInfo  json.RawMessage
 	SendMsgControl   []string
 
+	// ForbidCallbackControl: no before-send, no after-send callback.
+	// forbidBad: it is not an Array of String, which is refused only when
+	// callbacks are on (callback.go).
+	forbidBefore, forbidAfter, forbidBad bool
+
 	// seqChosen: MsgSeq was chosen for a request without one (a batch's
 	// copies share it); the resend rule still treats it as without.
 	seqChosen bool
 }
 
 func (s *Service) registerMessaging() {
-	s.handlers["openim/sendmsg"] = s.sendMsg
+	handle(s, "openim/sendmsg", CodeJSON, nil, s.sendMsg)
 }
 
-func (s *Service) parseSendMsg(c *Caller, body []byte) (*sendRequest, error) {
-	f, err := parseObject(body, CodeJSON)
-	if err != nil {
-		return nil, err
-	}
-	r := &sendRequest{}
+func (r *sendRequest) decode(s *Service, c *Caller, f fields) (err error) {
 	var present, ok bool
 	if r.To, present, ok = f.str("To_Account"); !present || !ok || r.To == "" {
-		return nil, Errorf(CodeToAccount, "To_Account is missing or is not a String")
+		return Errorf(CodeToAccount, "To_Account is missing or is not a String")
 	}
 	if r.From, _, ok = f.str("From_Account"); !ok {
-		return nil, Errorf(CodeFromAccount, "From_Account is not a String")
+		return Errorf(CodeFromAccount, "From_Account is not a String")
 	}
-	rnd, present, ok := f.integer("MsgRandom", 0, 1<<32-1)
-	if !present || !ok {
-		return nil, Errorf(CodeMsgRandom, "MsgRandom is missing or is not a 32-bit unsigned Integer")
+	if r.MsgRandom, err = msgRandom(f); err != nil {
+		return err
 	}
-	r.MsgRandom = uint32(rnd)
 	seq, present, ok := f.integer("MsgSeq", 0, 1<<32-1)
 	if !ok {
-		return nil, Errorf(CodeJSON, "MsgSeq is not a 32-bit unsigned Integer")
+		return Errorf(CodeJSON, "MsgSeq is not a 32-bit unsigned Integer")
 	}
 	r.MsgSeq, r.HasMsgSeq = uint32(seq), present
 	if r.MsgTimeStamp, _, ok = f.integer("MsgTimeStamp", 0, 1<<32-1); !ok {
-		return nil, Errorf(CodeMsgTimeStamp, "MsgTimeStamp is not an Integer")
+		return Errorf(CodeMsgTimeStamp, "MsgTimeStamp is not an Integer")
 	}
 	if r.SyncOtherMachine, _, ok = f.integer("SyncOtherMachine", 0, 2); !ok {
-		return nil, Errorf(CodeSyncOtherMachine, "SyncOtherMachine must be the Integer 1 or 2")
+		return Errorf(CodeSyncOtherMachine, "SyncOtherMachine must be the Integer 1 or 2")
 	}
 	life, present, ok := f.integer("MsgLifeTime", -1<<62, 1<<62)
 	switch {
 	case !ok:
-		return nil, Errorf(CodeMsgLifeTime, "MsgLifeTime is not an Integer")
+		return Errorf(CodeMsgLifeTime, "MsgLifeTime is not an Integer")
 	case life < 0:
-		return nil, Errorf(CodeLifeTime, "MsgLifeTime must be between 0 and %d seconds", int64(s.cfg.MaxLifeTime/time.Second))
+		return Errorf(CodeLifeTime, "MsgLifeTime must be between 0 and %d seconds", int64(s.cfg.MaxLifeTime/time.Second))
 	case !present:
 		r.LifeTime = s.cfg.MaxLifeTime
 	default:
@@ -78,24 +76,39 @@ func (s *Service) parseSendMsg(c *Caller, body []byte) (*sendRequest, error) {
 		r.LifeTime = min(time.Duration(life)*time.Second, s.cfg.MaxLifeTime)
 	}
 	if r.CloudCustomData, _, ok = f.str("CloudCustomData"); !ok {
-		return nil, Errorf(CodeJSON, "CloudCustomData is not a String")
+		return Errorf(CodeJSON, "CloudCustomData is not a String")
 	}
 	if r.SendMsgControl, _, ok = f.strings("SendMsgControl"); !ok {
-		return nil, Errorf(CodeJSON, "SendMsgControl is not an Array of String")
+		return Errorf(CodeJSON, "SendMsgControl is not an Array of String")
+	}
+	if forbid, _, ok := f.strings("ForbidCallbackControl"); !ok {
+		r.forbidBad = true
+	} else {
+		r.forbidBefore = listHas(forbid, "ForbidBeforeSendMsgCallback")
+		r.forbidAfter = listHas(forbid, "ForbidAfterSendMsgCallback")
 	}
 	if f.has("OfflinePushInfo") {
 		if _, err := pushinfo.Parse(f["OfflinePushInfo"]); err != nil {
-			return nil, Errorf(CodeOfflinePushInfo, "%v", err)
+			return Errorf(CodeOfflinePushInfo, "%v", err)
 		}
 		r.OfflinePushInfo = f["OfflinePushInfo"]
 	}
 	if r.MsgBody, err = s.checkedBody(c, f); err != nil {
-		return nil, err
+		return err
 	}
 	if n := len(r.MsgBody) + len(r.CloudCustomData); n > s.cfg.MaxMsgBytes {
-		return nil, Errorf(CodeTooLong, "message is %d bytes; the limit is %d", n, s.cfg.MaxMsgBytes)
+		return Errorf(CodeTooLong, "message is %d bytes; the limit is %d", n, s.cfg.MaxMsgBytes)
 	}
-	return r, nil
+	return nil
+}
+
+// msgRandom reads a message's required MsgRandom (sendmsg, importmsg).
+func msgRandom(f fields) (uint32, error) {
+	rnd, present, ok := f.integer("MsgRandom", 0, 1<<32-1)
+	if !present || !ok {
+		return 0, Errorf(CodeMsgRandom, "MsgRandom is missing or is not a 32-bit unsigned Integer")
+	}
+	return uint32(rnd), nil
 }
 
 // checkedBody validates a request's MsgBody (90007 missing or not an array,
@@ -219,16 +232,8 @@ func hasControl(ctl []string, want string) bool {
 	return false
 }
 
-func (s *Service) sendMsg(ctx context.Context, c *Caller, body []byte) (any, error) {
-	r, err := s.parseSendMsg(c, body)
-	if err != nil {
-		return nil, err
-	}
-	return s.send(ctx, c, body, r)
-}
-
-// send stores and delivers a parsed sendmsg request.
-func (s *Service) send(ctx context.Context, c *Caller, body []byte, r *sendRequest) (any, error) {
+// send stores and delivers a decoded sendmsg request.
+func (s *Service) sendMsg(ctx context.Context, c *Caller, r *sendRequest) (any, error) {
 	from, system := c.UserID, false
 	switch {
 	case r.From != "" && r.From != c.UserID:
@@ -294,7 +299,7 @@ func (s *Service) send(ctx context.Context, c *Caller, body []byte, r *sendReque
 	// admin gives both the same MsgTimeStamp (one chance in 2^32 not).
 	msgKey := strconv.FormatUint(uint64(r.MsgSeq), 10) + "_" + strconv.FormatUint(uint64(r.MsgRandom), 10) + "_" + strconv.FormatInt(msgTime, 10)
 	// C2C.CallbackBeforeSendMsg (callback.go) may refuse, drop or rewrite.
-	hook, err := s.beforeSend(ctx, c, body, r, from, msgTime, msgKey)
+	hook, err := s.beforeSend(ctx, c, r, from, msgTime, msgKey)
 	if err != nil {
 		return nil, err
 	} else if hook.drop {

@@ -32,28 +32,28 @@ const (
 
 func (s *Service) registerRelations() {
 	s.rel = newRelCache()
-	s.handlers["profile/portrait_set"] = s.portraitSet
-	s.handlers["profile/portrait_get"] = s.portraitGet
-	s.handlers["sns/friend_add"] = s.friendAdd
-	s.handlers["sns/friend_import"] = s.friendImport
-	s.handlers["sns/friend_update"] = s.friendUpdate
-	s.handlers["sns/friend_delete"] = s.friendDelete
-	s.handlers["sns/friend_delete_all"] = s.friendDeleteAll
-	s.handlers["sns/friend_check"] = s.friendCheck
-	s.handlers["sns/friend_get"] = s.friendGet
-	s.handlers["sns/friend_get_list"] = s.friendGetList
-	s.handlers["sns/group_add"] = s.groupAdd
-	s.handlers["sns/group_delete"] = s.groupDelete
-	s.handlers["sns/group_get"] = s.groupGet
-	s.handlers["sns/friend_response"] = s.friendResponse
-	s.handlers["sns/friend_request_get"] = s.friendRequestGet
-	s.handlers["sns/black_list_add"] = s.blackListAdd
-	s.handlers["sns/black_list_delete"] = s.blackListDelete
-	s.handlers["sns/black_list_get"] = s.blackListGet
-	s.handlers["sns/black_list_check"] = s.blackListCheck
-	s.handlers["openconfigsvr/setnospeaking"] = s.setNoSpeaking
-	s.handlers["openconfigsvr/getnospeaking"] = s.getNoSpeaking
-	s.handlers["openim/batchsendmsg"] = s.batchSendMsg
+	handle(s, "profile/portrait_set", CodeProfileParam, nil, s.portraitSet)
+	handle(s, "profile/portrait_get", CodeProfileParam, nil, s.portraitGet)
+	handle(s, "sns/friend_add", CodeSNSParam, nil, s.friendAdd)
+	handle(s, "sns/friend_import", CodeSNSParam, nil, s.friendImport)
+	handle(s, "sns/friend_update", CodeSNSParam, nil, s.friendUpdate)
+	handle(s, "sns/friend_delete", CodeSNSParam, nil, s.friendDelete)
+	handle(s, "sns/friend_delete_all", CodeSNSParam, nil, s.friendDeleteAll)
+	handle(s, "sns/friend_check", CodeSNSParam, nil, s.friendCheck)
+	handle(s, "sns/friend_get", CodeSNSParam, nil, s.friendGet)
+	handle(s, "sns/friend_get_list", CodeSNSParam, nil, s.friendGetList)
+	handle(s, "sns/group_add", CodeSNSParam, nil, s.groupAdd)
+	handle(s, "sns/group_delete", CodeSNSParam, nil, s.groupDelete)
+	handle(s, "sns/group_get", CodeSNSParam, nil, s.groupGet)
+	handle(s, "sns/friend_response", CodeSNSParam, nil, s.friendResponse)
+	handle(s, "sns/friend_request_get", CodeSNSParam, nil, s.friendRequestGet)
+	handle(s, "sns/black_list_add", CodeSNSParam, nil, s.blackListAdd)
+	handle(s, "sns/black_list_delete", CodeSNSParam, nil, s.blackListDelete)
+	handle(s, "sns/black_list_get", CodeSNSParam, nil, s.blackListGet)
+	handle(s, "sns/black_list_check", CodeSNSParam, nil, s.blackListCheck)
+	handle(s, "openconfigsvr/setnospeaking", CodeMuteParam, adminOnly(CodeNeedsAdmin, "setnospeaking needs an App admin"), s.setNoSpeaking)
+	handle(s, "openconfigsvr/getnospeaking", CodeMuteParam, nil, s.getNoSpeaking)
+	handle(s, "openim/batchsendmsg", CodeJSON, adminOnly(CodeOpenIMNeedsAdmin, "batchsendmsg needs an App admin"), s.batchSendMsg)
 }
 
 // ---- replies ----
@@ -75,6 +75,49 @@ func (r *snsResult) ok(to string) { r.ResultItem = append(r.ResultItem, resultIt
 func (r *snsResult) fail(to string, e *Error) {
 	r.ResultItem = append(r.ResultItem, resultItem{To: to, ResultCode: e.Code, ResultInfo: e.Info})
 	r.FailAccount = append(r.FailAccount, to)
+}
+
+// perPeer applies one to each of to, in order, in one transaction, and
+// answers per peer: one's *Error is that peer's refusal (ResultItem and
+// Fail_Account), nil its success, and 30539 (a request left pending) a
+// success that carries its code. pre[i], when pre is given and it is set,
+// refuses to[i] without running one. After the commit the relation caches
+// of from and of every peer that succeeded are dropped.
+func (s *Service) perPeer(from string, to []string, pre []*Error, one func(tx *store.Tx, i int, now int64) (*Error, error)) (snsResult, error) {
+	var res snsResult
+	var touched []string
+	err := s.store.Update(func(tx *store.Tx) error {
+		res, touched = snsResult{}, nil
+		now := tx.Now().Unix()
+		for i, p := range to {
+			var e *Error
+			if pre != nil {
+				e = pre[i]
+			}
+			if e == nil {
+				var err error
+				if e, err = one(tx, i, now); err != nil {
+					return err
+				}
+			}
+			switch {
+			case e == nil:
+				res.ok(p)
+			case e.Code == CodeSNSPending:
+				res.ResultItem = append(res.ResultItem, resultItem{To: p, ResultCode: e.Code, ResultInfo: e.Info})
+			default:
+				res.fail(p, e)
+				continue
+			}
+			touched = append(touched, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return snsResult{}, storeErr(err)
+	}
+	s.rel.drop(append(touched, from)...)
+	return res, nil
 }
 
 // ---- events (docs/events.md) ----
@@ -125,14 +168,29 @@ func (s *Service) snsActor(c *Caller, f fields) (string, error) {
 	return s.actor(c, f, CodeSNSParam, CodeSNSNeedsAdmin, CodeSNSNoUser)
 }
 
-// snsRequest decodes an sns request body and names the user it acts for.
-func (s *Service) snsRequest(c *Caller, body []byte) (fields, string, error) {
-	f, err := parseObject(body, CodeSNSParam)
-	if err != nil {
-		return nil, "", err
+// snsRequest is what every sns request has: the user it acts for
+// (snsActor).
+type snsRequest struct {
+	from string
+}
+
+func (r *snsRequest) decode(s *Service, c *Caller, f fields) (err error) {
+	r.from, err = s.snsActor(c, f)
+	return err
+}
+
+// snsPeers is an sns request on a list of peers, To_Account.
+type snsPeers struct {
+	snsRequest
+	to []string
+}
+
+func (r *snsPeers) decode(s *Service, c *Caller, f fields) (err error) {
+	if err = r.snsRequest.decode(s, c, f); err != nil {
+		return err
 	}
-	from, err := s.snsActor(c, f)
-	return f, from, err
+	r.to, err = peers(f)
+	return err
 }
 
 // peers reads a To_Account array of 1..maxSNSBatch entries.
@@ -150,34 +208,25 @@ func peers(f fields) ([]string, error) {
 	return to, nil
 }
 
-// peerError is the per-peer refusal that needs no transaction: self, bad
-// or unknown UserID.
-func (s *Service) peerError(from, to string, selfMsg string) (*Error, error) {
-	if to == from {
-		return Errorf(CodeSNSParam, "%s", selfMsg), nil
-	}
-	if err := s.mustExist(to, CodeSNSNoUser, "To_Account"); err != nil {
-		var ce *Error
-		if errors.As(err, &ce) {
-			return ce, nil
+// peerErrors are the per-peer refusals that need no transaction: self, bad
+// or unknown UserID (nil entries for the others).
+func (s *Service) peerErrors(from string, to []string, selfMsg string) ([]*Error, error) {
+	pre := make([]*Error, len(to))
+	for i, p := range to {
+		if p == from {
+			pre[i] = Errorf(CodeSNSParam, "%s", selfMsg)
+			continue
 		}
-		return nil, err
+		if err := s.mustExist(p, CodeSNSNoUser, "To_Account"); err != nil {
+			if !errors.As(err, &pre[i]) {
+				return nil, err
+			}
+		}
 	}
-	return nil, nil
+	return pre, nil
 }
 
-func addSourceOK(src string) bool {
-	name, ok := cutPrefix(src, "AddSource_Type_")
-	if !ok || len(name) == 0 || len(name) > 8 {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
-			return false
-		}
-	}
-	return true
-}
+func addSourceOK(src string) bool { return prefixedLetters(src, "AddSource_Type_") }
 
 type addItem struct {
 	To         *string         `json:"To_Account"`
@@ -307,32 +356,37 @@ type checkItem struct {
 	ResultInfo string `json:"ResultInfo"`
 }
 
-// relation answers friend_check and black_list_check: has(a, b) says
-// whether b is in a's list.
-func (s *Service) relation(c *Caller, body []byte, single, both string, names [4]string,
-	has func(a, b string) (bool, error)) (from string, items []checkItem, fail []string, err error) {
-	f, err := parseObject(body, CodeSNSParam)
-	if err != nil {
-		return "", nil, nil, err
-	}
-	if from, err = s.snsActor(c, f); err != nil {
-		return "", nil, nil, err
-	}
-	to, err := peers(f)
-	if err != nil {
-		return "", nil, nil, err
+// checkRequest is friend_check's and black_list_check's: the peers and
+// whether to look both ways (CheckType).
+type checkRequest struct {
+	snsPeers
+	both bool
+}
+
+// read decodes it; single and both are the command's two CheckTypes.
+func (r *checkRequest) read(s *Service, c *Caller, f fields, single, both string) error {
+	if err := r.snsPeers.decode(s, c, f); err != nil {
+		return err
 	}
 	ct, _, ok := f.str("CheckType")
 	if !ok || (ct != single && ct != both) {
-		return "", nil, nil, Errorf(CodeSNSParam, "CheckType must be %s or %s", single, both)
+		return Errorf(CodeSNSParam, "CheckType must be %s or %s", single, both)
 	}
+	r.both = ct == both
+	return nil
+}
+
+// relation answers friend_check and black_list_check: has(a, b) says
+// whether b is in a's list.
+func (s *Service) relation(r *checkRequest, names [4]string, has func(a, b string) (bool, error)) (items []checkItem, fail []string, err error) {
+	from, to := r.from, r.to
 	// names: none, AWithB, BWithA, BothWay
 	items = []checkItem{}
 	for _, p := range to {
 		if e := s.mustExist(p, CodeSNSNoUser, "To_Account"); e != nil {
 			var ce *Error
 			if !errors.As(e, &ce) {
-				return "", nil, nil, e
+				return nil, nil, e
 			}
 			items = append(items, checkItem{To: p, Relation: names[0], ResultCode: ce.Code, ResultInfo: ce.Info})
 			fail = append(fail, p)
@@ -340,16 +394,16 @@ func (s *Service) relation(c *Caller, body []byte, single, both string, names [4
 		}
 		ab, err := has(from, p)
 		if err != nil {
-			return "", nil, nil, err
+			return nil, nil, err
 		}
 		rel := names[0]
 		if ab {
 			rel = names[1]
 		}
-		if ct == both {
+		if r.both {
 			ba, err := has(p, from)
 			if err != nil {
-				return "", nil, nil, err
+				return nil, nil, err
 			}
 			switch {
 			case ab && ba:
@@ -360,7 +414,7 @@ func (s *Service) relation(c *Caller, body []byte, single, both string, names [4
 		}
 		items = append(items, checkItem{To: p, Relation: rel})
 	}
-	return from, items, fail, nil
+	return items, fail, nil
 }
 
 // ForgetRelations wipes the relationships, profile and mute of deleted

@@ -14,30 +14,60 @@ import (
 
 // ---- friend_add / friend_import ----
 
-func (s *Service) friendAdd(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, from, err := s.snsRequest(c, body)
-	if err != nil {
-		return nil, err
+// addRequest is the AddFriendItem list of friend_add and friend_import.
+type addRequest struct {
+	snsRequest
+	items []addItem
+	to    []string // the items' To_Account
+}
+
+// read decodes it; groupArray says whether GroupName is an Array
+// (friend_import) or a single String (friend_add).
+func (r *addRequest) read(s *Service, c *Caller, f fields, groupArray bool) (err error) {
+	if err = r.snsRequest.decode(s, c, f); err != nil {
+		return err
 	}
-	items, err := parseAddItems(f, false)
-	if err != nil {
-		return nil, err
+	if r.items, err = parseAddItems(f, groupArray); err != nil {
+		return err
+	}
+	r.to = make([]string, len(r.items))
+	for i, it := range r.items {
+		r.to[i] = *it.To
+	}
+	return nil
+}
+
+type friendAddRequest struct {
+	addRequest
+	addType string
+	force   bool
+}
+
+func (r *friendAddRequest) decode(s *Service, c *Caller, f fields) error {
+	if err := r.read(s, c, f, false); err != nil {
+		return err
 	}
 	addType, _, ok := f.str("AddType")
 	switch {
 	case !ok:
-		return nil, Errorf(CodeSNSParam, "AddType is not a String")
+		return Errorf(CodeSNSParam, "AddType is not a String")
 	case addType == "":
 		addType = addTypeBoth
 	case addType != addTypeSingle && addType != addTypeBoth:
-		return nil, Errorf(CodeSNSParam, "AddType must be Add_Type_Single or Add_Type_Both, not %q", addType)
+		return Errorf(CodeSNSParam, "AddType must be Add_Type_Single or Add_Type_Both, not %q", addType)
 	}
 	force, _, ok := f.integer("ForceAddFlags", 0, 1)
 	if !ok {
-		return nil, Errorf(CodeSNSParam, "ForceAddFlags must be 0 or 1")
+		return Errorf(CodeSNSParam, "ForceAddFlags must be 0 or 1")
 	}
+	r.addType, r.force = addType, force == 1
+	return nil
+}
+
+func (s *Service) friendAdd(ctx context.Context, c *Caller, r *friendAddRequest) (any, error) {
+	from := r.from
 	// Forcing past the peer's AllowType is the back-end's privilege.
-	forced := force == 1 && c.Admin
+	forced := r.force && c.Admin
 	if !c.Admin {
 		p, err := s.store.GetProfile(from)
 		if err != nil {
@@ -47,55 +77,20 @@ func (s *Service) friendAdd(ctx context.Context, c *Caller, body []byte) (any, e
 			return nil, Errorf(CodeSNSAddForbidden, "%s is forbidden to add friends (Tag_Profile_IM_AdminForbidType)", from)
 		}
 	}
-	pre := make([]*Error, len(items))
-	for i, it := range items {
-		if pre[i], err = s.peerError(from, *it.To, "cannot add yourself as a friend"); err != nil {
-			return nil, err
-		}
-	}
-	var res snsResult
-	var touched []string
-	err = s.store.Update(func(tx *store.Tx) error {
-		res, touched = snsResult{}, nil
-		now := tx.Now().Unix()
-		for i, it := range items {
-			to := *it.To
-			if pre[i] != nil {
-				res.fail(to, pre[i])
-				continue
-			}
-			e, err := s.addOne(tx, from, to, &items[i], addType, forced, now)
-			if err != nil {
-				return err
-			}
-			if e != nil && e.Code != CodeSNSPending {
-				res.fail(to, e)
-				continue
-			}
-			touched = append(touched, to)
-			if e != nil {
-				res.ResultItem = append(res.ResultItem, resultItem{To: to, ResultCode: e.Code, ResultInfo: e.Info})
-			} else {
-				res.ok(to)
-			}
-		}
-		return nil
-	})
+	pre, err := s.peerErrors(from, r.to, "cannot add yourself as a friend")
 	if err != nil {
-		return nil, storeErr(err)
+		return nil, err
 	}
-	s.rel.drop(append(touched, from)...)
-	return res, nil
+	return s.perPeer(from, r.to, pre, func(tx *store.Tx, i int, now int64) (*Error, error) {
+		return s.addOne(tx, from, r.to[i], &r.items[i], r.addType, forced, now)
+	})
 }
 
 // addOne is one friend_add item inside the transaction. A 30539 result
 // means a request was left pending for the peer.
 func (s *Service) addOne(tx *store.Tx, from, to string, it *addItem, addType string, forced bool, now int64) (*Error, error) {
-	if b, err := tx.IsBlocked(from, to); err != nil || b {
-		return Errorf(CodeSNSPeerBlacklisted, "%s is in your blacklist", to), err
-	}
-	if b, err := tx.IsBlocked(to, from); err != nil || b {
-		return Errorf(CodeSNSInPeerBlacklist, "you are in %s's blacklist", to), err
+	if e, err := blocked(tx, from, to); e != nil || err != nil {
+		return e, err
 	}
 	mine, err := tx.GetFriend(from, to)
 	if err != nil {
@@ -198,6 +193,18 @@ func (s *Service) addOne(tx *store.Tx, from, to string, it *addItem, addType str
 	return nil, s.notifyAdd(tx, from, to, both, now)
 }
 
+// blocked refuses a friendship between from and to when either blocks
+// the other.
+func blocked(tx *store.Tx, from, to string) (*Error, error) {
+	if b, err := tx.IsBlocked(from, to); err != nil || b {
+		return Errorf(CodeSNSPeerBlacklisted, "%s is in your blacklist", to), err
+	}
+	if b, err := tx.IsBlocked(to, from); err != nil || b {
+		return Errorf(CodeSNSInPeerBlacklist, "you are in %s's blacklist", to), err
+	}
+	return nil, nil
+}
+
 func (s *Service) notifyAdd(tx *store.Tx, from, to string, both bool, now int64) error {
 	t := addTypeSingle
 	if both {
@@ -206,91 +213,69 @@ func (s *Service) notifyAdd(tx *store.Tx, from, to string, both bool, now int64)
 	return s.notify(tx, relationEvent{Event: "friend_add", From: from, To: to, AddType: t, Time: now}, from, to)
 }
 
-func (s *Service) friendImport(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, from, err := s.snsRequest(c, body)
+type friendImportRequest struct{ addRequest }
+
+func (r *friendImportRequest) decode(s *Service, c *Caller, f fields) error {
+	return r.read(s, c, f, true)
+}
+
+func (s *Service) friendImport(ctx context.Context, c *Caller, r *friendImportRequest) (any, error) {
+	from := r.from
+	pre, err := s.peerErrors(from, r.to, "cannot import yourself as a friend")
 	if err != nil {
 		return nil, err
 	}
-	items, err := parseAddItems(f, true)
-	if err != nil {
-		return nil, err
-	}
-	pre := make([]*Error, len(items))
-	for i, it := range items {
-		if pre[i], err = s.peerError(from, *it.To, "cannot import yourself as a friend"); err != nil {
+	return s.perPeer(from, r.to, pre, func(tx *store.Tx, i int, now int64) (*Error, error) {
+		it, to := &r.items[i], r.to[i]
+		if e, err := blocked(tx, from, to); e != nil || err != nil {
+			return e, err
+		}
+		old, err := tx.GetFriend(from, to)
+		if err != nil {
 			return nil, err
 		}
-	}
-	var res snsResult
-	var touched []string
-	err = s.store.Update(func(tx *store.Tx) error {
-		res, touched = snsResult{}, nil
-		now := tx.Now().Unix()
-		for i, it := range items {
-			to := *it.To
-			if pre[i] != nil {
-				res.fail(to, pre[i])
-				continue
-			}
-			if b, err := tx.IsBlocked(from, to); err != nil || b {
-				if err != nil {
-					return err
-				}
-				res.fail(to, Errorf(CodeSNSPeerBlacklisted, "%s is in your blacklist", to))
-				continue
-			}
-			if b, err := tx.IsBlocked(to, from); err != nil || b {
-				if err != nil {
-					return err
-				}
-				res.fail(to, Errorf(CodeSNSInPeerBlacklist, "you are in %s's blacklist", to))
-				continue
-			}
-			old, err := tx.GetFriend(from, to)
-			if err != nil {
-				return err
-			}
-			mc, err := tx.RelCounts(from)
-			if err != nil {
-				return err
-			}
-			if old == nil && mc.Friends >= maxFriends {
-				res.fail(to, Errorf(CodeSNSFriendsFull, "your friend list is full (%d)", maxFriends))
-				continue
-			}
-			rec := &store.Friend{AddTime: it.AddTime, AddSource: *it.AddSource, AddWording: it.AddWording,
-				Remark: it.Remark, RemarkTime: it.RemarkTime, Groups: it.groups, Custom: it.custom}
-			if rec.AddTime == 0 {
-				rec.AddTime = now
-			}
-			if _, err := tx.PutFriend(from, to, rec); err != nil {
-				return err
-			}
-			theirs, err := tx.GetFriend(to, from)
-			if err != nil {
-				return err
-			}
-			if err := s.notifyAdd(tx, from, to, theirs != nil, now); err != nil {
-				return err
-			}
-			touched = append(touched, to)
-			res.ok(to)
+		mc, err := tx.RelCounts(from)
+		if err != nil {
+			return nil, err
 		}
-		return nil
+		if old == nil && mc.Friends >= maxFriends {
+			return Errorf(CodeSNSFriendsFull, "your friend list is full (%d)", maxFriends), nil
+		}
+		rec := &store.Friend{AddTime: it.AddTime, AddSource: *it.AddSource, AddWording: it.AddWording,
+			Remark: it.Remark, RemarkTime: it.RemarkTime, Groups: it.groups, Custom: it.custom}
+		if rec.AddTime == 0 {
+			rec.AddTime = now
+		}
+		if _, err := tx.PutFriend(from, to, rec); err != nil {
+			return nil, err
+		}
+		theirs, err := tx.GetFriend(to, from)
+		if err != nil {
+			return nil, err
+		}
+		return nil, s.notifyAdd(tx, from, to, theirs != nil, now)
 	})
-	if err != nil {
-		return nil, storeErr(err)
-	}
-	s.rel.drop(append(touched, from)...)
-	return res, nil
 }
 
 // ---- friend_update ----
 
-func (s *Service) friendUpdate(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, from, err := s.snsRequest(c, body)
-	if err != nil {
-		return nil, err
+// friendChange is one UpdateItem of friend_update.
+type friendChange struct {
+	remark *string
+	groups []string
+	setGrp bool
+	custom map[string]string
+}
+
+type friendUpdateRequest struct {
+	snsRequest
+	to      []string
+	changes []friendChange
+}
+
+func (r *friendUpdateRequest) decode(s *Service, c *Caller, f fields) error {
+	if err := r.snsRequest.decode(s, c, f); err != nil {
+		return err
 	}
 	var items []struct {
 		To      *string `json:"To_Account"`
@@ -300,45 +285,39 @@ func (s *Service) friendUpdate(ctx context.Context, c *Caller, body []byte) (any
 		} `json:"SnsItem"`
 	}
 	if !f.has("UpdateItem") || json.Unmarshal(f["UpdateItem"], &items) != nil || len(items) == 0 {
-		return nil, Errorf(CodeSNSParam, "UpdateItem must be a non-empty Array of {To_Account, SnsItem}")
+		return Errorf(CodeSNSParam, "UpdateItem must be a non-empty Array of {To_Account, SnsItem}")
 	}
 	if len(items) > maxSNSBatch {
-		return nil, Errorf(CodeSNSParam, "UpdateItem has %d entries; the limit is %d", len(items), maxSNSBatch)
+		return Errorf(CodeSNSParam, "UpdateItem has %d entries; the limit is %d", len(items), maxSNSBatch)
 	}
-	type change struct {
-		remark *string
-		groups []string
-		setGrp bool
-		custom map[string]string
-		to     string
-	}
-	changes := make([]change, len(items))
+	r.to, r.changes = make([]string, len(items)), make([]friendChange, len(items))
 	for i, it := range items {
 		if it.To == nil || len(it.SnsItem) == 0 {
-			return nil, Errorf(CodeSNSParam, "UpdateItem[%d] needs To_Account and a non-empty SnsItem", i)
+			return Errorf(CodeSNSParam, "UpdateItem[%d] needs To_Account and a non-empty SnsItem", i)
 		}
-		ch := change{to: *it.To}
+		ch := &r.changes[i]
+		r.to[i] = *it.To
 		for _, si := range it.SnsItem {
 			switch si.Tag {
 			case "Tag_SNS_IM_Remark":
 				var v string
 				if json.Unmarshal(si.Value, &v) != nil || len(v) > maxRemark {
-					return nil, Errorf(CodeSNSParam, "Tag_SNS_IM_Remark must be a String of at most %d bytes", maxRemark)
+					return Errorf(CodeSNSParam, "Tag_SNS_IM_Remark must be a String of at most %d bytes", maxRemark)
 				}
 				ch.remark = &v
 			case "Tag_SNS_IM_Group":
 				var g []string
 				if json.Unmarshal(si.Value, &g) != nil {
-					return nil, Errorf(CodeSNSParam, "Tag_SNS_IM_Group must be an Array of String")
+					return Errorf(CodeSNSParam, "Tag_SNS_IM_Group must be an Array of String")
 				}
 				if e := checkGroups(g); e != nil {
-					return nil, e
+					return e
 				}
 				ch.groups, ch.setGrp = g, true
 			default:
 				v, e := snsCustom(si.Tag, si.Value)
 				if e != nil {
-					return nil, Errorf(CodeSNSParam, "%s (friend_update sets Tag_SNS_IM_Remark, Tag_SNS_IM_Group and Tag_SNS_Custom_*)", e.Info)
+					return Errorf(CodeSNSParam, "%s (friend_update sets Tag_SNS_IM_Remark, Tag_SNS_IM_Group and Tag_SNS_Custom_*)", e.Info)
 				}
 				if ch.custom == nil {
 					ch.custom = map[string]string{}
@@ -346,51 +325,38 @@ func (s *Service) friendUpdate(ctx context.Context, c *Caller, body []byte) (any
 				ch.custom[si.Tag] = v
 			}
 		}
-		changes[i] = ch
 	}
-	var res snsResult
-	err = s.store.Update(func(tx *store.Tx) error {
-		res = snsResult{}
-		now := tx.Now().Unix()
-		var updated []string
-		for _, ch := range changes {
-			rec, err := tx.GetFriend(from, ch.to)
-			if err != nil {
-				return err
-			}
-			if rec == nil {
-				res.fail(ch.to, Errorf(CodeSNSNotFriends, "%s is not in your friend list", ch.to))
-				continue
-			}
-			if ch.remark != nil {
-				rec.Remark, rec.RemarkTime = *ch.remark, now
-			}
-			if ch.setGrp {
-				rec.Groups = ch.groups
-			}
-			for k, v := range ch.custom {
-				if rec.Custom == nil {
-					rec.Custom = map[string]string{}
-				}
-				rec.Custom[k] = v
-			}
-			if _, err := tx.PutFriend(from, ch.to, rec); err != nil {
-				return err
-			}
-			updated = append(updated, ch.to)
-			res.ok(ch.to)
+	return nil
+}
+
+func (s *Service) friendUpdate(ctx context.Context, c *Caller, r *friendUpdateRequest) (any, error) {
+	from := r.from
+	return s.perPeer(from, r.to, nil, func(tx *store.Tx, i int, now int64) (*Error, error) {
+		ch, to := &r.changes[i], r.to[i]
+		rec, err := tx.GetFriend(from, to)
+		if err != nil {
+			return nil, err
 		}
-		for _, to := range updated {
-			if err := s.notify(tx, relationEvent{Event: "friend_update", From: from, To: to, Time: now}, from); err != nil {
-				return err
-			}
+		if rec == nil {
+			return Errorf(CodeSNSNotFriends, "%s is not in your friend list", to), nil
 		}
-		return nil
+		if ch.remark != nil {
+			rec.Remark, rec.RemarkTime = *ch.remark, now
+		}
+		if ch.setGrp {
+			rec.Groups = ch.groups
+		}
+		for k, v := range ch.custom {
+			if rec.Custom == nil {
+				rec.Custom = map[string]string{}
+			}
+			rec.Custom[k] = v
+		}
+		if _, err := tx.PutFriend(from, to, rec); err != nil {
+			return nil, err
+		}
+		return nil, s.notify(tx, relationEvent{Event: "friend_update", From: from, To: to, Time: now}, from)
 	})
-	if err != nil {
-		return nil, storeErr(err)
-	}
-	return res, nil
 }
 
 // ---- friend_delete / friend_delete_all ----
@@ -429,56 +395,48 @@ func (s *Service) deleteOne(tx *store.Tx, from, to, dt string, now int64) (bool,
 	return true, s.notify(tx, ev, from, to)
 }
 
-func (s *Service) friendDelete(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, from, err := s.snsRequest(c, body)
-	if err != nil {
-		return nil, err
-	}
-	to, err := peers(f)
-	if err != nil {
-		return nil, err
+type friendDeleteRequest struct {
+	snsPeers
+	deleteType string
+}
+
+func (r *friendDeleteRequest) decode(s *Service, c *Caller, f fields) (err error) {
+	if err = r.snsPeers.decode(s, c, f); err != nil {
+		return err
 	}
 	// The reference leaves the default open (§11); Both matches the SDK's
 	// deleteFromFriendList default.
-	dt, err := deleteType(f, deleteTypeBoth)
-	if err != nil {
-		return nil, err
-	}
-	var res snsResult
-	err = s.store.Update(func(tx *store.Tx) error {
-		res = snsResult{}
-		now := tx.Now().Unix()
-		for _, p := range to {
-			had, err := s.deleteOne(tx, from, p, dt, now)
-			if err != nil {
-				return err
-			}
-			if !had {
-				res.fail(p, Errorf(CodeSNSNotFriends, "%s is not a friend", p))
-				continue
-			}
-			res.ok(p)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, storeErr(err)
-	}
-	s.rel.drop(append(to, from)...)
-	return res, nil
+	r.deleteType, err = deleteType(f, deleteTypeBoth)
+	return err
 }
 
-func (s *Service) friendDeleteAll(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, from, err := s.snsRequest(c, body)
-	if err != nil {
-		return nil, err
+func (s *Service) friendDelete(ctx context.Context, c *Caller, r *friendDeleteRequest) (any, error) {
+	return s.perPeer(r.from, r.to, nil, func(tx *store.Tx, i int, now int64) (*Error, error) {
+		had, err := s.deleteOne(tx, r.from, r.to[i], r.deleteType, now)
+		if err != nil || had {
+			return nil, err
+		}
+		return Errorf(CodeSNSNotFriends, "%s is not a friend", r.to[i]), nil
+	})
+}
+
+type friendDeleteAllRequest struct {
+	snsRequest
+	deleteType string
+}
+
+func (r *friendDeleteAllRequest) decode(s *Service, c *Caller, f fields) (err error) {
+	if err = r.snsRequest.decode(s, c, f); err != nil {
+		return err
 	}
-	dt, err := deleteType(f, deleteTypeSingle) // the YAML's documented default
-	if err != nil {
-		return nil, err
-	}
+	r.deleteType, err = deleteType(f, deleteTypeSingle) // the YAML's documented default
+	return err
+}
+
+func (s *Service) friendDeleteAll(ctx context.Context, c *Caller, r *friendDeleteAllRequest) (any, error) {
+	from, dt := r.from, r.deleteType
 	var gone []string
-	err = s.store.Update(func(tx *store.Tx) error {
+	err := s.store.Update(func(tx *store.Tx) error {
 		gone = nil
 		now := tx.Now().Unix()
 		list, err := tx.FriendPeers(from)
@@ -502,8 +460,14 @@ func (s *Service) friendDeleteAll(ctx context.Context, c *Caller, body []byte) (
 
 // ---- friend_check / friend_get / friend_get_list ----
 
-func (s *Service) friendCheck(ctx context.Context, c *Caller, body []byte) (any, error) {
-	_, items, fail, err := s.relation(c, body, "CheckResult_Type_Single", "CheckResult_Type_Both",
+type friendCheckRequest struct{ checkRequest }
+
+func (r *friendCheckRequest) decode(s *Service, c *Caller, f fields) error {
+	return r.read(s, c, f, "CheckResult_Type_Single", "CheckResult_Type_Both")
+}
+
+func (s *Service) friendCheck(ctx context.Context, c *Caller, r *friendCheckRequest) (any, error) {
+	items, fail, err := s.relation(&r.checkRequest,
 		[4]string{"CheckResult_Type_NoRelation", "CheckResult_Type_AWithB", "CheckResult_Type_BWithA", "CheckResult_Type_BothWay"},
 		func(a, b string) (bool, error) {
 			r, err := s.store.GetFriend(a, b)
@@ -529,21 +493,31 @@ type userDataItem struct {
 	ValueItem []valueItem `json:"ValueItem"`
 }
 
-func (s *Service) friendGet(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, from, err := s.snsRequest(c, body)
-	if err != nil {
-		return nil, err
+type friendGetRequest struct {
+	snsRequest
+	start int
+}
+
+func (r *friendGetRequest) decode(s *Service, c *Caller, f fields) error {
+	if err := r.snsRequest.decode(s, c, f); err != nil {
+		return err
 	}
 	start, present, ok := f.integer("StartIndex", 0, 1<<31)
 	if !present || !ok {
-		return nil, Errorf(CodeSNSParam, "StartIndex is missing or is not a non-negative Integer")
+		return Errorf(CodeSNSParam, "StartIndex is missing or is not a non-negative Integer")
 	}
 	if _, _, ok := f.integer("StandardSequence", 0, 1<<62); !ok {
-		return nil, Errorf(CodeSNSParam, "StandardSequence is not an Integer")
+		return Errorf(CodeSNSParam, "StandardSequence is not an Integer")
 	}
 	if _, _, ok := f.integer("CustomSequence", 0, 1<<62); !ok {
-		return nil, Errorf(CodeSNSParam, "CustomSequence is not an Integer")
+		return Errorf(CodeSNSParam, "CustomSequence is not an Integer")
 	}
+	r.start = int(start)
+	return nil
+}
+
+func (s *Service) friendGet(ctx context.Context, c *Caller, r *friendGetRequest) (any, error) {
+	from, start := r.from, r.start
 	// Counters first: a list read after them is at least as new.
 	counts, err := s.store.RelCounts(from)
 	if err != nil {
@@ -562,8 +536,8 @@ func (s *Service) friendGet(ctx context.Context, c *Caller, body []byte) (any, e
 		NextStartIndex   int            `json:"NextStartIndex"`
 		ErrorDisplay     string         `json:"ErrorDisplay"`
 	}{UserDataItem: []userDataItem{}, StandardSequence: counts.FriendSeq, CustomSequence: counts.FriendSeq, FriendNum: len(list)}
-	end := min(int(start)+friendGetPage, len(list))
-	for i := int(start); i < end; i++ {
+	end := min(start+friendGetPage, len(list))
+	for i := start; i < end; i++ {
 		out.UserDataItem = append(out.UserDataItem, userDataItem{To: list[i].Peer, ValueItem: friendValues(&list[i].Friend)})
 	}
 	if end >= len(list) {
@@ -626,37 +600,41 @@ type snsProfileItem struct {
 // Tencent's example. Values are grouped as Tencent's example orders them —
 // standard friend tags, standard profile tags, custom friend tags, custom
 // profile tags — each group in TagList order; unset values are left out.
-func (s *Service) friendGetList(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, from, err := s.snsRequest(c, body)
-	if err != nil {
-		return nil, err
-	}
-	to, err := peers(f)
-	if err != nil {
-		return nil, err
+type friendGetListRequest struct {
+	snsPeers
+	classes     [4][]string // standard friend, standard profile, custom friend, custom profile
+	wantProfile bool
+}
+
+func (r *friendGetListRequest) decode(s *Service, c *Caller, f fields) error {
+	if err := r.snsPeers.decode(s, c, f); err != nil {
+		return err
 	}
 	tags, present, ok := f.strings("TagList")
 	if !ok || !present || len(tags) == 0 {
-		return nil, Errorf(CodeSNSParam, "TagList must be a non-empty Array of String")
+		return Errorf(CodeSNSParam, "TagList must be a non-empty Array of String")
 	}
-	var classes [4][]string // standard friend, standard profile, custom friend, custom profile
-	wantProfile := false
 	for _, t := range tags {
 		switch {
 		case snsStandardTags[t]:
-			classes[0] = append(classes[0], t)
+			r.classes[0] = append(r.classes[0], t)
 		case isStandard(t):
-			classes[1] = append(classes[1], t)
-			wantProfile = true
+			r.classes[1] = append(r.classes[1], t)
+			r.wantProfile = true
 		case snsCustomTag(t):
-			classes[2] = append(classes[2], t)
+			r.classes[2] = append(r.classes[2], t)
 		case customTag(t):
-			classes[3] = append(classes[3], t)
-			wantProfile = true
+			r.classes[3] = append(r.classes[3], t)
+			r.wantProfile = true
 		default:
-			return nil, Errorf(CodeSNSParam, "unknown tag %q in TagList (Tag_SNS_IM_*, Tag_SNS_Custom_*, Tag_Profile_IM_* or Tag_Profile_Custom_*)", t)
+			return Errorf(CodeSNSParam, "unknown tag %q in TagList (Tag_SNS_IM_*, Tag_SNS_Custom_*, Tag_Profile_IM_* or Tag_Profile_Custom_*)", t)
 		}
 	}
+	return nil
+}
+
+func (s *Service) friendGetList(ctx context.Context, c *Caller, r *friendGetListRequest) (any, error) {
+	from, to, classes, wantProfile := r.from, r.to, r.classes, r.wantProfile
 	out := struct {
 		InfoItem     []snsProfileItem `json:"InfoItem"`
 		FailAccount  []string         `json:"Fail_Account,omitempty"`
@@ -665,6 +643,7 @@ func (s *Service) friendGetList(ctx context.Context, c *Caller, body []byte) (an
 	for _, p := range to {
 		var fr *store.Friend
 		if ValidUserID(p) {
+			var err error
 			if fr, err = s.store.GetFriend(from, p); err != nil {
 				return nil, err
 			}

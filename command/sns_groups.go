@@ -40,21 +40,39 @@ func groupNames(f fields) ([]string, error) {
 	return out, nil
 }
 
-func (s *Service) groupAdd(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, from, err := s.snsRequest(c, body)
-	if err != nil {
-		return nil, err
+// groupRequest is an sns request on friend groups: GroupName, required.
+type groupRequest struct {
+	snsRequest
+	names []string
+}
+
+func (r *groupRequest) decode(s *Service, c *Caller, f fields) (err error) {
+	if err = r.snsRequest.decode(s, c, f); err != nil {
+		return err
 	}
-	names, err := groupNames(f)
-	if err != nil {
-		return nil, err
+	r.names, err = groupNames(f)
+	return err
+}
+
+// groupAddRequest adds the friends to put in the groups, To_Account
+// (optional).
+type groupAddRequest struct {
+	groupRequest
+	to []string
+}
+
+func (r *groupAddRequest) decode(s *Service, c *Caller, f fields) (err error) {
+	if err = r.groupRequest.decode(s, c, f); err != nil {
+		return err
 	}
-	var to []string
 	if f.has("To_Account") {
-		if to, err = peers(f); err != nil {
-			return nil, err
-		}
+		r.to, err = peers(f)
 	}
+	return err
+}
+
+func (s *Service) groupAdd(ctx context.Context, c *Caller, r *groupAddRequest) (any, error) {
+	from, names, to := r.from, r.names, r.to
 	type result struct {
 		ResultItem      []resultItem `json:"ResultItem,omitempty"`
 		FailAccount     []string     `json:"Fail_Account,omitempty"`
@@ -62,7 +80,7 @@ func (s *Service) groupAdd(ctx context.Context, c *Caller, body []byte) (any, er
 		ErrorDisplay    string       `json:"ErrorDisplay"`
 	}
 	var res result
-	err = s.store.Update(func(tx *store.Tx) error {
+	err := s.store.Update(func(tx *store.Tx) error {
 		res = result{}
 		now := tx.Now().Unix()
 		g, err := tx.FriendGroups(from)
@@ -125,21 +143,14 @@ func (s *Service) groupAdd(ctx context.Context, c *Caller, body []byte) (any, er
 	return res, nil
 }
 
-func (s *Service) groupDelete(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, from, err := s.snsRequest(c, body)
-	if err != nil {
-		return nil, err
-	}
-	names, err := groupNames(f)
-	if err != nil {
-		return nil, err
-	}
+func (s *Service) groupDelete(ctx context.Context, c *Caller, r *groupRequest) (any, error) {
+	from, names := r.from, r.names
 	type result struct {
 		CurrentSequence uint64 `json:"CurrentSequence"`
 		ErrorDisplay    string `json:"ErrorDisplay"`
 	}
 	var res result
-	err = s.store.Update(func(tx *store.Tx) error {
+	err := s.store.Update(func(tx *store.Tx) error {
 		now := tx.Now().Unix()
 		g, err := tx.FriendGroups(from)
 		if err != nil {
@@ -191,21 +202,29 @@ type groupItem struct {
 	To           *[]string `json:"To_Account,omitempty"`
 }
 
-func (s *Service) groupGet(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, from, err := s.snsRequest(c, body)
-	if err != nil {
-		return nil, err
+type groupGetRequest struct {
+	snsRequest
+	need string
+	only []string // nil: every group
+}
+
+func (r *groupGetRequest) decode(s *Service, c *Caller, f fields) (err error) {
+	if err = r.snsRequest.decode(s, c, f); err != nil {
+		return err
 	}
 	need, _, ok := f.str("NeedFriend")
 	if !ok || (need != "" && need != "Need_Friend_Type_Yes" && need != "Need_Friend_Type_No") {
-		return nil, Errorf(CodeSNSParam, "NeedFriend must be Need_Friend_Type_Yes or left out")
+		return Errorf(CodeSNSParam, "NeedFriend must be Need_Friend_Type_Yes or left out")
 	}
-	var only []string
+	r.need = need
 	if f.has("GroupName") {
-		if only, err = groupNames(f); err != nil {
-			return nil, err
-		}
+		r.only, err = groupNames(f)
 	}
+	return err
+}
+
+func (s *Service) groupGet(ctx context.Context, c *Caller, r *groupGetRequest) (any, error) {
+	from, need, only := r.from, r.need, r.only
 	// The group list first: friends read after it are at least as new.
 	g, err := s.store.FriendGroups(from)
 	if err != nil {

@@ -28,113 +28,102 @@ func (s *Service) clearRequests(tx *store.Tx, a, b, reason string, now int64) er
 	return nil
 }
 
+type responseItem struct {
+	To     *string `json:"To_Account"`
+	Action string  `json:"ResponseAction"`
+	Remark string  `json:"Remark"`
+}
+
+type friendResponseRequest struct {
+	snsRequest
+	items []responseItem
+	to    []string // the requesters, the items' To_Account
+}
+
+func (r *friendResponseRequest) decode(s *Service, c *Caller, f fields) error {
+	if err := r.snsRequest.decode(s, c, f); err != nil {
+		return err
+	}
+	if !f.has("ResponseFriendItem") || json.Unmarshal(f["ResponseFriendItem"], &r.items) != nil || len(r.items) == 0 {
+		return Errorf(CodeSNSParam, "ResponseFriendItem must be a non-empty Array of {To_Account, ResponseAction}")
+	}
+	if len(r.items) > maxSNSBatch {
+		return Errorf(CodeSNSParam, "ResponseFriendItem has %d entries; the limit is %d", len(r.items), maxSNSBatch)
+	}
+	r.to = make([]string, len(r.items))
+	for i, it := range r.items {
+		switch {
+		case it.To == nil:
+			return Errorf(CodeSNSParam, "ResponseFriendItem[%d].To_Account is missing", i)
+		case it.Action != "Response_Action_Agree" && it.Action != "Response_Action_AgreeAndAdd" && it.Action != "Response_Action_Reject":
+			return Errorf(CodeSNSParam, "ResponseFriendItem[%d].ResponseAction must be Response_Action_Agree, Response_Action_AgreeAndAdd or Response_Action_Reject", i)
+		case len(it.Remark) > maxRemark:
+			return Errorf(CodeSNSParam, "ResponseFriendItem[%d].Remark is %d bytes; the limit is %d", i, len(it.Remark), maxRemark)
+		}
+		r.to[i] = *it.To
+	}
+	return nil
+}
+
 // friendResponse answers pending requests (a Duet command; Tencent's REST
 // API has none — its SDK's accept/refuse): From_Account is the one asked,
 // each ResponseFriendItem names a requester and a ResponseAction.
-func (s *Service) friendResponse(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, me, err := s.snsRequest(c, body)
-	if err != nil {
-		return nil, err
-	}
-	var items []struct {
-		To     *string `json:"To_Account"`
-		Action string  `json:"ResponseAction"`
-		Remark string  `json:"Remark"`
-	}
-	if !f.has("ResponseFriendItem") || json.Unmarshal(f["ResponseFriendItem"], &items) != nil || len(items) == 0 {
-		return nil, Errorf(CodeSNSParam, "ResponseFriendItem must be a non-empty Array of {To_Account, ResponseAction}")
-	}
-	if len(items) > maxSNSBatch {
-		return nil, Errorf(CodeSNSParam, "ResponseFriendItem has %d entries; the limit is %d", len(items), maxSNSBatch)
-	}
-	for i, it := range items {
-		switch {
-		case it.To == nil:
-			return nil, Errorf(CodeSNSParam, "ResponseFriendItem[%d].To_Account is missing", i)
-		case it.Action != "Response_Action_Agree" && it.Action != "Response_Action_AgreeAndAdd" && it.Action != "Response_Action_Reject":
-			return nil, Errorf(CodeSNSParam, "ResponseFriendItem[%d].ResponseAction must be Response_Action_Agree, Response_Action_AgreeAndAdd or Response_Action_Reject", i)
-		case len(it.Remark) > maxRemark:
-			return nil, Errorf(CodeSNSParam, "ResponseFriendItem[%d].Remark is %d bytes; the limit is %d", i, len(it.Remark), maxRemark)
+func (s *Service) friendResponse(ctx context.Context, c *Caller, r *friendResponseRequest) (any, error) {
+	me := r.from
+	return s.perPeer(me, r.to, nil, func(tx *store.Tx, i int, now int64) (*Error, error) {
+		it, from := &r.items[i], r.to[i] // from: the requester
+		req, err := tx.GetRequest(me, from)
+		if err != nil {
+			return nil, err
 		}
-	}
-	var res snsResult
-	var touched []string
-	err = s.store.Update(func(tx *store.Tx) error {
-		res, touched = snsResult{}, nil
-		now := tx.Now().Unix()
-		for _, it := range items {
-			from := *it.To // the requester
-			req, err := tx.GetRequest(me, from)
-			if err != nil {
-				return err
-			}
-			if req == nil {
-				res.fail(from, Errorf(CodeSNSNoPending, "no pending friend request from %s", from))
-				continue
-			}
-			if it.Action == "Response_Action_Reject" {
-				if err := s.clearRequests(tx, me, from, "rejected", now); err != nil {
-					return err
-				}
-				touched = append(touched, from)
-				res.ok(from)
-				continue
-			}
-			theirs, err := tx.GetFriend(from, me)
-			if err != nil {
-				return err
-			}
-			mine, err := tx.GetFriend(me, from)
-			if err != nil {
-				return err
-			}
-			addMine := mine == nil && it.Action == "Response_Action_AgreeAndAdd"
-			fc, err := tx.RelCounts(from)
-			if err != nil {
-				return err
-			}
-			mc, err := tx.RelCounts(me)
-			if err != nil {
-				return err
-			}
-			if theirs == nil && fc.Friends >= maxFriends {
-				res.fail(from, Errorf(CodeSNSPeerFriendsFull, "%s's friend list is full (%d)", from, maxFriends))
-				continue
-			}
-			if addMine && mc.Friends >= maxFriends {
-				res.fail(from, Errorf(CodeSNSFriendsFull, "your friend list is full (%d)", maxFriends))
-				continue
-			}
-			if theirs == nil {
-				rec := &store.Friend{AddTime: now, AddSource: req.AddSource, AddWording: req.AddWording, Remark: req.Remark}
-				if req.GroupName != "" {
-					rec.Groups = []string{req.GroupName}
-				}
-				if _, err := tx.PutFriend(from, me, rec); err != nil {
-					return err
-				}
-			}
-			if addMine {
-				if _, err := tx.PutFriend(me, from, &store.Friend{AddTime: now, AddSource: req.AddSource, Remark: it.Remark}); err != nil {
-					return err
-				}
-			}
-			if err := s.clearRequests(tx, me, from, "accepted", now); err != nil {
-				return err
-			}
-			if err := s.notifyAdd(tx, from, me, mine != nil || addMine, now); err != nil {
-				return err
-			}
-			touched = append(touched, from)
-			res.ok(from)
+		if req == nil {
+			return Errorf(CodeSNSNoPending, "no pending friend request from %s", from), nil
 		}
-		return nil
+		if it.Action == "Response_Action_Reject" {
+			return nil, s.clearRequests(tx, me, from, "rejected", now)
+		}
+		theirs, err := tx.GetFriend(from, me)
+		if err != nil {
+			return nil, err
+		}
+		mine, err := tx.GetFriend(me, from)
+		if err != nil {
+			return nil, err
+		}
+		addMine := mine == nil && it.Action == "Response_Action_AgreeAndAdd"
+		fc, err := tx.RelCounts(from)
+		if err != nil {
+			return nil, err
+		}
+		mc, err := tx.RelCounts(me)
+		if err != nil {
+			return nil, err
+		}
+		if theirs == nil && fc.Friends >= maxFriends {
+			return Errorf(CodeSNSPeerFriendsFull, "%s's friend list is full (%d)", from, maxFriends), nil
+		}
+		if addMine && mc.Friends >= maxFriends {
+			return Errorf(CodeSNSFriendsFull, "your friend list is full (%d)", maxFriends), nil
+		}
+		if theirs == nil {
+			rec := &store.Friend{AddTime: now, AddSource: req.AddSource, AddWording: req.AddWording, Remark: req.Remark}
+			if req.GroupName != "" {
+				rec.Groups = []string{req.GroupName}
+			}
+			if _, err := tx.PutFriend(from, me, rec); err != nil {
+				return nil, err
+			}
+		}
+		if addMine {
+			if _, err := tx.PutFriend(me, from, &store.Friend{AddTime: now, AddSource: req.AddSource, Remark: it.Remark}); err != nil {
+				return nil, err
+			}
+		}
+		if err := s.clearRequests(tx, me, from, "accepted", now); err != nil {
+			return nil, err
+		}
+		return nil, s.notifyAdd(tx, from, me, mine != nil || addMine, now)
 	})
-	if err != nil {
-		return nil, storeErr(err)
-	}
-	s.rel.drop(append(touched, me)...)
-	return res, nil
 }
 
 type requestItem struct {
@@ -146,12 +135,8 @@ type requestItem struct {
 }
 
 // friendRequestGet lists the requests awaiting From_Account (Duet command).
-func (s *Service) friendRequestGet(ctx context.Context, c *Caller, body []byte) (any, error) {
-	_, me, err := s.snsRequest(c, body)
-	if err != nil {
-		return nil, err
-	}
-	reqs, err := s.store.FriendRequests(me)
+func (s *Service) friendRequestGet(ctx context.Context, c *Caller, r *snsRequest) (any, error) {
+	reqs, err := s.store.FriendRequests(r.from)
 	if err != nil {
 		return nil, err
 	}

@@ -7,8 +7,13 @@ import (
 // openim/sync (PROTOCOL §3, §5) and openim/typing.
 
 func (s *Service) registerSync() {
-	s.handlers["openim/sync"] = s.sync
-	s.handlers["openim/typing"] = s.typing
+	handle(s, "openim/sync", CodeJSON, func(c *Caller) *Error {
+		if c.Device == "" || c.Respond == nil || s.live == nil {
+			return Errorf(CodeBadPacket, "openim/sync replays a connected device's timeline; use it over MQTT")
+		}
+		return nil
+	}, s.sync)
+	handle(s, "openim/typing", CodeJSON, nil, s.typing)
 }
 
 type syncReply struct {
@@ -18,18 +23,22 @@ type syncReply struct {
 // sync replays the requesting device's timeline after FromSeq. The reply
 // comes after the replayed events and before the closing sync_complete, so
 // it is sent by the broker's delivery pump, not here.
-func (s *Service) sync(ctx context.Context, c *Caller, body []byte) (any, error) {
-	if c.Device == "" || c.Respond == nil || s.live == nil {
-		return nil, Errorf(CodeBadPacket, "openim/sync replays a connected device's timeline; use it over MQTT")
-	}
-	f, err := parseObject(body, CodeJSON)
-	if err != nil {
-		return nil, err
-	}
+type syncRequest struct {
+	deferredReply
+	from int64
+}
+
+func (r *syncRequest) decode(s *Service, c *Caller, f fields) error {
 	from, _, ok := f.integer("FromSeq", 0, 1<<62)
 	if !ok {
-		return nil, Errorf(CodeJSON, "FromSeq must be a non-negative Integer")
+		return Errorf(CodeJSON, "FromSeq must be a non-negative Integer")
 	}
+	r.from = from
+	return nil
+}
+
+func (s *Service) sync(ctx context.Context, c *Caller, r *syncRequest) (any, error) {
+	from := r.from
 	last, err := s.store.LastSeq(c.UserID)
 	if err != nil {
 		return nil, err
@@ -39,7 +48,7 @@ func (s *Service) sync(ctx context.Context, c *Caller, body []byte) (any, error)
 	}
 	respond := c.Respond
 	err = s.live.Resync(c.UserID, c.Device, uint64(from), func(lastSeq uint64) {
-		respond(Reply{Result: syncReply{LastSeq: lastSeq}})
+		respond(Reply{ReqID: r.reqID, Result: syncReply{LastSeq: lastSeq}})
 	})
 	if err != nil {
 		return nil, Errorf(CodeBadPacket, "%v", err)
@@ -55,15 +64,15 @@ type typingEvent struct {
 
 // typing forwards an ephemeral typing state to the peer's live topic.
 // Someone the peer does not accept messages from types unseen.
-func (s *Service) typing(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, CodeJSON)
-	if err != nil {
-		return nil, err
-	}
-	to, err := s.existing(f, []string{"To_Account"}, CodeToAccount)
-	if err != nil {
-		return nil, err
-	}
+type typingRequest struct{ to string }
+
+func (r *typingRequest) decode(s *Service, c *Caller, f fields) (err error) {
+	r.to, err = s.existing(f, []string{"To_Account"}, CodeToAccount)
+	return err
+}
+
+func (s *Service) typing(ctx context.Context, c *Caller, r *typingRequest) (any, error) {
+	to := r.to
 	if !c.Admin {
 		deliver, e := s.checkSend(c.UserID, to)
 		if e != nil {

@@ -16,9 +16,9 @@ import (
 // timelines stay gap-free) and both users get a withdraw or modify event.
 
 func (s *Service) registerWithdraw() {
-	s.handlers["openim/msgwithdraw"] = s.msgWithdraw
-	s.handlers["openim/admin_msgwithdraw"] = s.msgWithdraw
-	s.handlers["openim/modify_c2c_msg"] = s.modifyMsg
+	handle(s, "openim/msgwithdraw", CodeJSON, nil, s.msgWithdraw)
+	handle(s, "openim/admin_msgwithdraw", CodeJSON, nil, s.msgWithdraw)
+	handle(s, "openim/modify_c2c_msg", CodeJSON, adminOnly(CodeOpenIMNeedsAdmin, "openim/modify_c2c_msg needs an App admin"), s.modifyMsg)
 }
 
 // OnWithdraw registers f to run after a message was recalled (offline push
@@ -45,33 +45,45 @@ type modifyEvent struct {
 
 var errNoMessage = errors.New("no such message")
 
-func (s *Service) msgWithdraw(ctx context.Context, c *Caller, body []byte) (any, error) {
-	f, err := parseObject(body, CodeJSON)
-	if err != nil {
-		return nil, err
+// txMessage reads a message in tx; errNoMessage when there is none.
+func txMessage(tx *store.Tx, a, b, msgKey string) (*store.Message, error) {
+	m, err := tx.Message(a, b, msgKey)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errNoMessage
 	}
+	return m, err
+}
+
+// withdrawRequest names a message: From_Account's conversation with
+// To_Account (Peer_Account), MsgKey.
+type withdrawRequest struct {
+	me, peer, msgKey string
+}
+
+func (r *withdrawRequest) decode(s *Service, c *Caller, f fields) (err error) {
 	// A user names the peer; an admin (admin_msgwithdraw) names both sides.
-	me, err := s.account(c, f, []string{"From_Account"}, CodeFromAccount, CodeOpenIMNeedsAdmin, CodeFromAccount)
-	if err != nil {
-		return nil, err
+	if r.me, err = s.account(c, f, []string{"From_Account"}, CodeFromAccount, CodeOpenIMNeedsAdmin, CodeFromAccount); err != nil {
+		return err
 	}
-	var peer string
-	if peer, err = s.existing(f, []string{"To_Account", "Peer_Account"}, CodeToAccount); err != nil {
-		return nil, err
+	if r.peer, err = s.existing(f, []string{"To_Account", "Peer_Account"}, CodeToAccount); err != nil {
+		return err
 	}
 	msgKey, present, ok := f.str("MsgKey")
 	if !present || !ok || msgKey == "" || len(msgKey) > 50 {
-		return nil, Errorf(CodeMsgKey, "MsgKey is missing or is not a valid message key")
+		return Errorf(CodeMsgKey, "MsgKey is missing or is not a valid message key")
 	}
+	r.msgKey = msgKey
+	return nil
+}
+
+func (s *Service) msgWithdraw(ctx context.Context, c *Caller, r *withdrawRequest) (any, error) {
+	me, peer, msgKey := r.me, r.peer, r.msgKey
 	// Only an admin recalls other people's messages or old ones.
 	own := !c.Admin
 	now := s.store.Now()
 	var recalled store.Message
-	err = s.store.Update(func(tx *store.Tx) error {
-		m, err := tx.Message(me, peer, msgKey)
-		if errors.Is(err, store.ErrNotFound) {
-			return errNoMessage
-		}
+	err := s.store.Update(func(tx *store.Tx) error {
+		m, err := txMessage(tx, me, peer, msgKey)
 		if err != nil {
 			return err
 		}
@@ -155,48 +167,51 @@ func (s *Service) appendToBoth(tx *store.Tx, m *store.Message, ev []byte, now ti
 	return nil
 }
 
-func (s *Service) modifyMsg(ctx context.Context, c *Caller, body []byte) (any, error) {
-	if !c.Admin {
-		return nil, Errorf(CodeOpenIMNeedsAdmin, "openim/modify_c2c_msg needs an App admin")
+// modifyRequest is modify_c2c_msg's: the message and what replaces its
+// MsgBody, CloudCustomData or both.
+type modifyRequest struct {
+	from, to, msgKey string
+	body             json.RawMessage
+	hasBody          bool
+	ccd              string
+	hasCCD           bool
+}
+
+func (r *modifyRequest) decode(s *Service, c *Caller, f fields) (err error) {
+	if r.from, err = s.existing(f, []string{"From_Account"}, CodeFromAccount); err != nil {
+		return err
 	}
-	f, err := parseObject(body, CodeJSON)
-	if err != nil {
-		return nil, err
+	if r.to, err = s.existing(f, []string{"To_Account"}, CodeToAccount); err != nil {
+		return err
 	}
-	from, err := s.existing(f, []string{"From_Account"}, CodeFromAccount)
-	if err != nil {
-		return nil, err
+	var present, ok bool
+	r.msgKey, present, ok = f.str("MsgKey")
+	if !present || !ok || r.msgKey == "" {
+		return Errorf(CodeMsgKey, "MsgKey is missing or is not a String")
 	}
-	to, err := s.existing(f, []string{"To_Account"}, CodeToAccount)
-	if err != nil {
-		return nil, err
-	}
-	msgKey, present, ok := f.str("MsgKey")
-	if !present || !ok || msgKey == "" {
-		return nil, Errorf(CodeMsgKey, "MsgKey is missing or is not a String")
-	}
-	newBody, hasBody := f.raw("MsgBody"), f.has("MsgBody")
-	if hasBody {
-		if _, e := parseMsgBody(newBody); e != nil {
-			return nil, e
+	r.body, r.hasBody = f.raw("MsgBody"), f.has("MsgBody")
+	if r.hasBody {
+		if _, e := parseMsgBody(r.body); e != nil {
+			return e
 		}
 	}
-	ccd, hasCCD, ok := f.str("CloudCustomData")
-	if !ok {
-		return nil, Errorf(CodeJSON, "CloudCustomData must be a String")
+	if r.ccd, r.hasCCD, ok = f.str("CloudCustomData"); !ok {
+		return Errorf(CodeJSON, "CloudCustomData must be a String")
 	}
-	if !hasBody && !hasCCD {
-		return nil, Errorf(CodeJSON, "give MsgBody, CloudCustomData or both")
+	if !r.hasBody && !r.hasCCD {
+		return Errorf(CodeJSON, "give MsgBody, CloudCustomData or both")
 	}
-	if n := len(newBody) + len(ccd); n > s.cfg.MaxMsgBytes {
-		return nil, Errorf(CodeTooLong, "message is %d bytes; the limit is %d", n, s.cfg.MaxMsgBytes)
+	if n := len(r.body) + len(r.ccd); n > s.cfg.MaxMsgBytes {
+		return Errorf(CodeTooLong, "message is %d bytes; the limit is %d", n, s.cfg.MaxMsgBytes)
 	}
+	return nil
+}
+
+func (s *Service) modifyMsg(ctx context.Context, c *Caller, r *modifyRequest) (any, error) {
+	from, to, msgKey, newBody, hasBody, ccd, hasCCD := r.from, r.to, r.msgKey, r.body, r.hasBody, r.ccd, r.hasCCD
 	now := s.store.Now()
-	err = s.store.Update(func(tx *store.Tx) error {
-		m, err := tx.Message(from, to, msgKey)
-		if errors.Is(err, store.ErrNotFound) {
-			return errNoMessage
-		}
+	err := s.store.Update(func(tx *store.Tx) error {
+		m, err := txMessage(tx, from, to, msgKey)
 		if err != nil {
 			return err
 		}

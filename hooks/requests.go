@@ -1,9 +1,7 @@
 package hooks
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
 	"strings"
 	"sync"
@@ -85,21 +83,24 @@ func (h *Requests) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 
 	// A refusal carries the ReqId too: a client matches replies by it (on
 	// MQTT 3.1.1 there is no Correlation Data), and without it waits for a
-	// reply that never comes.
-	reqID := requestID(pk.Payload)
+	// reply that never comes. Exec finds it in its one decode of the body
+	// (Reply.ReqID); a request refused here, before Exec, is decoded for it
+	// alone.
 	var reply command.Reply
 	h.running.RLock()
 	defer h.running.RUnlock()
 	if h.closed {
+		reply.ReqID = command.RequestID(pk.Payload)
 		reply.Err = command.Errorf(command.CodeRetry, "server is shutting down, retry")
 	} else if len(pk.Payload) > h.cfg.MaxRequest {
+		reply.ReqID = command.RequestID(pk.Payload)
 		reply.Err = command.Errorf(command.CodeTooLong, "request is %d bytes; the limit is %d", len(pk.Payload), h.cfg.MaxRequest)
 	} else {
 		caller.Respond = func(r command.Reply) {
 			if r.Err != nil {
 				command.LogRefusal(h.cfg.Log, caller, name, r.Err)
 			}
-			h.respond(cl, pk, r.Encode("ReqId", reqID, "Command", name))
+			h.respond(cl, pk, r.Encode("ReqId", r.ReqID, "Command", name))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		reply = h.cfg.Exec.Exec(ctx, caller, name, pk.Payload)
@@ -113,7 +114,7 @@ func (h *Requests) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	// subscribers of a request topic.
 	out := make([]packets.Packet, 0, 2)
 	if !reply.Deferred {
-		if rp, ok := h.replyPacket(cl, pk, reply.Encode("ReqId", reqID, "Command", name)); ok {
+		if rp, ok := h.replyPacket(cl, pk, reply.Encode("ReqId", reply.ReqID, "Command", name)); ok {
 			out = append(out, rp)
 		}
 	}
@@ -134,129 +135,6 @@ func (h *Requests) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 }
 
 func isSend(name string) bool { return name == "openim/sendmsg" || name == "openim/batchsendmsg" }
-
-// requestID extracts the optional top-level ReqId. The command decodes the
-// body anyway; this only walks it (see topLevel), which costs a fraction of
-// a second decode of every request.
-func requestID(payload []byte) string {
-	raw := topLevel(payload, "ReqId")
-	if raw == nil {
-		return ""
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s
-	}
-	if json.Valid(raw) {
-		return string(raw) // a number (or anything else): echo its text
-	}
-	return ""
-}
-
-// topLevel returns the raw value of key in the JSON object doc, or nil when
-// doc is not an object with that key or is malformed (the command then
-// reports the error). Keys written with escapes are
-// matched after decoding them, as encoding/json would.
-func topLevel(doc []byte, key string) []byte {
-	i := skipSpace(doc, 0)
-	if i >= len(doc) || doc[i] != '{' {
-		return nil
-	}
-	i++
-	var found []byte // the last one wins, as in encoding/json
-	for {
-		i = skipSpace(doc, i)
-		if i < len(doc) && doc[i] == '}' && found != nil {
-			return found
-		}
-		if i >= len(doc) || doc[i] != '"' {
-			return nil
-		}
-		end := skipValue(doc, i)
-		if end < 0 {
-			return nil
-		}
-		k := doc[i:end]
-		i = skipSpace(doc, end)
-		if i >= len(doc) || doc[i] != ':' {
-			return nil
-		}
-		i = skipSpace(doc, i+1)
-		vend := skipValue(doc, i)
-		if vend < 0 {
-			return nil
-		}
-		if keyIs(k, key) {
-			found = doc[i:vend]
-		}
-		i = skipSpace(doc, vend)
-		if i < len(doc) && doc[i] == '}' {
-			return found
-		}
-		if i >= len(doc) || doc[i] != ',' {
-			return nil
-		}
-		i++
-	}
-}
-
-func keyIs(quoted []byte, key string) bool {
-	if bytes.IndexByte(quoted, '\\') < 0 {
-		return len(quoted) == len(key)+2 && string(quoted[1:len(quoted)-1]) == key
-	}
-	var k string
-	return json.Unmarshal(quoted, &k) == nil && k == key
-}
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// skipValue returns the index just past the JSON value starting at b[i], or
-// -1 when it does not end. Strings and nesting are tracked; scalars are not
-// validated (the command's own decode does that).
-func skipValue(b []byte, i int) int {
-	if i >= len(b) {
-		return -1
-	}
-	depth := 0
-	for ; i < len(b); i++ {
-		switch b[i] {
-		case '"':
-			for i++; i < len(b) && b[i] != '"'; i++ {
-				if b[i] == '\\' {
-					i++
-				}
-			}
-			if i >= len(b) {
-				return -1
-			}
-			if depth == 0 {
-				return i + 1
-			}
-		case '{', '[':
-			depth++
-		case '}', ']':
-			if depth == 0 {
-				return i // the end of a scalar member
-			}
-			if depth--; depth == 0 {
-				return i + 1
-			}
-		case ',', ' ', '\t', '\n', '\r', ':':
-			if depth == 0 {
-				return i
-			}
-		}
-	}
-	if depth == 0 {
-		return i // a scalar at the end of the input
-	}
-	return -1
-}
 
 // respond writes a deferred reply (openim/sync) on its own.
 func (h *Requests) respond(cl *mqtt.Client, req packets.Packet, payload []byte) {

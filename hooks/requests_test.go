@@ -6,11 +6,13 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/duet-im/duet/command"
 )
 
-// reqIDByDecoding is requestID by a full decode (keys match exactly, the
-// last of duplicate keys wins). The walk must agree with it on every valid
-// document.
+// reqIDByDecoding is the ReqId by a plain decode (keys match exactly, the
+// last of duplicate keys wins). command.RequestID, which the replies'
+// ReqId comes from, must agree with it on every valid document.
 func reqIDByDecoding(payload []byte) string {
 	var m map[string]json.RawMessage
 	if json.Unmarshal(payload, &m) != nil || len(m["ReqId"]) == 0 || string(m["ReqId"]) == "null" {
@@ -40,6 +42,8 @@ var reqIDCases = []struct {
 	{`{"ReqId":null}`, ""},
 	{`{"ReqId":"first","ReqId":"second"}`, "second"},
 	{`{"reqid":"other case"}`, ""},
+	{`{"ReqId":"exact","reqid":"folded"}`, "exact"},
+	{`{"reqid":"folded","ReqId":"exact"}`, "exact"},
 	{`{}`, ""},
 	{`[{"ReqId":"array"}]`, ""},
 	{`"ReqId"`, ""},
@@ -51,25 +55,25 @@ var reqIDCases = []struct {
 
 func TestRequestID(t *testing.T) {
 	for _, tc := range reqIDCases {
-		if got := requestID([]byte(tc.doc)); got != tc.want {
-			t.Errorf("requestID(%s) = %q, want %q", tc.doc, got, tc.want)
+		if got := command.RequestID([]byte(tc.doc)); got != tc.want {
+			t.Errorf("RequestID(%s) = %q, want %q", tc.doc, got, tc.want)
 		}
 	}
 }
 
-// FuzzRequestID checks the walk against a full decode on every valid
-// document the fuzzer finds.
+// FuzzRequestID checks command.RequestID against a plain decode on every
+// valid document the fuzzer finds.
 func FuzzRequestID(f *testing.F) {
 	for _, tc := range reqIDCases {
 		f.Add([]byte(tc.doc))
 	}
 	f.Fuzz(func(t *testing.T, doc []byte) {
-		got := requestID(doc)
+		got := command.RequestID(doc)
 		if !json.Valid(doc) {
 			return // malformed: any answer will do, the command reports the error
 		}
 		if want := reqIDByDecoding(doc); got != want {
-			t.Fatalf("requestID(%q) = %q, a full decode says %q", doc, got, want)
+			t.Fatalf("RequestID(%q) = %q, a plain decode says %q", doc, got, want)
 		}
 	})
 }
