@@ -74,6 +74,7 @@ const (
 	hFailed   = "Duet-Failed" // the data is failure's JSON
 	hStatus   = "Duet-Status"
 	hSeq      = "Duet-Seq"
+	hReqID    = "Duet-Req-Id"
 	hNotOwner = "Duet-Not-Owner"
 )
 
@@ -185,6 +186,9 @@ func (r *Router) serve(m *nats.Msg) {
 		out.Data, _ = json.Marshal(reply.Err)
 	}
 	out.Header.Set(hSeq, strconv.FormatUint(r.view.Applied(), 10))
+	if reply.ReqID != "" {
+		out.Header.Set(hReqID, reply.ReqID)
+	}
 	if err := m.RespondMsg(out); err != nil {
 		r.log.Warn("cluster: answering a forwarded command", "error", err)
 	}
@@ -279,14 +283,15 @@ func (r *Router) reply(ctx context.Context, resp *nats.Msg) command.Reply {
 		}
 		cancel()
 	}
+	rep := command.Reply{ReqID: resp.Header.Get(hReqID)}
 	if resp.Header.Get(hFailed) != "" {
 		var e command.Error
 		if err := json.Unmarshal(resp.Data, &e); err != nil || e.Code == 0 {
-			return command.Reply{Err: command.Errorf(command.CodeInternal, "internal error, retry")}
+			e = command.Error{Code: command.CodeInternal, Info: "internal error, retry"}
 		}
-		return command.Reply{Err: &e}
+		rep.Err = &e
+		return rep
 	}
-	var rep command.Reply
 	if len(resp.Data) > 0 {
 		rep.Result = forwarded{data: bytes.Clone(resp.Data), status: resp.Header.Get(hStatus)}
 	}

@@ -90,14 +90,17 @@ func TestForwardedReplies(t *testing.T) {
 		{admin, "openim/sendmsg", `{"From_Account":"alice","To_Account":"bob","MsgRandom":7,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"<b>hi</b>"}}]}`},
 		{admin, "openim/sendmsg", `{"From_Account":"alice","To_Account":"bob","MsgRandom":"x"}`},
 		{admin, "openim/batchsendmsg", `{"From_Account":"alice","To_Account":["bob","nobody"],"MsgRandom":8,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}]}`},
-		{&command.Caller{UserID: "alice", Device: "phone"}, "openim/admin_getroammsg", `{"From_Account":"alice","To_Account":"bob","MaxCnt":10,"MinTime":0,"MaxTime":4000000000}`},
+		{&command.Caller{UserID: "alice", Device: "phone"}, "openim/admin_getroammsg", `{"From_Account":"alice","To_Account":"bob","MaxCnt":10,"MinTime":0,"MaxTime":4000000000,"ReqId":"q1"}`},
+		{&command.Caller{UserID: "alice", Device: "phone"}, "openim/sendmsg", `{"To_Account":"bob","MsgRandom":9,"ReqId":17,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}]}`},
+		{&command.Caller{UserID: "alice", Device: "phone"}, "openim/sendmsg", `{"To_Account":"bob","MsgRandom":"9","ReqId":"bad"}`},
 		{admin, "no/such_command", `{}`},
 		{admin, "openim/sendmsg", "\xff"},
 	}
 	for _, c := range cases {
 		viewA.owns.Store(true)
-		got := remote.Exec(context.Background(), c.caller, c.name, []byte(c.body)).Encode("ReqId", "r")
-		want := svcA.Exec(context.Background(), c.caller, c.name, []byte(c.body)).Encode("ReqId", "r")
+		gotReply := remote.Exec(context.Background(), c.caller, c.name, []byte(c.body))
+		wantReply := svcA.Exec(context.Background(), c.caller, c.name, []byte(c.body))
+		got, want := gotReply.Encode("ReqId", gotReply.ReqID), wantReply.Encode("ReqId", wantReply.ReqID)
 		// (A send's local run is a resend of the same MsgRandom: its reply
 		// repeats the first run's MsgKey and MsgTime.)
 		if string(got) != string(want) {
