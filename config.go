@@ -76,6 +76,19 @@ type Config struct {
 	MediaCleanAfter  time.Duration `yaml:"media-clean-after" flag:"media-clean-after" usage:"uploads never committed are removed after this (empty: 1h)"`
 	MediaLinkTTL     time.Duration `yaml:"media-link-ttl" flag:"media-link-ttl" usage:"life of the presigned GET a media download redirects to (empty: 5m)"`
 	MediaLocalOnly   bool          `yaml:"media-local-only" flag:"media-local-only" usage:"refuse media elements that name no upload of this server, even from an App admin (default: admins may send media hosted elsewhere)"`
+
+	// Cluster mode (docs/cluster.md): several nodes as one service on NATS
+	// JetStream. Empty cluster-name and nats: a single node.
+	ClusterName      string        `yaml:"cluster-name" flag:"cluster-name" usage:"name of the cluster this node belongs to; the same on every node (empty: a single node)"`
+	Node             string        `yaml:"node" flag:"node" usage:"this node's name, unique in the cluster: 1-64 of [A-Za-z0-9_-] (empty: the host name)"`
+	ClusterListen    string        `yaml:"cluster-listen" flag:"cluster-listen" usage:"host:port of the embedded NATS server's route listener, for the other nodes"`
+	ClusterRoutes    string        `yaml:"cluster-routes" flag:"cluster-routes" usage:"comma-separated nats://host:port of every node's route listener (the same list on every node)"`
+	ClusterSecret    string        `yaml:"cluster-secret" flag:"cluster-secret" usage:"password the nodes' routes authenticate with; the same on every node"`
+	ClusterSync      string        `yaml:"cluster-sync" flag:"cluster-sync" usage:"when JetStream fsyncs: always (every write, the default: an acknowledged message survives a power loss of every node) or an interval such as 2m"`
+	Replicas         int           `yaml:"replicas" flag:"replicas" usage:"copies of every log (3 or 5); an acknowledgement waits for a majority of them"`
+	LeaseTTL         time.Duration `yaml:"lease-ttl" flag:"lease-ttl" usage:"how long a node's ownership of the data outlives its last renewal: a dead owner is replaced within about this"`
+	NATS             string        `yaml:"nats" flag:"nats" usage:"comma-separated URLs of an external NATS cluster to use instead of an embedded server (excludes cluster-routes and cluster-listen)"`
+	NATSCreds        string        `yaml:"nats-creds" flag:"nats-creds" usage:"credentials file for the nats connection"`
 }
 
 func defaultConfig() Config {
@@ -102,6 +115,11 @@ func defaultConfig() Config {
 
 		RESTRate:        200,
 		CallbackFailure: "deliver",
+
+		ClusterListen: "0.0.0.0:6222",
+		ClusterSync:   "always",
+		Replicas:      3,
+		LeaseTTL:      5 * time.Second,
 	}
 }
 
@@ -206,15 +224,7 @@ func setField(fv reflect.Value, s string) error {
 	return nil
 }
 
-func (c Config) adminList() []string {
-	var out []string
-	for _, a := range strings.Split(c.Admins, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			out = append(out, a)
-		}
-	}
-	return out
-}
+func (c Config) adminList() []string { return splitList(c.Admins) }
 
 // Validate is every check of the settings that needs nothing started: a
 // server refuses to start on the first error, and says which setting.
@@ -256,7 +266,56 @@ func (c Config) Validate() error {
 	if _, err := server.MediaURL(c.MediaURL, c.HTTP); err != nil {
 		return err
 	}
+	if c.ClusterName != "" || c.NATS != "" {
+		if c.NATS != "" && c.ClusterRoutes != "" {
+			return errors.New("nats (an external NATS cluster) excludes cluster-routes (an embedded one)")
+		}
+		if c.NATS == "" && c.ClusterRoutes == "" {
+			return errors.New("cluster-name needs cluster-routes (the nodes' route listeners) or nats (an external NATS cluster)")
+		}
+		if c.NATS == "" && c.ClusterSecret == "" {
+			return errors.New("cluster-secret is required: it is what keeps strangers off the routes")
+		}
+		if c.Replicas != 3 && c.Replicas != 5 {
+			return fmt.Errorf("replicas must be 3 or 5, not %d", c.Replicas)
+		}
+		if c.LeaseTTL < 2*time.Second {
+			return fmt.Errorf("lease-ttl must be at least 2s, not %v", c.LeaseTTL)
+		}
+	}
 	return nil
+}
+
+// clusterConfig is the cluster settings as the server takes them.
+func (c Config) clusterConfig() server.ClusterConfig {
+	if c.ClusterName == "" && c.NATS == "" {
+		return server.ClusterConfig{}
+	}
+	node := c.Node
+	if node == "" {
+		node, _ = os.Hostname()
+	}
+	cc := server.ClusterConfig{
+		Name: c.ClusterName, Node: node, Secret: c.ClusterSecret, Sync: c.ClusterSync,
+		Replicas: c.Replicas, LeaseTTL: c.LeaseTTL, NATSCreds: c.NATSCreds,
+	}
+	if c.NATS != "" {
+		cc.NATS = splitList(c.NATS)
+	} else {
+		cc.Listen, cc.Routes = c.ClusterListen, splitList(c.ClusterRoutes)
+	}
+	return cc
+}
+
+// splitList splits a comma-separated setting, dropping blanks.
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // logger is the process's log; a log-level that is not one of slog's
