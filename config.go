@@ -65,6 +65,7 @@ type Config struct {
 	CallbackFailure string `yaml:"callback-failure" flag:"callback-failure" usage:"when the before-send callback fails: deliver, or refuse (80003)"`
 
 	// Media storage (docs/media.md).
+	Media            bool          `yaml:"media" flag:"media" usage:"serve media uploads and downloads; false: none (media elements pass as sent, e.g. with URLs the app hosts) and no S3 is needed"`
 	S3Endpoint       string        `yaml:"s3-endpoint" flag:"s3-endpoint" usage:"S3/MinIO host:port for media (empty: an embedded S3 gateway on loopback, data in {data}/s3)"`
 	S3AccessKey      string        `yaml:"s3-access-key" flag:"s3-access-key" usage:"S3 access key"`
 	S3SecretKey      string        `yaml:"s3-secret-key" flag:"s3-secret-key" usage:"S3 secret key"`
@@ -112,6 +113,7 @@ func defaultConfig() Config {
 		MaxPending:      broker.DefaultMaxPending,
 		HTTPReadTimeout: 30 * time.Second,
 		Web:             true,
+		Media:           true,
 
 		RESTRate:        200,
 		CallbackFailure: "deliver",

@@ -297,7 +297,7 @@ func (c Config) serverConfig(log *slog.Logger) server.Config {
 		S3Endpoint: c.S3Endpoint, S3AccessKey: c.S3AccessKey, S3SecretKey: c.S3SecretKey, S3Bucket: c.S3Bucket,
 		S3Secure: c.S3Secure, S3PublicEndpoint: c.S3PublicEndpoint, MediaURL: c.MediaURL, MediaLimits: c.MediaLimits,
 		MediaCleanAfter: c.MediaCleanAfter, MediaLinkTTL: c.MediaLinkTTL, MediaLocalOnly: c.MediaLocalOnly,
-		Cluster: c.clusterConfig(), Log: log,
+		NoMedia: !c.Media, Cluster: c.clusterConfig(), Log: log,
 	}
 }
 

@@ -80,7 +80,7 @@ func checkCluster(cfg Config) error {
 		return errors.New("nats (an external NATS cluster) excludes cluster-routes and cluster-listen (an embedded one)")
 	}
 	if !cfg.NoMedia && cfg.S3Endpoint == "" {
-		return errors.New("cluster mode needs a shared S3 (--s3-endpoint): the embedded S3 gateway keeps media on one node's disk")
+		return errors.New("cluster mode needs a shared S3 (--s3-endpoint), or no media (--media=false): the embedded S3 gateway keeps media on one node's disk")
 	}
 	pv := reflect.ValueOf(cfg.Push)
 	for i := 0; i < pv.NumField(); i++ {
