@@ -80,16 +80,16 @@ type Config struct {
 
 	// Cluster mode (docs/cluster.md): several nodes as one service on NATS
 	// JetStream. Empty cluster-name and nats: a single node.
-	ClusterName      string        `yaml:"cluster-name" flag:"cluster-name" usage:"name of the cluster this node belongs to; the same on every node (empty: a single node)"`
-	Node             string        `yaml:"node" flag:"node" usage:"this node's name, unique in the cluster: 1-64 of [A-Za-z0-9_-] (empty: the host name)"`
-	ClusterListen    string        `yaml:"cluster-listen" flag:"cluster-listen" usage:"host:port of the embedded NATS server's route listener, for the other nodes"`
-	ClusterRoutes    string        `yaml:"cluster-routes" flag:"cluster-routes" usage:"comma-separated nats://host:port of every node's route listener (the same list on every node)"`
-	ClusterSecret    string        `yaml:"cluster-secret" flag:"cluster-secret" usage:"password the nodes' routes authenticate with; the same on every node"`
-	ClusterSync      string        `yaml:"cluster-sync" flag:"cluster-sync" usage:"when JetStream fsyncs: always (every write, the default: an acknowledged message survives a power loss of every node) or an interval such as 2m"`
-	Replicas         int           `yaml:"replicas" flag:"replicas" usage:"copies of every log (3 or 5); an acknowledgement waits for a majority of them"`
-	LeaseTTL         time.Duration `yaml:"lease-ttl" flag:"lease-ttl" usage:"how long a node's ownership of the data outlives its last renewal: a dead owner is replaced within about this"`
-	NATS             string        `yaml:"nats" flag:"nats" usage:"comma-separated URLs of an external NATS cluster to use instead of an embedded server (excludes cluster-routes and cluster-listen)"`
-	NATSCreds        string        `yaml:"nats-creds" flag:"nats-creds" usage:"credentials file for the nats connection"`
+	ClusterName   string        `yaml:"cluster-name" flag:"cluster-name" usage:"name of the cluster this node belongs to; the same on every node (empty: a single node)"`
+	Node          string        `yaml:"node" flag:"node" usage:"this node's name, unique in the cluster: 1-64 of [A-Za-z0-9_-] (empty: the host name)"`
+	ClusterListen string        `yaml:"cluster-listen" flag:"cluster-listen" usage:"host:port of the embedded NATS server's route listener, for the other nodes"`
+	ClusterRoutes string        `yaml:"cluster-routes" flag:"cluster-routes" usage:"comma-separated nats://host:port of every node's route listener (the same list on every node)"`
+	ClusterSecret string        `yaml:"cluster-secret" flag:"cluster-secret" usage:"password the nodes' routes authenticate with; the same on every node"`
+	ClusterSync   string        `yaml:"cluster-sync" flag:"cluster-sync" usage:"when JetStream fsyncs: always (every write, the default: an acknowledged message survives a power loss of every node) or an interval such as 2m"`
+	Replicas      int           `yaml:"replicas" flag:"replicas" usage:"copies of every log (3 or 5); an acknowledgement waits for a majority of them"`
+	LeaseTTL      time.Duration `yaml:"lease-ttl" flag:"lease-ttl" usage:"how long a node's ownership of the data outlives its last renewal: a dead owner is replaced within about this"`
+	NATS          string        `yaml:"nats" flag:"nats" usage:"comma-separated URLs of an external NATS cluster to use instead of an embedded server (excludes cluster-routes and cluster-listen)"`
+	NATSCreds     string        `yaml:"nats-creds" flag:"nats-creds" usage:"credentials file for the nats connection"`
 }
 
 func defaultConfig() Config {
