@@ -118,6 +118,18 @@ type Options struct {
 	// only while Own has made it the log's writer; until then Update fails
 	// with ErrNotOwner.
 	Replicated bool
+	// Cursors, when set, is where device cursors and high-water marks are
+	// shared with other nodes (cluster mode, internal/cluster): reads take
+	// the larger of it and the local copy, writes go to both.
+	Cursors SharedCursors
+}
+
+// SharedCursors keeps device cursors where every node of a cluster sees
+// them (docs/cluster.md §13.2). Values only ever move forward.
+type SharedCursors interface {
+	Cursor(user, device string) (seq uint64, seen bool, err error)
+	HighWater(user string) (uint64, error)
+	SetCursor(user, device string, seq uint64) error
 }
 
 // Store is Duet's durable state. It is safe for concurrent use.
@@ -570,14 +582,39 @@ func (s *Store) resolveRef(seq uint64, ref []byte) ([]byte, error) {
 // was ever seen.
 func (s *Store) Cursor(user, device string) (seq uint64, seen bool, err error) {
 	v, err := get(s.db, cursorKey(user, device))
-	if err != nil || v == nil {
+	if err != nil {
 		return 0, false, err
 	}
-	return binary.BigEndian.Uint64(v), true, nil
+	if v != nil {
+		seq, seen = binary.BigEndian.Uint64(v), true
+	}
+	if s.opts.Cursors != nil {
+		shared, sseen, err := s.opts.Cursors.Cursor(user, device)
+		if err != nil {
+			return 0, false, err
+		}
+		seq, seen = max(seq, shared), seen || sseen
+	}
+	return seq, seen, nil
 }
 
 // HighWater is the highest Seq any device of user has acknowledged.
 func (s *Store) HighWater(user string) (uint64, error) {
+	hw, err := s.localHighWater(user)
+	if err != nil {
+		return 0, err
+	}
+	if s.opts.Cursors != nil {
+		shared, err := s.opts.Cursors.HighWater(user)
+		if err != nil {
+			return 0, err
+		}
+		hw = max(hw, shared)
+	}
+	return hw, nil
+}
+
+func (s *Store) localHighWater(user string) (uint64, error) {
 	v, err := get(s.db, highWaterKey(user))
 	if err != nil || v == nil {
 		return 0, err
@@ -587,13 +624,25 @@ func (s *Store) HighWater(user string) (uint64, error) {
 
 // SetCursor records that device acknowledged everything up to seq. It is
 // written without fsync: a cursor lost in a crash only re-delivers events.
+// With shared cursors it is written there too, outside cursorMu (a network
+// round trip must not queue every other device's flush behind it).
 func (s *Store) SetCursor(user, device string, seq uint64) error {
+	if err := s.setLocalCursor(user, device, seq); err != nil {
+		return err
+	}
+	if s.opts.Cursors != nil {
+		return s.opts.Cursors.SetCursor(user, device, seq)
+	}
+	return nil
+}
+
+func (s *Store) setLocalCursor(user, device string, seq uint64) error {
 	s.cursorMu.Lock()
 	defer s.cursorMu.Unlock()
 	b := s.db.NewBatch()
 	defer b.Close()
 	b.Set(cursorKey(user, device), u64(seq), nil)
-	hw, err := s.HighWater(user)
+	hw, err := s.localHighWater(user)
 	if err != nil {
 		return err
 	}
