@@ -250,14 +250,10 @@ func (c *Cluster) takeOver(p int) {
 	defer cancel()
 	lease, err := Acquire(ctx, c.leases, p, c.node.name, c.o.LeaseTTL)
 	if err != nil {
-		if errors.Is(err, ErrLeaseHeld) {
-			// The watcher has not caught up; it will say when it is free.
-			c.mu.Lock()
-			if h := c.holders[p]; h.node == "" || time.Since(h.seen) >= c.o.LeaseTTL {
-				c.holders[p] = holder{node: "?", seen: time.Now()}
-			}
-			c.mu.Unlock()
-		} else {
+		// ErrLeaseHeld: the key is held after all (the watcher is behind), or
+		// the KV's direct read came from a replica that has not yet applied
+		// a release. Either way the next tick tries again.
+		if !errors.Is(err, ErrLeaseHeld) {
 			c.report(p, err)
 		}
 		return
