@@ -500,3 +500,44 @@ func TestLeaderLossDuringAppends(t *testing.T) {
 	}
 	checkViews(t, views, want)
 }
+
+// TestBalance: the first node up takes every partition; when two more join,
+// it sheds its surplus one partition at a time until every node owns at most
+// ceil(P/3), and every partition has exactly one owner.
+func TestBalance(t *testing.T) {
+	nodes := startNodes(t, 3)
+	cfg := testConfig(4)
+	cfg.RebalanceDelay = time.Second
+	first := joinAll(t, nodes[:1], cfg)
+	wait.For(t, 15*time.Second, 20*time.Millisecond, func() error {
+		if got := first[0].c.Owned(); len(got) != 4 {
+			return fmt.Errorf("first node owns %v", got)
+		}
+		return nil
+	})
+	ms := append(first, joinAll(t, nodes[1:], cfg)...)
+	start := time.Now()
+	wait.For(t, 30*time.Second, 50*time.Millisecond, func() error {
+		owners := map[int][]string{}
+		for _, m := range ms {
+			if n := len(m.c.Owned()); n > 2 {
+				return fmt.Errorf("%s owns %v", m.node.name, m.c.Owned())
+			}
+			for _, p := range m.c.Owned() {
+				owners[p] = append(owners[p], m.node.name)
+			}
+		}
+		for p := range 4 {
+			if len(owners[p]) != 1 {
+				return fmt.Errorf("p%02d owned by %v", p, owners[p])
+			}
+		}
+		return nil
+	})
+	t.Logf("balanced in %v (rebalance delay %v)", time.Since(start), cfg.RebalanceDelay)
+	for _, m := range ms {
+		if m.c.Target() != 2 {
+			t.Errorf("%s target %d, want 2", m.node.name, m.c.Target())
+		}
+	}
+}
