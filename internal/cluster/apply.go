@@ -30,6 +30,7 @@ type Applier struct {
 
 	log       atomic.Pointer[Log] // the owner's log while this node owns p
 	seen      atomic.Uint64       // the log's last sequence as the consumer last saw it
+	pos       atomic.Uint64       // the last sequence the consumer handled (applied or skipped)
 	fencedCnt atomic.Uint64
 
 	cancel context.CancelFunc
@@ -90,6 +91,10 @@ func (a *Applier) Lag() uint64 {
 	return seen - applied
 }
 
+// Position is the last log sequence the consumer has handled: applied, or
+// skipped as this node's writer's own.
+func (a *Applier) Position() uint64 { return a.pos.Load() }
+
 // Fences counts the times this node's log of p was found fenced by the
 // consumer (another writer's entry after the writer's last).
 func (a *Applier) Fences() uint64 { return a.fencedCnt.Load() }
@@ -137,6 +142,7 @@ func (a *Applier) run(ctx context.Context, it jetstream.MessagesContext) {
 		seq := md.Sequence.Stream
 		a.seen.Store(seq + md.NumPending)
 		a.handle(ctx, seq, m.Data())
+		a.pos.Store(seq)
 	}
 }
 

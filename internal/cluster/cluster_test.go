@@ -171,6 +171,18 @@ func TestPartitionNames(t *testing.T) {
 
 func TestThreeNodes(t *testing.T) {
 	nodes := startNodes(t, 3)
+	leaders := 0
+	for _, nd := range nodes {
+		if !nd.srv.JetStreamIsClustered() {
+			t.Errorf("%s: JetStream not clustered", nd.name)
+		}
+		if nd.srv.JetStreamIsLeader() {
+			leaders++
+		}
+	}
+	if leaders != 1 {
+		t.Errorf("%d meta leaders, want 1", leaders)
+	}
 	setupAll(t, nodes, testConfig(1))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

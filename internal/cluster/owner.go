@@ -50,6 +50,10 @@ type Cluster struct {
 	holders map[int]holder // lease holder per partition as last watched; absent or Node "" is free
 	live    map[string]bool
 	changes uint64 // lease changes seen (metric)
+
+	nodesSeen  chan struct{} // closed once the nodes watcher has read the current heartbeats
+	aboveSince time.Time     // since when this node owns more than its target (zero: not above)
+	releasing  int           // the surplus partition last released, until another node holds it; -1 none
 }
 
 // holder is a lease as the watcher last saw it, and when: a holder renews
@@ -94,6 +98,7 @@ func Join(ctx context.Context, n *Node, o JoinOptions) (*Cluster, error) {
 		node: n, o: o, leases: leases, nodes: nodes, ctx: cctx, cancel: cancel,
 		wake: make(chan struct{}, 1), lostCh: make(chan int, MaxPartitions),
 		owned: map[int]*owned{}, holders: map[int]holder{}, live: map[string]bool{n.name: true},
+		nodesSeen: make(chan struct{}), releasing: -1,
 	}
 	for p := 0; p < o.Partitions; p++ {
 		a, err := StartApplier(ctx, n.js, n.name, p, o.View(p), o.OnError)
@@ -148,6 +153,7 @@ func (c *Cluster) watchLeases(ch <-chan LeaseHolder) {
 func (c *Cluster) watchNodes(w jetstream.KeyWatcher) {
 	defer c.wg.Done()
 	defer func() { _ = w.Stop() }()
+	seen := false
 	for {
 		select {
 		case <-c.ctx.Done():
@@ -157,6 +163,10 @@ func (c *Cluster) watchNodes(w jetstream.KeyWatcher) {
 				return
 			}
 			if e == nil {
+				if !seen {
+					seen = true
+					close(c.nodesSeen)
+				}
 				continue
 			}
 			c.mu.Lock()
@@ -184,6 +194,14 @@ func (c *Cluster) loop() {
 	tick := time.NewTicker(c.o.LeaseTTL / 5)
 	defer tick.Stop()
 	c.putHeartbeat(hb)
+	// Count the live nodes before taking anything, so that the first node up
+	// does not take every partition only to release most of them later.
+	select {
+	case <-c.nodesSeen:
+	case <-time.After(c.o.NodeTTL / 3):
+	case <-c.ctx.Done():
+		return
+	}
 	c.balance()
 	for {
 		select {
@@ -225,10 +243,11 @@ func (c *Cluster) Target() int {
 }
 
 // balance takes free partitions, lowest first, until this node owns its
-// target. Releasing a surplus (§8.3, after 30 s above target) and preferring
-// partitions whose stream leader is local are not built yet.
+// target, and sheds a surplus (§8.3). Preferring partitions whose stream
+// leader is local is not built yet.
 func (c *Cluster) balance() {
 	target := c.Target()
+	c.shed(target)
 	for p := 0; p < c.o.Partitions; p++ {
 		c.mu.Lock()
 		n, h := len(c.owned), c.holders[p]
@@ -244,20 +263,50 @@ func (c *Cluster) balance() {
 	}
 }
 
+// shed releases one surplus partition, the highest, once this node has been
+// above its target for RebalanceDelay and the partition it released last is
+// held by another node (§8.3).
+func (c *Cluster) shed(target int) {
+	c.mu.Lock()
+	if len(c.owned) <= target {
+		c.aboveSince = time.Time{}
+		c.mu.Unlock()
+		return
+	}
+	if c.aboveSince.IsZero() {
+		c.aboveSince = time.Now()
+	}
+	if time.Since(c.aboveSince) < c.o.RebalanceDelay {
+		c.mu.Unlock()
+		return
+	}
+	if c.releasing >= 0 {
+		if h := c.holders[c.releasing]; h.node == "" || h.node == c.node.name {
+			c.mu.Unlock()
+			return
+		}
+	}
+	p := -1
+	for q := range c.owned {
+		p = max(p, q)
+	}
+	o := c.owned[p]
+	delete(c.owned, p)
+	c.releasing = p
+	c.mu.Unlock()
+	c.release(p, o, ErrLeaseReleased)
+}
+
 // takeOver acquires p's lease and fences its log.
 func (c *Cluster) takeOver(p int) {
 	ctx, cancel := context.WithTimeout(c.ctx, c.o.LeaseTTL)
 	defer cancel()
 	lease, err := Acquire(ctx, c.leases, p, c.node.name, c.o.LeaseTTL)
 	if err != nil {
-		if errors.Is(err, ErrLeaseHeld) {
-			// The watcher has not caught up; it will say when it is free.
-			c.mu.Lock()
-			if h := c.holders[p]; h.node == "" || time.Since(h.seen) >= c.o.LeaseTTL {
-				c.holders[p] = holder{node: "?", seen: time.Now()}
-			}
-			c.mu.Unlock()
-		} else {
+		// ErrLeaseHeld: the key is held after all (the watcher is behind), or
+		// the KV's direct read came from a replica that has not yet applied
+		// a release. Either way the next tick tries again.
+		if !errors.Is(err, ErrLeaseHeld) {
 			c.report(p, err)
 		}
 		return

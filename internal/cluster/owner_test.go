@@ -291,12 +291,23 @@ func TestApplyOrderAndSkip(t *testing.T) {
 	l := owner.c.Log(0)
 	const n = 200
 	lat := make([]time.Duration, 0, n)
+	ap := owner.c.Applier(0)
 	for i := range n {
+		e := fmt.Sprintf("e%03d", i)
 		start := time.Now()
-		if _, err := write(t, l, owner.views[0], fmt.Sprintf("e%03d", i)); err != nil {
+		seq, err := l.Append([]byte(e))
+		if err != nil {
 			t.Fatal(err)
 		}
 		lat = append(lat, time.Since(start))
+		if i%2 == 1 {
+			// A writer slower than its consumer: the consumer meets the
+			// entry before the writer has applied it, and must skip it.
+			wait.Until(t, 5*time.Second, "consumer reaching "+e, func() bool { return ap.Position() >= seq })
+		}
+		if err := owner.views[0].Apply(seq, []byte(e)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	t.Logf("append latency, one publisher, R3, sync always, -race: p50 %v p99 %v max %v (n=%d)", lat[n/2], lat[n*99/100], lat[n-1], n)
@@ -488,4 +499,45 @@ func TestLeaderLossDuringAppends(t *testing.T) {
 		views = append(views, m.views[0])
 	}
 	checkViews(t, views, want)
+}
+
+// TestBalance: the first node up takes every partition; when two more join,
+// it sheds its surplus one partition at a time until every node owns at most
+// ceil(P/3), and every partition has exactly one owner.
+func TestBalance(t *testing.T) {
+	nodes := startNodes(t, 3)
+	cfg := testConfig(4)
+	cfg.RebalanceDelay = time.Second
+	first := joinAll(t, nodes[:1], cfg)
+	wait.For(t, 15*time.Second, 20*time.Millisecond, func() error {
+		if got := first[0].c.Owned(); len(got) != 4 {
+			return fmt.Errorf("first node owns %v", got)
+		}
+		return nil
+	})
+	ms := append(first, joinAll(t, nodes[1:], cfg)...)
+	start := time.Now()
+	wait.For(t, 30*time.Second, 50*time.Millisecond, func() error {
+		owners := map[int][]string{}
+		for _, m := range ms {
+			if n := len(m.c.Owned()); n > 2 {
+				return fmt.Errorf("%s owns %v", m.node.name, m.c.Owned())
+			}
+			for _, p := range m.c.Owned() {
+				owners[p] = append(owners[p], m.node.name)
+			}
+		}
+		for p := range 4 {
+			if len(owners[p]) != 1 {
+				return fmt.Errorf("p%02d owned by %v", p, owners[p])
+			}
+		}
+		return nil
+	})
+	t.Logf("balanced in %v (rebalance delay %v)", time.Since(start), cfg.RebalanceDelay)
+	for _, m := range ms {
+		if m.c.Target() != 2 {
+			t.Errorf("%s target %d, want 2", m.node.name, m.c.Target())
+		}
+	}
 }

@@ -28,6 +28,10 @@ type Config struct {
 	Replicas   int           // replicas of every stream and bucket (1 only for tests of one server)
 	LeaseTTL   time.Duration // TTL of duet-leases (§8.1)
 	NodeTTL    time.Duration // TTL of a duet-nodes heartbeat (§6; default 15 s)
+	// RebalanceDelay is how long a node stays above its target before it
+	// releases its surplus, one partition at a time (§8.3; default 30 s).
+	// Not stored in the cluster: each node's own pace.
+	RebalanceDelay time.Duration
 }
 
 func (c *Config) defaults() error {
@@ -49,6 +53,9 @@ func (c *Config) defaults() error {
 	}
 	if c.NodeTTL == 0 {
 		c.NodeTTL = 15 * time.Second
+	}
+	if c.RebalanceDelay == 0 {
+		c.RebalanceDelay = 30 * time.Second
 	}
 	return nil
 }
