@@ -164,6 +164,48 @@ func settle(t *testing.T, nodes []*testServer) {
 	})
 }
 
+// A device that moves to another node resumes at its own cursor there —
+// not at what that node knows of the user's other devices: cursors are
+// the cluster's, not a node's (docs/cluster.md §13.2).
+func TestClusterDeviceMovesNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	nodes := startCluster(t, 3)
+	o := owner(t, nodes)
+	a, b := nodes[(o+1)%3], nodes[(o+2)%3]
+	nodes[o].users("alice", "bob")
+	settle(t, nodes)
+	alice := nodes[o].connect("alice", connectOpts{})
+	alice.syncComplete()
+	phone := a.connect("bob", connectOpts{clientID: "bob:phone"})
+	pad := b.connect("bob", connectOpts{clientID: "bob:pad"})
+	phone.syncComplete()
+	pad.syncComplete()
+	for i := 1; i <= 3; i++ {
+		alice.send("bob", i)
+		phone.nextMsg()
+		pad.nextMsg()
+	}
+	phone.close() // its cursor, 3, is flushed as it leaves
+	for i := 4; i <= 6; i++ {
+		alice.send("bob", i)
+		pad.nextMsg()
+	}
+	pad.close() // node b now knows bob's devices have had everything up to 6
+
+	phone = b.connect("bob", connectOpts{clientID: "bob:phone"})
+	for want := int64(4); want <= 6; want++ {
+		e := phone.next()
+		if e.str("Event") == "sync_complete" || e.num("Seq") != want {
+			t.Fatalf("the phone, moved to another node, got %v; want the event with Seq %d it never had", e, want)
+		}
+	}
+	if last := phone.syncComplete(); last != 6 {
+		t.Fatalf("sync_complete LastSeq %d; want 6", last)
+	}
+}
+
 // sendRetrying is a sendmsg that may be told to retry during a takeover
 // (20005), as a client would be; the same MsgRandom makes a retry safe.
 func sendRetrying(t *testing.T, d *device, to string, random int) {

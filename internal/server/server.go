@@ -183,11 +183,16 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 
-	// 1. The store, with the forwarder its commits go through.
-	s.store, err = store.Open(filepath.Join(cfg.Data, "store"), store.Options{
+	// 1. The store, with the forwarder its commits go through (and in a
+	// cluster, the device cursors every node shares).
+	sopts := store.Options{
 		Logger: log, Clock: cfg.Clock, SweepEvery: cfg.StoreSweepEvery, OnCommit: s.sinks.committed,
 		Replicated: cfg.Cluster.On(),
-	})
+	}
+	if s.cluster != nil {
+		sopts.Cursors = cluster.NewCursors(s.cluster.node, cfg.Cluster.Replicas)
+	}
+	s.store, err = store.Open(filepath.Join(cfg.Data, "store"), sopts)
 	if err != nil {
 		return fail(err)
 	}
