@@ -31,6 +31,9 @@ type Config struct {
 	// Exec runs the requests' commands; nil: the Service New is given (a
 	// cluster node's router otherwise, internal/cluster).
 	Exec command.Executor
+	// Accounts is what login asks about users (and where AutoAccounts
+	// creates them); nil: the store New is given.
+	Accounts hooks.Accounts
 
 	SDKAppID     uint64
 	Key          string // UserSig secret
@@ -129,8 +132,12 @@ func New(cfg Config, svc *command.Service, st *store.Store) (*Broker, error) {
 	// (svc.Connect in internal/server): the cycle is tied in one place.
 	b.Devices = newDevices(st, cfg.Log, cfg.Window)
 
+	accounts := cfg.Accounts
+	if accounts == nil {
+		accounts = st
+	}
 	if err := server.AddHook(hooks.NewAuth(server, hooks.AuthConfig{
-		SDKAppID: cfg.SDKAppID, Key: cfg.Key, Accounts: st, AutoAccounts: cfg.AutoAccounts,
+		SDKAppID: cfg.SDKAppID, Key: cfg.Key, Accounts: accounts, AutoAccounts: cfg.AutoAccounts,
 		Clock: cfg.Clock, KickedAt: cfg.KickedAt, Log: cfg.Log,
 	}), nil); err != nil {
 		return nil, err

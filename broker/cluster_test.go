@@ -18,7 +18,7 @@ import (
 // startCluster starts n Duet nodes in this process as one cluster
 // (docs/cluster.md): n embedded nats-servers on loopback routes, n data
 // directories, each node with its own MQTT listener.
-func startCluster(t *testing.T, n int) []*testServer {
+func startCluster(t *testing.T, n int, adjust ...func(*srvpkg.Config)) []*testServer {
 	t.Helper()
 	routes := make([]string, n)
 	for i := range routes {
@@ -45,6 +45,9 @@ func startCluster(t *testing.T, n int) []*testServer {
 				Name: "test", Node: fmt.Sprint("n", i), Listen: routes[i], Routes: urls,
 				Secret: "route-secret", Sync: "always", Replicas: 3, LeaseTTL: 2 * time.Second,
 			},
+		}
+		for _, f := range adjust {
+			f(&cfg)
 		}
 		srv, err := srvpkg.New(cfg)
 		if err != nil {
@@ -203,6 +206,30 @@ func TestClusterDeviceMovesNode(t *testing.T) {
 	}
 	if last := phone.syncComplete(); last != 6 {
 		t.Fatalf("sync_complete LastSeq %d; want 6", last)
+	}
+}
+
+// With --auto-accounts, a user unknown to the cluster who logs in on a
+// node that does not own the data is created (by the owner) and served.
+func TestClusterAutoAccounts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	nodes := startCluster(t, 3, func(c *srvpkg.Config) { c.AutoAccounts = true })
+	o := owner(t, nodes)
+	carol := nodes[(o+1)%3].connect("carol", connectOpts{})
+	carol.syncComplete()
+	dave := nodes[(o+2)%3].connect("dave", connectOpts{v5: true})
+	dave.syncComplete()
+	carol.send("dave", 1)
+	if e := dave.nextMsg(); e.str("From_Account") != "carol" {
+		t.Fatalf("dave got %v", e)
+	}
+	settle(t, nodes)
+	for i, n := range nodes {
+		if ok, _ := n.store.AccountExists("carol"); !ok {
+			t.Fatalf("node %d does not know the account login created", i)
+		}
 	}
 }
 

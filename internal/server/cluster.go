@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"reflect"
 	"time"
 
+	"github.com/duet-im/duet/command"
 	"github.com/duet-im/duet/internal/cluster"
 	"github.com/duet-im/duet/store"
 )
@@ -161,6 +163,31 @@ func (s *Server) joinCluster() error {
 		return fmt.Errorf("cluster: the view applied %d of the log's %d entries in %v", s.store.Applied(), last, joinTimeout)
 	}
 	return nil
+}
+
+// clusterAccounts is what login asks about users on a cluster node: the
+// local view answers whether an account exists; an account that
+// --auto-accounts creates is created by the owner, through the command
+// layer like any write, and is in this node's view when the answer comes
+// (the router's read-your-writes).
+type clusterAccounts struct {
+	st   *store.Store
+	exec command.Executor
+}
+
+func (c clusterAccounts) AccountExists(user string) (bool, error) { return c.st.AccountExists(user) }
+
+func (c clusterAccounts) ImportAccount(a store.Account) (bool, error) {
+	body, err := json.Marshal(map[string]string{"UserID": a.UserID, "Nick": a.Nick, "FaceUrl": a.FaceURL})
+	if err != nil {
+		return false, err
+	}
+	admin := &command.Caller{UserID: "administrator", Admin: true, Transport: command.REST}
+	r := c.exec.Exec(context.Background(), admin, "im_open_login_svc/account_import", body)
+	if r.Err != nil {
+		return false, r.Err
+	}
+	return true, nil
 }
 
 // close leaves the cluster: broadcasts stop, the leases are released.

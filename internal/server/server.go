@@ -250,6 +250,9 @@ func New(cfg Config) (*Server, error) {
 		exec = s.cluster.router
 	}
 	s.bcfg.Exec = exec
+	if s.cluster != nil {
+		s.bcfg.Accounts = clusterAccounts{st: s.store, exec: exec}
+	}
 	if cfg.Broker != nil {
 		cfg.Broker(&s.bcfg)
 	}
