@@ -281,7 +281,17 @@ func (h *sessionHook) applySubscriptions(dev *Device, cl *mqtt.Client) {
 	switch {
 	case in && !was:
 		if err := dev.subscribe(); err != nil {
-			h.b.cfg.Log.Error("replay failed to start", "client", cl.ID, "error", err)
+			// A device left without its timeline would wait for ever:
+			// close it, and its client's reconnect tries again.
+			h.b.cfg.Log.Error("replay failed to start; closing the connection", "client", cl.ID, "error", err)
+			if cl.Properties.ProtocolVersion == 5 {
+				_ = hooks.Write(cl, packets.Packet{
+					FixedHeader: packets.FixedHeader{Type: packets.Disconnect},
+					ReasonCode:  packets.ErrServerBusy.Code,
+					Properties:  packets.Properties{ReasonString: "the timeline could not be read; reconnect"},
+				})
+			}
+			cl.Stop(packets.ErrServerBusy)
 		}
 	case !in && was:
 		dev.unsubscribe()

@@ -284,3 +284,47 @@ func sameTimelines(t *testing.T, nodes []*testServer, users ...string) {
 		return nil
 	})
 }
+
+// Concurrent senders on every node, receivers on other nodes: every
+// acknowledged message reaches its receiver, in order, and every view ends
+// at the log's end.
+func TestClusterLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	nodes := startCluster(t, 3)
+	o := owner(t, nodes)
+	const pairs, each = 12, 40
+	var ids []string
+	for i := 0; i < pairs; i++ {
+		ids = append(ids, fmt.Sprint("s", i), fmt.Sprint("r", i))
+	}
+	nodes[o].users(ids...)
+	settle(t, nodes)
+	recv := make([]*device, pairs)
+	send := make([]*device, pairs)
+	for i := range pairs {
+		recv[i] = nodes[i%3].connect(fmt.Sprint("r", i), connectOpts{})
+		recv[i].syncComplete()
+		send[i] = nodes[(i+1)%3].connect(fmt.Sprint("s", i), connectOpts{topics: []string{fmt.Sprintf("im/s%d/rsp", i)}})
+	}
+	var wg sync.WaitGroup
+	for i := range pairs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 1; j <= each; j++ {
+				send[i].send(fmt.Sprint("r", i), j)
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range pairs {
+		for j := 1; j <= each; j++ {
+			if e := recv[i].nextMsg(); e.num("Seq") != int64(j) {
+				t.Fatalf("r%d got %v; want Seq %d", i, e, j)
+			}
+		}
+	}
+	settle(t, nodes)
+}

@@ -53,7 +53,14 @@ type Config struct {
 	AllowRemote  bool          // permit a non-loopback broker address
 	// BrokerPID, when set, is the broker's process (on this machine): its
 	// CPU over the send window is reported per delivered message.
-	BrokerPID int
+	// BrokerPIDs adds more processes to the same figure (a cluster's
+	// nodes on this machine).
+	BrokerPID  int
+	BrokerPIDs []int
+	// Placement, with several addresses in Addr (a cluster's nodes): cross
+	// (the default) connects a pair's sender and receiver to different
+	// nodes, same to the same node. Pairs spread over the nodes in turn.
+	Placement string
 
 	Log      io.Writer // phase and progress messages; nil discards them
 	Progress bool      // a progress line per second while sending
@@ -81,12 +88,20 @@ func (c *Config) normalize() error {
 	if c.Addr == "" {
 		c.Addr = "tcp://127.0.0.1:1883"
 	}
-	if c.BrokerPID < 0 {
-		return fmt.Errorf("broker-pid %d: want a process id", c.BrokerPID)
+	if c.Placement == "" {
+		c.Placement = "cross"
 	}
-	if c.BrokerPID > 0 {
-		if _, err := procCPU(c.BrokerPID); err != nil {
-			return fmt.Errorf("broker-pid %d: %w", c.BrokerPID, err)
+	if c.Placement != "cross" && c.Placement != "same" {
+		return fmt.Errorf("placement %q: want cross or same", c.Placement)
+	}
+	for _, pid := range append([]int{c.BrokerPID}, c.BrokerPIDs...) {
+		if pid < 0 {
+			return fmt.Errorf("broker-pid %d: want a process id", pid)
+		}
+		if pid > 0 {
+			if _, err := procCPU(pid); err != nil {
+				return fmt.Errorf("broker-pid %d: %w", pid, err)
+			}
 		}
 	}
 	if c.Pairs < 1 || c.Pairs > maxPairs {
@@ -319,8 +334,9 @@ func (l *errorLog) list() []string {
 type run struct {
 	cfg        Config
 	mode       mode
-	hostport   string
-	startNanos int64 // messages stamped earlier are not this run's
+	hostport   string   // every address, for the summary
+	hostports  []string // the addresses dialled
+	startNanos int64    // messages stamped earlier are not this run's
 	pairs      []*pair
 	errs       errorLog
 	connLost   atomic.Int64
@@ -340,11 +356,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
 	}
-	hostport, err := brokerHostPort(cfg.Addr, cfg.AllowRemote)
-	if err != nil {
-		return nil, err
+	var hostports []string
+	for _, a := range strings.Split(cfg.Addr, ",") {
+		hp, err := brokerHostPort(strings.TrimSpace(a), cfg.AllowRemote)
+		if err != nil {
+			return nil, err
+		}
+		hostports = append(hostports, hp)
 	}
-	r := &run{cfg: cfg, hostport: hostport, startNanos: time.Now().UnixNano()}
+	hostport := strings.Join(hostports, ",")
+	r := &run{cfg: cfg, hostport: hostport, hostports: hostports, startNanos: time.Now().UnixNano()}
 	switch cfg.Mode {
 	case "raw":
 		r.mode = &rawMode{prefix: cfg.Prefix, pad: cfg.Payload}
@@ -378,7 +399,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	r.logf("%d connections up in %.2fs; sending for %v", 2*cfg.Pairs, connSecs, cfg.Duration)
 
 	sendStart := time.Now()
-	cpu := startCPU(cfg.BrokerPID)
+	cpu := startCPU(append([]int{cfg.BrokerPID}, cfg.BrokerPIDs...)...)
 	r.sendAll(ctx, sendStart.Add(cfg.Duration))
 	sendSecs := time.Since(sendStart).Seconds()
 	var window Result // the CPU of the send window, before the drain
@@ -449,13 +470,25 @@ func (r *run) forEach(ctx context.Context, fn func(context.Context, *pair) error
 	return ctx.Err()
 }
 
-func (r *run) dialOpts(user string, topics []string, onMessage func(string, []byte)) (dialOptions, error) {
+// node is the address pair i's receiver (sender false) or sender dials:
+// pairs take the nodes in turn, and with cross placement a pair's two
+// ends are on neighbouring nodes.
+func (r *run) node(i int, sender bool) string {
+	n := len(r.hostports)
+	k := i % n
+	if sender && r.cfg.Placement == "cross" {
+		k = (k + 1) % n
+	}
+	return r.hostports[k]
+}
+
+func (r *run) dialOpts(hostport, user string, topics []string, onMessage func(string, []byte)) (dialOptions, error) {
 	cid, username, password, err := r.mode.login(user)
 	if err != nil {
 		return dialOptions{}, err
 	}
 	return dialOptions{
-		hostport:   r.hostport,
+		hostport:   hostport,
 		v5:         r.cfg.V5,
 		wire:       r.cfg.Client == "wire",
 		clientID:   cid,
@@ -478,7 +511,7 @@ func (r *run) dialOpts(user string, topics []string, onMessage func(string, []by
 
 func (r *run) dialReceiver(ctx context.Context, p *pair) error {
 	user := r.mode.receiverID(p.idx)
-	o, err := r.dialOpts(user, r.mode.receiverTopics(p.idx), func(topic string, payload []byte) {
+	o, err := r.dialOpts(r.node(p.idx, false), user, r.mode.receiverTopics(p.idx), func(topic string, payload []byte) {
 		r.onReceiver(p, topic, payload)
 	})
 	if err != nil {
@@ -497,7 +530,7 @@ func (r *run) dialReceiver(ctx context.Context, p *pair) error {
 
 func (r *run) dialSender(ctx context.Context, p *pair) error {
 	user := r.mode.senderID(p.idx)
-	o, err := r.dialOpts(user, r.mode.senderTopics(p.idx), func(topic string, payload []byte) {
+	o, err := r.dialOpts(r.node(p.idx, true), user, r.mode.senderTopics(p.idx), func(topic string, payload []byte) {
 		r.onSender(p, topic, payload)
 	})
 	if err != nil {

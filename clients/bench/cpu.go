@@ -54,15 +54,35 @@ func selfCPU() time.Duration {
 
 // cpuMeter reads the broker's (when its pid is known) and the tool's CPU.
 type cpuMeter struct {
-	brokerPID   int
+	pids        []int
 	broker, own time.Duration
 	brokerErr   error
 }
 
-func startCPU(brokerPID int) *cpuMeter {
-	m := &cpuMeter{brokerPID: brokerPID, own: selfCPU()}
-	if brokerPID > 0 {
-		m.broker, m.brokerErr = procCPU(brokerPID)
+// brokerCPU is the CPU the broker processes pids (0s ignored) have used.
+func brokerCPU(pids []int) (time.Duration, error) {
+	var sum time.Duration
+	for _, pid := range pids {
+		if pid > 0 {
+			d, err := procCPU(pid)
+			if err != nil {
+				return 0, err
+			}
+			sum += d
+		}
+	}
+	return sum, nil
+}
+
+func startCPU(pids ...int) *cpuMeter {
+	m := &cpuMeter{own: selfCPU()}
+	for _, pid := range pids {
+		if pid > 0 {
+			m.pids = append(m.pids, pid)
+		}
+	}
+	if len(m.pids) > 0 {
+		m.broker, m.brokerErr = brokerCPU(m.pids)
 	}
 	return m
 }
@@ -77,8 +97,8 @@ func (m *cpuMeter) stop(res *Result) {
 	}
 	own := selfCPU() - m.own
 	res.ToolCPUSecs, res.ToolCPUPerMsg = own.Seconds(), per(own)
-	if m.brokerPID > 0 && m.brokerErr == nil {
-		if now, err := procCPU(m.brokerPID); err == nil {
+	if len(m.pids) > 0 && m.brokerErr == nil {
+		if now, err := brokerCPU(m.pids); err == nil {
 			d := now - m.broker
 			res.BrokerCPUSecs, res.BrokerCPUPerMsg = d.Seconds(), per(d)
 		}

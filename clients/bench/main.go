@@ -28,6 +28,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -119,7 +120,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, bool, error) {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&cfg.Mode, "mode", "duet", "duet or raw")
-	fs.StringVar(&cfg.Addr, "addr", "tcp://127.0.0.1:1883", "broker address")
+	fs.StringVar(&cfg.Addr, "addr", "tcp://127.0.0.1:1883", "broker address, or a comma-separated list of a cluster's nodes (pairs spread over them; see -placement)")
 	fs.IntVar(&cfg.Pairs, "pairs", 100, "sender/receiver pairs (2 connections each)")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "sending window; also bounds -messages runs")
 	fs.IntVar(&cfg.Messages, "messages", 0, "messages per sender (0 = as many as fit in -duration)")
@@ -134,7 +135,8 @@ func parseFlags(args []string, stderr io.Writer) (Config, bool, error) {
 	fs.Uint64Var(&cfg.SDKAppID, "sdkappid", defaultSDKAppID, "duet: SDKAppID")
 	fs.StringVar(&cfg.Device, "device", "bench", "duet: device id in the client id {user}:{device}")
 	fs.DurationVar(&cfg.SigExpire, "sig-expire", 24*time.Hour, "duet: UserSig validity")
-	fs.IntVar(&cfg.BrokerPID, "broker-pid", 0, "the broker's process id on this machine: report its CPU per message over the send window (Linux)")
+	pids := fs.String("broker-pid", "", "the broker's process id on this machine, or a comma-separated list (a cluster's nodes): report their CPU per message over the send window (Linux)")
+	fs.StringVar(&cfg.Placement, "placement", "cross", "with several comma-separated -addr (a cluster's nodes): cross puts a pair's sender and receiver on different nodes, same on one")
 	fs.BoolVar(&cfg.SendersReplyOnly, "senders-reply-only", false, "duet: senders subscribe to im/{me}/rsp only (a back-end bot), not to their timeline (a phone)")
 	fs.IntVar(&cfg.ConnParallel, "conn-parallel", 100, "connections dialled concurrently")
 	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "connect/subscribe/PUBACK timeout")
@@ -148,6 +150,20 @@ func parseFlags(args []string, stderr io.Writer) (Config, bool, error) {
 	}
 	if fs.NArg() > 0 {
 		return cfg, false, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	for i, f := range strings.Split(*pids, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			return cfg, false, fmt.Errorf("broker-pid %q: want a process id", f)
+		}
+		if i == 0 {
+			cfg.BrokerPID = pid
+		} else {
+			cfg.BrokerPIDs = append(cfg.BrokerPIDs, pid)
+		}
 	}
 	if cfg.Secret == "" {
 		cfg.Secret = os.Getenv("DUET_SECRET")

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -76,13 +77,28 @@ func cursorKey(user, device string) string {
 
 func highWaterKey(user string) string { return "w." + keyEnc.EncodeToString([]byte(user)) }
 
-// get reads key: its value, whether it exists, and its revision.
+// Ready opens the bucket and reads from it once: the node's devices are
+// let in only when cursors can be read (a bucket's stream has no leader
+// for a moment after it is created).
+func (c *Cursors) Ready(ctx context.Context) error {
+	return retry(ctx, "KV "+BucketCursors, func(ctx context.Context) error {
+		_, _, _, err := c.get(ctx, "w.ready")
+		return err
+	})
+}
+
+// get reads key: its value, whether it exists, and its revision. A read
+// that finds no leader (an election under way) is tried again until ctx
+// ends.
 func (c *Cursors) get(ctx context.Context, key string) (v uint64, ok bool, rev uint64, err error) {
 	kv, err := c.bucket(ctx)
 	if err != nil {
 		return 0, false, 0, err
 	}
 	e, err := kv.Get(ctx, key)
+	for transient(err) && sleepCtx(ctx, 50*time.Millisecond) {
+		e, err = kv.Get(ctx, key)
+	}
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return 0, false, 0, nil
 	}
@@ -118,8 +134,16 @@ func (c *Cursors) raise(ctx context.Context, key string, v uint64) error {
 		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) || wrongLastSeq(err) {
 			continue // another node moved it meanwhile: read it again
 		}
+		if transient(err) && sleepCtx(ctx, 50*time.Millisecond) {
+			continue
+		}
 		return err
 	}
+}
+
+// transient reports errors that end when a stream has a leader again.
+func transient(err error) bool {
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrTimeout)
 }
 
 // Cursor is device's cursor as the cluster knows it, and whether the

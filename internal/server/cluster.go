@@ -69,6 +69,7 @@ type clusterParts struct {
 	join    *cluster.Cluster
 	router  *cluster.Router
 	devices *cluster.Devices
+	cursors *cluster.Cursors
 }
 
 // checkCluster refuses what a cluster cannot do (yet) before anything
@@ -152,6 +153,9 @@ func (s *Server) joinCluster() error {
 		return fmt.Errorf("cluster: joining: %w", err)
 	}
 	cp.join = j
+	if err := cp.cursors.Ready(ctx); err != nil {
+		return fmt.Errorf("cluster: device cursors: %w", err)
+	}
 	// Serve devices from a view at the log's end as of now, not from one
 	// still replaying (docs/cluster.md §10.4, "catching up").
 	stream, err := cp.node.JetStream().Stream(ctx, cluster.StreamName(0))

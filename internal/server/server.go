@@ -190,7 +190,8 @@ func New(cfg Config) (*Server, error) {
 		Replicated: cfg.Cluster.On(),
 	}
 	if s.cluster != nil {
-		sopts.Cursors = cluster.NewCursors(s.cluster.node, cfg.Cluster.Replicas)
+		s.cluster.cursors = cluster.NewCursors(s.cluster.node, cfg.Cluster.Replicas)
+		sopts.Cursors = s.cluster.cursors
 	}
 	s.store, err = store.Open(filepath.Join(cfg.Data, "store"), sopts)
 	if err != nil {
