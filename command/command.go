@@ -412,6 +412,10 @@ func (r Reply) Encode(lead ...string) []byte {
 	return b.Bytes()
 }
 
+// MarshalResult encodes a Reply's Result as Encode does (a cluster node
+// sends the owner's result on as these bytes).
+func MarshalResult(v any) ([]byte, error) { return marshal(v) }
+
 // marshal is json.Marshal without HTML escaping: message text travels as
 // the sender wrote it.
 func marshal(v any) ([]byte, error) {

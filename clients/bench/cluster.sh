@@ -20,18 +20,7 @@ DURATION=${DURATION:-10s}
 PAIRS=${PAIRS:-"100"}
 cd "$(dirname "$0")/../.."
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
-ulimit -n 65536 2>/dev/null || true
-
-go build -o "$work/duet" .
-go build -o "$work/bench" ./clients/bench
+. clients/bench/lib.sh
 
 wait_http() {
 	for _ in $(seq 600); do
@@ -42,26 +31,6 @@ wait_http() {
 	return 1
 }
 
-# run NAME PIDS ARGS...: one bench run; a row "name pairs msgs/s p50 p99
-# broker_us tool_us lost errors".
-run() {
-	local name=$1 bpids=$2 out
-	shift 2
-	out=$("$work/bench" -q -client wire -duration "$DURATION" -broker-pid "$bpids" -conn-parallel 32 -secret bench "$@")
-	echo "$out" >&2
-	printf '%s %s %s %s %s %s %s %s %s\n' "$name" "$(sed -n 's/^mode=.* pairs=\([0-9]*\) .*/\1/p' <<<"$out")" \
-		"$(sed -n 's/^throughput: \([0-9]*\) delivered.*/\1/p' <<<"$out")" \
-		"$(sed -n 's/^latency ms: p50=\([0-9.]*\) .*/\1/p' <<<"$out")" \
-		"$(sed -n 's/^latency ms: .* p99=\([0-9.]*\) .*/\1/p' <<<"$out")" \
-		"$(sed -n 's/^cpu over the send window: broker [0-9.]*s (\([0-9]*\) .*/\1/p' <<<"$out")" \
-		"$(sed -n 's/.*this tool [0-9.]*s (\([0-9]*\) .*/\1/p' <<<"$out")" \
-		"$(sed -n 's/^sent=.* lost=\([0-9]*\) .*/\1/p' <<<"$out")" \
-		"$(sed -n 's/^sent=.* errors=\([0-9]*\) .*/\1/p' <<<"$out")"
-}
-
-results=$work/results
-: >"$results"
-
 single() {
 	local pairs=$1 pid
 	rm -rf "$work/single"
@@ -70,7 +39,7 @@ single() {
 	pid=$!
 	pids+=("$pid")
 	wait_http 127.0.0.1:28080
-	run single "$pid" -addr tcp://127.0.0.1:21883 -pairs "$pairs" | tee -a "$results"
+	run single "$pid" -secret bench -addr tcp://127.0.0.1:21883 -pairs "$pairs"
 	kill "$pid"
 	wait "$pid" 2>/dev/null || true
 }
@@ -94,7 +63,7 @@ cluster() {
 		addrs+="tcp://127.0.0.1:$((21890 + i)),"
 	done
 	cpids=$(IFS=,; echo "${started[*]}")
-	run "$name" "$cpids" -addr "${addrs%,}" -placement "$placement" -pairs "$pairs" | tee -a "$results"
+	run "$name" "$cpids" -secret bench -addr "${addrs%,}" -placement "$placement" -pairs "$pairs"
 	for p in "${started[@]}"; do kill "$p"; done
 	for p in "${started[@]}"; do wait "$p" 2>/dev/null || true; done
 }
@@ -110,13 +79,4 @@ done
 
 echo
 echo "median run (by msgs/s) of $RUNS, $DURATION each, QoS 1, window 1, $(nproc) cores; broker_us/msg sums every node:"
-printf '%-14s %6s %8s %8s %8s %14s %12s %5s %6s\n' setup pairs msgs/s p50_ms p99_ms broker_us/msg tool_us/msg lost errors
-for setup in single always-cross always-same 2m-cross; do
-	for pairs in $PAIRS; do
-		rows=$(awk -v b="$setup" -v p="$pairs" '$1 == b && $2 == p' "$results" | sort -k3,3n)
-		n=$(grep -c . <<<"$rows" || true)
-		[ "$n" -gt 0 ] || continue
-		sed -n "$(((n + 1) / 2))p" <<<"$rows" |
-			awk '{ printf "%-14s %6s %8s %8s %8s %14s %12s %5s %6s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9 }'
-	done
-done
+medians single always-cross always-same 2m-cross

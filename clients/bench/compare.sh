@@ -23,39 +23,7 @@ PAIRS=${PAIRS:-"100 1000"}
 CLIENT=${CLIENT:-wire}
 cd "$(dirname "$0")/../.."
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
-ulimit -n 65536 2>/dev/null || true # 2 connections per pair on both sides
-
-go build -o "$work/duet" .
-go build -o "$work/bench" ./clients/bench
-
-# run NAME PID ARGS...: one bench run against the broker with PID; prints
-# its summary to stderr and a row "name pairs msgs/s p50 p99 broker_us tool_us
-# lost errors" to stdout.
-run() {
-	local name=$1 pid=$2 out
-	shift 2
-	# 32 dials at a time: Duet admits 64 connections per client IP that
-	# have not logged in yet (--pending-per-ip), and the whole load comes
-	# from 127.0.0.1.
-	out=$("$work/bench" -q -client "$CLIENT" -duration "$DURATION" -broker-pid "$pid" -conn-parallel 32 "$@")
-	echo "$out" >&2
-	printf '%s %s %s %s %s %s %s %s %s\n' "$name" "$(sed -n 's/^mode=.* pairs=\([0-9]*\) .*/\1/p' <<<"$out")" \
-		"$(sed -n 's/^throughput: \([0-9]*\) delivered.*/\1/p' <<<"$out")" \
-		"$(sed -n 's/^latency ms: p50=\([0-9.]*\) .*/\1/p' <<<"$out")" \
-		"$(sed -n 's/^latency ms: .* p99=\([0-9.]*\) .*/\1/p' <<<"$out")" \
-		"$(sed -n 's/^cpu over the send window: broker [0-9.]*s (\([0-9]*\) .*/\1/p' <<<"$out")" \
-		"$(sed -n 's/.*this tool [0-9.]*s (\([0-9]*\) .*/\1/p' <<<"$out")" \
-		"$(sed -n 's/^sent=.* lost=\([0-9]*\) .*/\1/p' <<<"$out")" \
-		"$(sed -n 's/^sent=.* errors=\([0-9]*\) .*/\1/p' <<<"$out")"
-}
+. clients/bench/lib.sh
 
 wait_port() {
 	for _ in $(seq 100); do
@@ -66,8 +34,6 @@ wait_port() {
 	return 1
 }
 
-results=$work/results
-: >"$results"
 # duet_run NAME BINARY PAIRS: one run of a Duet binary on a fresh data
 # directory, so every run starts from an empty store.
 duet_run() {
@@ -78,7 +44,7 @@ duet_run() {
 	dpid=$!
 	pids+=("$dpid")
 	wait_port 21883
-	run "$name" "$dpid" -addr tcp://127.0.0.1:21883 -secret compare -pairs "$pairs" | tee -a "$results"
+	run "$name" "$dpid" -addr tcp://127.0.0.1:21883 -secret compare -pairs "$pairs"
 	kill "$dpid"
 	wait "$dpid" 2>/dev/null || true
 }
@@ -102,7 +68,7 @@ elif command -v mosquitto >/dev/null; then
 			mpid=$!
 			pids+=("$mpid")
 			wait_port 18830
-			run mosquitto "$mpid" -mode raw -addr tcp://127.0.0.1:18830 -pairs "$pairs" | tee -a "$results"
+			run mosquitto "$mpid" -mode raw -addr tcp://127.0.0.1:18830 -pairs "$pairs"
 			kill "$mpid"
 			wait "$mpid" 2>/dev/null || true
 		done
@@ -113,13 +79,4 @@ fi
 
 echo
 echo "median run (by msgs/s) of $RUNS, $DURATION each, client $CLIENT, QoS 1, window 1, $(nproc) cores:"
-printf '%-10s %6s %8s %8s %8s %14s %12s %5s %6s\n' broker pairs msgs/s p50_ms p99_ms broker_us/msg tool_us/msg lost errors
-for broker in before duet mosquitto; do
-	for pairs in $PAIRS; do
-		rows=$(awk -v b="$broker" -v p="$pairs" '$1 == b && $2 == p' "$results" | sort -k3,3n)
-		n=$(grep -c . <<<"$rows" || true)
-		[ "$n" -gt 0 ] || continue
-		sed -n "$(((n + 1) / 2))p" <<<"$rows" |
-			awk '{ printf "%-10s %6s %8s %8s %8s %14s %12s %5s %6s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9 }'
-	done
-done
+medians before duet mosquitto

@@ -171,7 +171,7 @@ func (r *Router) serve(m *nats.Msg) {
 		reply.Err = command.Errorf(command.CodeInternal, "command cannot be forwarded")
 	}
 	if reply.Err == nil && reply.Result != nil {
-		data, err := marshalResult(reply.Result)
+		data, err := command.MarshalResult(reply.Result)
 		if err != nil {
 			r.log.Error("cluster: encoding a forwarded reply", "error", err)
 			reply.Err = command.Errorf(command.CodeInternal, "internal error, retry")
@@ -192,18 +192,6 @@ func (r *Router) serve(m *nats.Msg) {
 	if err := m.RespondMsg(out); err != nil {
 		r.log.Warn("cluster: answering a forwarded command", "error", err)
 	}
-}
-
-// marshalResult is the command layer's encoding of a result: JSON without
-// HTML escaping (message text travels as its sender wrote it).
-func marshalResult(v any) ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimRight(b.Bytes(), "\n"), nil
 }
 
 // forwarded is a result received from the owner, re-encoded as it came.
