@@ -20,6 +20,7 @@ func TestClusterStatusCommand(t *testing.T) {
 	}
 	srvs := clustertest.Start(t, 3)
 	o := clustertest.Owner(t, srvs)
+	clustertest.WaitServing(t, srvs)
 	addr := srvs[(o+1)%3].HTTPAddr()
 	for _, a := range []string{addr, "http://" + addr} {
 		out, errOut, code := duetRun(t, "cluster", "status", "--http", a)

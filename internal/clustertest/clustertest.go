@@ -5,10 +5,12 @@
 package clustertest
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"sync"
 	"testing"
@@ -111,4 +113,34 @@ func Owner(t testing.TB, srvs []*server.Server) int {
 		return fmt.Errorf("no node owns the data")
 	})
 	return o
+}
+
+// WaitServing waits until every node's /cluster lists all of them serving:
+// nodes learn of each other from heartbeats, a moment after they start.
+func WaitServing(t testing.TB, srvs []*server.Server) {
+	t.Helper()
+	wait.For(t, 20*time.Second, 20*time.Millisecond, func() error {
+		for i, s := range srvs {
+			resp, err := http.Get("http://" + s.HTTPAddr() + "/cluster")
+			if err != nil {
+				return err
+			}
+			var cs server.ClusterStatus
+			err = json.NewDecoder(resp.Body).Decode(&cs)
+			resp.Body.Close()
+			if err != nil {
+				return fmt.Errorf("node %d /cluster: %v", i, err)
+			}
+			serving := 0
+			for _, n := range cs.Nodes {
+				if n.State == "serving" {
+					serving++
+				}
+			}
+			if serving != len(srvs) {
+				return fmt.Errorf("node %d lists %+v, want %d nodes serving", i, cs.Nodes, len(srvs))
+			}
+		}
+		return nil
+	})
 }

@@ -146,6 +146,7 @@ func TestClusterStateIsVisible(t *testing.T) {
 			mu.Lock()
 			answers = append(answers, fmt.Sprintf("%d %s", resp.StatusCode, bytes.TrimSpace(b)))
 			mu.Unlock()
+			time.Sleep(time.Millisecond) // a sample a millisecond, not a busy loop beside the starting nodes
 		}
 	}()
 	clustertest.StartAll(t, srvs)
@@ -185,6 +186,19 @@ func TestClusterStateIsVisible(t *testing.T) {
 		return nil
 	})
 
+	// Nodes learn of each other from heartbeats (duet-nodes, refreshed
+	// every few seconds): wait until each counts all three.
+	began := time.Now()
+	wait.For(t, 20*time.Second, 20*time.Millisecond, func() error {
+		for i, s := range srvs {
+			_, body := get(t, s.HTTPAddr(), "/metrics")
+			if v, _ := metric(body, "duet_cluster_nodes"); v != 3 {
+				return fmt.Errorf("node %d: duet_cluster_nodes %v, want 3", i, v)
+			}
+		}
+		return nil
+	})
+	t.Logf("every node counted three live nodes after %v", time.Since(began).Round(time.Millisecond))
 	for i, s := range srvs {
 		_, body := get(t, s.HTTPAddr(), "/metrics")
 		want := map[string]func(float64) bool{
