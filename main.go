@@ -6,6 +6,7 @@
 //	duet usersig --user U [--expire S] print a UserSig made with the configured key
 //	duet account import USER...        create accounts in the data directory
 //	duet import FILE                   import C2C history (JSON lines of importmsg bodies) via REST
+//	duet cluster status [--http H:P]   print a running cluster's nodes, partitions and owners
 //	duet version                       print the version, VCS revision and Go version
 package main
 
@@ -73,6 +74,7 @@ var subcommands = []subcommand{
 	{"usersig", "--user U [--expire SECONDS]", "print a UserSig made with the server's secret", usersigCmd},
 	{"account import", "USER...", "create accounts in the data directory (with the server stopped)", accountImportCmd},
 	{"import", "[--url URL] FILE", "import C2C history (JSON lines) through a running server's REST API", importCmd},
+	{"cluster status", "[--http HOST:PORT]", "print a running cluster's nodes, partitions and owners (a node's GET /cluster)", clusterStatusCmd},
 	{"version", "", "print the version, the VCS revision and the Go version", versionCmd},
 }
 
@@ -122,6 +124,11 @@ func run(args []string) error {
 			return errors.New("usage: duet account import USER... (run `duet --help` for all commands)")
 		}
 		return accountImportCmd(append(slices.Clone(args[:i]), args[i+2:]...))
+	case "cluster":
+		if i+1 >= len(args) || args[i+1] != "status" {
+			return errors.New("usage: duet cluster status [--http HOST:PORT] (run `duet --help` for all commands)")
+		}
+		return clusterStatusCmd(append(slices.Clone(args[:i]), args[i+2:]...))
 	}
 	for _, c := range subcommands {
 		if c.name == name {
@@ -136,7 +143,7 @@ func run(args []string) error {
 // the first argument that is neither a flag nor a flag's value is no
 // command.
 func commandIndex(args []string) int {
-	names := map[string]bool{"help": true, "account": true}
+	names := map[string]bool{"help": true, "account": true, "cluster": true}
 	for _, c := range subcommands {
 		names[c.name] = true
 	}

@@ -8,11 +8,13 @@ import (
 	"log/slog"
 	"path/filepath"
 	"reflect"
+	"sync/atomic"
 	"time"
 
 	"github.com/duet-im/duet/command"
 	"github.com/duet-im/duet/internal/cluster"
 	"github.com/duet-im/duet/store"
+	"github.com/nats-io/nats.go"
 )
 
 // Cluster mode (docs/cluster.md). A node embeds a NATS server (or uses an
@@ -70,6 +72,12 @@ type clusterParts struct {
 	router  *cluster.Router
 	devices *cluster.Devices
 	cursors *cluster.Cursors
+
+	// state is stateJoining, stateCatchingUp or stateServing
+	// (cluster_status.go); join is read by others only once state says
+	// it is set.
+	state     atomic.Int32
+	statusSub *nats.Subscription // answers the other nodes' /cluster (cluster_status.go)
 }
 
 // checkCluster refuses what a cluster cannot do (yet) before anything
@@ -122,6 +130,9 @@ func (s *Server) joinCluster() error {
 	if err := cp.devices.Start(); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
+	if err := s.serveStatus(); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), joinTimeout)
 	defer cancel()
 	if err := cp.node.Ready(ctx); err != nil {
@@ -158,6 +169,7 @@ func (s *Server) joinCluster() error {
 	if err := cp.cursors.Ready(ctx); err != nil {
 		return fmt.Errorf("cluster: device cursors: %w", err)
 	}
+	cp.state.Store(stateCatchingUp)
 	// Serve devices from a view at the log's end as of now, not from one
 	// still replaying (docs/cluster.md §10.4, "catching up").
 	stream, err := cp.node.JetStream().Stream(ctx, cluster.StreamName(0))
@@ -168,6 +180,7 @@ func (s *Server) joinCluster() error {
 	if err := s.store.WaitApplied(ctx, last); err != nil {
 		return fmt.Errorf("cluster: the view applied %d of the log's %d entries in %v", s.store.Applied(), last, joinTimeout)
 	}
+	cp.state.Store(stateServing)
 	return nil
 }
 
@@ -204,6 +217,9 @@ func (cp *clusterParts) close() {
 	}
 	if cp.devices != nil {
 		cp.devices.Stop()
+	}
+	if cp.statusSub != nil {
+		_ = cp.statusSub.Unsubscribe()
 	}
 	if cp.join != nil {
 		cp.join.Close()

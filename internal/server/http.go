@@ -35,9 +35,21 @@ func (s *Server) routes() http.Handler {
 			json.NewEncoder(w).Encode(map[string]any{"status": "listener down", "listeners": down})
 			return
 		}
+		// A cluster node that has not joined, or whose view is behind the
+		// log, would serve devices stale data (docs/cluster.md §10.4).
+		if s.cluster != nil {
+			if reason := s.clusterUnhealthy(); reason != "" {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				json.NewEncoder(w).Encode(map[string]any{"status": "unavailable", "reason": reason})
+				return
+			}
+		}
 		w.Write([]byte(`{"status":"ok"}`))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics(), promhttp.HandlerOpts{}))
+	if s.cluster != nil {
+		mux.HandleFunc("GET /cluster", s.clusterPage) // cluster_status.go; `duet cluster status` reads it
+	}
 	// Profiles for operators, on this machine only: the listener is public
 	// wherever devices fetch media (the Docker image binds 0.0.0.0), and a
 	// heap profile shows the UserSig key and message text.
@@ -96,6 +108,9 @@ func (s *Server) metrics() *prometheus.Registry {
 	counter("connections_over_limit_total", "MQTT connections closed at accept: over pending-per-ip or max-pending.", func() float64 { return float64(em.OverLimit.Load()) })
 	counter("connect_too_large_total", "MQTT connections closed because their first packet was not a CONNECT of at most 4 KB.", func() float64 { return float64(em.TooLarge.Load()) })
 	counter("connect_timeouts_total", "MQTT connections closed because no CONNECT arrived within connect-timeout.", func() float64 { return float64(em.TimedOut.Load()) })
+	if s.cluster != nil {
+		s.clusterMetrics(reg)
+	}
 	return reg
 }
 
