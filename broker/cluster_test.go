@@ -2,77 +2,34 @@ package broker_test
 
 import (
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/duet-im/duet/internal/clustertest"
 	srvpkg "github.com/duet-im/duet/internal/server"
 	"github.com/duet-im/duet/internal/wait"
 	"github.com/duet-im/duet/store"
 )
 
 // startCluster starts n Duet nodes in this process as one cluster
-// (docs/cluster.md): n embedded nats-servers on loopback routes, n data
-// directories, each node with its own MQTT listener.
+// (internal/clustertest: n embedded nats-servers on loopback routes, n data
+// directories), each with its own MQTT listener, as the harness's
+// testServers.
 func startCluster(t *testing.T, n int, adjust ...func(*srvpkg.Config)) []*testServer {
 	t.Helper()
-	routes := make([]string, n)
-	for i := range routes {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		routes[i] = l.Addr().String()
-		l.Close()
-	}
-	urls := make([]string, n)
-	for i, r := range routes {
-		urls[i] = "nats://" + r
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
-	nodes := make([]*testServer, n)
-	for i := range nodes {
-		cfg := srvpkg.Config{
-			Data: t.TempDir(), Secret: testKey, MQTT: "127.0.0.1:0", SDKAppID: testAppID, Log: log.With("node", i), NoMedia: true,
-			Cluster: srvpkg.ClusterConfig{
-				Name: "test", Node: fmt.Sprint("n", i), Listen: routes[i], Routes: urls,
-				Secret: "route-secret", Sync: "always", Replicas: 3, LeaseTTL: 2 * time.Second,
-			},
-		}
+	cfgs := clustertest.Configs(t, n)
+	for i := range cfgs {
+		cfgs[i].Secret, cfgs[i].SDKAppID = testKey, testAppID
 		for _, f := range adjust {
-			f(&cfg)
+			f(&cfgs[i])
 		}
-		srv, err := srvpkg.New(cfg)
-		if err != nil {
-			t.Fatalf("node %d: %v", i, err)
-		}
-		nodes[i] = &testServer{t: t, dir: cfg.Data, srv: srv}
 	}
-	// Start waits for JetStream, which needs a quorum of the nodes: start
-	// them together.
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i, s := range nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = s.srv.Start()
-		}()
-	}
-	wg.Wait()
-	for i, s := range nodes {
-		t.Cleanup(s.stop)
-		if errs[i] != nil {
-			t.Fatalf("node %d: %v", i, errs[i])
-		}
-		s.store, s.svc, s.broker, s.addr = s.srv.Store(), s.srv.Service(), s.srv.Broker(), s.srv.Addr("tcp")
+	srvs := clustertest.New(t, cfgs)
+	clustertest.StartAll(t, srvs)
+	nodes := make([]*testServer, n)
+	for i, srv := range srvs {
+		nodes[i] = &testServer{t: t, dir: cfgs[i].Data, srv: srv, store: srv.Store(), svc: srv.Service(), broker: srv.Broker(), addr: srv.Addr("tcp")}
 	}
 	return nodes
 }

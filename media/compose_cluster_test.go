@@ -15,12 +15,12 @@ import (
 // TestComposeClusterFile validates docker-compose.cluster.yml (docs/cluster.md
 // §19) with docker-compose config, as TestComposeFile does the single-node
 // file: three Duet nodes of one cluster, routed to each other, each with its
-// own data volume and ports, on the MinIO service; and no default for any
+// own data volume and ports, media off (not in cluster mode yet); and no default for any
 // secret — without them compose refuses and says what to set.
 func TestComposeClusterFile(t *testing.T) {
 	bin, _ := composeFile(t)
 	file := filepath.Join(testDir, "..", "docker-compose.cluster.yml")
-	secrets := []string{"MINIO_ROOT_PASSWORD", "DUET_SECRET", "DUET_CLUSTER_SECRET"}
+	secrets := []string{"DUET_SECRET", "DUET_CLUSTER_SECRET"}
 	// An env file of our own, so that a developer's .env or environment
 	// does not count.
 	config := func(env string) (string, error) {
@@ -51,7 +51,7 @@ func TestComposeClusterFile(t *testing.T) {
 		}
 	}
 
-	out, err := config("MINIO_ROOT_PASSWORD=minio-pw\nDUET_SECRET=usersig-key\nDUET_CLUSTER_SECRET=route-pw\n")
+	out, err := config("DUET_SECRET=usersig-key\nDUET_CLUSTER_SECRET=route-pw\n")
 	if err != nil {
 		t.Fatalf("docker-compose config: %v\n%s", err, out)
 	}
@@ -69,12 +69,6 @@ func TestComposeClusterFile(t *testing.T) {
 	if err := yaml.Unmarshal([]byte(out), &cf); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	if _, ok := cf.Services["minio"]; !ok || cf.Services["minio"].Healthcheck == nil {
-		t.Fatal("no minio service with a healthcheck")
-	}
-	if _, ok := cf.Services["minio-init"]; !ok {
-		t.Error("no bucket-creating service")
-	}
 	nodes := []string{"duet1", "duet2", "duet3"}
 	volumes, published := map[string]string{}, map[int]string{}
 	for _, name := range nodes {
@@ -88,8 +82,8 @@ func TestComposeClusterFile(t *testing.T) {
 		}
 		want := map[string]string{
 			"DUET_NODE": name, "DUET_CLUSTER_NAME": cf.Services[nodes[0]].Environment["DUET_CLUSTER_NAME"],
-			"DUET_CLUSTER_SECRET": "route-pw", "DUET_SECRET": "usersig-key", "DUET_S3_SECRET_KEY": "minio-pw",
-			"DUET_S3_ENDPOINT": "minio:9000", "DUET_CLUSTER_LISTEN": "0.0.0.0:6222", "DUET_REPLICAS": "3",
+			"DUET_CLUSTER_SECRET": "route-pw", "DUET_SECRET": "usersig-key", "DUET_MEDIA": "false",
+			"DUET_CLUSTER_LISTEN": "0.0.0.0:6222", "DUET_REPLICAS": "3",
 		}
 		for k, v := range want {
 			if env[k] != v || v == "" {
@@ -101,9 +95,6 @@ func TestComposeClusterFile(t *testing.T) {
 			if !slices.Contains(routes, "nats://"+peer+":6222") {
 				t.Errorf("%s's routes %q lack %s", name, routes, peer)
 			}
-		}
-		if s.DependsOn["minio"].Condition != "service_healthy" {
-			t.Errorf("%s does not wait for a healthy minio: %+v", name, s.DependsOn)
 		}
 		if len(s.Volumes) != 1 || !strings.HasSuffix(strings.TrimSuffix(s.Volumes[0], ":rw"), ":/data") {
 			t.Errorf("%s: volumes %q, want one at /data", name, s.Volumes)

@@ -90,6 +90,11 @@ func checkCluster(cfg Config) error {
 	if len(c.NATS) > 0 && (len(c.Routes) > 0 || c.Listen != "") {
 		return errors.New("nats (an external NATS cluster) excludes cluster-routes and cluster-listen (an embedded one)")
 	}
+	if cfg.Secret == "" {
+		// A generated secret.key would differ on every node: a UserSig
+		// signed for one would be refused by the others.
+		return errors.New("cluster mode needs --secret: every node signs and checks UserSigs with the same key")
+	}
 	if !cfg.NoMedia {
 		// Uploads write their records on the node that takes them, which
 		// in a cluster must go through the owner: not built yet.

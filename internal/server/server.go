@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -117,6 +118,9 @@ type Server struct {
 	web       http.Handler // the web chat at / (web/); nil when off
 	bcfg      broker.Config
 	cluster   *clusterParts // nil on a single node (cluster.go)
+
+	closeOnce sync.Once
+	closeErr  error
 
 	handler http.Handler // routes, built once by Handler
 	http    *http.Server
@@ -347,8 +351,14 @@ func (s *Server) Start() error {
 // Close stops accepting work (HTTP, then MQTT, disconnecting devices),
 // stops the callback and push workers, then media, and closes the store
 // last (the pusher's queue is in it), then lets the data directory go.
-// It may be called after a failed New or Start.
+// It may be called after a failed New or Start, and more than once (later
+// calls return the first one's error).
 func (s *Server) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.close() })
+	return s.closeErr
+}
+
+func (s *Server) close() error {
 	if s.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		s.http.Shutdown(ctx)
