@@ -21,6 +21,15 @@
 //     im/{user}/in) and then to push.Pusher.Committed (offline devices get
 //     a notification after the grace period).
 //
+// In cluster mode (cluster.go, docs/cluster.md) the transports call the
+// router (internal/cluster/forward.go) instead of the command layer: on
+// the node that owns the data it is step 2 as above, elsewhere the command
+// is forwarded to that node. Step 3 appends the group to the partition's
+// replicated log (store/log.go) instead of syncing Pebble, and answers
+// once a quorum holds it; every other node applies the log entry to its
+// own store and calls OnCommit from there, so step 4 runs on every node for
+// the devices connected to it (the pusher only on the owner).
+//
 // # Start order (New, then Start)
 //
 // New builds, Start lets work in:
@@ -44,6 +53,11 @@
 //     the pusher;
 //  8. the REST handler over the command layer.
 //
+// In cluster mode the NATS node starts first (step 0), the store opens as
+// a view of the log, and Start joins the cluster — waits until the view
+// has applied the log as it was, and devices' cursors can be read —
+// before anything else.
+//
 // Start then starts the pusher's workers, the MQTT listeners, the web chat
 // handler (it names the bound WebSocket address) and the HTTP listener:
 // nothing reaches the command layer before everything it calls is tied.
@@ -53,6 +67,8 @@
 // Close undoes it from the outside in: the HTTP listener (no new REST call),
 // the broker (no new MQTT request; devices detach and flush their cursors),
 // the callback workers, the pusher (before the store: its queue is in it),
-// media (then its embedded S3 gateway), the store last, and finally the
+// media (then its embedded S3 gateway), in cluster mode the cluster (its
+// leases released, so another node takes over at once), the store, the
+// NATS node, and finally the
 // data directory's lock so that another process may take it.
 package server
