@@ -35,7 +35,8 @@ web-bench:
 # failing input is written to testdata/fuzz/ and fails the run.
 FUZZTIME ?= 15s
 FUZZ_TARGETS := ./command/:FuzzExec ./command/:FuzzMsgBody ./usersig/:FuzzVerify \
-	./broker/:FuzzMQTTRequest ./broker/:FuzzMQTTPackets ./hooks/:FuzzRequestID
+	./broker/:FuzzMQTTRequest ./broker/:FuzzMQTTPackets ./hooks/:FuzzRequestID \
+	./command/:FuzzStringValue ./store/:FuzzDecodeEntry
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $${t#*:} for $(FUZZTIME)"; \
