@@ -3,12 +3,22 @@
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test deps vet compose bench fuzz web-test web-bench
+.PHONY: test deps vet compose bench fuzz web-test web-bench cluster-scenarios
 
 test: deps vet compose
 	go test -race -count=1 -timeout 20m ./...
+	$(MAKE) cluster-scenarios
 	$(MAKE) web-test
 	$(MAKE) fuzz
+
+# The end-to-end scenarios of the offline, history and relations suites
+# again, against a three-node cluster (docs/cluster.md §22): the harness's
+# -cluster mode connects the devices to a node that does not own the data.
+# The same tests, not copies; without -race (each starts its own cluster;
+# the cluster code's own tests above run under -race).
+CLUSTER_SCENARIOS := TestOfflineFlow|TestSyncCommand|TestLargeBacklogFlowControl|TestRecall|TestReadReceipts|TestHistoryPaging|TestLiveEvents|TestSendMsgControl|TestSyncSuperseded|TestSenderCopiesReplayed|TestRelations
+cluster-scenarios:
+	go test -count=1 -timeout 15m -run '^($(CLUSTER_SCENARIOS))' ./broker/ -args -cluster
 
 # The web chat (web/, docs/web.md): the session layer's tests and the
 # Playwright suite in Debian's chromium, each against a real duet serve

@@ -5,6 +5,7 @@ package broker_test
 // for MQTT 3.1.1, paho.golang for MQTT 5.
 
 import (
+	"flag"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,7 +23,9 @@ import (
 
 	"github.com/duet-im/duet/broker"
 	"github.com/duet-im/duet/command"
+	"github.com/duet-im/duet/internal/clustertest"
 	srvpkg "github.com/duet-im/duet/internal/server"
+	"github.com/duet-im/duet/internal/wait"
 	"github.com/duet-im/duet/store"
 	"github.com/duet-im/duet/usersig"
 )
@@ -50,6 +53,8 @@ type testServer struct {
 	addr   string
 	ws     string
 	opts   serverOpts
+	// cluster is every node in -cluster mode (startCluster); nil otherwise.
+	cluster []*srvpkg.Server
 }
 
 type serverOpts struct {
@@ -70,9 +75,69 @@ type serverOpts struct {
 func startServer(t testing.TB, o serverOpts) *testServer {
 	t.Helper()
 	s := &testServer{t: t, dir: t.TempDir(), opts: o}
+	if *clusterMode {
+		s.startCluster()
+		return s
+	}
 	s.start()
 	t.Cleanup(s.stop)
 	return s
+}
+
+// clusterMode runs the scenarios against a three-node cluster
+// (docs/cluster.md §22): the devices connect to a node that does not own
+// the data, so every write they make is forwarded to the owner, and every
+// event they get has come through the log to their node's view.
+var clusterMode = flag.Bool("cluster", false, "run the scenarios against a 3-node cluster, devices on a node that does not own the data")
+
+// startCluster is start for -cluster: s.srv (and s.addr) is a node that
+// does not own the data; s.store and s.svc are the owner's, so what a
+// test writes or reads directly is exact.
+func (s *testServer) startCluster() {
+	t := s.t
+	cfgs := clustertest.Configs(t, 3)
+	for i := range cfgs {
+		c := &cfgs[i]
+		c.Secret, c.SDKAppID, c.HTTP = testKey, testAppID, ""
+		c.AutoAccounts, c.Window, c.MaxRequest = s.opts.autoAccounts, s.opts.window, s.opts.maxRequest
+		c.Clock, c.Command, c.Broker = s.opts.clock, s.opts.command, s.opts.broker
+		if s.opts.websocket {
+			c.WS = "127.0.0.1:0"
+		}
+		if s.opts.log != nil {
+			c.Log = s.opts.log
+		}
+		if s.opts.server != nil {
+			s.opts.server(c)
+		}
+	}
+	srvs := clustertest.New(t, cfgs)
+	clustertest.StartAll(t, srvs)
+	o := clustertest.Owner(t, srvs)
+	dev := srvs[(o+1)%len(srvs)]
+	s.cluster = srvs
+	s.srv, s.broker, s.addr, s.ws = dev, dev.Broker(), dev.Addr("tcp"), dev.Addr("ws")
+	s.store, s.svc = srvs[o].Store(), srvs[o].Service()
+	if s.opts.started != nil {
+		s.opts.started(dev)
+	}
+}
+
+// settle waits, in cluster mode, until every node's view has applied what
+// the owner's has: a login reads the view of the node it reaches.
+func (s *testServer) settle() {
+	if s.cluster == nil {
+		return
+	}
+	want := s.store.Applied()
+	wait.For(s.t, 10*time.Second, time.Millisecond, func() error {
+		for i, n := range s.cluster {
+			if got := n.Store().Applied(); got < want {
+				return fmt.Errorf("node %d applied %d of %d", i, got, want)
+			}
+		}
+		return nil
+	})
 }
 
 func (s *testServer) start() {
@@ -133,6 +198,9 @@ func (s *testServer) stop() {
 // restart stops the server and starts it again on the same data directory
 // and port.
 func (s *testServer) restart() {
+	if s.cluster != nil {
+		s.t.Skip("restarts the server: not in -cluster mode yet")
+	}
 	s.stop()
 	s.start()
 }
@@ -144,6 +212,7 @@ func (s *testServer) users(ids ...string) {
 			s.t.Fatal(err)
 		}
 	}
+	s.settle()
 }
 
 func sig(t testing.TB, user string) string {

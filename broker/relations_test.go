@@ -313,6 +313,7 @@ func TestRelationsSenderProfile(t *testing.T) {
 	if _, err := s.store.ImportAccount(store.Account{UserID: "alice", Nick: "Alice0", FaceURL: "https://img/0.png"}); err != nil {
 		t.Fatal(err)
 	}
+	s.settle()
 	alice := s.connect("alice", connectOpts{})
 	bob := s.connect("bob", connectOpts{v5: true})
 	bob.syncComplete()
