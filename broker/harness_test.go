@@ -5,9 +5,9 @@ package broker_test
 // for MQTT 3.1.1, paho.golang for MQTT 5.
 
 import (
-	"flag"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
