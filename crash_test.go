@@ -78,6 +78,7 @@ type crashSender struct {
 	acked   map[string]bool // texts answered OK: durable by contract
 	retried int             // answers 20005 ("retry"): sent again
 	timeout time.Duration   // longest wait for a PUBACK and answer (0: 20 s)
+	pause   time.Duration   // between an acknowledgement and the next message (0: none)
 	// okAt, when set, hears of each acknowledged send: when its attempt
 	// started and when the OK came (the cluster test's takeover times).
 	okAt func(started, at time.Time)
@@ -405,6 +406,15 @@ func (s *crashSender) run(t *testing.T, connect crashConnect, stop chan struct{}
 		case <-stop:
 			return
 		default:
+		}
+		if s.pause > 0 {
+			select {
+			case <-stop:
+				return
+			case <-lost:
+				return
+			case <-time.After(s.pause): // the load's pace, not a synchronisation
+			}
 		}
 	}
 }
