@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -76,7 +77,7 @@ type crashSender struct {
 	sent    int // publishes, for unique ReqIds
 	pending *crashMsg
 	acked   map[string]bool // texts answered OK: durable by contract
-	retried int             // answers 20005 ("retry"): sent again
+	retried atomic.Int64    // answers 20005 ("retry"): sent again; read while the load runs
 	timeout time.Duration   // longest wait for a PUBACK and answer (0: 20 s)
 	pause   time.Duration   // between an acknowledgement and the next message (0: none)
 	// okAt, when set, hears of each acknowledged send: when its attempt
@@ -387,7 +388,7 @@ func (s *crashSender) run(t *testing.T, connect crashConnect, stop chan struct{}
 				s.okAt(started, time.Now())
 			}
 		case 20005:
-			s.retried++
+			s.retried.Add(1)
 			if retries++; retries > 300 {
 				t.Errorf("%s: %q answered 20005 %d times in a row: %s", user, m.text, retries, r.ErrorInfo)
 				return
