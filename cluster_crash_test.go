@@ -737,10 +737,9 @@ func readStream(js jetstream.JetStream, name string) ([]logEntry, error) {
 
 // checkFencing checks I5 of docs/cluster.md on a whole log: every entry
 // after a fence was written by the tenure that wrote the fence. It returns
-// the tenures in the order they fenced the log.
-func checkFencing(t *testing.T, entries []logEntry) []string {
-	t.Helper()
-	var tenures []string
+// the tenures in the order they fenced the log, and the entries that break
+// the rule.
+func checkFencing(entries []logEntry) (tenures, late []string) {
 	current := ""
 	for _, e := range entries {
 		if e.kind == "fence" {
@@ -749,10 +748,10 @@ func checkFencing(t *testing.T, entries []logEntry) []string {
 			continue
 		}
 		if e.writer != current {
-			t.Errorf("entry %d written by %q after %q fenced the log", e.seq, e.writer, current)
+			late = append(late, fmt.Sprintf("entry %d written by %q after %q fenced the log", e.seq, e.writer, current))
 		}
 	}
-	return tenures
+	return tenures, late
 }
 
 // TestClusterFencing pauses the owner (SIGSTOP) while senders send through
@@ -832,9 +831,32 @@ func TestClusterFencing(t *testing.T) {
 	}
 
 	entries := c.readLog(t)
-	tenures := checkFencing(t, entries)
+	tenures, late := checkFencing(entries)
+	for _, e := range late {
+		t.Error(e)
+	}
 	t.Logf("log: %d entries, fenced by %v", len(entries), tenures)
 	if len(tenures) < 2 || !strings.HasPrefix(tenures[len(tenures)-1], c.nodes[newOwner].name+"/") {
 		t.Errorf("fences %v: want the new owner %s's last", tenures, c.nodes[newOwner].name)
+	}
+}
+
+// checkFencing finds an entry of a deposed tenure after a newer fence, and
+// only that.
+func TestCheckFencing(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		entries []logEntry
+		bad     bool
+	}{
+		{"one tenure", []logEntry{{1, "fence", "n0/1"}, {2, "", "n0/1"}}, false},
+		{"a takeover", []logEntry{{1, "fence", "n0/1"}, {2, "", "n0/1"}, {3, "fence", "n1/5"}, {4, "", "n1/5"}}, false},
+		{"a late write of the old owner", []logEntry{{1, "fence", "n0/1"}, {2, "fence", "n1/5"}, {3, "", "n0/1"}}, true},
+		{"a write before any fence", []logEntry{{1, "", "n0/1"}}, true},
+	} {
+		_, late := checkFencing(c.entries)
+		if (len(late) > 0) != c.bad {
+			t.Errorf("%s: reported %q, want a report: %v", c.name, late, c.bad)
+		}
 	}
 }
