@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -20,8 +19,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/duet-im/duet/internal/logcapture"
 	"github.com/duet-im/duet/internal/wait"
-	"github.com/duet-im/duet/usersig"
 )
 
 // The process-level cluster tests of issue 14 (docs/cluster.md §22): three
@@ -51,24 +50,6 @@ const (
 	logLost = "cluster: this node no longer owns the data"
 )
 
-// lockedBuffer is a process's output, read while it is written.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // clusterNode is one `duet serve` process, restarted on the same data
 // directory and addresses.
 type clusterNode struct {
@@ -78,8 +59,8 @@ type clusterNode struct {
 
 	cmd    *exec.Cmd
 	exited chan struct{}
-	log    *lockedBuffer // every run's output
-	since  int           // where the current run's output starts in log
+	log    *logcapture.Buffer // every run's output
+	since  int                // where the current run's output starts in log
 }
 
 // duetCluster is three nodes; user devices connect to a home node and move
@@ -105,7 +86,7 @@ func startDuetCluster(t *testing.T, n int) *duetCluster {
 	}
 	c.routes = urls
 	for i := range n {
-		nd := &clusterNode{name: fmt.Sprint("n", i), mqtt: freeAddr(t), http: freeAddr(t), log: &lockedBuffer{}}
+		nd := &clusterNode{name: fmt.Sprint("n", i), mqtt: freeAddr(t), http: freeAddr(t), log: &logcapture.Buffer{}}
 		nd.args = []string{"serve", "--data", t.TempDir(), "--secret", clusterSecret,
 			"--mqtt", nd.mqtt, "--ws", "", "--http", nd.http, "--web=false", "--log-level", "info",
 			"--cluster-name", "crash", "--node", nd.name, "--cluster-listen", routes[i],
@@ -246,20 +227,9 @@ func (c *duetCluster) connect(user, device string, onLost func()) (pahov3.Client
 
 // connectTo connects a device to node i only.
 func (c *duetCluster) connectTo(i int, user, device string, onLost func()) (pahov3.Client, error) {
-	sig, err := usersig.Gen(1400000000, clusterSecret, user, 3600, time.Now())
+	cl, err := crashDevice(c.nodes[i].mqtt, clusterSecret, user, device, onLost)
 	if err != nil {
-		return nil, err
-	}
-	o := pahov3.NewClientOptions().AddBroker("tcp://" + c.nodes[i].mqtt).SetClientID(user + ":" + device).
-		SetUsername(user).SetPassword(sig).SetAutoReconnect(false).SetConnectRetry(false).
-		SetCleanSession(true).SetConnectTimeout(3 * time.Second).SetWriteTimeout(5 * time.Second)
-	if onLost != nil {
-		o.SetConnectionLostHandler(func(pahov3.Client, error) { onLost() })
-	}
-	cl := pahov3.NewClient(o)
-	if tok := cl.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		cl.Disconnect(0)
-		return nil, fmt.Errorf("%s on %s: %v", user, c.nodes[i].name, tok.Error())
+		return nil, fmt.Errorf("%s: %w", c.nodes[i].name, err)
 	}
 	c.mu.Lock()
 	c.at[user+"/"+device] = i

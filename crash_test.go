@@ -122,21 +122,7 @@ func TestCrashConsistency(t *testing.T) {
 		return cmd, &logs
 	}
 	var connect crashConnect = func(user, device string, onLost func()) (pahov3.Client, error) {
-		sig, err := usersig.Gen(1400000000, secret, user, 3600, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		o := pahov3.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(user + ":" + device).
-			SetUsername(user).SetPassword(sig).SetAutoReconnect(false).SetConnectRetry(false).
-			SetCleanSession(true).SetConnectTimeout(5 * time.Second).SetWriteTimeout(5 * time.Second)
-		if onLost != nil {
-			o.SetConnectionLostHandler(func(pahov3.Client, error) { onLost() })
-		}
-		c := pahov3.NewClient(o)
-		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-			return nil, fmt.Errorf("connect %s: %v", user, tok.Error())
-		}
-		return c, nil
+		return crashDevice(addr, secret, user, device, onLost)
 	}
 
 	// Receivers log in once first, so that --auto-accounts creates them
@@ -212,6 +198,29 @@ func TestCrashConsistency(t *testing.T) {
 	if t.Failed() {
 		t.Logf("server log:\n%s", logs)
 	}
+}
+
+// crashDevice connects user's device to the MQTT listener at addr, as
+// MQTT 3.1.1 with a clean session and no automatic reconnect: the tests
+// decide where and when it reconnects. onLost (may be nil) hears the
+// connection drop.
+func crashDevice(addr, secret, user, device string, onLost func()) (pahov3.Client, error) {
+	sig, err := usersig.Gen(1400000000, secret, user, 3600, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	o := pahov3.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(user + ":" + device).
+		SetUsername(user).SetPassword(sig).SetAutoReconnect(false).SetConnectRetry(false).
+		SetCleanSession(true).SetConnectTimeout(5 * time.Second).SetWriteTimeout(5 * time.Second)
+	if onLost != nil {
+		o.SetConnectionLostHandler(func(pahov3.Client, error) { onLost() })
+	}
+	c := pahov3.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		c.Disconnect(0)
+		return nil, fmt.Errorf("connect %s to %s: %v", user, addr, tok.Error())
+	}
+	return c, nil
 }
 
 // crashConnect connects a device of user; onLost (may be nil) hears the
