@@ -161,9 +161,20 @@ func (c *duetCluster) signal(nd *clusterNode, sig syscall.Signal) {
 // joined and its view has applied the log as it was when it joined.
 func (c *duetCluster) waitHealthy(nd *clusterNode) {
 	c.t.Helper()
+	tries := 0
 	wait.For(c.t, 90*time.Second, 50*time.Millisecond, func() error {
 		select {
 		case <-nd.exited:
+			// The embedded NATS server's client listener takes a random
+			// port from the range the test's own addresses came from; it
+			// may take one of them while the node is down. A new start
+			// draws another.
+			if tries++; tries < 3 && strings.Contains(nd.current(), "in use by another process") {
+				c.t.Logf("node %s: an address was taken, starting again:\n%s", nd.name, nd.current())
+				nd.cmd = nil
+				c.start(nd)
+				return fmt.Errorf("node %s restarting", nd.name)
+			}
 			c.t.Fatalf("node %s exited:\n%s", nd.name, nd.current())
 		default:
 		}
