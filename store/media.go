@@ -305,7 +305,15 @@ func (tx *Tx) ForgetUpload(d DueCheck) {
 // message in history that carries an upload, then schedules a look at every
 // committed upload. It runs once per store (a marker records that it did),
 // so no upload a message still carries is taken for unsent.
+//
+// A replicated store (cluster mode) has nothing to prepare: a cluster's
+// log was only ever written by code that records media references with
+// their messages. It skips the step rather than write, since a node is not
+// the log's owner when media starts and could not write anyway.
 func (s *Store) PrepareMediaLifetimes(now time.Time) error {
+	if s.repl != nil {
+		return nil
+	}
 	done := []byte("mv/lifetimes")
 	if v, err := get(s.db, done); err != nil || v != nil {
 		return err

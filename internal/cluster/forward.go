@@ -118,7 +118,14 @@ func (r *Router) Exec(ctx context.Context, c *command.Caller, name string, body 
 	if name == "openim/sync" || r.view.Owns() {
 		return r.local.Exec(ctx, c, name, body)
 	}
-	return r.forward(ctx, c, name, body)
+	rep := r.forward(ctx, c, name, body)
+	if rep.ReqID == "" {
+		// A refusal made here (no owner yet, no answer in time) answers
+		// the request as the owner would have: with its ReqId, which an
+		// MQTT 3.1.1 client matches its answer by.
+		rep.ReqID = command.RequestID(body)
+	}
+	return rep
 }
 
 // Serve starts answering forwarded commands; call it once this node owns

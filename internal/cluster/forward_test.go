@@ -225,3 +225,23 @@ func TestBroadcastDevices(t *testing.T) {
 		t.Fatal("Connected does not see the other node's devices")
 	}
 }
+
+// A refusal the router makes itself (no node serves the data yet, or the
+// owner did not answer) carries the request's ReqId like every other
+// reply: over MQTT 3.1.1 the client matches its answer by it, and without
+// it waits for an answer that never comes (found by TestClusterCrash: the
+// senders whose owner was killed never saw their 20005).
+func TestForwardRefusalCarriesReqID(t *testing.T) {
+	_, nc := runNATS(t)
+	_, view := newService(t) // owns nothing, and no node serves
+	remote := NewRouter(nc, failingExecutor{t}, view, 0, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	r := remote.Exec(ctx, &command.Caller{UserID: "alice", Device: "phone"}, "openim/sendmsg", []byte(`{"ReqId":"r1","To_Account":"bob"}`))
+	if r.Err == nil || r.Err.Code != command.CodeRetry {
+		t.Fatalf("reply %s; want 20005", r.Encode())
+	}
+	if r.ReqID != "r1" {
+		t.Fatalf("reply %s carries ReqId %q; want r1", r.Encode("ReqId", r.ReqID), r.ReqID)
+	}
+}
