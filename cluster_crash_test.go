@@ -95,10 +95,7 @@ func startDuetCluster(t *testing.T, n int) *duetCluster {
 			"--cluster-name", "crash", "--node", nd.name, "--cluster-listen", routes[i],
 			"--cluster-routes", strings.Join(urls, ","), "--cluster-secret", "route-secret",
 			"--cluster-sync", "always", "--lease-ttl", "2s",
-			// `duet serve` has no setting without media, and cluster mode
-			// refuses the embedded S3 gateway: an endpoint nothing listens
-			// on, which these tests never use.
-			"--s3-endpoint", "127.0.0.1:1"}
+			"--media=false"} // media does not run in cluster mode yet
 		c.nodes = append(c.nodes, nd)
 	}
 	t.Cleanup(func() {
