@@ -14,11 +14,19 @@ test: deps vet compose
 # The end-to-end scenarios of the offline, history and relations suites
 # again, against a three-node cluster (docs/cluster.md §22): the harness's
 # -cluster mode connects the devices to a node that does not own the data.
-# The same tests, not copies; without -race (each starts its own cluster;
-# the cluster code's own tests above run under -race).
-CLUSTER_SCENARIOS := TestOfflineFlow|TestSyncCommand|TestLargeBacklogFlowControl|TestRecall|TestReadReceipts|TestHistoryPaging|TestLiveEvents|TestSendMsgControl|TestSyncSuperseded|TestSenderCopiesReplayed|TestRelations
+# The same tests, not copies; without -race (the cluster code's own tests
+# above run under -race). Each test starts its own cluster, which is mostly
+# waiting (elections, the first balance), so three groups run at once.
+CLUSTER_SCENARIOS := 'TestOfflineFlow|TestSyncCommand|TestLargeBacklogFlowControl|TestRecall' \
+	'TestReadReceipts|TestHistoryPaging|TestLiveEvents|TestSendMsgControl|TestSyncSuperseded|TestSenderCopiesReplayed' \
+	'TestRelations'
 cluster-scenarios:
-	go test -count=1 -timeout 15m -run '^($(CLUSTER_SCENARIOS))' ./broker/ -args -cluster
+	go test -c -o broker.test ./broker/
+	@set -e; pids=""; i=0; for g in $(CLUSTER_SCENARIOS); do i=$$((i+1)); \
+		(cd broker && ../broker.test -test.count=1 -test.timeout 15m -test.run "^($$g)" -cluster >../cluster-scenarios.$$i.log 2>&1) & pids="$$pids $$!"; \
+	done; fail=0; for p in $$pids; do wait $$p || fail=1; done; \
+	for f in cluster-scenarios.*.log; do tail -n 1 $$f; done; \
+	if [ $$fail = 1 ]; then cat cluster-scenarios.*.log; fi; rm -f cluster-scenarios.*.log broker.test; exit $$fail
 
 # The web chat (web/, docs/web.md): the session layer's tests and the
 # Playwright suite in Debian's chromium, each against a real duet serve

@@ -21,11 +21,14 @@ import (
 // Every node answers every command. A command that writes must run where
 // the store is the log's owner, so the Router runs a command locally when
 // this node owns the partition, and otherwise sends it to the owner as a
-// core NATS request on duet.cmd.{pp} and answers with the owner's reply.
-// Only the owner serves that subject, in a queue group, so a request
-// reaches one server even while an old and a new owner overlap; a server
-// that finds it no longer owns answers "not the owner" without running the
-// command, and the requester tries again.
+// core NATS request and answers with the owner's reply. The request is
+// addressed to the node that holds the partition's lease, as this node last
+// saw it: duet.cmd.{pp}.{node}, which only that node serves, and only while
+// it owns. So a request never goes to a deposed owner that cannot answer (a
+// paused process keeps its subscriptions until its routes time out), and
+// never to two nodes; a node that finds it no longer owns answers "not the
+// owner" without running the command, and while no node is known or
+// serving the requester tries again.
 //
 // Read-your-writes (§12.3): the owner's reply carries the log sequence its
 // view had applied after the command, at or after the command's own
@@ -83,8 +86,12 @@ type Router struct {
 	nc      *nats.Conn
 	local   Executor
 	view    ForwardView
-	subject string
+	subject string // duet.cmd.{pp}; a node's own is subject + "." + its name
+	self    string
 	log     *slog.Logger
+	// Owner names the node that holds the partition's lease ("" while
+	// none is known). Set before the first Exec.
+	Owner func() string
 
 	mu  sync.Mutex
 	sub *nats.Subscription // while this node owns the partition
@@ -95,12 +102,12 @@ type Router struct {
 	NoOwnerWait atomic.Int64 // forwards that found no owner at first
 }
 
-// NewRouter makes the router of partition p's commands.
-func NewRouter(nc *nats.Conn, local Executor, view ForwardView, p int, log *slog.Logger) *Router {
+// NewRouter makes node self's router of partition p's commands.
+func NewRouter(nc *nats.Conn, self string, local Executor, view ForwardView, p int, log *slog.Logger) *Router {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Router{nc: nc, local: local, view: view, subject: CommandSubject(p), log: log}
+	return &Router{nc: nc, self: self, local: local, view: view, subject: CommandSubject(p), log: log}
 }
 
 // CommandSubject is the subject forwarded commands of partition p take.
@@ -136,7 +143,7 @@ func (r *Router) Serve() error {
 	if r.sub != nil {
 		return nil
 	}
-	sub, err := r.nc.QueueSubscribe(r.subject, "owner", r.serve)
+	sub, err := r.nc.Subscribe(r.subject+"."+r.self, r.serve)
 	if err != nil {
 		return err
 	}
@@ -223,7 +230,7 @@ func retryLater(info string) command.Reply {
 
 func (r *Router) forward(ctx context.Context, c *command.Caller, name string, body []byte) command.Reply {
 	r.Forwarded.Add(1)
-	msg := nats.NewMsg(r.subject)
+	msg := nats.NewMsg("")
 	msg.Header.Set(hUser, c.UserID)
 	if c.Admin {
 		msg.Header.Set(hAdmin, "1")
@@ -240,9 +247,14 @@ func (r *Router) forward(ctx context.Context, c *command.Caller, name string, bo
 	giveUp := time.Now().Add(noOwnerRetry)
 	waited := false
 	for {
-		rctx, cancel := context.WithTimeout(ctx, forwardTimeout)
-		resp, err := r.nc.RequestMsgWithContext(rctx, msg)
-		cancel()
+		var resp *nats.Msg
+		err := nats.ErrNoResponders // no owner known: as if it did not answer
+		if owner := r.owner(); owner != "" {
+			msg.Subject = r.subject + "." + owner
+			rctx, cancel := context.WithTimeout(ctx, forwardTimeout)
+			resp, err = r.nc.RequestMsgWithContext(rctx, msg)
+			cancel()
+		}
 		switch {
 		case errors.Is(err, nats.ErrNoResponders) || (err == nil && resp.Header.Get(hNotOwner) != ""):
 			// Nobody ran it: a takeover is under way. Try again.
@@ -268,6 +280,17 @@ func (r *Router) forward(ctx context.Context, c *command.Caller, name string, bo
 		}
 		return r.reply(ctx, resp)
 	}
+}
+
+// owner is the lease holder's name, or "" when unknown.
+func (r *Router) owner() string {
+	if r.Owner == nil {
+		return ""
+	}
+	if o := r.Owner(); o != "?" {
+		return o
+	}
+	return ""
 }
 
 func (r *Router) reply(ctx context.Context, resp *nats.Msg) command.Reply {

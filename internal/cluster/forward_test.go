@@ -67,12 +67,13 @@ func TestForwardedReplies(t *testing.T) {
 	ncA, ncB := runNATS(t)
 	svcA, viewA := newService(t)
 	viewA.owns.Store(true)
-	owner := NewRouter(ncA, svcA, viewA, 0, nil)
+	owner := NewRouter(ncA, "a", svcA, viewA, 0, nil)
 	if err := owner.Serve(); err != nil {
 		t.Fatal(err)
 	}
 	_, viewB := newService(t) // never runs anything: B owns nothing
-	remote := NewRouter(ncB, failingExecutor{t}, viewB, 0, nil)
+	remote := NewRouter(ncB, "b", failingExecutor{t}, viewB, 0, nil)
+	remote.Owner = func() string { return "a" }
 
 	admin := &command.Caller{UserID: "administrator", Admin: true, Transport: command.REST}
 	for _, u := range []string{"alice", "bob"} {
@@ -131,11 +132,12 @@ func TestForwardWaitsForAnOwner(t *testing.T) {
 	})
 	_, viewA := newService(t)
 	_, viewB := newService(t)
-	old := NewRouter(ncA, counting, viewA, 0, nil) // deposed: subscribed, no longer owns
+	old := NewRouter(ncA, "a", counting, viewA, 0, nil) // deposed: subscribed, no longer owns
 	if err := old.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	remote := NewRouter(ncB, failingExecutor{t}, viewB, 0, nil)
+	remote := NewRouter(ncB, "b", failingExecutor{t}, viewB, 0, nil)
+	remote.Owner = func() string { return "a" }
 
 	done := make(chan command.Reply)
 	go func() { done <- remote.Exec(context.Background(), &command.Caller{UserID: "u"}, "x/y", []byte(`{}`)) }()
@@ -156,6 +158,43 @@ func TestForwardWaitsForAnOwner(t *testing.T) {
 	}
 	if got := string(r.Encode()); got != `{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","Runs":1}` {
 		t.Fatalf("reply %s", got)
+	}
+}
+
+// A request goes to the node that holds the lease, and to no other: a
+// deposed owner that is paused (SIGSTOP) still has its subscription, and a
+// request sent to it would wait for the forward timeout (found by
+// TestClusterFencing, when requests went to a queue group of both).
+func TestForwardGoesToTheLeaseHolder(t *testing.T) {
+	ncA, ncB := runNATS(t)
+	paused, err := ncA.SubscribeSync(CommandSubject(0) + ".a") // never answers
+	if err != nil {
+		t.Fatal(err)
+	}
+	var runs atomic.Int64
+	counting := executorFunc(func(ctx context.Context, c *command.Caller, name string, body []byte) command.Reply {
+		runs.Add(1)
+		return command.Reply{Result: map[string]int{"Runs": 1}}
+	})
+	_, viewOwner := newService(t)
+	viewOwner.owns.Store(true)
+	owner := NewRouter(ncA, "c", counting, viewOwner, 0, nil)
+	if err := owner.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	_, viewB := newService(t)
+	remote := NewRouter(ncB, "b", failingExecutor{t}, viewB, 0, nil)
+	remote.Owner = func() string { return "c" }
+	for i := 0; i < 20; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		r := remote.Exec(ctx, &command.Caller{UserID: "u"}, "x/y", []byte(`{}`))
+		cancel()
+		if r.Err != nil {
+			t.Fatalf("request %d: %v", i, r.Err)
+		}
+	}
+	if n, _, _ := paused.Pending(); n != 0 || runs.Load() != 20 {
+		t.Fatalf("the paused ex-owner got %d requests, the owner ran %d of 20", n, runs.Load())
 	}
 }
 
@@ -234,7 +273,7 @@ func TestBroadcastDevices(t *testing.T) {
 func TestForwardRefusalCarriesReqID(t *testing.T) {
 	_, nc := runNATS(t)
 	_, view := newService(t) // owns nothing, and no node serves
-	remote := NewRouter(nc, failingExecutor{t}, view, 0, nil)
+	remote := NewRouter(nc, "b", failingExecutor{t}, view, 0, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	r := remote.Exec(ctx, &command.Caller{UserID: "alice", Device: "phone"}, "openim/sendmsg", []byte(`{"ReqId":"r1","To_Account":"bob"}`))

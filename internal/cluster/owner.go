@@ -189,11 +189,27 @@ type heartbeat struct {
 func (c *Cluster) loop() {
 	defer c.wg.Done()
 	hb, _ := json.Marshal(heartbeat{Started: time.Now().UTC()})
-	beat := time.NewTicker(c.o.NodeTTL / 3)
-	defer beat.Stop()
 	tick := time.NewTicker(c.o.LeaseTTL / 5)
 	defer tick.Stop()
 	c.putHeartbeat(hb)
+	// Heartbeats have their own goroutine: a Put that waits (a paused
+	// process resuming, a KV election) must not delay a step-down, which
+	// this loop makes (found by TestClusterFencing: the resumed old owner
+	// answered every write 20005 for 5 s behind a heartbeat).
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		beat := time.NewTicker(c.o.NodeTTL / 3)
+		defer beat.Stop()
+		for {
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-beat.C:
+				c.putHeartbeat(hb)
+			}
+		}
+	}()
 	// Count the live nodes before taking anything, so that the first node up
 	// does not take every partition only to release most of them later.
 	select {
@@ -207,8 +223,6 @@ func (c *Cluster) loop() {
 		select {
 		case <-c.ctx.Done():
 			return
-		case <-beat.C:
-			c.putHeartbeat(hb)
 		case <-tick.C:
 			c.balance()
 		case <-c.wake:
@@ -398,6 +412,14 @@ func (c *Cluster) Holders() []string {
 		hs[p] = c.holders[p].node
 	}
 	return hs
+}
+
+// Holder is the node holding partition p's lease as last watched: "" when
+// free, "?" when held by a node not yet known.
+func (c *Cluster) Holder(p int) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.holders[p].node
 }
 
 // LeaseChanges counts lease changes seen by the watcher (metric).

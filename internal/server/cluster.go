@@ -171,6 +171,7 @@ func (s *Server) joinCluster() error {
 		return fmt.Errorf("cluster: joining: %w", err)
 	}
 	cp.join = j
+	cp.router.Owner = func() string { return j.Holder(0) }
 	if err := cp.cursors.Ready(ctx); err != nil {
 		return fmt.Errorf("cluster: device cursors: %w", err)
 	}

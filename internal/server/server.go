@@ -251,7 +251,7 @@ func New(cfg Config) (*Server, error) {
 	// router in front of it.
 	var exec command.Executor = s.svc
 	if s.cluster != nil {
-		s.cluster.router = cluster.NewRouter(s.cluster.node.Conn(), s.svc, s.store, 0, log)
+		s.cluster.router = cluster.NewRouter(s.cluster.node.Conn(), s.cluster.node.Name(), s.svc, s.store, 0, log)
 		exec = s.cluster.router
 	}
 	s.bcfg.Exec = exec
