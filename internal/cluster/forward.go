@@ -90,8 +90,10 @@ type Router struct {
 	self    string
 	log     *slog.Logger
 	// Owner names the node that holds the partition's lease ("" while
-	// none is known). Set before the first Exec.
-	Owner func() string
+	// none is known); Refresh, when set, looks the holder up again after
+	// the one Owner named did not answer. Set before the first Exec.
+	Owner   func() string
+	Refresh func()
 
 	mu  sync.Mutex
 	sub *nats.Subscription // while this node owns the partition
@@ -261,6 +263,9 @@ func (r *Router) forward(ctx context.Context, c *command.Caller, name string, bo
 			if !waited {
 				waited = true
 				r.NoOwnerWait.Add(1)
+			}
+			if r.Refresh != nil {
+				r.Refresh()
 			}
 			if time.Now().After(giveUp) {
 				return retryLater("no node serves this user's data yet (a node is taking over), retry")

@@ -422,6 +422,33 @@ func (c *Cluster) Holder(p int) string {
 	return c.holders[p].node
 }
 
+// RefreshHolder reads partition p's lease from the bucket itself, for a
+// caller that found the holder it knew silent: the watcher can lag by
+// seconds after a node dies (its consumer may have been on that node).
+func (c *Cluster) RefreshHolder(ctx context.Context, p int) {
+	node := ""
+	e, err := c.leases.Get(ctx, LeaseKey(p))
+	switch {
+	case err == nil:
+		var v leaseValue
+		if json.Unmarshal(e.Value(), &v) != nil {
+			return
+		}
+		node = v.Node
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+	default:
+		return // no answer: keep what the watcher said
+	}
+	c.mu.Lock()
+	if c.holders[p].node != node {
+		c.holders[p] = holder{node: node, seen: time.Now()}
+	}
+	c.mu.Unlock()
+	if node == "" {
+		c.poke()
+	}
+}
+
 // LeaseChanges counts lease changes seen by the watcher (metric).
 func (c *Cluster) LeaseChanges() uint64 {
 	c.mu.Lock()

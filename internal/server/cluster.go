@@ -172,6 +172,11 @@ func (s *Server) joinCluster() error {
 	}
 	cp.join = j
 	cp.router.Owner = func() string { return j.Holder(0) }
+	cp.router.Refresh = func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		j.RefreshHolder(ctx, 0)
+	}
 	if err := cp.cursors.Ready(ctx); err != nil {
 		return fmt.Errorf("cluster: device cursors: %w", err)
 	}
