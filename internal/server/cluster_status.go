@@ -145,13 +145,18 @@ func (s *Server) clusterStatus() ClusterStatus {
 		}
 	}
 	seen := map[string]bool{self.Node: true}
+	// Wait for every node known live, and for as many as the routes name:
+	// a node's heartbeat can reach this node's watcher a while after the
+	// node answers (found by TestClusterStatusCommand: a node that was
+	// serving left out of the table).
+	want := max(len(live), len(cp.cfg.Routes))
 	missing := func() bool {
 		for _, n := range live {
 			if !seen[n] {
 				return true
 			}
 		}
-		return false
+		return len(seen) < want
 	}
 	nc := cp.node.Conn()
 	inbox := nc.NewRespInbox()
