@@ -34,20 +34,13 @@ func startCluster(t *testing.T, n int, adjust ...func(*srvpkg.Config)) []*testSe
 	return nodes
 }
 
-// owner waits for the node that owns the data and returns its index.
-func owner(t *testing.T, nodes []*testServer) int {
-	t.Helper()
-	o := -1
-	wait.For(t, 20*time.Second, 10*time.Millisecond, func() error {
-		for i, s := range nodes {
-			if s.srv != nil && s.store.Owns() {
-				o = i
-				return nil
-			}
-		}
-		return fmt.Errorf("no node owns the data")
-	})
-	return o
+// servers are the nodes' servers, for clustertest.
+func servers(nodes []*testServer) []*srvpkg.Server {
+	out := make([]*srvpkg.Server, len(nodes))
+	for i, n := range nodes {
+		out[i] = n.srv
+	}
+	return out
 }
 
 // Users whose devices are on different nodes chat both ways; the writes
@@ -60,12 +53,12 @@ func TestClusterChat(t *testing.T) {
 		t.Skip("starts a three-node cluster")
 	}
 	nodes := startCluster(t, 3)
-	o := owner(t, nodes)
+	o := clustertest.Owner(t, servers(nodes))
 	a, b := nodes[(o+1)%3], nodes[(o+2)%3] // neither owns: every send is forwarded
 	nodes[o].users("alice", "bob")
 	// A login reads the view of the node it reaches (docs/cluster.md
 	// §12.4): wait until every node has applied the imports.
-	settle(t, nodes)
+	clustertest.Settle(t, servers(nodes))
 
 	alice := a.connect("alice", connectOpts{})
 	bob := b.connect("bob", connectOpts{v5: true})
@@ -96,7 +89,7 @@ func TestClusterChat(t *testing.T) {
 	nodes[o].stop()
 	alice2.close()
 	survivors := []*testServer{a, b}
-	owner(t, survivors)
+	clustertest.Owner(t, servers(survivors))
 	for i := rounds + 1; i <= rounds+3; i++ {
 		sendRetrying(t, alice, "bob", i)
 		if e := bob.nextMsg(); e.num("Seq") != int64(2*rounds+i-rounds) || e.str("From_Account") != "alice" {
@@ -104,24 +97,6 @@ func TestClusterChat(t *testing.T) {
 		}
 	}
 	sameTimelines(t, survivors, "alice", "bob")
-}
-
-// settle waits until every running node's view has applied what the
-// owner's has.
-func settle(t *testing.T, nodes []*testServer) {
-	t.Helper()
-	var want uint64
-	for _, n := range nodes {
-		want = max(want, n.store.Applied())
-	}
-	wait.For(t, 10*time.Second, 5*time.Millisecond, func() error {
-		for i, n := range nodes {
-			if got := n.store.Applied(); got < want {
-				return fmt.Errorf("node %d applied %d of %d", i, got, want)
-			}
-		}
-		return nil
-	})
 }
 
 // A device that moves to another node resumes at its own cursor there —
@@ -132,10 +107,10 @@ func TestClusterDeviceMovesNode(t *testing.T) {
 		t.Skip("starts a three-node cluster")
 	}
 	nodes := startCluster(t, 3)
-	o := owner(t, nodes)
+	o := clustertest.Owner(t, servers(nodes))
 	a, b := nodes[(o+1)%3], nodes[(o+2)%3]
 	nodes[o].users("alice", "bob")
-	settle(t, nodes)
+	clustertest.Settle(t, servers(nodes))
 	alice := nodes[o].connect("alice", connectOpts{})
 	alice.syncComplete()
 	phone := a.connect("bob", connectOpts{clientID: "bob:phone"})
@@ -173,7 +148,7 @@ func TestClusterAutoAccounts(t *testing.T) {
 		t.Skip("starts a three-node cluster")
 	}
 	nodes := startCluster(t, 3, func(c *srvpkg.Config) { c.AutoAccounts = true })
-	o := owner(t, nodes)
+	o := clustertest.Owner(t, servers(nodes))
 	carol := nodes[(o+1)%3].connect("carol", connectOpts{})
 	carol.syncComplete()
 	dave := nodes[(o+2)%3].connect("dave", connectOpts{v5: true})
@@ -182,7 +157,7 @@ func TestClusterAutoAccounts(t *testing.T) {
 	if e := dave.nextMsg(); e.str("From_Account") != "carol" {
 		t.Fatalf("dave got %v", e)
 	}
-	settle(t, nodes)
+	clustertest.Settle(t, servers(nodes))
 	for i, n := range nodes {
 		if ok, _ := n.store.AccountExists("carol"); !ok {
 			t.Fatalf("node %d does not know the account login created", i)
@@ -250,14 +225,14 @@ func TestClusterLoad(t *testing.T) {
 		t.Skip("starts a three-node cluster")
 	}
 	nodes := startCluster(t, 3)
-	o := owner(t, nodes)
+	o := clustertest.Owner(t, servers(nodes))
 	const pairs, each = 12, 40
 	var ids []string
 	for i := 0; i < pairs; i++ {
 		ids = append(ids, fmt.Sprint("s", i), fmt.Sprint("r", i))
 	}
 	nodes[o].users(ids...)
-	settle(t, nodes)
+	clustertest.Settle(t, servers(nodes))
 	recv := make([]*device, pairs)
 	send := make([]*device, pairs)
 	for i := range pairs {
@@ -283,5 +258,5 @@ func TestClusterLoad(t *testing.T) {
 			}
 		}
 	}
-	settle(t, nodes)
+	clustertest.Settle(t, servers(nodes))
 }

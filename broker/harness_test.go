@@ -25,7 +25,6 @@ import (
 	"github.com/duet-im/duet/command"
 	"github.com/duet-im/duet/internal/clustertest"
 	srvpkg "github.com/duet-im/duet/internal/server"
-	"github.com/duet-im/duet/internal/wait"
 	"github.com/duet-im/duet/store"
 	"github.com/duet-im/duet/usersig"
 )
@@ -126,18 +125,9 @@ func (s *testServer) startCluster() {
 // settle waits, in cluster mode, until every node's view has applied what
 // the owner's has: a login reads the view of the node it reaches.
 func (s *testServer) settle() {
-	if s.cluster == nil {
-		return
+	if s.cluster != nil {
+		clustertest.Settle(s.t, s.cluster)
 	}
-	want := s.store.Applied()
-	wait.For(s.t, 10*time.Second, time.Millisecond, func() error {
-		for i, n := range s.cluster {
-			if got := n.Store().Applied(); got < want {
-				return fmt.Errorf("node %d applied %d of %d", i, got, want)
-			}
-		}
-		return nil
-	})
 }
 
 func (s *testServer) start() {

@@ -151,6 +151,17 @@ func cloned[T any](p *T) *T {
 	return &v
 }
 
+// Configured names the vendors that have a section, in Vendors' order.
+func (c Config) Configured() []string {
+	var out []string
+	for i, on := range []bool{c.APNs != nil, c.FCM != nil, c.Huawei != nil, c.Xiaomi != nil, c.OPPO != nil, c.VIVO != nil, c.Meizu != nil} {
+		if on {
+			out = append(out, Vendors[i])
+		}
+	}
+	return out
+}
+
 // Vendors is every vendor name a token may name.
 var Vendors = []string{"apns", "fcm", "huawei", "xiaomi", "oppo", "vivo", "meizu"}
 

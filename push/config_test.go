@@ -20,3 +20,19 @@ func TestMissingCredentials(t *testing.T) {
 		}
 	}
 }
+
+// Configured names the vendors with a section, in Vendors' order: the
+// start-up line lists them, and cluster mode refuses any.
+func TestConfigured(t *testing.T) {
+	if got := (Config{}).Configured(); len(got) != 0 {
+		t.Fatalf("no section: %v", got)
+	}
+	all := Config{APNs: &APNsConfig{}, FCM: &FCMConfig{}, Huawei: &HuaweiConfig{}, Xiaomi: &XiaomiConfig{},
+		OPPO: &OPPOConfig{}, VIVO: &VIVOConfig{}, Meizu: &MeizuConfig{}}
+	if got := all.Configured(); strings.Join(got, ",") != strings.Join(Vendors, ",") {
+		t.Fatalf("every section: %v, want %v", got, Vendors)
+	}
+	if got := (Config{Meizu: &MeizuConfig{}, FCM: &FCMConfig{}}).Configured(); strings.Join(got, ",") != "fcm,meizu" {
+		t.Fatalf("fcm and meizu: %v", got)
+	}
+}

@@ -112,16 +112,6 @@ func NewRouter(nc *nats.Conn, self string, local Executor, view ForwardView, p i
 	return &Router{nc: nc, self: self, local: local, view: view, subject: CommandSubject(p), log: log}
 }
 
-// CommandSubject is the subject forwarded commands of partition p take.
-func CommandSubject(p int) string { return "duet.cmd." + twoDigits(p) }
-
-func twoDigits(p int) string {
-	if p < 10 {
-		return "0" + strconv.Itoa(p)
-	}
-	return strconv.Itoa(p)
-}
-
 // Exec runs the command here or on the owner.
 func (r *Router) Exec(ctx context.Context, c *command.Caller, name string, body []byte) command.Reply {
 	if name == "openim/sync" || r.view.Owns() {

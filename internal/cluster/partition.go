@@ -23,5 +23,9 @@ func StreamName(p int) string { return fmt.Sprintf("DUET_P%02d", p) }
 // Subject is the one subject of partition p's log: duet.p.07.
 func Subject(p int) string { return fmt.Sprintf("duet.p.%02d", p) }
 
+// CommandSubject is the prefix of partition p's forwarded commands:
+// duet.cmd.07, then the node that holds the lease (forward.go).
+func CommandSubject(p int) string { return fmt.Sprintf("duet.cmd.%02d", p) }
+
 // LeaseKey is partition p's key in KV duet-leases: p07.
 func LeaseKey(p int) string { return fmt.Sprintf("p%02d", p) }

@@ -115,6 +115,25 @@ func Owner(t testing.TB, srvs []*server.Server) int {
 	return o
 }
 
+// Settle waits until every node's view has applied as much of the log as
+// the furthest one (the owner's): a login, or a read, on any node then sees
+// what was written before.
+func Settle(t testing.TB, srvs []*server.Server) {
+	t.Helper()
+	var want uint64
+	for _, s := range srvs {
+		want = max(want, s.Store().Applied())
+	}
+	wait.For(t, 10*time.Second, time.Millisecond, func() error {
+		for i, s := range srvs {
+			if got := s.Store().Applied(); got < want {
+				return fmt.Errorf("node %d applied %d of %d", i, got, want)
+			}
+		}
+		return nil
+	})
+}
+
 // WaitServing waits until every node's /cluster lists all of them serving:
 // nodes learn of each other from heartbeats, a moment after they start.
 func WaitServing(t testing.TB, srvs []*server.Server) {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"reflect"
 	"sync/atomic"
 	"time"
 
@@ -100,11 +99,8 @@ func checkCluster(cfg Config) error {
 		// in a cluster must go through the owner: not built yet.
 		return errors.New("media does not run in cluster mode yet (docs/cluster.md, \"What works today\"): start the nodes with --media=false")
 	}
-	pv := reflect.ValueOf(cfg.Push)
-	for i := 0; i < pv.NumField(); i++ {
-		if f := pv.Field(i); f.Kind() == reflect.Pointer && !f.IsNil() {
-			return errors.New("offline push does not run in cluster mode yet (docs/cluster.md, \"What works today\"): remove the push settings")
-		}
+	if len(cfg.Push.Configured()) > 0 {
+		return errors.New("offline push does not run in cluster mode yet (docs/cluster.md, \"What works today\"): remove the push settings")
 	}
 	return nil
 }

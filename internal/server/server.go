@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -462,16 +461,8 @@ func (s *Server) logStarted() {
 	if cfg.Secret != "" {
 		secret = "--secret"
 	}
-	var vendors []string
-	pv := reflect.ValueOf(cfg.Push)
-	for i := 0; i < pv.NumField(); i++ {
-		if f := pv.Field(i); f.Kind() == reflect.Pointer && !f.IsNil() {
-			name, _, _ := strings.Cut(pv.Type().Field(i).Tag.Get("yaml"), ",")
-			vendors = append(vendors, name)
-		}
-	}
 	pushes := "none"
-	if len(vendors) > 0 {
+	if vendors := cfg.Push.Configured(); len(vendors) > 0 {
 		pushes = strings.Join(vendors, ",")
 	}
 	mediaStore := "embedded S3 in " + filepath.Join(cfg.Data, "s3")
