@@ -227,6 +227,20 @@ func crashDevice(addr, secret, user, device string, onLost func()) (pahov3.Clien
 // connection drop.
 type crashConnect func(user, device string, onLost func()) (pahov3.Client, error)
 
+// subscribeTimeline subscribes c to user's timeline; the events arrive on
+// the channel.
+func subscribeTimeline(c pahov3.Client, user string) (chan map[string]any, error) {
+	events := make(chan map[string]any, 100000)
+	if tok := c.Subscribe("im/"+user+"/in", 1, func(_ pahov3.Client, m pahov3.Message) {
+		var e map[string]any
+		json.Unmarshal(m.Payload(), &e)
+		events <- e
+	}); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		return nil, fmt.Errorf("%s: subscribe: %v", user, tok.Error())
+	}
+	return events, nil
+}
+
 // readTimeline subscribes c to user's timeline and returns the events of the
 // replay that starts, up to and with its sync_complete. With fromZero it then
 // asks openim/sync for the whole timeline (FromSeq 0) and returns that replay
@@ -234,14 +248,17 @@ type crashConnect func(user, device string, onLost func()) (pahov3.Client, error
 // node where another device of the user received everything, at the end.
 func readTimeline(t *testing.T, c pahov3.Client, user string, fromZero bool) []map[string]any {
 	t.Helper()
-	events := make(chan map[string]any, 100000)
-	if tok := c.Subscribe("im/"+user+"/in", 1, func(_ pahov3.Client, m pahov3.Message) {
-		var e map[string]any
-		json.Unmarshal(m.Payload(), &e)
-		events <- e
-	}); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("%s: subscribe: %v", user, tok.Error())
+	events, err := subscribeTimeline(c, user)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return readSubscribed(t, c, events, user, fromZero)
+}
+
+// readSubscribed is readTimeline once c is subscribed and its events come
+// on events.
+func readSubscribed(t *testing.T, c pahov3.Client, events chan map[string]any, user string, fromZero bool) []map[string]any {
+	t.Helper()
 	replay := func() []map[string]any {
 		var out []map[string]any
 		for {
