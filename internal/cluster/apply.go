@@ -29,6 +29,7 @@ type Applier struct {
 	onError func(p int, err error)
 
 	log       atomic.Pointer[Log] // the owner's log while this node owns p
+	applyMu   sync.Mutex          // an entry's check and apply, against a takeover's catch-up (Log.catchUp)
 	seen      atomic.Uint64       // the log's last sequence as the consumer last saw it
 	pos       atomic.Uint64       // the last sequence the consumer handled (applied or skipped)
 	fencedCnt atomic.Uint64
@@ -185,7 +186,12 @@ func (a *Applier) handle(ctx context.Context, seq uint64, data []byte) {
 			return
 		}
 		for {
-			err := a.view.Apply(seq, data)
+			a.applyMu.Lock()
+			var err error
+			if seq > a.view.Applied() {
+				err = a.view.Apply(seq, data)
+			}
+			a.applyMu.Unlock()
 			if err == nil {
 				return
 			}
@@ -225,7 +231,7 @@ func (a *Applier) Own(ctx context.Context, lease *Lease, fenceEntry func() []byt
 	}
 	lctx, cancel := context.WithCancel(context.Background())
 	l := &Log{
-		js: a.js, stream: s, p: a.p, node: a.node, lease: lease, view: a.view,
+		js: a.js, stream: s, p: a.p, node: a.node, lease: lease, view: a.view, applyMu: &a.applyMu,
 		ctx: lctx, cancel: cancel, deadCh: make(chan struct{}),
 	}
 	if err := l.fence(ctx, fenceEntry); err != nil {

@@ -53,6 +53,9 @@ type Log struct {
 	node   string
 	lease  *Lease
 	view   View
+	// applyMu is the applier's: the takeover's catch-up (catchUp) and the
+	// consumer each check and apply an entry under it.
+	applyMu *sync.Mutex
 
 	ctx    context.Context // ends on Close: stops a §9.3 resolution
 	cancel context.CancelFunc
@@ -288,13 +291,13 @@ func (l *Log) fence(ctx context.Context, entry func() []byte) error {
 		cancel()
 		if err != nil {
 			if !sleepCtx(ctx, 20*time.Millisecond) {
-				return ctx.Err()
+				return fmt.Errorf("stream info: %w (%w)", err, ctx.Err())
 			}
 			continue
 		}
 		L := info.State.LastSeq
-		if err := waitApplied(ctx, l.view, L, l.lease.Valid); err != nil {
-			return err
+		if err := l.catchUp(ctx, L); err != nil {
+			return fmt.Errorf("view at %d of the log's last %d: %w", l.view.Applied(), L, err)
 		}
 		l.mu.Lock()
 		l.counter++
@@ -315,6 +318,51 @@ func (l *Log) fence(ctx context.Context, entry func() []byte) error {
 		l.last = seq
 		l.mu.Unlock()
 		return nil
+	}
+}
+
+// catchUp applies to the view, read from the stream's leader, the entries
+// up to L that its consumer has not applied yet. A takeover must not wait
+// for the consumer: when the old owner's server stops answering, the
+// consumer may have been served by it, and an ordered consumer recreates
+// itself with a back-off that grows to 10 s per attempt (and a create
+// needs JetStream's meta leader, which may have been on the same server).
+// The leader that must accept the fence is the one that answers these
+// reads. The consumer skips what is applied here (Apply ignores entries
+// at or below Applied), so the two never apply an entry twice or out of
+// order: applyMu (the applier's) makes each entry's check and apply one
+// step for both.
+func (l *Log) catchUp(ctx context.Context, L uint64) error {
+	backoff := 10 * time.Millisecond
+	for {
+		next := l.view.Applied() + 1
+		if next > L {
+			return nil
+		}
+		if !l.lease.Valid() {
+			return ErrLeaseInvalid
+		}
+		gctx, cancel := context.WithTimeout(ctx, time.Second)
+		m, err := l.stream.GetMsg(gctx, next)
+		cancel()
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return fmt.Errorf("entry %d is no longer in the log: the view must be rebuilt", next)
+		}
+		if err != nil {
+			if !sleepCtx(ctx, backoff) {
+				return fmt.Errorf("read entry %d: %w (%w)", next, err, ctx.Err())
+			}
+			backoff = min(2*backoff, 200*time.Millisecond)
+			continue
+		}
+		l.applyMu.Lock()
+		if l.view.Applied() < next {
+			err = l.view.Apply(next, m.Data)
+		}
+		l.applyMu.Unlock()
+		if err != nil {
+			return fmt.Errorf("apply entry %d: %w", next, err)
+		}
 	}
 }
 

@@ -1,0 +1,98 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/duet-im/duet/internal/wait"
+)
+
+// A takeover does not depend on the new owner's consumer: when the old
+// owner's server stops answering, the consumer it served is silent until
+// JetStream recreates it (a back-off of up to 10 s per attempt), and the
+// fence must not wait for it. Here the new owner's consumer is stopped
+// before the old owner's last entries, which its view has not applied: the
+// fence reads them from the stream's leader, applies them in order, and
+// fences after them (CI saw takeovers fail for 20 s in "fence" while the
+// log had a leader).
+func TestTakeoverWithoutConsumer(t *testing.T) {
+	nodes := startNodes(t, 3)
+	cfg := testConfig(1)
+	setupAll(t, nodes, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	views := []*testView{{}, {}}
+	appliers := make([]*Applier, 2)
+	for i := range appliers {
+		a, err := StartApplier(ctx, nodes[i].js, nodes[i].name, 0, views[i], nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		appliers[i] = a
+		t.Cleanup(func() { appliers[i].Stop() })
+	}
+	kvA, err := nodes[0].js.KeyValue(ctx, BucketLeases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kvB, err := nodes[1].js.KeyValue(ctx, BucketLeases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaseA, err := Acquire(ctx, kvA, 0, "n1", cfg.LeaseTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logA, err := appliers[0].Own(ctx, leaseA, fenceEntry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := write(t, logA, views[0], "a0"); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if got, want := views[1].Applied(), logA.Last(); got != want {
+			return fmt.Errorf("B's view at %d, the log at %d", got, want)
+		}
+		return nil
+	})
+	// B's consumer goes silent; A writes on.
+	appliers[1].Stop()
+	var want []string
+	for i := 1; i <= 5; i++ {
+		if _, err := write(t, logA, views[0], fmt.Sprint("a", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := logA.Last()
+	if err := leaseA.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	logA.Close()
+
+	leaseB, err := Acquire(ctx, kvB, 0, "n2", cfg.LeaseTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leaseB.Release(context.Background())
+	// The consumer's applier still owns the mutex and the view: Own runs
+	// on it although its consumer is stopped.
+	octx, ocancel := context.WithTimeout(ctx, 5*time.Second)
+	defer ocancel()
+	logB, err := appliers[1].Own(octx, leaseB, fenceEntry)
+	if err != nil {
+		t.Fatalf("takeover with a silent consumer: %v", err)
+	}
+	if got := logB.Last(); got != last+1 {
+		t.Errorf("B's fence at %d; want it right after A's last entry %d", got, last)
+	}
+	for _, m := range readLog(t, nodes[2].js, 0) {
+		want = append(want, string(m.Data))
+	}
+	seqs, data, dupes, gaps := views[1].snapshot()
+	if len(gaps) > 0 || dupes > 0 || fmt.Sprint(data) != fmt.Sprint(want) {
+		t.Errorf("B's view: %v (seqs %v, %d dupes, gaps %v); want the log %v", data, seqs, dupes, gaps, want)
+	}
+}
