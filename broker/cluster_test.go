@@ -270,3 +270,63 @@ func TestClusterLoad(t *testing.T) {
 	}
 	clustertest.Settle(t, servers(nodes))
 }
+
+// A node added to a running cluster (docs/cluster.md §19, "Add a node":
+// the same flags, its own --node) builds its view from the log, then
+// serves devices as the others do: replay, sync_complete, live messages
+// and forwarded writes.
+func TestClusterAddNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a four-node cluster")
+	}
+	cfgs := clustertest.Configs(t, 3)
+	for i := range cfgs {
+		cfgs[i].Secret, cfgs[i].SDKAppID = testKey, testAppID
+	}
+	// The new node: the others' settings, its own name, data and route
+	// listener; its routes name the running nodes (and itself).
+	extra := clustertest.Configs(t, 1)[0]
+	n3 := cfgs[0]
+	n3.Data, n3.Log = extra.Data, extra.Log.With("node", 3)
+	n3.Cluster.Node, n3.Cluster.Listen = "n3", extra.Cluster.Listen
+	n3.Cluster.Routes = append(append([]string(nil), cfgs[0].Cluster.Routes...), extra.Cluster.Routes...)
+	cfgs = append(cfgs, n3)
+	srvs := clustertest.New(t, cfgs[:3])
+	clustertest.StartAll(t, srvs)
+	var nodes []*testServer
+	for i, srv := range srvs {
+		nodes = append(nodes, &testServer{t: t, dir: cfgs[i].Data, srv: srv, store: srv.Store(), svc: srv.Service(), broker: srv.Broker(), addr: srv.Addr("tcp")})
+	}
+	o := clustertest.Owner(t, srvs)
+	nodes[o].users("alice", "bob")
+	clustertest.Settle(t, srvs)
+	alice := nodes[o].connect("alice", connectOpts{})
+	alice.syncComplete()
+	for i := 1; i <= 3; i++ {
+		alice.send("bob", i)
+	}
+
+	added := clustertest.New(t, cfgs[3:])[0]
+	if err := added.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &testServer{t: t, dir: cfgs[3].Data, srv: added, store: added.Store(), svc: added.Service(), broker: added.Broker(), addr: added.Addr("tcp")}
+	bob := d.connect("bob", connectOpts{})
+	for i := 1; i <= 3; i++ {
+		if e := bob.nextMsg(); e.num("Seq") != int64(i) || e.str("From_Account") != "alice" {
+			t.Fatalf("bob on the added node got %v; want alice's message with Seq %d", e, i)
+		}
+	}
+	if last := bob.syncComplete(); last != 3 {
+		t.Fatalf("sync_complete LastSeq %d; want 3", last)
+	}
+	alice.send("bob", 4)
+	if e := bob.nextMsg(); e.num("Seq") != 4 {
+		t.Fatalf("bob got %v live; want Seq 4", e)
+	}
+	sendRetrying(t, bob, "alice", 5) // forwarded to the owner from the added node
+	if e := alice.nextMsg(); e.str("From_Account") != "bob" {
+		t.Fatalf("alice got %v; want bob's reply", e)
+	}
+	sameTimelines(t, append(nodes, d), "alice", "bob")
+}
