@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/duet-im/duet/internal/cluster"
 	"github.com/duet-im/duet/internal/server"
 )
 
@@ -34,12 +36,9 @@ func clusterStatusCmd(args []string) error {
 	if cfg.HTTP == "" {
 		return errors.New("cluster status: --http is required (a node's HTTP listener, host:port)")
 	}
-	base := cfg.HTTP
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
+	base := nodeURL(cfg.HTTP)
 	client := &http.Client{Timeout: 10 * time.Second}
-	resp, err := client.Get(strings.TrimSuffix(base, "/") + "/cluster")
+	resp, err := client.Get(base + "/cluster")
 	if err != nil {
 		return fmt.Errorf("cluster status: %w", err)
 	}
@@ -120,4 +119,53 @@ func printClusterStatus(w io.Writer, cs server.ClusterStatus) {
 		fmt.Fprintf(tw, "%d\t%s\n", p.Partition, owner)
 	}
 	tw.Flush()
+}
+
+// clusterRemoveCmd is `duet cluster remove NODE`: it asks the node at
+// --http (on this machine: the route is loopback-only) to remove NODE,
+// stopped for good, from JetStream (docs/cluster.md §19).
+func clusterRemoveCmd(args []string) error {
+	cfg, fl, err := loadConfig("duet cluster remove", args, "http")
+	if err != nil {
+		return err
+	}
+	setUsage(fl, "cluster remove NODE [--http HOST:PORT]", "Removes NODE, a node stopped for good, from the cluster's JetStream (its meta group and every stream's replicas), so that its replicas are placed on the remaining nodes. Ask a running node on its own machine: --http is its HTTP listener (POST /cluster/remove answers loopback clients only).")
+	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	if fl.NArg() != 1 {
+		return errors.New("cluster remove: name one node: duet cluster remove NODE [--http HOST:PORT]")
+	}
+	if cfg.HTTP == "" {
+		return errors.New("cluster remove: --http is required (a running node's HTTP listener, host:port)")
+	}
+	base := nodeURL(cfg.HTTP)
+	client := &http.Client{Timeout: time.Minute}
+	resp, err := client.Post(base+"/cluster/remove?node="+url.QueryEscape(fl.Arg(0)), "", nil)
+	if err != nil {
+		return fmt.Errorf("cluster remove: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("cluster remove: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("cluster remove: %s answered %s: %s", base, resp.Status, strings.TrimSpace(string(body)))
+	}
+	var out cluster.Removed
+	if err := json.Unmarshal(body, &out); err != nil {
+		return fmt.Errorf("cluster remove: %w", err)
+	}
+	fmt.Printf("node %s removed from the cluster's JetStream (meta group: %v; streams asked to drop it: %s)\n",
+		out.Node, out.Meta, strings.Join(out.Streams, ", "))
+	return nil
+}
+
+// nodeURL is a node's HTTP base URL from --http (host:port or a URL).
+func nodeURL(http string) string {
+	if !strings.Contains(http, "://") {
+		http = "http://" + http
+	}
+	return strings.TrimSuffix(http, "/")
 }

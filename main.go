@@ -75,6 +75,7 @@ var subcommands = []subcommand{
 	{"account import", "USER...", "create accounts in the data directory (with the server stopped)", accountImportCmd},
 	{"import", "[--url URL] FILE", "import C2C history (JSON lines) through a running server's REST API", importCmd},
 	{"cluster status", "[--http HOST:PORT]", "print a running cluster's nodes, partitions and owners (a node's GET /cluster)", clusterStatusCmd},
+	{"cluster remove", "NODE [--http HOST:PORT]", "remove a node stopped for good from the cluster's JetStream (run on a node's machine)", clusterRemoveCmd},
 	{"version", "", "print the version, the VCS revision and the Go version", versionCmd},
 }
 
@@ -125,10 +126,16 @@ func run(args []string) error {
 		}
 		return accountImportCmd(append(slices.Clone(args[:i]), args[i+2:]...))
 	case "cluster":
-		if i+1 >= len(args) || args[i+1] != "status" {
-			return errors.New("usage: duet cluster status [--http HOST:PORT] (run `duet --help` for all commands)")
+		sub := ""
+		if i+1 < len(args) {
+			sub = args[i+1]
 		}
-		return clusterStatusCmd(append(slices.Clone(args[:i]), args[i+2:]...))
+		for _, c := range subcommands {
+			if c.name == "cluster "+sub {
+				return c.run(append(slices.Clone(args[:i]), args[i+2:]...))
+			}
+		}
+		return errors.New("usage: duet cluster status|remove … (run `duet --help` for all commands)")
 	}
 	for _, c := range subcommands {
 		if c.name == name {

@@ -1,7 +1,12 @@
 package broker_test
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -329,4 +334,56 @@ func TestClusterAddNode(t *testing.T) {
 		t.Fatalf("alice got %v; want bob's reply", e)
 	}
 	sameTimelines(t, append(nodes, d), "alice", "bob")
+
+	// Removing a node (§19): a running one is refused; once stopped, it
+	// leaves JetStream's meta group and the log's replicas, which are
+	// placed on the added node, and the cluster serves on.
+	gone := (o + 1) % 3
+	name := cfgs[gone].Cluster.Node
+	remove := func() (int, string) {
+		resp, err := http.Post("http://"+added.HTTPAddr()+"/cluster/remove?node="+name, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := remove(); code != http.StatusConflict {
+		t.Fatalf("removing the running %s: %d %s; want 409", name, code, body)
+	}
+	nodes[gone].stop()
+	wait.For(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if code, body := remove(); code != http.StatusOK {
+			return fmt.Errorf("remove %s: %d %s", name, code, body)
+		}
+		return nil
+	})
+	js := added.ClusterNode().JetStream()
+	wait.For(t, 30*time.Second, 100*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		for _, stream := range []string{"DUET_P00", "KV_duet-leases", "KV_duet-cursors"} {
+			s, err := js.Stream(ctx, stream)
+			if err != nil {
+				return err
+			}
+			ci := s.CachedInfo().Cluster
+			replicas := []string{ci.Leader}
+			for _, r := range ci.Replicas {
+				replicas = append(replicas, r.Name)
+			}
+			if slices.Contains(replicas, name) || !slices.Contains(replicas, "n3") || len(replicas) != 3 {
+				return fmt.Errorf("%s's replicas %v: want three, the added n3 among them and not %s", stream, replicas, name)
+			}
+		}
+		return nil
+	})
+	if code, body := remove(); code != http.StatusUnprocessableEntity || !strings.Contains(body, "not a member") {
+		t.Fatalf("removing %s again: %d %s; want 422, not a member", name, code, body)
+	}
+	alice.send("bob", 6)
+	if e := bob.nextMsg(); e.num("Seq") != 6 {
+		t.Fatalf("after the removal bob got %v; want Seq 6 (5 is his own reply)", e)
+	}
 }

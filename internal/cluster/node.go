@@ -35,6 +35,9 @@ const routeUser = "duet"
 // localUser is the user of the embedded server's loopback client listener.
 const localUser = "duet-local"
 
+// systemUser is the embedded server's system-account user (RemovePeer).
+const systemUser = "duet-system"
+
 // nodeName restricts node names to what a KV key, a NATS server name and the
 // Duet-Group header can all carry without encoding.
 var nodeName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -58,6 +61,8 @@ type Node struct {
 	srv  *server.Server // nil with Connect
 	nc   *nats.Conn
 	js   jetstream.JetStream
+
+	sysPass string // systemUser's password; "" with Connect
 }
 
 // syncOption parses --cluster-sync.
@@ -123,12 +128,26 @@ func Start(o NodeOptions) (*Node, error) {
 		return nil, err
 	}
 	localPass := hex.EncodeToString(local)
+	// A second in-process user, in the system account: removing a node
+	// from JetStream's meta group ($JS.API.SERVER.REMOVE, RemovePeer) is a
+	// system request. Users of the global and system accounts only keep
+	// JetStream on the global account, where Duet's streams are.
+	sysSecret := make([]byte, 24)
+	if _, err := rand.Read(sysSecret); err != nil {
+		return nil, err
+	}
+	sysPass := hex.EncodeToString(sysSecret)
+	sysAcc := server.NewAccount(server.DEFAULT_SYSTEM_ACCOUNT)
 	opts := &server.Options{
-		ServerName:   o.Name,
-		Host:         "127.0.0.1",
-		Port:         server.RANDOM_PORT,
-		Username:     localUser,
-		Password:     localPass,
+		ServerName:    o.Name,
+		Host:          "127.0.0.1",
+		Port:          server.RANDOM_PORT,
+		Accounts:      []*server.Account{sysAcc},
+		SystemAccount: server.DEFAULT_SYSTEM_ACCOUNT,
+		Users: []*server.User{
+			{Username: localUser, Password: localPass},
+			{Username: systemUser, Password: sysPass, Account: sysAcc},
+		},
 		JetStream:    true,
 		StoreDir:     o.StoreDir,
 		SyncAlways:   always,
@@ -165,7 +184,7 @@ func Start(o NodeOptions) (*Node, error) {
 		srv.Shutdown()
 		return nil, err
 	}
-	return &Node{name: o.Name, srv: srv, nc: nc, js: js}, nil
+	return &Node{name: o.Name, srv: srv, nc: nc, js: js, sysPass: sysPass}, nil
 }
 
 // minServer is the oldest nats-server Duet accepts (§15.2: the design was
