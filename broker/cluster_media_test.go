@@ -160,6 +160,25 @@ func TestClusterMedia(t *testing.T) {
 		}
 	}
 
+	// The App admin's upload over REST, applied for on one node that does
+	// not own the data and committed on the other: each answer is the
+	// owner's, and each node's view has the record when it answers.
+	tk := event(restOn(a, "media/apply_upload", fmt.Sprintf(`{"Type":"file","Size":%d,"ContentType":"text/plain","FileName":"n.txt"}`, len("notes"))))
+	if tk.str("ActionStatus") != "OK" || tk.str("UUID") == "" {
+		t.Fatalf("REST apply_upload on a node that does not own the data: %v", tk)
+	}
+	if u, err := a.store.GetUpload(tk.str("UUID")); err != nil || u.Owner != "administrator" {
+		t.Fatalf("the answering node's view lacks the upload record: %+v, %v", u, err)
+	}
+	putUpload(t, tk, []byte("notes"))
+	file := event(restOn(b, "media/commit_upload", fmt.Sprintf(`{"UUID":%q}`, tk.str("UUID"))))
+	if file.str("ActionStatus") != "OK" || file.str("Url") != clusterMediaURL+"/media/"+tk.str("UUID")+"/orig" {
+		t.Fatalf("REST commit_upload on the other node: %v", file)
+	}
+	if u, err := b.store.GetUpload(tk.str("UUID")); err != nil || !u.Committed {
+		t.Fatalf("the answering node's view lacks the commit: %+v, %v", u, err)
+	}
+
 	// A refused upload, over REST on a node that does not own the data:
 	// the owner's Tencent code and ErrorInfo.
 	for _, c := range []struct {
