@@ -199,7 +199,7 @@ func (m *Service) loop(name string, every time.Duration, f func(context.Context)
 					if run {
 						m.log.Info("media: this node runs the "+name+" (it owns the data)", "every", every)
 					} else {
-						m.log.Info("media: this node stopped running the " + name + " (another node owns the data)")
+						m.log.Info("media: this node stopped running the " + name + " (it no longer owns the data)")
 					}
 				}
 			}
