@@ -15,12 +15,14 @@ import (
 // TestComposeClusterFile validates docker-compose.cluster.yml (docs/cluster.md
 // §19) with docker-compose config, as TestComposeFile does the single-node
 // file: three Duet nodes of one cluster, routed to each other, each with its
-// own data volume and ports, media off (not in cluster mode yet); and no default for any
-// secret — without them compose refuses and says what to set.
+// own data volume and ports, media on in the one MinIO they share (cluster
+// mode needs a shared S3, docs/cluster.md §14.3) with the same media URL;
+// and no default for any secret — without them compose refuses and says
+// what to set.
 func TestComposeClusterFile(t *testing.T) {
 	bin, _ := composeFile(t)
 	file := filepath.Join(testDir, "..", "docker-compose.cluster.yml")
-	secrets := []string{"DUET_SECRET", "DUET_CLUSTER_SECRET"}
+	secrets := []string{"DUET_SECRET", "DUET_CLUSTER_SECRET", "MINIO_ROOT_PASSWORD"}
 	// An env file of our own, so that a developer's .env or environment
 	// does not count.
 	config := func(env string) (string, error) {
@@ -51,7 +53,7 @@ func TestComposeClusterFile(t *testing.T) {
 		}
 	}
 
-	out, err := config("DUET_SECRET=usersig-key\nDUET_CLUSTER_SECRET=route-pw\n")
+	out, err := config("DUET_SECRET=usersig-key\nDUET_CLUSTER_SECRET=route-pw\nMINIO_ROOT_PASSWORD=minio-pw\n")
 	if err != nil {
 		t.Fatalf("docker-compose config: %v\n%s", err, out)
 	}
@@ -70,6 +72,12 @@ func TestComposeClusterFile(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	nodes := []string{"duet1", "duet2", "duet3"}
+	if minio := cf.Services["minio"]; minio.Healthcheck == nil || minio.Environment["MINIO_ROOT_PASSWORD"] != "minio-pw" {
+		t.Errorf("minio: healthcheck %v, password %q", minio.Healthcheck, minio.Environment["MINIO_ROOT_PASSWORD"])
+	}
+	if _, ok := cf.Services["minio-init"]; !ok {
+		t.Error("no bucket-creating service")
+	}
 	volumes, published := map[string]string{}, map[int]string{}
 	for _, name := range nodes {
 		s, ok := cf.Services[name]
@@ -82,8 +90,16 @@ func TestComposeClusterFile(t *testing.T) {
 		}
 		want := map[string]string{
 			"DUET_NODE": name, "DUET_CLUSTER_NAME": cf.Services[nodes[0]].Environment["DUET_CLUSTER_NAME"],
-			"DUET_CLUSTER_SECRET": "route-pw", "DUET_SECRET": "usersig-key", "DUET_MEDIA": "false",
+			"DUET_CLUSTER_SECRET": "route-pw", "DUET_SECRET": "usersig-key",
 			"DUET_CLUSTER_LISTEN": "0.0.0.0:6222", "DUET_REPLICAS": "3",
+			"DUET_S3_ENDPOINT": "minio:9000", "DUET_S3_SECRET_KEY": "minio-pw",
+			"DUET_MEDIA_URL": cf.Services[nodes[0]].Environment["DUET_MEDIA_URL"],
+		}
+		if v, set := env["DUET_MEDIA"]; set && v != "true" {
+			t.Errorf("%s: DUET_MEDIA=%q: media is off", name, v)
+		}
+		if s.DependsOn["minio"].Condition != "service_healthy" || s.DependsOn["minio-init"].Condition != "service_completed_successfully" {
+			t.Errorf("%s does not wait for a healthy MinIO and its bucket: %+v", name, s.DependsOn)
 		}
 		for k, v := range want {
 			if env[k] != v || v == "" {

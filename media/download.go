@@ -2,8 +2,13 @@ package media
 
 import (
 	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -64,33 +69,38 @@ func (m *Service) serveDownload(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusUnauthorized, command.CodeSigExpired, "usersig issued before "+user+" was last kicked; generate a new one")
 		return
 	}
-	u, err := m.st.GetUpload(id)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && (!u.Committed || u.Removing)) {
-		fail(w, http.StatusNotFound, CodeUnknown, "no such media")
+	u, status, refusal, grant := m.access(id, rendition, user)
+	if (status == http.StatusNotFound || status == http.StatusForbidden) && m.cfg.CatchUp != nil {
+		// This node's view may not have the upload's commit or the message
+		// that carries it yet: a link sent through another node, used here
+		// the moment it arrived. Look once more when the view has caught
+		// up with the log (docs/cluster.md §14.3), or after a second.
+		ctx, cancel := context.WithTimeout(r.Context(), catchUpWait)
+		m.cfg.CatchUp(ctx) // whatever it says, the second look decides
+		cancel()
+		u, status, refusal, grant = m.access(id, rendition, user)
+	}
+	if status != 0 {
+		code := CodeUnknown
+		if status == http.StatusInternalServerError {
+			code = command.CodeInternal
+		}
+		fail(w, status, code, refusal)
 		return
 	}
-	if err != nil {
-		fail(w, http.StatusInternalServerError, command.CodeInternal, "internal error, retry")
-		return
+	if grant != nil {
+		if err := m.grant(r.Context(), u.UUID, user, *grant); err != nil {
+			if m.cfg.Exec == nil {
+				fail(w, http.StatusInternalServerError, command.CodeInternal, "internal error, retry")
+				return
+			}
+			// In a cluster: no owner to record it right now (a takeover).
+			// The history proved the right; the grant only spares the
+			// next download this look, which it will make again.
+			m.log.Warn("media: a download grant was not recorded", "uuid", u.UUID, "user", user, "error", err)
+		}
 	}
 	object := objectName(id, rendition)
-	found := false
-	for _, o := range u.Objects {
-		found = found || o == object
-	}
-	if !found {
-		fail(w, http.StatusNotFound, CodeUnknown, "no such rendition")
-		return
-	}
-	allowed, err := m.mayDownload(u, user)
-	if err != nil {
-		fail(w, http.StatusInternalServerError, command.CodeInternal, "internal error, retry")
-		return
-	}
-	if !allowed {
-		fail(w, http.StatusForbidden, CodeUnknown, "this media was not sent to "+user)
-		return
-	}
 	params := url.Values{}
 	if rendition == "orig" {
 		params.Set("response-content-type", u.ContentType)
@@ -133,15 +143,50 @@ func (m *Service) sentByAdmin(u *store.Upload, user string, needle []byte) (expi
 	return expire, ok, err
 }
 
+// catchUpWait bounds a download's wait for this node's view to reach the
+// log's end before it refuses (docs/cluster.md §14.3).
+const catchUpWait = time.Second
+
+// access looks up rendition of upload id for user: the upload, or the
+// refusal's HTTP status and ErrorInfo. grant is set (to when it ends) when
+// user may download it by a message found in the history, which the
+// caller records (see grant).
+func (m *Service) access(id, rendition, user string) (u *store.Upload, status int, refusal string, grant *int64) {
+	u, err := m.st.GetUpload(id)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && (!u.Committed || u.Removing)) {
+		return nil, http.StatusNotFound, "no such media", nil
+	}
+	if err != nil {
+		return nil, http.StatusInternalServerError, "internal error, retry", nil
+	}
+	object := objectName(id, rendition)
+	found := false
+	for _, o := range u.Objects {
+		found = found || o == object
+	}
+	if !found {
+		return nil, http.StatusNotFound, "no such rendition", nil
+	}
+	allowed, grant, err := m.mayDownload(u, user)
+	if err != nil {
+		return nil, http.StatusInternalServerError, "internal error, retry", nil
+	}
+	if !allowed {
+		return nil, http.StatusForbidden, "this media was not sent to " + user, nil
+	}
+	return u, 0, "", grant
+}
+
 // mayDownload: the uploader, or a user who was sent a message carrying the
 // upload that has not expired (found in their conversation's history, then
-// remembered until that message expires).
-func (m *Service) mayDownload(u *store.Upload, user string) (bool, error) {
+// remembered until that message expires: grant is set to when, for the
+// caller to record).
+func (m *Service) mayDownload(u *store.Upload, user string) (ok bool, grant *int64, err error) {
 	if user == u.Owner {
-		return true, nil
+		return true, nil, nil
 	}
 	if ok, err := m.st.Granted(u.UUID, user); ok || err != nil {
-		return ok, err
+		return ok, nil, err
 	}
 	needle := []byte(`"` + u.UUID + `"`)
 	expire, ok, err := m.st.ConversationCarries(u.Owner, user, user, u.Created, needle)
@@ -149,7 +194,61 @@ func (m *Service) mayDownload(u *store.Upload, user string) (bool, error) {
 		expire, ok, err = m.sentByAdmin(u, user, needle)
 	}
 	if err != nil || !ok {
-		return false, err
+		return false, nil, err
 	}
-	return true, m.st.Update(func(tx *store.Tx) error { tx.Grant(u.UUID, user, expire); return nil })
+	return true, &expire, nil
+}
+
+// grantWait bounds a download's wait for the owner to record its grant.
+const grantWait = 2 * time.Second
+
+// grantCommand records a download grant on the node that owns the data.
+// It is a command so that the cluster's router takes it there (Config.Exec)
+// like any write; only a media service can make its request (grantRequest's
+// Sig), and any other caller is told there is no such command.
+const grantCommand = "media/grant_download"
+
+// grantRequest is grantCommand's body.
+type grantRequest struct {
+	UUID   string `json:"UUID"`
+	User   string `json:"User"`
+	Expire int64  `json:"Expire"`
+	Sig    string `json:"Sig"` // grantSig of the rest
+}
+
+// grantSig signs a grant with the UserSig key, which every node of a
+// cluster shares and no client knows.
+func (m *Service) grantSig(g grantRequest) string {
+	h := hmac.New(sha256.New, []byte(m.cfg.Key))
+	fmt.Fprintf(h, "duet media grant\x00%s\x00%s\x00%d", g.UUID, g.User, g.Expire)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// grant records that user may download upload uuid until expire: here on
+// a single node, through the owner in a cluster (Config.Exec).
+func (m *Service) grant(ctx context.Context, uuid, user string, expire int64) error {
+	if m.cfg.Exec == nil {
+		return m.st.Update(func(tx *store.Tx) error { tx.Grant(uuid, user, expire); return nil })
+	}
+	g := grantRequest{UUID: uuid, User: user, Expire: expire}
+	g.Sig = m.grantSig(g)
+	body, err := json.Marshal(g)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, grantWait)
+	defer cancel()
+	r := m.cfg.Exec.Exec(ctx, &command.Caller{UserID: user, Transport: command.REST}, grantCommand, body)
+	if r.Err != nil {
+		return r.Err
+	}
+	return nil
+}
+
+func (m *Service) grantDownload(ctx context.Context, c *command.Caller, body []byte) (any, error) {
+	var g grantRequest
+	if json.Unmarshal(body, &g) != nil || g.Sig == "" || !hmac.Equal([]byte(g.Sig), []byte(m.grantSig(g))) {
+		return nil, command.Errorf(command.CodeUnknownCommand, "unknown command %q", grantCommand)
+	}
+	return nil, m.st.Update(func(tx *store.Tx) error { tx.Grant(g.UUID, g.User, g.Expire); return nil })
 }

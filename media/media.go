@@ -84,6 +84,21 @@ type Config struct {
 	// Clock is the time of upload deadlines and archives; nil: time.Now.
 	Clock func() time.Time
 	Log   *slog.Logger
+
+	// Cluster mode (docs/cluster.md §14.3, §14.4); all nil on a single
+	// node, where this node writes and runs everything.
+	//
+	// Exec runs the one write a download makes (the grant, see
+	// grantDownload) where the data's owner is: the cluster's router.
+	Exec command.Executor
+	// Owns reports whether this node owns the data: the cleaner and the
+	// archiver write, so they run only there.
+	Owns func() bool
+	// CatchUp waits until this node's view has applied the log as far as
+	// it reaches now: a download refused by a view that may be behind
+	// (a link used on this node the moment it was sent on another) is
+	// looked at once more after it.
+	CatchUp func(ctx context.Context) error
 }
 
 // Service is the media store behind the media commands.
@@ -154,13 +169,19 @@ func New(cfg Config, st *store.Store, svc *command.Service) (*Service, error) {
 	svc.Register("media/apply_upload", m.applyUpload)
 	svc.Register("media/commit_upload", m.commitUpload)
 	svc.Register("open_msg_svc/get_history", m.getHistory)
+	svc.Register(grantCommand, m.grantDownload)
 	svc.SetMediaChecker(m)
-	m.loop(cfg.CleanEvery, func(ctx context.Context) error { _, err := m.Clean(ctx); return err })
-	m.loop(cfg.ArchiveEvery, m.ArchiveDue)
+	m.loop("cleaner", cfg.CleanEvery, func(ctx context.Context) error { _, err := m.Clean(ctx); return err })
+	m.loop("archiver", cfg.ArchiveEvery, m.ArchiveDue)
 	return m, nil
 }
 
-func (m *Service) loop(every time.Duration, f func(context.Context) error) {
+// loop runs f every `every`. In a cluster it runs only while this node
+// owns the data (the cleaner's and the archiver's writes can be made
+// nowhere else): the other nodes skip it without a word, and a node that
+// takes the data over starts at its next tick. Its log says when this
+// node starts and stops running it.
+func (m *Service) loop(name string, every time.Duration, f func(context.Context) error) {
 	if every < 0 {
 		return
 	}
@@ -169,12 +190,29 @@ func (m *Service) loop(every time.Duration, f func(context.Context) error) {
 		defer m.wg.Done()
 		t := time.NewTicker(every)
 		defer t.Stop()
+		owned := false
 		for {
-			ctx, cancel := context.WithTimeout(m.ctx, every+time.Minute)
-			if err := f(ctx); err != nil && m.ctx.Err() == nil { // not when Close cut it short
-				m.log.Warn("media background task failed; retrying later", "error", err)
+			run := true
+			if m.cfg.Owns != nil {
+				if run = m.cfg.Owns(); run != owned {
+					owned = run
+					if run {
+						m.log.Info("media: this node runs the "+name+" (it owns the data)", "every", every)
+					} else {
+						m.log.Info("media: this node stopped running the " + name + " (it no longer owns the data)")
+					}
+				}
 			}
-			cancel()
+			if run {
+				ctx, cancel := context.WithTimeout(m.ctx, every+time.Minute)
+				// Not when Close cut it short; nor when the data moved to
+				// another node during the run (its write was refused: the
+				// new owner does it).
+				if err := f(ctx); err != nil && m.ctx.Err() == nil && !errors.Is(err, store.ErrNotOwner) {
+					m.log.Warn("media background task failed; retrying later", "task", name, "error", err)
+				}
+				cancel()
+			}
 			select {
 			case <-m.stop:
 				return

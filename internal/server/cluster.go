@@ -94,10 +94,17 @@ func checkCluster(cfg Config) error {
 		// signed for one would be refused by the others.
 		return errors.New("cluster mode needs --secret: every node signs and checks UserSigs with the same key")
 	}
-	if !cfg.NoMedia {
-		// Uploads write their records on the node that takes them, which
-		// in a cluster must go through the owner: not built yet.
-		return errors.New("media does not run in cluster mode yet (docs/cluster.md, \"What works today\"): start the nodes with --media=false")
+	if !cfg.NoMedia && cfg.S3Endpoint == "" {
+		// Every node serves every download and the owner, whichever node
+		// it is, commits every upload: the objects must be where all of
+		// them reach.
+		return errors.New("cluster mode needs a shared S3 (--s3-endpoint): the embedded S3 gateway keeps media on one node's disk")
+	}
+	if !cfg.NoMedia && cfg.MediaURL == "" {
+		// Links in messages are made by whichever node owns the data when
+		// the upload is committed, and checked by the owner when they are
+		// sent: they must not name one node.
+		return errors.New("cluster mode needs --media-url, the same on every node: download links in messages must not name one node (e.g. a load balancer in front of the nodes' HTTP listeners)")
 	}
 	if len(cfg.Push.Configured()) > 0 {
 		return errors.New("offline push does not run in cluster mode yet (docs/cluster.md, \"What works today\"): remove the push settings")
@@ -189,6 +196,16 @@ func (s *Server) joinCluster() error {
 	}
 	cp.state.Store(stateServing)
 	return nil
+}
+
+// logEnd is the log's last sequence as JetStream has it now (P = 1: one
+// stream): a view that has applied it has every write acknowledged so far.
+func (cp *clusterParts) logEnd(ctx context.Context) (uint64, error) {
+	stream, err := cp.node.JetStream().Stream(ctx, cluster.StreamName(0))
+	if err != nil {
+		return 0, err
+	}
+	return stream.CachedInfo().State.LastSeq, nil
 }
 
 // clusterAccounts is what login asks about users on a cluster node: the

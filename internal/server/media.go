@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,7 +25,7 @@ type mediaParts struct {
 // startMedia connects the media commands to the configured S3 store, or
 // starts the embedded gateway under {data}/s3 (a child process: see
 // media.StartGateway).
-func startMedia(cfg Config, key string, svc *command.Service, st *store.Store, log *slog.Logger) (*mediaParts, error) {
+func startMedia(cfg Config, key string, svc *command.Service, st *store.Store, cp *clusterParts, log *slog.Logger) (*mediaParts, error) {
 	limits, err := media.ParseLimits(cfg.MediaLimits)
 	if err != nil {
 		return nil, err
@@ -49,11 +50,29 @@ func startMedia(cfg Config, key string, svc *command.Service, st *store.Store, l
 	if public == "" {
 		log.Warn("media links need the HTTP listener: set --http or --media-url")
 	}
-	p.svc, err = media.New(media.Config{
+	mcfg := media.Config{
 		S3: s3, PublicURL: public, SDKAppID: cfg.SDKAppID, Key: key, Limits: limits,
 		CleanAfter: cfg.MediaCleanAfter, DownloadTTL: cfg.MediaLinkTTL, LocalOnly: cfg.MediaLocalOnly, Log: log,
 		CleanEvery: cfg.MediaCleanEvery, ArchiveEvery: cfg.MediaArchiveEvery,
-	}, st, svc)
+	}
+	if cp != nil {
+		// docs/cluster.md §14.3, §14.4: a download's grant is written by
+		// the owner (through the router, like any command's write); the
+		// cleaner and the archiver run on the owner; a download refused by
+		// this node's view looks again once the view is at the log's end.
+		mcfg.Exec, mcfg.Owns = cp.router, st.Owns
+		mcfg.CatchUp = func(ctx context.Context) error {
+			if st.Owns() {
+				return nil // the writer's view has every entry
+			}
+			last, err := cp.logEnd(ctx)
+			if err != nil {
+				return err
+			}
+			return st.WaitApplied(ctx, last)
+		}
+	}
+	p.svc, err = media.New(mcfg, st, svc)
 	if err != nil {
 		if p.gw != nil {
 			p.gw.Close()
