@@ -19,7 +19,7 @@ test: deps vet compose
 # waiting (elections, the first balance), so three groups run at once.
 CLUSTER_SCENARIOS := 'TestOfflineFlow|TestSyncCommand|TestLargeBacklogFlowControl|TestRecall' \
 	'TestReadReceipts|TestHistoryPaging|TestLiveEvents|TestSendMsgControl|TestSyncSuperseded|TestSenderCopiesReplayed' \
-	'TestRelations'
+	'TestRelations|TestImageMessageFlow'
 cluster-scenarios:
 	go test -c -o broker.test ./broker/
 	@set -e; pids=""; i=0; for g in $(CLUSTER_SCENARIOS); do i=$$((i+1)); \

@@ -93,7 +93,7 @@ func startDuetCluster(t *testing.T, n int) *duetCluster {
 			"--cluster-name", "crash", "--node", nd.name, "--cluster-listen", routes[i],
 			"--cluster-routes", strings.Join(urls, ","), "--cluster-secret", "route-secret",
 			"--cluster-sync", "always", "--lease-ttl", "2s",
-			"--media=false"} // media does not run in cluster mode yet
+			"--media=false"} // no S3 here: media in a cluster is TestClusterMedia's (broker/)
 		c.nodes = append(c.nodes, nd)
 	}
 	t.Cleanup(func() {
