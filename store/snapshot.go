@@ -39,9 +39,9 @@ const (
 	snapshotVersion = 1
 )
 
-// SnapshotFormat is the format version Snapshot writes (the cluster puts it
-// in the snapshot object's headers).
-const SnapshotFormat = snapshotVersion
+// SnapshotFormat is the format version Snapshot writes and LoadSnapshot
+// reads (the cluster puts it in the snapshot object's headers).
+func (s *Store) SnapshotFormat() int { return snapshotVersion }
 
 // rebuildKey marks a view whose replicated keys are being replaced by a
 // snapshot: present, the view's data is neither the old state nor the new,
@@ -274,7 +274,7 @@ func (s *Store) LoadSnapshot(seq uint64, r io.Reader) error {
 		return fmt.Errorf("%w: %d keys read, the snapshot says %v (%v)", ErrBadSnapshot, n, count, err)
 	}
 	if _, err := br.ReadByte(); err != io.EOF {
-		return fmt.Errorf("%w: data after the end", ErrBadSnapshot)
+		return fmt.Errorf("%w: after the end: %v", ErrBadSnapshot, err)
 	}
 	// Last: the mark, and the marker goes. Synced: a rebuild is rare, and
 	// a view that must not be rebuilt twice for want of an fsync.
