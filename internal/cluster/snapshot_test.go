@@ -65,43 +65,53 @@ type storeMember struct {
 func joinStores(t *testing.T, nodes []*Node, cfg Config) []*storeMember {
 	t.Helper()
 	ms := make([]*storeMember, len(nodes))
-	errs := make([]error, len(nodes))
-	var wg sync.WaitGroup
 	for i, nd := range nodes {
 		st, err := store.Open(t.TempDir(), store.Options{Replicated: true})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { st.Close() })
-		v := &gatedView{Store: st, stop: make(chan struct{})}
-		m := &storeMember{member: member{node: nd}, view: v}
-		ms[i] = m
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			m.c, errs[i] = Join(ctx, nd, JoinOptions{
-				Config: cfg, FenceEntry: func() []byte { return store.FenceEntry(nd.name) },
-				View: func(int) View { return v },
-				OnOwn: func(_ int, l *Log) {
-					if err := v.Own(l); err != nil {
-						t.Error(err)
-					}
-				},
-				OnLose:  func(int, error) { v.Disown() },
-				OnError: func(p int, err error) { t.Logf("%s p%02d: %v", nd.name, p, err) },
-			})
-		})
+		ms[i] = &storeMember{member: member{node: nd}, view: &gatedView{Store: st, stop: make(chan struct{})}}
 	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("Join %s: %v", nodes[i].name, err)
+	cs := joinEach(t, nodes, func(i int) JoinOptions {
+		v := ms[i].view
+		return JoinOptions{
+			Config: cfg, FenceEntry: func() []byte { return store.FenceEntry(nodes[i].name) },
+			View: func(int) View { return v },
+			OnOwn: func(_ int, l *Log) {
+				if err := v.Own(l); err != nil {
+					t.Error(err)
+				}
+			},
+			OnLose: func(int, error) { v.Disown() },
 		}
+	})
+	for i, c := range cs {
+		ms[i].c = c
 		// Cleanups run last first: the gate opens, then the node leaves.
-		t.Cleanup(ms[i].c.Close)
 		t.Cleanup(func() { close(ms[i].view.stop) })
 	}
 	return ms
+}
+
+// ownerAndOther waits for the owner of partition 0 among ms and returns
+// it with another member.
+func ownerAndOther(t *testing.T, ms []*storeMember) (owner, other *storeMember) {
+	t.Helper()
+	plain := make([]*member, len(ms))
+	for i, m := range ms {
+		plain[i] = &m.member
+	}
+	o := ownerOf(t, plain, 0, 20*time.Second)
+	for _, m := range ms {
+		if &m.member == o {
+			owner = m
+		} else if other == nil {
+			other = m
+		}
+	}
+	wait.Until(t, 10*time.Second, "the owner's store to own", owner.view.Owns)
+	return owner, other
 }
 
 func snapshotConfig() Config {
@@ -155,28 +165,24 @@ func sameAccounts(t *testing.T, owner *storeMember, ms []*storeMember, n int) {
 	}
 }
 
+// withHeldView starts three nodes with stores, writes accounts u0 … u9,
+// and holds the view of a node that does not own the data.
+func withHeldView(t *testing.T) (ms []*storeMember, owner, held *storeMember) {
+	t.Helper()
+	ms = joinStores(t, startNodes(t, 3), snapshotConfig())
+	owner, held = ownerAndOther(t, ms)
+	importAccounts(t, owner, 0, 10)
+	sameAccounts(t, owner, ms, 10)
+	held.view.hold()
+	return ms, owner, held
+}
+
 // The owner snapshots its view and trims the log, but never past an entry
 // a live node has yet to apply: a node whose view is held (it still sends
 // heartbeats) keeps the log from its mark on, however many snapshots
 // follow; once it catches up, the trim moves on (docs/cluster.md §10.3).
 func TestTrimKeepsWhatALiveNodeNeeds(t *testing.T) {
-	nodes := startNodes(t, 3)
-	ms := joinStores(t, nodes, snapshotConfig())
-	owner := ms[0]
-	o := ownerOf(t, []*member{&ms[0].member, &ms[1].member, &ms[2].member}, 0, 20*time.Second)
-	var lag *storeMember
-	for _, m := range ms {
-		if &m.member == o {
-			owner = m
-		} else if lag == nil {
-			lag = m
-		}
-	}
-	wait.Until(t, 10*time.Second, "the owner's store to own", owner.view.Owns)
-
-	importAccounts(t, owner, 0, 10)
-	sameAccounts(t, owner, ms, 10)
-	lag.view.hold()
+	ms, owner, lag := withHeldView(t)
 	L := lag.view.Applied()
 
 	importAccounts(t, owner, 10, 60)
@@ -221,21 +227,7 @@ func TestTrimKeepsWhatALiveNodeNeeds(t *testing.T) {
 // finds the gap in its consumer and rebuilds from the snapshot, then
 // carries on applying the log (docs/cluster.md §10.4).
 func TestRebuildWhenPurgedPastAView(t *testing.T) {
-	nodes := startNodes(t, 3)
-	ms := joinStores(t, nodes, snapshotConfig())
-	o := ownerOf(t, []*member{&ms[0].member, &ms[1].member, &ms[2].member}, 0, 20*time.Second)
-	var owner, lag *storeMember
-	for _, m := range ms {
-		if &m.member == o {
-			owner = m
-		} else if lag == nil {
-			lag = m
-		}
-	}
-	wait.Until(t, 10*time.Second, "the owner's store to own", owner.view.Owns)
-	importAccounts(t, owner, 0, 10)
-	sameAccounts(t, owner, ms, 10)
-	lag.view.hold()
+	ms, owner, lag := withHeldView(t)
 	// More entries than the held consumer has fetched ahead (a pull
 	// fetches up to 500): the gap must be in the log, not in its buffer.
 	importAccounts(t, owner, 10, 700)
@@ -273,12 +265,7 @@ func TestRebuildWhenPurgedPastAView(t *testing.T) {
 func TestJoinRebuildsABehindView(t *testing.T) {
 	nodes := startNodes(t, 3)
 	ms := joinStores(t, nodes[:2], snapshotConfig())
-	o := ownerOf(t, []*member{&ms[0].member, &ms[1].member}, 0, 20*time.Second)
-	owner := ms[0]
-	if &ms[1].member == o {
-		owner = ms[1]
-	}
-	wait.Until(t, 10*time.Second, "the owner's store to own", owner.view.Owns)
+	owner, _ := ownerAndOther(t, ms)
 	importAccounts(t, owner, 0, 50)
 	wait.For(t, 30*time.Second, 50*time.Millisecond, func() error {
 		if first := logFirst(t, owner.node); first <= 1 {
