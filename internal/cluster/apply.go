@@ -266,7 +266,7 @@ func (a *Applier) catchUp(ctx context.Context) (bool, error) {
 	if !behind(a.view.Applied(), first) {
 		return false, nil
 	}
-	seq, err := rebuild(ctx, a.rb.obs, a.p, a.rb.partitions, sv)
+	seq, err := rebuild(ctx, a.rb.obs, a.p, a.rb.partitions, sv, first)
 	if err != nil {
 		return false, fmt.Errorf("the view of %s is at %d, the log starts at %d: %w", StreamName(a.p), a.view.Applied(), first, err)
 	}

@@ -147,8 +147,10 @@ func takeSnapshot(ctx context.Context, obs jetstream.ObjectStore, p, partitions 
 	return seq, taken, err
 }
 
-// rebuild loads partition p's snapshot into view (§10.4).
-func rebuild(ctx context.Context, obs jetstream.ObjectStore, p, partitions int, view SnapshotView) (uint64, error) {
+// rebuild loads partition p's snapshot into view (§10.4); the log starts at
+// first, and a snapshot older than that is refused unread (the view could
+// not continue from it).
+func rebuild(ctx context.Context, obs jetstream.ObjectStore, p, partitions int, view SnapshotView, first uint64) (uint64, error) {
 	res, err := obs.Get(ctx, SnapshotName(p))
 	if err != nil {
 		return 0, fmt.Errorf("snapshot %s: %w", SnapshotName(p), err)
@@ -161,6 +163,9 @@ func rebuild(ctx context.Context, obs jetstream.ObjectStore, p, partitions int, 
 	seq, err := snapshotMeta(info, p, partitions, view.SnapshotFormat())
 	if err != nil {
 		return 0, err
+	}
+	if behind(seq, first) {
+		return 0, fmt.Errorf("snapshot %s at %d does not reach the log's first entry %d: waiting for a newer one", SnapshotName(p), seq, first)
 	}
 	if err := view.LoadSnapshot(seq, res); err != nil {
 		return 0, fmt.Errorf("loading snapshot %s at %d: %w", SnapshotName(p), seq, err)
@@ -240,7 +245,23 @@ func (c *Cluster) snapshotLoop(p int, log *Log) {
 			continue
 		}
 		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
-		err := log.stream.Purge(pctx, jetstream.WithPurgeSequence(keep))
+		// S as the object store has it now: a deposed owner's snapshot
+		// that landed late (older than ours) must not be left without the
+		// entries after it.
+		info, err := c.obs.GetInfo(pctx, SnapshotName(p))
+		if err == nil {
+			var stored uint64
+			if stored, err = snapshotMeta(info, p, c.o.Partitions, view.SnapshotFormat()); err == nil {
+				keep = min(keep, stored+1)
+			}
+		}
+		if err == nil && keep <= trimmed {
+			pcancel()
+			continue
+		}
+		if err == nil {
+			err = log.stream.Purge(pctx, jetstream.WithPurgeSequence(keep))
+		}
 		var first uint64
 		if err == nil {
 			first, err = firstSeq(pctx, c.node.js, p)
