@@ -33,7 +33,8 @@ type Applier struct {
 	pos       atomic.Uint64       // the last sequence the consumer handled (applied or skipped)
 	fencedCnt atomic.Uint64
 
-	rb *rebuilder // nil: the view is never rebuilt from a snapshot
+	rb         *rebuilder // nil: the view is never rebuilt from a snapshot
+	rebuilding atomic.Bool
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -116,6 +117,9 @@ func (a *Applier) Lag() uint64 {
 	}
 	return seen - applied
 }
+
+// Rebuilding reports a view being loaded from its snapshot (§10.4).
+func (a *Applier) Rebuilding() bool { return a.rebuilding.Load() }
 
 // Position is the last log sequence the consumer has handled: applied, or
 // skipped as this node's writer's own.
@@ -266,7 +270,9 @@ func (a *Applier) catchUp(ctx context.Context) (bool, error) {
 	if !behind(a.view.Applied(), first) {
 		return false, nil
 	}
+	a.rebuilding.Store(true)
 	seq, err := rebuild(ctx, a.rb.obs, a.p, a.rb.partitions, sv, first)
+	a.rebuilding.Store(false)
 	if err != nil {
 		return false, fmt.Errorf("the view of %s is at %d, the log starts at %d: %w", StreamName(a.p), a.view.Applied(), first, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -18,9 +19,24 @@ import (
 // view falls behind.
 type gatedView struct {
 	*store.Store
-	mu   sync.Mutex
-	gate chan struct{} // non-nil: Apply waits until it is closed
-	stop chan struct{} // closed when the test ends
+	mu       sync.Mutex
+	gate     chan struct{} // non-nil: Apply waits until it is closed
+	loadGate chan struct{} // non-nil: LoadSnapshot waits until it is closed
+	stop     chan struct{} // closed when the test ends
+}
+
+func (v *gatedView) LoadSnapshot(seq uint64, r io.Reader) error {
+	v.mu.Lock()
+	g := v.loadGate
+	v.mu.Unlock()
+	if g != nil {
+		select {
+		case <-g:
+		case <-v.stop:
+			return store.ErrClosed
+		}
+	}
+	return v.Store.LoadSnapshot(seq, r)
 }
 
 func (v *gatedView) hold() {
@@ -249,8 +265,18 @@ func TestRebuildWhenPurgedPastAView(t *testing.T) {
 	}
 	importAccounts(t, owner, 730, 10)
 
+	// The rebuild shows while it runs (/healthz's "catching up").
+	loading := make(chan struct{})
+	lag.view.mu.Lock()
+	lag.view.loadGate = loading
+	lag.view.mu.Unlock()
 	lag.view.release()
+	wait.Until(t, 30*time.Second, "the consumer to start rebuilding", lag.c.Applier(0).Rebuilding)
+	close(loading)
 	sameAccounts(t, owner, ms, 740)
+	if lag.c.Applier(0).Rebuilding() {
+		t.Fatal("still rebuilding after the view caught up")
+	}
 	if n := lag.c.Snapshot(0).Rebuilds; n != 1 {
 		t.Fatalf("the node rebuilt %d times; want 1", n)
 	}

@@ -119,6 +119,9 @@ func (s *Server) clusterUnhealthy() string {
 		return "no connection to NATS (" + st.String() + ")"
 	}
 	for p := range cp.join.Partitions() {
+		if cp.join.Applier(p).Rebuilding() {
+			return fmt.Sprintf("catching up: partition %d's view is being rebuilt from its snapshot", p)
+		}
 		if lag := cp.join.Lag(p); lag > maxServingLag {
 			return fmt.Sprintf("catching up: partition %d's view is %d entries behind its log", p, lag)
 		}
