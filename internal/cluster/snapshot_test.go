@@ -24,16 +24,25 @@ type gatedView struct {
 	stop     chan struct{} // closed when the test ends
 }
 
-func (v *gatedView) LoadSnapshot(seq uint64, r io.Reader) error {
+// pass waits at the gate *g, if there is one.
+func (v *gatedView) pass(g *chan struct{}) error {
 	v.mu.Lock()
-	g := v.loadGate
+	ch := *g
 	v.mu.Unlock()
-	if g != nil {
-		select {
-		case <-g:
-		case <-v.stop:
-			return store.ErrClosed
-		}
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-v.stop:
+		return store.ErrClosed
+	}
+}
+
+func (v *gatedView) LoadSnapshot(seq uint64, r io.Reader) error {
+	if err := v.pass(&v.loadGate); err != nil {
+		return err
 	}
 	return v.Store.LoadSnapshot(seq, r)
 }
@@ -56,15 +65,8 @@ func (v *gatedView) release() {
 }
 
 func (v *gatedView) Apply(seq uint64, e []byte) error {
-	v.mu.Lock()
-	g := v.gate
-	v.mu.Unlock()
-	if g != nil {
-		select {
-		case <-g:
-		case <-v.stop:
-			return store.ErrClosed
-		}
+	if err := v.pass(&v.gate); err != nil {
+		return err
 	}
 	return v.Store.Apply(seq, e)
 }
