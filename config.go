@@ -90,6 +90,11 @@ type Config struct {
 	LeaseTTL      time.Duration `yaml:"lease-ttl" flag:"lease-ttl" usage:"how long a node's ownership of the data outlives its last renewal: a dead owner is replaced within about this"`
 	NATS          string        `yaml:"nats" flag:"nats" usage:"comma-separated URLs of an external NATS cluster to use instead of an embedded server (excludes cluster-routes and cluster-listen)"`
 	NATSCreds     string        `yaml:"nats-creds" flag:"nats-creds" usage:"credentials file for the nats connection"`
+
+	// How often the owner of the data snapshots it and trims the log
+	// (docs/cluster.md §10.3).
+	SnapshotEntries  int           `yaml:"snapshot-entries" flag:"snapshot-entries" usage:"cluster mode: the owner of the data snapshots it and trims the log after this many log entries"`
+	SnapshotInterval time.Duration `yaml:"snapshot-interval" flag:"snapshot-interval" usage:"cluster mode: ... or after this long, if anything was written (whichever comes first)"`
 }
 
 func defaultConfig() Config {
@@ -122,6 +127,9 @@ func defaultConfig() Config {
 		ClusterSync:   "always",
 		Replicas:      3,
 		LeaseTTL:      5 * time.Second,
+
+		SnapshotEntries:  100_000,
+		SnapshotInterval: 6 * time.Hour,
 	}
 }
 
@@ -284,6 +292,12 @@ func (c Config) Validate() error {
 		if c.LeaseTTL < 2*time.Second {
 			return fmt.Errorf("lease-ttl must be at least 2s, not %v", c.LeaseTTL)
 		}
+		if c.SnapshotEntries < 1 {
+			return fmt.Errorf("snapshot-entries must be at least 1, not %d", c.SnapshotEntries)
+		}
+		if c.SnapshotInterval < time.Second {
+			return fmt.Errorf("snapshot-interval must be at least 1s, not %v", c.SnapshotInterval)
+		}
 	}
 	return nil
 }
@@ -300,6 +314,7 @@ func (c Config) clusterConfig() server.ClusterConfig {
 	cc := server.ClusterConfig{
 		Name: c.ClusterName, Node: node, Secret: c.ClusterSecret, Sync: c.ClusterSync,
 		Replicas: c.Replicas, LeaseTTL: c.LeaseTTL, NATSCreds: c.NATSCreds,
+		SnapshotEntries: c.SnapshotEntries, SnapshotInterval: c.SnapshotInterval,
 	}
 	if c.NATS != "" {
 		cc.NATS = splitList(c.NATS)

@@ -212,6 +212,12 @@ func Open(dir string, o Options) (*Store, error) {
 		hot:      make(map[string]hotValue),
 		dedup:    newDedupFilter(o.Clock()),
 	}
+	if o.Replicated {
+		if err := finishRebuild(db); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("store: %s: finishing an interrupted rebuild: %w", dir, err)
+		}
+	}
 	applied, err := openMode(db, dir, o.Replicated)
 	if err != nil {
 		db.Close()

@@ -34,17 +34,44 @@ type Applier struct {
 	pos       atomic.Uint64       // the last sequence the consumer handled (applied or skipped)
 	fencedCnt atomic.Uint64
 
+	rb         *rebuilder // nil: the view is never rebuilt from a snapshot
+	rebuilding atomic.Bool
+
 	cancel context.CancelFunc
 	done   chan struct{}
 	once   sync.Once
+}
+
+// rebuilder is what an applier needs to rebuild its view (§10.4).
+type rebuilder struct {
+	obs        jetstream.ObjectStore
+	partitions int
+	rebuilt    func(p int, seq uint64) // hears each rebuild
 }
 
 // StartApplier starts partition p's consumer. onError (may be nil) hears
 // apply failures, which are retried. ctx bounds only the start; the consumer
 // runs until Stop.
 func StartApplier(ctx context.Context, js jetstream.JetStream, node string, p int, view View, onError func(p int, err error)) (*Applier, error) {
+	return startApplier(ctx, js, node, p, view, onError, nil)
+}
+
+// startApplier is StartApplier with rebuilds: a view behind the log's
+// first entry is first rebuilt from the snapshot (within ctx), and again
+// whenever the consumer finds the entries it needs purged.
+func startApplier(ctx context.Context, js jetstream.JetStream, node string, p int, view View, onError func(p int, err error), rb *rebuilder) (*Applier, error) {
 	run, cancel := context.WithCancel(context.Background())
-	a := &Applier{js: js, p: p, node: node, view: view, onError: onError, cancel: cancel, done: make(chan struct{})}
+	a := &Applier{js: js, p: p, node: node, view: view, onError: onError, rb: rb, cancel: cancel, done: make(chan struct{})}
+	if err := retry(ctx, "rebuilding the view of "+StreamName(p), func(c context.Context) error {
+		_, err := a.catchUp(c)
+		if err != nil {
+			a.report(err)
+		}
+		return err
+	}); err != nil {
+		cancel()
+		return nil, err
+	}
 	it, err := a.consume(ctx)
 	if err != nil {
 		cancel()
@@ -91,6 +118,9 @@ func (a *Applier) Lag() uint64 {
 	}
 	return seen - applied
 }
+
+// Rebuilding reports a view being loaded from its snapshot (§10.4).
+func (a *Applier) Rebuilding() bool { return a.rebuilding.Load() }
 
 // Position is the last log sequence the consumer has handled: applied, or
 // skipped as this node's writer's own.
@@ -181,9 +211,13 @@ func (a *Applier) handle(ctx context.Context, seq uint64, data []byte) {
 			}
 		}
 		// The writer may still be applying its own last group: never apply
-		// out of order.
-		if err := waitApplied(ctx, a.view, seq-1, nil); err != nil {
+		// out of order. Or the entries before seq were purged (this node
+		// was not among the live ones when the log was trimmed): rebuild.
+		if err := a.waitPrevious(ctx, seq); err != nil {
 			return
+		}
+		if seq <= a.view.Applied() {
+			return // the rebuilt view has it
 		}
 		for {
 			a.applyMu.Lock()
@@ -201,6 +235,57 @@ func (a *Applier) handle(ctx context.Context, seq uint64, data []byte) {
 			}
 		}
 	}
+}
+
+// gapCheck is how long the consumer waits for the entry before the one it
+// holds before it asks whether the log still has it.
+const gapCheck = time.Second
+
+// waitPrevious waits until the view has applied seq-1; when that takes
+// gapCheck and the log no longer has the entries in between, it rebuilds
+// the view from the snapshot.
+func (a *Applier) waitPrevious(ctx context.Context, seq uint64) error {
+	every, since := time.Millisecond, time.Now()
+	for a.view.Applied() < seq-1 {
+		if a.rb != nil && a.log.Load() == nil && time.Since(since) >= gapCheck {
+			if _, err := a.catchUp(ctx); err != nil {
+				a.report(err)
+			}
+			every, since = time.Millisecond, time.Now()
+			continue
+		}
+		if !sleepCtx(ctx, every) {
+			return ctx.Err()
+		}
+		every = min(2*every, 20*time.Millisecond)
+	}
+	return nil
+}
+
+// catchUp rebuilds the view from the partition's snapshot if it is behind
+// the log's first entry (§10.4); it reports whether it did.
+func (a *Applier) catchUp(ctx context.Context) (bool, error) {
+	sv, ok := a.view.(SnapshotView)
+	if a.rb == nil || !ok {
+		return false, nil
+	}
+	first, err := firstSeq(ctx, a.js, a.p)
+	if err != nil {
+		return false, err
+	}
+	if !behind(a.view.Applied(), first) {
+		return false, nil
+	}
+	a.rebuilding.Store(true)
+	seq, err := rebuild(ctx, a.rb.obs, a.p, a.rb.partitions, sv, first)
+	a.rebuilding.Store(false)
+	if err != nil {
+		return false, fmt.Errorf("the view of %s is at %d, the log starts at %d: %w", StreamName(a.p), a.view.Applied(), first, err)
+	}
+	if a.rb.rebuilt != nil {
+		a.rb.rebuilt(a.p, seq)
+	}
+	return true, nil
 }
 
 // observe is the consumer's check of an entry at seq against the writer's own

@@ -37,7 +37,10 @@ type Cluster struct {
 	o        JoinOptions
 	leases   jetstream.KeyValue
 	nodes    jetstream.KeyValue
+	obs      jetstream.ObjectStore // duet-snapshots
 	appliers []*Applier
+	snaps    snapshots
+	started  time.Time
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -49,7 +52,8 @@ type Cluster struct {
 	owned   map[int]*owned
 	holders map[int]holder // lease holder per partition as last watched; absent or Node "" is free
 	live    map[string]bool
-	changes uint64 // lease changes seen (metric)
+	marks   map[string][]uint64 // each live node's applied mark per partition, from its heartbeat
+	changes uint64              // lease changes seen (metric)
 
 	nodesSeen  chan struct{} // closed once the nodes watcher has read the current heartbeats
 	aboveSince time.Time     // since when this node owns more than its target (zero: not above)
@@ -83,9 +87,13 @@ func Join(ctx context.Context, n *Node, o JoinOptions) (*Cluster, error) {
 		return nil, err
 	}
 	var leases, nodes jetstream.KeyValue
+	var obs jetstream.ObjectStore
 	if err := retry(ctx, "KV buckets", func(c context.Context) error {
 		var err error
 		if leases, err = n.js.KeyValue(c, BucketLeases); err != nil {
+			return err
+		}
+		if obs, err = n.js.ObjectStore(c, BucketSnapshots); err != nil {
 			return err
 		}
 		nodes, err = n.js.KeyValue(c, BucketNodes)
@@ -95,13 +103,21 @@ func Join(ctx context.Context, n *Node, o JoinOptions) (*Cluster, error) {
 	}
 	cctx, cancel := context.WithCancel(context.Background())
 	c := &Cluster{
-		node: n, o: o, leases: leases, nodes: nodes, ctx: cctx, cancel: cancel,
+		node: n, o: o, leases: leases, nodes: nodes, obs: obs, ctx: cctx, cancel: cancel,
 		wake: make(chan struct{}, 1), lostCh: make(chan int, MaxPartitions),
 		owned: map[int]*owned{}, holders: map[int]holder{}, live: map[string]bool{n.name: true},
-		nodesSeen: make(chan struct{}), releasing: -1,
+		marks: map[string][]uint64{}, nodesSeen: make(chan struct{}), releasing: -1, started: time.Now().UTC(),
 	}
+	// The heartbeat, with this node's applied marks, is in duet-nodes
+	// before its consumers start: an owner trimming the log from now on
+	// keeps what this node still has to apply (§10.3).
+	c.putHeartbeat()
+	rb := &rebuilder{obs: obs, partitions: o.Partitions, rebuilt: func(p int, seq uint64) {
+		c.snaps.update(p, func(i *SnapshotInfo) { i.Rebuilds++ })
+		c.report(p, fmt.Errorf("view rebuilt from snapshot %s at %d (it was behind the log's first entry)", SnapshotName(p), seq))
+	}}
 	for p := 0; p < o.Partitions; p++ {
-		a, err := StartApplier(ctx, n.js, n.name, p, o.View(p), o.OnError)
+		a, err := startApplier(ctx, n.js, n.name, p, o.View(p), o.OnError, rb)
 		if err != nil {
 			c.stopAppliers()
 			cancel()
@@ -172,8 +188,15 @@ func (c *Cluster) watchNodes(w jetstream.KeyWatcher) {
 			c.mu.Lock()
 			if e.Operation() == jetstream.KeyValuePut {
 				c.live[e.Key()] = true
+				var hb heartbeat
+				if json.Unmarshal(e.Value(), &hb) == nil {
+					c.marks[e.Key()] = hb.Applied
+				} else {
+					delete(c.marks, e.Key())
+				}
 			} else if e.Key() != c.node.name {
 				delete(c.live, e.Key())
+				delete(c.marks, e.Key())
 			}
 			c.mu.Unlock()
 			c.poke()
@@ -184,14 +207,16 @@ func (c *Cluster) watchNodes(w jetstream.KeyWatcher) {
 // heartbeat is this node's duet-nodes value (§6).
 type heartbeat struct {
 	Started time.Time `json:"started"`
+	// Applied is the applied mark of each partition's view on the node:
+	// an owner trims its log only below the lowest one (§10.3).
+	Applied []uint64 `json:"applied"`
 }
 
 func (c *Cluster) loop() {
 	defer c.wg.Done()
-	hb, _ := json.Marshal(heartbeat{Started: time.Now().UTC()})
 	tick := time.NewTicker(c.o.LeaseTTL / 5)
 	defer tick.Stop()
-	c.putHeartbeat(hb)
+	c.putHeartbeat()
 	// Heartbeats have their own goroutine: a Put that waits (a paused
 	// process resuming, a KV election) must not delay a step-down, which
 	// this loop makes (found by TestClusterFencing: the resumed old owner
@@ -206,7 +231,8 @@ func (c *Cluster) loop() {
 			case <-c.ctx.Done():
 				return
 			case <-beat.C:
-				c.putHeartbeat(hb)
+				c.putHeartbeat()
+				c.refreshSnapshotInfo()
 			}
 		}
 	}()
@@ -233,7 +259,12 @@ func (c *Cluster) loop() {
 	}
 }
 
-func (c *Cluster) putHeartbeat(v []byte) {
+func (c *Cluster) putHeartbeat() {
+	hb := heartbeat{Started: c.started, Applied: make([]uint64, c.o.Partitions)}
+	for p := range hb.Applied {
+		hb.Applied[p] = c.o.View(p).Applied()
+	}
+	v, _ := json.Marshal(hb)
 	ctx, cancel := context.WithTimeout(c.ctx, c.o.NodeTTL/3)
 	defer cancel()
 	if _, err := c.nodes.Put(ctx, c.node.name, v); err != nil {
@@ -337,6 +368,8 @@ func (c *Cluster) takeOver(p int) {
 	c.owned[p] = &owned{lease: lease, log: log}
 	c.holders[p] = holder{node: c.node.name, seen: time.Now()}
 	c.mu.Unlock()
+	c.wg.Add(1)
+	go c.snapshotLoop(p, log)
 	go func() {
 		select {
 		case <-lease.Lost():

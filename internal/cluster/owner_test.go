@@ -25,22 +25,35 @@ type member struct {
 func joinAll(t *testing.T, nodes []*Node, cfg Config) []*member {
 	t.Helper()
 	ms := make([]*member, len(nodes))
+	for i, nd := range nodes {
+		ms[i] = &member{node: nd, views: make([]*testView, cfg.Partitions)}
+		for p := range ms[i].views {
+			ms[i].views[p] = &testView{}
+		}
+	}
+	cs := joinEach(t, nodes, func(i int) JoinOptions {
+		return JoinOptions{Config: cfg, FenceEntry: fenceEntry, View: func(p int) View { return ms[i].views[p] }}
+	})
+	for i, c := range cs {
+		ms[i].c = c
+	}
+	return ms
+}
+
+// joinEach joins the nodes at once with the options opts gives each (an
+// OnError that logs is added), and closes them when the test ends.
+func joinEach(t *testing.T, nodes []*Node, opts func(i int) JoinOptions) []*Cluster {
+	t.Helper()
+	cs := make([]*Cluster, len(nodes))
 	errs := make([]error, len(nodes))
 	var wg sync.WaitGroup
 	for i, nd := range nodes {
-		m := &member{node: nd, views: make([]*testView, cfg.Partitions)}
-		for p := range m.views {
-			m.views[p] = &testView{}
-		}
-		ms[i] = m
+		o := opts(i)
+		o.OnError = func(p int, err error) { t.Logf("%s p%02d: %v", nd.name, p, err) }
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			m.c, errs[i] = Join(ctx, nd, JoinOptions{
-				Config: cfg, FenceEntry: fenceEntry,
-				View:    func(p int) View { return m.views[p] },
-				OnError: func(p int, err error) { t.Logf("%s p%02d: %v", nd.name, p, err) },
-			})
+			cs[i], errs[i] = Join(ctx, nd, o)
 		})
 	}
 	wg.Wait()
@@ -48,9 +61,9 @@ func joinAll(t *testing.T, nodes []*Node, cfg Config) []*member {
 		if err != nil {
 			t.Fatalf("Join %s: %v", nodes[i].name, err)
 		}
-		t.Cleanup(ms[i].c.Close)
+		t.Cleanup(cs[i].Close)
 	}
-	return ms
+	return cs
 }
 
 // ownerOf waits until exactly one member owns p and returns it.

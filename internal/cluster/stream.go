@@ -32,7 +32,17 @@ type Config struct {
 	// releases its surplus, one partition at a time (§8.3; default 30 s).
 	// Not stored in the cluster: each node's own pace.
 	RebalanceDelay time.Duration
+	// SnapshotEntries and SnapshotInterval: the owner of a partition
+	// snapshots its view and trims the log after this many entries, or
+	// after this long if any entry came, whichever is first (§10.3;
+	// defaults 100,000 and 6 h). Each owner's own pace.
+	SnapshotEntries  uint64
+	SnapshotInterval time.Duration
 }
+
+// snapshotCheck is how often an owner looks whether a snapshot is due, or
+// the log can be trimmed further.
+func (c *Config) snapshotCheck() time.Duration { return min(time.Second, c.SnapshotInterval) }
 
 func (c *Config) defaults() error {
 	if c.Partitions < 1 || c.Partitions > MaxPartitions {
@@ -56,6 +66,12 @@ func (c *Config) defaults() error {
 	}
 	if c.RebalanceDelay == 0 {
 		c.RebalanceDelay = 30 * time.Second
+	}
+	if c.SnapshotEntries == 0 {
+		c.SnapshotEntries = 100_000
+	}
+	if c.SnapshotInterval <= 0 {
+		c.SnapshotInterval = 6 * time.Hour
 	}
 	return nil
 }
@@ -110,6 +126,9 @@ func Setup(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 		if err := ensureStream(ctx, js, StreamConfig(p, cfg.Replicas)); err != nil {
 			return err
 		}
+	}
+	if _, err := ensureObjectStore(ctx, js, cfg.Replicas); err != nil {
+		return err
 	}
 	if _, err := ensureKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket: BucketLeases, History: 1, TTL: cfg.LeaseTTL, LimitMarkerTTL: markerTTL,

@@ -50,6 +50,12 @@ type ClusterConfig struct {
 	LeaseTTL  time.Duration
 	NATS      []string // --nats: an external NATS cluster instead of an embedded server
 	NATSCreds string   // --nats-creds
+
+	// --snapshot-entries, --snapshot-interval: how often the owner
+	// snapshots its view and trims the log (docs/cluster.md §10.3); 0:
+	// the defaults, 100,000 entries and 6 h.
+	SnapshotEntries  int
+	SnapshotInterval time.Duration
 }
 
 // On reports whether this is cluster mode.
@@ -148,7 +154,10 @@ func (s *Server) joinCluster() error {
 	}
 	name := cp.node.Name()
 	j, err := cluster.Join(ctx, cp.node, cluster.JoinOptions{
-		Config:     cluster.Config{Partitions: clusterPartitions, Replicas: cp.cfg.Replicas, LeaseTTL: cp.cfg.LeaseTTL},
+		Config: cluster.Config{
+			Partitions: clusterPartitions, Replicas: cp.cfg.Replicas, LeaseTTL: cp.cfg.LeaseTTL,
+			SnapshotEntries: uint64(max(cp.cfg.SnapshotEntries, 0)), SnapshotInterval: cp.cfg.SnapshotInterval,
+		},
 		FenceEntry: func() []byte { return store.FenceEntry(name) },
 		View:       func(int) cluster.View { return s.store },
 		OnOwn: func(p int, l *cluster.Log) {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/duet-im/duet/internal/cluster"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -118,6 +119,9 @@ func (s *Server) clusterUnhealthy() string {
 		return "no connection to NATS (" + st.String() + ")"
 	}
 	for p := range cp.join.Partitions() {
+		if cp.join.Applier(p).Rebuilding() {
+			return fmt.Sprintf("catching up: partition %d's view is being rebuilt from its snapshot", p)
+		}
 		if lag := cp.join.Lag(p); lag > maxServingLag {
 			return fmt.Sprintf("catching up: partition %d's view is %d entries behind its log", p, lag)
 		}
@@ -225,6 +229,29 @@ func (s *Server) clusterMetrics(reg *prometheus.Registry) {
 			}
 			return float64(cp.join.Lag(p))
 		})
+		snap := func(f func(cluster.SnapshotInfo) float64) func() float64 {
+			return func() float64 {
+				if !joined() {
+					return 0
+				}
+				return f(cp.join.Snapshot(p))
+			}
+		}
+		gauge(opts("snapshot_sequence", "The log sequence of the partition's latest snapshot as this node last saw it (0: none); the log is trimmed up to it (docs/cluster.md §10.3).", label),
+			snap(func(i cluster.SnapshotInfo) float64 { return float64(i.Seq) }))
+		gauge(opts("snapshot_timestamp_seconds", "When the partition's latest snapshot was written, Unix seconds (0: none).", label),
+			snap(func(i cluster.SnapshotInfo) float64 {
+				if i.At.IsZero() {
+					return 0
+				}
+				return float64(i.At.UnixNano()) / 1e9
+			}))
+		gauge(opts("log_first_sequence", "The partition's log's first sequence as this node last read it: entries before it were trimmed.", label),
+			snap(func(i cluster.SnapshotInfo) float64 { return float64(i.FirstSeq) }))
+		counter(opts("snapshots_total", "Snapshots of the partition this node wrote as its owner.", label),
+			snap(func(i cluster.SnapshotInfo) float64 { return float64(i.Written) }))
+		counter(opts("rebuilds_total", "Times this node rebuilt its view of the partition from a snapshot (it was behind the log's first entry).", label),
+			snap(func(i cluster.SnapshotInfo) float64 { return float64(i.Rebuilds) }))
 	}
 	gauge(opts("view_applied_sequence", "The log sequence this node's view has applied.", nil), func() float64 { return float64(s.store.Applied()) })
 	gauge(opts("nodes", "Live nodes seen in duet-nodes, this one included.", nil), func() float64 {
