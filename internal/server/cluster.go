@@ -99,9 +99,6 @@ func checkCluster(cfg Config) error {
 		// in a cluster must go through the owner: not built yet.
 		return errors.New("media does not run in cluster mode yet (docs/cluster.md, \"What works today\"): start the nodes with --media=false")
 	}
-	if len(cfg.Push.Configured()) > 0 {
-		return errors.New("offline push does not run in cluster mode yet (docs/cluster.md, \"What works today\"): remove the push settings")
-	}
 	return nil
 }
 
@@ -152,9 +149,12 @@ func (s *Server) joinCluster() error {
 			if err := cp.router.Serve(); err != nil {
 				cp.log.Error("cluster: serving forwarded commands", "error", err)
 			}
+			// The push queue is the owner's to work (docs/cluster.md §14.2).
+			s.push.Own()
 			cp.log.Info("cluster: this node owns the data now", "partition", p)
 		},
 		OnLose: func(p int, err error) {
+			s.push.Disown()
 			cp.router.Stop()
 			s.store.Disown()
 			cp.log.Warn("cluster: this node no longer owns the data", "partition", p, "reason", err)
