@@ -167,6 +167,10 @@ func (s *Server) joinCluster() error {
 		return fmt.Errorf("cluster: joining: %w", err)
 	}
 	cp.join = j
+	// A presence question ends when every live node has answered, not
+	// after presenceWait: the pusher asks once per device it plans and
+	// once more when the notification falls due, one after the other.
+	cp.devices.Nodes = func() int { return len(j.Nodes()) }
 	cp.router.Owner = func() string { return j.Holder(0) }
 	cp.router.Refresh = func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
