@@ -354,3 +354,63 @@ func TestClusterPushTakeover(t *testing.T) {
 		t.Fatal("the restarted node owns the data")
 	}
 }
+
+// TestClusterPushAcknowledgedElsewhere: a push waiting out its grace is
+// dropped when the device, meanwhile, connected to another node, received
+// the message and left again: the owner reads the device's cursor from the
+// cluster's (docs/cluster.md §13.2), not from its own devices.
+func TestClusterPushAcknowledgedElsewhere(t *testing.T) {
+	c := startPushCluster(t, 3*time.Second)
+	a, b := c.other(1), c.other(2)
+	c.offlineWithToken(a, "bob", "phone", bobToken)
+	alice := c.login(a, "alice", "pc")
+	c.send(alice, "bob", "read elsewhere")
+	var due time.Time
+	wait.For(t, 10*time.Second, 5*time.Millisecond, func() error {
+		q, err := c.srvs[c.o].Store().QueuedPushes(0, 10)
+		if err != nil || len(q) != 1 {
+			return fmt.Errorf("%d queued (%v)", len(q), err)
+		}
+		var n push.Notification
+		if err := json.Unmarshal(q[0].Data, &n); err != nil {
+			return err
+		}
+		due = time.UnixMilli(n.Due)
+		return nil
+	})
+
+	bob := c.login(b, "bob", "phone")
+	// The SDK acknowledges what it stored, in batches: wait for node b to
+	// have the acknowledgement, which it writes to the shared cursors when
+	// the device leaves.
+	wait.For(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if last, err := bob.LastSeq(); err != nil || last < 1 {
+			return fmt.Errorf("bob's phone holds Seq %d (%v)", last, err)
+		}
+		if n := c.srvs[b].Broker().Devices.Metrics.Acked.Load(); n < 1 {
+			return fmt.Errorf("node b has %d acknowledgements", n)
+		}
+		return nil
+	})
+	bob.Logout()
+	wait.For(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if c.connected("bob", "phone") {
+			return fmt.Errorf("bob's phone still connected")
+		}
+		if cur, _, err := c.srvs[c.o].Store().Cursor("bob", "bob:phone"); err != nil || cur < 1 {
+			return fmt.Errorf("the owner reads bob's phone's cursor as %d (%v)", cur, err)
+		}
+		return nil
+	})
+	if time.Now().After(due) {
+		t.Skipf("the device came and went in more than the grace period (%v): the cursor was not what decided", 3*time.Second)
+	}
+	m := c.srvs[c.o].Pusher().Metrics().Vendor("apns")
+	wait.For(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if m.Cancelled() != 1 {
+			return fmt.Errorf("%d cancelled", m.Cancelled())
+		}
+		return nil
+	})
+	c.settled(0)
+}
