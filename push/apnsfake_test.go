@@ -2,9 +2,7 @@ package push
 
 import (
 	"crypto/ecdsa"
-	"crypto/sha256"
 	"encoding/json"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -62,17 +60,7 @@ func NewAPNsFake(t testing.TB) *APNsFake {
 		if !ok || token == "" {
 			t.Errorf("APNs: path %q, want /3/device/{token}", r.URL.Path)
 		}
-		auth, ok := strings.CutPrefix(r.Header.Get("authorization"), "bearer ")
-		if !ok {
-			t.Errorf("APNs: authorization %q, want a bearer provider token", r.Header.Get("authorization"))
-		} else {
-			hdr, claims := verifyJWT(t, auth, func(in, sig []byte) bool {
-				sum := sha256.Sum256(in)
-				return len(sig) == 64 && ecdsa.Verify(&ec.PublicKey, sum[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:]))
-			})
-			expect(t, "alg", hdr["alg"], "ES256")
-			expect(t, "kid", hdr["kid"], "KEY123")
-			expect(t, "iss", claims["iss"], "TEAM456")
+		if claims := checkAPNsAuth(t, r, ec); claims != nil {
 			if _, ok := claims["iat"].(float64); !ok {
 				t.Errorf("APNs: provider token without iat: %v", claims)
 			}
