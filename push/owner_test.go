@@ -55,15 +55,15 @@ func TestReplicatedQueueFollowsOwnership(t *testing.T) {
 	p.Own()
 	p.Own() // a second Own in the same tenure loads nothing twice
 	wait.Until(t, 10*time.Second, "the request in flight", func() bool { return mi.arrived.Load() == 1 })
-	if p.Pending() != 1 {
-		t.Fatalf("%d pending after Own, want the 1 left behind", p.Pending())
+	if p.Pending() != 1 || p.metrics.queued.Load() != 1 {
+		t.Fatalf("%d pending (duet_push_queued %d) after Own, want the 1 left behind", p.Pending(), p.metrics.queued.Load())
 	}
 
 	// Ownership lost while the vendor holds the request: the node forgets
 	// the queue; the send finishes, but only the next owner may settle it.
 	p.Disown()
-	if p.Pending() != 0 {
-		t.Fatalf("%d pending after Disown", p.Pending())
+	if p.Pending() != 0 || p.metrics.queued.Load() != 0 {
+		t.Fatalf("%d pending (duet_push_queued %d) after Disown", p.Pending(), p.metrics.queued.Load())
 	}
 	close(mi.blocked)
 	wait.Until(t, 10*time.Second, "the held send answered", func() bool { return m.Sent() == 1 })
@@ -73,7 +73,9 @@ func TestReplicatedQueueFollowsOwnership(t *testing.T) {
 
 	// The next tenure sends it again and settles it.
 	p.Own()
-	wait.Until(t, 10*time.Second, "resent and settled", func() bool { return m.Sent() == 2 && p.Pending() == 0 && queued() == 0 })
+	wait.Until(t, 10*time.Second, "resent and settled", func() bool {
+		return m.Sent() == 2 && p.Pending() == 0 && p.metrics.queued.Load() == 0 && queued() == 0
+	})
 	if got := mi.sent(); len(got) != 2 || got[1].Get("description") != "left behind" {
 		t.Fatalf("sent %v", got)
 	}

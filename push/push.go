@@ -331,7 +331,6 @@ func (p *Pusher) load(tenure uint64) error {
 			}
 			p.addLocked(it.ID, n)
 		}
-		p.metrics.queued.Store(int64(len(p.entries)))
 		p.mu.Unlock()
 	}
 }
@@ -382,7 +381,7 @@ func (p *Pusher) Disown() {
 	}
 	clear(p.entries)
 	clear(p.byMsg)
-	p.sched = p.sched[:0]
+	p.sched = nil
 	p.metrics.queued.Store(0)
 	p.mu.Unlock()
 	for _, l := range p.lanes {
@@ -539,7 +538,6 @@ func (p *Pusher) enqueue(ns []Notification) {
 		return
 	}
 	p.mu.Lock()
-	added := 0
 	for i, id := range ids {
 		// Not working the queue (ownership changed meanwhile): the store
 		// has them, for whichever node loads it next.
@@ -550,10 +548,8 @@ func (p *Pusher) enqueue(ns []Notification) {
 			p.loading[id] = true
 		}
 		p.addLocked(id, ns[i])
-		added++
 	}
 	p.mu.Unlock()
-	p.metrics.queued.Add(int64(added))
 	p.kick()
 }
 
@@ -563,6 +559,7 @@ func (p *Pusher) addLocked(id uint64, n Notification) {
 	k := n.User + "\x00" + n.MsgKey
 	p.byMsg[k] = append(p.byMsg[k], id)
 	heap.Push(&p.sched, e)
+	p.metrics.queued.Store(int64(len(p.entries))) // under mu, as every change of entries
 }
 
 func (p *Pusher) kick() {
@@ -776,7 +773,6 @@ func (p *Pusher) finish(e *entry) {
 	done := p.finishLocked(e)
 	p.mu.Unlock()
 	if done {
-		p.metrics.queued.Add(-1)
 		p.settle(e.id)
 	}
 }
@@ -791,6 +787,7 @@ func (p *Pusher) finishLocked(e *entry) bool {
 	}
 	e.state = settled
 	delete(p.entries, e.id)
+	p.metrics.queued.Store(int64(len(p.entries)))
 	k := e.n.User + "\x00" + e.n.MsgKey
 	ids := p.byMsg[k]
 	for i, id := range ids {
@@ -889,7 +886,6 @@ func (p *Pusher) Withdrawn(user, msgKey string) {
 	}
 	p.mu.Unlock()
 	for _, e := range cancelled {
-		p.metrics.queued.Add(-1)
 		p.settle(e.id)
 	}
 	p.sentMu.Lock()
