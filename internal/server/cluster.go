@@ -59,6 +59,11 @@ func (c ClusterConfig) On() bool { return c.Name != "" || len(c.NATS) > 0 }
 // (docs/cluster.md §11) are not built yet, so one partition holds all.
 const clusterPartitions = 1
 
+// heartbeatPeriod is how often a node writes its duet-nodes heartbeat
+// (NodeTTL / 3 by default): after it, every node that was up is in the
+// live set.
+const heartbeatPeriod = 5 * time.Second
+
 // joinTimeout bounds Start's wait for the cluster (JetStream's meta leader,
 // the shared objects, the view's catch-up).
 const joinTimeout = 2 * time.Minute
@@ -168,9 +173,21 @@ func (s *Server) joinCluster() error {
 	}
 	cp.join = j
 	// A presence question ends when every live node has answered, not
-	// after presenceWait: the pusher asks once per device it plans and
-	// once more when the notification falls due, one after the other.
-	cp.devices.Nodes = func() int { return len(j.Nodes()) }
+	// after its 250 ms bound: the pusher asks once per device it plans and
+	// once more when the notification falls due, one after the other. The
+	// live set is known only once the other nodes' heartbeats have reached
+	// this node's watcher, a moment after they start (as /cluster found):
+	// until one heartbeat period has passed, wait also for as many answers
+	// as the routes name, or a device connected to a node not yet seen
+	// would be taken for offline (and pushed).
+	joined := time.Now()
+	cp.devices.Nodes = func() int {
+		n := len(j.Nodes())
+		if time.Since(joined) < heartbeatPeriod {
+			n = max(n, len(cp.cfg.Routes))
+		}
+		return n
+	}
 	cp.router.Owner = func() string { return j.Holder(0) }
 	cp.router.Refresh = func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
