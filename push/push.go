@@ -351,7 +351,9 @@ func (p *Pusher) Own() {
 	tenure := p.tenure
 	p.loading = map[uint64]bool{}
 	p.mu.Unlock()
-	p.log.Info("working the push queue: this node owns the data")
+	if len(p.lanes) > 0 {
+		p.log.Info("working the push queue: this node owns the data")
+	}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -395,7 +397,9 @@ func (p *Pusher) Disown() {
 	p.doneMu.Lock()
 	p.done = nil
 	p.doneMu.Unlock()
-	p.log.Info("push queue left to the new owner of the data")
+	if len(p.lanes) > 0 {
+		p.log.Info("push queue left to the new owner of the data")
+	}
 }
 
 // notOwner reports an error of a write refused because this node no
