@@ -17,6 +17,12 @@
 //
 // Nothing here runs on the message path: a vendor that hangs fills its own
 // lane while messages keep flowing.
+//
+// In a cluster (Options.Replicated) the queue is in the replicated store,
+// which only the owner of the data writes: a node works the queue only
+// between Own and Disown, and every node's pusher answers the same
+// questions — is the device connected, has it acknowledged — from the
+// cluster's presence and cursors.
 package push
 
 import (
@@ -24,6 +30,7 @@ import (
 	"container/heap"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -56,6 +63,11 @@ type Options struct {
 	// so that no online device is taken for offline. Nil: none is online,
 	// until SetPresence.
 	Presence Presence
+	// Replicated: Store is one node's view of a cluster's replicated
+	// store, which only the owner of the data writes. The queue is then
+	// loaded and worked only between Own and Disown (the node's tenure as
+	// owner), not from Start.
+	Replicated bool
 }
 
 // Pusher schedules and sends offline pushes.
@@ -78,7 +90,18 @@ type Pusher struct {
 	inbox  []store.Appended
 	inWake chan struct{}
 
-	mu        sync.Mutex
+	replicated bool // Options.Replicated
+
+	mu sync.Mutex
+	// owned: this node works the queue (always, on a single node).
+	// tenure counts Own and Disown: a load stops when its tenure ends.
+	// loading, while a new owner loads the queue, holds the ids its own
+	// intake queued meanwhile, which the load must not add again (they
+	// may be sent and gone from memory by the time it reads them).
+	owned     bool
+	closed    bool // Close was called: no more tenures
+	tenure    uint64
+	loading   map[uint64]bool
 	sched     schedule
 	entries   map[uint64]*entry
 	byMsg     map[string][]uint64 // user 00 msgKey → queued ids
@@ -167,7 +190,7 @@ func New(o Options) (*Pusher, error) {
 		lanes: map[string]*lane{}, metrics: newMetrics(), warnings: warnings,
 		inWake: make(chan struct{}, 1), schedKick: make(chan struct{}, 1), doneWake: make(chan struct{}, 1),
 		entries: map[uint64]*entry{}, byMsg: map[string][]uint64{}, sent: map[string][]Notification{},
-		presence: o.Presence,
+		presence: o.Presence, replicated: o.Replicated, owned: !o.Replicated,
 	}
 	hc := o.HTTPClient
 	add := func(v vendor, err error, conc int) error {
@@ -248,32 +271,15 @@ func (p *Pusher) connected(user, device string) bool {
 	return pr != nil && pr.Connected(user, device)
 }
 
-// Start loads the durable queue and starts sending.
+// Start loads the durable queue (in a cluster: Own does, when this node
+// owns the data) and starts sending.
 func (p *Pusher) Start() error {
 	p.ctx, p.cancel = context.WithCancel(context.Background())
-	var after uint64
-	for {
-		items, err := p.st.QueuedPushes(after, 1024)
-		if err != nil {
-			return fmt.Errorf("push: loading queue: %w", err)
+	if !p.replicated {
+		if err := p.load(0); err != nil {
+			return err
 		}
-		if len(items) == 0 {
-			break
-		}
-		p.mu.Lock()
-		for _, it := range items {
-			after = it.ID
-			var n Notification
-			if err := json.Unmarshal(it.Data, &n); err != nil {
-				p.log.Error("dropping undecodable queued push", "id", it.ID, "error", err)
-				p.settle(it.ID)
-				continue
-			}
-			p.addLocked(it.ID, n)
-		}
-		p.mu.Unlock()
 	}
-	p.metrics.queued.Store(int64(len(p.entries)))
 	for _, l := range p.lanes {
 		for i := 0; i < l.workers; i++ {
 			p.wg.Add(1)
@@ -287,9 +293,126 @@ func (p *Pusher) Start() error {
 	return nil
 }
 
+// load adds the store's queue to memory in tenure and wakes the
+// scheduler. Ids this tenure's intake queued meanwhile are skipped.
+func (p *Pusher) load(tenure uint64) error {
+	defer func() {
+		p.mu.Lock()
+		if p.tenure == tenure {
+			p.loading = nil
+		}
+		p.mu.Unlock()
+		p.kick()
+	}()
+	var after uint64
+	for {
+		items, err := p.st.QueuedPushes(after, 1024)
+		if err != nil {
+			return fmt.Errorf("push: loading queue: %w", err)
+		}
+		if len(items) == 0 {
+			return nil
+		}
+		p.mu.Lock()
+		if p.tenure != tenure {
+			p.mu.Unlock()
+			return nil // disowned meanwhile
+		}
+		for _, it := range items {
+			after = it.ID
+			if p.entries[it.ID] != nil || p.loading[it.ID] {
+				continue
+			}
+			var n Notification
+			if err := json.Unmarshal(it.Data, &n); err != nil {
+				p.log.Error("dropping undecodable queued push", "id", it.ID, "error", err)
+				p.settle(it.ID)
+				continue
+			}
+			p.addLocked(it.ID, n)
+		}
+		p.mu.Unlock()
+	}
+}
+
+// Own makes this cluster node work the queue, once the store is the log's
+// writer (store.Own): its view is at the log's end, the previous owner's
+// queue included. That queue is loaded in the background (a long one must
+// not delay the takeover), so a notification the previous owner had not
+// settled — in flight when it died — is sent again, as after a restart.
+func (p *Pusher) Own() {
+	p.mu.Lock()
+	if p.owned || p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.owned = true
+	p.tenure++
+	tenure := p.tenure
+	p.loading = map[uint64]bool{}
+	p.mu.Unlock()
+	if len(p.lanes) > 0 {
+		p.log.Info("working the push queue: this node owns the data")
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		if err := p.load(tenure); err != nil {
+			p.log.Error("loading the push queue; it is loaded again at the next takeover", "error", err)
+		}
+	}()
+}
+
+// Disown stops this cluster node's work on the queue: the node no longer
+// owns the data, so it can neither send for it nor settle what it sent.
+// Everything in memory is forgotten (the store keeps it for the next
+// owner); a send in flight finishes, and the next owner sends it again.
+func (p *Pusher) Disown() {
+	p.mu.Lock()
+	if !p.owned {
+		p.mu.Unlock()
+		return
+	}
+	p.owned = false
+	p.tenure++
+	p.loading = nil
+	for _, e := range p.entries {
+		// Settled in memory only: a worker that pops it skips it, a retry
+		// does not reschedule it, finish does not settle it.
+		e.state = settled
+	}
+	clear(p.entries)
+	clear(p.byMsg)
+	p.sched = nil
+	p.metrics.queued.Store(0)
+	p.mu.Unlock()
+	for _, l := range p.lanes {
+		l.mu.Lock()
+		l.q = nil
+		l.mu.Unlock()
+	}
+	p.inMu.Lock()
+	p.inbox = nil
+	p.inMu.Unlock()
+	p.doneMu.Lock()
+	p.done = nil
+	p.doneMu.Unlock()
+	if len(p.lanes) > 0 {
+		p.log.Info("push queue left to the new owner of the data")
+	}
+}
+
+// notOwner reports an error of a write refused because this node no
+// longer owns the data (cluster mode): the next owner has the queue.
+func notOwner(err error) bool { return errors.Is(err, store.ErrNotOwner) }
+
 // Close stops sending; what is queued stays in the store for the next start.
 func (p *Pusher) Close() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
 	if p.cancel == nil {
+		p.wg.Wait() // a load begun by Own before Start
 		return
 	}
 	p.cancel()
@@ -407,7 +530,12 @@ func (p *Pusher) enqueue(ns []Notification) {
 		items[i], _ = json.Marshal(&ns[i])
 	}
 	ids, err := p.st.EnqueuePushes(items)
-	if err != nil {
+	if notOwner(err) {
+		// A cluster node that has just lost the data to another: the
+		// messages are unaffected, these notifications are not sent.
+		p.log.Warn("pushes not queued: this node no longer owns the data", "count", len(ns))
+		return
+	} else if err != nil {
 		// The store is closing or failing: nothing was accepted, and the
 		// messages themselves are unaffected.
 		p.log.Error("queueing pushes", "count", len(ns), "error", err)
@@ -415,10 +543,17 @@ func (p *Pusher) enqueue(ns []Notification) {
 	}
 	p.mu.Lock()
 	for i, id := range ids {
+		// Not working the queue (ownership changed meanwhile): the store
+		// has them, for whichever node loads it next.
+		if !p.owned || p.entries[id] != nil {
+			continue
+		}
+		if p.loading != nil {
+			p.loading[id] = true
+		}
 		p.addLocked(id, ns[i])
 	}
 	p.mu.Unlock()
-	p.metrics.queued.Add(int64(len(ids)))
 	p.kick()
 }
 
@@ -428,6 +563,7 @@ func (p *Pusher) addLocked(id uint64, n Notification) {
 	k := n.User + "\x00" + n.MsgKey
 	p.byMsg[k] = append(p.byMsg[k], id)
 	heap.Push(&p.sched, e)
+	p.metrics.queued.Store(int64(len(p.entries))) // under mu, as every change of entries
 }
 
 func (p *Pusher) kick() {
@@ -560,9 +696,12 @@ func (p *Pusher) deliver(v vendor, e *entry) {
 	se := classify(err)
 	switch se.kind {
 	case invalidToken:
-		if removed, derr := p.st.DeletePushTokenIf(n.User, n.Device, n.Token); derr != nil {
+		// A cluster node that no longer owns the data cannot remove it
+		// (notOwner): the next owner sends this again and hears the same.
+		switch removed, derr := p.st.DeletePushTokenIf(n.User, n.Device, n.Token); {
+		case derr != nil && !notOwner(derr):
 			p.log.Error("removing invalid token", "vendor", v.name(), "user", n.User, "error", derr)
-		} else if removed {
+		case removed:
 			m.removed.Add(1)
 		}
 		p.log.Info("push token removed", "vendor", v.name(), "user", n.User, "device", n.Device, "reason", se.msg)
@@ -587,7 +726,7 @@ func (p *Pusher) deliver(v vendor, e *entry) {
 		// The attempt count and the backoff survive a restart too.
 		e.n.Due = due.UnixMilli()
 		if b, err := json.Marshal(&e.n); err == nil {
-			if err := p.st.UpdatePush(e.id, b); err != nil {
+			if err := p.st.UpdatePush(e.id, b); err != nil && !notOwner(err) {
 				p.log.Warn("recording a retry", "error", err)
 			}
 		}
@@ -638,7 +777,6 @@ func (p *Pusher) finish(e *entry) {
 	done := p.finishLocked(e)
 	p.mu.Unlock()
 	if done {
-		p.metrics.queued.Add(-1)
 		p.settle(e.id)
 	}
 }
@@ -653,6 +791,7 @@ func (p *Pusher) finishLocked(e *entry) bool {
 	}
 	e.state = settled
 	delete(p.entries, e.id)
+	p.metrics.queued.Store(int64(len(p.entries)))
 	k := e.n.User + "\x00" + e.n.MsgKey
 	ids := p.byMsg[k]
 	for i, id := range ids {
@@ -708,7 +847,10 @@ func (p *Pusher) flushDone() {
 	if len(ids) == 0 {
 		return
 	}
-	if err := p.st.DeletePushes(ids); err != nil {
+	if err := p.st.DeletePushes(ids); notOwner(err) {
+		// Left in the queue, the next owner of the data sends them again.
+		p.log.Info("sent pushes left in the queue: this node no longer owns the data", "count", len(ids))
+	} else if err != nil {
 		// Left in the queue, they are resent after a restart: at least once.
 		p.log.Warn("removing sent pushes from the queue", "count", len(ids), "error", err)
 	}
@@ -748,7 +890,6 @@ func (p *Pusher) Withdrawn(user, msgKey string) {
 	}
 	p.mu.Unlock()
 	for _, e := range cancelled {
-		p.metrics.queued.Add(-1)
 		p.settle(e.id)
 	}
 	p.sentMu.Lock()

@@ -150,6 +150,27 @@ func sampleNote(vendor, token string) *Notification {
 	}
 }
 
+// checkAPNsAuth checks the provider token of an APNs request (Apple,
+// "Establishing a token-based connection to APNs"): `authorization: bearer`
+// and an ES256 JWT signed with key, header kid KEY123, claim iss TEAM456.
+// It returns the claims.
+func checkAPNsAuth(t testing.TB, r *http.Request, key *ecdsa.PrivateKey) map[string]any {
+	t.Helper()
+	auth, ok := strings.CutPrefix(r.Header.Get("authorization"), "bearer ")
+	if !ok {
+		t.Errorf("authorization = %q", r.Header.Get("authorization"))
+		return nil
+	}
+	hdr, claims := verifyJWT(t, auth, func(in, sig []byte) bool {
+		sum := sha256.Sum256(in)
+		return len(sig) == 64 && ecdsa.Verify(&key.PublicKey, sum[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:]))
+	})
+	expect(t, "alg", hdr["alg"], "ES256")
+	expect(t, "kid", hdr["kid"], "KEY123")
+	expect(t, "iss", claims["iss"], "TEAM456")
+	return claims
+}
+
 func TestAPNs(t *testing.T) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	token := strings.Repeat("ab", 32)
@@ -164,17 +185,7 @@ func TestAPNs(t *testing.T) {
 		}
 		expect(t, "method", r.Method, "POST")
 		expect(t, "path", r.URL.Path, "/3/device/"+token)
-		auth, ok := strings.CutPrefix(r.Header.Get("authorization"), "bearer ")
-		if !ok {
-			t.Errorf("authorization = %q", r.Header.Get("authorization"))
-		}
-		hdr, claims := verifyJWT(t, auth, func(in, sig []byte) bool {
-			sum := sha256.Sum256(in)
-			return len(sig) == 64 && ecdsa.Verify(&key.PublicKey, sum[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:]))
-		})
-		expect(t, "alg", hdr["alg"], "ES256")
-		expect(t, "kid", hdr["kid"], "KEY123")
-		expect(t, "iss", claims["iss"], "TEAM456")
+		claims := checkAPNsAuth(t, r, key)
 		expect(t, "iat", claims["iat"], float64(fixedNow.Unix()))
 		expect(t, "apns-topic", r.Header.Get("apns-topic"), "com.example.app")
 		body := readJSON(t, r)

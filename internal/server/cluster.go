@@ -65,6 +65,11 @@ func (c ClusterConfig) On() bool { return c.Name != "" || len(c.NATS) > 0 }
 // (docs/cluster.md §11) are not built yet, so one partition holds all.
 const clusterPartitions = 1
 
+// heartbeatPeriod is how often a node writes its duet-nodes heartbeat
+// (NodeTTL / 3 by default): after it, every node that was up is in the
+// live set.
+const heartbeatPeriod = 5 * time.Second
+
 // joinTimeout bounds Start's wait for the cluster (JetStream's meta leader,
 // the shared objects, the view's catch-up).
 const joinTimeout = 2 * time.Minute
@@ -111,9 +116,6 @@ func checkCluster(cfg Config) error {
 		// the upload is committed, and checked by the owner when they are
 		// sent: they must not name one node.
 		return errors.New("cluster mode needs --media-url, the same on every node: download links in messages must not name one node (e.g. a load balancer in front of the nodes' HTTP listeners)")
-	}
-	if len(cfg.Push.Configured()) > 0 {
-		return errors.New("offline push does not run in cluster mode yet (docs/cluster.md, \"What works today\"): remove the push settings")
 	}
 	return nil
 }
@@ -168,9 +170,12 @@ func (s *Server) joinCluster() error {
 			if err := cp.router.Serve(); err != nil {
 				cp.log.Error("cluster: serving forwarded commands", "error", err)
 			}
+			// The push queue is the owner's to work (docs/cluster.md §14.2).
+			s.push.Own()
 			cp.log.Info("cluster: this node owns the data now", "partition", p)
 		},
 		OnLose: func(p int, err error) {
+			s.push.Disown()
 			cp.router.Stop()
 			s.store.Disown()
 			cp.log.Warn("cluster: this node no longer owns the data", "partition", p, "reason", err)
@@ -183,6 +188,22 @@ func (s *Server) joinCluster() error {
 		return fmt.Errorf("cluster: joining: %w", err)
 	}
 	cp.join = j
+	// A presence question ends when every live node has answered, not
+	// after its 250 ms bound: the pusher asks once per device it plans and
+	// once more when the notification falls due, one after the other. The
+	// live set is known only once the other nodes' heartbeats have reached
+	// this node's watcher, a moment after they start (as /cluster found):
+	// until one heartbeat period has passed, wait also for as many answers
+	// as the routes name, or a device connected to a node not yet seen
+	// would be taken for offline (and pushed).
+	joined := time.Now()
+	cp.devices.Nodes = func() int {
+		n := len(j.Nodes())
+		if time.Since(joined) < heartbeatPeriod {
+			n = max(n, len(cp.cfg.Routes))
+		}
+		return n
+	}
 	cp.router.Owner = func() string { return j.Holder(0) }
 	cp.router.Refresh = func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -274,8 +274,10 @@ func New(cfg Config) (*Server, error) {
 	// 4. Offline push, told of the devices online (it skips them): its
 	// commands join the command layer; a recall withdraws a notification
 	// not yet sent.
+	// In a cluster it works the queue only while this node owns the data
+	// (joinCluster's OnOwn and OnLose).
 	pusher, err := push.New(push.Options{Config: cfg.Push, Store: s.store, Log: log, Badge: push.UnreadBadge(s.store),
-		HTTPClient: cfg.PushHTTPClient, Presence: devices})
+		HTTPClient: cfg.PushHTTPClient, Presence: devices, Replicated: s.cluster != nil})
 	if err != nil {
 		return fail(err)
 	}
