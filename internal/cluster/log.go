@@ -365,21 +365,3 @@ func (l *Log) catchUp(ctx context.Context, L uint64) error {
 		}
 	}
 }
-
-// waitApplied polls until view has applied seq, ctx ends or, when valid is
-// not nil, valid turns false (a takeover waits only while its lease is
-// valid). Back-off from 1 ms to 20 ms: the consumer is normally a few entries
-// behind at most.
-func waitApplied(ctx context.Context, view View, seq uint64, valid func() bool) error {
-	every := time.Millisecond
-	for view.Applied() < seq {
-		if valid != nil && !valid() {
-			return fmt.Errorf("view at %d did not reach %d while the lease was valid", view.Applied(), seq)
-		}
-		if !sleepCtx(ctx, every) {
-			return ctx.Err()
-		}
-		every = min(2*every, 20*time.Millisecond)
-	}
-	return nil
-}
