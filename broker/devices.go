@@ -111,10 +111,11 @@ type Device struct {
 	syncTarget uint64 // send sync_complete once next > syncTarget; 0 = none owed
 	syncOwed   bool
 	syncDone   func(lastSeq uint64) // openim/sync's reply, sent just before sync_complete
-	pending    map[uint16]uint64    // packet id → Seq (0 for sync_complete)
-	pendingMax int                  // most entries pending has had since it was made
-	lastPID    uint16
-	window     int
+	// pending maps packet id → Seq (0 for sync_complete). Nil while
+	// nothing is in flight: an idle device keeps no map (issue 11 §4).
+	pending map[uint16]uint64
+	lastPID uint16
+	window  int
 	// own lists, ascending, the Seqs of this device's own sends not yet
 	// reached by the pump: it holds their reply, so they are skipped, not
 	// sent (PROTOCOL §4: my sends reach my other devices). skipped is the
@@ -135,7 +136,7 @@ func (ds *Devices) attach(cl *mqtt.Client, user string, ephemeral bool) *Device 
 	}
 	dev := &Device{
 		d: ds, cl: cl, User: user, ID: cl.ID, ephemeral: ephemeral,
-		pending: make(map[uint16]uint64), window: window,
+		window: window,
 	}
 	ds.mu.Lock()
 	m := ds.users[user]
@@ -563,10 +564,10 @@ func (dev *Device) puback(pid uint16) bool {
 	// acknowledgement cost a goroutine switch per message for nothing.
 	wake := len(dev.pending) >= dev.window
 	delete(dev.pending, pid)
-	if len(dev.pending) == 0 && dev.pendingMax > 8 {
-		// A map keeps the room it grew to: after a replay, let the
-		// window's worth of entries go while the device idles.
-		dev.pending, dev.pendingMax = make(map[uint16]uint64), 0
+	if len(dev.pending) == 0 {
+		// A map keeps the room it grew to: let it go while the device
+		// idles (one small map per burst of traffic).
+		dev.pending = nil
 	}
 	if seq > dev.acked {
 		dev.acked = seq
@@ -609,6 +610,15 @@ func (dev *Device) flush() {
 		dev.flushed = acked
 	}
 	dev.mu.Unlock()
+}
+
+// track records packet pid, carrying seq, as in flight. Called with dev.mu
+// held.
+func (dev *Device) track(pid uint16, seq uint64) {
+	if dev.pending == nil {
+		dev.pending = make(map[uint16]uint64, min(dev.window, 8))
+	}
+	dev.pending[pid] = seq
 }
 
 // nextPID hands out a packet id not in flight. Called with dev.mu held.
@@ -709,11 +719,10 @@ func (dev *Device) deliver(topic string) bool {
 			// Events between next and ev.Seq have expired (retention):
 			// they cannot be delivered, so the device skips to ev.Seq.
 			pid := dev.nextPID()
-			dev.pending[pid] = ev.Seq
+			dev.track(pid, ev.Seq)
 			dev.next = ev.Seq + 1
 			next = dev.next
 			inFlight := len(dev.pending)
-			dev.pendingMax = max(dev.pendingMax, inFlight)
 			dev.mu.Unlock()
 			dev.d.Metrics.observePending(inFlight)
 			out = append(out, dev.packet(topic, 1, pid, ev.Data))
@@ -755,7 +764,7 @@ func (dev *Device) deliver(topic string) bool {
 	dev.syncOwed = false
 	lastSeq := dev.next - 1
 	pid := dev.nextPID()
-	dev.pending[pid] = 0
+	dev.track(pid, 0)
 	done := dev.syncDone
 	dev.syncDone = nil
 	dev.mu.Unlock()

@@ -126,9 +126,9 @@ func TestIdleConnectionMemory(t *testing.T) {
 	t.Logf("after:  RSS %.1f MiB, heap in use %.1f MiB, stacks %.1f MiB, %v goroutines",
 		after.rss/(1<<20), after.heap/(1<<20), after.stack/(1<<20), after.goroutines)
 	rssKB := per(before.rss, after.rss)
-	t.Logf("per connection: RSS %.1f KB (%.1f KB before a collection, peak %.1f KB), heap %.1f KB, stacks %.1f KB, %.2f goroutines",
-		rssKB, per(before.rssNoGC, after.rssNoGC), per(before.rss, after.peak), per(before.heap, after.heap), per(before.stack, after.stack),
-		(after.goroutines-before.goroutines)/float64(n))
+	t.Logf("per connection: RSS %.1f KB (%.1f KB before a collection, peak %.1f KB), heap %.1f KB (objects %.1f KB), stacks %.1f KB, %.2f goroutines",
+		rssKB, per(before.rssNoGC, after.rssNoGC), per(before.rss, after.peak), per(before.heap, after.heap), per(before.live, after.live),
+		per(before.stack, after.stack), (after.goroutines-before.goroutines)/float64(n))
 	if maxKB > 0 && rssKB > maxKB {
 		t.Errorf("an idle connection costs %.1f KB of resident memory; the limit set is %.0f KB", rssKB, maxKB)
 	}
@@ -146,6 +146,7 @@ func freeAddr(t *testing.T) string {
 
 type serverSample struct {
 	rss, peak, heap, stack, goroutines float64
+	live                               float64 // heap objects (heap in use less the free room in its spans)
 	rssNoGC                            float64 // resident before the collection
 }
 
@@ -205,6 +206,7 @@ func sampleServer(t *testing.T, base string, pid int) serverSample {
 	return serverSample{
 		rss: kb("VmRSS"), peak: kb("VmHWM"), rssNoGC: rssNoGC,
 		heap:       metric(t, base, "go_memstats_heap_inuse_bytes"),
+		live:       metric(t, base, "go_memstats_heap_alloc_bytes"),
 		stack:      metric(t, base, "go_memstats_stack_inuse_bytes"),
 		goroutines: metric(t, base, "go_goroutines"),
 	}
