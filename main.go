@@ -267,6 +267,11 @@ func serveCmd(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Freed memory goes back to the system while the server is quiet
+	// (memlimit.go).
+	go trimWhenIdle(defaultIdleTrim, ctx.Done(), func(reclaimable uint64) {
+		log.Debug("idle: memory returned to the system", "bytes", reclaimable)
+	})
 	<-ctx.Done()
 	log.Info("shutting down")
 	return srv.Close()
