@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -150,5 +151,49 @@ func TestServeAppliesMemoryLimit(t *testing.T) {
 				t.Fatalf("memory limit %.0f, want %d", got, c.want)
 			}
 		})
+	}
+}
+
+var sink []byte
+
+// A quiet server gives back the memory it freed; a busy one keeps it for
+// its next allocations (trimWhenIdle).
+func TestTrimWhenIdle(t *testing.T) {
+	cfg := idleTrim{every: 20 * time.Millisecond, quiet: 4 << 20, worthFree: 1 << 20}
+	var trims atomic.Int64
+	var reclaimed atomic.Uint64
+	stop, done := make(chan struct{}), make(chan struct{})
+	busy, idle := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(idle)
+		for {
+			select {
+			case <-busy:
+				sink = nil
+				return
+			default:
+				sink = make([]byte, 1<<20) // far over 4 MiB per 20 ms
+			}
+		}
+	}()
+	go func() {
+		defer close(done)
+		trimWhenIdle(cfg, stop, func(reclaimable uint64) {
+			reclaimed.Store(reclaimable)
+			trims.Add(1)
+		})
+	}()
+	defer func() { close(stop); <-done }()
+	wait.Quiet(t, 300*time.Millisecond, 10*time.Millisecond, func() error {
+		if n := trims.Load(); n > 0 {
+			return fmt.Errorf("memory returned %d times while the process allocated", n)
+		}
+		return nil
+	})
+	close(busy)
+	<-idle
+	wait.Until(t, 10*time.Second, "memory returned once idle", func() bool { return trims.Load() > 0 })
+	if got := reclaimed.Load(); got < cfg.worthFree {
+		t.Fatalf("trimmed with %d bytes reclaimable, under the %d worth it", got, cfg.worthFree)
 	}
 }
