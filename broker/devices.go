@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -46,7 +47,7 @@ type Devices struct {
 	window int
 
 	mu    sync.RWMutex
-	users map[string]map[string]*Device // UserID → client id → device
+	users map[string]userDevices // UserID → its devices
 
 	pumps sync.WaitGroup // every pump goroutine, so Close can wait for them
 
@@ -80,7 +81,7 @@ func (m *DeliveryMetrics) observePending(n int) {
 }
 
 func newDevices(st *store.Store, log *slog.Logger, window int) *Devices {
-	return &Devices{store: st, log: log, window: window, users: make(map[string]map[string]*Device), recent: make(map[string]*recentEvents)}
+	return &Devices{store: st, log: log, window: window, users: make(map[string]userDevices), recent: make(map[string]*recentEvents)}
 }
 
 // Device is one connected MQTT client of a user.
@@ -140,12 +141,13 @@ func (ds *Devices) attach(cl *mqtt.Client, user string, ephemeral bool) *Device 
 	}
 	ds.mu.Lock()
 	m := ds.users[user]
-	if m == nil {
-		m = make(map[string]*Device)
-		ds.users[user] = m
+	i := m.index(cl.ID)
+	var old *Device
+	if i >= 0 {
+		old, m[i] = m[i], dev
+	} else {
+		ds.users[user] = append(m, dev)
 	}
-	old := m[cl.ID]
-	m[cl.ID] = dev
 	ds.mu.Unlock()
 	if old != nil {
 		old.close()
@@ -157,7 +159,28 @@ func (ds *Devices) attach(cl *mqtt.Client, user string, ephemeral bool) *Device 
 func (ds *Devices) get(user, id string) *Device {
 	ds.mu.RLock()
 	defer ds.mu.RUnlock()
-	return ds.users[user][id]
+	return ds.users[user].get(id)
+}
+
+// userDevices are the connected devices of a user, one per client id. A
+// user has one or a few: a slice costs an idle connection a pointer where
+// a map of its own cost a few hundred bytes (issue 11 §4).
+type userDevices []*Device
+
+func (m userDevices) index(id string) int {
+	for i, dev := range m {
+		if dev.ID == id {
+			return i
+		}
+	}
+	return -1
+}
+
+func (m userDevices) get(id string) *Device {
+	if i := m.index(id); i >= 0 {
+		return m[i]
+	}
+	return nil
 }
 
 // detach removes dev (if it is still the registered device for its id),
@@ -170,8 +193,9 @@ func (ds *Devices) detach(dev *Device) {
 	// and replayed what the device had acknowledged.
 	dev.close()
 	ds.mu.Lock()
-	if m := ds.users[dev.User]; m != nil && m[dev.ID] == dev {
-		delete(m, dev.ID)
+	if m, i := ds.users[dev.User], ds.users[dev.User].index(dev.ID); i >= 0 && m[i] == dev {
+		m = slices.Delete(m, i, i+1)
+		ds.users[dev.User] = m
 		if len(m) == 0 {
 			delete(ds.users, dev.User)
 			ds.recentMu.Lock()
@@ -260,7 +284,7 @@ func (ds *Devices) Committed(evs []store.Appended) {
 	defer ds.mu.RUnlock()
 	for _, e := range evs {
 		if e.Origin != "" {
-			if dev := ds.users[e.User][e.Origin]; dev != nil {
+			if dev := ds.users[e.User].get(e.Origin); dev != nil {
 				dev.markOwn(e.Seq)
 			}
 		}
@@ -332,7 +356,7 @@ func (ds *Devices) Online(user string) int {
 func (ds *Devices) Connected(user, clientID string) bool {
 	ds.mu.RLock()
 	defer ds.mu.RUnlock()
-	return ds.users[user][clientID] != nil
+	return ds.users[user].get(clientID) != nil
 }
 
 // maxLive bounds a device's queue of live events.
