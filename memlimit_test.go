@@ -8,6 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -196,4 +199,52 @@ func TestTrimWhenIdle(t *testing.T) {
 	if got := reclaimed.Load(); got < cfg.worthFree {
 		t.Fatalf("trimmed with %d bytes reclaimable, under the %d worth it", got, cfg.worthFree)
 	}
+}
+
+// The GC percentage allows a growth of max(256 MiB, a quarter of the
+// memory in use) between collections, within [25, the ceiling].
+func TestGCPercentFor(t *testing.T) {
+	const mib = 1 << 20
+	cases := []struct {
+		name           string
+		scanned, inUse uint64
+		want           int
+	}{
+		{"small server keeps the ceiling", 50 * mib, 120 * mib, 400},
+		{"at the ceiling exactly", 64 * mib, 150 * mib, 400},
+		{"15,000 idle devices", 256 * mib, 470 * mib, 100},
+		{"a quarter of a large server", 1600 * mib, 3200 * mib, 50},
+		{"never below 25", 8000 * mib, 8000 * mib, 25},
+		{"nothing scanned yet", 0, 10 * mib, 400},
+	}
+	for _, c := range cases {
+		if got := gcPercentFor(c.scanned, c.inUse, 400); got != c.want {
+			t.Errorf("%s: %d, want %d", c.name, got, c.want)
+		}
+	}
+}
+
+// tuneGC sets the percentage after each collection until stopped.
+func TestTuneGC(t *testing.T) {
+	read := func() uint64 {
+		s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+		metrics.Read(s)
+		return s[0].Value.Uint64()
+	}
+	prev := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(prev)
+	stop := make(chan struct{})
+	tuneGC(400, stop) // a test binary's live memory is far under 64 MiB: 400
+	wait.Until(t, 10*time.Second, "GOGC=400 after a collection", func() bool {
+		runtime.GC()
+		return read() == 400
+	})
+	// Stopped, it sets nothing any more: a percentage set by hand stays.
+	close(stop)
+	wait.Until(t, 10*time.Second, "GOGC left alone after tuneGC stopped", func() bool {
+		debug.SetGCPercent(150)
+		runtime.GC()
+		runtime.GC()
+		return read() == 150
+	})
 }
