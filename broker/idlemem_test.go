@@ -151,6 +151,7 @@ func TestIdleConnectionMemory(t *testing.T) {
 	t.Logf("per connection: RSS %.1f KB (%.1f KB before a collection, peak %.1f KB), heap %.1f KB (objects %.1f KB), stacks %.1f KB, %.2f goroutines",
 		per(before.rss, after.rss), per(before.rssNoGC, after.rssNoGC), per(before.rss, after.peak), per(before.heap, after.heap), per(before.live, after.live),
 		per(before.stack, after.stack), (after.goroutines-before.goroutines)/float64(n))
+	t.Logf("before the collections: stacks %.1f KB per connection", per(before.stackNoGC, after.stackNoGC))
 	// The server gives freed memory back once it has been quiet for a
 	// while (the main package's trimWhenIdle, every 10 s): what stays
 	// resident then is what idle connections cost.
@@ -176,7 +177,7 @@ func freeAddr(t *testing.T) string {
 type serverSample struct {
 	rss, peak, heap, stack, goroutines float64
 	live                               float64 // heap objects (heap in use less the free room in its spans)
-	rssNoGC                            float64 // resident before the collection
+	rssNoGC, stackNoGC                 float64 // resident and stacks before the collections
 }
 
 // sampleServer collects garbage in the server (the heap profile's gc=1),
@@ -203,6 +204,7 @@ func sampleServer(t *testing.T, base string, pid int) serverSample {
 	}
 	readStatus()
 	rssNoGC := kb("VmRSS")
+	stackNoGC := metric(t, base, "go_memstats_stack_inuse_bytes")
 	// Goroutine stacks shrink by half at most per collection: a few
 	// collections (the runtime forces one every two minutes on an idle
 	// server) show what idle connections settle at.
@@ -233,7 +235,7 @@ func sampleServer(t *testing.T, base string, pid int) serverSample {
 	resp.Body.Close()
 	readStatus()
 	return serverSample{
-		rss: kb("VmRSS"), peak: kb("VmHWM"), rssNoGC: rssNoGC,
+		rss: kb("VmRSS"), peak: kb("VmHWM"), rssNoGC: rssNoGC, stackNoGC: stackNoGC,
 		heap:       metric(t, base, "go_memstats_heap_inuse_bytes"),
 		live:       metric(t, base, "go_memstats_heap_alloc_bytes"),
 		stack:      metric(t, base, "go_memstats_stack_inuse_bytes"),
