@@ -151,7 +151,8 @@ func TestIdleConnectionMemory(t *testing.T) {
 	t.Logf("per connection: RSS %.1f KB (%.1f KB before a collection, peak %.1f KB), heap %.1f KB (objects %.1f KB), stacks %.1f KB, %.2f goroutines",
 		per(before.rss, after.rss), per(before.rssNoGC, after.rssNoGC), per(before.rss, after.peak), per(before.heap, after.heap), per(before.live, after.live),
 		per(before.stack, after.stack), (after.goroutines-before.goroutines)/float64(n))
-	t.Logf("before the collections: stacks %.1f KB per connection", per(before.stackNoGC, after.stackNoGC))
+	t.Logf("before the collections: stacks %.1f KB per connection; GOGC now %v", per(before.stackNoGC, after.stackNoGC),
+		metric(t, base, "go_gc_gogc_percent"))
 	// The server gives freed memory back once it has been quiet for a
 	// while (the main package's trimWhenIdle, every 10 s): what stays
 	// resident then is what idle connections cost.
