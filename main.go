@@ -237,8 +237,9 @@ func versionLine() string {
 // gcPercent is the server's default GOGC. Its live heap is small (caches,
 // in-flight packets) and it allocates fast, so collecting at 4× the live heap
 // instead of 2× buys throughput for little memory. GOGC still overrides it.
-// With many devices connected the live heap is not small: --memory-limit
-// (memlimit.go) bounds what this lets the heap grow to.
+// With many devices connected the live heap is not small: the percentage
+// then comes down as the live memory grows (tuneGC), and --memory-limit
+// (memlimit.go) bounds what the heap may grow to.
 const gcPercent = 400
 
 func serveCmd(args []string) error {
@@ -274,6 +275,14 @@ func serveCmd(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if os.Getenv("GOGC") == "" {
+		tuneGC(gcPercent, ctx.Done())
+	}
+	// Freed memory goes back to the system while the server is quiet
+	// (memlimit.go).
+	go trimWhenIdle(defaultIdleTrim, ctx.Done(), func(reclaimable uint64) {
+		log.Debug("idle: memory returned to the system", "bytes", reclaimable)
+	})
 	<-ctx.Done()
 	log.Info("shutting down")
 	return srv.Close()

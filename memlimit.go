@@ -6,9 +6,12 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // The server runs with GOGC=400 (main.go): its live heap is small and it
@@ -105,4 +108,152 @@ func applyMemoryLimit(setting string) (int64, error) {
 	}
 	debug.SetMemoryLimit(limit)
 	return limit, nil
+}
+
+// Returning memory when idle. GOGC=400 and a limit of a share of the
+// machine are for throughput under load: between collections the heap may
+// grow to five times what is live, and the runtime keeps what it freed
+// resident, expecting to need it again. A server holding many idle
+// devices then stays at the size its logins took it to, twice or more
+// what the connections keep alive (issue 11 §4: 62 KB resident per idle
+// connection for 31 KB live). So when the server has been quiet for a
+// while (it allocated little) and a good amount of freed memory is still
+// resident, that memory is given back to the system (a collection and a
+// scavenge, debug.FreeOSMemory). Under load nothing changes: the server
+// is not idle then.
+
+// idleTrim are the idle trimmer's settings.
+type idleTrim struct {
+	every time.Duration // how often the server is looked at
+	quiet uint64        // allocating less than this in `every` is idle
+	// Garbage and free heap under max(worthFree, live heap/8) are left alone.
+	worthFree uint64
+}
+
+// defaultIdleTrim looks every 10 s; a server with 15,000 idle devices
+// allocates well under 1 MB a second (cursor flushes, metrics), a loaded
+// one hundreds of MB.
+var defaultIdleTrim = idleTrim{every: 10 * time.Second, quiet: 64 << 20, worthFree: 32 << 20}
+
+// trimWhenIdle runs until stop is closed. trimmed, if not nil, is told
+// what each trim found to give back.
+func trimWhenIdle(cfg idleTrim, stop <-chan struct{}, trimmed func(reclaimable uint64)) {
+	samples := []metrics.Sample{
+		{Name: "/gc/heap/allocs:bytes"},              // allocated since start
+		{Name: "/memory/classes/heap/free:bytes"},    // free and resident
+		{Name: "/memory/classes/heap/objects:bytes"}, // objects, dead ones not yet swept included
+		{Name: "/gc/heap/live:bytes"},                // objects the last collection kept
+	}
+	read := func() (allocs, reclaimable, live uint64) {
+		metrics.Read(samples)
+		allocs, free, objects, live := samples[0].Value.Uint64(), samples[1].Value.Uint64(), samples[2].Value.Uint64(), samples[3].Value.Uint64()
+		if objects > live {
+			free += objects - live // garbage since the last collection
+		}
+		return allocs, free, live
+	}
+	last, _, _ := read()
+	t := time.NewTicker(cfg.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		allocs, reclaimable, live := read()
+		quiet := allocs-last < cfg.quiet
+		last = allocs
+		if !quiet || reclaimable < max(cfg.worthFree, live/8) {
+			continue
+		}
+		debug.FreeOSMemory()
+		last, _, _ = read()
+		if trimmed != nil {
+			trimmed(reclaimable)
+		}
+	}
+}
+
+// Collecting as the live memory grows. GOGC=400 lets the heap grow by four
+// times what the collector must scan (live heap, goroutine stacks,
+// globals) before the next collection: cheap collections for a server
+// whose live memory is small, which is what the send path needs. With many
+// devices connected the live memory is large and that growth is not
+// headroom but waste: 15,000 idle devices live in ~470 MB and GOGC=400
+// let the heap reach 2 GB before collecting once. And a burst of logins
+// that no collection interrupts leaves each device's long-lived objects
+// scattered among the dead ones of its login, in spans that stay in use
+// (3.5 KB of the 10.4 KB of heap an idle device held, against 0.9 KB when
+// collections ran during the burst). So after each collection the GC
+// percentage is set for a growth of max(gcHeadroom, a quarter of the
+// memory in use) before the next, and never above gcPercent: a server
+// holding few devices keeps GOGC=400.
+
+// gcHeadroom is the heap growth between collections that the server always
+// allows itself (the send path's garbage at a few thousand messages a
+// second is a few hundred MB a second).
+const gcHeadroom = 256 << 20
+
+// gcPercentFor is the GC percentage for a heap growth of max(gcHeadroom,
+// inUse/4), where scanned is what the percentage multiplies (live heap,
+// stacks and globals scanned) and inUse the memory in use after the
+// collection; between 25 and ceiling.
+func gcPercentFor(scanned, inUse uint64, ceiling int) int {
+	if scanned == 0 {
+		return ceiling
+	}
+	growth := max(gcHeadroom, inUse/4)
+	p := growth * 100 / scanned
+	return int(min(max(p, 25), uint64(ceiling)))
+}
+
+// tuneGC sets the GC percentage after every collection until stop is
+// closed. The caller leaves it alone when GOGC is set.
+func tuneGC(ceiling int, stop <-chan struct{}) {
+	samples := []metrics.Sample{
+		{Name: "/gc/heap/live:bytes"},
+		{Name: "/gc/scan/stack:bytes"},
+		{Name: "/gc/scan/globals:bytes"},
+		{Name: "/memory/classes/total:bytes"},
+		{Name: "/memory/classes/heap/released:bytes"},
+		{Name: "/memory/classes/heap/free:bytes"},
+		{Name: "/memory/classes/heap/objects:bytes"},
+	}
+	afterEveryGC(func() bool {
+		select {
+		case <-stop:
+			debug.SetGCPercent(ceiling)
+			return false
+		default:
+		}
+		metrics.Read(samples)
+		v := func(i int) uint64 { return samples[i].Value.Uint64() }
+		live := v(0)
+		scanned := live + v(1) + v(2)
+		// In use: what the runtime holds from the system, less what is
+		// free or returned, with the dead objects not yet swept counted
+		// as free.
+		inUse := v(3) - v(4) - v(5)
+		if objects := v(6); objects > live && inUse > objects-live {
+			inUse -= objects - live
+		}
+		debug.SetGCPercent(gcPercentFor(scanned, inUse, ceiling))
+		return true
+	})
+}
+
+// gcSentinel is allocated on the heap (it holds a pointer: never from the
+// tiny allocator, whose objects may never be finalized).
+type gcSentinel struct{ _ *byte }
+
+// afterEveryGC calls f on the finalizer goroutine after each collection,
+// for as long as f returns true.
+func afterEveryGC(f func() bool) {
+	s := &gcSentinel{}
+	runtime.SetFinalizer(s, func(*gcSentinel) {
+		if f() {
+			afterEveryGC(f)
+		}
+	})
 }

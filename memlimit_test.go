@@ -8,8 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -151,4 +155,96 @@ func TestServeAppliesMemoryLimit(t *testing.T) {
 			}
 		})
 	}
+}
+
+var sink []byte
+
+// A quiet server gives back the memory it freed; a busy one keeps it for
+// its next allocations (trimWhenIdle).
+func TestTrimWhenIdle(t *testing.T) {
+	cfg := idleTrim{every: 20 * time.Millisecond, quiet: 4 << 20, worthFree: 1 << 20}
+	var trims atomic.Int64
+	var reclaimed atomic.Uint64
+	stop, done := make(chan struct{}), make(chan struct{})
+	busy, idle := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(idle)
+		for {
+			select {
+			case <-busy:
+				sink = nil
+				return
+			default:
+				sink = make([]byte, 1<<20) // far over 4 MiB per 20 ms
+			}
+		}
+	}()
+	go func() {
+		defer close(done)
+		trimWhenIdle(cfg, stop, func(reclaimable uint64) {
+			reclaimed.Store(reclaimable)
+			trims.Add(1)
+		})
+	}()
+	defer func() { close(stop); <-done }()
+	wait.Quiet(t, 300*time.Millisecond, 10*time.Millisecond, func() error {
+		if n := trims.Load(); n > 0 {
+			return fmt.Errorf("memory returned %d times while the process allocated", n)
+		}
+		return nil
+	})
+	close(busy)
+	<-idle
+	wait.Until(t, 10*time.Second, "memory returned once idle", func() bool { return trims.Load() > 0 })
+	if got := reclaimed.Load(); got < cfg.worthFree {
+		t.Fatalf("trimmed with %d bytes reclaimable, under the %d worth it", got, cfg.worthFree)
+	}
+}
+
+// The GC percentage allows a growth of max(256 MiB, a quarter of the
+// memory in use) between collections, within [25, the ceiling].
+func TestGCPercentFor(t *testing.T) {
+	const mib = 1 << 20
+	cases := []struct {
+		name           string
+		scanned, inUse uint64
+		want           int
+	}{
+		{"small server keeps the ceiling", 50 * mib, 120 * mib, 400},
+		{"at the ceiling exactly", 64 * mib, 150 * mib, 400},
+		{"15,000 idle devices", 256 * mib, 470 * mib, 100},
+		{"a quarter of a large server", 1600 * mib, 3200 * mib, 50},
+		{"never below 25", 8000 * mib, 8000 * mib, 25},
+		{"nothing scanned yet", 0, 10 * mib, 400},
+	}
+	for _, c := range cases {
+		if got := gcPercentFor(c.scanned, c.inUse, 400); got != c.want {
+			t.Errorf("%s: %d, want %d", c.name, got, c.want)
+		}
+	}
+}
+
+// tuneGC sets the percentage after each collection until stopped.
+func TestTuneGC(t *testing.T) {
+	read := func() uint64 {
+		s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+		metrics.Read(s)
+		return s[0].Value.Uint64()
+	}
+	prev := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(prev)
+	stop := make(chan struct{})
+	tuneGC(400, stop) // a test binary's live memory is far under 64 MiB: 400
+	wait.Until(t, 10*time.Second, "GOGC=400 after a collection", func() bool {
+		runtime.GC()
+		return read() == 400
+	})
+	// Stopped, it sets nothing any more: a percentage set by hand stays.
+	close(stop)
+	wait.Until(t, 10*time.Second, "GOGC left alone after tuneGC stopped", func() bool {
+		debug.SetGCPercent(150)
+		runtime.GC()
+		runtime.GC()
+		return read() == 150
+	})
 }

@@ -60,6 +60,9 @@ type Config struct {
 	Log   *slog.Logger
 }
 
+// readBufferSize is each connection's read buffer.
+const readBufferSize = 512
+
 // Broker is the MQTT side of Duet.
 type Broker struct {
 	Server   *mqtt.Server
@@ -120,7 +123,12 @@ func New(cfg Config, svc *command.Service, st *store.Store) (*Broker, error) {
 
 	server := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
-		Logger:       newMochiLogger(cfg.Log), // mochilog.go
+		// Each connection's read buffer (mochi's default 2 KB) lives as long
+		// as the connection. Most packets a device sends are PUBACKs and
+		// requests of a few hundred bytes; a larger one is read straight
+		// into its packet past the buffer (issue 11 §4).
+		ClientNetReadBufferSize: readBufferSize,
+		Logger:                  newMochiLogger(cfg.Log), // mochilog.go
 		// Devices need no $SYS topics (the ACL lets no one subscribe to
 		// them); metrics are on /metrics. mochi takes 0 for its default of
 		// one second, and every round stops the world to read memory

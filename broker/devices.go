@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -46,7 +47,7 @@ type Devices struct {
 	window int
 
 	mu    sync.RWMutex
-	users map[string]map[string]*Device // UserID → client id → device
+	users map[string]userDevices // UserID → its devices
 
 	pumps sync.WaitGroup // every pump goroutine, so Close can wait for them
 
@@ -80,7 +81,7 @@ func (m *DeliveryMetrics) observePending(n int) {
 }
 
 func newDevices(st *store.Store, log *slog.Logger, window int) *Devices {
-	return &Devices{store: st, log: log, window: window, users: make(map[string]map[string]*Device), recent: make(map[string]*recentEvents)}
+	return &Devices{store: st, log: log, window: window, users: make(map[string]userDevices), recent: make(map[string]*recentEvents)}
 }
 
 // Device is one connected MQTT client of a user.
@@ -111,10 +112,11 @@ type Device struct {
 	syncTarget uint64 // send sync_complete once next > syncTarget; 0 = none owed
 	syncOwed   bool
 	syncDone   func(lastSeq uint64) // openim/sync's reply, sent just before sync_complete
-	pending    map[uint16]uint64    // packet id → Seq (0 for sync_complete)
-	pendingMax int                  // most entries pending has had since it was made
-	lastPID    uint16
-	window     int
+	// pending maps packet id → Seq (0 for sync_complete). Nil while
+	// nothing is in flight: an idle device keeps no map (issue 11 §4).
+	pending map[uint16]uint64
+	lastPID uint16
+	window  int
 	// own lists, ascending, the Seqs of this device's own sends not yet
 	// reached by the pump: it holds their reply, so they are skipped, not
 	// sent (PROTOCOL §4: my sends reach my other devices). skipped is the
@@ -135,16 +137,17 @@ func (ds *Devices) attach(cl *mqtt.Client, user string, ephemeral bool) *Device 
 	}
 	dev := &Device{
 		d: ds, cl: cl, User: user, ID: cl.ID, ephemeral: ephemeral,
-		pending: make(map[uint16]uint64), window: window,
+		window: window,
 	}
 	ds.mu.Lock()
 	m := ds.users[user]
-	if m == nil {
-		m = make(map[string]*Device)
-		ds.users[user] = m
+	i := m.index(cl.ID)
+	var old *Device
+	if i >= 0 {
+		old, m[i] = m[i], dev
+	} else {
+		ds.users[user] = append(m, dev)
 	}
-	old := m[cl.ID]
-	m[cl.ID] = dev
 	ds.mu.Unlock()
 	if old != nil {
 		old.close()
@@ -156,7 +159,28 @@ func (ds *Devices) attach(cl *mqtt.Client, user string, ephemeral bool) *Device 
 func (ds *Devices) get(user, id string) *Device {
 	ds.mu.RLock()
 	defer ds.mu.RUnlock()
-	return ds.users[user][id]
+	return ds.users[user].get(id)
+}
+
+// userDevices are the connected devices of a user, one per client id. A
+// user has one or a few: a slice costs an idle connection a pointer where
+// a map of its own cost a few hundred bytes (issue 11 §4).
+type userDevices []*Device
+
+func (m userDevices) index(id string) int {
+	for i, dev := range m {
+		if dev.ID == id {
+			return i
+		}
+	}
+	return -1
+}
+
+func (m userDevices) get(id string) *Device {
+	if i := m.index(id); i >= 0 {
+		return m[i]
+	}
+	return nil
 }
 
 // detach removes dev (if it is still the registered device for its id),
@@ -169,8 +193,9 @@ func (ds *Devices) detach(dev *Device) {
 	// and replayed what the device had acknowledged.
 	dev.close()
 	ds.mu.Lock()
-	if m := ds.users[dev.User]; m != nil && m[dev.ID] == dev {
-		delete(m, dev.ID)
+	if m, i := ds.users[dev.User], ds.users[dev.User].index(dev.ID); i >= 0 && m[i] == dev {
+		m = slices.Delete(m, i, i+1)
+		ds.users[dev.User] = m
 		if len(m) == 0 {
 			delete(ds.users, dev.User)
 			ds.recentMu.Lock()
@@ -259,7 +284,7 @@ func (ds *Devices) Committed(evs []store.Appended) {
 	defer ds.mu.RUnlock()
 	for _, e := range evs {
 		if e.Origin != "" {
-			if dev := ds.users[e.User][e.Origin]; dev != nil {
+			if dev := ds.users[e.User].get(e.Origin); dev != nil {
 				dev.markOwn(e.Seq)
 			}
 		}
@@ -331,7 +356,7 @@ func (ds *Devices) Online(user string) int {
 func (ds *Devices) Connected(user, clientID string) bool {
 	ds.mu.RLock()
 	defer ds.mu.RUnlock()
-	return ds.users[user][clientID] != nil
+	return ds.users[user].get(clientID) != nil
 }
 
 // maxLive bounds a device's queue of live events.
@@ -563,10 +588,10 @@ func (dev *Device) puback(pid uint16) bool {
 	// acknowledgement cost a goroutine switch per message for nothing.
 	wake := len(dev.pending) >= dev.window
 	delete(dev.pending, pid)
-	if len(dev.pending) == 0 && dev.pendingMax > 8 {
-		// A map keeps the room it grew to: after a replay, let the
-		// window's worth of entries go while the device idles.
-		dev.pending, dev.pendingMax = make(map[uint16]uint64), 0
+	if len(dev.pending) == 0 {
+		// A map keeps the room it grew to: let it go while the device
+		// idles (one small map per burst of traffic).
+		dev.pending = nil
 	}
 	if seq > dev.acked {
 		dev.acked = seq
@@ -609,6 +634,15 @@ func (dev *Device) flush() {
 		dev.flushed = acked
 	}
 	dev.mu.Unlock()
+}
+
+// track records packet pid, carrying seq, as in flight. Called with dev.mu
+// held.
+func (dev *Device) track(pid uint16, seq uint64) {
+	if dev.pending == nil {
+		dev.pending = make(map[uint16]uint64, min(dev.window, 8))
+	}
+	dev.pending[pid] = seq
 }
 
 // nextPID hands out a packet id not in flight. Called with dev.mu held.
@@ -709,11 +743,10 @@ func (dev *Device) deliver(topic string) bool {
 			// Events between next and ev.Seq have expired (retention):
 			// they cannot be delivered, so the device skips to ev.Seq.
 			pid := dev.nextPID()
-			dev.pending[pid] = ev.Seq
+			dev.track(pid, ev.Seq)
 			dev.next = ev.Seq + 1
 			next = dev.next
 			inFlight := len(dev.pending)
-			dev.pendingMax = max(dev.pendingMax, inFlight)
 			dev.mu.Unlock()
 			dev.d.Metrics.observePending(inFlight)
 			out = append(out, dev.packet(topic, 1, pid, ev.Data))
@@ -755,7 +788,7 @@ func (dev *Device) deliver(topic string) bool {
 	dev.syncOwed = false
 	lastSeq := dev.next - 1
 	pid := dev.nextPID()
-	dev.pending[pid] = 0
+	dev.track(pid, 0)
 	done := dev.syncDone
 	dev.syncDone = nil
 	dev.mu.Unlock()

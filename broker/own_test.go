@@ -39,7 +39,7 @@ func TestSkipOwnCursor(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dev := newDev()
 			for pid, seq := range tc.pending {
-				dev.pending[pid] = seq
+				dev.track(pid, seq)
 			}
 			dev.acked, dev.next = tc.acked, tc.seq
 			for _, s := range tc.own {

@@ -96,6 +96,11 @@ const MaxDeviceID = 128
 func (h *Auth) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	err := h.login(cl, pk)
 	if err == nil {
+		// mochi's user name and client id point into the CONNECT's bytes,
+		// UserSig and all: copies let those go for the life of the
+		// connection (issue 11 §4).
+		cl.Properties.Username = bytes.Clone(cl.Properties.Username)
+		cl.ID = strings.Clone(cl.ID)
 		return nil
 	}
 	var r *refusal
