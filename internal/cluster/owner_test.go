@@ -494,6 +494,20 @@ func TestLeaderLossDuringAppends(t *testing.T) {
 			alive = append(alive, m)
 		}
 	}
+	// A new stream leader answers with what it has applied, which can be
+	// a moment behind what the old one acknowledged (CI read 300 entries
+	// while the views had applied 301): wait until it has the writer's
+	// last entry. An acknowledged entry that was lost never arrives.
+	wait.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		info, err := s.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.State.LastSeq < l.Last() {
+			return fmt.Errorf("the stream's leader has %d entries; the writer's last is %d", info.State.LastSeq, l.Last())
+		}
+		return nil
+	})
 	want := readLogData(t, owner.node.js, 0)
 	for e := range acked {
 		if n := count(want, e); n != 1 {
