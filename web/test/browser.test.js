@@ -64,7 +64,9 @@ async function send (page, text) {
   await msg(page, text).locator('.state', { hasText: '✓' }).waitFor({ timeout: T })
 }
 
-const msg = (page, text) => page.locator('.msgs .msg', { hasText: text })
+// A message whose text is exactly text: a substring match would also take
+// "busy 15" stamped 02:50 PM for "busy 150" (CI failed so at 14:50).
+const msg = (page, text) => page.locator('.msgs .msg').filter({ has: page.locator('.text').getByText(text, { exact: true }) })
 const shot = (page, name) => page.screenshot({ path: join(artifacts, name + '.png') })
 
 // png makes a w×h RGB picture (a gradient) so the server has something to
