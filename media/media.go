@@ -243,6 +243,9 @@ func (m *Service) limit(typ string) int64 {
 	return DefaultMaxSize
 }
 
+// commitBudget bounds one commit's work on the object store (inspect).
+const commitBudget = 2 * time.Minute
+
 // ensureBucket creates the bucket when missing, once per process.
 func (m *Service) ensureBucket(ctx context.Context) *command.Error {
 	if m.bucketReady.Load() {
@@ -492,6 +495,13 @@ func (m *Service) commitUpload(ctx context.Context, c *command.Caller, body []by
 	if m.now().Unix() >= u.Deadline {
 		return nil, command.Errorf(CodeUnknown, "upload %s was not committed before its deadline; apply again", uuid)
 	}
+	// Reading back and decoding an image of up to MaxPixels and writing
+	// its renditions can outlast the transport's budget (a REST command
+	// has 3 s): the work has its own, and goes on if the caller stops
+	// waiting, so that a retry finds the upload committed instead of
+	// starting over into the same deadline.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitBudget)
+	defer cancel()
 	el, objects, e := m.inspect(ctx, u)
 	if e != nil {
 		return nil, e
