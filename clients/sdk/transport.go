@@ -41,6 +41,8 @@ type transport interface {
 	// connection with this client id took the session over (MQTT 5
 	// DISCONNECT 0x8E).
 	takenOver() bool
+	// addr is the address this connection was dialled to.
+	addr() string
 	close()
 }
 
@@ -126,6 +128,7 @@ type v5 struct {
 	rsp      string
 	user     string
 	timeout  time.Duration
+	to       string // the address dialled
 }
 
 func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
@@ -153,7 +156,7 @@ func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &v5{loss: newLoss(), told: make(chan struct{}), rsp: "im/" + cfg.user + "/rsp", user: cfg.user, timeout: cfg.timeout}
+	t := &v5{loss: newLoss(), told: make(chan struct{}), rsp: "im/" + cfg.user + "/rsp", user: cfg.user, timeout: cfg.timeout, to: cfg.addr}
 	t.c = paho.NewClient(paho.ClientConfig{
 		ClientID: cfg.clientID,
 		Conn:     conn,
@@ -267,6 +270,8 @@ func (t *v5) takenOver() bool {
 	return t.replaced.Load()
 }
 
+func (t *v5) addr() string { return t.to }
+
 func (t *v5) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -285,10 +290,11 @@ type v3 struct {
 	loss    *lossSignal
 	user    string
 	timeout time.Duration
+	to      string // the address dialled
 }
 
 func dialV3(ctx context.Context, cfg dialConfig) (transport, error) {
-	t := &v3{loss: newLoss(), user: cfg.user, timeout: cfg.timeout}
+	t := &v3{loss: newLoss(), user: cfg.user, timeout: cfg.timeout, to: cfg.addr}
 	broker := "tcp://" + cfg.addr
 	switch {
 	case isWebSocket(cfg.addr):
@@ -361,6 +367,8 @@ func (t *v3) cause() error { return t.loss.cause }
 
 // takenOver: MQTT 3.1.1 has no way to say (see supervise).
 func (t *v3) takenOver() bool { return false }
+
+func (t *v3) addr() string { return t.to }
 
 func (t *v3) close() {
 	t.c.Disconnect(250)
