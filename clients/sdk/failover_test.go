@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"sync"
@@ -26,7 +27,14 @@ func refusingAddr(t *testing.T) string {
 // (MQTT 5 reason 0x88 [MQTT-3.2.2-8]; MQTT 3.1.1 return code 3), as a
 // cluster node that is catching up does (docs/cluster.md), and closes the
 // connection.
-func unavailableAddr(t *testing.T) string {
+func unavailableAddr(t *testing.T) string { return fakeNode(t, false) }
+
+// busyAtSubscribeAddr accepts the CONNECT and answers the SUBSCRIBE with
+// DISCONNECT 0x89 "server busy" (MQTT 3.1.1: by closing the connection), as
+// a node whose replay could not start does (broker.go).
+func busyAtSubscribeAddr(t *testing.T) string { return fakeNode(t, true) }
+
+func fakeNode(t *testing.T, acceptConnect bool) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -41,17 +49,38 @@ func unavailableAddr(t *testing.T) string {
 			}
 			go func() {
 				defer conn.Close()
-				// CONNECT: fixed header, remaining length, "MQTT" name
-				// (2+4 bytes), then the protocol level.
-				buf := make([]byte, 512)
-				n, _ := conn.Read(buf)
-				if n < 9 {
+				// CONNECT: fixed header, remaining length (1 to 4 bytes,
+				// the last without the continuation bit [MQTT-1.5.5]),
+				// "MQTT" name (2+4 bytes), then the protocol level.
+				buf := make([]byte, 1024)
+				n, _ := io.ReadAtLeast(conn, buf, 16)
+				i := 1
+				for i < n && buf[i]&0x80 != 0 {
+					i++
+				}
+				if i+7 >= n {
 					return
 				}
-				if buf[8] == 5 {
+				v5 := buf[i+7] == 5
+				switch {
+				case !acceptConnect && v5:
 					conn.Write([]byte{0x20, 3, 0, 0x88, 0}) // flags, reason, no properties
-				} else {
+				case !acceptConnect:
 					conn.Write([]byte{0x20, 2, 0, 3})
+				case v5:
+					conn.Write([]byte{0x20, 3, 0, 0, 0})
+				default:
+					conn.Write([]byte{0x20, 2, 0, 0})
+				}
+				if !acceptConnect {
+					return
+				}
+				// Whatever comes next (the SUBSCRIBE) is answered by the end.
+				if _, err := conn.Read(buf); err != nil {
+					return
+				}
+				if v5 {
+					conn.Write([]byte{0xE0, 2, 0x89, 0}) // DISCONNECT, reason, no properties
 				}
 			}()
 		}
@@ -69,6 +98,7 @@ func TestLoginFailsOverToTheNextAddress(t *testing.T) {
 	}{
 		{"connection refused", refusingAddr},
 		{"server unavailable", unavailableAddr},
+		{"busy at subscribe", busyAtSubscribeAddr},
 	}
 	for _, first := range firsts {
 		for _, pr := range protocols {

@@ -226,7 +226,20 @@ func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
 func (t *v5) subscribe(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
+	// paho waits for the SUBACK until ctx ends, even after the server
+	// closed the connection (DISCONNECT 0x89 at the subscription): the next
+	// address is not kept waiting.
+	go func() {
+		select {
+		case <-t.loss.ch:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	sa, err := t.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "im/" + t.user + "/#", QoS: 1}}})
+	if err != nil && t.loss.dead.Load() {
+		err = t.loss.cause
+	}
 	if err == nil && (len(sa.Reasons) == 0 || sa.Reasons[0] >= 0x80) {
 		err = fmt.Errorf("duet: subscription to im/%s/# refused", t.user)
 	}
