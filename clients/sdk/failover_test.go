@@ -92,24 +92,29 @@ func fakeNode(t *testing.T, acceptConnect bool) string {
 // second, and the client keeps working there.
 func TestLoginFailsOverToTheNextAddress(t *testing.T) {
 	s := startServer(t)
+	tcp := func() string { return s.addr }
+	ws := func() string { return "ws://" + s.wsAddr + "/mqtt" }
 	firsts := []struct {
-		name string
-		addr func(*testing.T) string
+		name   string
+		addr   func(*testing.T) string
+		second func() string
 	}{
-		{"connection refused", refusingAddr},
-		{"server unavailable", unavailableAddr},
-		{"busy at subscribe", busyAtSubscribeAddr},
+		{"connection refused", refusingAddr, tcp},
+		{"server unavailable", unavailableAddr, tcp},
+		{"busy at subscribe", busyAtSubscribeAddr, tcp},
+		// Entries may take any form Addr takes.
+		{"refused then WebSocket", refusingAddr, ws},
 	}
-	for _, first := range firsts {
+	for i, first := range firsts {
 		for _, pr := range protocols {
 			t.Run(first.name+"/"+pr.name, func(t *testing.T) {
 				bad := first.addr(t)
 				// Users of their own: a new device replays its user's timeline.
-				a, b := "alice-"+first.name[:4]+pr.name, "bob-"+first.name[:4]+pr.name
+				a, b := fmt.Sprintf("alice-%d%s", i, pr.name), fmt.Sprintf("bob-%d%s", i, pr.name)
 				s.users(a, b)
 				up := make(chan string, 8)
 				bob := s.login(t, b, "phone", "", pr.p, func(o *Options) {
-					o.Addr, o.Addrs = "", []string{bad, s.addr}
+					o.Addr, o.Addrs = "", []string{bad, first.second()}
 					o.OnConnectionChanged = func(ok bool, reason string) {
 						if ok {
 							up <- reason
@@ -237,8 +242,14 @@ func failoverRun(t *testing.T, nodeA, nodeB, nodeC *srvpkg.Server) {
 		}
 		return nil
 	})
+	amu.Lock()
+	before := len(bobAcked)
+	amu.Unlock()
 	nodeA.Close()
 	wg.Wait()
+	if before >= n {
+		t.Fatalf("bob's sends were over before his node went (%d of %d)", before, n)
+	}
 	if t.Failed() {
 		return
 	}
