@@ -15,7 +15,9 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -105,8 +107,19 @@ type Options struct {
 	// through the server's WebSocket listener, for networks that pass only
 	// HTTP.
 	Addr string
+	// Addrs are more addresses of the same service (the nodes of a Duet
+	// cluster), each in any form Addr takes. The client uses one address
+	// at a time, from the list Addr then Addrs (repeats dropped): Login
+	// tries them in turn until one accepts; when the connection is lost,
+	// or an address cannot be reached, answers CONNACK "server
+	// unavailable" (a node that is catching up) or closes the connection
+	// at the subscription, the next attempt goes to the next address,
+	// round-robin. The reconnect backoff (MinBackoff..MaxBackoff) is waited
+	// before each round over the list, not between its addresses. Either
+	// Addr or Addrs may be empty, not both.
+	Addrs []string
 	// TLS, when set, makes the connection TLS with this configuration
-	// (its ServerName defaults to Addr's host).
+	// (its ServerName defaults to the host of the address it connects to).
 	TLS     *tls.Config
 	UserID  string
 	UserSig string
@@ -179,6 +192,11 @@ type Client struct {
 	dbmu     sync.RWMutex
 	dbClosed bool
 
+	// addrs is Addr then Addrs; next (guarded by mu) indexes the address
+	// the next connection attempt uses.
+	addrs []string
+	next  int
+
 	mu     sync.Mutex
 	conn   transport
 	connCh chan struct{} // closed (and replaced) whenever conn changes
@@ -223,14 +241,14 @@ type sendKey struct {
 // wait in the outbox, and the client connects in the background
 // (OnConnectionChanged). A first login needs the server.
 func Login(ctx context.Context, o Options) (*Client, error) {
-	if o.Addr == "" || o.UserID == "" || o.UserSig == "" || o.Dir == "" {
-		return nil, errors.New("duet: Login needs Addr, UserID, UserSig and Dir")
+	if len(addresses(o)) == 0 || o.UserID == "" || o.UserSig == "" || o.Dir == "" {
+		return nil, errors.New("duet: Login needs Addr (or Addrs), UserID, UserSig and Dir")
 	}
 	c, err := open(o)
 	if err != nil {
 		return nil, err
 	}
-	t, err := c.connect(ctx, "login")
+	t, err := c.connectRound(ctx, "login")
 	if err != nil {
 		// Offline start: a store that has been online before serves its
 		// history and conversations while the client connects in the
@@ -251,6 +269,17 @@ func Login(ctx context.Context, o Options) (*Client, error) {
 		c.startListeners()
 	}
 	return c, nil
+}
+
+// addresses is Addr then Addrs, without empty entries and repeats.
+func addresses(o Options) []string {
+	var out []string
+	for _, a := range append([]string{o.Addr}, o.Addrs...) {
+		if a = strings.TrimSpace(a); a != "" && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // open opens the local store and starts the processor and the dispatcher.
@@ -306,6 +335,7 @@ func open(o Options) (*Client, error) {
 		flights: make(map[string]*flight), outboxKick: make(chan struct{}, 1), sending: make(map[sendKey]time.Time),
 	}
 	c.known = known
+	c.addrs = addresses(o)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.msgSeq.Store(uint32(msgSeq))
 	ls := o.Listeners
@@ -372,7 +402,7 @@ func (c *Client) shutdown() {
 // It reports the connection (OnConnectionChanged) before subscribing, so
 // the app hears of it before the backlog the subscription starts, at login
 // and at each reconnect alike.
-func (c *Client) connect(ctx context.Context, reason string) (transport, error) {
+func (c *Client) connect(ctx context.Context, addr, reason string) (transport, error) {
 	c.mu.Lock()
 	c.gen++
 	gen := c.gen
@@ -380,7 +410,7 @@ func (c *Client) connect(ctx context.Context, reason string) (transport, error) 
 	c.inbox.push(item{kind: itConnUp, gen: gen})
 	sig := c.sig()
 	t, err := dial(ctx, c.opts.Protocol, dialConfig{
-		addr: c.opts.Addr, tls: c.opts.TLS, clientID: c.me + ":" + c.device, user: c.me, password: sig,
+		addr: addr, tls: c.opts.TLS, clientID: c.me + ":" + c.device, user: c.me, password: sig,
 		keepAlive: c.opts.KeepAlive, timeout: c.opts.RequestTimeout,
 		onMessage: func(d delivery) { c.route(gen, d) },
 	})
@@ -415,6 +445,46 @@ func (c *Client) connect(ctx context.Context, reason string) (transport, error) 
 	return t, nil
 }
 
+// connectRound tries each address once, from the next one on, and
+// returns the first connection that is up and subscribed. A failed address
+// hands the next attempt to the address after it; so does a connection
+// that is later lost (skipAddr). A refused login (*RefusedError: the
+// UserSig, the account, a kick — the same on every node of a service) ends
+// the round at once.
+func (c *Client) connectRound(ctx context.Context, reason string) (transport, error) {
+	var errs []error
+	for range c.addrs {
+		c.mu.Lock()
+		addr := c.addrs[c.next]
+		c.mu.Unlock()
+		t, err := c.connect(ctx, addr, reason)
+		if err == nil {
+			return t, nil
+		}
+		var re *RefusedError
+		if errors.As(err, &re) || errors.Is(err, ErrClosed) || ctx.Err() != nil {
+			return nil, err
+		}
+		if len(c.addrs) > 1 {
+			c.log.Info("address failed; trying the next one", "addr", addr, "error", err)
+			err = fmt.Errorf("%s: %w", addr, err)
+		}
+		errs = append(errs, err)
+		c.skipAddr(addr)
+	}
+	return nil, errors.Join(errs...)
+}
+
+// skipAddr moves the next attempt on from addr (if it is still the
+// current address) to the address after it.
+func (c *Client) skipAddr(addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.addrs[c.next] == addr {
+		c.next = (c.next + 1) % len(c.addrs)
+	}
+}
+
 func (c *Client) sig() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -422,7 +492,9 @@ func (c *Client) sig() string {
 }
 
 // supervise reconnects after a lost connection, with exponential backoff
-// and jitter, until Logout or a refused login.
+// and jitter, until Logout or a refused login. A lost connection moves on
+// to the next address; each round over the addresses (connectRound) waits
+// its backoff first.
 //
 // A connection the server takes over for another client with this client
 // id ends the login with OnReplaced: said by MQTT 5 (0x8E); on 3.1.1 seen
@@ -459,6 +531,9 @@ func (c *Client) supervise(t transport) {
 			}
 			c.mu.Unlock()
 			t.close() // release the library's side of the dead connection
+			// The node may be gone: the reconnect starts at the next
+			// address (with one address, the same one).
+			c.skipAddr(t.addr())
 			cause := "connection lost"
 			if err := t.cause(); err != nil {
 				cause += ": " + err.Error()
@@ -482,7 +557,7 @@ func (c *Client) supervise(t transport) {
 				c.userSig = fresh
 				c.mu.Unlock()
 			}
-			nt, err := c.connect(c.ctx, "reconnected")
+			nt, err := c.connectRound(c.ctx, "reconnected")
 			if err == nil {
 				t, up = nt, time.Now()
 				break

@@ -36,6 +36,12 @@
 //     server's cursor and ends with another OnRefresh. A connection taken
 //     over by another client with the same DeviceID ends the login with
 //     OnReplaced instead.
+//   - Options.Addrs lists more addresses of the service (a cluster's
+//     nodes): a lost connection, an unreachable node or one that answers
+//     "server unavailable" moves the next attempt to the next address,
+//     round-robin, with the backoff between rounds over the list; the
+//     session resumes there from the device's cursor as after any
+//     reconnect.
 //   - Login with the server unreachable starts offline from a store used
 //     before, connecting in the background.
 //

@@ -41,6 +41,8 @@ type transport interface {
 	// connection with this client id took the session over (MQTT 5
 	// DISCONNECT 0x8E).
 	takenOver() bool
+	// addr is the address this connection was dialled to.
+	addr() string
 	close()
 }
 
@@ -126,6 +128,7 @@ type v5 struct {
 	rsp      string
 	user     string
 	timeout  time.Duration
+	to       string // the address dialled
 }
 
 func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
@@ -153,7 +156,7 @@ func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &v5{loss: newLoss(), told: make(chan struct{}), rsp: "im/" + cfg.user + "/rsp", user: cfg.user, timeout: cfg.timeout}
+	t := &v5{loss: newLoss(), told: make(chan struct{}), rsp: "im/" + cfg.user + "/rsp", user: cfg.user, timeout: cfg.timeout, to: cfg.addr}
 	t.c = paho.NewClient(paho.ClientConfig{
 		ClientID: cfg.clientID,
 		Conn:     conn,
@@ -223,7 +226,20 @@ func dialV5(ctx context.Context, cfg dialConfig) (transport, error) {
 func (t *v5) subscribe(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
+	// paho waits for the SUBACK until ctx ends, even after the server
+	// closed the connection (DISCONNECT 0x89 at the subscription): the next
+	// address is not kept waiting.
+	go func() {
+		select {
+		case <-t.loss.ch:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	sa, err := t.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "im/" + t.user + "/#", QoS: 1}}})
+	if err != nil && t.loss.dead.Load() {
+		err = t.loss.cause
+	}
 	if err == nil && (len(sa.Reasons) == 0 || sa.Reasons[0] >= 0x80) {
 		err = fmt.Errorf("duet: subscription to im/%s/# refused", t.user)
 	}
@@ -267,6 +283,8 @@ func (t *v5) takenOver() bool {
 	return t.replaced.Load()
 }
 
+func (t *v5) addr() string { return t.to }
+
 func (t *v5) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -285,10 +303,11 @@ type v3 struct {
 	loss    *lossSignal
 	user    string
 	timeout time.Duration
+	to      string // the address dialled
 }
 
 func dialV3(ctx context.Context, cfg dialConfig) (transport, error) {
-	t := &v3{loss: newLoss(), user: cfg.user, timeout: cfg.timeout}
+	t := &v3{loss: newLoss(), user: cfg.user, timeout: cfg.timeout, to: cfg.addr}
 	broker := "tcp://" + cfg.addr
 	switch {
 	case isWebSocket(cfg.addr):
@@ -361,6 +380,8 @@ func (t *v3) cause() error { return t.loss.cause }
 
 // takenOver: MQTT 3.1.1 has no way to say (see supervise).
 func (t *v3) takenOver() bool { return false }
+
+func (t *v3) addr() string { return t.to }
 
 func (t *v3) close() {
 	t.c.Disconnect(250)
