@@ -11,10 +11,13 @@ import (
 	"testing"
 	"time"
 
+	pahov3 "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/duet-im/duet/internal/clustertest"
 	srvpkg "github.com/duet-im/duet/internal/server"
 	"github.com/duet-im/duet/internal/wait"
 	"github.com/duet-im/duet/store"
+	"github.com/duet-im/duet/usersig"
 )
 
 // startCluster starts n Duet nodes in this process as one cluster
@@ -385,5 +388,36 @@ func TestClusterAddNode(t *testing.T) {
 	alice.send("bob", 6)
 	if e := bob.nextMsg(); e.num("Seq") != 6 {
 		t.Fatalf("after the removal bob got %v; want Seq 6 (5 is his own reply)", e)
+	}
+}
+
+// A login the server cannot complete — here the account --auto-accounts
+// must create, with no node owning the data — is refused as the server's
+// failure, not the client's: MQTT 3.1.1 return code 3, server unavailable
+// [MQTT-3.2.2-5], as MQTT 5 gets 0x88. Code 4 (bad user name or password)
+// made clients give up: the Go SDK ends the session on it instead of
+// trying the next node.
+func TestClusterLoginServerUnavailableV3(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	nodes := startCluster(t, 3, func(c *srvpkg.Config) { c.AutoAccounts = true })
+	o := clustertest.Owner(t, servers(nodes))
+	a := nodes[(o+1)%3]
+	nodes[o].stop()
+	nodes[(o+2)%3].stop()
+	sig, err := usersig.Gen(testAppID, testKey, "erin", 3600, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := pahov3.NewClientOptions().AddBroker("tcp://"+a.addr).SetClientID("erin:phone").
+		SetUsername("erin").SetPassword(sig).SetAutoReconnect(false).SetConnectRetry(false).SetProtocolVersion(4)
+	c := pahov3.NewClient(opts)
+	tok := c.Connect()
+	if !tok.WaitTimeout(30 * time.Second) {
+		t.Fatal("no CONNACK")
+	}
+	if code := tok.(*pahov3.ConnectToken).ReturnCode(); code != 3 {
+		t.Fatalf("CONNACK return code %d (%v); want 3, server unavailable", code, tok.Error())
 	}
 }

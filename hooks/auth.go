@@ -111,13 +111,17 @@ func (h *Auth) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	code := r.v5
 	code.Reason = r.reason
 	if cl.Properties.ProtocolVersion < 5 {
-		// MQTT 3.1.1 has return codes only: 0x02 identifier rejected, 0x04
-		// bad user name or password, 0x05 not authorized [MQTT-3.2.2-5].
+		// MQTT 3.1.1 has return codes only: 0x02 identifier rejected, 0x03
+		// server unavailable, 0x04 bad user name or password, 0x05 not
+		// authorized [MQTT-3.2.2-5]. The server's own failure must not read
+		// as bad credentials: clients give up on those.
 		switch r.v5 {
 		case packets.ErrNotAuthorized:
 			code = packets.Err3NotAuthorized
 		case packets.ErrClientIdentifierNotValid:
 			code = packets.Err3ClientIdentifierNotValid
+		case packets.ErrServerUnavailable:
+			code = packets.Err3ServerUnavailable
 		default:
 			code = packets.ErrMalformedUsernameOrPassword
 		}
