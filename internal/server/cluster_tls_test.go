@@ -63,6 +63,18 @@ func routes(t *testing.T, s *natsserver.Server) (int, []string) {
 	return rz.NumRoutes, names
 }
 
+// tlsConfigs are three nodes' configs with route TLS, each node with its
+// certificate from one CA.
+func tlsConfigs(t *testing.T) (*clustertest.PKI, []server.Config) {
+	t.Helper()
+	pki := clustertest.NewPKI(t, "duet-test")
+	cfgs := clustertest.Configs(t, 3)
+	for i := range cfgs {
+		cfgs[i].Cluster.TLS = pki.Node(t, cfgs[i].Cluster.Node)
+	}
+	return pki, cfgs
+}
+
 // Three nodes with route TLS form a cluster and serve: a message sent
 // through one node is in the history another node answers; the route
 // listeners speak TLS and verify the peer (INFO tls_required and
@@ -72,11 +84,7 @@ func TestClusterRouteTLS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a three-node cluster")
 	}
-	pki := clustertest.NewPKI(t, "duet-test")
-	cfgs := clustertest.Configs(t, 3)
-	for i := range cfgs {
-		cfgs[i].Cluster.TLS = pki.Node(t, cfgs[i].Cluster.Node)
-	}
+	pki, cfgs := tlsConfigs(t)
 	probe := pki.Node(t, "probe")
 	srvs := clustertest.New(t, cfgs)
 	clustertest.StartAll(t, srvs)
@@ -111,11 +119,7 @@ func TestClusterRouteTLSRefusesStranger(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a three-node cluster")
 	}
-	pki := clustertest.NewPKI(t, "duet-test")
-	cfgs := clustertest.Configs(t, 3)
-	for i := range cfgs {
-		cfgs[i].Cluster.TLS = pki.Node(t, cfgs[i].Cluster.Node)
-	}
+	_, cfgs := tlsConfigs(t)
 	srvs := clustertest.New(t, cfgs)
 	clustertest.StartAll(t, srvs)
 
