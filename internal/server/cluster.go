@@ -40,13 +40,14 @@ import (
 // ClusterConfig is cluster mode's settings; zero (no Name, no NATS) is a
 // single node.
 type ClusterConfig struct {
-	Name      string   // --cluster-name
-	Node      string   // --node: this node's name
-	Listen    string   // --cluster-listen: the embedded NATS server's route listener
-	Routes    []string // --cluster-routes
-	Secret    string   // --cluster-secret: the routes' password
-	Sync      string   // --cluster-sync: "always" or an interval
-	Replicas  int      // --replicas
+	Name      string           // --cluster-name
+	Node      string           // --node: this node's name
+	Listen    string           // --cluster-listen: the embedded NATS server's route listener
+	Routes    []string         // --cluster-routes
+	Secret    string           // --cluster-secret: the routes' password
+	TLS       cluster.TLSFiles // --cluster-tls-cert, -key, -ca: mutual TLS on the routes
+	Sync      string           // --cluster-sync: "always" or an interval
+	Replicas  int              // --replicas
 	LeaseTTL  time.Duration
 	NATS      []string // --nats: an external NATS cluster instead of an embedded server
 	NATSCreds string   // --nats-creds
@@ -100,6 +101,15 @@ func checkCluster(cfg Config) error {
 	if len(c.NATS) > 0 && (len(c.Routes) > 0 || c.Listen != "") {
 		return errors.New("nats (an external NATS cluster) excludes cluster-routes and cluster-listen (an embedded one)")
 	}
+	if len(c.NATS) > 0 && c.TLS.On() {
+		return errors.New("cluster-tls-* secure the embedded NATS server's routes; with nats (an external NATS cluster) the routes are that cluster's to secure")
+	}
+	// Partial settings, unreadable files, a key that does not match its
+	// certificate or a certificate the CA did not sign are refused here,
+	// before anything starts, rather than as a node that never joins.
+	if _, err := c.TLS.Config(); err != nil {
+		return err
+	}
 	if cfg.Secret == "" {
 		// A generated secret.key would differ on every node: a UserSig
 		// signed for one would be refused by the others.
@@ -131,6 +141,7 @@ func startClusterNode(cfg Config, log *slog.Logger) (*clusterParts, error) {
 		cp.node, err = cluster.Start(cluster.NodeOptions{
 			Name: c.Node, ClusterName: c.Name, RouteListen: c.Listen, Routes: c.Routes,
 			StoreDir: filepath.Join(cfg.Data, "nats"), Sync: c.Sync, Secret: c.Secret, Replicas: c.Replicas,
+			TLS: c.TLS,
 		})
 	}
 	if err != nil {
