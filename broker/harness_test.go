@@ -54,6 +54,9 @@ type testServer struct {
 	opts   serverOpts
 	// cluster is every node in -cluster mode (startCluster); nil otherwise.
 	cluster []*srvpkg.Server
+	// owner is, in -cluster mode, the node that owns the data: what only
+	// the owner runs (the pusher's queue and counters) is read from it.
+	owner *srvpkg.Server
 }
 
 type serverOpts struct {
@@ -114,7 +117,7 @@ func (s *testServer) startCluster() {
 	clustertest.StartAll(t, srvs)
 	o := clustertest.Owner(t, srvs)
 	dev := srvs[(o+1)%len(srvs)]
-	s.cluster = srvs
+	s.cluster, s.owner = srvs, srvs[o]
 	s.srv, s.broker, s.addr, s.ws = dev, dev.Broker(), dev.Addr("tcp"), dev.Addr("ws")
 	s.store, s.svc = srvs[o].Store(), srvs[o].Service()
 	if s.opts.started != nil {
