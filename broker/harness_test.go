@@ -135,6 +135,13 @@ func (s *testServer) settle() {
 
 func (s *testServer) start() {
 	t := s.t
+	if s.cluster != nil {
+		// A test that stops a node and starts "the server" again would get
+		// a fresh single node on an empty directory and pass for the wrong
+		// reason; in a cluster the counterpart is a new owner taking over
+		// (TestClusterPushTakeover, cluster_crash_test.go).
+		t.Skip("restarts the server: not in -cluster mode yet")
+	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
