@@ -11,15 +11,19 @@ test: deps vet compose
 	$(MAKE) web-test
 	$(MAKE) fuzz
 
-# The end-to-end scenarios of the offline, history and relations suites
-# again, against a three-node cluster (docs/cluster.md §22): the harness's
-# -cluster mode connects the devices to a node that does not own the data.
-# The same tests, not copies; without -race (the cluster code's own tests
-# above run under -race). Each test starts its own cluster, which is mostly
-# waiting (elections, the first balance), so three groups run at once.
+# The end-to-end scenarios of the offline, history and relations suites,
+# and the push, REST and resend ones, again against a three-node cluster
+# (docs/cluster.md §22): the harness's -cluster mode connects the devices to
+# a node that does not own the data. The same tests, not copies; without
+# -race (the cluster code's own tests above run under -race). Each test
+# starts its own cluster, which is mostly waiting (elections, the first
+# balance), so four groups run at once. broker/'s other tests pass in
+# -cluster mode too (those that restart the server skip) but test one node's
+# listener and broker, which a cluster does not change.
 CLUSTER_SCENARIOS := 'TestOfflineFlow|TestSyncCommand|TestLargeBacklogFlowControl|TestRecall' \
 	'TestReadReceipts|TestHistoryPaging|TestLiveEvents|TestSendMsgControl|TestSyncSuperseded|TestSenderCopiesReplayed' \
-	'TestRelations|TestImageMessageFlow'
+	'TestRelations|TestImageMessageFlow' \
+	'TestPushOfflineDeviceGetsOnePerMessage|TestPushSkipped|TestPushCancelledWhenDeviceReturns|TestPushTokens|TestOfflinePushInfoValidation|TestREST|TestIdempotentResend|TestReusedRandomIsANewMessage'
 cluster-scenarios:
 	go test -c -o broker.test ./broker/
 	@set -e; pids=""; i=0; for g in $(CLUSTER_SCENARIOS); do i=$$((i+1)); \

@@ -54,6 +54,9 @@ type testServer struct {
 	opts   serverOpts
 	// cluster is every node in -cluster mode (startCluster); nil otherwise.
 	cluster []*srvpkg.Server
+	// owner is, in -cluster mode, the node that owns the data: what only
+	// the owner runs (the pusher's queue and counters) is read from it.
+	owner *srvpkg.Server
 }
 
 type serverOpts struct {
@@ -114,7 +117,7 @@ func (s *testServer) startCluster() {
 	clustertest.StartAll(t, srvs)
 	o := clustertest.Owner(t, srvs)
 	dev := srvs[(o+1)%len(srvs)]
-	s.cluster = srvs
+	s.cluster, s.owner = srvs, srvs[o]
 	s.srv, s.broker, s.addr, s.ws = dev, dev.Broker(), dev.Addr("tcp"), dev.Addr("ws")
 	s.store, s.svc = srvs[o].Store(), srvs[o].Service()
 	if s.opts.started != nil {
@@ -132,6 +135,13 @@ func (s *testServer) settle() {
 
 func (s *testServer) start() {
 	t := s.t
+	if s.cluster != nil {
+		// A test that stops a node and starts "the server" again would get
+		// a fresh single node on an empty directory and pass for the wrong
+		// reason; in a cluster the counterpart is a new owner taking over
+		// (TestClusterPushTakeover, cluster_crash_test.go).
+		t.Skip("restarts the server: not in -cluster mode yet")
+	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))

@@ -126,6 +126,14 @@ func startPushServer(t *testing.T, grace, retryBase time.Duration) *pushRig {
 			rig.mu.Unlock()
 		},
 	})
+	if rig.s.owner != nil {
+		// In -cluster mode only the owner queues and sends notifications
+		// (docs/cluster.md): its pusher is the one whose queue, counters
+		// and kicks the tests read.
+		rig.mu.Lock()
+		rig.pusher = rig.s.owner.Pusher()
+		rig.mu.Unlock()
+	}
 	rig.s.users("alice", "bob", "carol")
 	return rig
 }

@@ -361,6 +361,10 @@ func TestRelationsBlacklistLimit(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	// In -cluster mode the accounts went into the owner's store and alice
+	// logs in on another node, whose view must have applied them first
+	// (as users() does).
+	s.settle()
 	alice := s.connect("alice", connectOpts{})
 	if r, _ := alice.request("sns/black_list_add", map[string]any{"To_Account": peers}); r.num("ErrorCode") != 30001 {
 		t.Fatalf("1001 in one call: %v", r)

@@ -29,6 +29,12 @@ import (
 // store caps a group at 8 MiB (docs/cluster.md §7).
 const MaxPayload = 8 << 20
 
+// readyTimeout bounds the embedded server's start. It recovers JetStream's
+// streams from disk before it listens, which takes longer than a few
+// seconds for a large store or a loaded machine (10 s failed under CI's
+// load); the node's join is bounded by the same figure (joinTimeout).
+const readyTimeout = 2 * time.Minute
+
 // routeUser is the route user name; the password is NodeOptions.Secret.
 const routeUser = "duet"
 
@@ -179,7 +185,7 @@ func Start(o NodeOptions) (*Node, error) {
 		return nil, fmt.Errorf("embedded NATS server: %w", err)
 	}
 	srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
+	if !srv.ReadyForConnections(readyTimeout) {
 		srv.Shutdown()
 		return nil, fmt.Errorf("embedded NATS server %s did not start (route listener %s)", o.Name, o.RouteListen)
 	}
