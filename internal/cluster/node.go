@@ -180,6 +180,14 @@ func Start(o NodeOptions) (*Node, error) {
 		},
 		Routes: routes,
 	}
+	// A route port that cannot be bound is not an error nats-server
+	// reports (without a logger it only never becomes ready): find it out
+	// here, at once, instead of after readyTimeout.
+	if l, err := net.Listen("tcp", o.RouteListen); err != nil {
+		return nil, fmt.Errorf("cluster listen %s: %w", o.RouteListen, err)
+	} else {
+		l.Close()
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS server: %w", err)
