@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"math"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -254,7 +255,7 @@ func (h *sessionHook) ID() string { return "duet-sessions" }
 
 func (h *sessionHook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
-		mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPacketRead,
+		mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed, mqtt.OnUnsubscribe, mqtt.OnUnsubscribed, mqtt.OnPacketRead,
 	}, []byte{b})
 }
 
@@ -271,6 +272,8 @@ func (h *sessionHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	if h.b.cfg.OnState != nil {
 		h.b.cfg.OnState(user, cl.ID, true)
 	}
+	// mochi put a resumed session's subscriptions back in its topic tree.
+	h.untree(cl)
 	// A resumed session (clean session off) keeps its subscriptions without
 	// a new SUBSCRIBE: deliver as if it had just subscribed.
 	h.applySubscriptions(dev, cl)
@@ -318,7 +321,52 @@ func (h *sessionHook) deviceOf(cl *mqtt.Client) *Device {
 	return nil
 }
 
+// untree takes cl's subscriptions out of mochi's topic tree; they stay in
+// cl.State.Subscriptions, which is all Duet reads (applySubscriptions, a
+// resumed session). Duet never delivers through the tree (devices.go writes
+// every packet itself, and PROTOCOL §2 lets a client subscribe only below
+// its own im/{me}/, where nothing publishes through mochi), and each
+// subscription's branch of particles costs ~3.5 KB per connection
+// (docs/mqtt.md, Memory per connection). mochi offers no hook before it
+// inserts, so the entries are removed right after: SUBACK codes stay
+// mochi's own.
+func (h *sessionHook) untree(cl *mqtt.Client) {
+	if cl.Net.Inline {
+		return
+	}
+	s := h.b.Server
+	for f := range cl.State.Subscriptions.GetAll() {
+		if s.Topics.Unsubscribe(f, cl.ID) {
+			atomic.AddInt64(&s.Info.Subscriptions, -1)
+		}
+	}
+}
+
+// OnUnsubscribe puts back in the tree, for the moment mochi looks, the
+// filters cl holds, so that mochi finds them, removes them and answers
+// 0x00 Success; a filter cl does not hold gets 0x11 No subscription existed
+// [MQTT-3.11.3-1]. (With the same packet id in use, mochi answers 0x91 and
+// looks at nothing: nothing is put back then.)
+func (h *sessionHook) OnUnsubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if cl.Net.Inline {
+		return pk
+	}
+	if _, inUse := cl.State.Inflight.Get(pk.PacketID); inUse {
+		return pk
+	}
+	s := h.b.Server
+	for _, f := range pk.Filters {
+		if sub, ok := cl.State.Subscriptions.Get(f.Filter); ok && s.Topics.Subscribe(cl.ID, sub) {
+			atomic.AddInt64(&s.Info.Subscriptions, 1)
+		}
+	}
+	return pk
+}
+
 func (h *sessionHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
+	// mochi runs this after it inserted the granted filters in its tree and
+	// in cl.State.Subscriptions, before it writes the SUBACK.
+	h.untree(cl)
 	// A SUBSCRIBE covering a timeline this connection already takes (a
 	// restored session subscribing again, overlapping filters) changes
 	// nothing: a running replay goes on, and no event is sent twice
