@@ -410,7 +410,7 @@ func TestClusterLoginServerUnavailableV3(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := pahov3.NewClientOptions().AddBroker("tcp://"+a.addr).SetClientID("erin:phone").
+	opts := pahov3.NewClientOptions().AddBroker("tcp://" + a.addr).SetClientID("erin:phone").
 		SetUsername("erin").SetPassword(sig).SetAutoReconnect(false).SetConnectRetry(false).SetProtocolVersion(4)
 	c := pahov3.NewClient(opts)
 	tok := c.Connect()
