@@ -40,7 +40,7 @@ web-test:
 	cd web/test && npm ci --no-audit --no-fund --loglevel=error
 	@mkdir -p $(WEB_ARTIFACTS)
 	go build -o $(WEB_ARTIFACTS)/duet .
-	cd web/test && DUET_BIN=$(WEB_ARTIFACTS)/duet ARTIFACTS=$(WEB_ARTIFACTS) node --test --test-timeout 300000 session.test.js browser.test.js
+	cd web/test && DUET_BIN=$(WEB_ARTIFACTS)/duet ARTIFACTS=$(WEB_ARTIFACTS) node --test --test-timeout 300000 session.test.js failover.test.js browser.test.js
 	@rm -f $(WEB_ARTIFACTS)/duet
 	@echo "web chat screenshots and measurements: $(WEB_ARTIFACTS)"
 

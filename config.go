@@ -54,6 +54,9 @@ type Config struct {
 	HTTPReadTimeout time.Duration `yaml:"http-read-timeout" flag:"http-read-timeout" usage:"time an HTTP request (headers and body) may take to arrive"`
 
 	Web bool `yaml:"web" flag:"web" usage:"serve the web chat at / on the HTTP listener (docs/web.md)"`
+	// WebMQTTURLs is the list the page connects to, failing over from one to
+	// the next when a node dies; empty: the page's own host at the ws port.
+	WebMQTTURLs string `yaml:"web-mqtt-urls" flag:"web-mqtt-urls" usage:"comma-separated ws:// or wss:// URLs of every node's MQTT WebSocket listener, for the web chat to fail over between (docs/web.md); empty: the page's own host"`
 
 	Push         push.Config `yaml:"push"` // offline push vendors (docs/push.md)
 	FriendsOnly  bool        `yaml:"friends-only" flag:"friends-only" usage:"only friends may message each other (20009-20011)"`

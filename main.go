@@ -314,7 +314,7 @@ func (c Config) serverConfig(log *slog.Logger) server.Config {
 		Window: c.Window, MaxRequest: c.MaxRequest, MaxLifeTime: c.MaxLifeTime, RecallWindow: c.RecallWindow,
 		MaxContacts: c.MaxContacts, FriendsOnly: c.FriendsOnly, BlacklistErr: c.BlacklistErr,
 		ConnectTimeout: c.ConnectTimeout, PendingPerIP: c.PendingPerIP, MaxPending: c.MaxPending,
-		HTTPReadTimeout: c.HTTPReadTimeout, Web: c.Web, Push: c.Push,
+		HTTPReadTimeout: c.HTTPReadTimeout, Web: c.Web, WebMQTTURLs: splitList(c.WebMQTTURLs), Push: c.Push,
 		RESTRate: c.RESTRate, CallbackURL: c.CallbackURL, CallbackToken: c.CallbackToken,
 		CallbackRefuse: c.CallbackFailure == "refuse", StoreSweepEvery: time.Minute,
 		S3Endpoint: c.S3Endpoint, S3AccessKey: c.S3AccessKey, S3SecretKey: c.S3SecretKey, S3Bucket: c.S3Bucket,

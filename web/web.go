@@ -31,6 +31,9 @@ type Options struct {
 	// (path /mqtt); empty when it is off. The page connects to the host it
 	// was loaded from, at this port.
 	WSAddr string
+	// MQTTURLs, when set, are the WebSocket URLs of every node of a cluster:
+	// the page connects to the first and moves to the next when one fails.
+	MQTTURLs []string
 	// DevLogin, when set, signs a UserSig for any valid UserID: the page's
 	// name-only sign-in. Only a development server (--auto-accounts, HTTP on
 	// loopback) sets it; otherwise /web/dev-login does not exist.
@@ -42,6 +45,9 @@ type Config struct {
 	WSPort   string `json:"WSPort"`   // "" when the WebSocket listener is off
 	WSPath   string `json:"WSPath"`   // always /mqtt
 	DevLogin bool   `json:"DevLogin"` // POST /web/dev-login exists
+	// MQTTURLs: every node's WebSocket URL (--web-mqtt-urls); absent: the
+	// page's own host at WSPort.
+	MQTTURLs []string `json:"MQTTURLs,omitempty"`
 }
 
 // Handler serves the page at / and its parts under /web/.
@@ -59,7 +65,7 @@ func Handler(o Options) http.Handler {
 	mux.Handle("GET /web/app/", http.StripPrefix("/web/", static))
 	mux.Handle("GET /web/vendor/", http.StripPrefix("/web/", static))
 	_, port, _ := net.SplitHostPort(o.WSAddr)
-	cfg, _ := json.Marshal(Config{WSPort: port, WSPath: "/mqtt", DevLogin: o.DevLogin != nil})
+	cfg, _ := json.Marshal(Config{WSPort: port, WSPath: "/mqtt", DevLogin: o.DevLogin != nil, MQTTURLs: o.MQTTURLs})
 	mux.HandleFunc("GET /web/config.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")

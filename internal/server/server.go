@@ -56,7 +56,8 @@ type Config struct {
 	MaxPending      int
 	HTTPReadTimeout time.Duration
 
-	Web bool // the web chat at / on the HTTP listener
+	Web         bool     // the web chat at / on the HTTP listener
+	WebMQTTURLs []string // --web-mqtt-urls: the page fails over between these; nil: its own host
 
 	Push           push.Config
 	PushHTTPClient *http.Client // nil: the vendors' default (tests: a local APNs server's client)

@@ -17,7 +17,7 @@ func webHandler(cfg Config, key, wsAddr string) http.Handler {
 	if !cfg.Web {
 		return nil
 	}
-	o := web.Options{WSAddr: wsAddr}
+	o := web.Options{WSAddr: wsAddr, MQTTURLs: cfg.WebMQTTURLs}
 	if cfg.AutoAccounts && loopbackAddr(cfg.HTTP) {
 		// A development server: anyone who can reach it may be anyone
 		// (--auto-accounts), so a name-only sign-in gives nothing away.

@@ -41,7 +41,7 @@ export class App {
     this.cache = await MessageCache.open(user).catch(() => null)
     const seqKey = `duet-seq:${user}:${deviceID}`
     const s = new Session({
-      mqtt, url: this.wsURL(), userID: user, userSig: sig, deviceID,
+      mqtt, urls: this.config.MQTTURLs && this.config.MQTTURLs.length ? this.config.MQTTURLs : [this.wsURL()], userID: user, userSig: sig, deviceID,
       seqStore: { get: () => { const v = localStorage.getItem(seqKey); return v === null ? null : Number(v) }, set: n => localStorage.setItem(seqKey, String(n)) }
     })
     this.session = s

@@ -52,9 +52,14 @@ const dec = new TextDecoder()
 //   event   a timeline event (msg, withdraw, modify, read, …), Seq-ordered, no duplicates
 //   live    an ephemeral event (typing, …)
 export class Session extends EventTarget {
-  constructor ({ mqtt, url, userID, userSig, deviceID, timeout = 15000, seqStore = null }) {
+  constructor ({ mqtt, url, urls, userID, userSig, deviceID, timeout = 15000, seqStore = null }) {
     super()
-    Object.assign(this, { mqtt, url, userID, userSig, deviceID, timeout })
+    Object.assign(this, { mqtt, userID, userSig, deviceID, timeout })
+    // urls: the WebSocket listeners of every node of a cluster (docs/web.md
+    // "In a cluster"); url: one server. A device may connect to any node.
+    this.urls = urls && urls.length ? [...urls] : [url]
+    this.urlIndex = 0
+    this.url = this.urls[0]
     this.seqStore = seqStore // {get(): number|null, set(n)}: survive reloads
     this.seq = new SeqTracker(seqStore ? seqStore.get() : null)
     this.pending = new Map() // ReqId → {resolve, reject, timer}
@@ -70,6 +75,15 @@ export class Session extends EventTarget {
 
   connect () {
     this._setState('connecting')
+    this.url = this.urls[this.urlIndex]
+    // With several URLs the session rotates itself, not MQTT.js's `servers`:
+    // `servers` entries carry only host, port and protocol (the WebSocket path
+    // and the wss: choice come from the first URL's options), and MQTT.js
+    // reuses the one client object, so a URL list with different paths or
+    // schemes would be silently mangled. A fresh client per URL, made after
+    // the same backoff, connects to exactly the URL given. One URL keeps
+    // MQTT.js's own reconnect, as before.
+    const rotate = this.urls.length > 1
     const c = this.mqtt.connect(this.url, {
       protocolVersion: 5,
       clientId: `${this.userID}:${this.deviceID}`,
@@ -77,14 +91,14 @@ export class Session extends EventTarget {
       password: this.userSig,
       clean: true, // Duet keeps the device's cursor by client id, not in an MQTT session
       keepalive: 30,
-      reconnectPeriod: backoff(0),
+      reconnectPeriod: rotate ? 0 : backoff(0),
       connectTimeout: 10000,
       resubscribe: false // we subscribe on every connect ourselves
     })
     this.client = c
     c.on('connect', () => {
       this.attempt = 0
-      c.options.reconnectPeriod = backoff(0)
+      if (!rotate) c.options.reconnectPeriod = backoff(0)
       this._setState('online')
       this._setSyncing(true)
       // One filter: timeline, replies and live. The server replays the
@@ -108,11 +122,24 @@ export class Session extends EventTarget {
       }
     })
     c.on('close', () => {
+      if (this.client !== c) return // an old client of a rotation
       if (this.state === 'kicked' || this.state === 'refused' || this.state === 'ended') return
       this.subscribed = false
       this._setState('offline')
       this._setSyncing(false)
-      c.options.reconnectPeriod = backoff(++this.attempt)
+      if (!rotate) {
+        c.options.reconnectPeriod = backoff(++this.attempt)
+        return
+      }
+      // Next node. The first move after a drop is quick (the node is likely
+      // dead, another is likely up); a full round of failures backs off.
+      c.end(true)
+      this.urlIndex = (this.urlIndex + 1) % this.urls.length
+      const wait = this.urlIndex === 0 ? backoff(++this.attempt) : backoff(0)
+      clearTimeout(this.rotateTimer)
+      this.rotateTimer = setTimeout(() => {
+        if (this.client === c && this.state === 'offline') this.connect()
+      }, wait)
     })
     c.on('reconnect', () => this._setState('connecting'))
     return this
@@ -126,6 +153,7 @@ export class Session extends EventTarget {
     for (const [, p] of this.pending) { clearTimeout(p.timer); p.reject(new Error('session ended')) }
     this.pending.clear()
     clearTimeout(this.gapTimer)
+    clearTimeout(this.rotateTimer)
     // A graceful DISCONNECT lets the server flush this device's cursor now.
     // Not connected: stop the reconnect loop at once.
     return new Promise(resolve => this.client && wasUp ? this.client.end(!online, {}, () => resolve()) : resolve())

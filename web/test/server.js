@@ -20,19 +20,28 @@ export function duetBinary () {
   return built
 }
 
-function freePort () {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.on('error', reject)
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)) })
-  })
+// given: ports handed out in this process. A closed port may come back from
+// the next listen(0); a cluster's nodes pick a dozen before any binds one.
+const given = new Set()
+async function freePort () {
+  for (;;) {
+    const port = await new Promise((resolve, reject) => {
+      const s = createServer()
+      s.on('error', reject)
+      s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)) })
+    })
+    if (!given.has(port)) { given.add(port); return port }
+  }
 }
 
+// startDuet's extraArgs may hold a function of the node's own ports (a
+// cluster's flags name them); kill(signal) ends it abruptly (SIGKILL: a crash).
 export async function startDuet (extraArgs = []) {
   const data = mkdtempSync(join(tmpdir(), 'duet-web-'))
   const [mqtt, ws, http] = [await freePort(), await freePort(), await freePort()]
   const args = ['serve', '--data', data, '--mqtt', `127.0.0.1:${mqtt}`, '--ws', `127.0.0.1:${ws}`,
-    '--http', `127.0.0.1:${http}`, '--auto-accounts', '--log-level', 'warn', ...extraArgs]
+    '--http', `127.0.0.1:${http}`, '--auto-accounts', '--log-level', 'warn',
+    ...(typeof extraArgs === 'function' ? extraArgs({ mqtt, ws, http }) : extraArgs)]
   const base = `http://127.0.0.1:${http}`
   let proc
   const run = async () => {
@@ -46,7 +55,7 @@ export async function startDuet (extraArgs = []) {
     }
   }
   const halt = async () => {
-    if (proc.exitCode === null) {
+    if (proc.exitCode === null && proc.signalCode === null) {
       const exited = new Promise(resolve => proc.once('exit', resolve))
       proc.kill('SIGTERM')
       await exited
@@ -57,6 +66,12 @@ export async function startDuet (extraArgs = []) {
     // halt stops the server, keeping its data and ports; run starts it again.
     halt,
     run,
+    async kill (signal = 'SIGKILL') {
+      if (proc.exitCode !== null || proc.signalCode !== null) return
+      const exited = new Promise(resolve => proc.once('exit', resolve))
+      proc.kill(signal)
+      await exited
+    },
     base,
     wsURL: `ws://127.0.0.1:${ws}/mqtt`,
     data,
@@ -70,4 +85,17 @@ export async function startDuet (extraArgs = []) {
       rmSync(data, { recursive: true, force: true })
     }
   }
+}
+
+// startCluster runs n `duet serve` nodes as one cluster (docs/cluster.md) on
+// loopback routes, sharing the UserSig secret. Three nodes: the log's three
+// replicas keep a quorum when one node dies.
+export async function startCluster (n = 3) {
+  const routes = []
+  for (let i = 0; i < n; i++) routes.push(await freePort())
+  const urls = routes.map(p => `nats://127.0.0.1:${p}`).join(',')
+  return Promise.all(routes.map((port, i) => startDuet([
+    '--secret', 'web-failover-secret', '--media=false',
+    '--cluster-name', 'webfo', '--node', `n${i}`, '--cluster-listen', `127.0.0.1:${port}`,
+    '--cluster-routes', urls, '--cluster-secret', 'route-secret', '--lease-ttl', '2s'])))
 }
