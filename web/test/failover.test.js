@@ -6,7 +6,10 @@ import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import mqtt from 'mqtt'
 import { Session } from '../app/session.js'
-import { startCluster } from './server.js'
+import { startCluster, waitFor as waitForEvent } from './server.js'
+
+// A move to another node takes an election and a reconnect: 30 s, not 10.
+const waitFor = (target, type, pred) => waitForEvent(target, type, pred, 30000)
 
 let nodes = []
 const sessions = []
@@ -14,14 +17,6 @@ after(async () => {
   await Promise.all(sessions.map(s => s.end().catch(() => {})))
   await Promise.all(nodes.map(n => n.stop().catch(() => {})))
 })
-
-function waitFor (target, type, pred = () => true, ms = 30000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ${type} event in ${ms} ms`)), ms)
-    const h = e => { if (pred(e.detail)) { clearTimeout(timer); target.removeEventListener(type, h); resolve(e.detail) } }
-    target.addEventListener(type, h)
-  })
-}
 
 // retry repeats f until it resolves: a cluster answers once its owner is
 // elected, and again once a survivor took over a dead owner's work.

@@ -99,3 +99,13 @@ export async function startCluster (n = 3) {
     '--cluster-name', 'webfo', '--node', `n${i}`, '--cluster-listen', `127.0.0.1:${port}`,
     '--cluster-routes', urls, '--cluster-secret', 'route-secret', '--lease-ttl', '2s'])))
 }
+
+// waitFor resolves with the detail of target's next type event that pred
+// accepts, or fails after ms.
+export function waitFor (target, type, pred = () => true, ms = 10000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${type} event in ${ms} ms`)), ms)
+    const h = e => { if (pred(e.detail)) { clearTimeout(timer); target.removeEventListener(type, h); resolve(e.detail) } }
+    target.addEventListener(type, h)
+  })
+}

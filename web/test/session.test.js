@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import mqtt from 'mqtt'
 import { Session, SeqTracker, backoff, mediaURL } from '../app/session.js'
-import { startDuet } from './server.js'
+import { startDuet, waitFor } from './server.js'
 
 test('SeqTracker: in order, duplicates, gaps', () => {
   const cases = [
@@ -37,13 +37,6 @@ after(async () => {
   await duet?.stop()
 })
 
-function waitFor (target, type, pred = () => true, ms = 10000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ${type} event in ${ms} ms`)), ms)
-    const h = e => { if (pred(e.detail)) { clearTimeout(timer); target.removeEventListener(type, h); resolve(e.detail) } }
-    target.addEventListener(type, h)
-  })
-}
 
 async function session (user, deviceID, seqStore = null) {
   const s = new Session({ mqtt, url: duet.wsURL, userID: user, userSig: await duet.userSig(user), deviceID, seqStore })
