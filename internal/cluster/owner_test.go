@@ -165,24 +165,8 @@ func TestFencing(t *testing.T) {
 	setupAll(t, nodes, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	views := []*testView{{}, {}, {}}
-	appliers := make([]*Applier, 3)
-	for i, nd := range nodes {
-		a, err := StartApplier(ctx, nd.js, nd.name, 0, views[i], nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		appliers[i] = a
-		t.Cleanup(func() { appliers[i].Stop() })
-	}
-	kvA, err := nodes[0].js.KeyValue(ctx, BucketLeases)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kvB, err := nodes[1].js.KeyValue(ctx, BucketLeases)
-	if err != nil {
-		t.Fatal(err)
-	}
+	views, appliers, kv := handoverParts(ctx, t, nodes)
+	kvA, kvB := kv[0], kv[1]
 
 	leaseA, err := Acquire(ctx, kvA, 0, "n1", cfg.LeaseTTL)
 	if err != nil {

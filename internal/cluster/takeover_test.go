@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/duet-im/duet/internal/wait"
 )
 
@@ -23,24 +25,8 @@ func TestTakeoverWithoutConsumer(t *testing.T) {
 	setupAll(t, nodes, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	views := []*testView{{}, {}}
-	appliers := make([]*Applier, 2)
-	for i := range appliers {
-		a, err := StartApplier(ctx, nodes[i].js, nodes[i].name, 0, views[i], nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		appliers[i] = a
-		t.Cleanup(func() { appliers[i].Stop() })
-	}
-	kvA, err := nodes[0].js.KeyValue(ctx, BucketLeases)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kvB, err := nodes[1].js.KeyValue(ctx, BucketLeases)
-	if err != nil {
-		t.Fatal(err)
-	}
+	views, appliers, kv := handoverParts(ctx, t, nodes[:2])
+	kvA, kvB := kv[0], kv[1]
 	leaseA, err := Acquire(ctx, kvA, 0, "n1", cfg.LeaseTTL)
 	if err != nil {
 		t.Fatal(err)
@@ -95,4 +81,27 @@ func TestTakeoverWithoutConsumer(t *testing.T) {
 	if len(gaps) > 0 || dupes > 0 || fmt.Sprint(data) != fmt.Sprint(want) {
 		t.Errorf("B's view: %v (seqs %v, %d dupes, gaps %v); want the log %v", data, seqs, dupes, gaps, want)
 	}
+}
+
+// handoverParts starts partition 0's applier with a test view on each of
+// nodes and opens each node's lease bucket: the parts of a test that hands
+// the partition from one node to another by hand.
+func handoverParts(ctx context.Context, t *testing.T, nodes []*Node) ([]*testView, []*Applier, []jetstream.KeyValue) {
+	t.Helper()
+	views := make([]*testView, len(nodes))
+	appliers := make([]*Applier, len(nodes))
+	kvs := make([]jetstream.KeyValue, len(nodes))
+	for i, nd := range nodes {
+		views[i] = &testView{}
+		a, err := StartApplier(ctx, nd.js, nd.name, 0, views[i], nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		appliers[i] = a
+		t.Cleanup(func() { appliers[i].Stop() })
+		if kvs[i], err = nd.js.KeyValue(ctx, BucketLeases); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return views, appliers, kvs
 }
