@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -72,11 +73,14 @@ func (n *Node) RemovePeer(ctx context.Context, peer string) (Removed, error) {
 	defer sys.Close()
 	req, _ := json.Marshal(map[string]string{"peer": peer})
 	var r apiResponse
-	if err := request(ctx, sys, apiServerRemove, req, &r); err != nil {
+	retried, err := request(ctx, sys, apiServerRemove, req, &r)
+	if err != nil {
 		return out, fmt.Errorf("remove %s from the meta group: %w", peer, err)
 	}
 	switch {
 	case r.Error != nil && r.Error.ErrCode == errNotMember:
+		// Removed already, or by an attempt whose answer was lost.
+		out.Meta = retried
 	case r.Error != nil:
 		return out, fmt.Errorf("remove %s from the meta group: %w", peer, r.err())
 	default:
@@ -92,7 +96,7 @@ func (n *Node) RemovePeer(ctx context.Context, peer string) (Removed, error) {
 			continue
 		}
 		var r apiResponse
-		if err := request(ctx, n.nc, fmt.Sprintf(apiPeerRemove, name), req, &r); err != nil {
+		if _, err := request(ctx, n.nc, fmt.Sprintf(apiPeerRemove, name), req, &r); err != nil {
 			return out, fmt.Errorf("remove %s from stream %s: %w", peer, name, err)
 		}
 		if err := r.err(); err != nil && !strings.Contains(err.Error(), "not a member") {
@@ -125,10 +129,27 @@ func listsPeer(ci *jetstream.ClusterInfo, peer string) bool {
 }
 
 // request is one JetStream API request and its decoded reply.
-func request(ctx context.Context, nc *nats.Conn, subject string, data []byte, out *apiResponse) error {
-	m, err := nc.RequestWithContext(ctx, subject, data)
-	if err != nil {
-		return err
+// Only the leader answers (the meta leader, a stream's leader), and there
+// is none for a few seconds after the node being removed was it: each
+// attempt waits apiAttempt, and unanswered attempts are made again until
+// ctx ends. A removal repeated after a lost answer is harmless: it finds
+// the node gone (not a member) or the stream without it.
+func request(ctx context.Context, nc *nats.Conn, subject string, data []byte, out *apiResponse) (retried bool, err error) {
+	for ; ; retried = true {
+		actx, cancel := context.WithTimeout(ctx, apiAttempt)
+		m, err := nc.RequestWithContext(actx, subject, data)
+		cancel()
+		if err == nil {
+			return retried, json.Unmarshal(m.Data, out)
+		}
+		if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+			return retried, err
+		}
+		if !sleepCtx(ctx, 200*time.Millisecond) {
+			return retried, fmt.Errorf("no leader answered: %w", err)
+		}
 	}
-	return json.Unmarshal(m.Data, out)
 }
+
+// apiAttempt bounds one JetStream API request of RemovePeer.
+const apiAttempt = 5 * time.Second
