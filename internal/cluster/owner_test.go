@@ -168,14 +168,7 @@ func TestFencing(t *testing.T) {
 	views, appliers, kv := handoverParts(ctx, t, nodes)
 	kvA, kvB := kv[0], kv[1]
 
-	leaseA, err := Acquire(ctx, kvA, 0, "n1", cfg.LeaseTTL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logA, err := appliers[0].Own(ctx, leaseA, fenceEntry)
-	if err != nil {
-		t.Fatal(err)
-	}
+	leaseA, logA := own(ctx, t, kvA, appliers[0], "n1", cfg.LeaseTTL)
 	for i := range 3 {
 		if _, err := write(t, logA, views[0], fmt.Sprintf("a%d", i)); err != nil {
 			t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -128,28 +127,27 @@ func listsPeer(ci *jetstream.ClusterInfo, peer string) bool {
 	return false
 }
 
-// request is one JetStream API request and its decoded reply.
-// Only the leader answers (the meta leader, a stream's leader), and there
-// is none for a few seconds after the node being removed was it: each
-// attempt waits apiAttempt, and unanswered attempts are made again until
-// ctx ends. A removal repeated after a lost answer is harmless: it finds
+// request is one JetStream API request and its decoded reply. Only the
+// leader answers (the meta leader, a stream's leader), and there is none
+// for a few seconds after the node being removed was it: unanswered
+// attempts are made again (retry) until ctx ends; retried reports that
+// one was. A removal repeated after a lost answer is harmless: it finds
 // the node gone (not a member) or the stream without it.
 func request(ctx context.Context, nc *nats.Conn, subject string, data []byte, out *apiResponse) (retried bool, err error) {
-	for ; ; retried = true {
-		actx, cancel := context.WithTimeout(ctx, apiAttempt)
-		m, err := nc.RequestWithContext(actx, subject, data)
-		cancel()
-		if err == nil {
-			return retried, json.Unmarshal(m.Data, out)
+	attempts := 0
+	err = retry(ctx, "no leader answered "+subject, func(c context.Context) error {
+		attempts++
+		m, err := nc.RequestWithContext(c, subject, data)
+		switch {
+		case err == nil:
+			if err := json.Unmarshal(m.Data, out); err != nil {
+				return permanent(err)
+			}
+			return nil
+		case transient(err) || errors.Is(err, context.DeadlineExceeded):
+			return err
 		}
-		if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
-			return retried, err
-		}
-		if !sleepCtx(ctx, 200*time.Millisecond) {
-			return retried, fmt.Errorf("no leader answered: %w", err)
-		}
-	}
+		return permanent(err)
+	})
+	return attempts > 1, err
 }
-
-// apiAttempt bounds one JetStream API request of RemovePeer.
-const apiAttempt = 5 * time.Second

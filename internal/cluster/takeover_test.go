@@ -27,14 +27,7 @@ func TestTakeoverWithoutConsumer(t *testing.T) {
 	defer cancel()
 	views, appliers, kv := handoverParts(ctx, t, nodes[:2])
 	kvA, kvB := kv[0], kv[1]
-	leaseA, err := Acquire(ctx, kvA, 0, "n1", cfg.LeaseTTL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logA, err := appliers[0].Own(ctx, leaseA, fenceEntry)
-	if err != nil {
-		t.Fatal(err)
-	}
+	leaseA, logA := own(ctx, t, kvA, appliers[0], "n1", cfg.LeaseTTL)
 	if _, err := write(t, logA, views[0], "a0"); err != nil {
 		t.Fatal(err)
 	}
@@ -104,4 +97,19 @@ func handoverParts(ctx context.Context, t *testing.T, nodes []*Node) ([]*testVie
 		}
 	}
 	return views, appliers, kvs
+}
+
+// own takes partition 0 for node through applier: its lease, then the
+// fenced log.
+func own(ctx context.Context, t *testing.T, kv jetstream.KeyValue, applier *Applier, node string, ttl time.Duration) (*Lease, *Log) {
+	t.Helper()
+	lease, err := Acquire(ctx, kv, 0, node, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := applier.Own(ctx, lease, fenceEntry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lease, log
 }
