@@ -58,11 +58,9 @@ func (s *Store) ImportAccounts(items []AccountUpdate) (created []bool, err error
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
 	for _, it := range items {
-		s.accounts[it.UserID] = true
+		s.accounts.set(it.UserID, true)
 	}
-	s.mu.Unlock()
 	return created, nil
 }
 
@@ -99,24 +97,13 @@ func (s *Store) DeleteAccounts(users []string, also func(tx *Tx, deleted []strin
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
 	for i, u := range users {
-		s.accounts[u] = false
+		s.accounts.set(u, false)
 		if existed[i] {
-			s.rememberKick(u, now)
+			s.kicks.set(u, earliestAccepted(now))
 		}
 	}
-	s.mu.Unlock()
 	return existed, nil
-}
-
-// kicks is the cache of KickedAt answers; s.mu must be held. Every write of
-// an x/ key goes through this file, which keeps the cache current.
-func (s *Store) kicks() map[string]time.Time {
-	if s.kickCache == nil {
-		s.kickCache = make(map[string]time.Time)
-	}
-	return s.kickCache
 }
 
 // Kick records, durably, that user was kicked now: UserSigs issued up to and
@@ -130,9 +117,9 @@ func (s *Store) Kick(user string) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
-	s.mu.Lock()
-	s.rememberKick(user, now)
-	s.mu.Unlock()
+	// Every write of an x/ key goes through this file (or a view's Apply),
+	// which keeps the cache current.
+	s.kicks.set(user, earliestAccepted(now))
 	return now, nil
 }
 
@@ -145,12 +132,10 @@ func (s *Store) Kick(user string) (time.Time, error) {
 // it. Both are refused: a sig made in the same second as the kick is
 // refused, and a fresh one must be issued at least one second later.
 func (s *Store) KickedAt(user string) time.Time {
-	s.mu.RLock()
-	t, ok := s.kickCache[user] // a nil map reads as empty
-	s.mu.RUnlock()
-	if ok {
+	if t, ok := s.kicks.get(user); ok {
 		return t
 	}
+	gen := s.kicks.begin()
 	v, err := get(s.db, kickKey(user))
 	if err != nil {
 		s.log.Error("store: reading kick time", "user", user, "error", err)
@@ -162,23 +147,12 @@ func (s *Store) KickedAt(user string) time.Time {
 	if len(v) == 8 {
 		at = earliestAccepted(time.Unix(0, int64(binary.BigEndian.Uint64(v))))
 	}
-	s.mu.Lock()
-	if _, ok := s.kicks()[user]; !ok {
-		s.kicks()[user] = at
-	}
-	t = s.kicks()[user]
-	s.mu.Unlock()
-	return t
+	return s.kicks.fill(user, at, gen, nil)
 }
 
 // earliestAccepted rounds a kick instant up to the next whole second.
 func earliestAccepted(kick time.Time) time.Time {
 	return time.Unix(kick.Unix()+1, 0)
-}
-
-// rememberKick updates the cache; s.mu must be held.
-func (s *Store) rememberKick(user string, at time.Time) {
-	s.kicks()[user] = earliestAccepted(at)
 }
 
 // HasMessage reports whether the conversation of a and b holds a message

@@ -18,9 +18,7 @@ func TestAccountExistsCachesOnlyAccounts(t *testing.T) {
 			t.Fatalf("AccountExists(nobody%d) = %v, %v; want false, nil", i, ok, err)
 		}
 	}
-	s.mu.RLock()
-	n := len(s.accounts)
-	s.mu.RUnlock()
+	n := s.accounts.len()
 	if n != 0 {
 		t.Fatalf("account cache holds %d entries after look-ups of unknown IDs, want 0", n)
 	}

@@ -397,13 +397,13 @@ func (s *Store) Apply(seq uint64, data []byte) error {
 	if len(e.appended) > 0 && s.opts.OnCommit != nil {
 		s.opts.OnCommit(e.appended)
 	}
-	s.seqMu.Lock()
-	for _, a := range e.appended {
-		if !a.Rewritten && a.Seq > s.lastSeq[a.User] {
-			s.lastSeq[a.User] = a.Seq
+	s.lastSeq.update(func(get func(string) (uint64, bool), put func(string, uint64)) {
+		for _, a := range e.appended {
+			if cur, _ := get(a.User); !a.Rewritten && a.Seq > cur {
+				put(a.User, a.Seq)
+			}
 		}
-	}
-	s.seqMu.Unlock()
+	})
 	return nil
 }
 
@@ -422,21 +422,16 @@ func (s *Store) noteApplied(b *pebble.Batch) {
 		put := kind == pebble.InternalKeyKindSet
 		switch {
 		case bytes.HasPrefix(k, []byte("a/")):
-			s.mu.Lock()
-			s.accounts[string(k[2:])] = put
-			s.mu.Unlock()
+			s.accounts.set(string(k[2:]), put)
 		case bytes.HasPrefix(k, []byte("x/")):
 			var at time.Time
 			if put && len(v) == 8 {
 				at = earliestAccepted(time.Unix(0, int64(binary.BigEndian.Uint64(v))))
 			}
-			s.mu.Lock()
-			s.kicks()[string(k[2:])] = at
-			s.mu.Unlock()
+			s.kicks.set(string(k[2:]), at)
 		case bytes.HasPrefix(k, []byte("pt/")):
 			user, _, _ := bytes.Cut(k[3:], []byte{sep})
-			s.tokenVer.Add(1)
-			s.tokenless.Delete(string(user))
+			s.tokenless.forget(string(user))
 		case bytes.HasPrefix(k, []byte("d/")) && put:
 			s.dedup.add(k, now)
 		}

@@ -48,12 +48,9 @@ func (s *Store) SetPushToken(t PushToken) error {
 		return err
 	}
 	// The user may have been known to have no token: forget that once the
-	// new one is readable; the version keeps a reader that looked before
+	// new one is readable; forget also keeps a reader that looked before
 	// the commit from recording "none" after it.
-	defer func() {
-		s.tokenVer.Add(1)
-		s.tokenless.Delete(t.User)
-	}()
+	defer s.tokenless.forget(t.User)
 	return s.Update(func(tx *Tx) error {
 		ik := pushTokenIndex(t.Vendor, t.Token)
 		if owner, err := tx.Get(ik); err != nil {
@@ -154,10 +151,10 @@ func (s *Store) DeleteUserPushTokens(user string) (int, error) {
 // PushTokens lists user's registered devices. It runs for every message
 // stored, and most users have no token: those answers come from memory.
 func (s *Store) PushTokens(user string) ([]PushToken, error) {
-	if _, none := s.tokenless.Load(user); none {
+	if _, none := s.tokenless.get(user); none {
 		return nil, nil
 	}
-	ver := s.tokenVer.Load()
+	gen := s.tokenless.begin()
 	p := pushTokenPrefix(user)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
 	if err != nil {
@@ -176,13 +173,9 @@ func (s *Store) PushTokens(user string) ([]PushToken, error) {
 		return nil, err
 	}
 	if len(out) == 0 {
-		// Record first, then check nobody registered a token meanwhile:
-		// SetPushToken bumps the version after its commit, then clears the
-		// entry, so one of the two always sees the other.
-		s.tokenless.Store(user, true)
-		if s.tokenVer.Load() != ver {
-			s.tokenless.Delete(user)
-		}
+		// Not if a token was registered since we began: SetPushToken's
+		// forget, after its commit, moved the generation.
+		s.tokenless.fill(user, struct{}{}, gen, nil)
 	}
 	return out, nil
 }

@@ -319,13 +319,8 @@ func readN(r io.Reader, n uint64) ([]byte, error) {
 // The resend filter is kept: it has no false negatives as long as every
 // record written is added, and the load adds the snapshot's.
 func (s *Store) forgetCaches() {
-	s.mu.Lock()
-	clear(s.accounts)
-	s.kickCache = nil
-	s.mu.Unlock()
-	s.seqMu.Lock()
-	clear(s.lastSeq)
-	s.seqMu.Unlock()
-	s.tokenVer.Add(1)
-	s.tokenless.Clear()
+	s.accounts.clear()
+	s.kicks.clear()
+	s.lastSeq.clear()
+	s.tokenless.clear()
 }

@@ -81,7 +81,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble"
@@ -143,16 +142,15 @@ type Store struct {
 	stopped chan struct{} // closed when the writer has returned (writer.go)
 	wg      sync.WaitGroup
 
-	mu       sync.RWMutex // guards accounts and closed
-	accounts map[string]bool
-	closed   bool
+	mu     sync.RWMutex // guards closed
+	closed bool
 
-	kickCache map[string]time.Time // KickedAt answers (accounts_admin.go); guarded by mu
-
-	// lastSeq caches each user's highest committed Seq. Written only by the
-	// writer goroutine, read by anyone (LastSeq); seqMu guards the map.
-	seqMu   sync.RWMutex
-	lastSeq map[string]uint64
+	// Facts about users read on hot paths, bounded (cache.go).
+	accounts *userCache[bool]      // AccountExists answers
+	kicks    *userCache[time.Time] // KickedAt answers (accounts_admin.go)
+	// lastSeq is each user's highest committed Seq. Set only by the
+	// writer goroutine (and Apply, in a view), filled by any reader.
+	lastSeq *userCache[uint64]
 
 	cursorMu sync.Mutex // serialises SetCursor so the high-water mark never moves back
 
@@ -161,8 +159,7 @@ type Store struct {
 
 	repl *replication // cluster mode (log.go); nil on a single node
 
-	tokenless sync.Map      // users known to have no push token (push.go)
-	tokenVer  atomic.Uint64 // bumped by every token registration
+	tokenless *userCache[struct{}] // users known to have no push token (push.go)
 
 	Metrics Metrics
 }
@@ -201,16 +198,18 @@ func Open(dir string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
 	s := &Store{
-		db:       db,
-		log:      o.Logger,
-		opts:     o,
-		queue:    make(chan *txn, 4096),
-		done:     make(chan struct{}),
-		stopped:  make(chan struct{}),
-		accounts: make(map[string]bool),
-		lastSeq:  make(map[string]uint64),
-		hot:      make(map[string]hotValue),
-		dedup:    newDedupFilter(o.Clock()),
+		db:        db,
+		log:       o.Logger,
+		opts:      o,
+		queue:     make(chan *txn, 4096),
+		done:      make(chan struct{}),
+		stopped:   make(chan struct{}),
+		accounts:  newUserCache[bool](maxAccountsCached),
+		kicks:     newUserCache[time.Time](maxKicksCached),
+		lastSeq:   newUserCache[uint64](maxLastSeqCached),
+		tokenless: newUserCache[struct{}](maxTokenlessCached),
+		hot:       make(map[string]hotValue),
+		dedup:     newDedupFilter(o.Clock()),
 	}
 	if o.Replicated {
 		if err := finishRebuild(db); err != nil {
@@ -391,12 +390,10 @@ type Account struct {
 // AccountExists reports whether user was imported. Answers come from memory
 // after the first look-up, so the send path does no read for it.
 func (s *Store) AccountExists(user string) (bool, error) {
-	s.mu.RLock()
-	known, ok := s.accounts[user]
-	s.mu.RUnlock()
-	if ok {
+	if known, ok := s.accounts.get(user); ok {
 		return known, nil
 	}
+	gen := s.accounts.begin()
 	v, err := get(s.db, accountKey(user))
 	if err != nil {
 		return false, err
@@ -406,15 +403,9 @@ func (s *Store) AccountExists(user string) (bool, error) {
 		// and remembering each would grow the map without bound.
 		return false, nil
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	// An import or deletion that committed after our read has already
 	// recorded the newer answer; ours must not overwrite it.
-	if known, ok := s.accounts[user]; ok {
-		return known, nil
-	}
-	s.accounts[user] = true
-	return true, nil
+	return s.accounts.fill(user, true, gen, nil), nil
 }
 
 // GetAccount returns the account record of user, or ErrNotFound.
@@ -459,9 +450,7 @@ func (s *Store) ImportAccount(a Account) (created bool, err error) {
 		return nil
 	})
 	if err == nil {
-		s.mu.Lock()
-		s.accounts[a.UserID] = true
-		s.mu.Unlock()
+		s.accounts.set(a.UserID, true)
 	}
 	return created, err
 }
@@ -470,10 +459,7 @@ func (s *Store) ImportAccount(a Account) (created bool, err error) {
 
 // LastSeq is the highest committed Seq of user's timeline (0 when empty).
 func (s *Store) LastSeq(user string) (uint64, error) {
-	s.seqMu.RLock()
-	seq, ok := s.lastSeq[user]
-	s.seqMu.RUnlock()
-	if ok {
+	if seq, ok := s.lastSeq.get(user); ok {
 		return seq, nil
 	}
 	return s.loadLastSeq(user)
@@ -484,6 +470,7 @@ func (s *Store) LastSeq(user string) (uint64, error) {
 // (Writing s/ with every commit cost two memtable inserts per message.)
 func (s *Store) loadLastSeq(user string) (uint64, error) {
 	var seq uint64
+	gen := s.lastSeq.begin()
 	v, err := get(s.db, lastSeqKey(user))
 	if err != nil {
 		return 0, err
@@ -503,19 +490,11 @@ func (s *Store) loadLastSeq(user string) (uint64, error) {
 	if err := it.Error(); err != nil {
 		return 0, err
 	}
-	return s.cacheLastSeq(user, seq), nil
+	// The writer may have appended since we read: never move backwards.
+	return s.lastSeq.fill(user, seq, gen, seqNewer), nil
 }
 
-func (s *Store) cacheLastSeq(user string, seq uint64) uint64 {
-	s.seqMu.Lock()
-	defer s.seqMu.Unlock()
-	// The writer may have appended since we read; never move backwards.
-	if cur, ok := s.lastSeq[user]; ok && cur > seq {
-		return cur
-	}
-	s.lastSeq[user] = seq
-	return seq
-}
+func seqNewer(old, v uint64) bool { return v > old }
 
 // Event is one stored timeline event.
 type Event struct {

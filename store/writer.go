@@ -342,11 +342,11 @@ func (s *Store) commit(group []*txn) {
 		s.opts.OnCommit(appended)
 	}
 	if ok > 0 {
-		s.seqMu.Lock()
-		for u, last := range seqs {
-			s.lastSeq[u] = last
-		}
-		s.seqMu.Unlock()
+		s.lastSeq.update(func(_ func(string) (uint64, bool), put func(string, uint64)) {
+			for u, last := range seqs {
+				put(u, last)
+			}
+		})
 	}
 	for _, t := range group {
 		close(t.done)
