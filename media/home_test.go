@@ -1,13 +1,16 @@
 package media_test
 
 import (
+	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/duet-im/duet/command"
 	"github.com/duet-im/duet/command/commandtest"
 	"github.com/duet-im/duet/media"
+	"github.com/duet-im/duet/store"
 )
 
 // The media commands' homes (docs/cluster.md §12.1, §14.3): an upload is
@@ -39,4 +42,33 @@ func TestHome(t *testing.T) {
 		{Name: "grant_download unsigned", Caller: alice, Command: "media/grant_download", Body: `{"UUID":"u","User":"bob","Expire":0,"Sig":"x"}`, Home: "bob", Write: true, Code: command.CodeUnknownCommand},
 		{Name: "get_history", Caller: adm, Command: "open_msg_svc/get_history", Body: `{"ChatType":"Group","MsgTime":"2026031415"}`, Home: "administrator", Code: media.CodeBadRequest},
 	})
+}
+
+// A download grant recorded on a single node (no router: the media service
+// writes it itself) commits in the downloader's partition, as
+// media/grant_download's home says.
+func TestGrantHome(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	img := e.uploadAndCommit("alice", "image", "image/png", pngOf(40, 30))
+	if r := e.sendmsg("alice", "bob", imageElem(img)); r.code() != 0 {
+		t.Fatalf("send: %v", r)
+	}
+	var homes []string
+	var mu sync.Mutex
+	stop := store.TraceHomes(e.st, func(h string) { mu.Lock(); homes = append(homes, h); mu.Unlock() })
+	defer stop()
+	link := img["ImageInfoArray"].([]any)[0].(map[string]any)["URL"].(string)
+	if st, _, _ := e.get(link, "bob"); st != http.StatusOK {
+		t.Fatalf("bob's download: %d", st)
+	}
+	if ok, err := e.st.Granted(img.str("UUID"), "bob"); !ok || err != nil {
+		t.Fatalf("no grant for bob (%v)", err)
+	}
+	body := `{"UUID":"` + img.str("UUID") + `","User":"bob","Expire":0}`
+	want, _ := e.svc.Home(&command.Caller{UserID: "bob", Transport: command.REST}, "media/grant_download", []byte(body))
+	mu.Lock()
+	defer mu.Unlock()
+	if len(homes) != 1 || homes[0] != want {
+		t.Fatalf("UpdateFor homes %q, want one, %q", homes, want)
+	}
 }
