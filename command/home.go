@@ -7,9 +7,10 @@ import (
 )
 
 // A command's home (docs/cluster.md §11.1, §12.1): the user whose partition
-// its transaction commits in, and whether it writes at all. The cluster's
-// router runs a write on the owner of its home's partition and a read where
-// it arrives; every handler passes the same home to Store.UpdateFor. This
+// its transaction commits in, and whether it writes at all. With
+// partitions, the cluster's router runs a write on the owner of its home's
+// partition and a read where it arrives (§12.1; with one partition it does
+// not ask yet); every handler passes the same home to Store.UpdateFor. This
 // file is the one place that says, per command, which user that is;
 // TestHome holds every registered command to it, and to the homes its
 // handler really passes (store.TraceHomes).
