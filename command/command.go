@@ -144,6 +144,12 @@ type route struct {
 	gate func(c *Caller) *Error
 	// run runs the command; reqID is the body's ReqId (Reply.ReqID).
 	run func(ctx context.Context, c *Caller, f fields, body []byte, reqID string) (any, error)
+	// home is the command's home user for c and its body (home.go): f is
+	// the body decoded for a typed request, body the raw one.
+	home func(c *Caller, f fields, body []byte) string
+	// write: the command calls Store.Update… (home.go's reads lists the
+	// commands that do not).
+	write bool
 }
 
 // deferredReply is embedded in the request of a command that answers
@@ -170,7 +176,9 @@ func handle[R any, P interface {
 			d.setReqID(reqID)
 		}
 		return h(ctx, c, r)
-	}}
+	}, home: func(c *Caller, f fields, _ []byte) string {
+		return requestHome(s, c, f, P(new(R)))
+	}, write: !reads[name]}
 }
 
 // adminOnly is a gate that lets App admins only, refusing others with code.
@@ -276,12 +284,9 @@ func (s *Service) IsAdmin(user string) bool { return s.admins[user] }
 func (s *Service) Store() *store.Store { return s.store }
 
 // Register adds a command whose handler reads the raw body itself. It is
-// meant for start-up, before requests flow.
-func (s *Service) Register(name string, h Handler) {
-	s.routes[name] = route{run: func(ctx context.Context, c *Caller, _ fields, body []byte, _ string) (any, error) {
-		return h(ctx, c, body)
-	}}
-}
+// meant for start-up, before requests flow. Its home is its caller and it
+// counts as a write (RegisterHome names another rule).
+func (s *Service) Register(name string, h Handler) { s.RegisterHome(name, h, true, nil) }
 
 // Reply is the outcome of a command.
 type Reply struct {

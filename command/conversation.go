@@ -240,7 +240,7 @@ func (r *deleteContactRequest) decode(s *Service, c *Caller, f fields) error {
 func (s *Service) deleteContact(ctx context.Context, c *Caller, r *deleteContactRequest) (any, error) {
 	owner, peer := r.owner, r.peer
 	now := s.store.Now().Unix()
-	err := s.store.Update(func(tx *store.Tx) error {
+	err := s.store.UpdateFor(owner, func(tx *store.Tx) error {
 		cv, err := tx.Conversation(owner, peer)
 		if err != nil || cv == nil {
 			return err
@@ -325,7 +325,7 @@ func (s *Service) topContact(ctx context.Context, c *Caller, r *topContactReques
 	owner, pin, peers := r.owner, r.pin, r.peers
 	now := s.store.Now()
 	expire := now.Add(s.cfg.MaxLifeTime)
-	err := s.store.Update(func(tx *store.Tx) error {
+	err := s.store.UpdateFor(owner, func(tx *store.Tx) error {
 		for _, peer := range peers {
 			cv, err := tx.Conversation(owner, peer)
 			if err != nil {
@@ -418,7 +418,7 @@ func (s *Service) setMsgRead(ctx context.Context, c *Caller, r *msgReadRequest) 
 		return nil, err
 	}
 	expire := now.Add(s.cfg.MaxLifeTime)
-	err = s.store.Update(func(tx *store.Tx) error {
+	err = s.store.UpdateFor(reader, func(tx *store.Tx) error {
 		cv, err := tx.Conversation(reader, peer)
 		if err != nil {
 			return err

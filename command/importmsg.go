@@ -121,7 +121,7 @@ func (s *Service) importMsg(ctx context.Context, c *Caller, r *importRequest) (a
 		}
 	}
 	var res ImportResult
-	err := s.store.Update(func(tx *store.Tx) error {
+	err := s.store.UpdateFor(r.from, func(tx *store.Tx) error {
 		// Same conversation and the same (MsgSeq, MsgRandom, MsgTimeStamp),
 		// whichever way round From and To are: a duplicate, whatever its
 		// content. The first import wins.

@@ -58,7 +58,7 @@ func (s *Service) setNoSpeaking(ctx context.Context, c *Caller, r *setMuteReques
 		}
 		return now + secs
 	}
-	err := s.store.Update(func(tx *store.Tx) error {
+	err := s.store.UpdateFor(user, func(tx *store.Tx) error {
 		m, err := tx.GetMute(user)
 		if err != nil {
 			return err

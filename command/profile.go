@@ -235,7 +235,7 @@ func (s *Service) portraitSet(ctx context.Context, c *Caller, r *portraitSetRequ
 		saved    *store.Profile
 		noChange bool
 	)
-	err := s.store.Update(func(tx *store.Tx) error {
+	err := s.store.UpdateFor(user, func(tx *store.Tx) error {
 		p, err := tx.GetProfile(user)
 		if err != nil {
 			return err

@@ -342,7 +342,7 @@ func (s *Service) sendMsg(ctx context.Context, c *Caller, r *sendRequest) (any, 
 		res SendResult
 		dup bool
 	)
-	err = s.store.Update(func(tx *store.Tx) error {
+	err = s.store.UpdateFor(from, func(tx *store.Tx) error {
 		if prev, err := tx.Resent(id); err != nil || prev != nil {
 			if prev != nil {
 				res, dup = SendResult{MsgTime: prev.MsgTime, MsgKey: prev.MsgKey, Seq: prev.Seq}, true

@@ -86,7 +86,7 @@ func (r *snsResult) fail(to string, e *Error) {
 func (s *Service) perPeer(from string, to []string, pre []*Error, one func(tx *store.Tx, i int, now int64) (*Error, error)) (snsResult, error) {
 	var res snsResult
 	var touched []string
-	err := s.store.Update(func(tx *store.Tx) error {
+	err := s.store.UpdateFor(from, func(tx *store.Tx) error {
 		res, touched = snsResult{}, nil
 		now := tx.Now().Unix()
 		for i, p := range to {
@@ -419,10 +419,14 @@ func (s *Service) relation(r *checkRequest, names [4]string, has func(a, b strin
 
 // ForgetRelations wipes the relationships, profile and mute of deleted
 // accounts (reference §6.1: account_delete also wipes relationship and
-// profile data) and drops what the caches hold about them.
+// profile data) and drops what the caches hold about them. The first user
+// is the transaction's home, as account_delete's first account is.
 func (s *Service) ForgetRelations(users ...string) error {
+	if len(users) == 0 {
+		return nil
+	}
 	var changed []string
-	err := s.store.Update(func(tx *store.Tx) error {
+	err := s.store.UpdateFor(users[0], func(tx *store.Tx) error {
 		var err error
 		changed, err = wipeRelations(tx, users)
 		return err

@@ -436,7 +436,7 @@ func (r *friendDeleteAllRequest) decode(s *Service, c *Caller, f fields) (err er
 func (s *Service) friendDeleteAll(ctx context.Context, c *Caller, r *friendDeleteAllRequest) (any, error) {
 	from, dt := r.from, r.deleteType
 	var gone []string
-	err := s.store.Update(func(tx *store.Tx) error {
+	err := s.store.UpdateFor(from, func(tx *store.Tx) error {
 		gone = nil
 		now := tx.Now().Unix()
 		list, err := tx.FriendPeers(from)

@@ -80,7 +80,7 @@ func (s *Service) groupAdd(ctx context.Context, c *Caller, r *groupAddRequest) (
 		ErrorDisplay    string       `json:"ErrorDisplay"`
 	}
 	var res result
-	err := s.store.Update(func(tx *store.Tx) error {
+	err := s.store.UpdateFor(from, func(tx *store.Tx) error {
 		res = result{}
 		now := tx.Now().Unix()
 		g, err := tx.FriendGroups(from)
@@ -150,7 +150,7 @@ func (s *Service) groupDelete(ctx context.Context, c *Caller, r *groupRequest) (
 		ErrorDisplay    string `json:"ErrorDisplay"`
 	}
 	var res result
-	err := s.store.Update(func(tx *store.Tx) error {
+	err := s.store.UpdateFor(from, func(tx *store.Tx) error {
 		now := tx.Now().Unix()
 		g, err := tx.FriendGroups(from)
 		if err != nil {

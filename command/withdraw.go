@@ -82,7 +82,7 @@ func (s *Service) msgWithdraw(ctx context.Context, c *Caller, r *withdrawRequest
 	own := !c.Admin
 	now := s.store.Now()
 	var recalled store.Message
-	err := s.store.Update(func(tx *store.Tx) error {
+	err := s.store.UpdateFor(me, func(tx *store.Tx) error {
 		m, err := txMessage(tx, me, peer, msgKey)
 		if err != nil {
 			return err
@@ -210,7 +210,7 @@ func (r *modifyRequest) decode(s *Service, c *Caller, f fields) (err error) {
 func (s *Service) modifyMsg(ctx context.Context, c *Caller, r *modifyRequest) (any, error) {
 	from, to, msgKey, newBody, hasBody, ccd, hasCCD := r.from, r.to, r.msgKey, r.body, r.hasBody, r.ccd, r.hasCCD
 	now := s.store.Now()
-	err := s.store.Update(func(tx *store.Tx) error {
+	err := s.store.UpdateFor(from, func(tx *store.Tx) error {
 		m, err := txMessage(tx, from, to, msgKey)
 		if err != nil {
 			return err

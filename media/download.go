@@ -228,7 +228,7 @@ func (m *Service) grantSig(g grantRequest) string {
 // a single node, through the owner in a cluster (Config.Exec).
 func (m *Service) grant(ctx context.Context, uuid, user string, expire int64) error {
 	if m.cfg.Exec == nil {
-		return m.st.Update(func(tx *store.Tx) error { tx.Grant(uuid, user, expire); return nil })
+		return m.st.UpdateFor(user, func(tx *store.Tx) error { tx.Grant(uuid, user, expire); return nil })
 	}
 	g := grantRequest{UUID: uuid, User: user, Expire: expire}
 	g.Sig = m.grantSig(g)
@@ -245,10 +245,20 @@ func (m *Service) grant(ctx context.Context, uuid, user string, expire int64) er
 	return nil
 }
 
+// grantHome is grantCommand's home: the grant is the downloader's
+// (docs/cluster.md §10.1, mg/ keys), who is also its caller.
+func grantHome(c *command.Caller, body []byte) string {
+	var g grantRequest
+	if json.Unmarshal(body, &g) != nil || g.User == "" {
+		return c.UserID
+	}
+	return g.User
+}
+
 func (m *Service) grantDownload(ctx context.Context, c *command.Caller, body []byte) (any, error) {
 	var g grantRequest
 	if json.Unmarshal(body, &g) != nil || g.Sig == "" || !hmac.Equal([]byte(g.Sig), []byte(m.grantSig(g))) {
 		return nil, command.Errorf(command.CodeUnknownCommand, "unknown command %q", grantCommand)
 	}
-	return nil, m.st.Update(func(tx *store.Tx) error { tx.Grant(g.UUID, g.User, g.Expire); return nil })
+	return nil, m.st.UpdateFor(g.User, func(tx *store.Tx) error { tx.Grant(g.UUID, g.User, g.Expire); return nil })
 }

@@ -168,8 +168,8 @@ func New(cfg Config, st *store.Store, svc *command.Service) (*Service, error) {
 	}
 	svc.Register("media/apply_upload", m.applyUpload)
 	svc.Register("media/commit_upload", m.commitUpload)
-	svc.Register("open_msg_svc/get_history", m.getHistory)
-	svc.Register(grantCommand, m.grantDownload)
+	svc.RegisterHome("open_msg_svc/get_history", m.getHistory, false, nil)
+	svc.RegisterHome(grantCommand, m.grantDownload, true, grantHome)
 	svc.SetMediaChecker(m)
 	m.loop("cleaner", cfg.CleanEvery, func(ctx context.Context) error { _, err := m.Clean(ctx); return err })
 	m.loop("archiver", cfg.ArchiveEvery, m.ArchiveDue)
@@ -459,7 +459,7 @@ func (m *Service) applyUpload(ctx context.Context, c *command.Caller, body []byt
 		}
 		tk.UploadURL, tk.FormFields = url.String(), form
 	}
-	if err := m.st.Update(func(tx *store.Tx) error { return tx.PutUpload(u) }); err != nil {
+	if err := m.st.UpdateFor(u.Owner, func(tx *store.Tx) error { return tx.PutUpload(u) }); err != nil {
 		return nil, err
 	}
 	return tk, nil
@@ -507,7 +507,7 @@ func (m *Service) commitUpload(ctx context.Context, c *command.Caller, body []by
 		return nil, e
 	}
 	u.Element, u.Objects = el, objects
-	if err := m.st.Update(func(tx *store.Tx) error { return tx.CommitUpload(u) }); err != nil {
+	if err := m.st.UpdateFor(u.Owner, func(tx *store.Tx) error { return tx.CommitUpload(u) }); err != nil {
 		// The renditions stay under the upload's prefix; the cleaner removes
 		// them with the original at the deadline.
 		return nil, err
@@ -522,7 +522,7 @@ func (m *Service) refuse(ctx context.Context, u *store.Upload, e *command.Error)
 		m.log.Warn("media: could not remove refused upload; the cleaner retries", "uuid", u.UUID, "error", err)
 		return e
 	}
-	if err := m.st.Update(func(tx *store.Tx) error { tx.DeleteUpload(u); return nil }); err != nil {
+	if err := m.st.UpdateFor(u.Owner, func(tx *store.Tx) error { tx.DeleteUpload(u); return nil }); err != nil {
 		m.log.Warn("media: could not delete refused upload record", "uuid", u.UUID, "error", err)
 	}
 	return e
@@ -548,6 +548,10 @@ func (m *Service) removeObjects(ctx context.Context, uuid string) error {
 // committed uploads that no message carries any more (see cleanCarried),
 // objects first, then records, and reports how many it removed. An upload
 // whose object cannot be removed (store down) stays listed for the next run.
+// Its transactions (here and in cleanCarried) are the cleaner's own, on
+// records named by upload UUID, not a command's: they keep Store.Update,
+// not UpdateFor (docs/cluster.md §21.2: with partitions the cleaner runs
+// per owned partition, §14.1).
 func (m *Service) Clean(ctx context.Context) (int, error) {
 	// Also creates the bucket soon after start, and logs while the store
 	// is unreachable.

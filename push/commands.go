@@ -19,8 +19,19 @@ const MaxTokenBytes = 512
 // the REST transport serves every registered command too. Bad input is
 // 90001 (the openim parameter error), with an ErrorInfo naming the field.
 func (p *Pusher) Register(svc *command.Service) {
-	svc.Register("push/set_token", p.setToken)
-	svc.Register("push/delete_token", p.deleteToken)
+	svc.RegisterHome("push/set_token", p.setToken, true, tokenHome)
+	svc.RegisterHome("push/delete_token", p.deleteToken, true, tokenHome)
+}
+
+// tokenHome is the push commands' home: the user whose device it is, as
+// parseTokenRequest decides (an admin names it in From_Account); the
+// caller when the request is refused.
+func tokenHome(c *command.Caller, body []byte) string {
+	r, err := parseTokenRequest(c, body, false)
+	if err != nil {
+		return c.UserID
+	}
+	return r.user
 }
 
 type tokenRequest struct {
