@@ -18,11 +18,10 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
+	"github.com/duet-im/duet/internal/usercache"
 	"github.com/duet-im/duet/store"
 )
 
@@ -206,10 +205,8 @@ type Service struct {
 
 	rel *relCache // policy.go: relationships, profile bits and mutes for checkSend
 
-	profMu   sync.RWMutex      // guards profiles and profV (locksordering.txt)
-	profiles map[string][]byte // UserID → encoded SenderProfile ("" when none)
-	profV    map[string]uint64 // UserID → Profile.V of the cached SenderProfile: an older commit never replaces a newer
-	profGen  atomic.Uint64     // bumped by ForgetProfile: a load that spans one is not kept
+	// profiles: UserID → encoded SenderProfile ("" when none), bounded.
+	profiles *usercache.Cache[json.RawMessage]
 
 	kicker   Kicker    // account.go
 	presence Presence  // account.go
@@ -227,8 +224,7 @@ func New(cfg Config, st *store.Store, log *slog.Logger) *Service {
 		log:      log,
 		admins:   make(map[string]bool),
 		routes:   make(map[string]route),
-		profiles: make(map[string][]byte),
-		profV:    make(map[string]uint64),
+		profiles: usercache.New[json.RawMessage](maxProfilesCached),
 	}
 	for _, a := range cfg.Admins {
 		s.admins[a] = true

@@ -169,6 +169,17 @@ func (rc *relCache) drop(users ...string) {
 	rc.mu.Unlock()
 }
 
+// clear forgets every user; loads under way are not kept.
+func (rc *relCache) clear() {
+	rc.mu.Lock()
+	clear(rc.m)
+	rc.lru.Init()
+	for i := range rc.gen {
+		rc.gen[i]++
+	}
+	rc.mu.Unlock()
+}
+
 func loadRelState(st *store.Store, user string) (*relState, error) {
 	r := &relState{}
 	friends, err := st.Friends(user)

@@ -231,10 +231,7 @@ func (s *Service) portraitSet(ctx context.Context, c *Caller, r *portraitSetRequ
 	user, items, set := r.user, r.items, r.set
 	touchesPolicy := set[tagMsgSettings] != nil
 
-	var (
-		saved    *store.Profile
-		noChange bool
-	)
+	var noChange bool
 	err := s.store.UpdateFor(user, func(tx *store.Tx) error {
 		p, err := tx.GetProfile(user)
 		if err != nil {
@@ -270,7 +267,6 @@ func (s *Service) portraitSet(ctx context.Context, c *Caller, r *portraitSetRequ
 		if err := tx.PutProfile(user, p); err != nil {
 			return err
 		}
-		saved = p
 		fans, err := tx.FriendedBy(user)
 		if err != nil {
 			return err
@@ -282,9 +278,8 @@ func (s *Service) portraitSet(ctx context.Context, c *Caller, r *portraitSetRequ
 		return nil, storeErr(err)
 	}
 	if !noChange {
-		if sp, err := s.senderProfileOf(user, saved); err == nil {
-			s.profileChanged(user, saved.V, sp)
-		}
+		// The next message reads the committed profile again.
+		s.ForgetProfile(user)
 		if touchesPolicy {
 			s.rel.drop(user)
 		}
@@ -459,16 +454,4 @@ func (s *Service) senderProfileOf(user string, p *store.Profile) (json.RawMessag
 		}
 	}
 	return marshal(tags)
-}
-
-// profileChanged puts a committed profile's SenderProfile in the cache
-// unless a newer one is already there, so the next message carries it.
-func (s *Service) profileChanged(user string, v uint64, sp json.RawMessage) {
-	s.profMu.Lock()
-	defer s.profMu.Unlock()
-	if s.profV[user] > v {
-		return
-	}
-	s.profV[user] = v
-	s.profiles[user] = sp
 }

@@ -406,39 +406,44 @@ func (s *Service) unknownRecipient(c *Caller, to string) *Error {
 	return Errorf(CodeUnknownUser, "recipient %q does not exist", to)
 }
 
+// maxProfilesCached bounds the SenderProfile cache: one entry per sender,
+// at most a few hundred bytes each.
+const maxProfilesCached = 1 << 17
+
 // senderProfile is the SenderProfile carried by user's messages, from memory
 // after the first look-up.
 func (s *Service) senderProfile(user string) json.RawMessage {
-	s.profMu.RLock()
-	p, ok := s.profiles[user]
-	s.profMu.RUnlock()
-	if ok {
+	if p, ok := s.profiles.Get(user); ok {
 		return p
 	}
-	gen := s.profGen.Load()
+	gen := s.profiles.Begin()
 	p, err := s.loadSenderProfile(user) // profile.go
 	if err != nil {
 		return nil
 	}
-	s.profMu.Lock()
-	// A portrait_set that committed meanwhile has put the newer profile
-	// here; a ForgetProfile meanwhile means what we read may be old: use it
-	// this once, keep it not.
-	if cur, ok := s.profiles[user]; ok {
-		p = cur
-	} else if s.profGen.Load() == gen {
-		s.profiles[user] = p
-	}
-	s.profMu.Unlock()
-	return p
+	// A profile or account change that committed meanwhile forgot the
+	// entry after its commit: then what we read may be old; use it this
+	// once, keep it not.
+	return s.profiles.Fill(user, p, gen, nil)
 }
 
-// ForgetProfile drops the cached SenderProfile of user after it changed.
+// ForgetCaches drops what the command layer remembers of the store's data
+// (relationships, profile bits and mutes for the send policy; sender
+// profiles). Each cache is kept exact by the commands that change its data,
+// which works as long as every change runs through this Service. A cluster
+// node calls it when it becomes the owner: while another node owned the
+// data, changes ran through that node's command layer, and this one's
+// memory of them is stale (a blacklist added there would not stop a send
+// here).
+func (s *Service) ForgetCaches() {
+	s.rel.clear()
+	s.profiles.Clear()
+}
+
+// ForgetProfile drops the cached SenderProfile of user after it changed:
+// the next message reads it again.
 func (s *Service) ForgetProfile(user string) {
-	s.profMu.Lock()
-	s.profGen.Add(1)
-	delete(s.profiles, user)
-	s.profMu.Unlock()
+	s.profiles.Forget(user)
 }
 
 // secondOrder is the MsgSeq of a message whose sender gave none: where in

@@ -59,7 +59,7 @@ func (s *Store) ImportAccounts(items []AccountUpdate) (created []bool, err error
 		return nil, err
 	}
 	for _, it := range items {
-		s.accounts.set(it.UserID, true)
+		s.accounts.Set(it.UserID, true)
 	}
 	return created, nil
 }
@@ -98,9 +98,9 @@ func (s *Store) DeleteAccounts(users []string, also func(tx *Tx, deleted []strin
 		return nil, err
 	}
 	for i, u := range users {
-		s.accounts.set(u, false)
+		s.accounts.Set(u, false)
 		if existed[i] {
-			s.kicks.set(u, earliestAccepted(now))
+			s.kicks.Set(u, earliestAccepted(now))
 		}
 	}
 	return existed, nil
@@ -119,7 +119,7 @@ func (s *Store) Kick(user string) (time.Time, error) {
 	}
 	// Every write of an x/ key goes through this file (or a view's Apply),
 	// which keeps the cache current.
-	s.kicks.set(user, earliestAccepted(now))
+	s.kicks.Set(user, earliestAccepted(now))
 	return now, nil
 }
 
@@ -132,10 +132,10 @@ func (s *Store) Kick(user string) (time.Time, error) {
 // it. Both are refused: a sig made in the same second as the kick is
 // refused, and a fresh one must be issued at least one second later.
 func (s *Store) KickedAt(user string) time.Time {
-	if t, ok := s.kicks.get(user); ok {
+	if t, ok := s.kicks.Get(user); ok {
 		return t
 	}
-	gen := s.kicks.begin()
+	gen := s.kicks.Begin()
 	v, err := get(s.db, kickKey(user))
 	if err != nil {
 		s.log.Error("store: reading kick time", "user", user, "error", err)
@@ -147,7 +147,7 @@ func (s *Store) KickedAt(user string) time.Time {
 	if len(v) == 8 {
 		at = earliestAccepted(time.Unix(0, int64(binary.BigEndian.Uint64(v))))
 	}
-	return s.kicks.fill(user, at, gen, nil)
+	return s.kicks.Fill(user, at, gen, nil)
 }
 
 // earliestAccepted rounds a kick instant up to the next whole second.

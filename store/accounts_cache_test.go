@@ -18,7 +18,7 @@ func TestAccountExistsCachesOnlyAccounts(t *testing.T) {
 			t.Fatalf("AccountExists(nobody%d) = %v, %v; want false, nil", i, ok, err)
 		}
 	}
-	n := s.accounts.len()
+	n := s.accounts.Len()
 	if n != 0 {
 		t.Fatalf("account cache holds %d entries after look-ups of unknown IDs, want 0", n)
 	}

@@ -397,7 +397,7 @@ func (s *Store) Apply(seq uint64, data []byte) error {
 	if len(e.appended) > 0 && s.opts.OnCommit != nil {
 		s.opts.OnCommit(e.appended)
 	}
-	s.lastSeq.update(func(get func(string) (uint64, bool), put func(string, uint64)) {
+	s.lastSeq.Update(func(get func(string) (uint64, bool), put func(string, uint64)) {
 		for _, a := range e.appended {
 			if cur, _ := get(a.User); !a.Rewritten && a.Seq > cur {
 				put(a.User, a.Seq)
@@ -422,16 +422,16 @@ func (s *Store) noteApplied(b *pebble.Batch) {
 		put := kind == pebble.InternalKeyKindSet
 		switch {
 		case bytes.HasPrefix(k, []byte("a/")):
-			s.accounts.set(string(k[2:]), put)
+			s.accounts.Set(string(k[2:]), put)
 		case bytes.HasPrefix(k, []byte("x/")):
 			var at time.Time
 			if put && len(v) == 8 {
 				at = earliestAccepted(time.Unix(0, int64(binary.BigEndian.Uint64(v))))
 			}
-			s.kicks.set(string(k[2:]), at)
+			s.kicks.Set(string(k[2:]), at)
 		case bytes.HasPrefix(k, []byte("pt/")):
 			user, _, _ := bytes.Cut(k[3:], []byte{sep})
-			s.tokenless.forget(string(user))
+			s.tokenless.Forget(string(user))
 		case bytes.HasPrefix(k, []byte("d/")) && put:
 			s.dedup.add(k, now)
 		}

@@ -50,7 +50,7 @@ func (s *Store) SetPushToken(t PushToken) error {
 	// The user may have been known to have no token: forget that once the
 	// new one is readable; forget also keeps a reader that looked before
 	// the commit from recording "none" after it.
-	defer s.tokenless.forget(t.User)
+	defer s.tokenless.Forget(t.User)
 	return s.Update(func(tx *Tx) error {
 		ik := pushTokenIndex(t.Vendor, t.Token)
 		if owner, err := tx.Get(ik); err != nil {
@@ -151,10 +151,10 @@ func (s *Store) DeleteUserPushTokens(user string) (int, error) {
 // PushTokens lists user's registered devices. It runs for every message
 // stored, and most users have no token: those answers come from memory.
 func (s *Store) PushTokens(user string) ([]PushToken, error) {
-	if _, none := s.tokenless.get(user); none {
+	if _, none := s.tokenless.Get(user); none {
 		return nil, nil
 	}
-	gen := s.tokenless.begin()
+	gen := s.tokenless.Begin()
 	p := pushTokenPrefix(user)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
 	if err != nil {
@@ -175,7 +175,7 @@ func (s *Store) PushTokens(user string) ([]PushToken, error) {
 	if len(out) == 0 {
 		// Not if a token was registered since we began: SetPushToken's
 		// forget, after its commit, moved the generation.
-		s.tokenless.fill(user, struct{}{}, gen, nil)
+		s.tokenless.Fill(user, struct{}{}, gen, nil)
 	}
 	return out, nil
 }

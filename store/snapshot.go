@@ -319,8 +319,8 @@ func readN(r io.Reader, n uint64) ([]byte, error) {
 // The resend filter is kept: it has no false negatives as long as every
 // record written is added, and the load adds the snapshot's.
 func (s *Store) forgetCaches() {
-	s.accounts.clear()
-	s.kicks.clear()
-	s.lastSeq.clear()
-	s.tokenless.clear()
+	s.accounts.Clear()
+	s.kicks.Clear()
+	s.lastSeq.Clear()
+	s.tokenless.Clear()
 }

@@ -85,6 +85,7 @@ import (
 
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/bloom"
+	"github.com/duet-im/duet/internal/usercache"
 )
 
 // ErrClosed is returned by operations on a closed store.
@@ -131,6 +132,19 @@ type SharedCursors interface {
 	SetCursor(user, device string, seq uint64) error
 }
 
+// Bounds of the per-user caches (internal/usercache). An entry costs
+// about 85 bytes with a short user ID, so all four full take about 92 MiB
+// (measured: touching a million users' four facts kept 280 MiB before
+// the bounds, and grew on). lastSeq is the largest because a miss there
+// costs an iterator seek on the send path; a kick time is read once per
+// login.
+const (
+	maxAccountsCached  = 1 << 18
+	maxLastSeqCached   = 1 << 19
+	maxKicksCached     = 1 << 16
+	maxTokenlessCached = 1 << 18
+)
+
 // Store is Duet's durable state. It is safe for concurrent use.
 type Store struct {
 	db   *pebble.DB
@@ -146,11 +160,11 @@ type Store struct {
 	closed bool
 
 	// Facts about users read on hot paths, bounded (cache.go).
-	accounts *userCache[bool]      // AccountExists answers
-	kicks    *userCache[time.Time] // KickedAt answers (accounts_admin.go)
+	accounts *usercache.Cache[bool]      // AccountExists answers
+	kicks    *usercache.Cache[time.Time] // KickedAt answers (accounts_admin.go)
 	// lastSeq is each user's highest committed Seq. Set only by the
 	// writer goroutine (and Apply, in a view), filled by any reader.
-	lastSeq *userCache[uint64]
+	lastSeq *usercache.Cache[uint64]
 
 	cursorMu sync.Mutex // serialises SetCursor so the high-water mark never moves back
 
@@ -159,7 +173,7 @@ type Store struct {
 
 	repl *replication // cluster mode (log.go); nil on a single node
 
-	tokenless *userCache[struct{}] // users known to have no push token (push.go)
+	tokenless *usercache.Cache[struct{}] // users known to have no push token (push.go)
 
 	Metrics Metrics
 }
@@ -204,10 +218,10 @@ func Open(dir string, o Options) (*Store, error) {
 		queue:     make(chan *txn, 4096),
 		done:      make(chan struct{}),
 		stopped:   make(chan struct{}),
-		accounts:  newUserCache[bool](maxAccountsCached),
-		kicks:     newUserCache[time.Time](maxKicksCached),
-		lastSeq:   newUserCache[uint64](maxLastSeqCached),
-		tokenless: newUserCache[struct{}](maxTokenlessCached),
+		accounts:  usercache.New[bool](maxAccountsCached),
+		kicks:     usercache.New[time.Time](maxKicksCached),
+		lastSeq:   usercache.New[uint64](maxLastSeqCached),
+		tokenless: usercache.New[struct{}](maxTokenlessCached),
 		hot:       make(map[string]hotValue),
 		dedup:     newDedupFilter(o.Clock()),
 	}
@@ -390,10 +404,10 @@ type Account struct {
 // AccountExists reports whether user was imported. Answers come from memory
 // after the first look-up, so the send path does no read for it.
 func (s *Store) AccountExists(user string) (bool, error) {
-	if known, ok := s.accounts.get(user); ok {
+	if known, ok := s.accounts.Get(user); ok {
 		return known, nil
 	}
-	gen := s.accounts.begin()
+	gen := s.accounts.Begin()
 	v, err := get(s.db, accountKey(user))
 	if err != nil {
 		return false, err
@@ -405,7 +419,7 @@ func (s *Store) AccountExists(user string) (bool, error) {
 	}
 	// An import or deletion that committed after our read has already
 	// recorded the newer answer; ours must not overwrite it.
-	return s.accounts.fill(user, true, gen, nil), nil
+	return s.accounts.Fill(user, true, gen, nil), nil
 }
 
 // GetAccount returns the account record of user, or ErrNotFound.
@@ -450,7 +464,7 @@ func (s *Store) ImportAccount(a Account) (created bool, err error) {
 		return nil
 	})
 	if err == nil {
-		s.accounts.set(a.UserID, true)
+		s.accounts.Set(a.UserID, true)
 	}
 	return created, err
 }
@@ -459,7 +473,7 @@ func (s *Store) ImportAccount(a Account) (created bool, err error) {
 
 // LastSeq is the highest committed Seq of user's timeline (0 when empty).
 func (s *Store) LastSeq(user string) (uint64, error) {
-	if seq, ok := s.lastSeq.get(user); ok {
+	if seq, ok := s.lastSeq.Get(user); ok {
 		return seq, nil
 	}
 	return s.loadLastSeq(user)
@@ -470,7 +484,7 @@ func (s *Store) LastSeq(user string) (uint64, error) {
 // (Writing s/ with every commit cost two memtable inserts per message.)
 func (s *Store) loadLastSeq(user string) (uint64, error) {
 	var seq uint64
-	gen := s.lastSeq.begin()
+	gen := s.lastSeq.Begin()
 	v, err := get(s.db, lastSeqKey(user))
 	if err != nil {
 		return 0, err
@@ -491,7 +505,7 @@ func (s *Store) loadLastSeq(user string) (uint64, error) {
 		return 0, err
 	}
 	// The writer may have appended since we read: never move backwards.
-	return s.lastSeq.fill(user, seq, gen, seqNewer), nil
+	return s.lastSeq.Fill(user, seq, gen, seqNewer), nil
 }
 
 func seqNewer(old, v uint64) bool { return v > old }

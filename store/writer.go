@@ -342,7 +342,7 @@ func (s *Store) commit(group []*txn) {
 		s.opts.OnCommit(appended)
 	}
 	if ok > 0 {
-		s.lastSeq.update(func(_ func(string) (uint64, bool), put func(string, uint64)) {
+		s.lastSeq.Update(func(_ func(string) (uint64, bool), put func(string, uint64)) {
 			for u, last := range seqs {
 				put(u, last)
 			}

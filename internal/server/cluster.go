@@ -178,6 +178,9 @@ func (s *Server) joinCluster() error {
 				cp.log.Error("cluster: taking the store", "error", err)
 				return
 			}
+			// Before the first command: this node's command caches may
+			// date from an earlier tenure.
+			s.svc.ForgetCaches()
 			if err := cp.router.Serve(); err != nil {
 				cp.log.Error("cluster: serving forwarded commands", "error", err)
 			}
