@@ -107,13 +107,10 @@ func RestoreEntry(r Restore) []byte {
 	return binary.AppendUvarint(b, r.Seq)
 }
 
-// RestoreSource opens a restore entry's object. A view that applies a
-// restore entry without one fails the entry (and its consumer retries).
-type RestoreSource func(object string) (io.ReadCloser, error)
-
 // SetRestoreSource gives a replicated store where to read restore
-// entries' objects from.
-func (s *Store) SetRestoreSource(f RestoreSource) {
+// entries' objects from (the cluster's object store). A view that applies
+// a restore entry without one fails the entry, and its consumer retries.
+func (s *Store) SetRestoreSource(f func(object string) (io.ReadCloser, error)) {
 	if s.repl != nil && f != nil {
 		s.repl.restoreSrc.Store(&f)
 	}
@@ -251,7 +248,7 @@ type replication struct {
 	owner atomic.Pointer[ownership]
 	gens  atomic.Uint64 // ownership generations handed out by Own
 	// restoreSrc opens restore entries' objects (SetRestoreSource).
-	restoreSrc atomic.Pointer[RestoreSource]
+	restoreSrc atomic.Pointer[func(object string) (io.ReadCloser, error)]
 	// hotGen is the ownership generation the writer's hot-key cache was
 	// filled under (writer goroutine only): a new tenure starts it empty,
 	// because the previous owner's writes reached this view by Apply,
