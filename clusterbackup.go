@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -124,18 +125,35 @@ func clusterRestoreCmd(args []string) error {
 		return err
 	}
 	setUsage(fl, "cluster restore FILE [--http HOST:PORT]", "Restores the backup FILE (duet cluster backup, duet backup) into a new, empty cluster with the same number of partitions, through the node at --http (its POST /cluster/restore, answered to loopback clients only: run it on a node's machine). A cluster that holds data is refused.")
-	if err := fl.Parse(args); err != nil {
+	files, err := parseInterspersed(fl, args)
+	if err != nil {
 		return err
 	}
-	if fl.NArg() != 1 || cfg.HTTP == "" {
+	if len(files) != 1 || cfg.HTTP == "" {
 		return errors.New("cluster restore: usage: duet cluster restore FILE --http HOST:PORT")
 	}
-	f, err := os.Open(fl.Arg(0))
+	f, err := os.Open(files[0])
 	if err != nil {
 		return fmt.Errorf("cluster restore: %w", err)
 	}
 	defer f.Close()
 	return postRestore(cfg.HTTP, f)
+}
+
+// parseInterspersed parses args with flags before and after the
+// positional arguments (`restore FILE --http H:P`), which it returns.
+func parseInterspersed(fl *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fl.Parse(args); err != nil {
+			return nil, err
+		}
+		if fl.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fl.Arg(0))
+		args = fl.Args()[1:]
+	}
 }
 
 // postRestore sends a backup to a node's POST /cluster/restore and prints
