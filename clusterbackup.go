@@ -70,7 +70,8 @@ func clusterBackupCmd(args []string) error {
 // leaves neither.
 func writeBackupFile(path string, write func(io.Writer) (cluster.Manifest, error)) (cluster.Manifest, error) {
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	// A FILE.tmp left by a run that was killed is written over.
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return cluster.Manifest{}, err
 	}

@@ -10,6 +10,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -76,8 +78,9 @@ func restoreObjects(t *testing.T, node *testServer) []string {
 	return names
 }
 
-// logFirst is a node's duet_cluster_log_first_sequence of partition 0.
-func logFirst(t *testing.T, node *testServer) string {
+// metricOf is the value of one sample line ("name{labels}") of a node's
+// /metrics, "" when it has none.
+func metricOf(t *testing.T, node *testServer, sample string) string {
 	t.Helper()
 	resp, err := http.Get("http://" + node.srv.HTTPAddr() + "/metrics")
 	if err != nil {
@@ -86,7 +89,7 @@ func logFirst(t *testing.T, node *testServer) string {
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, `duet_cluster_log_first_sequence{partition="0"} `); ok {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
 			return v
 		}
 	}
@@ -307,7 +310,7 @@ func TestClusterBackupRestore(t *testing.T) {
 		t.Fatalf("restore objects after the restore: %v", objs)
 	}
 	wait.For(t, 30*time.Second, 50*time.Millisecond, func() error {
-		if f, _ := strconv.ParseUint(logFirst(t, dst[do]), 10, 64); f <= restored.Partitions[0].Seq {
+		if f, _ := strconv.ParseUint(metricOf(t, dst[do], `duet_cluster_log_first_sequence{partition="0"}`), 10, 64); f <= restored.Partitions[0].Seq {
 			return fmt.Errorf("the log starts at %d, the restore entry is %d", f, restored.Partitions[0].Seq)
 		}
 		return nil
@@ -316,6 +319,18 @@ func TestClusterBackupRestore(t *testing.T) {
 	if objs := restoreObjects(t, x); len(objs) != 0 {
 		t.Fatalf("restore objects after the log was trimmed past the restore: %v", objs)
 	}
+	// The node that joined after the restore comes back with its view
+	// wiped: the log no longer has the restore entry, so it rebuilds from
+	// the owner's snapshot of the restored view.
+	dst[3].srv.Close()
+	if err := os.RemoveAll(filepath.Join(dst[3].dir, "store")); err != nil {
+		t.Fatal(err)
+	}
+	dst[3] = grow()
+	if n, _ := strconv.ParseFloat(metricOf(t, dst[3], `duet_cluster_rebuilds_total{partition="0"}`), 64); n < 1 {
+		t.Fatalf("the node back with a wiped view reports %v rebuilds", n)
+	}
+	sameTimelines(t, dst, "alice", "bob")
 	_, files2 := tarFiles(t, again)
 	if len(files2["p00"]) <= len(files["p00"]) {
 		t.Fatalf("a backup after 15 more messages is %d bytes, the first %d", len(files2["p00"]), len(files["p00"]))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -110,6 +111,10 @@ func (s *Server) clusterRestore(w http.ResponseWriter, r *http.Request) {
 			code = http.StatusUnprocessableEntity
 		}
 		s.log.Warn("cluster: restore refused or failed", "error", err)
+		// The rest of the archive is read (and dropped) before the answer:
+		// a client still sending it would otherwise see its connection
+		// reset rather than the reason.
+		_, _ = io.Copy(io.Discard, r.Body)
 		http.Error(w, "restore: "+err.Error(), code)
 		return
 	}
