@@ -80,7 +80,7 @@ var subcommands = []subcommand{
 	{"cluster remove", "NODE [--http HOST:PORT]", "remove a node stopped for good from the cluster's JetStream (run on a node's machine)", clusterRemoveCmd},
 	{"cluster backup", "--out FILE [--http HOST:PORT]", "write a backup of a running cluster (run on a node's machine)", clusterBackupCmd},
 	{"cluster restore", "FILE [--http HOST:PORT]", "restore a backup into a new, empty cluster (run on a node's machine)", clusterRestoreCmd},
-	{"cluster seed", "--from DATA [--http HOST:PORT]", "move a stopped single node's data into a new, empty cluster", clusterSeedCmd},
+	{"cluster seed", "--from DATA [--http HOST:PORT]", "move a stopped single node's data into a new, empty cluster (run on a node's machine)", clusterSeedCmd},
 	{"backup", "--data DIR --out FILE", "write a backup of a stopped single node (restorable into a cluster)", backupCmd},
 	{"version", "", "print the version, the VCS revision and the Go version", versionCmd},
 }
