@@ -7,6 +7,8 @@
 //	duet account import USER...        create accounts in the data directory
 //	duet import FILE                   import C2C history (JSON lines of importmsg bodies) via REST
 //	duet cluster status [--http H:P]   print a running cluster's nodes, partitions and owners
+//	duet cluster backup|restore|seed    back up a cluster, restore into an empty one, seed one from a single node
+//	duet backup --data DIR --out FILE  back up a stopped single node
 //	duet version                       print the version, VCS revision and Go version
 package main
 
@@ -76,6 +78,10 @@ var subcommands = []subcommand{
 	{"import", "[--url URL] FILE", "import C2C history (JSON lines) through a running server's REST API", importCmd},
 	{"cluster status", "[--http HOST:PORT]", "print a running cluster's nodes, partitions and owners (a node's GET /cluster)", clusterStatusCmd},
 	{"cluster remove", "NODE [--http HOST:PORT]", "remove a node stopped for good from the cluster's JetStream (run on a node's machine)", clusterRemoveCmd},
+	{"cluster backup", "--out FILE [--http HOST:PORT]", "write a backup of a running cluster (run on a node's machine)", clusterBackupCmd},
+	{"cluster restore", "FILE [--http HOST:PORT]", "restore a backup into a new, empty cluster (run on a node's machine)", clusterRestoreCmd},
+	{"cluster seed", "--from DATA [--http HOST:PORT]", "move a stopped single node's data into a new, empty cluster (run on a node's machine)", clusterSeedCmd},
+	{"backup", "--data DIR --out FILE", "write a backup of a stopped single node (restorable into a cluster)", backupCmd},
 	{"version", "", "print the version, the VCS revision and the Go version", versionCmd},
 }
 
@@ -135,7 +141,7 @@ func run(args []string) error {
 				return c.run(append(slices.Clone(args[:i]), args[i+2:]...))
 			}
 		}
-		return errors.New("usage: duet cluster status|remove … (run `duet --help` for all commands)")
+		return errors.New("usage: duet cluster status|remove|backup|restore|seed … (run `duet --help` for all commands)")
 	}
 	for _, c := range subcommands {
 		if c.name == name {
@@ -178,7 +184,7 @@ func commandIndex(args []string) int {
 // serverFlagValues tells which settings' flags take a value (all but the
 // booleans), so that `--data usersig` is read as a data directory.
 func serverFlagValues() map[string]bool {
-	out := map[string]bool{"config": true, "user": true, "expire": true, "url": true, "admin": true, "usersig": true, "workers": true}
+	out := map[string]bool{"config": true, "user": true, "expire": true, "url": true, "admin": true, "usersig": true, "workers": true, "out": true, "from": true}
 	t := reflect.TypeOf(Config{})
 	for i := 0; i < t.NumField(); i++ {
 		if name := t.Field(i).Tag.Get("flag"); name != "" {

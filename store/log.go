@@ -3,9 +3,13 @@ package store
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,10 +68,13 @@ var appliedKey = []byte("zs")
 //	            uvarint len + user, uvarint seq, flags (1 = rewritten),
 //	            uvarint len + origin, uvarint len + data
 //	entryFence: uvarint len + a note (who fenced; for the log's readers)
+//	entryRestore: uvarint len + object, uvarint len + SHA-256 (hex),
+//	            uvarint the snapshot's own sequence
 const (
 	entryVersion = 1
 	entryTx      = 't'
 	entryFence   = 'f'
+	entryRestore = 'r'
 )
 
 // FenceEntry is the entry a new owner appends first (docs/cluster.md §8.2):
@@ -76,6 +83,37 @@ func FenceEntry(note string) []byte {
 	b := []byte{entryVersion, entryFence}
 	b = binary.AppendUvarint(b, uint64(len(note)))
 	return append(b, note...)
+}
+
+// Restore is what a restore entry names (docs/cluster.md §19, "Back up"):
+// a backup's snapshot of the partition, put where every node can read it
+// (the cluster's object store). A view that applies the entry replaces its
+// replicated keys by that snapshot, as LoadSnapshot does, and continues
+// with the log after the entry: the view stays a function of the log (I8),
+// for nodes that apply the entry now and for nodes that replay it later.
+type Restore struct {
+	Object string // the object holding the snapshot
+	SHA256 string // the object's SHA-256, hex: checked as it is read
+	Seq    uint64 // the sequence the snapshot was taken at (its own header's)
+}
+
+// RestoreEntry is the entry that restores r. Only an empty log's view may
+// be restored: the caller appends it expecting the last sequence of a log
+// whose view it found empty (Empty), so that no write can come between.
+func RestoreEntry(r Restore) []byte {
+	b := []byte{entryVersion, entryRestore}
+	b = appendBytes(b, r.Object)
+	b = appendBytes(b, r.SHA256)
+	return binary.AppendUvarint(b, r.Seq)
+}
+
+// SetRestoreSource gives a replicated store where to read restore
+// entries' objects from (the cluster's object store). A view that applies
+// a restore entry without one fails the entry, and its consumer retries.
+func (s *Store) SetRestoreSource(f func(object string) (io.ReadCloser, error)) {
+	if s.repl != nil && f != nil {
+		s.repl.restoreSrc.Store(&f)
+	}
 }
 
 func encodeEntry(repr []byte, appended []Appended) []byte {
@@ -112,6 +150,7 @@ type entry struct {
 	kind     byte
 	repr     []byte
 	appended []Appended
+	restore  Restore // entryRestore
 }
 
 var errBadEntry = errors.New("store: malformed log entry")
@@ -128,6 +167,10 @@ func decodeEntry(b []byte) (entry, error) {
 	switch e.kind {
 	case entryFence:
 		r.bytes()
+	case entryRestore:
+		e.restore.Object = string(r.bytes())
+		e.restore.SHA256 = string(r.bytes())
+		e.restore.Seq = r.uvarint()
 	case entryTx:
 		e.repr = r.bytes()
 		n := r.uvarint()
@@ -204,6 +247,8 @@ type replication struct {
 
 	owner atomic.Pointer[ownership]
 	gens  atomic.Uint64 // ownership generations handed out by Own
+	// restoreSrc opens restore entries' objects (SetRestoreSource).
+	restoreSrc atomic.Pointer[func(object string) (io.ReadCloser, error)]
 	// hotGen is the ownership generation the writer's hot-key cache was
 	// filled under (writer goroutine only): a new tenure starts it empty,
 	// because the previous owner's writes reached this view by Apply,
@@ -371,6 +416,9 @@ func (s *Store) Apply(seq uint64, data []byte) error {
 	if closed {
 		return ErrClosed
 	}
+	if e.kind == entryRestore {
+		return s.applyRestore(seq, e.restore)
+	}
 	r := s.repl
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -405,6 +453,54 @@ func (s *Store) Apply(seq uint64, data []byte) error {
 		}
 	})
 	return nil
+}
+
+// applyRestore applies restore entry seq: the view's replicated keys are
+// replaced by the snapshot the entry names, its digest checked before the
+// load's last batch, and the view is then at seq. The load is LoadSnapshot's
+// (snapshot.go), crash-safe the same way: until its last batch the view is
+// marked as being rebuilt, reports Applied 0, and reopened, starts from
+// nothing, so that its consumer replays the log — this entry included.
+// Like LoadSnapshot it refuses while the store owns its log; the owner's
+// log is fenced by the entry, so its consumer's retry finds it disowned.
+func (s *Store) applyRestore(seq uint64, r Restore) error {
+	if seq <= s.repl.applied.Load() {
+		return nil
+	}
+	src := s.repl.restoreSrc.Load()
+	if src == nil {
+		return fmt.Errorf("store: restore entry %d: this view has no restore source", seq)
+	}
+	rc, err := (*src)(r.Object)
+	if err != nil {
+		return fmt.Errorf("store: restore entry %d: object %s: %w", seq, r.Object, err)
+	}
+	defer rc.Close()
+	dr := &digestReader{r: rc, h: sha256.New(), want: r.SHA256}
+	if err := s.loadSnapshot(r.Seq, seq, dr); err != nil {
+		return fmt.Errorf("store: restore entry %d (object %s): %w", seq, r.Object, err)
+	}
+	return nil
+}
+
+// digestReader passes r through and, at its end, fails unless what came
+// through has the SHA-256 want (hex): a load reads to the end before its
+// last batch, so a corrupt object is never loaded whole.
+type digestReader struct {
+	r    io.Reader
+	h    hash.Hash
+	want string
+}
+
+func (d *digestReader) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	d.h.Write(p[:n])
+	if err == io.EOF {
+		if got := hex.EncodeToString(d.h.Sum(nil)); got != d.want {
+			return n, fmt.Errorf("%w: SHA-256 %s, the entry says %s", ErrBadSnapshot, got, d.want)
+		}
+	}
+	return n, err
 }
 
 // noteApplied brings the store's caches up to date with an applied batch,

@@ -119,7 +119,12 @@ func (s *Store) Snapshot(put func(seq uint64, r io.Reader) error) error {
 	if len(v) != 8 {
 		return errors.New("store: Snapshot of a view that has applied nothing")
 	}
-	seq := binary.BigEndian.Uint64(v)
+	return streamSnapshot(snap, binary.BigEndian.Uint64(v), put)
+}
+
+// streamSnapshot hands put snap's replicated keys as a snapshot taken at
+// seq, written by a goroutine as put reads.
+func streamSnapshot(snap *pebble.Snapshot, seq uint64, put func(seq uint64, r io.Reader) error) error {
 	pr, pw := io.Pipe()
 	wrote := make(chan error, 1)
 	go func() {
@@ -127,7 +132,7 @@ func (s *Store) Snapshot(put func(seq uint64, r io.Reader) error) error {
 		pw.CloseWithError(err)
 		wrote <- err
 	}()
-	err = put(seq, pr)
+	err := put(seq, pr)
 	// Stop the writer if put gave up before the end.
 	pr.CloseWithError(errors.New("store: snapshot reader closed"))
 	werr := <-wrote
@@ -169,6 +174,84 @@ func writeSnapshot(w io.Writer, snap *pebble.Snapshot, seq uint64) error {
 	return bw.Flush()
 }
 
+// Export is Snapshot for a single node's store as well (a backup, or the
+// seed of a cluster: docs/cluster.md §19): a single node's data is in the
+// same layout as a one-partition view, and its snapshot is taken at
+// sequence 0 (a single node has no log). A replicated store's is Snapshot.
+func (s *Store) Export(put func(seq uint64, r io.Reader) error) error {
+	if s.repl != nil {
+		return s.Snapshot(put)
+	}
+	if !s.hold() {
+		return ErrClosed
+	}
+	defer s.wg.Done()
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	return streamSnapshot(snap, 0, put)
+}
+
+// ExportCursors calls cursor for each device cursor and highWater for each
+// user's high-water mark this store holds (on a single node, all of them;
+// on a cluster node, its own cache: the cluster's are in KV).
+func (s *Store) ExportCursors(cursor func(user, device string, seq uint64) error, highWater func(user string, seq uint64) error) error {
+	if !s.hold() {
+		return ErrClosed
+	}
+	defer s.wg.Done()
+	for _, prefix := range []string{"c/", "w/"} {
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: prefixEnd([]byte(prefix))})
+		if err != nil {
+			return err
+		}
+		for ok := it.First(); ok; ok = it.Next() {
+			k, v := it.Key()[len(prefix):], it.Value()
+			if len(v) != 8 {
+				continue
+			}
+			seq := binary.BigEndian.Uint64(v)
+			if prefix == "w/" {
+				err = highWater(string(k), seq)
+			} else if user, device, found := bytes.Cut(k, []byte{sep}); found {
+				err = cursor(string(user), string(device), seq)
+			}
+			if err != nil {
+				it.Close()
+				return err
+			}
+		}
+		if err := it.Close(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Empty reports whether this store holds none of the log's keys (no
+// account, no message, nothing an entry writes): a view that only
+// fences have been applied to, or a single node never written. Only an
+// empty cluster is restored into.
+func (s *Store) Empty() (bool, error) {
+	if !s.hold() {
+		return false, ErrClosed
+	}
+	defer s.wg.Done()
+	for _, r := range replicatedRanges {
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: r[0], UpperBound: r[1]})
+		if err != nil {
+			return false, err
+		}
+		found := it.First()
+		if err := it.Close(); err != nil {
+			return false, err
+		}
+		if found {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
 // ErrBadSnapshot is returned by LoadSnapshot for a stream that is not a
 // whole snapshot of this format.
 var ErrBadSnapshot = errors.New("store: malformed snapshot")
@@ -184,6 +267,14 @@ var ErrBadSnapshot = errors.New("store: malformed snapshot")
 // error part-way leaves a view that is rebuilt again, never one that
 // looks whole.
 func (s *Store) LoadSnapshot(seq uint64, r io.Reader) error {
+	return s.loadSnapshot(seq, seq, r)
+}
+
+// loadSnapshot is LoadSnapshot of a snapshot taken at seq taken, after
+// which the view is at mark: the same for a rebuild, the restore entry's
+// own sequence for a restore (log.go), whose snapshot was taken by another
+// log (a backup's).
+func (s *Store) loadSnapshot(taken, mark uint64, r io.Reader) error {
 	if s.repl == nil {
 		return errors.New("store: LoadSnapshot on a store not opened as Replicated")
 	}
@@ -209,8 +300,8 @@ func (s *Store) LoadSnapshot(seq uint64, r io.Reader) error {
 	if v := head[len(snapshotMagic)]; v != snapshotVersion {
 		return fmt.Errorf("store: snapshot format %d; this build reads %d", v, snapshotVersion)
 	}
-	if got := binary.BigEndian.Uint64(head[len(snapshotMagic)+1:]); got != seq {
-		return fmt.Errorf("%w: taken at %d, announced as %d", ErrBadSnapshot, got, seq)
+	if got := binary.BigEndian.Uint64(head[len(snapshotMagic)+1:]); got != taken {
+		return fmt.Errorf("%w: taken at %d, announced as %d", ErrBadSnapshot, got, taken)
 	}
 
 	// First: the old state goes, the marker comes, the mark drops to 0.
@@ -278,7 +369,7 @@ func (s *Store) LoadSnapshot(seq uint64, r io.Reader) error {
 	}
 	// Last: the mark, and the marker goes. Synced: a rebuild is rare, and
 	// a view that must not be rebuilt twice for want of an fsync.
-	b.Set(appliedKey, u64(seq), nil)
+	b.Set(appliedKey, u64(mark), nil)
 	b.Delete(rebuildKey, nil)
 	if err := b.Commit(pebble.Sync); err != nil {
 		return err
@@ -286,7 +377,7 @@ func (s *Store) LoadSnapshot(seq uint64, r io.Reader) error {
 	// The loaded state may have changed any user: caches read from it
 	// afresh.
 	s.forgetCaches()
-	rp.advance(seq)
+	rp.advance(mark)
 	return nil
 }
 

@@ -62,6 +62,7 @@ func StartApplier(ctx context.Context, js jetstream.JetStream, node string, p in
 func startApplier(ctx context.Context, js jetstream.JetStream, node string, p int, view View, onError func(p int, err error), rb *rebuilder) (*Applier, error) {
 	run, cancel := context.WithCancel(context.Background())
 	a := &Applier{js: js, p: p, node: node, view: view, onError: onError, rb: rb, cancel: cancel, done: make(chan struct{})}
+	wireRestore(view, rb) // restore entries' objects (backup.go)
 	if err := retry(ctx, "rebuilding the view of "+StreamName(p), func(c context.Context) error {
 		_, err := a.catchUp(c)
 		if err != nil {

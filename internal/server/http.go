@@ -50,6 +50,7 @@ func (s *Server) routes() http.Handler {
 	if s.cluster != nil {
 		mux.HandleFunc("GET /cluster", s.clusterPage) // cluster_status.go; `duet cluster status` reads it
 		mux.Handle("POST /cluster/remove", loopbackOnly(http.HandlerFunc(s.clusterRemove)))
+		s.clusterBackupRoutes(mux) // GET /cluster/backup, POST /cluster/restore (cluster_backup.go)
 	}
 	// Profiles for operators, on this machine only: the listener is public
 	// wherever devices fetch media (the Docker image binds 0.0.0.0), and a
