@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -57,6 +58,10 @@ type ClusterConfig struct {
 	// the defaults, 100,000 entries and 6 h.
 	SnapshotEntries  int
 	SnapshotInterval time.Duration
+
+	// JoinTimeout bounds Start's wait for the cluster; 0: joinTimeout
+	// (tests of a node that cannot join shorten it).
+	JoinTimeout time.Duration
 }
 
 // On reports whether this is cluster mode.
@@ -160,9 +165,21 @@ func (s *Server) joinCluster() error {
 	if err := s.serveStatus(); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), joinTimeout)
+	timeout := cmp.Or(cp.cfg.JoinTimeout, joinTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := cp.node.Ready(ctx); err != nil {
+	ready := make(chan struct{})
+	go cp.warnRouteTLS(ready)
+	err := cp.node.Ready(ctx)
+	close(ready)
+	if err != nil {
+		// A cluster whose nodes disagree on route TLS never forms, and
+		// nothing but nats-server's handshake errors would say why.
+		if len(cp.cfg.NATS) == 0 {
+			if why := cluster.ProbeRouteTLS(cp.cfg.Routes, cp.cfg.Listen, cp.cfg.TLS.On(), 5*time.Second); why != "" {
+				return fmt.Errorf("cluster: JetStream not ready after %v: %s", timeout, why)
+			}
+		}
 		return fmt.Errorf("cluster: JetStream not ready: %w", err)
 	}
 	name := cp.node.Name()
@@ -170,6 +187,7 @@ func (s *Server) joinCluster() error {
 		Config: cluster.Config{
 			Partitions: clusterPartitions, Replicas: cp.cfg.Replicas, LeaseTTL: cp.cfg.LeaseTTL,
 			SnapshotEntries: uint64(max(cp.cfg.SnapshotEntries, 0)), SnapshotInterval: cp.cfg.SnapshotInterval,
+			Settings: s.agreeSettings(), Node: name, Log: cp.log,
 		},
 		FenceEntry: func() []byte { return store.FenceEntry(name) },
 		View:       func(int) cluster.View { return s.store },
@@ -237,6 +255,27 @@ func (s *Server) joinCluster() error {
 	}
 	cp.state.Store(stateServing)
 	return nil
+}
+
+// warnRouteTLS logs a route TLS mismatch (cluster.ProbeRouteTLS) while the
+// node waits for JetStream, every 30 s from 10 s on, rather than only when
+// the join times out.
+func (cp *clusterParts) warnRouteTLS(ready <-chan struct{}) {
+	if len(cp.cfg.NATS) > 0 {
+		return
+	}
+	wait := 10 * time.Second
+	for {
+		select {
+		case <-ready:
+			return
+		case <-time.After(wait):
+		}
+		if why := cluster.ProbeRouteTLS(cp.cfg.Routes, cp.cfg.Listen, cp.cfg.TLS.On(), 5*time.Second); why != "" {
+			cp.log.Warn("cluster: JetStream not ready yet: " + why)
+		}
+		wait = 30 * time.Second
+	}
 }
 
 // logEnd is the log's last sequence as JetStream has it now (P = 1: one
