@@ -7,6 +7,7 @@
 //	duet account import USER...        create accounts in the data directory
 //	duet import FILE                   import C2C history (JSON lines of importmsg bodies) via REST
 //	duet cluster status [--http H:P]   print a running cluster's nodes, partitions and owners
+//	duet cluster drain|undrain [--http H:P] move work off a running node, and back
 //	duet version                       print the version, VCS revision and Go version
 package main
 
@@ -76,6 +77,8 @@ var subcommands = []subcommand{
 	{"import", "[--url URL] FILE", "import C2C history (JSON lines) through a running server's REST API", importCmd},
 	{"cluster status", "[--http HOST:PORT]", "print a running cluster's nodes, partitions and owners (a node's GET /cluster)", clusterStatusCmd},
 	{"cluster remove", "NODE [--http HOST:PORT]", "remove a node stopped for good from the cluster's JetStream (run on a node's machine)", clusterRemoveCmd},
+	{"cluster drain", "[--http HOST:PORT]", "move the work and the devices off a running node without stopping it (run on its machine)", clusterDrainCmd},
+	{"cluster undrain", "[--http HOST:PORT]", "let a drained node take work and devices again (run on its machine)", clusterUndrainCmd},
 	{"version", "", "print the version, the VCS revision and the Go version", versionCmd},
 }
 

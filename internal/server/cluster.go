@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/duet-im/duet/command"
+	"github.com/duet-im/duet/hooks"
 	"github.com/duet-im/duet/internal/cluster"
 	"github.com/duet-im/duet/store"
 	"github.com/nats-io/nats.go"
@@ -94,6 +95,7 @@ type clusterParts struct {
 	// it is set.
 	state     atomic.Int32
 	statusSub *nats.Subscription // answers the other nodes' /cluster (cluster_status.go)
+	draining  atomic.Bool        // cluster_drain.go: no leases, no devices, /healthz 503
 }
 
 // checkCluster refuses what a cluster cannot do (yet) before anything
@@ -296,9 +298,17 @@ func (cp *clusterParts) logEnd(ctx context.Context) (uint64, error) {
 type clusterAccounts struct {
 	st   *store.Store
 	exec command.Executor
+	cp   *clusterParts
 }
 
-func (c clusterAccounts) AccountExists(user string) (bool, error) { return c.st.AccountExists(user) }
+func (c clusterAccounts) AccountExists(user string) (bool, error) {
+	if c.cp.draining.Load() {
+		// CONNACK "server unavailable": the device moves to another node
+		// (cluster_drain.go).
+		return false, hooks.Unavailable(drainingReason)
+	}
+	return c.st.AccountExists(user)
+}
 
 func (c clusterAccounts) ImportAccount(a store.Account) (bool, error) {
 	body, err := json.Marshal(map[string]string{"UserID": a.UserID, "Nick": a.Nick, "FaceUrl": a.FaceURL})

@@ -50,6 +50,8 @@ func (s *Server) routes() http.Handler {
 	if s.cluster != nil {
 		mux.HandleFunc("GET /cluster", s.clusterPage) // cluster_status.go; `duet cluster status` reads it
 		mux.Handle("POST /cluster/remove", loopbackOnly(http.HandlerFunc(s.clusterRemove)))
+		mux.Handle("POST /cluster/drain", loopbackOnly(http.HandlerFunc(s.clusterDrain))) // cluster_drain.go
+		mux.Handle("POST /cluster/undrain", loopbackOnly(http.HandlerFunc(s.clusterUndrain)))
 	}
 	// Profiles for operators, on this machine only: the listener is public
 	// wherever devices fetch media (the Docker image binds 0.0.0.0), and a
