@@ -5,7 +5,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -64,9 +63,6 @@ func clusterDrain(args []string, on bool) error {
 	if !on {
 		fmt.Printf("node %s is not draining: it accepts devices and may take partitions again\n", out.Node)
 		return nil
-	}
-	if len(out.Owned) > 0 {
-		return errors.New("cluster drain: the node still owns partitions") // Drain waits for the release
 	}
 	fmt.Printf("node %s is draining: it owns no partition and refuses devices (%d disconnected); `duet cluster undrain` reverses it\n", out.Node, out.Devices)
 	return nil
