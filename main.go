@@ -9,6 +9,7 @@
 //	duet cluster status [--http H:P]   print a running cluster's nodes, partitions and owners
 //	duet cluster backup|restore|seed    back up a cluster, restore into an empty one, seed one from a single node
 //	duet backup --data DIR --out FILE  back up a stopped single node
+//	duet cluster drain|undrain [--http H:P] move work off a running node, and back
 //	duet version                       print the version, VCS revision and Go version
 package main
 
@@ -82,6 +83,8 @@ var subcommands = []subcommand{
 	{"cluster restore", "FILE [--http HOST:PORT]", "restore a backup into a new, empty cluster (run on a node's machine)", clusterRestoreCmd},
 	{"cluster seed", "--from DATA [--http HOST:PORT]", "move a stopped single node's data into a new, empty cluster (run on a node's machine)", clusterSeedCmd},
 	{"backup", "--data DIR --out FILE", "write a backup of a stopped single node (restorable into a cluster)", backupCmd},
+	{"cluster drain", "[--http HOST:PORT]", "move the work and the devices off a running node without stopping it (run on its machine)", clusterDrainCmd},
+	{"cluster undrain", "[--http HOST:PORT]", "let a drained node take work and devices again (run on its machine)", clusterUndrainCmd},
 	{"version", "", "print the version, the VCS revision and the Go version", versionCmd},
 }
 

@@ -84,6 +84,11 @@ func badClientID(format string, args ...any) *refusal {
 	return &refusal{packets.ErrClientIdentifierNotValid, fmt.Sprintf(format, args...)}
 }
 
+// Unavailable is an error Accounts may return to refuse a login with
+// "server unavailable" (MQTT 5 0x88, 3.1.1 return code 3) and reason: a
+// node that sends its devices to other nodes (a draining cluster node).
+func Unavailable(reason string) error { return &refusal{packets.ErrServerUnavailable, reason} }
+
 // WillRefused is the reason string of a CONNECT refused for its Will.
 const WillRefused = "Will messages are not accepted"
 

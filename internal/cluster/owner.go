@@ -58,6 +58,7 @@ type Cluster struct {
 	nodesSeen  chan struct{} // closed once the nodes watcher has read the current heartbeats
 	aboveSince time.Time     // since when this node owns more than its target (zero: not above)
 	releasing  int           // the surplus partition last released, until another node holds it; -1 none
+	drain      drainState    // drain.go
 }
 
 // holder is a lease as the watcher last saw it, and when: a holder renews
@@ -191,12 +192,14 @@ func (c *Cluster) watchNodes(w jetstream.KeyWatcher) {
 				var hb heartbeat
 				if json.Unmarshal(e.Value(), &hb) == nil {
 					c.marks[e.Key()] = hb.Applied
+					c.drain.note(e.Key(), hb.Draining)
 				} else {
 					delete(c.marks, e.Key())
 				}
 			} else if e.Key() != c.node.name {
 				delete(c.live, e.Key())
 				delete(c.marks, e.Key())
+				c.drain.note(e.Key(), false)
 			}
 			c.mu.Unlock()
 			c.poke()
@@ -210,6 +213,8 @@ type heartbeat struct {
 	// Applied is the applied mark of each partition's view on the node:
 	// an owner trims its log only below the lowest one (§10.3).
 	Applied []uint64 `json:"applied"`
+	// Draining: the node takes no partition (drain.go).
+	Draining bool `json:"draining,omitempty"`
 }
 
 func (c *Cluster) loop() {
@@ -260,7 +265,7 @@ func (c *Cluster) loop() {
 }
 
 func (c *Cluster) putHeartbeat() {
-	hb := heartbeat{Started: c.started, Applied: make([]uint64, c.o.Partitions)}
+	hb := heartbeat{Started: c.started, Applied: make([]uint64, c.o.Partitions), Draining: c.drain.on.Load()}
 	for p := range hb.Applied {
 		hb.Applied[p] = c.o.View(p).Applied()
 	}
@@ -278,12 +283,12 @@ func (c *Cluster) report(p int, err error) {
 	}
 }
 
-// Target is ceil(P / live nodes): how many partitions this node aims to own
-// (§8.3).
+// Target is ceil(P / live nodes not draining): how many partitions this
+// node aims to own (§8.3).
 func (c *Cluster) Target() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n := max(len(c.live), 1)
+	n := max(len(c.live)-c.drain.count(c.live), 1)
 	return (c.o.Partitions + n - 1) / n
 }
 
@@ -291,6 +296,9 @@ func (c *Cluster) Target() int {
 // target, and sheds a surplus (§8.3). Preferring partitions whose stream
 // leader is local is not built yet.
 func (c *Cluster) balance() {
+	if c.drained() {
+		return
+	}
 	target := c.Target()
 	c.shed(target)
 	for p := 0; p < c.o.Partitions; p++ {

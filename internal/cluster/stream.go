@@ -2,9 +2,9 @@ package cluster
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,8 +21,8 @@ const (
 // that watchers see a lease (or a node's heartbeat) expire (§6, §8.1).
 const markerTTL = time.Second
 
-// Config is what every node of one cluster must agree on (§5, §15.3; the
-// rest of §15.3's list is checked by the assembly).
+// Config is what every node of one cluster must agree on (§5, §15.3), and
+// this node's own pace.
 type Config struct {
 	Partitions int           // P, fixed when the cluster is created
 	Replicas   int           // replicas of every stream and bucket (1 only for tests of one server)
@@ -38,6 +38,13 @@ type Config struct {
 	// defaults 100,000 and 6 h). Each owner's own pace.
 	SnapshotEntries  uint64
 	SnapshotInterval time.Duration
+	// Settings are the assembly's settings that must agree (§15.3,
+	// agree.go), recorded and compared with Partitions and Replicas.
+	Settings []Setting
+	// Node names this node in the record and is left out when Setup looks
+	// for other nodes running; Log hears what Setup recorded (nil: nothing).
+	Node string
+	Log  *slog.Logger
 }
 
 // snapshotCheck is how often an owner looks whether a snapshot is due, or
@@ -76,12 +83,6 @@ func (c *Config) defaults() error {
 	return nil
 }
 
-// clusterConfig is KV duet-cluster key "config", written by the first node.
-type clusterConfig struct {
-	Partitions int `json:"partitions"`
-	Replicas   int `json:"replicas"`
-}
-
 // ErrConfigMismatch is wrapped by Setup when this node's settings differ from
 // the cluster's recorded ones; the message names the setting and both values.
 var ErrConfigMismatch = errors.New("cluster configuration mismatch")
@@ -105,7 +106,8 @@ func StreamConfig(p, replicas int) jetstream.StreamConfig {
 }
 
 // Setup creates, idempotently, what the nodes share: KV duet-cluster with its
-// config (checked: a node with another P or replica count is refused), the
+// config (checked: a node with another P, replica count or setting that
+// must agree is refused, checkConfig), the
 // partition streams and the leases and nodes buckets. Any number of nodes may
 // run it at once; it retries while the JetStream cluster is still forming
 // (peers joining, no meta leader) until ctx ends.
@@ -119,7 +121,7 @@ func Setup(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if err := checkConfig(ctx, kv, clusterConfig{Partitions: cfg.Partitions, Replicas: cfg.Replicas}); err != nil {
+	if err := checkConfig(ctx, js, kv, cfg); err != nil {
 		return err
 	}
 	for p := 0; p < cfg.Partitions; p++ {
@@ -141,35 +143,6 @@ func Setup(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 		Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
 	})
 	return err
-}
-
-// checkConfig writes the cluster's config if absent, else compares it.
-func checkConfig(ctx context.Context, kv jetstream.KeyValue, want clusterConfig) error {
-	val, _ := json.Marshal(want)
-	return retry(ctx, "cluster config", func(c context.Context) error {
-		_, err := kv.Create(c, "config", val)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, jetstream.ErrKeyExists) {
-			return err
-		}
-		e, err := kv.Get(c, "config")
-		if err != nil {
-			return err
-		}
-		var have clusterConfig
-		if err := json.Unmarshal(e.Value(), &have); err != nil {
-			return permanent(fmt.Errorf("KV %s config: %v", BucketCluster, err))
-		}
-		if have.Partitions != want.Partitions {
-			return permanent(fmt.Errorf("%w: the cluster was created with --partitions %d; this node has --partitions %d", ErrConfigMismatch, have.Partitions, want.Partitions))
-		}
-		if have.Replicas != want.Replicas {
-			return permanent(fmt.Errorf("%w: the cluster was created with --replicas %d; this node has --replicas %d", ErrConfigMismatch, have.Replicas, want.Replicas))
-		}
-		return nil
-	})
 }
 
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/duet-im/duet/command"
+	"github.com/duet-im/duet/hooks"
 	"github.com/duet-im/duet/internal/cluster"
 	"github.com/duet-im/duet/store"
 	"github.com/nats-io/nats.go"
@@ -57,6 +59,10 @@ type ClusterConfig struct {
 	// the defaults, 100,000 entries and 6 h.
 	SnapshotEntries  int
 	SnapshotInterval time.Duration
+
+	// JoinTimeout bounds Start's wait for the cluster; 0: joinTimeout
+	// (tests of a node that cannot join shorten it).
+	JoinTimeout time.Duration
 }
 
 // On reports whether this is cluster mode.
@@ -89,6 +95,7 @@ type clusterParts struct {
 	// it is set.
 	state     atomic.Int32
 	statusSub *nats.Subscription // answers the other nodes' /cluster (cluster_status.go)
+	draining  atomic.Bool        // cluster_drain.go: no leases, no devices, /healthz 503
 }
 
 // checkCluster refuses what a cluster cannot do (yet) before anything
@@ -160,9 +167,21 @@ func (s *Server) joinCluster() error {
 	if err := s.serveStatus(); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), joinTimeout)
+	timeout := cmp.Or(cp.cfg.JoinTimeout, joinTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := cp.node.Ready(ctx); err != nil {
+	ready := make(chan struct{})
+	go cp.warnRouteTLS(ready)
+	err := cp.node.Ready(ctx)
+	close(ready)
+	if err != nil {
+		// A cluster whose nodes disagree on route TLS never forms, and
+		// nothing but nats-server's handshake errors would say why.
+		if len(cp.cfg.NATS) == 0 {
+			if why := cluster.ProbeRouteTLS(cp.cfg.Routes, cp.cfg.Listen, cp.cfg.TLS.On(), 5*time.Second); why != "" {
+				return fmt.Errorf("cluster: JetStream not ready after %v: %s", timeout, why)
+			}
+		}
 		return fmt.Errorf("cluster: JetStream not ready: %w", err)
 	}
 	name := cp.node.Name()
@@ -170,6 +189,7 @@ func (s *Server) joinCluster() error {
 		Config: cluster.Config{
 			Partitions: clusterPartitions, Replicas: cp.cfg.Replicas, LeaseTTL: cp.cfg.LeaseTTL,
 			SnapshotEntries: uint64(max(cp.cfg.SnapshotEntries, 0)), SnapshotInterval: cp.cfg.SnapshotInterval,
+			Settings: s.agreeSettings(), Node: name, Log: cp.log,
 		},
 		FenceEntry: func() []byte { return store.FenceEntry(name) },
 		View:       func(int) cluster.View { return s.store },
@@ -242,6 +262,27 @@ func (s *Server) joinCluster() error {
 	return nil
 }
 
+// warnRouteTLS logs a route TLS mismatch (cluster.ProbeRouteTLS) while the
+// node waits for JetStream, every 30 s from 10 s on, rather than only when
+// the join times out.
+func (cp *clusterParts) warnRouteTLS(ready <-chan struct{}) {
+	if len(cp.cfg.NATS) > 0 {
+		return
+	}
+	wait := 10 * time.Second
+	for {
+		select {
+		case <-ready:
+			return
+		case <-time.After(wait):
+		}
+		if why := cluster.ProbeRouteTLS(cp.cfg.Routes, cp.cfg.Listen, cp.cfg.TLS.On(), 5*time.Second); why != "" {
+			cp.log.Warn("cluster: JetStream not ready yet: " + why)
+		}
+		wait = 30 * time.Second
+	}
+}
+
 // logEnd is the log's last sequence as JetStream has it now (P = 1: one
 // stream): a view that has applied it has every write acknowledged so far.
 func (cp *clusterParts) logEnd(ctx context.Context) (uint64, error) {
@@ -260,9 +301,17 @@ func (cp *clusterParts) logEnd(ctx context.Context) (uint64, error) {
 type clusterAccounts struct {
 	st   *store.Store
 	exec command.Executor
+	cp   *clusterParts
 }
 
-func (c clusterAccounts) AccountExists(user string) (bool, error) { return c.st.AccountExists(user) }
+func (c clusterAccounts) AccountExists(user string) (bool, error) {
+	if c.cp.draining.Load() {
+		// CONNACK "server unavailable": the device moves to another node
+		// (cluster_drain.go).
+		return false, hooks.Unavailable(drainingReason)
+	}
+	return c.st.AccountExists(user)
+}
 
 func (c clusterAccounts) ImportAccount(a store.Account) (bool, error) {
 	body, err := json.Marshal(map[string]string{"UserID": a.UserID, "Nick": a.Nick, "FaceUrl": a.FaceURL})

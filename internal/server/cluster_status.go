@@ -95,6 +95,9 @@ func (s *Server) nodeStatus() NodeStatus {
 	}
 	state := cp.state.Load()
 	ns.State = stateNames[state]
+	if state == stateServing && cp.draining.Load() {
+		ns.State = "draining" // cluster_drain.go
+	}
 	if state >= stateCatchingUp {
 		ns.Owned = cp.join.Owned()
 		for p := range cp.join.Partitions() {
@@ -114,6 +117,9 @@ func (s *Server) clusterUnhealthy() string {
 		return "joining the cluster"
 	case stateCatchingUp:
 		return "catching up: the view is applying the log"
+	}
+	if cp.draining.Load() {
+		return "draining" // cluster_drain.go: load balancers move away
 	}
 	if st := cp.node.Conn().Status(); st != nats.CONNECTED {
 		return "no connection to NATS (" + st.String() + ")"

@@ -51,6 +51,8 @@ func (s *Server) routes() http.Handler {
 		mux.HandleFunc("GET /cluster", s.clusterPage) // cluster_status.go; `duet cluster status` reads it
 		mux.Handle("POST /cluster/remove", loopbackOnly(http.HandlerFunc(s.clusterRemove)))
 		s.clusterBackupRoutes(mux) // GET /cluster/backup, POST /cluster/restore (cluster_backup.go)
+		mux.Handle("POST /cluster/drain", loopbackOnly(http.HandlerFunc(s.clusterDrain))) // cluster_drain.go
+		mux.Handle("POST /cluster/undrain", loopbackOnly(http.HandlerFunc(s.clusterUndrain)))
 	}
 	// Profiles for operators, on this machine only: the listener is public
 	// wherever devices fetch media (the Docker image binds 0.0.0.0), and a

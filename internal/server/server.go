@@ -256,7 +256,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.bcfg.Exec = exec
 	if s.cluster != nil {
-		s.bcfg.Accounts = clusterAccounts{st: s.store, exec: exec}
+		s.bcfg.Accounts = clusterAccounts{st: s.store, exec: exec, cp: s.cluster}
 	}
 	if cfg.Broker != nil {
 		cfg.Broker(&s.bcfg)
