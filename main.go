@@ -144,7 +144,7 @@ func run(args []string) error {
 				return c.run(append(slices.Clone(args[:i]), args[i+2:]...))
 			}
 		}
-		return errors.New("usage: duet cluster status|remove|backup|restore|seed … (run `duet --help` for all commands)")
+		return errors.New("usage: duet cluster status|remove|drain|undrain|backup|restore|seed … (run `duet --help` for all commands)")
 	}
 	for _, c := range subcommands {
 		if c.name == name {

@@ -50,7 +50,7 @@ func (s *Server) routes() http.Handler {
 	if s.cluster != nil {
 		mux.HandleFunc("GET /cluster", s.clusterPage) // cluster_status.go; `duet cluster status` reads it
 		mux.Handle("POST /cluster/remove", loopbackOnly(http.HandlerFunc(s.clusterRemove)))
-		s.clusterBackupRoutes(mux) // GET /cluster/backup, POST /cluster/restore (cluster_backup.go)
+		s.clusterBackupRoutes(mux)                                                        // GET /cluster/backup, POST /cluster/restore (cluster_backup.go)
 		mux.Handle("POST /cluster/drain", loopbackOnly(http.HandlerFunc(s.clusterDrain))) // cluster_drain.go
 		mux.Handle("POST /cluster/undrain", loopbackOnly(http.HandlerFunc(s.clusterUndrain)))
 	}
