@@ -245,3 +245,27 @@ func TestStartupLine(t *testing.T) {
 		}
 	}
 }
+
+// Flags may follow a command's arguments, as people type them (`duet
+// account import carol --data DIR`): Go's flag package stops at the first
+// argument that is not a flag, which made the flag and its value two more
+// arguments (here, two invalid user IDs).
+func TestFlagsAfterArguments(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	if out, errOut, code := duetRun(t, "account", "import", "carol", "--data", dir, "dave"); code != 0 || out != "carol\tcreated\ndave\tcreated\n" {
+		t.Fatalf("duet account import carol --data DIR dave: exit %d\n%s%s", code, out, errOut)
+	}
+	if out, errOut, code := duetRun(t, "account", "import", "--data", dir, "erin", "carol"); code != 0 || out != "erin\tcreated\ncarol\texists\n" {
+		t.Fatalf("duet account import --data DIR erin carol: exit %d\n%s%s", code, out, errOut)
+	}
+	// import FILE --url URL reaches the URL (nothing listens there), not
+	// the usage message.
+	file := filepath.Join(t.TempDir(), "h.jsonl")
+	if err := os.WriteFile(file, []byte("{}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := duetRun(t, "import", file, "--url", "http://127.0.0.1:1", "--secret", "s")
+	if code == 0 || strings.Contains(errOut, "usage:") {
+		t.Fatalf("duet import FILE --url URL: exit %d, stderr %q; want a failure to reach the URL", code, errOut)
+	}
+}

@@ -130,10 +130,12 @@ func clusterRemoveCmd(args []string) error {
 		return err
 	}
 	setUsage(fl, "cluster remove NODE [--http HOST:PORT]", "Removes NODE, a node stopped for good, from the cluster's JetStream (its meta group and every stream's replicas), so that its replicas are placed on the remaining nodes. Ask a running node on its own machine: --http is its HTTP listener (POST /cluster/remove answers loopback clients only).")
-	if err := fl.Parse(args); err != nil {
+	// The node's name may come before the flags, as the docs write it.
+	names, err := parseInterspersed(fl, args)
+	if err != nil {
 		return err
 	}
-	if fl.NArg() != 1 {
+	if len(names) != 1 {
 		return errors.New("cluster remove: name one node: duet cluster remove NODE [--http HOST:PORT]")
 	}
 	if cfg.HTTP == "" {
@@ -141,7 +143,7 @@ func clusterRemoveCmd(args []string) error {
 	}
 	base := nodeURL(cfg.HTTP)
 	client := &http.Client{Timeout: time.Minute}
-	resp, err := client.Post(base+"/cluster/remove?node="+url.QueryEscape(fl.Arg(0)), "", nil)
+	resp, err := client.Post(base+"/cluster/remove?node="+url.QueryEscape(names[0]), "", nil)
 	if err != nil {
 		return fmt.Errorf("cluster remove: %w", err)
 	}

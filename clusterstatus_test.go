@@ -71,3 +71,29 @@ func TestClusterStatusCommand(t *testing.T) {
 		t.Errorf("duet cluster statu: exit %d, stderr %q", code, errOut)
 	}
 }
+
+// `duet cluster remove NODE --http HOST:PORT`, as docs/cluster.md writes
+// it, reaches the node with the flag after the name as before it: a
+// running node is refused by the node ("stop it first"), not by the
+// command line. (Go's flag package stops at the first argument that is
+// not a flag: the documented form was a usage error.)
+func TestClusterRemoveCommandArgs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	srvs := clustertest.Start(t, 3)
+	clustertest.WaitServing(t, srvs)
+	addr := srvs[0].HTTPAddr()
+	for _, args := range [][]string{
+		{"cluster", "remove", "n1", "--http", addr},
+		{"cluster", "remove", "--http", addr, "n1"},
+	} {
+		_, errOut, code := duetRun(t, args...)
+		if code == 0 || !strings.Contains(errOut, "stop it first") {
+			t.Errorf("duet %s: exit %d, stderr %q; want the node's refusal of a running node", strings.Join(args, " "), code, errOut)
+		}
+	}
+	if _, errOut, code := duetRun(t, "cluster", "remove", "n1", "n2", "--http", addr); code == 0 || !strings.Contains(errOut, "name one node") {
+		t.Errorf("duet cluster remove n1 n2: exit %d, stderr %q", code, errOut)
+	}
+}

@@ -87,13 +87,14 @@ func importCmd(args []string) error {
 	workers := fl.Int("workers", 4, "requests in flight")
 	quiet := fl.Bool("quiet", false, "no progress bar")
 	setUsage(fl, "import [--url URL] [--admin ID] FILE", "Imports C2C history, one openim/importmsg body per line, through a running server's REST API; resumable (docs/rest.md).")
-	if err := fl.Parse(args); err != nil {
+	files, err := parseInterspersed(fl, args)
+	if err != nil {
 		return err
 	}
-	if fl.NArg() != 1 {
+	if len(files) != 1 {
 		return errors.New("usage: duet import [--url URL] [--admin ID] FILE")
 	}
-	path := fl.Arg(0)
+	path := files[0]
 	base := *urlFlag
 	if base == "" {
 		base = "http://" + cfg.HTTP

@@ -365,13 +365,14 @@ func accountImportCmd(args []string) error {
 		return err
 	}
 	setUsage(fl, "account import USER...", "Creates accounts in the data directory; the server must be stopped (a running server takes them through REST im_open_login_svc/account_import).")
-	if err := fl.Parse(args); err != nil {
+	users, err := parseInterspersed(fl, args)
+	if err != nil {
 		return err
 	}
-	if fl.NArg() == 0 {
+	if len(users) == 0 {
 		return errors.New("usage: duet account import USER...")
 	}
-	for _, u := range fl.Args() {
+	for _, u := range users {
 		if !command.ValidUserID(u) {
 			return fmt.Errorf("invalid UserID %q: 1–32 bytes of A-Z a-z 0-9 _ - @ .", u)
 		}
@@ -386,7 +387,7 @@ func accountImportCmd(args []string) error {
 		return err
 	}
 	defer st.Close()
-	for _, u := range fl.Args() {
+	for _, u := range users {
 		created, err := st.ImportAccount(store.Account{UserID: u})
 		if err != nil {
 			return err
