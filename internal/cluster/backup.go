@@ -15,6 +15,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -468,12 +470,73 @@ func parseCursorKey(k string) (CursorRecord, bool) {
 }
 
 // Put raises a cursor record's value in the bucket (values only move
-// forward).
+// forward). A key that does not exist yet, as in a restore into an empty
+// cluster, takes one request: it is created without being read first.
 func (c *Cursors) Put(ctx context.Context, r CursorRecord) error {
+	key := cursorKey(r.User, r.Device)
 	if r.HighWater {
-		return c.raise(ctx, highWaterKey(r.User), r.Seq)
+		key = highWaterKey(r.User)
 	}
-	return c.raise(ctx, cursorKey(r.User, r.Device), r.Seq)
+	kv, err := c.bucket(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := kv.Create(ctx, key, binary.BigEndian.AppendUint64(nil, r.Seq)); err == nil {
+		return nil
+	}
+	// It exists (or the create failed for a reason raise knows how to
+	// wait out): the compare-and-set path.
+	return c.raise(ctx, key, r.Seq)
+}
+
+// cursorPutters is how many cursor puts a restore keeps in flight: each is
+// a round trip to the bucket's leader and a quorum write, so one at a time
+// a million devices took most of an hour.
+const cursorPutters = 64
+
+// PutAll puts the records next yields, cursorPutters at a time, and
+// returns how many it put. It stops at the first error (next's or a
+// put's).
+func (c *Cursors) PutAll(ctx context.Context, next func() (CursorRecord, bool, error)) (int, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	recs := make(chan CursorRecord)
+	var put atomic.Int64
+	var wg sync.WaitGroup
+	for range cursorPutters {
+		wg.Go(func() {
+			for r := range recs {
+				if err := c.Put(ctx, r); err != nil {
+					cancel(err)
+					return
+				}
+				put.Add(1)
+			}
+		})
+	}
+	var err error
+feed:
+	for {
+		r, ok, nerr := next()
+		if nerr != nil {
+			err = nerr
+			break
+		}
+		if !ok {
+			break
+		}
+		select {
+		case recs <- r:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(recs)
+	wg.Wait()
+	if err == nil && ctx.Err() != nil {
+		err = context.Cause(ctx) // a put's error, or the caller's context's
+	}
+	return int(put.Load()), err
 }
 
 // Restore errors, for the caller to tell the operator's mistakes apart.
@@ -603,17 +666,18 @@ func (c *Cluster) Restore(ctx context.Context, r io.Reader, spool string, cursor
 		return out, err
 	}
 	dec := json.NewDecoder(bufio.NewReader(curFile))
-	for {
+	n, err := cursors.PutAll(ctx, func() (CursorRecord, bool, error) {
 		var rec CursorRecord
 		if err := dec.Decode(&rec); err == io.EOF {
-			break
+			return rec, false, nil
 		} else if err != nil {
-			return out, fmt.Errorf("%w: %s: %v", ErrBadBackup, CursorsName, err)
+			return rec, false, fmt.Errorf("%w: %s: %v", ErrBadBackup, CursorsName, err)
 		}
-		if err := cursors.Put(ctx, rec); err != nil {
-			return out, fmt.Errorf("restoring cursors (%d put): %w", out.Cursors, err)
-		}
-		out.Cursors++
+		return rec, true, nil
+	})
+	out.Cursors = n
+	if err != nil {
+		return out, fmt.Errorf("restoring cursors (%d put): %w", n, err)
 	}
 	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -107,5 +108,71 @@ func TestParseCursorKey(t *testing.T) {
 	}
 	if _, ok := parseCursorKey("w.ready!"); ok {
 		t.Fatal("a foreign key parsed")
+	}
+}
+
+// A restore's cursors go into duet-cursors with many puts in flight, new
+// keys created in one request, existing ones raised and never lowered;
+// the first failure stops the rest and is returned.
+func TestPutAllCursors(t *testing.T) {
+	nodes := startNodes(t, 3)
+	cur := NewCursors(nodes[0], 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := cur.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// One device already has a cursor beyond the backup's; one behind.
+	if err := cur.SetCursor("u0", "d0", 500); err != nil {
+		t.Fatal(err)
+	}
+	if err := cur.SetCursor("u1", "d1", 1); err != nil {
+		t.Fatal(err)
+	}
+	const users = 1000
+	var recs []CursorRecord
+	for i := range users {
+		u := fmt.Sprint("u", i)
+		recs = append(recs, CursorRecord{User: u, Device: fmt.Sprint("d", i), Seq: uint64(i + 10)},
+			CursorRecord{User: u, HighWater: true, Seq: uint64(i + 10)})
+	}
+	i := 0
+	start := time.Now()
+	n, err := cur.PutAll(ctx, func() (CursorRecord, bool, error) {
+		if i == len(recs) {
+			return CursorRecord{}, false, nil
+		}
+		i++
+		return recs[i-1], true, nil
+	})
+	took := time.Since(start)
+	if err != nil || n != len(recs) {
+		t.Fatalf("PutAll: %d of %d put, %v", n, len(recs), err)
+	}
+	t.Logf("%d cursor records put in %v (%.0f/s)", n, took, float64(n)/took.Seconds())
+	for i := range users {
+		u := fmt.Sprint("u", i)
+		want := uint64(i + 10)
+		if i == 0 {
+			want = 500 // never lowered
+		}
+		if c, seen, err := cur.Cursor(u, fmt.Sprint("d", i)); err != nil || !seen || c != want {
+			t.Fatalf("cursor of %s = %d, %v, %v; want %d", u, c, seen, err, want)
+		}
+		if hw, err := cur.HighWater(u); err != nil || hw < uint64(i+10) {
+			t.Fatalf("high water of %s = %d, %v", u, hw, err)
+		}
+	}
+	// A failing source stops the puts and is returned.
+	bad := errors.New("bad line")
+	k := 0
+	_, err = cur.PutAll(ctx, func() (CursorRecord, bool, error) {
+		if k++; k > 10 {
+			return CursorRecord{}, false, bad
+		}
+		return recs[k], true, nil
+	})
+	if !errors.Is(err, bad) {
+		t.Fatalf("PutAll with a failing source: %v", err)
 	}
 }
