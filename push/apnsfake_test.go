@@ -19,7 +19,9 @@ import (
 // (ES256 JWT, header kid, claims iss and iat: "Establishing a token-based
 // connection to APNs") that verifies with the configured key, `apns-topic`
 // the bundle id, `apns-push-type: alert` with `apns-priority: 10`, a JSON
-// payload with aps.alert — and answered 200 (recorded) or, for a token in
+// payload with aps.alert, or a background update ("Pushing background
+// updates to your App": `background`, priority 5, aps.content-available
+// only) — and answered 200 (recorded) or, for a token in
 // Dead, 410 Unregistered ("Handling notification responses from APNs").
 type APNsFake struct {
 	srv *httptest.Server
@@ -35,7 +37,13 @@ type APNsFake struct {
 }
 
 // APNsPush is one notification APNsFake accepted.
-type APNsPush struct{ Token, Title, Body string }
+type APNsPush struct {
+	Token, Title, Body string
+	// Background: a background update (a recall's), taking back the
+	// notification of message Withdraw.
+	Background bool
+	Withdraw   string
+}
 
 // NewAPNsFake starts a local APNs endpoint for the test.
 func NewAPNsFake(t testing.TB) *APNsFake {
@@ -66,20 +74,33 @@ func NewAPNsFake(t testing.TB) *APNsFake {
 			}
 		}
 		expect(t, "apns-topic", r.Header.Get("apns-topic"), "com.example.im")
-		expect(t, "apns-push-type", r.Header.Get("apns-push-type"), "alert")
-		expect(t, "apns-priority", r.Header.Get("apns-priority"), "10")
 		var p map[string]any
 		if err := json.Unmarshal(payload, &p); err != nil {
 			t.Errorf("APNs: payload is not JSON: %q", payload)
 		}
-		title, _ := dig(p, "aps", "alert", "title").(string)
-		body, _ := dig(p, "aps", "alert", "body").(string)
+		push := APNsPush{Token: token}
+		if r.Header.Get("apns-push-type") == "background" {
+			// "Pushing background updates to your App": push type
+			// background, priority 5, aps.content-available 1 and no
+			// alert, sound or badge.
+			expect(t, "apns-priority", r.Header.Get("apns-priority"), "5")
+			if dig(p, "aps", "content-available") != float64(1) || dig(p, "aps", "alert") != nil || dig(p, "aps", "sound") != nil || dig(p, "aps", "badge") != nil {
+				t.Errorf("APNs: background payload %s, want aps.content-available 1 and nothing shown", payload)
+			}
+			push.Background = true
+			push.Withdraw, _ = p["withdraw"].(string)
+		} else {
+			expect(t, "apns-push-type", r.Header.Get("apns-push-type"), "alert")
+			expect(t, "apns-priority", r.Header.Get("apns-priority"), "10")
+			push.Title, _ = dig(p, "aps", "alert", "title").(string)
+			push.Body, _ = dig(p, "aps", "alert", "body").(string)
+		}
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		if f.dead[token] {
 			return answer{410, `{"reason":"Unregistered","timestamp":1764230000000}`}
 		}
-		f.got = append(f.got, APNsPush{Token: token, Title: title, Body: body})
+		f.got = append(f.got, push)
 		return answer{200, ``}
 	})
 	return f

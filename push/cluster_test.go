@@ -414,3 +414,36 @@ func TestClusterPushAcknowledgedElsewhere(t *testing.T) {
 	})
 	c.settled(0)
 }
+
+// TestClusterPushRecallAfterTakeover: a notification the owner showed is
+// taken back (a background update naming the message) when its message is
+// recalled after another node took the data: what was shown travels with
+// the data, not in the memory of the node that sent it.
+func TestClusterPushRecallAfterTakeover(t *testing.T) {
+	c := startPushCluster(t, 20*time.Millisecond)
+	a, b := c.other(1), c.other(2)
+	c.offlineWithToken(a, "bob", "phone", bobToken)
+	alice := c.login(b, "alice", "pc")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	key, err := alice.SendText(ctx, "bob", "take this back")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.settled(1); got[0].Body != "take this back" || got[0].Background {
+		t.Fatalf("pushed %+v", got)
+	}
+	// The owner leaves; one of the others takes the data.
+	old := c.o
+	c.srvs[old].Close()
+	c.srvs[old] = nil
+	c.o = []int{a, b}[clustertest.Owner(t, []*server.Server{c.srvs[a], c.srvs[b]})]
+
+	if err := alice.Withdraw(ctx, "bob", key); err != nil {
+		t.Fatalf("recall: %v", err)
+	}
+	got := c.settled(2)
+	if !got[1].Background || got[1].Withdraw != key || got[1].Token != bobToken {
+		t.Fatalf("after the recall the vendor got %+v; want a background update withdrawing %s", got[1], key)
+	}
+}

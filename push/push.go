@@ -35,6 +35,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -113,6 +114,7 @@ type Pusher struct {
 
 	doneMu   sync.Mutex
 	done     []uint64
+	shown    []store.ShownPush // what was shown, written with the next done batch
 	doneWake chan struct{}
 
 	ctx    context.Context
@@ -841,13 +843,17 @@ func (p *Pusher) deleter() {
 
 func (p *Pusher) flushDone() {
 	p.doneMu.Lock()
-	ids := p.done
-	p.done = nil
+	ids, shown := p.done, p.shown
+	p.done, p.shown = nil, nil
 	p.doneMu.Unlock()
-	if len(ids) == 0 {
+	if len(ids) == 0 && len(shown) == 0 {
 		return
 	}
-	if err := p.st.DeletePushes(ids); notOwner(err) {
+	// What was shown is written with the queue's deletes: a recall after a
+	// restart, or on the node that takes the data next, finds it there.
+	// Lost with a failed commit, its push stays queued and is sent (and
+	// recorded) again.
+	if err := p.st.SettlePushes(ids, shown); notOwner(err) {
 		// Left in the queue, the next owner of the data sends them again.
 		p.log.Info("sent pushes left in the queue: this node no longer owns the data", "count", len(ids))
 	} else if err != nil {
@@ -859,8 +865,14 @@ func (p *Pusher) flushDone() {
 func (p *Pusher) remember(n Notification) {
 	k := n.User + "\x00" + n.MsgKey
 	now := p.now()
-	// Only what a silent update needs: no text is kept in memory.
+	// Only what a silent update needs: no text is kept, in memory or in
+	// the store.
 	n = Notification{User: n.User, Device: n.Device, Vendor: n.Vendor, Token: n.Token, BundleID: n.BundleID, Seq: n.Seq, MsgKey: n.MsgKey}
+	if data, err := json.Marshal(n); err == nil {
+		p.doneMu.Lock()
+		p.shown = append(p.shown, store.ShownPush{User: n.User, MsgKey: n.MsgKey, Vendor: n.Vendor, Device: n.Device, Data: data, Expire: now.Add(sentMemory)})
+		p.doneMu.Unlock()
+	}
 	p.sentMu.Lock()
 	defer p.sentMu.Unlock()
 	p.sent[k] = append(p.sent[k], n)
@@ -896,6 +908,37 @@ func (p *Pusher) Withdrawn(user, msgKey string) {
 	shown := p.sent[k]
 	delete(p.sent, k)
 	p.sentMu.Unlock()
+	// Not yet written: it need not be, now.
+	p.doneMu.Lock()
+	p.shown = slices.DeleteFunc(p.shown, func(sp store.ShownPush) bool { return sp.User == user && sp.MsgKey == msgKey })
+	p.doneMu.Unlock()
+	// Off the caller's path: a recall command must not wait for a commit
+	// (nor for a store read).
+	go p.takeBack(user, msgKey, shown)
+}
+
+// takeBack sends a silent update for each notification of user's message
+// msgKey that was shown: those this process remembers, else those the
+// store recorded (shown before a restart, or by the cluster node that
+// owned the data before), and forgets the records.
+func (p *Pusher) takeBack(user, msgKey string, shown []Notification) {
+	recs, err := p.st.ShownPushes(user, msgKey)
+	if err != nil {
+		p.log.Warn("reading the notifications shown for a recalled message", "user", user, "msgkey", msgKey, "error", err)
+	}
+	if len(shown) == 0 {
+		for _, r := range recs {
+			var n Notification
+			if json.Unmarshal(r, &n) == nil {
+				shown = append(shown, n)
+			}
+		}
+	}
+	if len(recs) > 0 {
+		if err := p.st.ForgetShown(user, msgKey); err != nil && !notOwner(err) {
+			p.log.Warn("forgetting the notifications shown for a recalled message", "user", user, "msgkey", msgKey, "error", err)
+		}
+	}
 	if len(shown) == 0 {
 		return
 	}
@@ -910,8 +953,7 @@ func (p *Pusher) Withdrawn(user, msgKey string) {
 			Seq: n.Seq, MsgKey: n.MsgKey, Silent: true, Due: due,
 		})
 	}
-	// Off the caller's path: a recall command must not wait for a commit.
-	go p.enqueue(ns)
+	p.enqueue(ns)
 }
 
 // silentCapable are the vendors with a push that shows nothing (APNs

@@ -310,6 +310,52 @@ func TestRestartResendsQueued(t *testing.T) {
 	}
 }
 
+// A notification shown before a restart is taken back by a recall after
+// it: what was shown is kept in the store (for as long as a message can
+// be recalled), not only in the memory of the process that sent it.
+func TestWithdrawnAfterRestart(t *testing.T) {
+	mi := newFakeMi(t)
+	dir := t.TempDir()
+	open := func() (*store.Store, *Pusher) {
+		st, err := store.Open(dir, store.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := New(Options{Store: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Config: Config{Grace: time.Millisecond, Xiaomi: &XiaomiConfig{AppSecret: "s", PackageName: "p", Endpoint: mi.URL}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return st, p
+	}
+	st, p := open()
+	r := &rig{st: st, p: p, mi: mi}
+	st.SetPushToken(store.PushToken{User: "bob", Device: "bob:p", Vendor: "xiaomi", Token: "rid"})
+	r.message(t, "bob", "k1", "hello")
+	wait.Until(t, 10*time.Second, "shown and settled", func() bool {
+		q, _ := st.QueuedPushes(0, 10)
+		return len(mi.sent()) == 1 && len(q) == 0
+	})
+	p.Close()
+	st.Close()
+	st, p = open()
+	defer func() { p.Close(); st.Close() }()
+	p.Withdrawn("bob", "k1")
+	wait.Until(t, 10*time.Second, "silent update after the restart", func() bool { return len(mi.sent()) == 2 })
+	if s := mi.sent()[1]; s.Get("pass_through") != "1" || !strings.Contains(s.Get("payload"), "k1") {
+		t.Errorf("recall push %v is not a silent pass-through for k1", s)
+	}
+	// Once taken back, a second recall sends nothing more.
+	p.Withdrawn("bob", "k1")
+	wait.Until(t, 10*time.Second, "nothing pending", func() bool { return p.Pending() == 0 })
+	if n := len(mi.sent()); n != 2 {
+		t.Errorf("%d pushes after a second recall, want 2", n)
+	}
+}
+
 func TestTokenMoves(t *testing.T) {
 	st, err := store.Open(t.TempDir(), store.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/cockroachdb/pebble"
 )
@@ -225,13 +226,61 @@ func (s *Store) UpdatePush(id uint64, data []byte) error {
 	})
 }
 
-// DeletePushes removes items from the push queue durably.
-func (s *Store) DeletePushes(ids []uint64) error {
+// ShownPush is a notification a vendor accepted for a device, kept until
+// Expire so that a recall of its message can take it back — after a
+// restart, or on another cluster node than the one that sent it.
+type ShownPush struct {
+	User, MsgKey, Vendor, Device string
+	Data                         []byte // the push package's record
+	Expire                       time.Time
+}
+
+func shownPrefix(user, msgKey string) []byte {
+	return key([]byte("pw/"), []byte(user), []byte{sep}, []byte(msgKey), []byte{sep})
+}
+
+// SettlePushes removes items from the push queue and records notifications
+// shown, durably, in one commit.
+func (s *Store) SettlePushes(ids []uint64, shown []ShownPush) error {
 	return s.Update(func(tx *Tx) error {
 		for _, id := range ids {
 			tx.Delete(pushQueueKey(id))
 		}
+		for _, sp := range shown {
+			k := key(shownPrefix(sp.User, sp.MsgKey), []byte(sp.Vendor), []byte{sep}, []byte(sp.Device))
+			tx.Put(k, sp.Data)
+			tx.ExpireAt(sp.Expire, k)
+		}
 		return nil
+	})
+}
+
+// ShownPushes are the records of SettlePushes for user's message msgKey
+// that have not expired or been forgotten.
+func (s *Store) ShownPushes(user, msgKey string) ([][]byte, error) {
+	p := shownPrefix(user, msgKey)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out [][]byte
+	for ok := it.First(); ok; ok = it.Next() {
+		out = append(out, bytes.Clone(it.Value()))
+	}
+	return out, it.Error()
+}
+
+// ForgetShown deletes the records of user's message msgKey (it was
+// recalled and the notifications taken back). Their expiry entries stay
+// and find nothing.
+func (s *Store) ForgetShown(user, msgKey string) error {
+	p := shownPrefix(user, msgKey)
+	return s.Update(func(tx *Tx) error {
+		return tx.scan(p, func(k, _ []byte) error {
+			tx.Delete(k)
+			return nil
+		})
 	})
 }
 

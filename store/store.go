@@ -60,6 +60,7 @@
 //	pt/{user} 00 {device}                     offline-push token of a device (JSON PushToken)
 //	px/{vendor} 00 {token}                    which {user} 00 {device} holds a push token
 //	pq/{id u64be}                             durable push queue entry (push package's JSON); ps: last id
+//	pw/{user} 00 {msgKey} 00 {vendor} 00 {device}  a notification shown, for a recall to take back (push's JSON; expires)
 //
 // History is ordered as Tencent orders C2C history: time, then MsgSeq.
 //
