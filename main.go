@@ -6,10 +6,11 @@
 //	duet usersig --user U [--expire S] print a UserSig made with the configured key
 //	duet account import USER...        create accounts in the data directory
 //	duet import FILE                   import C2C history (JSON lines of importmsg bodies) via REST
-//	duet cluster status [--http H:P]   print a running cluster's nodes, partitions and owners
-//	duet cluster backup|restore|seed    back up a cluster, restore into an empty one, seed one from a single node
 //	duet backup --data DIR --out FILE  back up a stopped single node
-//	duet cluster drain|undrain [--http H:P] move work off a running node, and back
+//	duet cluster status [--http H:P]   print a running cluster's nodes, partitions and owners
+//	duet cluster drain|undrain         move work off a running node, and back
+//	duet cluster remove NODE           remove a node stopped for good
+//	duet cluster backup|restore|seed   back up a cluster, restore into an empty one, seed one from a single node
 //	duet version                       print the version, VCS revision and Go version
 package main
 
@@ -77,14 +78,14 @@ var subcommands = []subcommand{
 	{"usersig", "--user U [--expire SECONDS]", "print a UserSig made with the server's secret", usersigCmd},
 	{"account import", "USER...", "create accounts in the data directory (with the server stopped)", accountImportCmd},
 	{"import", "[--url URL] FILE", "import C2C history (JSON lines) through a running server's REST API", importCmd},
+	{"backup", "--data DIR --out FILE", "write a backup of a stopped single node (restorable into a cluster)", backupCmd},
 	{"cluster status", "[--http HOST:PORT]", "print a running cluster's nodes, partitions and owners (a node's GET /cluster)", clusterStatusCmd},
+	{"cluster drain", "[--http HOST:PORT]", "move the work and the devices off a running node without stopping it (run on its machine)", clusterDrainCmd},
+	{"cluster undrain", "[--http HOST:PORT]", "let a drained node take work and devices again (run on its machine)", clusterUndrainCmd},
 	{"cluster remove", "NODE [--http HOST:PORT]", "remove a node stopped for good from the cluster's JetStream (run on a node's machine)", clusterRemoveCmd},
 	{"cluster backup", "--out FILE [--http HOST:PORT]", "write a backup of a running cluster (run on a node's machine)", clusterBackupCmd},
 	{"cluster restore", "FILE [--http HOST:PORT]", "restore a backup into a new, empty cluster (run on a node's machine)", clusterRestoreCmd},
 	{"cluster seed", "--from DATA [--http HOST:PORT]", "move a stopped single node's data into a new, empty cluster (run on a node's machine)", clusterSeedCmd},
-	{"backup", "--data DIR --out FILE", "write a backup of a stopped single node (restorable into a cluster)", backupCmd},
-	{"cluster drain", "[--http HOST:PORT]", "move the work and the devices off a running node without stopping it (run on its machine)", clusterDrainCmd},
-	{"cluster undrain", "[--http HOST:PORT]", "let a drained node take work and devices again (run on its machine)", clusterUndrainCmd},
 	{"version", "", "print the version, the VCS revision and the Go version", versionCmd},
 }
 
