@@ -59,6 +59,11 @@ type NodeOptions struct {
 	Secret      string   // --cluster-secret: route password (required, also with TLS: defence in depth)
 	TLS         TLSFiles // --cluster-tls-*: mutual TLS on the routes (optional)
 	Replicas    int      // --replicas; checked here only to refuse a cluster too small to hold them
+	// Advertise is the route address this node gives the others in
+	// gossip (host:port), when not RouteListen. No flag yet: tests that
+	// put routes through proxies (clustertest.Netsplit) use it so that
+	// gossip does not lead the nodes around the proxies.
+	Advertise string
 }
 
 // Node is this process's connection to JetStream: an embedded server with an
@@ -177,6 +182,14 @@ func Start(o NodeOptions) (*Node, error) {
 			// are (route.go createRoute). TLSTimeout bounds the handshake.
 			TLSConfig:  tlsConfig,
 			TLSTimeout: 5,
+			Advertise:  o.Advertise,
+			// A route over a network that went silent (no reset) is
+			// noticed by its pings: with nats-server's defaults for routes
+			// (30 s, 2 out) after a minute or more; with these within
+			// about 4 s. A node counts the servers it has routes to to
+			// know whether it reaches a quorum (quorum.go).
+			PingInterval: routePingInterval,
+			MaxPingsOut:  routeMaxPingsOut,
 		},
 		Routes: routes,
 	}
