@@ -58,7 +58,8 @@ func (b *inbox) count() int {
 // once, in Seq order with no gap. The majority's devices stay connected
 // and its nodes never count a quorum loss. Restored, the cut node serves
 // again by itself, with a view that has applied everything the majority
-// wrote meanwhile.
+// wrote meanwhile; drained by the operator while cut off, it stays
+// drained until undrained.
 func TestClusterQuorumLost(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a three-node cluster")
@@ -226,20 +227,37 @@ func TestClusterQuorumLost(t *testing.T) {
 		}
 	}
 
-	// Restored: the cut-off node serves again once its view has what the
-	// majority wrote.
+	// The operator drains the cut-off node meanwhile: draining and being
+	// cut off are independent, and it stays drained once restored.
+	drain(t, srvs[k].HTTPAddr(), "/cluster/drain")
+
+	// Restored: the cut-off node reaches the quorum again once its view
+	// has what the majority wrote.
 	wrote := max(srvs[x].Store().Applied(), srvs[y].Store().Applied())
 	healed := time.Now()
 	split.Heal()
 	wait.For(t, 60*time.Second, 10*time.Millisecond, func() error {
-		if code, body := get(t, srvs[k].HTTPAddr(), "/healthz"); code != 200 {
-			return fmt.Errorf("/healthz on node %d: %d %s", k, code, body)
+		_, body := get(t, srvs[k].HTTPAddr(), "/metrics")
+		if v, _ := metric(body, "duet_cluster_quorum"); v != 1 {
+			return fmt.Errorf("node %d: duet_cluster_quorum %v", k, v)
 		}
 		return nil
 	})
-	t.Logf("node %d serves again %v after the split healed", k, time.Since(healed).Round(time.Millisecond))
+	t.Logf("node %d reaches the quorum again %v after the split healed", k, time.Since(healed).Round(time.Millisecond))
 	if got := srvs[k].Store().Applied(); got < wrote {
 		t.Errorf("node %d serves with a view at %d, the majority wrote up to %d", k, got, wrote)
+	}
+	if code, body := get(t, srvs[k].HTTPAddr(), "/healthz"); code != 503 || !strings.Contains(body, `"reason":"draining"`) {
+		t.Errorf("/healthz on the restored, drained node: %d %s, want 503 draining", code, body)
+	}
+	if _, _, ack, err := connect5(t, srvs[k].Addr("tcp"), "carol"); err == nil || ack == nil || ack.ReasonCode != 0x88 ||
+		ack.Properties == nil || !strings.Contains(ack.Properties.ReasonString, "draining") {
+		t.Errorf("MQTT 5 login on the restored, drained node: %v %+v, want CONNACK 0x88 draining", err, ack)
+	}
+	// Undrained, it serves.
+	drain(t, srvs[k].HTTPAddr(), "/cluster/undrain")
+	if code, body := get(t, srvs[k].HTTPAddr(), "/healthz"); code != 200 {
+		t.Errorf("/healthz on the restored node: %d %s", code, body)
 	}
 	if _, _, _, err := connect5(t, srvs[k].Addr("tcp"), "carol"); err != nil {
 		t.Errorf("MQTT 5 login on the restored node: %v", err)
@@ -255,6 +273,17 @@ func TestClusterQuorumLost(t *testing.T) {
 	chat(t, []*server.Server{srvs[k]}, []string{"bob", "erin"}, 100, 2)
 	clustertest.Settle(t, srvs)
 	sameViews(t, srvs, x, []string{"bob", "erin"})
+	// The heal did not disrupt the majority's devices either.
+	select {
+	case d := <-majority5:
+		t.Errorf("the majority's MQTT 5 device was disconnected: %+v", d)
+	case <-majority311:
+		t.Error("the majority's MQTT 3.1.1 device was disconnected")
+	default:
+	}
+	for _, i := range []int{x, y} {
+		quorumMetrics(t, srvs[i].HTTPAddr(), 0)
+	}
 }
 
 // No false positive: when a node dies (its machine gone: its routes fall

@@ -1,0 +1,56 @@
+package cluster
+
+import (
+	"testing"
+	"time"
+)
+
+// A node is cut off only after it has reached no quorum for the whole
+// grace (the lease TTL), without a single observation with one between;
+// one observation with a quorum ends it at once.
+func TestQuorumTracker(t *testing.T) {
+	const grace = 2 * time.Second
+	type obs struct {
+		at   time.Duration // since the start
+		ok   bool          // a quorum reached
+		want bool          // cut off
+	}
+	cases := []struct {
+		name string
+		obs  []obs
+	}{
+		{"always a quorum", []obs{{0, true, false}, {time.Hour, true, false}}},
+		{"lost for the grace", []obs{{0, true, false}, {time.Second, false, false}, {2900 * time.Millisecond, false, false}, {3 * time.Second, false, true}, {time.Minute, false, true}}},
+		{"a blip within the grace", []obs{{0, false, false}, {1900 * time.Millisecond, false, false}, {2 * time.Second, true, false}, {3 * time.Second, false, false}, {4900 * time.Millisecond, false, false}}},
+		{"regained at once", []obs{{0, false, false}, {2 * time.Second, false, true}, {2100 * time.Millisecond, true, false}, {2200 * time.Millisecond, false, false}, {4200 * time.Millisecond, false, true}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			tr := QuorumTracker{Grace: grace}
+			for _, o := range tc.obs {
+				if got := tr.Observe(start.Add(o.at), o.ok); got != o.want {
+					t.Fatalf("at %v (quorum %v): cut off %v, want %v", o.at, o.ok, got, o.want)
+				}
+			}
+		})
+	}
+}
+
+// Reach's arithmetic: a quorum is reached with at least Quorum servers.
+func TestReachOK(t *testing.T) {
+	for _, tc := range []struct {
+		r    Reach
+		want bool
+	}{
+		{Reach{Servers: 1, Quorum: 2}, false},
+		{Reach{Servers: 2, Quorum: 2}, true},
+		{Reach{Servers: 3, Quorum: 2}, true},
+		{Reach{Servers: 2, Quorum: 3}, false},
+		{Reach{Servers: 1, Quorum: 0}, true},
+	} {
+		if got := tc.r.OK(); got != tc.want {
+			t.Errorf("%+v.OK() = %v, want %v", tc.r, got, tc.want)
+		}
+	}
+}
