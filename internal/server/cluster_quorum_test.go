@@ -28,6 +28,45 @@ func quorumMetrics(t *testing.T, httpAddr string, wantLost float64) {
 	}
 }
 
+// splitCluster is a three-node cluster whose routes go through proxies
+// (clustertest.Netsplit): k owns the data, x and y are the others.
+type splitCluster struct {
+	split   *clustertest.Split
+	srvs    []*server.Server
+	k, x, y int
+	ttl     time.Duration
+}
+
+// startSplit starts a splitCluster, every node serving, with users
+// imported and in every view.
+func startSplit(t *testing.T, users ...string) splitCluster {
+	t.Helper()
+	cfgs := clustertest.Configs(t, 3)
+	sc := splitCluster{split: clustertest.Netsplit(t, cfgs)}
+	sc.srvs = clustertest.New(t, cfgs)
+	clustertest.StartAll(t, sc.srvs)
+	sc.k = clustertest.Owner(t, sc.srvs)
+	clustertest.WaitServing(t, sc.srvs)
+	sc.x, sc.y, sc.ttl = (sc.k+1)%3, (sc.k+2)%3, cfgs[sc.k].Cluster.LeaseTTL
+	restImport(t, sc.srvs[sc.x].HTTPAddr(), users...)
+	clustertest.Settle(t, sc.srvs)
+	return sc
+}
+
+// refused fails unless MQTT 5 and 3.1.1 logins at addr are refused with
+// "server unavailable" (CONNACK 0x88 with a reason that says why, return
+// code 3).
+func refused(t *testing.T, addr, user, why string) {
+	t.Helper()
+	if _, _, ack, err := connect5(t, addr, user); err == nil || ack == nil || ack.ReasonCode != 0x88 ||
+		ack.Properties == nil || !strings.Contains(ack.Properties.ReasonString, why) {
+		t.Errorf("MQTT 5 login at %s: %v %+v, want CONNACK 0x88 server unavailable, %s", addr, err, ack, why)
+	}
+	if _, _, code := connect311(t, addr, user); code != 3 {
+		t.Errorf("MQTT 3.1.1 login at %s: return code %d, want 3 server unavailable", addr, code)
+	}
+}
+
 // inbox records what an SDK client is given, in order.
 type inbox struct {
 	mu   sync.Mutex
@@ -64,18 +103,9 @@ func TestClusterQuorumLost(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a three-node cluster")
 	}
-	cfgs := clustertest.Configs(t, 3)
-	split := clustertest.Netsplit(t, cfgs)
-	srvs := clustertest.New(t, cfgs)
-	clustertest.StartAll(t, srvs)
 	// Cut off the owner: the majority also has to take the data over.
-	k := clustertest.Owner(t, srvs)
-	clustertest.WaitServing(t, srvs)
-	x, y := (k+1)%3, (k+2)%3
-	ttl := cfgs[k].Cluster.LeaseTTL
-	users := []string{"bob", "carol", "dave", "erin", "frank", "gina"}
-	restImport(t, srvs[x].HTTPAddr(), users...)
-	clustertest.Settle(t, srvs)
+	sc := startSplit(t, "bob", "carol", "dave", "erin", "frank", "gina")
+	split, srvs, k, x, y, ttl := sc.split, sc.srvs, sc.k, sc.x, sc.y, sc.ttl
 
 	// Devices on the node to cut off.
 	_, gone5, _, err := connect5(t, srvs[k].Addr("tcp"), "carol")
@@ -160,14 +190,7 @@ func TestClusterQuorumLost(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Error("the MQTT 3.1.1 device on the cut-off node was not disconnected")
 	}
-	if _, _, ack, err := connect5(t, srvs[k].Addr("tcp"), "carol"); err == nil || ack == nil || ack.ReasonCode != 0x88 {
-		t.Errorf("MQTT 5 login on the cut-off node: %v %+v, want CONNACK 0x88 server unavailable", err, ack)
-	} else if ack.Properties == nil || !strings.Contains(ack.Properties.ReasonString, "no quorum") {
-		t.Errorf("MQTT 5 CONNACK reason %+v, want it to say no quorum", ack.Properties)
-	}
-	if _, _, code := connect311(t, srvs[k].Addr("tcp"), "dave"); code != 3 {
-		t.Errorf("MQTT 3.1.1 login on the cut-off node: return code %d, want 3 server unavailable", code)
-	}
+	refused(t, srvs[k].Addr("tcp"), "carol", "no quorum")
 	if code, body := get(t, srvs[k].HTTPAddr(), "/healthz"); code != 503 || !strings.Contains(body, `"reason":"no quorum`) {
 		t.Errorf("/healthz on the cut-off node: %d %s, want 503 no quorum", code, body)
 	}
@@ -213,15 +236,21 @@ func TestClusterQuorumLost(t *testing.T) {
 	erinGot.mu.Unlock()
 
 	// The majority was not disrupted.
-	select {
-	case d := <-majority5:
-		t.Errorf("the majority's MQTT 5 device was disconnected: %+v", d)
-	case <-majority311:
-		t.Error("the majority's MQTT 3.1.1 device was disconnected")
-	default:
+	majorityKept := func() {
+		t.Helper()
+		select {
+		case d := <-majority5:
+			t.Errorf("the majority's MQTT 5 device was disconnected: %+v", d)
+		case <-majority311:
+			t.Error("the majority's MQTT 3.1.1 device was disconnected")
+		default:
+		}
+		for _, i := range []int{x, y} {
+			quorumMetrics(t, srvs[i].HTTPAddr(), 0)
+		}
 	}
+	majorityKept()
 	for _, i := range []int{x, y} {
-		quorumMetrics(t, srvs[i].HTTPAddr(), 0)
 		if code, body := get(t, srvs[i].HTTPAddr(), "/healthz"); code != 200 {
 			t.Errorf("/healthz on majority node %d: %d %s", i, code, body)
 		}
@@ -250,10 +279,7 @@ func TestClusterQuorumLost(t *testing.T) {
 	if code, body := get(t, srvs[k].HTTPAddr(), "/healthz"); code != 503 || !strings.Contains(body, `"reason":"draining"`) {
 		t.Errorf("/healthz on the restored, drained node: %d %s, want 503 draining", code, body)
 	}
-	if _, _, ack, err := connect5(t, srvs[k].Addr("tcp"), "carol"); err == nil || ack == nil || ack.ReasonCode != 0x88 ||
-		ack.Properties == nil || !strings.Contains(ack.Properties.ReasonString, "draining") {
-		t.Errorf("MQTT 5 login on the restored, drained node: %v %+v, want CONNACK 0x88 draining", err, ack)
-	}
+	refused(t, srvs[k].Addr("tcp"), "carol", "draining")
 	// Undrained, it serves.
 	drain(t, srvs[k].HTTPAddr(), "/cluster/undrain")
 	if code, body := get(t, srvs[k].HTTPAddr(), "/healthz"); code != 200 {
@@ -274,16 +300,7 @@ func TestClusterQuorumLost(t *testing.T) {
 	clustertest.Settle(t, srvs)
 	sameViews(t, srvs, x, []string{"bob", "erin"})
 	// The heal did not disrupt the majority's devices either.
-	select {
-	case d := <-majority5:
-		t.Errorf("the majority's MQTT 5 device was disconnected: %+v", d)
-	case <-majority311:
-		t.Error("the majority's MQTT 3.1.1 device was disconnected")
-	default:
-	}
-	for _, i := range []int{x, y} {
-		quorumMetrics(t, srvs[i].HTTPAddr(), 0)
-	}
+	majorityKept()
 }
 
 // No false positive: when a node dies (its machine gone: its routes fall
@@ -294,16 +311,8 @@ func TestClusterQuorumKept(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a three-node cluster")
 	}
-	cfgs := clustertest.Configs(t, 3)
-	split := clustertest.Netsplit(t, cfgs)
-	srvs := clustertest.New(t, cfgs)
-	clustertest.StartAll(t, srvs)
-	k := clustertest.Owner(t, srvs)
-	clustertest.WaitServing(t, srvs)
-	x, y := (k+1)%3, (k+2)%3
-	ttl := cfgs[k].Cluster.LeaseTTL
-	restImport(t, srvs[x].HTTPAddr(), "alice", "bob", "carol", "dave")
-	clustertest.Settle(t, srvs)
+	sc := startSplit(t, "alice", "bob", "carol", "dave")
+	split, srvs, k, x, y, ttl := sc.split, sc.srvs, sc.k, sc.x, sc.y, sc.ttl
 	_, gone5, _, err := connect5(t, srvs[x].Addr("tcp"), "carol")
 	if err != nil {
 		t.Fatal(err)
