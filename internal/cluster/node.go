@@ -183,13 +183,7 @@ func Start(o NodeOptions) (*Node, error) {
 			TLSConfig:  tlsConfig,
 			TLSTimeout: 5,
 			Advertise:  o.Advertise,
-			// A route over a network that went silent (no reset) is
-			// noticed by its pings: with nats-server's defaults for routes
-			// (30 s, 2 out) after a minute or more; with these within
-			// about 4 s. A node counts the servers it has routes to to
-			// know whether it reaches a quorum (quorum.go).
-			PingInterval: routePingInterval,
-			MaxPingsOut:  routeMaxPingsOut,
+			// Route pings stay nats-server's (quorum.go says why).
 		},
 		Routes: routes,
 	}

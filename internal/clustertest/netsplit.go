@@ -12,12 +12,13 @@ import (
 // Split puts every route between two nodes through a loopback TCP proxy of
 // its own, one per direction (node i's route to node j goes to the proxy
 // i→j, which forwards to j's route listener), so that a test can cut a
-// node off from the others and restore it, as a network split would.
-// A cut is silent, as most real splits are: the proxies keep the
-// connections open and drop what goes through them, and hold new ones
-// without answering, so the nodes find out only from their routes'
-// pings. Restored, the proxies close what they held (the streams have
-// lost bytes) and forward new connections again: the routes reconnect.
+// node off from the others and restore it, as a network split would. A
+// cut closes the connections through the proxies and refuses new ones
+// (as a firewall that rejects): the nodes lose their routes at once. A
+// silent split (packets dropped) is noticed by the routes' pings, after a
+// minute or more with nats-server's defaults: too slow for a test.
+// Restored, the proxies forward new connections again: the routes
+// reconnect.
 type Split struct {
 	mu    sync.Mutex
 	links map[[2]int]*link // by (from, to)
@@ -30,7 +31,7 @@ type link struct {
 
 	mu    sync.Mutex
 	cut   bool
-	conns map[net.Conn]bool // open connections, both ends; true: held during a cut
+	conns map[net.Conn]bool // open connections, both ends
 }
 
 // Netsplit rewrites cfgs (from Configs, before New) so that each node's
@@ -116,17 +117,14 @@ func (s *Split) close() {
 	}
 }
 
-// setCut cuts the link (what is open from now on is held) or restores it
-// (what was held is closed).
+// setCut cuts the link (what is open is closed, and so is what opens
+// while it is cut) or restores it.
 func (l *link) setCut(on bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.cut = on
-	for c, held := range l.conns {
-		switch {
-		case on:
-			l.conns[c] = true
-		case held:
+	if on {
+		for c := range l.conns {
 			c.Close()
 			delete(l.conns, c)
 		}
@@ -143,68 +141,34 @@ func (l *link) serve() {
 	}
 }
 
-// pipe forwards one connection to the target, or holds it while the link
+// pipe forwards one connection to the target, or closes it while the link
 // is cut.
 func (l *link) pipe(in net.Conn) {
-	l.mu.Lock()
-	cut := l.cut
-	l.conns[in] = cut
-	l.mu.Unlock()
-	if cut {
-		drop(l, in)
-		return
-	}
 	out, err := net.Dial("tcp", l.target)
 	if err != nil {
-		l.forget(in)
 		in.Close()
 		return
 	}
 	l.mu.Lock()
-	l.conns[out] = l.cut
+	if l.cut {
+		l.mu.Unlock()
+		in.Close()
+		out.Close()
+		return
+	}
+	l.conns[in], l.conns[out] = true, true
 	l.mu.Unlock()
 	go l.copy(out, in)
 	l.copy(in, out)
 }
 
-// copy forwards src to dst until either closes; bytes read while the link
-// is cut are dropped, and so is the connection once the link is restored
-// (setCut closes it).
+// copy forwards src to dst until either closes.
 func (l *link) copy(dst, src net.Conn) {
-	defer func() {
-		l.forget(src)
-		l.forget(dst)
-		src.Close()
-		dst.Close()
-	}()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			l.mu.Lock()
-			held := l.conns[src] || l.conns[dst]
-			l.mu.Unlock()
-			if !held {
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// drop reads and discards c until it is closed.
-func drop(l *link, c net.Conn) {
-	_, _ = io.Copy(io.Discard, c)
-	c.Close()
-	l.forget(c)
-}
-
-func (l *link) forget(c net.Conn) {
+	_, _ = io.Copy(dst, src)
+	src.Close()
+	dst.Close()
 	l.mu.Lock()
-	delete(l.conns, c)
+	delete(l.conns, src)
+	delete(l.conns, dst)
 	l.mu.Unlock()
 }
