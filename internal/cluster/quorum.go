@@ -67,16 +67,27 @@ func (n *Node) Reach() (r Reach, ok bool) {
 		return Reach{}, false
 	}
 	r.Servers = 1 + n.srv.NumRemotes()
-	info, err := n.srv.Jsz(&server.JSzOptions{})
-	if err != nil || info.Meta == nil {
-		return r, true // JetStream not clustered: the node is its own quorum
+	// The meta group alone (Jsz would also add up every stream's usage).
+	sys := n.srv.SystemAccount()
+	if sys == nil {
+		return r, true
 	}
-	r.Quorum = info.Meta.QuorumNeeded
-	if r.Quorum == 0 {
-		r.Quorum = info.Meta.Size/2 + 1
+	rz := n.srv.Raftz(&server.RaftzOptions{AccountFilter: sys.Name, GroupFilter: metaGroup})
+	if rz == nil {
+		return r, true
 	}
-	return r, true
+	for _, g := range (*rz)[sys.Name] {
+		r.Quorum = g.QuorumNeeded
+		if r.Quorum == 0 {
+			r.Quorum = g.Size/2 + 1
+		}
+	}
+	return r, true // no meta group: JetStream not clustered, the node is its own quorum
 }
+
+// metaGroup is the Raft group name of JetStream's meta group (nats-server
+// jetstream_cluster.go defaultMetaGroupName).
+const metaGroup = "_meta_"
 
 // QuorumTracker turns a node's reach, observed over time, into whether it
 // is cut off: from the first observation without a quorum that has lasted

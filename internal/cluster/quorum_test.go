@@ -1,8 +1,11 @@
 package cluster
 
 import (
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/duet-im/duet/internal/wait"
 )
 
 // A node is cut off only after it has reached no quorum for the whole
@@ -53,4 +56,30 @@ func TestReachOK(t *testing.T) {
 			t.Errorf("%+v.OK() = %v, want %v", tc.r, got, tc.want)
 		}
 	}
+}
+
+// Reach on real embedded servers: with every route up each node reaches
+// all three, a quorum being two (JetStream's meta group of three); a node
+// whose two peers are gone reaches only itself.
+func TestReach(t *testing.T) {
+	nodes := startNodes(t, 3)
+	wait.For(t, 20*time.Second, 10*time.Millisecond, func() error {
+		for _, n := range nodes {
+			if r, ok := n.Reach(); !ok || r != (Reach{Servers: 3, Quorum: 2}) {
+				return fmt.Errorf("%s: %+v %v", n.Name(), r, ok)
+			}
+		}
+		return nil
+	})
+	nodes[1].Shutdown()
+	if r, _ := nodes[0].Reach(); !r.OK() {
+		t.Errorf("%s with one peer gone: %+v, want a quorum", nodes[0].Name(), r)
+	}
+	nodes[2].Shutdown()
+	wait.For(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if r, _ := nodes[0].Reach(); r != (Reach{Servers: 1, Quorum: 2}) || r.OK() {
+			return fmt.Errorf("%s alone: %+v", nodes[0].Name(), r)
+		}
+		return nil
+	})
 }

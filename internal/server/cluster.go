@@ -100,7 +100,7 @@ type clusterParts struct {
 	state     atomic.Int32
 	statusSub *nats.Subscription // answers the other nodes' /cluster (cluster_status.go)
 	draining  atomic.Bool        // cluster_drain.go: no leases, no devices, /healthz 503
-	quorum    quorumState        // cluster_quorum.go: cut off from the cluster's quorum, the same
+	quorum    quorumState        // cluster_quorum.go: cut off from the cluster's quorum, the same by itself
 }
 
 // checkCluster refuses what a cluster cannot do (yet) before anything

@@ -74,7 +74,10 @@ func (cp *clusterParts) unavailable() string {
 	if cp.draining.Load() {
 		return drainingReason
 	}
-	return cp.quorum.lostReason()
+	if cp.quorum.lost.Load() {
+		return noQuorumReason
+	}
+	return ""
 }
 
 // disconnectDevices closes every device connection of this node: MQTT 5
