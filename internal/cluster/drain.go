@@ -75,16 +75,22 @@ func (c *Cluster) drained() bool {
 	if !c.drain.on.Load() {
 		return false
 	}
+	c.releaseAll(ErrDraining)
+	return true
+}
+
+// releaseAll releases every lease this node holds, for reason (drain,
+// quorum.go's cut-off), on the owner loop.
+func (c *Cluster) releaseAll(reason error) {
 	c.mu.Lock()
 	held := maps.Clone(c.owned)
 	c.mu.Unlock()
 	// Each partition stays listed until its release is done (OnLose has
 	// run): Drain returns only then.
 	for p, o := range held {
-		c.release(p, o, ErrDraining)
+		c.release(p, o, reason)
 		c.mu.Lock()
 		delete(c.owned, p)
 		c.mu.Unlock()
 	}
-	return true
 }

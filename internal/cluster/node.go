@@ -59,6 +59,11 @@ type NodeOptions struct {
 	Secret      string   // --cluster-secret: route password (required, also with TLS: defence in depth)
 	TLS         TLSFiles // --cluster-tls-*: mutual TLS on the routes (optional)
 	Replicas    int      // --replicas; checked here only to refuse a cluster too small to hold them
+	// Advertise is the route address this node gives the others in
+	// gossip (host:port), when not RouteListen. No flag yet: tests that
+	// put routes through proxies (clustertest.Netsplit) use it so that
+	// gossip does not lead the nodes around the proxies.
+	Advertise string
 }
 
 // Node is this process's connection to JetStream: an embedded server with an
@@ -177,6 +182,8 @@ func Start(o NodeOptions) (*Node, error) {
 			// are (route.go createRoute). TLSTimeout bounds the handshake.
 			TLSConfig:  tlsConfig,
 			TLSTimeout: 5,
+			Advertise:  o.Advertise,
+			// Route pings stay nats-server's (quorum.go says why).
 		},
 		Routes: routes,
 	}

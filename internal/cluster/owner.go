@@ -59,6 +59,7 @@ type Cluster struct {
 	aboveSince time.Time     // since when this node owns more than its target (zero: not above)
 	releasing  int           // the surplus partition last released, until another node holds it; -1 none
 	drain      drainState    // drain.go
+	cut        cutOff        // quorum.go
 }
 
 // holder is a lease as the watcher last saw it, and when: a holder renews
@@ -296,7 +297,7 @@ func (c *Cluster) Target() int {
 // target, and sheds a surplus (§8.3). Preferring partitions whose stream
 // leader is local is not built yet.
 func (c *Cluster) balance() {
-	if c.drained() {
+	if c.drained() || c.cutOffNow() {
 		return
 	}
 	target := c.Target()

@@ -63,6 +63,10 @@ type ClusterConfig struct {
 	// JoinTimeout bounds Start's wait for the cluster; 0: joinTimeout
 	// (tests of a node that cannot join shorten it).
 	JoinTimeout time.Duration
+	// Advertise is the route address gossiped to the other nodes when not
+	// Listen (cluster.NodeOptions.Advertise). No flag yet: tests that put
+	// the routes through proxies set it (clustertest.Netsplit).
+	Advertise string
 }
 
 // On reports whether this is cluster mode.
@@ -96,6 +100,7 @@ type clusterParts struct {
 	state     atomic.Int32
 	statusSub *nats.Subscription // answers the other nodes' /cluster (cluster_status.go)
 	draining  atomic.Bool        // cluster_drain.go: no leases, no devices, /healthz 503
+	quorum    quorumState        // cluster_quorum.go: cut off from the cluster's quorum, the same by itself
 }
 
 // checkCluster refuses what a cluster cannot do (yet) before anything
@@ -148,7 +153,7 @@ func startClusterNode(cfg Config, log *slog.Logger) (*clusterParts, error) {
 		cp.node, err = cluster.Start(cluster.NodeOptions{
 			Name: c.Node, ClusterName: c.Name, RouteListen: c.Listen, Routes: c.Routes,
 			StoreDir: filepath.Join(cfg.Data, "nats"), Sync: c.Sync, Secret: c.Secret, Replicas: c.Replicas,
-			TLS: c.TLS,
+			TLS: c.TLS, Advertise: c.Advertise,
 		})
 	}
 	if err != nil {
@@ -259,6 +264,7 @@ func (s *Server) joinCluster() error {
 		return fmt.Errorf("cluster: the view applied %d of the log's %d entries in %v", s.store.Applied(), last, joinTimeout)
 	}
 	cp.state.Store(stateServing)
+	s.watchQuorum() // cluster_quorum.go
 	return nil
 }
 
@@ -305,10 +311,10 @@ type clusterAccounts struct {
 }
 
 func (c clusterAccounts) AccountExists(user string) (bool, error) {
-	if c.cp.draining.Load() {
+	if why := c.cp.unavailable(); why != "" {
 		// CONNACK "server unavailable": the device moves to another node
-		// (cluster_drain.go).
-		return false, hooks.Unavailable(drainingReason)
+		// (cluster_drain.go, cluster_quorum.go).
+		return false, hooks.Unavailable(why)
 	}
 	return c.st.AccountExists(user)
 }
@@ -338,6 +344,7 @@ func (cp *clusterParts) close() {
 	if cp.statusSub != nil {
 		_ = cp.statusSub.Unsubscribe()
 	}
+	cp.quorum.stopWatch()
 	if cp.join != nil {
 		cp.join.Close()
 	}

@@ -57,7 +57,7 @@ func (s *Server) setDraining(w http.ResponseWriter, r *http.Request, on bool) {
 	}
 	out := DrainStatus{Node: cp.node.Name(), Draining: on}
 	if on {
-		out.Devices = s.disconnectDevices()
+		out.Devices = s.disconnectDevices(drainingReason)
 	}
 	out.Owned = cp.join.Owned()
 	s.log.Info("cluster: draining", "on", on, "devices disconnected", out.Devices, "owned", out.Owned)
@@ -65,13 +65,28 @@ func (s *Server) setDraining(w http.ResponseWriter, r *http.Request, on bool) {
 	_ = json.NewEncoder(w).Encode(out)
 }
 
+// unavailable is why this node refuses devices (the reason of its CONNACK
+// "server unavailable"), "" when it takes them: it drains, or it is cut
+// off from the cluster's quorum (cluster_quorum.go). The two are
+// independent: a drained node that loses the quorum and regains it is
+// still drained.
+func (cp *clusterParts) unavailable() string {
+	if cp.draining.Load() {
+		return drainingReason
+	}
+	if cp.quorum.lost.Load() {
+		return noQuorumReason
+	}
+	return ""
+}
+
 // disconnectDevices closes every device connection of this node: MQTT 5
-// devices get DISCONNECT 0x9C "use another server" with the reason;
-// 3.1.1 devices a bare DISCONNECT, as when the server stops. Either way
-// the connection is closed.
-func (s *Server) disconnectDevices() int {
+// devices get DISCONNECT 0x9C "use another server" with reason; 3.1.1
+// devices a bare DISCONNECT, as when the server stops. Either way the
+// connection is closed.
+func (s *Server) disconnectDevices(reason string) int {
 	code := packets.ErrUseAnotherServer
-	code.Reason = drainingReason
+	code.Reason = reason
 	n := 0
 	for _, cl := range s.broker.Server.Clients.GetAll() {
 		if cl.Net.Inline || cl.Closed() {

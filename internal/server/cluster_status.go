@@ -97,6 +97,8 @@ func (s *Server) nodeStatus() NodeStatus {
 	ns.State = stateNames[state]
 	if state == stateServing && cp.draining.Load() {
 		ns.State = "draining" // cluster_drain.go
+	} else if state == stateServing && cp.quorum.lost.Load() {
+		ns.State = "no quorum" // cluster_quorum.go
 	}
 	if state >= stateCatchingUp {
 		ns.Owned = cp.join.Owned()
@@ -120,6 +122,9 @@ func (s *Server) clusterUnhealthy() string {
 	}
 	if cp.draining.Load() {
 		return "draining" // cluster_drain.go: load balancers move away
+	}
+	if why := cp.quorum.lostReason(); why != "" {
+		return why // cluster_quorum.go
 	}
 	if st := cp.node.Conn().Status(); st != nats.CONNECTED {
 		return "no connection to NATS (" + st.String() + ")"
@@ -272,6 +277,15 @@ func (s *Server) clusterMetrics(reg *prometheus.Registry) {
 		}
 		return float64(cp.join.LeaseChanges())
 	})
+	q := &cp.quorum // cluster_quorum.go
+	gauge(opts("quorum", "1 while this node reaches a quorum of the cluster's JetStream servers and serves; 0 while it is cut off (docs/cluster.md §17).", nil), func() float64 {
+		if q.lost.Load() {
+			return 0
+		}
+		return 1
+	})
+	gauge(opts("reachable_servers", "JetStream servers this node had a route to at its last check, itself included.", nil), func() float64 { return float64(q.servers.Load()) })
+	counter(opts("quorum_lost_total", "Times this node found itself cut off from the cluster's quorum and stopped serving.", nil), func() float64 { return float64(q.lostTotal.Load()) })
 	rt := cp.router
 	counter(opts("forwarded_total", "Commands this node forwarded to the owner of their partition.", nil), func() float64 { return float64(rt.Forwarded.Load()) })
 	counter(opts("served_total", "Forwarded commands this node ran as the owner.", nil), func() float64 { return float64(rt.Served.Load()) })
