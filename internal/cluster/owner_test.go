@@ -162,6 +162,11 @@ func write(t *testing.T, l *Log, v *testView, entry string) (uint64, error) {
 func TestFencing(t *testing.T) {
 	nodes := startNodes(t, 3)
 	cfg := testConfig(1)
+	// The leases here are held by hand and end by deletion or release, never
+	// by expiry: a long TTL keeps a slow, loaded run (-race on two cores)
+	// from finding a lease past its local validity (TTL - 1 s after the
+	// last renewal) in the middle of a write ("lease not valid").
+	cfg.LeaseTTL = 10 * time.Second
 	setupAll(t, nodes, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

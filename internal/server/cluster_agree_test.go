@@ -12,6 +12,7 @@ import (
 	"github.com/duet-im/duet/internal/cluster"
 	"github.com/duet-im/duet/internal/clustertest"
 	"github.com/duet-im/duet/internal/server"
+	"github.com/duet-im/duet/internal/wait"
 )
 
 // startNode builds and starts a node from cfg, and returns Start's error
@@ -38,18 +39,25 @@ func recordedConfig(t *testing.T, s *server.Server) (rec struct {
 	By         string            `json:"by"`
 }) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	kv, err := s.ClusterNode().JetStream().KeyValue(ctx, cluster.BucketCluster)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := kv.Get(ctx, "config")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(e.Value(), &rec); err != nil {
-		t.Fatalf("config %s: %v", e.Value(), err)
+	// Tried again until it answers: right after a node's Close the bucket
+	// may be electing a leader (a loaded run saw one read time out).
+	var v []byte
+	wait.For(t, 30*time.Second, 50*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		kv, err := s.ClusterNode().JetStream().KeyValue(ctx, cluster.BucketCluster)
+		if err != nil {
+			return err
+		}
+		e, err := kv.Get(ctx, "config")
+		if err != nil {
+			return err
+		}
+		v = e.Value()
+		return nil
+	})
+	if err := json.Unmarshal(v, &rec); err != nil {
+		t.Fatalf("config %s: %v", v, err)
 	}
 	return rec
 }
