@@ -275,25 +275,30 @@ func TestWithdrawn(t *testing.T) {
 	})
 }
 
+// openMiPusher opens the store in dir and starts a pusher on it that sends
+// to mi: one process's start, for the tests that restart it.
+func openMiPusher(t *testing.T, dir string, mi *fakeMi) (*store.Store, *Pusher) {
+	t.Helper()
+	st, err := store.Open(dir, store.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(Options{Store: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Config: Config{Grace: time.Millisecond, Xiaomi: &XiaomiConfig{AppSecret: "s", PackageName: "p", Endpoint: mi.URL}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return st, p
+}
+
 func TestRestartResendsQueued(t *testing.T) {
 	mi := newFakeMi(t)
 	mi.blocked = make(chan struct{})
 	dir := t.TempDir()
-	open := func() (*store.Store, *Pusher) {
-		st, err := store.Open(dir, store.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := New(Options{Store: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-			Config: Config{Grace: time.Millisecond, Xiaomi: &XiaomiConfig{AppSecret: "s", PackageName: "p", Endpoint: mi.URL}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := p.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return st, p
-	}
+	open := func() (*store.Store, *Pusher) { return openMiPusher(t, dir, mi) }
 	st, p := open()
 	r := &rig{st: st, p: p, mi: mi}
 	st.SetPushToken(store.PushToken{User: "bob", Device: "bob:p", Vendor: "xiaomi", Token: "rid"})
@@ -316,21 +321,7 @@ func TestRestartResendsQueued(t *testing.T) {
 func TestWithdrawnAfterRestart(t *testing.T) {
 	mi := newFakeMi(t)
 	dir := t.TempDir()
-	open := func() (*store.Store, *Pusher) {
-		st, err := store.Open(dir, store.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := New(Options{Store: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-			Config: Config{Grace: time.Millisecond, Xiaomi: &XiaomiConfig{AppSecret: "s", PackageName: "p", Endpoint: mi.URL}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := p.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return st, p
-	}
+	open := func() (*store.Store, *Pusher) { return openMiPusher(t, dir, mi) }
 	st, p := open()
 	r := &rig{st: st, p: p, mi: mi}
 	st.SetPushToken(store.PushToken{User: "bob", Device: "bob:p", Vendor: "xiaomi", Token: "rid"})
