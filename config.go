@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -84,19 +85,20 @@ type Config struct {
 
 	// Cluster mode (docs/cluster.md): several nodes as one service on NATS
 	// JetStream. Empty cluster-name and nats: a single node.
-	ClusterName    string        `yaml:"cluster-name" flag:"cluster-name" usage:"name of the cluster this node belongs to; the same on every node (empty: a single node)"`
-	Node           string        `yaml:"node" flag:"node" usage:"this node's name, unique in the cluster: 1-64 of [A-Za-z0-9_-] (empty: the host name)"`
-	ClusterListen  string        `yaml:"cluster-listen" flag:"cluster-listen" usage:"host:port of the embedded NATS server's route listener, for the other nodes"`
-	ClusterRoutes  string        `yaml:"cluster-routes" flag:"cluster-routes" usage:"comma-separated nats://host:port of every node's route listener (the same list on every node)"`
-	ClusterSecret  string        `yaml:"cluster-secret" flag:"cluster-secret" usage:"password the nodes' routes authenticate with; the same on every node"`
-	ClusterTLSCert string        `yaml:"cluster-tls-cert" flag:"cluster-tls-cert" usage:"PEM certificate of this node for mutual TLS on the routes (with cluster-tls-key and cluster-tls-ca; its names must cover the host of this node's route URL)"`
-	ClusterTLSKey  string        `yaml:"cluster-tls-key" flag:"cluster-tls-key" usage:"PEM private key of cluster-tls-cert"`
-	ClusterTLSCA   string        `yaml:"cluster-tls-ca" flag:"cluster-tls-ca" usage:"PEM CA certificate that signed every node's cluster-tls-cert; a route from a node without one is refused"`
-	ClusterSync    string        `yaml:"cluster-sync" flag:"cluster-sync" usage:"when JetStream fsyncs: always (every write, the default: an acknowledged message survives a power loss of every node) or an interval such as 2m"`
-	Replicas       int           `yaml:"replicas" flag:"replicas" usage:"copies of every log (3 or 5); an acknowledgement waits for a majority of them"`
-	LeaseTTL       time.Duration `yaml:"lease-ttl" flag:"lease-ttl" usage:"how long a node's ownership of the data outlives its last renewal: a dead owner is replaced within about this"`
-	NATS           string        `yaml:"nats" flag:"nats" usage:"comma-separated URLs of an external NATS cluster to use instead of an embedded server (excludes cluster-routes and cluster-listen)"`
-	NATSCreds      string        `yaml:"nats-creds" flag:"nats-creds" usage:"credentials file for the nats connection"`
+	ClusterName      string        `yaml:"cluster-name" flag:"cluster-name" usage:"name of the cluster this node belongs to; the same on every node (empty: a single node)"`
+	Node             string        `yaml:"node" flag:"node" usage:"this node's name, unique in the cluster: 1-64 of [A-Za-z0-9_-] (empty: the host name)"`
+	ClusterListen    string        `yaml:"cluster-listen" flag:"cluster-listen" usage:"host:port of the embedded NATS server's route listener, for the other nodes"`
+	ClusterRoutes    string        `yaml:"cluster-routes" flag:"cluster-routes" usage:"comma-separated nats://host:port of every node's route listener (the same list on every node)"`
+	ClusterAdvertise string        `yaml:"cluster-advertise" flag:"cluster-advertise" usage:"host:port the other nodes should dial for this node's routes when it is not cluster-listen's (behind NAT, in a container); gossiped to them"`
+	ClusterSecret    string        `yaml:"cluster-secret" flag:"cluster-secret" usage:"password the nodes' routes authenticate with; the same on every node"`
+	ClusterTLSCert   string        `yaml:"cluster-tls-cert" flag:"cluster-tls-cert" usage:"PEM certificate of this node for mutual TLS on the routes (with cluster-tls-key and cluster-tls-ca; its names must cover the host of this node's route URL)"`
+	ClusterTLSKey    string        `yaml:"cluster-tls-key" flag:"cluster-tls-key" usage:"PEM private key of cluster-tls-cert"`
+	ClusterTLSCA     string        `yaml:"cluster-tls-ca" flag:"cluster-tls-ca" usage:"PEM CA certificate that signed every node's cluster-tls-cert; a route from a node without one is refused"`
+	ClusterSync      string        `yaml:"cluster-sync" flag:"cluster-sync" usage:"when JetStream fsyncs: always (every write, the default: an acknowledged message survives a power loss of every node) or an interval such as 2m"`
+	Replicas         int           `yaml:"replicas" flag:"replicas" usage:"copies of every log (3 or 5); an acknowledgement waits for a majority of them"`
+	LeaseTTL         time.Duration `yaml:"lease-ttl" flag:"lease-ttl" usage:"how long a node's ownership of the data outlives its last renewal: a dead owner is replaced within about this"`
+	NATS             string        `yaml:"nats" flag:"nats" usage:"comma-separated URLs of an external NATS cluster to use instead of an embedded server (excludes cluster-routes and cluster-listen)"`
+	NATSCreds        string        `yaml:"nats-creds" flag:"nats-creds" usage:"credentials file for the nats connection"`
 
 	// How often the owner of the data snapshots it and trims the log
 	// (docs/cluster.md §10.3).
@@ -287,6 +289,14 @@ func (c Config) Validate() error {
 		if c.NATS != "" && c.ClusterRoutes != "" {
 			return errors.New("nats (an external NATS cluster) excludes cluster-routes (an embedded one)")
 		}
+		if c.NATS != "" && c.ClusterAdvertise != "" {
+			return errors.New("nats (an external NATS cluster) excludes cluster-advertise (the embedded server's route address)")
+		}
+		if c.ClusterAdvertise != "" {
+			if _, _, err := net.SplitHostPort(c.ClusterAdvertise); err != nil {
+				return fmt.Errorf("cluster-advertise %q: want host:port: %v", c.ClusterAdvertise, err)
+			}
+		}
 		if c.NATS == "" && c.ClusterRoutes == "" {
 			return errors.New("cluster-name needs cluster-routes (the nodes' route listeners) or nats (an external NATS cluster)")
 		}
@@ -331,7 +341,7 @@ func (c Config) clusterConfig() server.ClusterConfig {
 	if c.NATS != "" {
 		cc.NATS = splitList(c.NATS)
 	} else {
-		cc.Listen, cc.Routes = c.ClusterListen, splitList(c.ClusterRoutes)
+		cc.Listen, cc.Routes, cc.Advertise = c.ClusterListen, splitList(c.ClusterRoutes), c.ClusterAdvertise
 	}
 	return cc
 }

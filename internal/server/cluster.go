@@ -64,8 +64,7 @@ type ClusterConfig struct {
 	// (tests of a node that cannot join shorten it).
 	JoinTimeout time.Duration
 	// Advertise is the route address gossiped to the other nodes when not
-	// Listen (cluster.NodeOptions.Advertise). No flag yet: tests that put
-	// the routes through proxies set it (clustertest.Netsplit).
+	// Listen (--cluster-advertise; cluster.NodeOptions.Advertise).
 	Advertise string
 }
 
