@@ -6,8 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"os/exec"
@@ -22,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/duet-im/duet/internal/freeport"
 	"github.com/duet-im/duet/internal/logcapture"
 	"github.com/duet-im/duet/internal/wait"
 )
@@ -82,12 +81,12 @@ func startDuetCluster(t *testing.T, n int) *duetCluster {
 	routes := make([]string, n)
 	urls := make([]string, n)
 	for i := range routes {
-		routes[i] = stableAddr(t)
+		routes[i] = freeport.Addr(t)
 		urls[i] = "nats://" + routes[i]
 	}
 	c.routes = urls
 	for i := range n {
-		nd := &clusterNode{name: fmt.Sprint("n", i), mqtt: stableAddr(t), http: stableAddr(t), log: &logcapture.Buffer{}}
+		nd := &clusterNode{name: fmt.Sprint("n", i), mqtt: freeport.Addr(t), http: freeport.Addr(t), log: &logcapture.Buffer{}}
 		nd.args = []string{"serve", "--data", t.TempDir(), "--secret", clusterSecret,
 			"--mqtt", nd.mqtt, "--ws", "", "--http", nd.http, "--web=false", "--log-level", "info",
 			"--cluster-name", "crash", "--node", nd.name, "--cluster-listen", routes[i],
@@ -176,26 +175,6 @@ func (c *duetCluster) waitHealthy(nd *clusterNode) {
 		}
 		return nil
 	})
-}
-
-// stableAddr is a free loopback address outside the kernel's range of
-// ephemeral ports. A node restarts on the addresses it had, and between
-// its death and its restart an address from that range (freeAddr's) may
-// be taken by anything that asks for a random port or connects out: the
-// nodes' own NATS client listeners, the route connections, the test's
-// hundreds of device connections. One is taken often enough under load to
-// fail a run; nothing takes a port below the range unasked.
-func stableAddr(t *testing.T) string {
-	t.Helper()
-	for range 100 {
-		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
-		if l, err := net.Listen("tcp", addr); err == nil {
-			l.Close()
-			return addr
-		}
-	}
-	t.Fatal("no free port between 20000 and 32000")
-	return ""
 }
 
 // current is the output of nd's current (or last) run.

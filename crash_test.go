@@ -17,6 +17,7 @@ import (
 
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/duet-im/duet/internal/freeport"
 	"github.com/duet-im/duet/internal/wait"
 	"github.com/duet-im/duet/usersig"
 )
@@ -54,13 +55,7 @@ func buildDuet(t *testing.T) string {
 }
 
 func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return freeport.Addr(t)
 }
 
 // crashMsg is one message a sender means to send; a send that was in flight

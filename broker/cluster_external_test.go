@@ -3,12 +3,15 @@ package broker_test
 import (
 	"fmt"
 	"net"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 
 	"github.com/duet-im/duet/internal/clustertest"
+	"github.com/duet-im/duet/internal/freeport"
 	srvpkg "github.com/duet-im/duet/internal/server"
 )
 
@@ -17,21 +20,10 @@ import (
 // (docs/cluster.md §15.1). It returns their client URLs.
 func startExternalNATS(t *testing.T, n int) []string {
 	t.Helper()
-	ports := make([]int, n)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-		l.Close()
-	}
-	var routes string
-	for i, p := range ports {
-		if i > 0 {
-			routes += ","
-		}
-		routes += fmt.Sprintf("nats://127.0.0.1:%d", p)
+	addrs := freeport.Addrs(t, n)
+	var routes []string
+	for _, a := range addrs {
+		routes = append(routes, "nats://"+a)
 	}
 	urls := make([]string, n)
 	srvs := make([]*natsserver.Server, n)
@@ -39,8 +31,8 @@ func startExternalNATS(t *testing.T, n int) []string {
 		s, err := natsserver.NewServer(&natsserver.Options{
 			ServerName: fmt.Sprint("ext", i), Host: "127.0.0.1", Port: natsserver.RANDOM_PORT,
 			JetStream: true, StoreDir: t.TempDir(), SyncAlways: true, NoLog: true, NoSigs: true,
-			Cluster: natsserver.ClusterOpts{Name: "operators", Host: "127.0.0.1", Port: ports[i]},
-			Routes:  natsserver.RoutesFromStr(routes),
+			Cluster: natsserver.ClusterOpts{Name: "operators", Host: "127.0.0.1", Port: port(t, addrs[i])},
+			Routes:  natsserver.RoutesFromStr(strings.Join(routes, ",")),
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -56,6 +48,19 @@ func startExternalNATS(t *testing.T, n int) []string {
 		urls[i] = s.ClientURL()
 	}
 	return urls
+}
+
+func port(t *testing.T, addr string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // Duet nodes on an external NATS cluster (`--nats`), embedding none: they

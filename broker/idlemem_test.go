@@ -21,6 +21,7 @@ import (
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/duet-im/duet/internal/freeport"
 	"github.com/duet-im/duet/usersig"
 
 	"github.com/duet-im/duet/internal/wait"
@@ -166,13 +167,7 @@ func TestIdleConnectionMemory(t *testing.T) {
 }
 
 func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return freeport.Addr(t)
 }
 
 type serverSample struct {

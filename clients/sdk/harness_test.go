@@ -28,6 +28,7 @@ import (
 
 	"github.com/duet-im/duet/broker"
 	"github.com/duet-im/duet/command"
+	"github.com/duet-im/duet/internal/freeport"
 	srvpkg "github.com/duet-im/duet/internal/server"
 	testwait "github.com/duet-im/duet/internal/wait"
 	"github.com/duet-im/duet/media"
@@ -178,12 +179,7 @@ func (s *server) start() {
 // freeAddr picks a free loopback port for a listener that cannot be given
 // port 0 (the broker reports only the TCP and TLS listeners' addresses).
 func freeAddr(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return freeport.Addr(t)
 }
 
 // now is the server's clock: real time moved on by advance.

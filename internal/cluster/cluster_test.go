@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/duet-im/duet/internal/freeport"
 )
 
 // testView is a partition's view recording entries in the order applied. It
@@ -59,24 +60,8 @@ func (v *testView) snapshot() (seqs []uint64, data []string, dupes int, gaps []s
 // fenceEntry is the test's fence encoding: any non-empty bytes do.
 func fenceEntry() []byte { return []byte("fence") }
 
-// freeAddrs reserves n loopback ports for route listeners.
-func freeAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	addrs := make([]string, n)
-	ls := make([]net.Listener, n)
-	for i := range ls {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls[i] = l
-		addrs[i] = l.Addr().String()
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return addrs
-}
+// freeAddrs picks n loopback ports for route listeners.
+func freeAddrs(t *testing.T, n int) []string { return freeport.Addrs(t, n) }
 
 // startNodes starts n embedded nodes routed to each other (the same route
 // list on every node, own address included) and waits until JetStream

@@ -9,13 +9,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/duet-im/duet/internal/freeport"
 	"github.com/duet-im/duet/internal/server"
 	"github.com/duet-im/duet/internal/wait"
 )
@@ -34,12 +34,8 @@ func Configs(t testing.TB, n int) []server.Config {
 	routes := make([]string, n)
 	urls := make([]string, n)
 	for i := range routes {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		routes[i], urls[i] = l.Addr().String(), "nats://"+l.Addr().String()
-		l.Close()
+		routes[i] = freeport.Addr(t)
+		urls[i] = "nats://" + routes[i]
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {

@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/duet-im/duet/command"
 	"github.com/duet-im/duet/internal/cluster"
 	"github.com/duet-im/duet/internal/clustertest"
+	"github.com/duet-im/duet/internal/freeport"
 	"github.com/duet-im/duet/internal/server"
 	"github.com/duet-im/duet/internal/wait"
 )
@@ -141,17 +141,12 @@ func TestClusterSettingsMustAgree(t *testing.T) {
 	t.Run("route TLS on the new node only", func(t *testing.T) {
 		cfg := cfgs[2]
 		cfg.Data = t.TempDir()
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Cluster.Listen = l.Addr().String()
-		l.Close()
+		cfg.Cluster.Listen = freeport.Addr(t)
 		cfg.Cluster.Node = "n3"
 		cfg.Cluster.Routes = append([]string{"nats://" + cfg.Cluster.Listen}, cfgs[0].Cluster.Routes[:2]...)
 		cfg.Cluster.TLS = clustertest.NewPKI(t, "duet-test").Node(t, "n3")
 		cfg.Cluster.JoinTimeout = 3 * time.Second
-		_, err = startNode(t, cfg)
+		_, err := startNode(t, cfg)
 		if err == nil {
 			t.Fatal("the node started")
 		}

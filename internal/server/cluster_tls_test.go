@@ -14,6 +14,7 @@ import (
 
 	"github.com/duet-im/duet/internal/cluster"
 	"github.com/duet-im/duet/internal/clustertest"
+	"github.com/duet-im/duet/internal/freeport"
 	"github.com/duet-im/duet/internal/server"
 	natsserver "github.com/nats-io/nats-server/v2/server"
 )
@@ -123,12 +124,7 @@ func TestClusterRouteTLSRefusesStranger(t *testing.T) {
 	srvs := clustertest.New(t, cfgs)
 	clustertest.StartAll(t, srvs)
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := l.Addr().String()
-	l.Close()
+	listen := freeport.Addr(t)
 	stranger, err := cluster.Start(cluster.NodeOptions{
 		Name: "stranger", ClusterName: cfgs[0].Cluster.Name, RouteListen: listen,
 		Routes: append([]string{"nats://" + listen}, cfgs[0].Cluster.Routes...), StoreDir: t.TempDir(),
