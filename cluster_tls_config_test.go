@@ -23,15 +23,8 @@ func TestClusterTLSSettings(t *testing.T) {
 		{"no cert", []string{"--cluster-tls-key", "/n1-key.pem"}, "cluster-tls-cert is missing"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			args := append(append([]string{}, base...), tc.args...)
-			cfg, fl, err := loadConfig("test", args)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := fl.Parse(args); err != nil {
-				t.Fatal(err)
-			}
-			err = cfg.Validate()
+			cfg := parseConfig(t, append(append([]string{}, base...), tc.args...)...)
+			err := cfg.Validate()
 			if tc.want == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -76,15 +69,8 @@ func TestClusterAdvertiseSetting(t *testing.T) {
 			if tc.env == "" {
 				os.Unsetenv("DUET_CLUSTER_ADVERTISE")
 			}
-			args := append(append([]string{}, base...), tc.args...)
-			cfg, fl, err := loadConfig("test", args)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := fl.Parse(args); err != nil {
-				t.Fatal(err)
-			}
-			err = cfg.Validate()
+			cfg := parseConfig(t, append(append([]string{}, base...), tc.args...)...)
+			err := cfg.Validate()
 			if tc.bad {
 				if err == nil || !strings.Contains(err.Error(), tc.want) {
 					t.Fatalf("Validate: %v, want %q", err, tc.want)
@@ -99,14 +85,7 @@ func TestClusterAdvertiseSetting(t *testing.T) {
 			}
 		})
 	}
-	args := []string{"--nats", "nats://10.0.0.1:4222", "--cluster-advertise", "203.0.113.7:16222"}
-	cfg, fl, err := loadConfig("test", args)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := fl.Parse(args); err != nil {
-		t.Fatal(err)
-	}
+	cfg := parseConfig(t, "--nats", "nats://10.0.0.1:4222", "--cluster-advertise", "203.0.113.7:16222")
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "excludes cluster-advertise") {
 		t.Fatalf("Validate with nats: %v", err)
 	}

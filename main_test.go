@@ -11,6 +11,20 @@ import (
 	"time"
 )
 
+// parseConfig is a command's configuration from args (with the YAML file
+// and DUET_ environment they name), as loadConfig and the flag set make it.
+func parseConfig(t *testing.T, args ...string) *Config {
+	t.Helper()
+	cfg, fl, err := loadConfig("test", args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fl.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 // A flag beats the environment, which beats the YAML file, which beats the
 // default.
 func TestConfigPrecedence(t *testing.T) {
@@ -20,14 +34,7 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 	t.Setenv("DUET_WS", "127.0.0.1:4444")
 	t.Setenv("DUET_HTTP", "127.0.0.1:5555")
-	args := []string{"--config", file, "--http", "127.0.0.1:6666"}
-	cfg, fl, err := loadConfig("test", args)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := fl.Parse(args); err != nil {
-		t.Fatal(err)
-	}
+	cfg := parseConfig(t, "--config", file, "--http", "127.0.0.1:6666")
 	for _, c := range []struct{ name, got, want string }{
 		{"file", cfg.MQTT, "127.0.0.1:1111"},
 		{"env over file", cfg.WS, "127.0.0.1:4444"},

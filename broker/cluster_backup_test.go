@@ -26,14 +26,18 @@ import (
 	"github.com/duet-im/duet/internal/wait"
 )
 
-// startClusterToGrow is startCluster of three nodes, and the settings of a
-// fourth that may join later (as TestClusterAddNode's).
+// startClusterToGrow is startCluster of three nodes (adjust, when given,
+// changes each one's settings) and grow, which starts a fourth with the
+// same settings, its own name, data and route listener, and routes that
+// name the running nodes and itself: a node added to the cluster.
 func startClusterToGrow(t *testing.T, adjust func(*srvpkg.Config)) ([]*testServer, func() *testServer) {
 	t.Helper()
 	cfgs := clustertest.Configs(t, 3)
 	for i := range cfgs {
 		cfgs[i].Secret, cfgs[i].SDKAppID = testKey, testAppID
-		adjust(&cfgs[i])
+		if adjust != nil {
+			adjust(&cfgs[i])
+		}
 	}
 	extra := clustertest.Configs(t, 1)[0]
 	n3 := cfgs[0]
@@ -44,14 +48,14 @@ func startClusterToGrow(t *testing.T, adjust func(*srvpkg.Config)) ([]*testServe
 	clustertest.StartAll(t, srvs)
 	var nodes []*testServer
 	for i, srv := range srvs {
-		nodes = append(nodes, &testServer{t: t, dir: cfgs[i].Data, srv: srv, store: srv.Store(), svc: srv.Service(), broker: srv.Broker(), addr: srv.Addr("tcp")})
+		nodes = append(nodes, clusterNode(t, cfgs[i].Data, srv))
 	}
 	return nodes, func() *testServer {
 		added := clustertest.New(t, []srvpkg.Config{n3})[0]
 		if err := added.Start(); err != nil {
 			t.Fatal(err)
 		}
-		return &testServer{t: t, dir: n3.Data, srv: added, store: added.Store(), svc: added.Service(), broker: added.Broker(), addr: added.Addr("tcp")}
+		return clusterNode(t, n3.Data, added)
 	}
 }
 

@@ -37,9 +37,14 @@ func startCluster(t *testing.T, n int, adjust ...func(*srvpkg.Config)) []*testSe
 	clustertest.StartAll(t, srvs)
 	nodes := make([]*testServer, n)
 	for i, srv := range srvs {
-		nodes[i] = &testServer{t: t, dir: cfgs[i].Data, srv: srv, store: srv.Store(), svc: srv.Service(), broker: srv.Broker(), addr: srv.Addr("tcp")}
+		nodes[i] = clusterNode(t, cfgs[i].Data, srv)
 	}
 	return nodes
+}
+
+// clusterNode is the harness's view of a started cluster node.
+func clusterNode(t *testing.T, dir string, srv *srvpkg.Server) *testServer {
+	return &testServer{t: t, dir: dir, srv: srv, store: srv.Store(), svc: srv.Service(), broker: srv.Broker(), addr: srv.Addr("tcp")}
 }
 
 // servers are the nodes' servers, for clustertest.
@@ -287,24 +292,8 @@ func TestClusterAddNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a four-node cluster")
 	}
-	cfgs := clustertest.Configs(t, 3)
-	for i := range cfgs {
-		cfgs[i].Secret, cfgs[i].SDKAppID = testKey, testAppID
-	}
-	// The new node: the others' settings, its own name, data and route
-	// listener; its routes name the running nodes (and itself).
-	extra := clustertest.Configs(t, 1)[0]
-	n3 := cfgs[0]
-	n3.Data, n3.Log = extra.Data, extra.Log.With("node", 3)
-	n3.Cluster.Node, n3.Cluster.Listen = "n3", extra.Cluster.Listen
-	n3.Cluster.Routes = append(append([]string(nil), cfgs[0].Cluster.Routes...), extra.Cluster.Routes...)
-	cfgs = append(cfgs, n3)
-	srvs := clustertest.New(t, cfgs[:3])
-	clustertest.StartAll(t, srvs)
-	var nodes []*testServer
-	for i, srv := range srvs {
-		nodes = append(nodes, &testServer{t: t, dir: cfgs[i].Data, srv: srv, store: srv.Store(), svc: srv.Service(), broker: srv.Broker(), addr: srv.Addr("tcp")})
-	}
+	nodes, grow := startClusterToGrow(t, nil) // grow adds the fourth node
+	srvs := servers(nodes)
 	o := clustertest.Owner(t, srvs)
 	nodes[o].users("alice", "bob")
 	clustertest.Settle(t, srvs)
@@ -314,11 +303,8 @@ func TestClusterAddNode(t *testing.T) {
 		alice.send("bob", i)
 	}
 
-	added := clustertest.New(t, cfgs[3:])[0]
-	if err := added.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d := &testServer{t: t, dir: cfgs[3].Data, srv: added, store: added.Store(), svc: added.Service(), broker: added.Broker(), addr: added.Addr("tcp")}
+	d := grow()
+	added := d.srv
 	bob := d.connect("bob", connectOpts{})
 	for i := 1; i <= 3; i++ {
 		if e := bob.nextMsg(); e.num("Seq") != int64(i) || e.str("From_Account") != "alice" {
@@ -349,7 +335,7 @@ func TestClusterAddNode(t *testing.T) {
 			gone = i
 		}
 	}
-	name := cfgs[gone].Cluster.Node
+	name := fmt.Sprint("n", gone) // clustertest.Configs' names
 	remove := func() (int, string) {
 		resp, err := http.Post("http://"+added.HTTPAddr()+"/cluster/remove?node="+name, "", nil)
 		if err != nil {
