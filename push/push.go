@@ -920,10 +920,10 @@ func (p *Pusher) Withdrawn(user, msgKey string) {
 // takeBack sends a silent update for each notification of user's message
 // msgKey that was shown: those this process remembers, else those the
 // store recorded (shown before a restart, or by the cluster node that
-// owned the data before), and forgets the records.
+// owned the data before), whose records it takes out of the store.
 func (p *Pusher) takeBack(user, msgKey string, shown []Notification) {
-	recs, err := p.st.ShownPushes(user, msgKey)
-	if err != nil {
+	recs, err := p.st.TakeShown(user, msgKey)
+	if err != nil && !notOwner(err) {
 		p.log.Warn("reading the notifications shown for a recalled message", "user", user, "msgkey", msgKey, "error", err)
 	}
 	if len(shown) == 0 {
@@ -932,11 +932,6 @@ func (p *Pusher) takeBack(user, msgKey string, shown []Notification) {
 			if json.Unmarshal(r, &n) == nil {
 				shown = append(shown, n)
 			}
-		}
-	}
-	if len(recs) > 0 {
-		if err := p.st.ForgetShown(user, msgKey); err != nil && !notOwner(err) {
-			p.log.Warn("forgetting the notifications shown for a recalled message", "user", user, "msgkey", msgKey, "error", err)
 		}
 	}
 	if len(shown) == 0 {

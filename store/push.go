@@ -255,33 +255,25 @@ func (s *Store) SettlePushes(ids []uint64, shown []ShownPush) error {
 	})
 }
 
-// ShownPushes are the records of SettlePushes for user's message msgKey
-// that have not expired or been forgotten.
-func (s *Store) ShownPushes(user, msgKey string) ([][]byte, error) {
-	p := shownPrefix(user, msgKey)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
-	if err != nil {
-		return nil, err
-	}
-	defer it.Close()
+// TakeShown returns the records of SettlePushes for user's message msgKey
+// that have not expired, and deletes them, in one transaction (the
+// message was recalled: its notifications are being taken back). Their
+// expiry entries stay and find nothing. With nothing recorded it commits
+// nothing.
+func (s *Store) TakeShown(user, msgKey string) ([][]byte, error) {
 	var out [][]byte
-	for ok := it.First(); ok; ok = it.Next() {
-		out = append(out, bytes.Clone(it.Value()))
-	}
-	return out, it.Error()
-}
-
-// ForgetShown deletes the records of user's message msgKey (it was
-// recalled and the notifications taken back). Their expiry entries stay
-// and find nothing.
-func (s *Store) ForgetShown(user, msgKey string) error {
-	p := shownPrefix(user, msgKey)
-	return s.Update(func(tx *Tx) error {
-		return tx.scan(p, func(k, _ []byte) error {
+	err := s.Update(func(tx *Tx) error {
+		out = out[:0]
+		return tx.scan(shownPrefix(user, msgKey), func(k, v []byte) error {
+			out = append(out, v)
 			tx.Delete(k)
 			return nil
 		})
 	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // QueuedPushes returns up to max queued items with an id above after.
