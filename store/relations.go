@@ -68,6 +68,13 @@ func pairKey(prefix, a, b string) []byte {
 	return key([]byte(prefix), []byte(a), []byte{sep}, []byte(b))
 }
 
+// RelationKey is the key of the relationship record or index prefix
+// ("rf/", "rg/", "rb/", "rh/", "rq/", "rs/") of a and b; it belongs to a.
+// It is for tests that build, with Tx.Put and Tx.Delete, what a node sees
+// while its view of another partition lags (docs/cluster.md §11.2): one
+// user's half of a relationship without the other's.
+func RelationKey(prefix, a, b string) []byte { return pairKey(prefix, a, b) }
+
 func ownerPrefix(prefix, owner string) []byte {
 	return key([]byte(prefix), []byte(owner), []byte{sep})
 }
