@@ -331,6 +331,16 @@ func (tx *Tx) DeleteFriend(owner, peer string) (existed bool, err error) {
 	})
 }
 
+// IsFriendedBy reports whether owner has user in its friend list, from
+// user's own reverse index rg/{user}{owner} (owner's record, rf/, is
+// owner's key). A transaction homed at user decides with it what depends
+// on owner's record, which with partitions it sees only through a view
+// (docs/cluster.md §11.2).
+func (tx *Tx) IsFriendedBy(user, owner string) (bool, error) {
+	v, err := tx.Get(friendedKey(user, owner))
+	return v != nil, err
+}
+
 // FriendPeers lists owner's friends as of this transaction.
 func (tx *Tx) FriendPeers(owner string) ([]string, error) {
 	return tx.scanKeys(ownerPrefix("rf/", owner))
@@ -383,6 +393,15 @@ func (tx *Tx) GetRequest(to, from string) (*FriendRequest, error) {
 		return nil, fmt.Errorf("store: request: %w", err)
 	}
 	return &r, nil
+}
+
+// HasSentRequest reports whether from has a request pending with `to`,
+// from from's own reverse index rs/{from}{to} (the request, rq/, is to's
+// key): what a transaction homed at from decides with (docs/cluster.md
+// §11.2).
+func (tx *Tx) HasSentRequest(from, to string) (bool, error) {
+	v, err := tx.Get(requestedKey(from, to))
+	return v != nil, err
 }
 
 // PutRequest records (or refreshes) a pending request from r.From to `to`.
