@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strings"
 
 	"github.com/cockroachdb/pebble"
 )
@@ -98,7 +97,7 @@ func friendGroupsKey(user string) []byte     { return key([]byte("rl/"), []byte(
 
 // relIndexKey marks a store whose rh/ and rs/ indexes cover every rb/ and
 // rq/ record (stores written before the indexes existed are filled in by
-// the first WipeRelations).
+// fillRelIndex, at Open).
 var relIndexKey = []byte("ri/1")
 
 // ---- reads outside transactions ----
@@ -480,9 +479,6 @@ func (tx *Tx) FriendedBy(user string) ([]string, error) {
 // user, pending requests to and from the user, the friend groups, counters,
 // profile and mute. It returns the other users whose lists changed.
 func (tx *Tx) WipeRelations(user string) (changed []string, err error) {
-	if err := tx.fillRelIndex(); err != nil {
-		return nil, err
-	}
 	friends, err := tx.FriendPeers(user)
 	if err != nil {
 		return nil, err
@@ -534,27 +530,42 @@ func (tx *Tx) WipeRelations(user string) (changed []string, err error) {
 	return changed, nil
 }
 
-// fillRelIndex writes the rh/ and rs/ entries of every blacklist entry and
-// request once, for a store written before those indexes existed.
-func (tx *Tx) fillRelIndex() error {
-	if v, err := tx.Get(relIndexKey); err != nil || v != nil {
+// fillRelIndex writes, once, the rh/ and rs/ entries of every blacklist
+// entry and request of a store written before those indexes existed, and
+// marks the store as covered (relIndexKey). Open runs it on a single
+// node's store before the writer starts: it scans every user's rb/ and rq/
+// keys, a migration no transaction homed at one user may make
+// (docs/cluster.md §11.2). A cluster node's view is not migrated here: it
+// is written only by its log, whose entries keep the indexes, and a single
+// node's data reaches a cluster (seed, restore of its backup) through Open.
+func fillRelIndex(db *pebble.DB) error {
+	if v, err := get(db, relIndexKey); err != nil || v != nil {
 		return err
 	}
+	b := db.NewBatch()
+	defer b.Close()
 	for _, ix := range []struct {
 		from string
 		rev  func(a, b string) []byte
 	}{{"rb/", blockedByKey}, {"rq/", requestedKey}} {
-		pairs, err := tx.scanKeys([]byte(ix.from))
+		it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte(ix.from), UpperBound: prefixEnd([]byte(ix.from))})
 		if err != nil {
 			return err
 		}
-		for _, pair := range pairs {
-			a, b, ok := strings.Cut(pair, string(rune(sep)))
-			if ok {
-				tx.Put(ix.rev(b, a), nil)
+		for ok := it.First(); ok; ok = it.Next() {
+			if a, p, found := bytes.Cut(it.Key()[len(ix.from):], []byte{sep}); found {
+				if err := b.Set(ix.rev(string(p), string(a)), nil, nil); err != nil {
+					it.Close()
+					return err
+				}
 			}
 		}
+		if err := it.Close(); err != nil {
+			return err
+		}
 	}
-	tx.Put(relIndexKey, []byte{1})
-	return nil
+	if err := b.Set(relIndexKey, []byte{1}, nil); err != nil {
+		return err
+	}
+	return b.Commit(pebble.Sync)
 }
