@@ -478,6 +478,12 @@ func (tx *Tx) FriendedBy(user string) ([]string, error) {
 // ways, the user's blacklist and other users' blacklist entries naming the
 // user, pending requests to and from the user, the friend groups, counters,
 // profile and mute. It returns the other users whose lists changed.
+//
+// It finds those users in user's own keys (rf/, rg/, rb/, rh/, rq/, rs/
+// of user), and changes each one's list by an operation on that user
+// alone (DeleteFriend(owner, user), DeleteBlocked(p, user),
+// DeleteRequest(p, user)) whose result it does not use: with partitions,
+// those run in the other users' partitions (docs/cluster.md §11.1).
 func (tx *Tx) WipeRelations(user string) (changed []string, err error) {
 	friends, err := tx.FriendPeers(user)
 	if err != nil {
