@@ -269,6 +269,9 @@ func (s *Service) accountDelete(ctx context.Context, c *Caller, r *deleteItems) 
 		return nil, err
 	}
 	s.relationsForgotten(gone, changed)
+	// existed[j] of an account other than the home (valid[0]) is what the
+	// home's transaction saw of it: exact at P = 1, with partitions a view
+	// of its partition (docs/cluster.md §11.2).
 	j := 0
 	for i := range res.ResultItem {
 		if res.ResultItem[i].ResultCode != 0 {

@@ -45,10 +45,10 @@ func TestHome(t *testing.T) {
 	item := `"AddSource":"AddSource_Type_Test"`
 	commandtest.CheckHomes(t, svc, st, svc.Commands(), []commandtest.HomeCase{
 		// Accounts: the first account named (and valid) is home.
-		{Name: "account_import", Caller: adm, Command: "im_open_login_svc/account_import", Body: `{"UserID":"frank"}`, Home: "frank", Write: true, Internal: true},
-		{Name: "multiaccount_import: first valid", Caller: adm, Command: "im_open_login_svc/multiaccount_import", Body: `{"Accounts":["bad user!","gina","hank"]}`, Home: "gina", Write: true, Internal: true},
+		{Name: "account_import", Caller: adm, Command: "im_open_login_svc/account_import", Body: `{"UserID":"frank"}`, Home: "frank", Write: true},
+		{Name: "multiaccount_import: first valid", Caller: adm, Command: "im_open_login_svc/multiaccount_import", Body: `{"Accounts":["bad user!","gina","hank"]}`, Home: "gina", Write: true},
 		{Name: "account_check", Caller: adm, Command: "im_open_login_svc/account_check", Body: `{"CheckItem":[{"UserID":"gina"}]}`, Home: "administrator"},
-		{Name: "kick", Caller: adm, Command: "im_open_login_svc/kick", Body: `{"UserID":"hank"}`, Home: "hank", Write: true, Internal: true},
+		{Name: "kick", Caller: adm, Command: "im_open_login_svc/kick", Body: `{"UserID":"hank"}`, Home: "hank", Write: true},
 		{Name: "querystate", Caller: adm, Command: "openim/querystate", Body: `{"To_Account":["alice"]}`, Home: "administrator"},
 		{Name: "query_online_status", Caller: adm, Command: "openim/query_online_status", Body: `{"To_Account":["alice"]}`, Home: "administrator"},
 
@@ -116,7 +116,7 @@ func TestHome(t *testing.T) {
 		{Name: "black_list_delete", Caller: alice, Command: "sns/black_list_delete", Body: `{"To_Account":["erin"]}`, Home: "alice", Write: true},
 
 		// Last: deleting accounts (the first valid one is home).
-		{Name: "account_delete: first valid", Caller: adm, Command: "im_open_login_svc/account_delete", Body: `{"DeleteItem":[{"UserID":"bad user!"},{"UserID":"gina"},{"UserID":"frank"}]}`, Home: "gina", Write: true, Internal: true},
+		{Name: "account_delete: first valid", Caller: adm, Command: "im_open_login_svc/account_delete", Body: `{"DeleteItem":[{"UserID":"bad user!"},{"UserID":"gina"},{"UserID":"frank"}]}`, Home: "gina", Write: true},
 		{Name: "unknown command", Caller: alice, Command: "openim/nosuch", Body: `{}`, Home: "alice", Code: command.CodeUnknownCommand},
 	})
 }

@@ -30,7 +30,9 @@ func (s *Service) blackListAdd(ctx context.Context, c *Caller, r *snsPeers) (any
 			return nil, err
 		}
 		// §6.3: blacklisting ends the friendship both ways and any
-		// pending request between the two.
+		// pending request between the two. from is the home: what was
+		// there is read from its keys (deleteOne, clearRequests;
+		// docs/cluster.md §11.2).
 		if _, err := s.deleteOne(tx, from, p, deleteTypeBoth, now); err != nil {
 			return nil, err
 		}

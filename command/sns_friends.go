@@ -375,15 +375,22 @@ func deleteType(f fields, def string) (string, error) {
 }
 
 // deleteOne removes a friendship (and, for Both, its reverse) and tells
-// both sides; it reports whether anything was there.
-func (s *Service) deleteOne(tx *store.Tx, from, to, dt string, now int64) (bool, error) {
-	had, err := tx.DeleteFriend(from, to)
+// both sides; it reports whether anything was there. home is the user the
+// transaction is homed at (docs/cluster.md §11.1). Whether to had home as
+// a friend is read from home's own reverse index rg/{home}{to}: deleting
+// to's record is an operation on to whose result is not used (with
+// partitions it runs in to's partition, later: §11.2).
+func (s *Service) deleteOne(tx *store.Tx, home, to, dt string, now int64) (bool, error) {
+	had, err := tx.DeleteFriend(home, to)
 	if err != nil {
 		return false, err
 	}
 	if dt == deleteTypeBoth {
-		back, err := tx.DeleteFriend(to, from)
+		back, err := tx.IsFriendedBy(home, to)
 		if err != nil {
+			return false, err
+		}
+		if _, err := tx.DeleteFriend(to, home); err != nil {
 			return false, err
 		}
 		had = had || back
@@ -391,8 +398,8 @@ func (s *Service) deleteOne(tx *store.Tx, from, to, dt string, now int64) (bool,
 	if !had {
 		return false, nil
 	}
-	ev := relationEvent{Event: "friend_delete", From: from, To: to, DeleteType: dt, Time: now}
-	return true, s.notify(tx, ev, from, to)
+	ev := relationEvent{Event: "friend_delete", From: home, To: to, DeleteType: dt, Time: now}
+	return true, s.notify(tx, ev, home, to)
 }
 
 type friendDeleteRequest struct {

@@ -10,17 +10,29 @@ import (
 // Pending friend requests: how they end (clearRequests) and Duet's own
 // commands to answer and list them (docs/events.md).
 
-// clearRequests removes pending requests between a and b in both
-// directions, telling both sides.
-func (s *Service) clearRequests(tx *store.Tx, a, b, reason string, now int64) error {
-	for _, p := range [][2]string{{a, b}, {b, a}} {
-		had, err := tx.DeleteRequest(p[1], p[0])
+// clearRequests removes pending requests between home, the user the
+// transaction is homed at (docs/cluster.md §11.1), and peer in both
+// directions, telling both sides. Whether each was there is read from
+// home's own keys: peer's request is home's record rq/{home}{peer}; home's
+// request is peer's record rq/{peer}{home}, indexed in home's
+// rs/{home}{peer}. Deleting peer's record is an operation on peer whose
+// result is not used: with partitions it runs in peer's partition, later
+// (§11.2).
+func (s *Service) clearRequests(tx *store.Tx, home, peer, reason string, now int64) error {
+	for _, d := range [][2]string{{home, peer}, {peer, home}} { // from, to
+		var had bool
+		var err error
+		if d[1] == home {
+			had, err = tx.DeleteRequest(home, peer)
+		} else if had, err = tx.HasSentRequest(home, peer); err == nil {
+			_, err = tx.DeleteRequest(peer, home)
+		}
 		if err != nil {
 			return err
 		}
 		if had {
-			ev := relationEvent{Event: "friend_request_delete", From: p[0], To: p[1], Reason: reason, Time: now}
-			if err := s.notify(tx, ev, a, b); err != nil {
+			ev := relationEvent{Event: "friend_request_delete", From: d[0], To: d[1], Reason: reason, Time: now}
+			if err := s.notify(tx, ev, home, peer); err != nil {
 				return err
 			}
 		}

@@ -21,37 +21,37 @@ type AccountUpdate struct {
 }
 
 // ImportAccounts creates or updates every account in one durable
-// transaction and reports, per item, whether it was new.
+// transaction and reports, per item, whether it was new. Its home
+// (docs/cluster.md §11.1) is the first item's account, the one
+// command.Service.Home names for account_import and multiaccount_import;
+// every account is written by PutAccount, an operation on that account
+// alone (for the others, with partitions, run by their partitions).
 func (s *Store) ImportAccounts(items []AccountUpdate) (created []bool, err error) {
 	created = make([]bool, len(items))
-	err = s.Update(func(tx *Tx) error {
+	if len(items) == 0 {
+		return created, nil
+	}
+	err = s.UpdateFor(items[0].UserID, func(tx *Tx) error {
 		now := tx.Now().Unix()
 		for i, it := range items {
-			k := accountKey(it.UserID)
-			old, err := tx.Get(k)
+			// Whether an account other than the home's was new is what
+			// this transaction sees of it: exact at P = 1, a view of its
+			// partition otherwise (§11.2); PutAccount decides for itself.
+			old, err := tx.Get(accountKey(it.UserID))
 			if err != nil {
 				return err
 			}
-			var a Account
-			if old != nil {
-				if err := json.Unmarshal(old, &a); err != nil {
-					return err
-				}
-			} else {
-				a = Account{UserID: it.UserID, Created: now}
-				created[i] = true
-			}
+			created[i] = old == nil
+			f := AccountFields{}
 			if it.Nick != nil {
-				a.Nick = *it.Nick
+				f.Nick, f.SetNick = *it.Nick, true
 			}
 			if it.FaceURL != nil {
-				a.FaceURL = *it.FaceURL
+				f.FaceURL, f.SetFaceURL = *it.FaceURL, true
 			}
-			b, err := json.Marshal(a)
-			if err != nil {
+			if err := tx.PutAccount(it.UserID, f, now); err != nil {
 				return err
 			}
-			tx.Put(k, b)
 		}
 		return nil
 	})
@@ -64,20 +64,70 @@ func (s *Store) ImportAccounts(items []AccountUpdate) (created []bool, err error
 	return created, nil
 }
 
+// AccountFields are the fields PutAccount sets: Nick and FaceURL, each
+// only when its Set flag is.
+type AccountFields struct {
+	Nick, FaceURL       string
+	SetNick, SetFaceURL bool
+}
+
+// PutAccount creates user's account (Created = now) if it has none, and
+// sets the fields f names. It reads and writes only user's a/ key: with
+// partitions, a transaction homed at another user records it for user's
+// partition (docs/cluster.md §11.1).
+func (tx *Tx) PutAccount(user string, f AccountFields, now int64) error {
+	k := accountKey(user)
+	old, err := tx.Get(k)
+	if err != nil {
+		return err
+	}
+	var a Account
+	if old != nil {
+		if err := json.Unmarshal(old, &a); err != nil {
+			return err
+		}
+	} else {
+		a = Account{UserID: user, Created: now}
+	}
+	if f.SetNick {
+		a.Nick = f.Nick
+	}
+	if f.SetFaceURL {
+		a.FaceURL = f.FaceURL
+	}
+	b, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	tx.Put(k, b)
+	return nil
+}
+
 // DeleteAccounts removes the account records of users, durably, and records
 // a kick for each so UserSigs issued before the deletion stay refused should
 // the account be imported again. It reports which users existed. also, when
 // given, runs in the same transaction with the users deleted (so what else
 // goes with an account goes all or nothing). Timelines, history and
 // conversations are left to expire with their retention.
+//
+// Its home (docs/cluster.md §11.1) is users[0], the first valid account
+// account_delete names (command.Service.Home); each account is deleted by
+// DeleteAccount, an operation on that account alone.
 func (s *Store) DeleteAccounts(users []string, also func(tx *Tx, deleted []string) error) (existed []bool, err error) {
 	existed = make([]bool, len(users))
+	if len(users) == 0 {
+		return existed, nil
+	}
 	now := s.Now()
-	err = s.Update(func(tx *Tx) error {
+	err = s.UpdateFor(users[0], func(tx *Tx) error {
 		var deleted []string
 		for i, u := range users {
-			k := accountKey(u)
-			old, err := tx.Get(k)
+			// Whether an account other than the home's existed (the
+			// item's result, and whether also wipes it) is what this
+			// transaction sees of it: exact at P = 1, a view of its
+			// partition otherwise (§11.2); DeleteAccount of an account
+			// its partition no longer has does nothing.
+			old, err := tx.Get(accountKey(u))
 			if err != nil {
 				return err
 			}
@@ -86,8 +136,9 @@ func (s *Store) DeleteAccounts(users []string, also func(tx *Tx, deleted []strin
 			}
 			existed[i] = true
 			deleted = append(deleted, u)
-			tx.Delete(k)
-			tx.Put(kickKey(u), u64(uint64(now.UnixNano())))
+			if err := tx.DeleteAccount(u, now.UnixNano()); err != nil {
+				return err
+			}
 		}
 		if also != nil && len(deleted) > 0 {
 			return also(tx, deleted)
@@ -106,11 +157,26 @@ func (s *Store) DeleteAccounts(users []string, also func(tx *Tx, deleted []strin
 	return existed, nil
 }
 
+// DeleteAccount removes user's account record and records a kick at
+// (Unix nanoseconds), if user has an account; it reads and writes only
+// user's keys (a/, x/): with partitions, a transaction homed at another
+// user records it for user's partition (docs/cluster.md §11.1).
+func (tx *Tx) DeleteAccount(user string, at int64) error {
+	k := accountKey(user)
+	old, err := tx.Get(k)
+	if err != nil || old == nil {
+		return err
+	}
+	tx.Delete(k)
+	tx.Put(kickKey(user), u64(uint64(at)))
+	return nil
+}
+
 // Kick records, durably, that user was kicked now: UserSigs issued up to and
 // including this second are refused from now on (see KickedAt).
 func (s *Store) Kick(user string) (time.Time, error) {
 	now := s.Now()
-	err := s.Update(func(tx *Tx) error {
+	err := s.UpdateFor(user, func(tx *Tx) error {
 		tx.Put(kickKey(user), u64(uint64(now.UnixNano())))
 		return nil
 	})

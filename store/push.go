@@ -41,7 +41,9 @@ var pushSeqKey = []byte("ps")
 
 // SetPushToken registers t (User, Device, Vendor, Token, BundleID) durably.
 // Whoever held the same token before, another user on the same phone or an
-// older client id, loses it; the device's previous token is dropped.
+// older client id, loses it (DropMovedPushToken); the device's previous
+// token is dropped. Its home (docs/cluster.md §11.1) is t.User, the user
+// push/set_token names.
 func (s *Store) SetPushToken(t PushToken) error {
 	t.Updated = s.Now().Unix()
 	b, err := json.Marshal(t)
@@ -52,13 +54,18 @@ func (s *Store) SetPushToken(t PushToken) error {
 	// new one is readable; forget also keeps a reader that looked before
 	// the commit from recording "none" after it.
 	defer s.tokenless.Forget(t.User)
-	return s.Update(func(tx *Tx) error {
+	return s.UpdateFor(t.User, func(tx *Tx) error {
+		// Who holds the token is read from px/, which is in no user's
+		// partition: with partitions, a view (docs/cluster.md §11.2,
+		// item 7).
 		ik := pushTokenIndex(t.Vendor, t.Token)
 		if owner, err := tx.Get(ik); err != nil {
 			return err
 		} else if owner != nil {
 			if u, d, ok := bytes.Cut(owner, []byte{sep}); ok && (string(u) != t.User || string(d) != t.Device) {
-				tx.Delete(pushTokenKey(string(u), string(d)))
+				if err := tx.DropMovedPushToken(string(u), string(d), t.Vendor, t.Token); err != nil {
+					return err
+				}
 			}
 		}
 		dk := pushTokenKey(t.User, t.Device)
@@ -76,10 +83,31 @@ func (s *Store) SetPushToken(t PushToken) error {
 	})
 }
 
+// DropMovedPushToken removes user's device's token if it is still token
+// of vendor, which another device has taken over (SetPushToken). It reads
+// and writes only user's pt/ key: with partitions, a transaction homed at
+// the device that took the token records it for user's partition
+// (docs/cluster.md §11.1), where the device may have registered another
+// token meanwhile.
+func (tx *Tx) DropMovedPushToken(user, device, vendor, token string) error {
+	dk := pushTokenKey(user, device)
+	old, err := tx.Get(dk)
+	if err != nil || old == nil {
+		return err
+	}
+	var prev PushToken
+	if json.Unmarshal(old, &prev) == nil && (prev.Vendor != vendor || prev.Token != token) {
+		return nil
+	}
+	tx.Delete(dk)
+	return nil
+}
+
 // DeletePushToken removes device's token; it reports whether there was one.
+// Its home (docs/cluster.md §11.1) is user.
 func (s *Store) DeletePushToken(user, device string) (bool, error) {
 	found := false
-	err := s.Update(func(tx *Tx) error {
+	err := s.UpdateFor(user, func(tx *Tx) error {
 		found = false
 		return deleteTokenTx(tx, user, device, "", &found)
 	})
@@ -91,7 +119,7 @@ func (s *Store) DeletePushToken(user, device string) (bool, error) {
 // replaced meanwhile.
 func (s *Store) DeletePushTokenIf(user, device, token string) (bool, error) {
 	found := false
-	err := s.Update(func(tx *Tx) error {
+	err := s.UpdateFor(user, func(tx *Tx) error {
 		found = false
 		return deleteTokenTx(tx, user, device, token, &found)
 	})
@@ -133,7 +161,7 @@ func (s *Store) DeleteUserPushTokens(user string) (int, error) {
 		return 0, err
 	}
 	n := 0
-	err = s.Update(func(tx *Tx) error {
+	err = s.UpdateFor(user, func(tx *Tx) error {
 		n = 0
 		for _, t := range toks {
 			found := false

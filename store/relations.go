@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strings"
 
 	"github.com/cockroachdb/pebble"
 )
@@ -68,6 +67,13 @@ func pairKey(prefix, a, b string) []byte {
 	return key([]byte(prefix), []byte(a), []byte{sep}, []byte(b))
 }
 
+// RelationKey is the key of the relationship record or index prefix
+// ("rf/", "rg/", "rb/", "rh/", "rq/", "rs/") of a and b; it belongs to a.
+// It is for tests that build, with Tx.Put and Tx.Delete, what a node sees
+// while its view of another partition lags (docs/cluster.md §11.2): one
+// user's half of a relationship without the other's.
+func RelationKey(prefix, a, b string) []byte { return pairKey(prefix, a, b) }
+
 func ownerPrefix(prefix, owner string) []byte {
 	return key([]byte(prefix), []byte(owner), []byte{sep})
 }
@@ -91,7 +97,7 @@ func friendGroupsKey(user string) []byte     { return key([]byte("rl/"), []byte(
 
 // relIndexKey marks a store whose rh/ and rs/ indexes cover every rb/ and
 // rq/ record (stores written before the indexes existed are filled in by
-// the first WipeRelations).
+// fillRelIndex, at Open).
 var relIndexKey = []byte("ri/1")
 
 // ---- reads outside transactions ----
@@ -324,6 +330,16 @@ func (tx *Tx) DeleteFriend(owner, peer string) (existed bool, err error) {
 	})
 }
 
+// IsFriendedBy reports whether owner has user in its friend list, from
+// user's own reverse index rg/{user}{owner} (owner's record, rf/, is
+// owner's key). A transaction homed at user decides with it what depends
+// on owner's record, which with partitions it sees only through a view
+// (docs/cluster.md §11.2).
+func (tx *Tx) IsFriendedBy(user, owner string) (bool, error) {
+	v, err := tx.Get(friendedKey(user, owner))
+	return v != nil, err
+}
+
 // FriendPeers lists owner's friends as of this transaction.
 func (tx *Tx) FriendPeers(owner string) ([]string, error) {
 	return tx.scanKeys(ownerPrefix("rf/", owner))
@@ -376,6 +392,15 @@ func (tx *Tx) GetRequest(to, from string) (*FriendRequest, error) {
 		return nil, fmt.Errorf("store: request: %w", err)
 	}
 	return &r, nil
+}
+
+// HasSentRequest reports whether from has a request pending with `to`,
+// from from's own reverse index rs/{from}{to} (the request, rq/, is to's
+// key): what a transaction homed at from decides with (docs/cluster.md
+// §11.2).
+func (tx *Tx) HasSentRequest(from, to string) (bool, error) {
+	v, err := tx.Get(requestedKey(from, to))
+	return v != nil, err
 }
 
 // PutRequest records (or refreshes) a pending request from r.From to `to`.
@@ -453,10 +478,13 @@ func (tx *Tx) FriendedBy(user string) ([]string, error) {
 // ways, the user's blacklist and other users' blacklist entries naming the
 // user, pending requests to and from the user, the friend groups, counters,
 // profile and mute. It returns the other users whose lists changed.
+//
+// It finds those users in user's own keys (rf/, rg/, rb/, rh/, rq/, rs/
+// of user), and changes each one's list by an operation on that user
+// alone (DeleteFriend(owner, user), DeleteBlocked(p, user),
+// DeleteRequest(p, user)) whose result it does not use: with partitions,
+// those run in the other users' partitions (docs/cluster.md §11.1).
 func (tx *Tx) WipeRelations(user string) (changed []string, err error) {
-	if err := tx.fillRelIndex(); err != nil {
-		return nil, err
-	}
 	friends, err := tx.FriendPeers(user)
 	if err != nil {
 		return nil, err
@@ -508,27 +536,42 @@ func (tx *Tx) WipeRelations(user string) (changed []string, err error) {
 	return changed, nil
 }
 
-// fillRelIndex writes the rh/ and rs/ entries of every blacklist entry and
-// request once, for a store written before those indexes existed.
-func (tx *Tx) fillRelIndex() error {
-	if v, err := tx.Get(relIndexKey); err != nil || v != nil {
+// fillRelIndex writes, once, the rh/ and rs/ entries of every blacklist
+// entry and request of a store written before those indexes existed, and
+// marks the store as covered (relIndexKey). Open runs it on a single
+// node's store before the writer starts: it scans every user's rb/ and rq/
+// keys, a migration no transaction homed at one user may make
+// (docs/cluster.md §11.2). A cluster node's view is not migrated here: it
+// is written only by its log, whose entries keep the indexes, and a single
+// node's data reaches a cluster (seed, restore of its backup) through Open.
+func fillRelIndex(db *pebble.DB) error {
+	if v, err := get(db, relIndexKey); err != nil || v != nil {
 		return err
 	}
+	b := db.NewBatch()
+	defer b.Close()
 	for _, ix := range []struct {
 		from string
 		rev  func(a, b string) []byte
 	}{{"rb/", blockedByKey}, {"rq/", requestedKey}} {
-		pairs, err := tx.scanKeys([]byte(ix.from))
+		it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte(ix.from), UpperBound: prefixEnd([]byte(ix.from))})
 		if err != nil {
 			return err
 		}
-		for _, pair := range pairs {
-			a, b, ok := strings.Cut(pair, string(rune(sep)))
-			if ok {
-				tx.Put(ix.rev(b, a), nil)
+		for ok := it.First(); ok; ok = it.Next() {
+			if a, p, found := bytes.Cut(it.Key()[len(ix.from):], []byte{sep}); found {
+				if err := b.Set(ix.rev(string(p), string(a)), nil, nil); err != nil {
+					it.Close()
+					return err
+				}
 			}
 		}
+		if err := it.Close(); err != nil {
+			return err
+		}
 	}
-	tx.Put(relIndexKey, []byte{1})
-	return nil
+	if err := b.Set(relIndexKey, []byte{1}, nil); err != nil {
+		return err
+	}
+	return b.Commit(pebble.Sync)
 }

@@ -6,18 +6,37 @@ import (
 )
 
 // A store written before the rh/ and rs/ indexes existed holds blacklist
-// entries and requests without their reverse entries. The first account
-// deletion fills the indexes in, so what other users hold about the
-// deleted account goes too, and the counters follow.
+// entries and requests without their reverse entries. Opening it fills the
+// indexes in, once, before the writer serves (not in a transaction homed
+// at one user: docs/cluster.md §11.2), so what other users hold about a
+// deleted account goes too, the counters follow, and a home's decisions
+// read from its reverse indexes (HasSentRequest) are right.
 func TestWipeRelationsFillsOldIndexes(t *testing.T) {
-	s := open(t, t.TempDir(), Options{})
-	defer s.Close()
+	dir := t.TempDir()
+	s := open(t, dir, Options{})
+	if v, err := get(s.db, relIndexKey); err != nil || v == nil {
+		t.Fatalf("a new store is not marked as indexed: %q %v", v, err)
+	}
 	err := s.Update(func(tx *Tx) error {
-		// As the old PutBlocked and PutRequest wrote them.
+		// As the old PutBlocked and PutRequest wrote them, in a store
+		// never migrated.
 		tx.Put(blockedKey("alice", "zed"), []byte(`{"AddTime":1}`))
 		tx.Put(relCountsKey("alice"), []byte(`{"Blacklist":1,"BlackSeq":1}`))
 		tx.Put(requestKey("bob", "zed"), []byte(`{"AddType":"Add_Type_Both","AddTime":1}`))
 		tx.Put(relCountsKey("bob"), []byte(`{"Pending":1}`))
+		tx.Delete(relIndexKey)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, dir, Options{})
+	defer s.Close()
+	err = s.Update(func(tx *Tx) error {
+		if sent, err := tx.HasSentRequest("zed", "bob"); err != nil || !sent {
+			t.Errorf("after Open, HasSentRequest(zed, bob) = %v %v", sent, err)
+		}
 		return nil
 	})
 	if err != nil {

@@ -240,6 +240,9 @@ func Open(dir string, o Options) (*Store, error) {
 	if o.Replicated {
 		s.repl = &replication{advanced: make(chan struct{})}
 		s.repl.applied.Store(applied)
+	} else if err := fillRelIndex(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: %s: filling the relationship indexes: %w", dir, err)
 	}
 	s.wg.Add(2)
 	go s.writer()
