@@ -111,7 +111,14 @@ func (c *Conversation) appendJSON(b []byte) []byte {
 // Touch records a new message in owner's conversation with peer: it becomes
 // the last message (unless noLastMsg) and counts as unread (when unread).
 // A new conversation beyond limit evicts owner's oldest.
+//
+// For an owner of another partition (intents.go) it is deferred there,
+// where the owner's own record is read and written.
 func (tx *Tx) Touch(owner, peer string, m *Message, unread, noLastMsg bool, limit int, now int64) error {
+	if p, ok := tx.foreign(owner); ok {
+		tx.deferTouch(p, owner, peer, m, unread, noLastMsg, limit, now)
+		return nil
+	}
 	c, err := tx.Conversation(owner, peer)
 	if err != nil {
 		return err

@@ -123,6 +123,18 @@ type Options struct {
 	// shared with other nodes (cluster mode, internal/cluster): reads take
 	// the larger of it and the local copy, writes go to both.
 	Cursors SharedCursors
+	// Partition is this store's partition, and PartitionOf names any
+	// user's, in a cluster with several partitions (docs/cluster.md §5,
+	// §11; intents.go): a transaction's writes for a user of another
+	// partition are deferred to that partition's writer. Nil PartitionOf
+	// (a single node, a cluster of one partition): every user is this
+	// store's.
+	Partition   int
+	PartitionOf func(user string) int
+	// OnIntents is called, when this view has written a log entry that
+	// carries intents, with the partitions they are for: their owners
+	// Receive them. It must not block.
+	OnIntents func(targets []int)
 }
 
 // SharedCursors keeps device cursors where every node of a cluster sees
@@ -192,6 +204,11 @@ func Open(dir string, o Options) (*Store, error) {
 	}
 	if o.CacheSize <= 0 {
 		o.CacheSize = 128 << 20
+	}
+	if o.PartitionOf != nil && !o.Replicated {
+		// Deferred writes travel in log entries: without a log they would
+		// be lost.
+		return nil, errors.New("store: PartitionOf needs a Replicated store")
 	}
 	cache := pebble.NewCache(o.CacheSize)
 	defer cache.Unref()
