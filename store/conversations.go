@@ -201,6 +201,9 @@ func (tx *Tx) scan(prefix []byte, fn func(k, v []byte) error) error {
 // Conversations returns owner's conversation list, newest first, without
 // expired or deleted entries.
 func (s *Store) Conversations(owner string) ([]Conversation, error) {
+	if o := s.part(owner); o != s {
+		return o.Conversations(owner)
+	}
 	p := conversationPrefix(owner)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
 	if err != nil {
@@ -225,6 +228,9 @@ func (s *Store) Conversations(owner string) ([]Conversation, error) {
 
 // GetConversation reads owner's entry for peer (nil if none).
 func (s *Store) GetConversation(owner, peer string) (*Conversation, error) {
+	if o := s.part(owner); o != s {
+		return o.GetConversation(owner, peer)
+	}
 	v, err := get(s.db, conversationKey(owner, peer))
 	if err != nil || v == nil {
 		return nil, err

@@ -189,6 +189,9 @@ func decodeMessage(b []byte) (*Message, error) {
 
 // GetMessage finds a message of the conversation between a and b by MsgKey.
 func (s *Store) GetMessage(a, b, msgKey string) (*Message, error) {
+	if o := s.part(a); o != s {
+		return o.GetMessage(a, b, msgKey)
+	}
 	hk := historyKeyOf(a, b, msgKey)
 	if hk == nil {
 		return nil, ErrNotFound
@@ -340,6 +343,9 @@ func (tx *Tx) Resent(id SendID) (*Sent, error) {
 // Resent is Tx.Resent outside a transaction: a look-up that a send made
 // since may make out of date.
 func (s *Store) Resent(id SendID) (*Sent, error) {
+	if o := s.part(id.From); o != s {
+		return o.Resent(id)
+	}
 	r, _, err := s.resent(func(k []byte) ([]byte, error) { return get(s.db, k) }, id, id.key(), s.Now())
 	return r, err
 }

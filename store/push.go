@@ -43,6 +43,9 @@ var pushSeqKey = []byte("ps")
 // Whoever held the same token before, another user on the same phone or an
 // older client id, loses it; the device's previous token is dropped.
 func (s *Store) SetPushToken(t PushToken) error {
+	if o := s.part(t.User); o != s {
+		return o.SetPushToken(t)
+	}
 	t.Updated = s.Now().Unix()
 	b, err := json.Marshal(t)
 	if err != nil {
@@ -78,6 +81,9 @@ func (s *Store) SetPushToken(t PushToken) error {
 
 // DeletePushToken removes device's token; it reports whether there was one.
 func (s *Store) DeletePushToken(user, device string) (bool, error) {
+	if o := s.part(user); o != s {
+		return o.DeletePushToken(user, device)
+	}
 	found := false
 	err := s.Update(func(tx *Tx) error {
 		found = false
@@ -90,6 +96,9 @@ func (s *Store) DeletePushToken(user, device string) (bool, error) {
 // vendor's "unregistered" answer must not remove a token the device has
 // replaced meanwhile.
 func (s *Store) DeletePushTokenIf(user, device, token string) (bool, error) {
+	if o := s.part(user); o != s {
+		return o.DeletePushTokenIf(user, device, token)
+	}
 	found := false
 	err := s.Update(func(tx *Tx) error {
 		found = false
@@ -128,6 +137,9 @@ func deleteTokenTx(tx *Tx, user, device, only string, found *bool) error {
 // DeleteUserPushTokens removes every token of user (logout, kick) and
 // reports how many there were.
 func (s *Store) DeleteUserPushTokens(user string) (int, error) {
+	if o := s.part(user); o != s {
+		return o.DeleteUserPushTokens(user)
+	}
 	toks, err := s.PushTokens(user)
 	if err != nil || len(toks) == 0 {
 		return 0, err
@@ -152,6 +164,9 @@ func (s *Store) DeleteUserPushTokens(user string) (int, error) {
 // PushTokens lists user's registered devices. It runs for every message
 // stored, and most users have no token: those answers come from memory.
 func (s *Store) PushTokens(user string) ([]PushToken, error) {
+	if o := s.part(user); o != s {
+		return o.PushTokens(user)
+	}
 	if _, none := s.tokenless.Get(user); none {
 		return nil, nil
 	}
@@ -261,6 +276,9 @@ func (s *Store) SettlePushes(ids []uint64, shown []ShownPush) error {
 // expiry entries stay and find nothing. With nothing recorded it commits
 // nothing.
 func (s *Store) TakeShown(user, msgKey string) ([][]byte, error) {
+	if o := s.part(user); o != s {
+		return o.TakeShown(user, msgKey)
+	}
 	var out [][]byte
 	err := s.Update(func(tx *Tx) error {
 		out = out[:0]

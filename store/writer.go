@@ -225,6 +225,9 @@ type txn struct {
 // fn failed, in which case nothing of it was written). fn runs on the
 // writer goroutine: it must be quick and must not call Update.
 func (s *Store) Update(fn func(*Tx) error) error {
+	if s.parts != nil {
+		return errNeedsHome
+	}
 	t := &txn{fn: fn, done: make(chan struct{})}
 	s.mu.RLock()
 	closed := s.closed
