@@ -175,6 +175,9 @@ func (tx *Tx) DeleteAccount(user string, at int64) error {
 // Kick records, durably, that user was kicked now: UserSigs issued up to and
 // including this second are refused from now on (see KickedAt).
 func (s *Store) Kick(user string) (time.Time, error) {
+	if o := s.part(user); o != s {
+		return o.Kick(user)
+	}
 	now := s.Now()
 	err := s.UpdateFor(user, func(tx *Tx) error {
 		tx.Put(kickKey(user), u64(uint64(now.UnixNano())))
@@ -198,6 +201,9 @@ func (s *Store) Kick(user string) (time.Time, error) {
 // it. Both are refused: a sig made in the same second as the kick is
 // refused, and a fresh one must be issued at least one second later.
 func (s *Store) KickedAt(user string) time.Time {
+	if o := s.part(user); o != s {
+		return o.KickedAt(user)
+	}
 	if t, ok := s.kicks.Get(user); ok {
 		return t
 	}

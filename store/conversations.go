@@ -111,7 +111,14 @@ func (c *Conversation) appendJSON(b []byte) []byte {
 // Touch records a new message in owner's conversation with peer: it becomes
 // the last message (unless noLastMsg) and counts as unread (when unread).
 // A new conversation beyond limit evicts owner's oldest.
+//
+// For an owner of another partition (intents.go) it is deferred there,
+// where the owner's own record is read and written.
 func (tx *Tx) Touch(owner, peer string, m *Message, unread, noLastMsg bool, limit int, now int64) error {
+	if p, ok := tx.foreign(owner); ok {
+		tx.deferTouch(p, owner, peer, m, unread, noLastMsg, limit, now)
+		return nil
+	}
 	c, err := tx.Conversation(owner, peer)
 	if err != nil {
 		return err
@@ -194,6 +201,9 @@ func (tx *Tx) scan(prefix []byte, fn func(k, v []byte) error) error {
 // Conversations returns owner's conversation list, newest first, without
 // expired or deleted entries.
 func (s *Store) Conversations(owner string) ([]Conversation, error) {
+	if o := s.part(owner); o != s {
+		return o.Conversations(owner)
+	}
 	p := conversationPrefix(owner)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
 	if err != nil {
@@ -218,6 +228,9 @@ func (s *Store) Conversations(owner string) ([]Conversation, error) {
 
 // GetConversation reads owner's entry for peer (nil if none).
 func (s *Store) GetConversation(owner, peer string) (*Conversation, error) {
+	if o := s.part(owner); o != s {
+		return o.GetConversation(owner, peer)
+	}
 	v, err := get(s.db, conversationKey(owner, peer))
 	if err != nil || v == nil {
 		return nil, err

@@ -28,6 +28,9 @@ type HistoryQuery struct {
 // History returns the page in ascending order and whether nothing older
 // (and visible) remains in the range.
 func (s *Store) History(q HistoryQuery) (page []*Message, complete bool, err error) {
+	if o := s.part(q.A); o != s {
+		return o.History(q)
+	}
 	if q.MaxTime < q.MinTime || q.Max <= 0 {
 		return nil, true, nil
 	}
@@ -82,6 +85,9 @@ func (s *Store) History(q HistoryQuery) (page []*Message, complete bool, err err
 
 // CountAfter counts the messages from `from` to `to` later than t, up to max.
 func (s *Store) CountAfter(from, to string, t int64, max int) (int, error) {
+	if o := s.part(to); o != s {
+		return o.CountAfter(from, to, t, max)
+	}
 	prefix := historyPrefix(from, to)
 	it, err := s.db.NewIter(&pebble.IterOptions{
 		LowerBound: append(bytes.Clone(prefix), u64(uint64(t)+1)...),

@@ -11,9 +11,9 @@ import (
 // writes the transaction makes for users of other partitions will become
 // intents, executed by those partitions' writers.
 //
-// With one partition, which is every store today (single mode, and cluster
-// mode with P = 1), all homes share the one writer and UpdateFor is Update.
-// With partitions it runs fn in the writer of home's partition, and fails
+// With one partition (single mode, and cluster mode with P = 1) all homes
+// share the one writer and UpdateFor is Update. With partitions
+// (OpenPartitions) it runs fn in the writer of home's partition, and fails
 // with ErrNotOwner on a node that does not own it.
 func (s *Store) UpdateFor(home string, fn func(*Tx) error) error {
 	if t := homeTracers.Load(); t != nil {
@@ -21,7 +21,7 @@ func (s *Store) UpdateFor(home string, fn func(*Tx) error) error {
 			f(home)
 		}
 	}
-	return s.Update(fn)
+	return s.part(home).Update(fn)
 }
 
 // homeTracers are the TraceHomes callbacks by store; nil (one atomic load

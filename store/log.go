@@ -66,12 +66,18 @@ var appliedKey = []byte("zs")
 //	entryTx:    uvarint len + Pebble batch representation,
 //	            uvarint count, then per appended event:
 //	            uvarint len + user, uvarint seq, flags (1 = rewritten),
-//	            uvarint len + origin, uvarint len + data
+//	            uvarint len + origin, uvarint len + data;
+//	            in version 2 only, the intents for other partitions
+//	            (intents.go, encodeIntents)
 //	entryFence: uvarint len + a note (who fenced; for the log's readers)
 //	entryRestore: uvarint len + object, uvarint len + SHA-256 (hex),
 //	            uvarint the snapshot's own sequence
 const (
 	entryVersion = 1
+	// entryIntents is the version of a tx entry that carries intents
+	// (intents.go). Entries without stay version 1, byte for byte as
+	// before partitions.
+	entryIntents = 2
 	entryTx      = 't'
 	entryFence   = 'f'
 	entryRestore = 'r'
@@ -116,13 +122,20 @@ func (s *Store) SetRestoreSource(f func(object string) (io.ReadCloser, error)) {
 	}
 }
 
-func encodeEntry(repr []byte, appended []Appended) []byte {
+func encodeEntry(repr []byte, appended []Appended, intents []intent) []byte {
 	n := 16 + len(repr)
 	for _, a := range appended {
 		n += 24 + len(a.User) + len(a.Origin) + len(a.Data)
 	}
+	for _, i := range intents {
+		n += 16 + len(i.user) + len(i.args)
+	}
 	b := make([]byte, 0, n)
-	b = append(b, entryVersion, entryTx)
+	version := byte(entryVersion)
+	if len(intents) > 0 {
+		version = entryIntents
+	}
+	b = append(b, version, entryTx)
 	b = binary.AppendUvarint(b, uint64(len(repr)))
 	b = append(b, repr...)
 	b = binary.AppendUvarint(b, uint64(len(appended)))
@@ -137,6 +150,9 @@ func encodeEntry(repr []byte, appended []Appended) []byte {
 		b = appendBytes(b, a.Origin)
 		b = appendBytes(b, string(a.Data))
 	}
+	if len(intents) > 0 {
+		b = encodeIntents(b, intents)
+	}
 	return b
 }
 
@@ -150,7 +166,8 @@ type entry struct {
 	kind     byte
 	repr     []byte
 	appended []Appended
-	restore  Restore // entryRestore
+	intents  []intent // for other partitions (version 2)
+	restore  Restore  // entryRestore
 }
 
 var errBadEntry = errors.New("store: malformed log entry")
@@ -159,8 +176,8 @@ func decodeEntry(b []byte) (entry, error) {
 	if len(b) < 2 {
 		return entry{}, errBadEntry
 	}
-	if b[0] != entryVersion {
-		return entry{}, fmt.Errorf("store: log entry version %d; this build reads %d", b[0], entryVersion)
+	if b[0] != entryVersion && (b[0] != entryIntents || b[1] != entryTx) {
+		return entry{}, fmt.Errorf("store: log entry version %d; this build reads %d and %d", b[0], entryVersion, entryIntents)
 	}
 	e := entry{kind: b[1]}
 	r := entryReader{b: b[2:]}
@@ -187,6 +204,9 @@ func decodeEntry(b []byte) (entry, error) {
 			a.Data = r.bytes()
 			e.appended = append(e.appended, a)
 		}
+		if b[0] == entryIntents {
+			e.intents = decodeIntents(&r)
+		}
 	default:
 		return entry{}, fmt.Errorf("store: log entry of unknown kind %q", e.kind)
 	}
@@ -203,6 +223,16 @@ type entryReader struct {
 
 func (r *entryReader) uvarint() uint64 {
 	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err, r.b = errBadEntry, nil
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *entryReader) varint() int64 {
+	v, n := binary.Varint(r.b)
 	if n <= 0 {
 		r.err, r.b = errBadEntry, nil
 		return 0
@@ -375,8 +405,8 @@ func (s *Store) ownerLog() (Log, error) {
 // and notifies under it, then unlocks), and whether the view was written
 // here: false when Apply, fed this writer's own entry by the log's
 // consumer, wrote it first and has already notified OnCommit.
-func (s *Store) commitToLog(l Log, b *pebble.Batch, appended []Appended) (wrote bool, err error) {
-	seq, err := l.Append(encodeEntry(b.Repr(), appended))
+func (s *Store) commitToLog(l Log, b *pebble.Batch, appended []Appended, intents []intent) (wrote bool, err error) {
+	seq, err := l.Append(encodeEntry(b.Repr(), appended, intents))
 	if err != nil {
 		return false, fmt.Errorf("%w: %w", ErrNotOwner, err)
 	}
@@ -384,7 +414,14 @@ func (s *Store) commitToLog(l Log, b *pebble.Batch, appended []Appended) (wrote 
 	if seq <= s.repl.applied.Load() {
 		return false, nil
 	}
-	if err = b.Set(appliedKey, u64(seq), nil); err == nil {
+	var targets []int
+	if len(intents) > 0 {
+		targets, err = putOutbox(b, seq, intents)
+	}
+	if err == nil {
+		err = b.Set(appliedKey, u64(seq), nil)
+	}
+	if err == nil {
 		err = b.Commit(pebble.NoSync)
 	}
 	if err != nil {
@@ -395,6 +432,7 @@ func (s *Store) commitToLog(l Log, b *pebble.Batch, appended []Appended) (wrote 
 		return false, fmt.Errorf("store: view write after log append (seq %d): %w", seq, err)
 	}
 	s.repl.advance(seq)
+	s.notifyIntents(targets)
 	return true, nil
 }
 
@@ -432,6 +470,12 @@ func (s *Store) Apply(seq uint64, data []byte) error {
 			return fmt.Errorf("store: entry %d: %w", seq, err)
 		}
 	}
+	var targets []int
+	if len(e.intents) > 0 {
+		if targets, err = putOutbox(b, seq, e.intents); err != nil {
+			return err
+		}
+	}
 	if err := b.Set(appliedKey, u64(seq), nil); err != nil {
 		return err
 	}
@@ -439,6 +483,7 @@ func (s *Store) Apply(seq uint64, data []byte) error {
 		return fmt.Errorf("store: applying entry %d: %w", seq, err)
 	}
 	r.advance(seq)
+	s.notifyIntents(targets)
 	if len(e.repr) > 0 {
 		s.noteApplied(b)
 	}

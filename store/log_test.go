@@ -502,7 +502,7 @@ func TestOpenModeMismatch(t *testing.T) {
 // Malformed entries are refused with an error, never applied in part.
 func TestApplyRefusesMalformedEntries(t *testing.T) {
 	v := openView(t, nil)
-	good := encodeEntry(nil, []Appended{{User: "u", Seq: 1, Data: []byte(`{"Seq":1}`)}})
+	good := encodeEntry(nil, []Appended{{User: "u", Seq: 1, Data: []byte(`{"Seq":1}`)}}, nil)
 	for _, e := range [][]byte{nil, {1}, {2, 't'}, {1, 'q'}, good[:len(good)-1], append(bytes.Clone(good), 0)} {
 		if err := v.Apply(1, e); err == nil {
 			t.Fatalf("entry %x applied", e)
@@ -515,15 +515,16 @@ func TestApplyRefusesMalformedEntries(t *testing.T) {
 
 func FuzzDecodeEntry(f *testing.F) {
 	f.Add(FenceEntry("node"))
-	f.Add(encodeEntry([]byte("repr"), []Appended{{User: "u", Seq: 7, Data: []byte("{}"), Origin: "d", Rewritten: true}}))
+	f.Add(encodeEntry([]byte("repr"), []Appended{{User: "u", Seq: 7, Data: []byte("{}"), Origin: "d", Rewritten: true}}, nil))
+	f.Add(encodeEntry([]byte("repr"), nil, []intent{{part: 3, user: "bob", op: opAppend, args: []byte("x")}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e, err := decodeEntry(b)
 		if err != nil || e.kind != entryTx {
 			return
 		}
 		// What decodes survives a re-encoding unchanged.
-		again, err := decodeEntry(encodeEntry(e.repr, e.appended))
-		if err != nil || !bytes.Equal(again.repr, e.repr) || fmt.Sprint(again.appended) != fmt.Sprint(e.appended) {
+		again, err := decodeEntry(encodeEntry(e.repr, e.appended, e.intents))
+		if err != nil || !bytes.Equal(again.repr, e.repr) || fmt.Sprint(again.appended) != fmt.Sprint(e.appended) || fmt.Sprint(again.intents) != fmt.Sprint(e.intents) {
 			t.Fatalf("%x: %+v re-decodes as %+v, %v", b, e, again, err)
 		}
 	})

@@ -426,6 +426,9 @@ func (tx *Tx) Grant(uuid, user string, expire int64) {
 // Granted reports whether user holds a grant of upload uuid that has not
 // ended.
 func (s *Store) Granted(uuid, user string) (bool, error) {
+	if o := s.part(user); o != s {
+		return o.Granted(uuid, user)
+	}
 	v, err := get(s.db, grantKey(uuid, user))
 	if err != nil || v == nil {
 		return false, err
@@ -567,6 +570,9 @@ func (s *Store) ScanMessages(from, to time.Time, fn func(*Message) error) error 
 // needle in its MsgBody: the proof that viewer was sent an upload. expire is
 // when the latest-expiring such message goes (0: never).
 func (s *Store) ConversationCarries(a, b, viewer string, since int64, needle []byte) (expire int64, ok bool, err error) {
+	if o := s.part(viewer); o != s {
+		return o.ConversationCarries(a, b, viewer, since, needle)
+	}
 	p := historyPrefix(a, b)
 	if since < 0 {
 		since = 0

@@ -95,39 +95,103 @@ func (m *Message) appendJSON(b []byte) ([]byte, error) {
 
 // PutMessage stores m in its conversation's history and the time index.
 // m.MsgKey must be the one its MsgSeq, MsgRandom and MsgTime make.
+//
+// With partitions (intents.go) each side's partition keeps its own copy
+// of the history record: this one's is written here, the other side's is
+// deferred to its partition, which fills in the Seq its own timeline gave
+// (m.ReceiverSeq is a placeholder here when the recipient is foreign).
 func (tx *Tx) PutMessage(m *Message) error {
-	b, err := m.appendJSON(make([]byte, 0, 256+len(m.MsgBody)))
+	if !bytes.Equal(historyKeyOf(m.From, m.To, m.MsgKey), historyKey(m.From, m.To, m.MsgTime, m.MsgSeq, m.MsgRandom)) {
+		return fmt.Errorf("store: message %q: MsgKey does not match its MsgSeq, MsgRandom and MsgTime", m.MsgKey)
+	}
+	pf, fromForeign := tx.foreign(m.From)
+	pt, toForeign := tx.foreign(m.To)
+	if !fromForeign || !toForeign {
+		if err := tx.putCopies(m); err != nil {
+			return err
+		}
+	}
+	if toForeign {
+		if err := tx.deferCopy(pt, m.To, m); err != nil {
+			return err
+		}
+	}
+	if fromForeign && (!toForeign || pf != pt) {
+		return tx.deferCopy(pf, m.From, m)
+	}
+	return nil
+}
+
+// putCopies writes this partition's copy of m's history record: the one
+// both users share on one partition, or the copy of whichever of them is
+// this partition's. The time index and the media references (the
+// archives' and the media cleaner's) go with the sender's copy only, so
+// that each exists once in the cluster. Seqs this partition does not know
+// (placeholders, intents.go) are stored as 0.
+func (tx *Tx) putCopies(m *Message) error {
+	_, fromForeign := tx.foreign(m.From)
+	_, toForeign := tx.foreign(m.To)
+	mine := *m
+	if isPlaceholder(mine.SenderSeq) {
+		mine.SenderSeq = 0
+	}
+	if isPlaceholder(mine.ReceiverSeq) {
+		mine.ReceiverSeq = 0
+	}
+	b, err := mine.appendJSON(make([]byte, 0, 256+len(m.MsgBody)))
 	if err != nil {
 		return err
 	}
 	hk := historyKey(m.From, m.To, m.MsgTime, m.MsgSeq, m.MsgRandom)
-	if !bytes.Equal(historyKeyOf(m.From, m.To, m.MsgKey), hk) {
-		return fmt.Errorf("store: message %q: MsgKey does not match its MsgSeq, MsgRandom and MsgTime", m.MsgKey)
-	}
-	tk := timeIndexKey(m.From, m.To, m.MsgTime, m.MsgSeq, m.MsgRandom)
 	tx.Put(hk, b)
-	tx.Put(tk, hk)
-	refs, err := tx.onMessage(m, hk) // media references, late archive marks (media.go)
-	if err != nil {
-		return err
+	keys := [][]byte{hk}
+	if !fromForeign {
+		tk := timeIndexKey(m.From, m.To, m.MsgTime, m.MsgSeq, m.MsgRandom)
+		tx.Put(tk, hk)
+		refs, err := tx.onMessage(m, hk) // media references, late archive marks (media.go)
+		if err != nil {
+			return err
+		}
+		keys = append(append(keys, tk), refs...)
 	}
 	if m.Expire > 0 {
 		// The message's timeline copies (and media references) go with it:
 		// one expiry entry for all.
-		keys := append([][]byte{hk, tk}, refs...)
-		if m.ReceiverSeq > 0 {
-			keys = append(keys, timelineKey(m.To, m.ReceiverSeq))
+		if mine.ReceiverSeq > 0 && !toForeign {
+			keys = append(keys, timelineKey(m.To, mine.ReceiverSeq))
 		}
-		if m.SenderSeq > 0 && (m.From != m.To || m.SenderSeq != m.ReceiverSeq) {
-			keys = append(keys, timelineKey(m.From, m.SenderSeq))
+		if mine.SenderSeq > 0 && !fromForeign && (m.From != m.To || mine.SenderSeq != mine.ReceiverSeq) {
+			keys = append(keys, timelineKey(m.From, mine.SenderSeq))
 		}
 		tx.ExpireAt(time.Unix(m.Expire, 0), keys...)
 	}
 	return nil
 }
 
+// deferCopy records user's copy of m for user's partition p.
+func (tx *Tx) deferCopy(p int, user string, m *Message) error {
+	b, err := m.appendJSON(make([]byte, 0, 256+len(m.MsgBody)))
+	if err != nil {
+		return err
+	}
+	tx.intents = append(tx.intents, intent{part: p, user: user, op: opPutCopy, args: b})
+	return nil
+}
+
+// decodeMessage reads a Message's JSON (appendJSON's).
+func decodeMessage(b []byte) (*Message, error) {
+	var m Message
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("store: message record: %w", err)
+	}
+	return &m, nil
+}
+
 // GetMessage finds a message of the conversation between a and b by MsgKey.
 func (s *Store) GetMessage(a, b, msgKey string) (*Message, error) {
+	if o := s.part(a); o != s {
+		return o.GetMessage(a, b, msgKey)
+	}
 	hk := historyKeyOf(a, b, msgKey)
 	if hk == nil {
 		return nil, ErrNotFound
@@ -279,6 +343,9 @@ func (tx *Tx) Resent(id SendID) (*Sent, error) {
 // Resent is Tx.Resent outside a transaction: a look-up that a send made
 // since may make out of date.
 func (s *Store) Resent(id SendID) (*Sent, error) {
+	if o := s.part(id.From); o != s {
+		return o.Resent(id)
+	}
 	r, _, err := s.resent(func(k []byte) ([]byte, error) { return get(s.db, k) }, id, id.key(), s.Now())
 	return r, err
 }

@@ -39,6 +39,9 @@ func decodeProfile(v []byte, err error) (*Profile, error) {
 
 // GetProfile returns user's stored profile, or nil when none was set.
 func (s *Store) GetProfile(user string) (*Profile, error) {
+	if o := s.part(user); o != s {
+		return o.GetProfile(user)
+	}
 	return decodeProfile(get(s.db, profileKey(user)))
 }
 
@@ -69,7 +72,12 @@ func decodeMute(v []byte, err error) (Mute, error) {
 }
 
 // GetMute returns user's mute record (zero when never muted).
-func (s *Store) GetMute(user string) (Mute, error) { return decodeMute(get(s.db, muteKey(user))) }
+func (s *Store) GetMute(user string) (Mute, error) {
+	if o := s.part(user); o != s {
+		return o.GetMute(user)
+	}
+	return decodeMute(get(s.db, muteKey(user)))
+}
 
 // GetMute returns user's mute record as of this transaction.
 func (tx *Tx) GetMute(user string) (Mute, error) { return decodeMute(tx.Get(muteKey(user))) }

@@ -45,6 +45,9 @@ var pushSeqKey = []byte("ps")
 // token is dropped. Its home (docs/cluster.md §11.1) is t.User, the user
 // push/set_token names.
 func (s *Store) SetPushToken(t PushToken) error {
+	if o := s.part(t.User); o != s {
+		return o.SetPushToken(t)
+	}
 	t.Updated = s.Now().Unix()
 	b, err := json.Marshal(t)
 	if err != nil {
@@ -106,6 +109,9 @@ func (tx *Tx) DropMovedPushToken(user, device, vendor, token string) error {
 // DeletePushToken removes device's token; it reports whether there was one.
 // Its home (docs/cluster.md §11.1) is user.
 func (s *Store) DeletePushToken(user, device string) (bool, error) {
+	if o := s.part(user); o != s {
+		return o.DeletePushToken(user, device)
+	}
 	found := false
 	err := s.UpdateFor(user, func(tx *Tx) error {
 		found = false
@@ -118,6 +124,9 @@ func (s *Store) DeletePushToken(user, device string) (bool, error) {
 // vendor's "unregistered" answer must not remove a token the device has
 // replaced meanwhile.
 func (s *Store) DeletePushTokenIf(user, device, token string) (bool, error) {
+	if o := s.part(user); o != s {
+		return o.DeletePushTokenIf(user, device, token)
+	}
 	found := false
 	err := s.UpdateFor(user, func(tx *Tx) error {
 		found = false
@@ -156,6 +165,9 @@ func deleteTokenTx(tx *Tx, user, device, only string, found *bool) error {
 // DeleteUserPushTokens removes every token of user (logout, kick) and
 // reports how many there were.
 func (s *Store) DeleteUserPushTokens(user string) (int, error) {
+	if o := s.part(user); o != s {
+		return o.DeleteUserPushTokens(user)
+	}
 	toks, err := s.PushTokens(user)
 	if err != nil || len(toks) == 0 {
 		return 0, err
@@ -180,6 +192,9 @@ func (s *Store) DeleteUserPushTokens(user string) (int, error) {
 // PushTokens lists user's registered devices. It runs for every message
 // stored, and most users have no token: those answers come from memory.
 func (s *Store) PushTokens(user string) ([]PushToken, error) {
+	if o := s.part(user); o != s {
+		return o.PushTokens(user)
+	}
 	if _, none := s.tokenless.Get(user); none {
 		return nil, nil
 	}
@@ -289,6 +304,9 @@ func (s *Store) SettlePushes(ids []uint64, shown []ShownPush) error {
 // expiry entries stay and find nothing. With nothing recorded it commits
 // nothing.
 func (s *Store) TakeShown(user, msgKey string) ([][]byte, error) {
+	if o := s.part(user); o != s {
+		return o.TakeShown(user, msgKey)
+	}
 	var out [][]byte
 	err := s.Update(func(tx *Tx) error {
 		out = out[:0]

@@ -120,6 +120,9 @@ func (s *Store) scan(prefix []byte, fn func(rest, v []byte) error) error {
 
 // Friends returns owner's friend list, ordered by peer.
 func (s *Store) Friends(owner string) ([]FriendEntry, error) {
+	if o := s.part(owner); o != s {
+		return o.Friends(owner)
+	}
 	var out []FriendEntry
 	err := s.scan(ownerPrefix("rf/", owner), func(rest, v []byte) error {
 		e := FriendEntry{Peer: string(rest)}
@@ -134,6 +137,9 @@ func (s *Store) Friends(owner string) ([]FriendEntry, error) {
 
 // FriendedBy returns the users who have user in their friend list.
 func (s *Store) FriendedBy(user string) ([]string, error) {
+	if o := s.part(user); o != s {
+		return o.FriendedBy(user)
+	}
 	var out []string
 	err := s.scan(ownerPrefix("rg/", user), func(rest, _ []byte) error {
 		out = append(out, string(rest))
@@ -144,6 +150,9 @@ func (s *Store) FriendedBy(user string) ([]string, error) {
 
 // Blacklist returns owner's blacklist, ordered by peer.
 func (s *Store) Blacklist(owner string) ([]Blocked, error) {
+	if o := s.part(owner); o != s {
+		return o.Blacklist(owner)
+	}
 	var out []Blocked
 	err := s.scan(ownerPrefix("rb/", owner), func(rest, v []byte) error {
 		b := Blocked{Peer: string(rest)}
@@ -158,6 +167,9 @@ func (s *Store) Blacklist(owner string) ([]Blocked, error) {
 
 // FriendRequests returns the pending requests awaiting user.
 func (s *Store) FriendRequests(user string) ([]FriendRequest, error) {
+	if o := s.part(user); o != s {
+		return o.FriendRequests(user)
+	}
 	var out []FriendRequest
 	err := s.scan(ownerPrefix("rq/", user), func(rest, v []byte) error {
 		r := FriendRequest{From: string(rest)}
@@ -172,22 +184,34 @@ func (s *Store) FriendRequests(user string) ([]FriendRequest, error) {
 
 // GetFriend returns owner's record of peer, or nil.
 func (s *Store) GetFriend(owner, peer string) (*Friend, error) {
+	if o := s.part(owner); o != s {
+		return o.GetFriend(owner, peer)
+	}
 	return decodeFriend(get(s.db, friendKey(owner, peer)))
 }
 
 // IsBlocked reports whether owner has peer in the blacklist.
 func (s *Store) IsBlocked(owner, peer string) (bool, error) {
+	if o := s.part(owner); o != s {
+		return o.IsBlocked(owner, peer)
+	}
 	v, err := get(s.db, blockedKey(owner, peer))
 	return v != nil, err
 }
 
 // RelCounts returns user's relationship counters.
 func (s *Store) RelCounts(user string) (RelCounts, error) {
+	if o := s.part(user); o != s {
+		return o.RelCounts(user)
+	}
 	return decodeCounts(get(s.db, relCountsKey(user)))
 }
 
 // FriendGroups returns user's friend groups.
 func (s *Store) FriendGroups(user string) (FriendGroups, error) {
+	if o := s.part(user); o != s {
+		return o.FriendGroups(user)
+	}
 	return decodeGroups(get(s.db, friendGroupsKey(user)))
 }
 

@@ -123,6 +123,18 @@ type Options struct {
 	// shared with other nodes (cluster mode, internal/cluster): reads take
 	// the larger of it and the local copy, writes go to both.
 	Cursors SharedCursors
+	// Partition is this store's partition, and PartitionOf names any
+	// user's, in a cluster with several partitions (docs/cluster.md §5,
+	// §11; intents.go): a transaction's writes for a user of another
+	// partition are deferred to that partition's writer. Nil PartitionOf
+	// (a single node, a cluster of one partition): every user is this
+	// store's.
+	Partition   int
+	PartitionOf func(user string) int
+	// OnIntents is called, when this view has written a log entry that
+	// carries intents, with the partitions they are for: their owners
+	// Receive them. It must not block.
+	OnIntents func(targets []int)
 }
 
 // SharedCursors keeps device cursors where every node of a cluster sees
@@ -176,6 +188,10 @@ type Store struct {
 
 	tokenless *usercache.Cache[struct{}] // users known to have no push token (push.go)
 
+	// parts are the partitions of a node's store in a cluster with
+	// several (OpenPartitions, partitions.go); nil otherwise.
+	parts []*Store
+
 	Metrics Metrics
 }
 
@@ -192,6 +208,11 @@ func Open(dir string, o Options) (*Store, error) {
 	}
 	if o.CacheSize <= 0 {
 		o.CacheSize = 128 << 20
+	}
+	if o.PartitionOf != nil && !o.Replicated {
+		// Deferred writes travel in log entries: without a log they would
+		// be lost.
+		return nil, errors.New("store: PartitionOf needs a Replicated store")
 	}
 	cache := pebble.NewCache(o.CacheSize)
 	defer cache.Unref()
@@ -264,6 +285,9 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	if s.parts != nil {
+		return s.closeParts()
+	}
 	close(s.done)
 	s.wg.Wait()
 	return s.db.Close()
@@ -408,6 +432,9 @@ type Account struct {
 // AccountExists reports whether user was imported. Answers come from memory
 // after the first look-up, so the send path does no read for it.
 func (s *Store) AccountExists(user string) (bool, error) {
+	if o := s.part(user); o != s {
+		return o.AccountExists(user)
+	}
 	if known, ok := s.accounts.Get(user); ok {
 		return known, nil
 	}
@@ -428,6 +455,9 @@ func (s *Store) AccountExists(user string) (bool, error) {
 
 // GetAccount returns the account record of user, or ErrNotFound.
 func (s *Store) GetAccount(user string) (*Account, error) {
+	if o := s.part(user); o != s {
+		return o.GetAccount(user)
+	}
 	v, err := get(s.db, accountKey(user))
 	if err != nil {
 		return nil, err
@@ -445,6 +475,9 @@ func (s *Store) GetAccount(user string) (*Account, error) {
 // ImportAccount creates user (or updates Nick/FaceURL of an existing one),
 // durably. It reports whether the account is new.
 func (s *Store) ImportAccount(a Account) (created bool, err error) {
+	if o := s.part(a.UserID); o != s {
+		return o.ImportAccount(a)
+	}
 	err = s.Update(func(tx *Tx) error {
 		k := accountKey(a.UserID)
 		old, err := tx.Get(k)
@@ -477,6 +510,9 @@ func (s *Store) ImportAccount(a Account) (created bool, err error) {
 
 // LastSeq is the highest committed Seq of user's timeline (0 when empty).
 func (s *Store) LastSeq(user string) (uint64, error) {
+	if o := s.part(user); o != s {
+		return o.LastSeq(user)
+	}
 	if seq, ok := s.lastSeq.Get(user); ok {
 		return seq, nil
 	}
@@ -522,6 +558,9 @@ type Event struct {
 
 // ReadTimeline returns up to max events of user with Seq > after, in order.
 func (s *Store) ReadTimeline(user string, after uint64, max int) ([]Event, error) {
+	if o := s.part(user); o != s {
+		return o.ReadTimeline(user, after, max)
+	}
 	p := timelinePrefix(user)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: timelineKey(user, after+1), UpperBound: prefixEnd(p)})
 	if err != nil {
@@ -584,6 +623,9 @@ func (s *Store) resolveRef(seq uint64, ref []byte) ([]byte, error) {
 // Cursor is the highest Seq device has acknowledged, and whether the device
 // was ever seen.
 func (s *Store) Cursor(user, device string) (seq uint64, seen bool, err error) {
+	if o := s.part(user); o != s {
+		return o.Cursor(user, device)
+	}
 	v, err := get(s.db, cursorKey(user, device))
 	if err != nil {
 		return 0, false, err
@@ -603,6 +645,9 @@ func (s *Store) Cursor(user, device string) (seq uint64, seen bool, err error) {
 
 // HighWater is the highest Seq any device of user has acknowledged.
 func (s *Store) HighWater(user string) (uint64, error) {
+	if o := s.part(user); o != s {
+		return o.HighWater(user)
+	}
 	hw, err := s.localHighWater(user)
 	if err != nil {
 		return 0, err
@@ -630,6 +675,9 @@ func (s *Store) localHighWater(user string) (uint64, error) {
 // With shared cursors it is written there too, outside cursorMu (a network
 // round trip must not queue every other device's flush behind it).
 func (s *Store) SetCursor(user, device string, seq uint64) error {
+	if o := s.part(user); o != s {
+		return o.SetCursor(user, device, seq)
+	}
 	if err := s.setLocalCursor(user, device, seq); err != nil {
 		return err
 	}

@@ -32,6 +32,11 @@ type Tx struct {
 	ghot  map[string]hotValue // cacheable keys written by earlier transactions of the group
 	app   []Appended
 
+	// intents are the writes deferred to other partitions (intents.go);
+	// nph numbers their placeholders across the group.
+	intents []intent
+	nph     *uint64
+
 	// newSend is what Resent last found for a new message (messages.go).
 	newSend newSend
 }
@@ -147,6 +152,9 @@ func (tx *Tx) Append(user string, tail []byte) (uint64, error) {
 // appendEvent appends the event; stored, when not nil, is kept instead of
 // its JSON (a reference: see AppendCopy).
 func (tx *Tx) appendEvent(user, origin string, tail, stored []byte) (uint64, error) {
+	if p, ok := tx.foreign(user); ok {
+		return tx.deferAppend(p, user, origin, tail, time.Time{}), nil
+	}
 	next, ok := tx.seqs[user]
 	if !ok {
 		last, inGroup := tx.gseqs[user]
@@ -183,12 +191,23 @@ func (tx *Tx) AppendFrom(user, origin string, tail []byte) (uint64, error) {
 // stored as a reference to that copy, so the store writes (and compacts)
 // every message's event once, not twice; reads resolve it (ReadTimeline),
 // and a rewrite of either copy (recall, edit) stores full data again.
+//
+// A copy of an event deferred to another partition (ofSeq a placeholder,
+// intents.go) is stored whole: a reference cannot name a Seq this
+// partition does not know, nor a key it does not hold.
 func (tx *Tx) AppendCopy(user, origin string, tail []byte, of string, ofSeq uint64) (uint64, error) {
+	if _, f := tx.foreign(of); f || isPlaceholder(ofSeq) {
+		return tx.appendEvent(user, origin, tail, nil)
+	}
 	return tx.appendEvent(user, origin, tail, eventRef(of, ofSeq))
 }
 
 // AppendUntil is Append for an event that leaves the timeline at expire.
 func (tx *Tx) AppendUntil(user string, tail []byte, expire time.Time) (uint64, error) {
+	if p, ok := tx.foreign(user); ok {
+		// The target schedules the expiry of its own key (§10.1).
+		return tx.deferAppend(p, user, "", tail, expire), nil
+	}
 	seq, err := tx.Append(user, tail)
 	if err == nil {
 		tx.ExpireAt(expire, timelineKey(user, seq))
@@ -206,6 +225,9 @@ type txn struct {
 // fn failed, in which case nothing of it was written). fn runs on the
 // writer goroutine: it must be quick and must not call Update.
 func (s *Store) Update(fn func(*Tx) error) error {
+	if s.parts != nil {
+		return errNeedsHome
+	}
 	t := &txn{fn: fn, done: make(chan struct{})}
 	s.mu.RLock()
 	closed := s.closed
@@ -276,12 +298,16 @@ func (s *Store) commit(group []*txn) {
 	}
 	b := s.db.NewIndexedBatch()
 	defer b.Close()
-	var appended []Appended
+	var (
+		appended []Appended
+		intents  []intent
+		nph      uint64 // placeholders handed out in the group (intents.go)
+	)
 	seqs := make(map[string]uint64) // users whose Seq this group advanced → new last
 	ghot := make(map[string]hotValue)
 	ok := 0
 	for _, t := range group {
-		tx := &Tx{s: s, group: b, seqs: make(map[string]uint64), gseqs: seqs, ghot: ghot}
+		tx := &Tx{s: s, group: b, seqs: make(map[string]uint64), gseqs: seqs, ghot: ghot, nph: &nph}
 		if err := t.fn(tx); err != nil {
 			t.err = err
 			continue
@@ -306,15 +332,16 @@ func (s *Store) commit(group []*txn) {
 			seqs[u] = next - 1
 		}
 		appended = append(appended, tx.app...)
+		intents = append(intents, tx.intents...)
 		ok++
 	}
 	notify := true
-	if ok > 0 && !b.Empty() {
+	if ok > 0 && (!b.Empty() || len(intents) > 0) {
 		start := time.Now()
 		if lg != nil {
 			// The log is the commit point (log.go); the view is written
 			// after it, and all that follows runs under repl.mu.
-			wrote, err := s.commitToLog(lg, b, appended)
+			wrote, err := s.commitToLog(lg, b, appended, intents)
 			if err != nil {
 				s.log.Warn("store: log append failed", "error", err, "txns", ok)
 				s.failGroup(group, err)

@@ -310,3 +310,24 @@ func (r *Router) reply(ctx context.Context, resp *nats.Msg) command.Reply {
 	}
 	return rep
 }
+
+// Routers is the Executor of a node of a cluster with several partitions
+// (docs/cluster.md §12.1): each command goes to the Router of its home
+// user's partition, which runs it here when this node owns that partition
+// and forwards it to the owner otherwise. openim/sync concerns the
+// connection, not a partition: it runs here.
+type Routers struct {
+	Parts []*Router
+	// Home names a command's home user (command.Service.Home).
+	Home func(c *command.Caller, name string, body []byte) string
+	// Of is the partition of a user.
+	Of func(user string) int
+}
+
+// Exec runs the command on the owner of its home's partition.
+func (rs *Routers) Exec(ctx context.Context, c *command.Caller, name string, body []byte) command.Reply {
+	if name == "openim/sync" {
+		return rs.Parts[0].local.Exec(ctx, c, name, body)
+	}
+	return rs.Parts[rs.Of(rs.Home(c, name, body))].Exec(ctx, c, name, body)
+}

@@ -1,9 +1,6 @@
 package cluster
 
-import (
-	"fmt"
-	"hash/fnv"
-)
+import "fmt"
 
 // MaxPartitions bounds P: the store prefixes a partition's keys with its
 // number in one byte (docs/cluster.md §10.1).
@@ -11,10 +8,15 @@ const MaxPartitions = 256
 
 // Partition is the partition of user among p: fnv1a32 of the UserID's bytes
 // mod p (§5). UserIDs are case-sensitive, so no folding.
+// It is computed by hand, not with hash/fnv, because every store call
+// that names a user asks it: no allocation.
 func Partition(user string, p int) int {
-	h := fnv.New32a()
-	h.Write([]byte(user))
-	return int(h.Sum32() % uint32(p))
+	h := uint32(2166136261) // FNV-32 offset basis
+	for i := 0; i < len(user); i++ {
+		h ^= uint32(user[i])
+		h *= 16777619 // FNV-32 prime
+	}
+	return int(h % uint32(p))
 }
 
 // StreamName is partition p's log: DUET_P07.

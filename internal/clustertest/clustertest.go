@@ -98,15 +98,21 @@ func Start(t testing.TB, n int) []*server.Server {
 // Owner waits for the node that owns the data (P = 1) and returns its index.
 func Owner(t testing.TB, srvs []*server.Server) int {
 	t.Helper()
+	return OwnerOf(t, srvs, 0)
+}
+
+// OwnerOf waits for the node that owns partition p and returns its index.
+func OwnerOf(t testing.TB, srvs []*server.Server, p int) int {
+	t.Helper()
 	o := -1
 	wait.For(t, 20*time.Second, 10*time.Millisecond, func() error {
 		for i, s := range srvs {
-			if s.Store().Owns() {
+			if s.Store().Partition(p).Owns() {
 				o = i
 				return nil
 			}
 		}
-		return fmt.Errorf("no node owns the data")
+		return fmt.Errorf("no node owns partition %d", p)
 	})
 	return o
 }
@@ -116,18 +122,20 @@ func Owner(t testing.TB, srvs []*server.Server) int {
 // what was written before.
 func Settle(t testing.TB, srvs []*server.Server) {
 	t.Helper()
-	var want uint64
-	for _, s := range srvs {
-		want = max(want, s.Store().Applied())
-	}
-	wait.For(t, 10*time.Second, time.Millisecond, func() error {
-		for i, s := range srvs {
-			if got := s.Store().Applied(); got < want {
-				return fmt.Errorf("node %d applied %d of %d", i, got, want)
-			}
+	for p := range srvs[0].Store().Partitions() {
+		var want uint64
+		for _, s := range srvs {
+			want = max(want, s.Store().Partition(p).Applied())
 		}
-		return nil
-	})
+		wait.For(t, 10*time.Second, time.Millisecond, func() error {
+			for i, s := range srvs {
+				if got := s.Store().Partition(p).Applied(); got < want {
+					return fmt.Errorf("node %d applied %d of %d of partition %d", i, got, want, p)
+				}
+			}
+			return nil
+		})
+	}
 }
 
 // WaitServing waits until every node's /cluster lists all of them serving:

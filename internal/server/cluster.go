@@ -66,14 +66,23 @@ type ClusterConfig struct {
 	// Advertise is the route address gossiped to the other nodes when not
 	// Listen (--cluster-advertise; cluster.NodeOptions.Advertise).
 	Advertise string
+
+	// Partitions is P (docs/cluster.md §5); 0 means one. Not a setting
+	// yet: with several, messages and every command's own data work
+	// (intents, store/intents.go), but the push queue, media and the
+	// relationship commands' other side are not partitioned yet
+	// (cluster.md §11.2), so only tests set it, without push and media.
+	Partitions int
+	// RebalanceDelay is how long a node above its share of partitions
+	// waits before it gives one up (cluster.Config); 0: 30 s.
+	RebalanceDelay time.Duration
 }
+
+// partitions is P.
+func (c ClusterConfig) partitions() int { return max(c.Partitions, 1) }
 
 // On reports whether this is cluster mode.
 func (c ClusterConfig) On() bool { return c.Name != "" || len(c.NATS) > 0 }
-
-// clusterPartitions is P of this build: intents between partitions
-// (docs/cluster.md §11) are not built yet, so one partition holds all.
-const clusterPartitions = 1
 
 // heartbeatPeriod is how often a node writes its duet-nodes heartbeat
 // (NodeTTL / 3 by default): after it, every node that was up is in the
@@ -89,7 +98,8 @@ type clusterParts struct {
 	log     *slog.Logger
 	node    *cluster.Node
 	join    *cluster.Cluster
-	router  *cluster.Router
+	routers []*cluster.Router // one per partition
+	pump    *intentPump       // several partitions: runs the intents this node's partitions are owed
 	devices *cluster.Devices
 	cursors *cluster.Cursors
 
@@ -189,33 +199,45 @@ func (s *Server) joinCluster() error {
 		return fmt.Errorf("cluster: JetStream not ready: %w", err)
 	}
 	name := cp.node.Name()
+	if cp.pump != nil {
+		cp.pump.start()
+	}
 	j, err := cluster.Join(ctx, cp.node, cluster.JoinOptions{
 		Config: cluster.Config{
-			Partitions: clusterPartitions, Replicas: cp.cfg.Replicas, LeaseTTL: cp.cfg.LeaseTTL,
+			Partitions: cp.cfg.partitions(), Replicas: cp.cfg.Replicas, LeaseTTL: cp.cfg.LeaseTTL,
 			SnapshotEntries: uint64(max(cp.cfg.SnapshotEntries, 0)), SnapshotInterval: cp.cfg.SnapshotInterval,
-			Settings: s.agreeSettings(), Node: name, Log: cp.log,
+			Settings: s.agreeSettings(), Node: name, Log: cp.log, RebalanceDelay: cp.cfg.RebalanceDelay,
 		},
 		FenceEntry: func() []byte { return store.FenceEntry(name) },
-		View:       func(int) cluster.View { return s.store },
+		View:       func(p int) cluster.View { return s.store.Partition(p) },
 		OnOwn: func(p int, l *cluster.Log) {
-			if err := s.store.Own(l); err != nil {
-				cp.log.Error("cluster: taking the store", "error", err)
+			if err := s.store.Partition(p).Own(l); err != nil {
+				cp.log.Error("cluster: taking the store", "partition", p, "error", err)
 				return
 			}
 			// Before the first command: this node's command caches may
 			// date from an earlier tenure.
 			s.svc.ForgetCaches()
-			if err := cp.router.Serve(); err != nil {
-				cp.log.Error("cluster: serving forwarded commands", "error", err)
+			if err := cp.routers[p].Serve(); err != nil {
+				cp.log.Error("cluster: serving forwarded commands", "partition", p, "error", err)
 			}
-			// The push queue is the owner's to work (docs/cluster.md §14.2).
-			s.push.Own()
+			if cp.pump != nil {
+				// What the partition is owed from the others' logs, before
+				// and during the last owner's tenure (§11.3).
+				cp.pump.kick(p)
+			} else {
+				// The push queue is the owner's to work (docs/cluster.md
+				// §14.2); with partitions it is not built yet.
+				s.push.Own()
+			}
 			cp.log.Info("cluster: this node owns the data now", "partition", p)
 		},
 		OnLose: func(p int, err error) {
-			s.push.Disown()
-			cp.router.Stop()
-			s.store.Disown()
+			if cp.pump == nil {
+				s.push.Disown()
+			}
+			cp.routers[p].Stop()
+			s.store.Partition(p).Disown()
 			cp.log.Warn("cluster: this node no longer owns the data", "partition", p, "reason", err)
 		},
 		OnError: func(p int, err error) {
@@ -242,11 +264,13 @@ func (s *Server) joinCluster() error {
 		}
 		return n
 	}
-	cp.router.Owner = func() string { return j.Holder(0) }
-	cp.router.Refresh = func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		j.RefreshHolder(ctx, 0)
+	for p, r := range cp.routers {
+		r.Owner = func() string { return j.Holder(p) }
+		r.Refresh = func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			j.RefreshHolder(ctx, p)
+		}
 	}
 	if err := cp.cursors.Ready(ctx); err != nil {
 		return fmt.Errorf("cluster: device cursors: %w", err)
@@ -254,13 +278,15 @@ func (s *Server) joinCluster() error {
 	cp.state.Store(stateCatchingUp)
 	// Serve devices from a view at the log's end as of now, not from one
 	// still replaying (docs/cluster.md §10.4, "catching up").
-	stream, err := cp.node.JetStream().Stream(ctx, cluster.StreamName(0))
-	if err != nil {
-		return fmt.Errorf("cluster: %w", err)
-	}
-	last := stream.CachedInfo().State.LastSeq
-	if err := s.store.WaitApplied(ctx, last); err != nil {
-		return fmt.Errorf("cluster: the view applied %d of the log's %d entries in %v", s.store.Applied(), last, joinTimeout)
+	for p := range cp.cfg.partitions() {
+		stream, err := cp.node.JetStream().Stream(ctx, cluster.StreamName(p))
+		if err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
+		last := stream.CachedInfo().State.LastSeq
+		if err := s.store.Partition(p).WaitApplied(ctx, last); err != nil {
+			return fmt.Errorf("cluster: the view of partition %d applied %d of the log's %d entries in %v", p, s.store.Partition(p).Applied(), last, joinTimeout)
+		}
 	}
 	cp.state.Store(stateServing)
 	s.watchQuorum() // cluster_quorum.go
@@ -347,8 +373,11 @@ func (cp *clusterParts) close() {
 	if cp.join != nil {
 		cp.join.Close()
 	}
-	if cp.router != nil {
-		cp.router.Stop()
+	for _, r := range cp.routers {
+		r.Stop()
+	}
+	if cp.pump != nil {
+		cp.pump.stop()
 	}
 }
 

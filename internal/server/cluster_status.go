@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/duet-im/duet/internal/cluster"
@@ -146,7 +147,7 @@ func (s *Server) clusterStatus() ClusterStatus {
 	cp := s.cluster
 	self := s.nodeStatus()
 	cs := ClusterStatus{
-		Cluster: cp.cfg.Name, Node: self.Node, Partitions: clusterPartitions, Replicas: cp.cfg.Replicas,
+		Cluster: cp.cfg.Name, Node: self.Node, Partitions: cp.cfg.partitions(), Replicas: cp.cfg.Replicas,
 		Sync: cp.cfg.Sync, Nodes: []NodeStatus{self}, Owners: []PartitionStatus{},
 	}
 	if len(cp.cfg.NATS) > 0 {
@@ -226,7 +227,7 @@ func (s *Server) clusterMetrics(reg *prometheus.Registry) {
 	gauge := func(o prometheus.Opts, f func() float64) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts(o), f))
 	}
-	for p := range clusterPartitions {
+	for p := range cp.cfg.partitions() {
 		label := prometheus.Labels{"partition": strconv.Itoa(p)}
 		gauge(opts("partition_owned", "1 when this node owns the partition (holds its lease and runs its writer), else 0.", label), func() float64 {
 			if joined() && cp.join.Log(p) != nil {
@@ -286,9 +287,17 @@ func (s *Server) clusterMetrics(reg *prometheus.Registry) {
 	})
 	gauge(opts("reachable_servers", "JetStream servers this node had a route to at its last check, itself included.", nil), func() float64 { return float64(q.servers.Load()) })
 	counter(opts("quorum_lost_total", "Times this node found itself cut off from the cluster's quorum and stopped serving.", nil), func() float64 { return float64(q.lostTotal.Load()) })
-	rt := cp.router
-	counter(opts("forwarded_total", "Commands this node forwarded to the owner of their partition.", nil), func() float64 { return float64(rt.Forwarded.Load()) })
-	counter(opts("served_total", "Forwarded commands this node ran as the owner.", nil), func() float64 { return float64(rt.Served.Load()) })
-	counter(opts("stale_reads_total", "Replies given before this node's view had caught up with the owner's write (docs/cluster.md §12.3).", nil), func() float64 { return float64(rt.StaleReads.Load()) })
-	counter(opts("no_owner_waits_total", "Forwards that found no owner at first and waited for one.", nil), func() float64 { return float64(rt.NoOwnerWait.Load()) })
+	sum := func(f func(*cluster.Router) *atomic.Int64) func() float64 {
+		return func() float64 {
+			var n int64
+			for _, r := range cp.routers {
+				n += f(r).Load()
+			}
+			return float64(n)
+		}
+	}
+	counter(opts("forwarded_total", "Commands this node forwarded to the owner of their partition.", nil), sum(func(r *cluster.Router) *atomic.Int64 { return &r.Forwarded }))
+	counter(opts("served_total", "Forwarded commands this node ran as the owner.", nil), sum(func(r *cluster.Router) *atomic.Int64 { return &r.Served }))
+	counter(opts("stale_reads_total", "Replies given before this node's view had caught up with the owner's write (docs/cluster.md §12.3).", nil), sum(func(r *cluster.Router) *atomic.Int64 { return &r.StaleReads }))
+	counter(opts("no_owner_waits_total", "Forwards that found no owner at first and waited for one.", nil), sum(func(r *cluster.Router) *atomic.Int64 { return &r.NoOwnerWait }))
 }

@@ -60,7 +60,7 @@ func startMedia(cfg Config, key string, svc *command.Service, st *store.Store, c
 		// the owner (through the router, like any command's write); the
 		// cleaner and the archiver run on the owner; a download refused by
 		// this node's view looks again once the view is at the log's end.
-		mcfg.Exec, mcfg.Owns = cp.router, st.Owns
+		mcfg.Exec, mcfg.Owns = cp.routers[0], st.Owns
 		mcfg.CatchUp = func(ctx context.Context) error {
 			if st.Owns() {
 				return nil // the writer's view has every entry

@@ -197,7 +197,13 @@ func New(cfg Config) (*Server, error) {
 		s.cluster.cursors = cluster.NewCursors(s.cluster.node, cfg.Cluster.Replicas)
 		sopts.Cursors = s.cluster.cursors
 	}
-	s.store, err = store.Open(filepath.Join(cfg.Data, "store"), sopts)
+	if p := cfg.Cluster.partitions(); p > 1 {
+		s.cluster.pump = newIntentPump(s, p)
+		sopts.OnIntents = s.cluster.pump.owed
+		s.store, err = store.OpenPartitions(filepath.Join(cfg.Data, "store"), p, func(u string) int { return cluster.Partition(u, p) }, sopts)
+	} else {
+		s.store, err = store.Open(filepath.Join(cfg.Data, "store"), sopts)
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -251,8 +257,21 @@ func New(cfg Config) (*Server, error) {
 	// router in front of it.
 	var exec command.Executor = s.svc
 	if s.cluster != nil {
-		s.cluster.router = cluster.NewRouter(s.cluster.node.Conn(), s.cluster.node.Name(), s.svc, s.store, 0, log)
-		exec = s.cluster.router
+		n := cfg.Cluster.partitions()
+		for p := range n {
+			s.cluster.routers = append(s.cluster.routers, cluster.NewRouter(s.cluster.node.Conn(), s.cluster.node.Name(), s.svc, s.store.Partition(p), p, log))
+		}
+		exec = s.cluster.routers[0]
+		if n > 1 {
+			exec = &cluster.Routers{
+				Parts: s.cluster.routers,
+				Home: func(c *command.Caller, name string, body []byte) string {
+					home, _ := s.svc.Home(c, name, body)
+					return home
+				},
+				Of: func(u string) int { return cluster.Partition(u, n) },
+			}
+		}
 	}
 	s.bcfg.Exec = exec
 	if s.cluster != nil {

@@ -1,0 +1,119 @@
+package broker_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/duet-im/duet/internal/cluster"
+	"github.com/duet-im/duet/internal/clustertest"
+	srvpkg "github.com/duet-im/duet/internal/server"
+	"github.com/duet-im/duet/internal/wait"
+)
+
+// With several partitions (docs/cluster.md §5, §11) users' data has
+// several owners. alice and bob live in partitions owned by two different
+// nodes, and their devices are on the other nodes: every send is
+// forwarded to the sender's owner, commits there, and reaches the
+// recipient's partition as an intent, which its owner runs once with the
+// recipient's own Seqs. Every node's views end the same; a recipient's
+// owner that leaves is replaced, and what it had not run is run by the
+// next one.
+func TestClusterPartitionsChat(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	const P = 6
+	nodes := startCluster(t, 3, func(c *srvpkg.Config) {
+		c.Cluster.Partitions, c.Cluster.RebalanceDelay = P, time.Second
+	})
+	srvs := servers(nodes)
+	owner := make([]int, P)
+	clustertest.WaitServing(t, srvs)
+	// Balanced (target ceil(6/3) = 2 each), every node owns some.
+	wait.For(t, 30*time.Second, 20*time.Millisecond, func() error {
+		seen := map[int]bool{}
+		for p := range P {
+			owner[p] = -1
+			for i, s := range srvs {
+				if s.Store().Partition(p).Owns() {
+					owner[p] = i
+				}
+			}
+			if owner[p] < 0 {
+				return fmt.Errorf("partition %d has no owner", p)
+			}
+			seen[owner[p]] = true
+		}
+		if len(seen) != 3 {
+			return fmt.Errorf("owners %v", owner)
+		}
+		return nil
+	})
+	// alice's partition is node X's, bob's node Y's; their devices are on
+	// the third node Z and on X.
+	var alice, bob string
+	for i := 0; alice == "" || bob == ""; i++ {
+		u := fmt.Sprint("user", i)
+		switch o := owner[cluster.Partition(u, P)]; {
+		case alice == "":
+			alice = u
+		case o != owner[cluster.Partition(alice, P)]:
+			bob = u
+		}
+	}
+	x, y := owner[cluster.Partition(alice, P)], owner[cluster.Partition(bob, P)]
+	z := 3 - x - y
+	nodes[x].users(alice)
+	nodes[y].users(bob)
+	clustertest.Settle(t, srvs)
+
+	da := nodes[z].connect(alice, connectOpts{})
+	db := nodes[x].connect(bob, connectOpts{v5: true})
+	da2 := nodes[y].connect(alice, connectOpts{clientID: alice + ":pad"})
+	for _, d := range []*device{da, db, da2} {
+		if last := d.syncComplete(); last != 0 {
+			t.Fatalf("%s: sync_complete LastSeq %d before any message", d.user, last)
+		}
+	}
+	const rounds = 5
+	for i := 1; i <= rounds; i++ {
+		if r := da.send(bob, i); r.num("Seq") != int64(2*i-1) {
+			t.Fatalf("alice's send %d has her Seq %d, want %d", i, r.num("Seq"), 2*i-1)
+		}
+		if e := db.nextMsg(); e.num("Seq") != int64(2*i-1) || e.str("From_Account") != alice {
+			t.Fatalf("bob got %v; want alice's message %d with his Seq %d", e, i, 2*i-1)
+		}
+		if e := da2.nextMsg(); e.str("To_Account") != bob || e.num("Seq") != int64(2*i-1) {
+			t.Fatalf("alice's other device got %v; want her own message with her Seq", e)
+		}
+		db.send(alice, 100+i)
+		if e := da.nextMsg(); e.str("From_Account") != bob || e.num("Seq") != int64(2*i) {
+			t.Fatalf("alice got %v; want bob's reply with her Seq %d", e, 2*i)
+		}
+		da2.nextMsg()
+	}
+	sameTimelines(t, nodes, alice, bob)
+	// Each side's partition holds its copy of every message, with that
+	// side's own Seq; the unread count is bob's own.
+	for i, n := range nodes {
+		cv, err := n.store.GetConversation(bob, alice)
+		if err != nil || cv == nil || cv.Unread != rounds {
+			t.Fatalf("node %d: bob's conversation with alice %+v, %v; want %d unread", i, cv, err, rounds)
+		}
+	}
+
+	// bob's owner leaves; another node takes his partition and runs what
+	// alice's partition owes it from then on, without a gap.
+	nodes[y].stop()
+	da2.close()
+	survivors := []*testServer{nodes[x], nodes[z]}
+	clustertest.OwnerOf(t, servers(survivors), cluster.Partition(bob, P))
+	for i := rounds + 1; i <= rounds+3; i++ {
+		sendRetrying(t, da, bob, i)
+		if e := db.nextMsg(); e.num("Seq") != int64(rounds+i) || e.str("From_Account") != alice {
+			t.Fatalf("after the handover bob got %v; want Seq %d", e, rounds+i)
+		}
+	}
+	sameTimelines(t, survivors, alice, bob)
+}
