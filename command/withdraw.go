@@ -234,14 +234,14 @@ func (s *Service) modifyMsg(ctx context.Context, c *Caller, r *modifyRequest) (a
 		if m.MsgFlagBits&store.FlagRecalled != 0 {
 			return Errorf(CodeMsgRecalled, "message %s was recalled", msgKey)
 		}
-		c := store.CopyChange{CCD: ccd, SetCCD: hasCCD}
+		change := store.CopyChange{CCD: ccd, SetCCD: hasCCD}
 		if hasBody {
-			m.MsgBody, c.Body = newBody, newBody
+			m.MsgBody, change.Body = newBody, newBody
 		}
 		if hasCCD {
 			m.CloudCustomData = ccd
 		}
-		if err := s.changeCopies(tx, m, c); err != nil {
+		if err := s.changeCopies(tx, m, change); err != nil {
 			return err
 		}
 		ev, err := tail(modifyEvent{Event: "modify", From: m.From, To: m.To, MsgKey: m.MsgKey, MsgBody: m.MsgBody, CloudCustomData: m.CloudCustomData})
