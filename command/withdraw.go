@@ -1,6 +1,7 @@
 package command
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,9 +22,28 @@ func (s *Service) registerWithdraw() {
 	handle(s, "openim/modify_c2c_msg", CodeJSON, adminOnly(CodeOpenIMNeedsAdmin, "openim/modify_c2c_msg needs an App admin"), s.modifyMsg)
 }
 
-// OnWithdraw registers f to run after a message was recalled (offline push
-// retraction, the after-withdraw callback). Start-up only.
+// OnWithdraw registers f to run after a message was recalled (the
+// after-withdraw callback), on the node that ran the command. Start-up only.
 func (s *Service) OnWithdraw(f func(m store.Message)) { s.withdrawn = append(s.withdrawn, f) }
+
+// Recalls calls f with the recipient and MsgKey of each recall that evs,
+// a commit's events, bring to the recipient: the withdraw events appended
+// to recipients' timelines. The offline pusher retracts from it, on the
+// node that commits the recipient's data, where the recipient's pushes are
+// queued (docs/cluster.md §11.2), rather than on the node that ran the
+// command. It runs on the store's writer: it decodes only withdraw events.
+func Recalls(evs []store.Appended, f func(user, msgKey string)) {
+	for _, a := range evs {
+		// The stored event starts {"Seq":N,"Event":"withdraw".
+		if a.Rewritten || !bytes.Contains(a.Data[:min(len(a.Data), 64)], []byte(`"Event":"withdraw"`)) {
+			continue
+		}
+		var ev withdrawEvent
+		if json.Unmarshal(a.Data, &ev) == nil && ev.Event == "withdraw" && ev.To == a.User {
+			f(a.User, ev.MsgKey)
+		}
+	}
+}
 
 type withdrawEvent struct {
 	Event      string `json:"Event"`
@@ -95,22 +115,13 @@ func (s *Service) msgWithdraw(ctx context.Context, c *Caller, r *withdrawRequest
 		case own && now.Sub(time.Unix(m.MsgTime, 0)) > s.cfg.RecallWindow:
 			return Errorf(CodeRecallTooLate, "message %s is older than the recall window (%v)", msgKey, s.cfg.RecallWindow)
 		}
+		// The decisions above are H's, from H's copy; each side's copy,
+		// event and unread count change where that side's data is
+		// (changeCopies).
 		m.MsgFlagBits |= store.FlagRecalled
 		m.MsgBody = json.RawMessage(`[]`)
-		if err := tx.UpdateMessage(m); err != nil {
+		if err := s.changeCopies(tx, m, store.CopyChange{Flags: store.FlagRecalled, Body: m.MsgBody, Uncount: true}); err != nil {
 			return err
-		}
-		if err := s.rewriteCopies(tx, m); err != nil {
-			return err
-		}
-		// An unread recalled message no longer counts.
-		if cv, err := tx.Conversation(m.To, m.From); err != nil {
-			return err
-		} else if cv != nil && cv.Unread > 0 && m.MsgTime > cv.ReadTime && m.ReceiverSeq > 0 {
-			cv.Unread--
-			if err := tx.PutConversation(m.To, cv); err != nil {
-				return err
-			}
 		}
 		ev, err := tail(withdrawEvent{Event: "withdraw", From: m.From, To: m.To, MsgKey: m.MsgKey, MsgTime: m.MsgTime, Withdrawer: c.UserID})
 		if err != nil {
@@ -134,21 +145,26 @@ func (s *Service) msgWithdraw(ctx context.Context, c *Caller, r *withdrawRequest
 	return struct{}{}, nil
 }
 
-// rewriteCopies replaces the timeline copies of m with its current state.
-func (s *Service) rewriteCopies(tx *store.Tx, m *store.Message) error {
+// changeCopies applies c to both sides' copies of m (H's, the
+// transaction's home's, and the other side's) and to their timeline events,
+// which it rewrites with m, the message as changed. m is H's copy after the
+// change; each side's change is a target-side operation by MsgKey
+// (store.Tx.ChangeCopy), which finds that side's Seq in that side's own
+// copy: H's copy need not know the other side's Seq. Recipient first, as
+// the order of the rewritten events has always been.
+func (s *Service) changeCopies(tx *store.Tx, m *store.Message, c store.CopyChange) error {
 	ev, err := tail(s.newMsgEvent(m))
 	if err != nil {
 		return err
 	}
-	if m.ReceiverSeq > 0 {
-		if err := tx.RewriteEvent(m.To, m.ReceiverSeq, ev); err != nil {
-			return err
-		}
+	c.Event = ev
+	if err := tx.ChangeCopy(m.To, m.From, m.MsgKey, c); err != nil {
+		return err
 	}
-	if m.SenderSeq > 0 && m.From != m.To {
-		return tx.RewriteEvent(m.From, m.SenderSeq, ev)
+	if m.From == m.To {
+		return nil // a note to self: one copy, one event
 	}
-	return nil
+	return tx.ChangeCopy(m.From, m.To, m.MsgKey, c)
 }
 
 // appendToBoth adds an event about m to the timelines that hold m.
@@ -218,16 +234,14 @@ func (s *Service) modifyMsg(ctx context.Context, c *Caller, r *modifyRequest) (a
 		if m.MsgFlagBits&store.FlagRecalled != 0 {
 			return Errorf(CodeMsgRecalled, "message %s was recalled", msgKey)
 		}
+		change := store.CopyChange{CCD: ccd, SetCCD: hasCCD}
 		if hasBody {
-			m.MsgBody = newBody
+			m.MsgBody, change.Body = newBody, newBody
 		}
 		if hasCCD {
 			m.CloudCustomData = ccd
 		}
-		if err := tx.UpdateMessage(m); err != nil {
-			return err
-		}
-		if err := s.rewriteCopies(tx, m); err != nil {
+		if err := s.changeCopies(tx, m, change); err != nil {
 			return err
 		}
 		ev, err := tail(modifyEvent{Event: "modify", From: m.From, To: m.To, MsgKey: m.MsgKey, MsgBody: m.MsgBody, CloudCustomData: m.CloudCustomData})

@@ -293,7 +293,7 @@ func New(cfg Config) (*Server, error) {
 
 	// 4. Offline push, told of the devices online (it skips them): its
 	// commands join the command layer; a recall withdraws a notification
-	// not yet sent.
+	// not yet sent (step 7).
 	// In a cluster it works the queue only while this node owns the data
 	// (joinCluster's OnOwn and OnLose).
 	pusher, err := push.New(push.Options{Config: cfg.Push, Store: s.store, Log: log, Badge: push.UnreadBadge(s.store),
@@ -303,7 +303,6 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.push = pusher
 	pusher.Register(s.svc)
-	s.svc.OnWithdraw(func(m store.Message) { pusher.Withdrawn(m.To, m.MsgKey) })
 
 	// 5. Media (it registers itself as the command layer's media checker).
 	if !cfg.NoMedia {
@@ -324,11 +323,17 @@ func New(cfg Config) (*Server, error) {
 	// (A cluster node's view also commits the other owners' entries:
 	// every node delivers to its own devices, and only the owner plans
 	// pushes.)
-	pushed := pusher.Committed
+	// A recall withdraws the recipient's notification where the
+	// recipient's withdraw event commits (command.Recalls).
+	pushed := func(evs []store.Appended) {
+		pusher.Committed(evs)
+		command.Recalls(evs, pusher.Withdrawn)
+	}
 	if s.cluster != nil {
+		planned := pushed
 		pushed = func(evs []store.Appended) {
 			if s.store.Owns() {
-				pusher.Committed(evs)
+				planned(evs)
 			}
 		}
 	}
