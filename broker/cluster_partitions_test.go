@@ -26,6 +26,7 @@ func TestClusterPartitionsChat(t *testing.T) {
 	const P = 6
 	nodes := startCluster(t, 3, func(c *srvpkg.Config) {
 		c.Cluster.Partitions, c.Cluster.RebalanceDelay = P, time.Second
+		c.BlacklistErr = true
 	})
 	srvs := servers(nodes)
 	owner := make([]int, P)
@@ -103,17 +104,80 @@ func TestClusterPartitionsChat(t *testing.T) {
 		}
 	}
 
+	// Relationships across partitions: alice asks, bob agrees; each side's
+	// record ends in its own partition, on every node.
+	relOK(t, da, "sns/friend_add", map[string]any{"AddFriendItem": []any{friendItem(bob)}})
+	wait.For(t, 10*time.Second, 10*time.Millisecond, func() error {
+		for i, n := range nodes {
+			if rs, err := n.store.FriendRequests(bob); err != nil || len(rs) != 1 || rs[0].From != alice {
+				return fmt.Errorf("node %d: bob's requests %v, %v", i, rs, err)
+			}
+		}
+		return nil
+	})
+	relOK(t, db, "sns/friend_response", map[string]any{"ResponseFriendItem": []any{
+		map[string]any{"To_Account": alice, "ResponseAction": "Response_Action_AgreeAndAdd"}}})
+	wait.For(t, 10*time.Second, 10*time.Millisecond, func() error {
+		for i, n := range nodes {
+			for _, f := range [][2]string{{alice, bob}, {bob, alice}} {
+				if rec, err := n.store.GetFriend(f[0], f[1]); err != nil || rec == nil {
+					return fmt.Errorf("node %d: %s's friend %s: %v, %v", i, f[0], f[1], rec, err)
+				}
+			}
+		}
+		return nil
+	})
+	// bob blocks alice on his partition's owner: the owner of alice's,
+	// which remembered bob's send policy from her sends, forgets it and
+	// refuses her next ones (--blacklist-check-error: 20007).
+	relOK(t, db, "sns/black_list_add", map[string]any{"To_Account": []string{alice}})
+	wait.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		r, _ := da.request("openim/sendmsg", map[string]any{"To_Account": bob, "MsgRandom": 999,
+			"MsgBody": []map[string]any{{"MsgType": "TIMTextElem", "MsgContent": map[string]any{"Text": "still there?"}}}})
+		if r.num("ErrorCode") != 20007 {
+			return fmt.Errorf("alice's send after bob blocked her: %v", r)
+		}
+		return nil
+	})
+	relOK(t, db, "sns/black_list_delete", map[string]any{"To_Account": []string{alice}})
+	// Refused until alice's owner has forgotten the block.
+	wait.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		r, _ := da.request("openim/sendmsg", map[string]any{"To_Account": bob, "MsgRandom": 1000,
+			"MsgBody": []map[string]any{{"MsgType": "TIMTextElem", "MsgContent": map[string]any{"Text": "back"}}}})
+		if r.str("ActionStatus") != "OK" {
+			return fmt.Errorf("alice's send after bob unblocked her: %v", r)
+		}
+		return nil
+	})
+	if e := nextOf(db, "msg"); e.num("MsgRandom") != 1000 {
+		t.Fatalf("bob got %v after unblocking alice", e)
+	}
+
 	// bob's owner leaves; another node takes his partition and runs what
 	// alice's partition owes it from then on, without a gap.
 	nodes[y].stop()
 	da2.close()
 	survivors := []*testServer{nodes[x], nodes[z]}
 	clustertest.OwnerOf(t, servers(survivors), cluster.Partition(bob, P))
-	for i := rounds + 1; i <= rounds+3; i++ {
-		sendRetrying(t, da, bob, i)
-		if e := db.nextMsg(); e.num("Seq") != int64(rounds+i) || e.str("From_Account") != alice {
-			t.Fatalf("after the handover bob got %v; want Seq %d", e, rounds+i)
+	last, err := nodes[x].store.LastSeq(bob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		sendRetrying(t, da, bob, 2000+i)
+		if e := nextOf(db, "msg"); e.num("Seq") != int64(last)+int64(i) || e.num("MsgRandom") != int64(2000+i) {
+			t.Fatalf("after the handover bob got %v; want Seq %d", e, int(last)+i)
 		}
 	}
 	sameTimelines(t, survivors, alice, bob)
+}
+
+// nextOf is d's next event named name; events of other names are skipped.
+func nextOf(d *device, name string) event {
+	d.t.Helper()
+	for {
+		if e := d.next(); e.str("Event") == name {
+			return e
+		}
+	}
 }

@@ -440,6 +440,17 @@ func (s *Service) ForgetCaches() {
 	s.profiles.Clear()
 }
 
+// Forget drops what the command layer remembers of users (their send
+// policy state and SenderProfile) after a change it did not make itself:
+// with partitions, one another partition's owner made, or an intent ran
+// (docs/cluster.md §11.2 item 8).
+func (s *Service) Forget(users ...string) {
+	s.rel.drop(users...)
+	for _, u := range users {
+		s.profiles.Forget(u)
+	}
+}
+
 // ForgetProfile drops the cached SenderProfile of user after it changed:
 // the next message reads it again.
 func (s *Service) ForgetProfile(user string) {

@@ -76,6 +76,9 @@ type AccountFields struct {
 // partitions, a transaction homed at another user records it for user's
 // partition (docs/cluster.md §11.1).
 func (tx *Tx) PutAccount(user string, f AccountFields, now int64) error {
+	if p, ok := tx.foreign(user); ok {
+		return tx.deferPutAccount(p, user, f, now)
+	}
 	k := accountKey(user)
 	old, err := tx.Get(k)
 	if err != nil {
@@ -162,6 +165,10 @@ func (s *Store) DeleteAccounts(users []string, also func(tx *Tx, deleted []strin
 // user's keys (a/, x/): with partitions, a transaction homed at another
 // user records it for user's partition (docs/cluster.md §11.1).
 func (tx *Tx) DeleteAccount(user string, at int64) error {
+	if p, ok := tx.foreign(user); ok {
+		tx.deferOp(p, user, opDeleteAccount, binary.AppendVarint(nil, at))
+		return nil
+	}
 	k := accountKey(user)
 	old, err := tx.Get(k)
 	if err != nil || old == nil {

@@ -40,6 +40,9 @@ type CopyChange struct {
 // event and the unread count are user's own, so the caller asks once per
 // user.
 func (tx *Tx) ChangeCopy(user, peer, msgKey string, c CopyChange) error {
+	if p, ok := tx.foreign(user); ok {
+		return tx.deferChangeCopy(p, user, peer, msgKey, c)
+	}
 	hk := historyKeyOf(user, peer, msgKey)
 	if hk == nil {
 		return nil

@@ -221,8 +221,9 @@ func (s *Store) Receive(src *Store) (int, error) {
 			return total, err
 		}
 		ran := 0
+		var wrote []kv
 		err = s.Update(func(tx *Tx) error {
-			ran = 0
+			ran, wrote = 0, nil
 			v, err := tx.Get(inboxKey(src.opts.Partition))
 			if err != nil {
 				return err
@@ -239,10 +240,17 @@ func (s *Store) Receive(src *Store) (int, error) {
 				ran++
 			}
 			tx.Put(inboxKey(src.opts.Partition), u64(cur))
+			wrote = tx.puts
 			return nil
 		})
 		if err != nil {
 			return total, err
+		}
+		// The code that writes accounts, kicks and push tokens keeps the
+		// caches for its own writes; these were written by the intents.
+		now := s.Now()
+		for _, w := range wrote {
+			s.noteWrite(w.k, w.v, !w.del, now)
 		}
 		total += ran
 		if len(batch) < maxReceive {
@@ -381,7 +389,9 @@ func (tx *Tx) runIntents(in []intent) error {
 				return err
 			}
 		default:
-			return fmt.Errorf("%w %q", errUnknownOp, i.op)
+			if err := tx.runOp(i.user, i.op, i.args); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -378,3 +378,174 @@ func TestEntryWithoutIntentsIsVersion1(t *testing.T) {
 		t.Fatalf("%x → %+v, %v", e, d, err)
 	}
 }
+
+// drain runs intents until none is left: an intent may itself defer
+// writes (a reverse index back to the caller's partition).
+func (p *partitions) drain(t *testing.T) {
+	t.Helper()
+	for range 10 {
+		if p.receive(t) == 0 {
+			return
+		}
+	}
+	t.Fatal("intents still running after 10 rounds")
+}
+
+func has(t *testing.T, s *Store, k []byte) bool {
+	t.Helper()
+	v, err := get(s.db, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v != nil
+}
+
+// Relationship operations on a user of another partition run there, with
+// that user's counters; the reverse indexes end in the partition of the
+// user they are filed under, both ways, and go again with the records.
+func TestIntentsRelations(t *testing.T) {
+	p := newPartitions(t, 2, map[string]int{"alice": 0, "bob": 1})
+	a, b := p.owners[0], p.owners[1]
+	update := func(fn func(tx *Tx) error) {
+		t.Helper()
+		if err := a.UpdateFor("alice", fn); err != nil {
+			t.Fatal(err)
+		}
+		p.drain(t)
+	}
+	update(func(tx *Tx) error {
+		if _, err := tx.PutFriend("alice", "bob", &Friend{AddTime: 1}); err != nil {
+			return err
+		}
+		if created, err := tx.PutFriend("bob", "alice", &Friend{AddTime: 1, Groups: []string{"g"}}); err != nil || created {
+			return fmt.Errorf("deferred PutFriend: %v, %v", created, err)
+		}
+		if _, err := tx.PutBlocked("alice", "carol", 5); err != nil {
+			return err
+		}
+		return tx.PutRequest("bob", &FriendRequest{From: "alice", AddType: "Add_Type_Both", AddTime: 2})
+	})
+	for _, c := range []struct {
+		s    *Store
+		k    []byte
+		want bool
+	}{
+		{a, friendKey("alice", "bob"), true}, {b, friendedKey("bob", "alice"), true},
+		{b, friendKey("bob", "alice"), true}, {a, friendedKey("alice", "bob"), true},
+		{a, friendKey("bob", "alice"), false}, {b, friendedKey("alice", "bob"), false},
+		{b, requestKey("bob", "alice"), true}, {a, requestedKey("alice", "bob"), true},
+		{a, blockedKey("alice", "carol"), true}, {a, blockedByKey("carol", "alice"), true},
+	} {
+		if got := has(t, c.s, c.k); got != c.want {
+			t.Errorf("partition %d: %q present %v, want %v", c.s.opts.Partition, c.k, got, c.want)
+		}
+	}
+	if rc, err := b.RelCounts("bob"); err != nil || rc.Friends != 1 || rc.Pending != 1 {
+		t.Fatalf("bob's counters %+v, %v", rc, err)
+	}
+	if g, err := b.FriendGroups("bob"); err != nil || len(g.Names) != 1 {
+		t.Fatalf("bob's groups %+v, %v", g, err)
+	}
+	update(func(tx *Tx) error {
+		for _, f := range [][2]string{{"alice", "bob"}, {"bob", "alice"}} {
+			if _, err := tx.DeleteFriend(f[0], f[1]); err != nil {
+				return err
+			}
+		}
+		_, err := tx.DeleteRequest("bob", "alice")
+		return err
+	})
+	for _, c := range []struct {
+		s *Store
+		k []byte
+	}{{a, friendKey("alice", "bob")}, {b, friendedKey("bob", "alice")}, {b, friendKey("bob", "alice")}, {a, friendedKey("alice", "bob")}, {b, requestKey("bob", "alice")}, {a, requestedKey("alice", "bob")}} {
+		if has(t, c.s, c.k) {
+			t.Errorf("partition %d: %q still there", c.s.opts.Partition, c.k)
+		}
+	}
+	if rc, err := b.RelCounts("bob"); err != nil || rc.Friends != 0 || rc.Pending != 0 {
+		t.Fatalf("bob's counters %+v, %v", rc, err)
+	}
+}
+
+// An account written by an intent is known to the target owner's caches
+// at once: AccountExists asked before (and cached as false) answers true
+// after, and a deleted one's kick is in force.
+func TestIntentsAccountsKeepCaches(t *testing.T) {
+	p := newPartitions(t, 2, map[string]int{"alice": 0, "bob": 1})
+	a, b := p.owners[0], p.owners[1]
+	if ok, err := b.AccountExists("bob"); err != nil || ok {
+		t.Fatalf("bob exists before: %v, %v", ok, err)
+	}
+	if err := a.UpdateFor("alice", func(tx *Tx) error {
+		return tx.PutAccount("bob", AccountFields{Nick: "Bob", SetNick: true}, 1)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	p.drain(t)
+	if ok, err := b.AccountExists("bob"); err != nil || !ok {
+		t.Fatalf("bob exists after the intent: %v, %v", ok, err)
+	}
+	if acc, err := b.GetAccount("bob"); err != nil || acc.Nick != "Bob" {
+		t.Fatalf("bob's account %+v, %v", acc, err)
+	}
+	at := time.Now()
+	if err := a.UpdateFor("alice", func(tx *Tx) error { return tx.DeleteAccount("bob", at.UnixNano()) }); err != nil {
+		t.Fatal(err)
+	}
+	p.drain(t)
+	if ok, _ := b.AccountExists("bob"); ok {
+		t.Fatal("bob still exists after the deleting intent")
+	}
+	if k := b.KickedAt("bob"); k.IsZero() {
+		t.Fatal("no kick recorded for the deleted account")
+	}
+}
+
+// A raw write from another partition may set only a reverse index of the
+// target's user.
+func TestIntentRawWriteIsBounded(t *testing.T) {
+	for _, c := range []struct {
+		k    string
+		user string
+		ok   bool
+	}{{"rg/bob\x00alice", "bob", true}, {"rh/bob\x00x", "bob", true}, {"rs/bob\x00x", "bob", true},
+		{"rg/bobby\x00x", "bob", false}, {"rf/bob\x00x", "bob", false}, {"a/bob", "bob", false}, {"rg/bob", "bob", false}} {
+		if got := keyOf([]byte(c.k), c.user); got != c.ok {
+			t.Errorf("keyOf(%q, %q) = %v", c.k, c.user, got)
+		}
+	}
+}
+
+// A recall from the sender's side changes the recipient's copy in the
+// recipient's partition, by MsgKey, with the recipient's own Seq, and
+// stops counting it unread there.
+func TestIntentsRecallAcrossPartitions(t *testing.T) {
+	p := newPartitions(t, 2, map[string]int{"alice": 0, "bob": 1})
+	a, b := p.owners[0], p.owners[1]
+	m, _ := send(t, a, "alice", "bob", 3, "oops")
+	p.drain(t)
+	bobSeq := timeline(t, b, "bob")[0].Seq
+	recalled := []byte(`"Event":"msg","MsgKey":"` + m.MsgKey + `","MsgFlagBits":1}`)
+	if err := a.UpdateFor("alice", func(tx *Tx) error {
+		for _, u := range [][2]string{{"bob", "alice"}, {"alice", "bob"}} {
+			if err := tx.ChangeCopy(u[0], u[1], m.MsgKey, CopyChange{Flags: 1, Event: recalled, Uncount: true}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	p.drain(t)
+	evs := timeline(t, b, "bob")
+	if len(evs) != 1 || evs[0].Seq != bobSeq || !bytes.Contains(evs[0].Data, []byte(`"MsgFlagBits":1`)) {
+		t.Fatalf("bob's timeline after the recall: %v", evs)
+	}
+	if h, err := b.GetMessage("bob", "alice", m.MsgKey); err != nil || h.MsgFlagBits != 1 || h.ReceiverSeq != bobSeq {
+		t.Fatalf("bob's copy: %+v, %v", h, err)
+	}
+	if cv, err := b.GetConversation("bob", "alice"); err != nil || cv.Unread != 0 {
+		t.Fatalf("bob's conversation: %+v, %v", cv, err)
+	}
+}

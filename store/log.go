@@ -560,21 +560,44 @@ func (s *Store) noteApplied(b *pebble.Batch) {
 		if !ok || err != nil {
 			return
 		}
-		put := kind == pebble.InternalKeyKindSet
-		switch {
-		case bytes.HasPrefix(k, []byte("a/")):
-			s.accounts.Set(string(k[2:]), put)
-		case bytes.HasPrefix(k, []byte("x/")):
-			var at time.Time
-			if put && len(v) == 8 {
-				at = earliestAccepted(time.Unix(0, int64(binary.BigEndian.Uint64(v))))
-			}
-			s.kicks.Set(string(k[2:]), at)
-		case bytes.HasPrefix(k, []byte("pt/")):
-			user, _, _ := bytes.Cut(k[3:], []byte{sep})
-			s.tokenless.Forget(string(user))
-		case bytes.HasPrefix(k, []byte("d/")) && put:
-			s.dedup.add(k, now)
+		s.noteWrite(k, v, kind == pebble.InternalKeyKindSet, now)
+	}
+}
+
+// noteWrite brings the caches up to date with one write (noteApplied's,
+// and an intent's: Receive).
+func (s *Store) noteWrite(k, v []byte, put bool, now time.Time) {
+	switch {
+	case bytes.HasPrefix(k, []byte("a/")):
+		s.accounts.Set(string(k[2:]), put)
+	case bytes.HasPrefix(k, []byte("x/")):
+		var at time.Time
+		if put && len(v) == 8 {
+			at = earliestAccepted(time.Unix(0, int64(binary.BigEndian.Uint64(v))))
+		}
+		s.kicks.Set(string(k[2:]), at)
+	case bytes.HasPrefix(k, []byte("pt/")):
+		user, _, _ := bytes.Cut(k[3:], []byte{sep})
+		s.tokenless.Forget(string(user))
+	case bytes.HasPrefix(k, []byte("d/")) && put:
+		s.dedup.add(k, now)
+	}
+	s.noteChange(k)
+}
+
+// changePrefixes are the keys whose users OnChange hears of.
+var changePrefixes = [...]string{"a/", "pf/", "nm/", "rf/", "rb/"}
+
+// noteChange tells OnChange of k's user when k is of changePrefixes.
+func (s *Store) noteChange(k []byte) {
+	if s.opts.OnChange == nil {
+		return
+	}
+	for _, p := range changePrefixes {
+		if bytes.HasPrefix(k, []byte(p)) {
+			user, _, _ := bytes.Cut(k[len(p):], []byte{sep})
+			s.opts.OnChange(string(user))
+			return
 		}
 	}
 }

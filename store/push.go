@@ -93,6 +93,10 @@ func (s *Store) SetPushToken(t PushToken) error {
 // (docs/cluster.md §11.1), where the device may have registered another
 // token meanwhile.
 func (tx *Tx) DropMovedPushToken(user, device, vendor, token string) error {
+	if p, ok := tx.foreign(user); ok {
+		tx.deferOp(p, user, opDropToken, appendBytes(appendBytes(appendBytes(nil, device), vendor), token))
+		return nil
+	}
 	dk := pushTokenKey(user, device)
 	old, err := tx.Get(dk)
 	if err != nil || old == nil {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -316,6 +317,9 @@ func (tx *Tx) GetFriend(owner, peer string) (*Friend, error) {
 // counters and the group list (a group a friend is put in exists); it
 // reports whether peer is new in the list.
 func (tx *Tx) PutFriend(owner, peer string, f *Friend) (created bool, err error) {
+	if p, ok := tx.foreign(owner); ok {
+		return false, tx.deferPutFriend(p, owner, peer, f)
+	}
 	old, err := tx.Get(friendKey(owner, peer))
 	if err != nil {
 		return false, err
@@ -330,7 +334,7 @@ func (tx *Tx) PutFriend(owner, peer string, f *Friend) (created bool, err error)
 	tx.Put(friendKey(owner, peer), b)
 	created = old == nil
 	if created {
-		tx.Put(friendedKey(peer, owner), nil)
+		tx.putSide(peer, friendedKey(peer, owner), nil)
 	}
 	return created, tx.updateCounts(owner, func(c *RelCounts) {
 		if created {
@@ -342,12 +346,16 @@ func (tx *Tx) PutFriend(owner, peer string, f *Friend) (created bool, err error)
 
 // DeleteFriend removes peer from owner's list; it reports whether it was there.
 func (tx *Tx) DeleteFriend(owner, peer string) (existed bool, err error) {
+	if p, ok := tx.foreign(owner); ok {
+		tx.deferOp(p, owner, opDeleteFriend, appendBytes(nil, peer))
+		return false, nil
+	}
 	old, err := tx.Get(friendKey(owner, peer))
 	if err != nil || old == nil {
 		return false, err
 	}
 	tx.Delete(friendKey(owner, peer))
-	tx.Delete(friendedKey(peer, owner))
+	tx.deleteSide(peer, friendedKey(peer, owner))
 	return true, tx.updateCounts(owner, func(c *RelCounts) {
 		c.Friends--
 		c.FriendSeq++
@@ -378,13 +386,17 @@ func (tx *Tx) IsBlocked(owner, peer string) (bool, error) {
 
 // PutBlocked adds peer to owner's blacklist; it reports whether peer is new there.
 func (tx *Tx) PutBlocked(owner, peer string, at int64) (created bool, err error) {
+	if p, ok := tx.foreign(owner); ok {
+		tx.deferOp(p, owner, opPutBlocked, binary.AppendVarint(appendBytes(nil, peer), at))
+		return false, nil
+	}
 	old, err := tx.Get(blockedKey(owner, peer))
 	if err != nil || old != nil {
 		return false, err
 	}
 	b, _ := json.Marshal(Blocked{AddTime: at})
 	tx.Put(blockedKey(owner, peer), b)
-	tx.Put(blockedByKey(peer, owner), nil)
+	tx.putSide(peer, blockedByKey(peer, owner), nil)
 	return true, tx.updateCounts(owner, func(c *RelCounts) {
 		c.Blacklist++
 		c.BlackSeq++
@@ -393,12 +405,16 @@ func (tx *Tx) PutBlocked(owner, peer string, at int64) (created bool, err error)
 
 // DeleteBlocked removes peer from owner's blacklist; it reports whether it was there.
 func (tx *Tx) DeleteBlocked(owner, peer string) (existed bool, err error) {
+	if p, ok := tx.foreign(owner); ok {
+		tx.deferOp(p, owner, opDeleteBlocked, appendBytes(nil, peer))
+		return false, nil
+	}
 	old, err := tx.Get(blockedKey(owner, peer))
 	if err != nil || old == nil {
 		return false, err
 	}
 	tx.Delete(blockedKey(owner, peer))
-	tx.Delete(blockedByKey(peer, owner))
+	tx.deleteSide(peer, blockedByKey(peer, owner))
 	return true, tx.updateCounts(owner, func(c *RelCounts) {
 		c.Blacklist--
 		c.BlackSeq++
@@ -429,6 +445,9 @@ func (tx *Tx) HasSentRequest(from, to string) (bool, error) {
 
 // PutRequest records (or refreshes) a pending request from r.From to `to`.
 func (tx *Tx) PutRequest(to string, r *FriendRequest) error {
+	if p, ok := tx.foreign(to); ok {
+		return tx.deferPutRequest(p, to, r)
+	}
 	old, err := tx.Get(requestKey(to, r.From))
 	if err != nil {
 		return err
@@ -438,7 +457,7 @@ func (tx *Tx) PutRequest(to string, r *FriendRequest) error {
 		return err
 	}
 	tx.Put(requestKey(to, r.From), b)
-	tx.Put(requestedKey(r.From, to), nil)
+	tx.putSide(r.From, requestedKey(r.From, to), nil)
 	if old != nil {
 		return nil
 	}
@@ -448,12 +467,16 @@ func (tx *Tx) PutRequest(to string, r *FriendRequest) error {
 // DeleteRequest removes the pending request from `from` to `to`; it reports
 // whether there was one.
 func (tx *Tx) DeleteRequest(to, from string) (existed bool, err error) {
+	if p, ok := tx.foreign(to); ok {
+		tx.deferOp(p, to, opDeleteRequest, appendBytes(nil, from))
+		return false, nil
+	}
 	old, err := tx.Get(requestKey(to, from))
 	if err != nil || old == nil {
 		return false, err
 	}
 	tx.Delete(requestKey(to, from))
-	tx.Delete(requestedKey(from, to))
+	tx.deleteSide(from, requestedKey(from, to))
 	return true, tx.updateCounts(to, func(c *RelCounts) { c.Pending-- })
 }
 
@@ -509,6 +532,10 @@ func (tx *Tx) FriendedBy(user string) ([]string, error) {
 // DeleteRequest(p, user)) whose result it does not use: with partitions,
 // those run in the other users' partitions (docs/cluster.md §11.1).
 func (tx *Tx) WipeRelations(user string) (changed []string, err error) {
+	if p, ok := tx.foreign(user); ok {
+		tx.deferOp(p, user, opWipeRelations, nil)
+		return nil, nil
+	}
 	friends, err := tx.FriendPeers(user)
 	if err != nil {
 		return nil, err

@@ -135,6 +135,12 @@ type Options struct {
 	// carries intents, with the partitions they are for: their owners
 	// Receive them. It must not block.
 	OnIntents func(targets []int)
+	// OnChange hears of a user whose account, profile, mute, friends or
+	// blacklist a commit changed that the command layer did not make on
+	// this node: an applied log entry, or an intent run here. With
+	// partitions, a node's command caches are kept by it. It must not
+	// block.
+	OnChange func(user string)
 }
 
 // SharedCursors keeps device cursors where every node of a cluster sees

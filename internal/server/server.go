@@ -200,6 +200,9 @@ func New(cfg Config) (*Server, error) {
 	if p := cfg.Cluster.partitions(); p > 1 {
 		s.cluster.pump = newIntentPump(s, p)
 		sopts.OnIntents = s.cluster.pump.owed
+		// Send-policy state and sender profiles change on other
+		// partitions' owners and through intents (cluster.md §11.2 (8)).
+		sopts.OnChange = func(u string) { s.svc.Forget(u) }
 		s.store, err = store.OpenPartitions(filepath.Join(cfg.Data, "store"), p, func(u string) int { return cluster.Partition(u, p) }, sopts)
 	} else {
 		s.store, err = store.Open(filepath.Join(cfg.Data, "store"), sopts)
