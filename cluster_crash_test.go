@@ -75,7 +75,9 @@ type duetCluster struct {
 	at map[string]int // the node each device (user/device) last connected to
 }
 
-func startDuetCluster(t *testing.T, n int) *duetCluster {
+// startDuetCluster starts n nodes with one partition (the default), or
+// with --partitions p when p > 1.
+func startDuetCluster(t *testing.T, n int, partitions ...int) *duetCluster {
 	t.Helper()
 	c := &duetCluster{t: t, bin: buildDuet(t), at: map[string]int{}}
 	routes := make([]string, n)
@@ -93,6 +95,9 @@ func startDuetCluster(t *testing.T, n int) *duetCluster {
 			"--cluster-routes", strings.Join(urls, ","), "--cluster-secret", "route-secret",
 			"--cluster-sync", "always", "--lease-ttl", "2s",
 			"--media=false"} // no S3 here: media in a cluster is TestClusterMedia's (broker/)
+		if len(partitions) > 0 {
+			nd.args = append(nd.args, "--partitions", fmt.Sprint(partitions[0]))
+		}
 		c.nodes = append(c.nodes, nd)
 	}
 	t.Cleanup(func() {
@@ -111,7 +116,7 @@ func startDuetCluster(t *testing.T, n int) *duetCluster {
 		c.waitHealthy(nd)
 	}
 	wait.For(t, 30*time.Second, 20*time.Millisecond, func() error {
-		if o := c.owners(); len(o) != 1 {
+		if o := c.owners(); len(o) != 1 && len(partitions) == 0 {
 			return fmt.Errorf("owners %v", o)
 		}
 		return nil
@@ -613,6 +618,41 @@ func TestClusterCrash(t *testing.T) {
 		}
 		// The node restarts on its data, rejoins (healthy once its view has
 		// caught up with the log), and the load goes on.
+		c.start(nd)
+		c.waitHealthy(nd)
+		l.markKill(time.Now())
+		l.waitProgress(3, 60*time.Second, nil)
+		t.Logf("round %d: %s rejoined %v after the kill", round, nd.name, time.Since(at).Round(time.Millisecond))
+		if t.Failed() {
+			t.FailNow()
+		}
+	}
+	l.finish()
+}
+
+// TestClusterCrashPartitions is TestClusterCrash with six partitions
+// (docs/cluster.md §5, §11): every node owns some, so every kill takes
+// partitions away from a node in the middle of a load whose pairs mostly
+// span two partitions — a sender's partition commits the send, the
+// recipient's runs it as an intent. The load's checks are the same: no
+// acknowledged message lost, no duplicate or missing Seq on any timeline,
+// every device ends with sync_complete, and the killed node rejoins.
+func TestClusterCrashPartitions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three servers as processes")
+	}
+	c := startDuetCluster(t, 3, 6)
+	c.importAccounts(clusterPairs)
+	l := startClusterLoad(t, c, clusterPairs)
+	l.waitProgress(3, 60*time.Second, nil)
+	for round := 1; round <= *clusterRounds; round++ {
+		nd := c.nodes[round%len(c.nodes)]
+		at := time.Now()
+		l.markKill(at)
+		c.kill(nd)
+		l.waitProgress(1, 60*time.Second, nil)
+		first, last := l.takeover(nil)
+		t.Logf("round %d: killed %s; every sender had a send acknowledged %v to %v after the kill", round, nd.name, first.Round(time.Millisecond), last.Round(time.Millisecond))
 		c.start(nd)
 		c.waitHealthy(nd)
 		l.markKill(time.Now())

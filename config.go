@@ -96,6 +96,7 @@ type Config struct {
 	ClusterTLSCA     string        `yaml:"cluster-tls-ca" flag:"cluster-tls-ca" usage:"PEM CA certificate that signed every node's cluster-tls-cert; a route from a node without one is refused"`
 	ClusterSync      string        `yaml:"cluster-sync" flag:"cluster-sync" usage:"when JetStream fsyncs: always (every write, the default: an acknowledged message survives a power loss of every node) or an interval such as 2m"`
 	Replicas         int           `yaml:"replicas" flag:"replicas" usage:"copies of every log (3 or 5); an acknowledgement waits for a majority of them"`
+	Partitions       int           `yaml:"partitions" flag:"partitions" usage:"how many partitions users are hashed into, each with its own log and owner (fixed when the cluster is created; the same on every node)"`
 	LeaseTTL         time.Duration `yaml:"lease-ttl" flag:"lease-ttl" usage:"how long a node's ownership of the data outlives its last renewal: a dead owner is replaced within about this"`
 	NATS             string        `yaml:"nats" flag:"nats" usage:"comma-separated URLs of an external NATS cluster to use instead of an embedded server (excludes cluster-routes and cluster-listen)"`
 	NATSCreds        string        `yaml:"nats-creds" flag:"nats-creds" usage:"credentials file for the nats connection"`
@@ -105,6 +106,11 @@ type Config struct {
 	SnapshotEntries  int           `yaml:"snapshot-entries" flag:"snapshot-entries" usage:"cluster mode: the owner of the data snapshots it and trims the log after this many log entries"`
 	SnapshotInterval time.Duration `yaml:"snapshot-interval" flag:"snapshot-interval" usage:"cluster mode: ... or after this long, if anything was written (whichever comes first)"`
 }
+
+// defaultPartitions is P of a new cluster (docs/cluster.md §5): a
+// partition is the unit of ownership, so P bounds how many nodes share
+// the writes, and each costs every node a Pebble directory and a stream.
+const defaultPartitions = 1
 
 func defaultConfig() Config {
 	return Config{
@@ -136,6 +142,7 @@ func defaultConfig() Config {
 		ClusterSync:   "always",
 		Replicas:      3,
 		LeaseTTL:      5 * time.Second,
+		Partitions:    defaultPartitions,
 
 		SnapshotEntries:  100_000,
 		SnapshotInterval: 6 * time.Hour,
@@ -313,6 +320,9 @@ func (c Config) Validate() error {
 		if c.LeaseTTL < 2*time.Second {
 			return fmt.Errorf("lease-ttl must be at least 2s, not %v", c.LeaseTTL)
 		}
+		if c.Partitions < 1 || c.Partitions > cluster.MaxPartitions {
+			return fmt.Errorf("partitions must be 1 to %d, not %d", cluster.MaxPartitions, c.Partitions)
+		}
 		if c.SnapshotEntries < 1 {
 			return fmt.Errorf("snapshot-entries must be at least 1, not %d", c.SnapshotEntries)
 		}
@@ -335,7 +345,7 @@ func (c Config) clusterConfig() server.ClusterConfig {
 	cc := server.ClusterConfig{
 		Name: c.ClusterName, Node: node, Secret: c.ClusterSecret, Sync: c.ClusterSync,
 		TLS:      cluster.TLSFiles{Cert: c.ClusterTLSCert, Key: c.ClusterTLSKey, CA: c.ClusterTLSCA},
-		Replicas: c.Replicas, LeaseTTL: c.LeaseTTL, NATSCreds: c.NATSCreds,
+		Replicas: c.Replicas, LeaseTTL: c.LeaseTTL, NATSCreds: c.NATSCreds, Partitions: c.Partitions,
 		SnapshotEntries: c.SnapshotEntries, SnapshotInterval: c.SnapshotInterval,
 	}
 	if c.NATS != "" {

@@ -31,6 +31,9 @@ func (s *Store) ImportAccounts(items []AccountUpdate) (created []bool, err error
 	if len(items) == 0 {
 		return created, nil
 	}
+	if o := s.part(items[0].UserID); o != s {
+		return o.ImportAccounts(items)
+	}
 	err = s.UpdateFor(items[0].UserID, func(tx *Tx) error {
 		now := tx.Now().Unix()
 		for i, it := range items {
@@ -59,7 +62,9 @@ func (s *Store) ImportAccounts(items []AccountUpdate) (created []bool, err error
 		return nil, err
 	}
 	for _, it := range items {
-		s.accounts.Set(it.UserID, true)
+		if s.local(it.UserID) { // the others' partitions keep theirs (noteWrite)
+			s.accounts.Set(it.UserID, true)
+		}
 	}
 	return created, nil
 }
@@ -121,6 +126,9 @@ func (s *Store) DeleteAccounts(users []string, also func(tx *Tx, deleted []strin
 	if len(users) == 0 {
 		return existed, nil
 	}
+	if o := s.part(users[0]); o != s {
+		return o.DeleteAccounts(users, also)
+	}
 	now := s.Now()
 	err = s.UpdateFor(users[0], func(tx *Tx) error {
 		var deleted []string
@@ -152,6 +160,9 @@ func (s *Store) DeleteAccounts(users []string, also func(tx *Tx, deleted []strin
 		return nil, err
 	}
 	for i, u := range users {
+		if !s.local(u) {
+			continue // its partition's caches follow its intent (noteWrite)
+		}
 		s.accounts.Set(u, false)
 		if existed[i] {
 			s.kicks.Set(u, earliestAccepted(now))

@@ -56,8 +56,8 @@ type bloomGen struct{ words []uint64 }
 
 func newBloomGen(bits int) *bloomGen { return &bloomGen{words: make([]uint64, bits/64)} }
 
-func newDedupFilter(now time.Time) *dedupFilter {
-	return &dedupFilter{seed: maphash.MakeSeed(), cur: newBloomGen(dedupFilterBits), curStarted: now}
+func newDedupFilter(now time.Time, bits int) *dedupFilter {
+	return &dedupFilter{seed: maphash.MakeSeed(), cur: newBloomGen(bits), curStarted: now}
 }
 
 // dedupProbes is how many bits a key sets in its line.

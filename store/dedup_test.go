@@ -15,7 +15,7 @@ import (
 // is older than two generations.
 func TestDedupFilter(t *testing.T) {
 	t0 := time.Unix(1764230400, 0)
-	f := newDedupFilter(t0)
+	f := newDedupFilter(t0, dedupFilterBits)
 	f.cur = newBloomGen(1 << 20) // 128 KiB: about 100,000 keys at 1%
 	const n = 50000
 	for i := range n {

@@ -352,7 +352,17 @@ func openMode(db *pebble.DB, dir string, replicated bool) (applied uint64, err e
 
 // Applied is the log sequence this view has applied up to (0 for a single
 // node, or a view that has applied nothing).
+//
+// On the front of several partitions it is the sum of theirs: how many
+// entries this node's views have applied, all logs together.
 func (s *Store) Applied() uint64 {
+	if s.parts != nil {
+		var n uint64
+		for _, p := range s.parts {
+			n += p.Applied()
+		}
+		return n
+	}
 	if s.repl == nil {
 		return 0
 	}

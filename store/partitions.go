@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"path/filepath"
 	"time"
 )
@@ -36,6 +37,9 @@ func OpenPartitions(dir string, n int, of func(user string) int, o Options) (*St
 		o.CacheSize = 128 << 20
 	}
 	o.CacheSize = max(o.CacheSize/int64(n), 8<<20)
+	o.memTableSize = max(64<<20/uint64(n), 4<<20)
+	// The resend filter's lines are 512 bits: a power of two from 2^20.
+	o.dedupBits = max(dedupFilterBits>>bits.Len(uint(n-1)), 1<<20)
 	o.Replicated = true
 	o.PartitionOf = of
 	if o.Clock == nil {
@@ -64,6 +68,12 @@ func (s *Store) part(user string) *Store {
 		return s
 	}
 	return s.parts[s.opts.PartitionOf(user)]
+}
+
+// local reports whether user's data is in s (a partition store, or a
+// store of one partition).
+func (s *Store) local(user string) bool {
+	return s.opts.PartitionOf == nil || s.opts.PartitionOf(user) == s.opts.Partition
 }
 
 // Partitions is the number of partitions behind s (1 unless OpenPartitions).

@@ -74,6 +74,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -114,6 +115,12 @@ type Options struct {
 	SweepEvery time.Duration
 	// CacheSize is Pebble's block cache in bytes (default 128 MiB).
 	CacheSize int64
+	// memTableSize is Pebble's memtable size (default 64 MiB); a node's
+	// partitions share it out (OpenPartitions).
+	memTableSize uint64
+	// dedupBits sizes the resend filter (dedup.go; default
+	// dedupFilterBits): a partition holds its share of the senders.
+	dedupBits int
 	// Replicated opens the store as one node's view of a replicated log
 	// (cluster mode, log.go): its state changes by Apply, and by Update
 	// only while Own has made it the log's writer; until then Update fails
@@ -224,7 +231,7 @@ func Open(dir string, o Options) (*Store, error) {
 	defer cache.Unref()
 	popts := &pebble.Options{
 		Logger:       pebbleLogger{o.Logger},
-		MemTableSize: 64 << 20,
+		MemTableSize: cmp.Or(o.memTableSize, 64<<20),
 		Cache:        cache,
 		Levels:       make([]pebble.LevelOptions, 7),
 	}
@@ -251,7 +258,7 @@ func Open(dir string, o Options) (*Store, error) {
 		lastSeq:   usercache.New[uint64](maxLastSeqCached),
 		tokenless: usercache.New[struct{}](maxTokenlessCached),
 		hot:       make(map[string]hotValue),
-		dedup:     newDedupFilter(o.Clock()),
+		dedup:     newDedupFilter(o.Clock(), cmp.Or(o.dedupBits, dedupFilterBits)),
 	}
 	if o.Replicated {
 		if err := finishRebuild(db); err != nil {

@@ -4,7 +4,10 @@
 # (docs/cluster.md), with JetStream's fsync on every write (the default,
 # --cluster-sync always) and on an interval (--cluster-sync 2m). In a
 # cluster, pairs spread over the nodes; "cross" pairs have their sender and
-# receiver on different nodes, "same" pairs on one node. Each cell is the
+# receiver on different nodes, "same" pairs on one node; "p6" runs the
+# cluster with six partitions (--partitions 6: every node owns two and
+# writes for its users; most pairs span two partitions, the recipient's
+# copy an intent). Each cell is the
 # median of RUNS runs; every run starts from empty data directories.
 #
 #   clients/bench/cluster.sh                  # RUNS=3 DURATION=10s PAIRS="100"
@@ -44,9 +47,9 @@ single() {
 	wait "$pid" 2>/dev/null || true
 }
 
-# cluster NAME SYNC PAIRS PLACEMENT: three nodes, started together.
+# cluster NAME SYNC PAIRS PLACEMENT [PARTITIONS]: three nodes, started together.
 cluster() {
-	local name=$1 sync=$2 pairs=$3 placement=$4 i cpids="" addrs="" routes=""
+	local name=$1 sync=$2 pairs=$3 placement=$4 partitions=${5:-1} i cpids="" addrs="" routes=""
 	for i in 0 1 2; do routes+="nats://127.0.0.1:$((26220 + i)),"; done
 	local started=()
 	for i in 0 1 2; do
@@ -54,7 +57,8 @@ cluster() {
 		DUET_SECRET=bench "$work/duet" --data "$work/n$i" --auto-accounts --media=false \
 			--mqtt "127.0.0.1:$((21890 + i))" --ws "" --http "127.0.0.1:$((28090 + i))" --log-level warn \
 			--cluster-name bench --node "n$i" --cluster-listen "127.0.0.1:$((26220 + i))" \
-			--cluster-routes "${routes%,}" --cluster-secret bench --cluster-sync "$sync" >"$work/n$i.log" 2>&1 &
+			--cluster-routes "${routes%,}" --cluster-secret bench --cluster-sync "$sync" \
+			--partitions "$partitions" >"$work/n$i.log" 2>&1 &
 		started+=($!)
 		pids+=($!)
 	done
@@ -74,9 +78,10 @@ for pairs in $PAIRS; do
 		cluster always-cross always "$pairs" cross
 		cluster always-same always "$pairs" same
 		cluster 2m-cross 2m "$pairs" cross
+		cluster p6-cross always "$pairs" cross 6
 	done
 done
 
 echo
 echo "median run (by msgs/s) of $RUNS, $DURATION each, QoS 1, window 1, $(nproc) cores; broker_us/msg sums every node:"
-medians single always-cross always-same 2m-cross
+medians single always-cross always-same 2m-cross p6-cross

@@ -52,8 +52,9 @@ type Cluster struct {
 	owned   map[int]*owned
 	holders map[int]holder // lease holder per partition as last watched; absent or Node "" is free
 	live    map[string]bool
-	marks   map[string][]uint64 // each live node's applied mark per partition, from its heartbeat
-	changes uint64              // lease changes seen (metric)
+	beats   map[string]time.Time // when each live node's heartbeat was last seen
+	marks   map[string][]uint64  // each live node's applied mark per partition, from its heartbeat
+	changes uint64               // lease changes seen (metric)
 
 	nodesSeen  chan struct{} // closed once the nodes watcher has read the current heartbeats
 	aboveSince time.Time     // since when this node owns more than its target (zero: not above)
@@ -107,7 +108,7 @@ func Join(ctx context.Context, n *Node, o JoinOptions) (*Cluster, error) {
 	c := &Cluster{
 		node: n, o: o, leases: leases, nodes: nodes, obs: obs, ctx: cctx, cancel: cancel,
 		wake: make(chan struct{}, 1), lostCh: make(chan int, MaxPartitions),
-		owned: map[int]*owned{}, holders: map[int]holder{}, live: map[string]bool{n.name: true},
+		owned: map[int]*owned{}, holders: map[int]holder{}, live: map[string]bool{n.name: true}, beats: map[string]time.Time{},
 		marks: map[string][]uint64{}, nodesSeen: make(chan struct{}), releasing: -1, started: time.Now().UTC(),
 	}
 	// The heartbeat, with this node's applied marks, is in duet-nodes
@@ -190,6 +191,7 @@ func (c *Cluster) watchNodes(w jetstream.KeyWatcher) {
 			c.mu.Lock()
 			if e.Operation() == jetstream.KeyValuePut {
 				c.live[e.Key()] = true
+				c.beats[e.Key()] = time.Now()
 				var hb heartbeat
 				if json.Unmarshal(e.Value(), &hb) == nil {
 					c.marks[e.Key()] = hb.Applied
@@ -199,6 +201,7 @@ func (c *Cluster) watchNodes(w jetstream.KeyWatcher) {
 				}
 			} else if e.Key() != c.node.name {
 				delete(c.live, e.Key())
+				delete(c.beats, e.Key())
 				delete(c.marks, e.Key())
 				c.drain.note(e.Key(), false)
 			}
@@ -285,11 +288,21 @@ func (c *Cluster) report(p int, err error) {
 }
 
 // Target is ceil(P / live nodes not draining): how many partitions this
-// node aims to own (§8.3).
+// node aims to own (§8.3). A node counts as live while its heartbeat was
+// seen within NodeTTL: the expiry marker of a dead node's heartbeat is not
+// seen while the watcher's consumer is being recreated (its server may be
+// the dead node's), and the survivors must not wait for it to take the
+// dead node's share.
 func (c *Cluster) Target() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n := max(len(c.live)-c.drain.count(c.live), 1)
+	live := make(map[string]bool, len(c.live))
+	for node := range c.live {
+		if b, ok := c.beats[node]; node == c.node.name || (ok && time.Since(b) < c.o.NodeTTL) {
+			live[node] = true
+		}
+	}
+	n := max(len(live)-c.drain.count(live), 1)
 	return (c.o.Partitions + n - 1) / n
 }
 
@@ -307,10 +320,22 @@ func (c *Cluster) balance() {
 		n, h := len(c.owned), c.holders[p]
 		_, mine := c.owned[p]
 		c.mu.Unlock()
-		if n >= target {
-			return
-		}
 		if mine || (h.node != "" && time.Since(h.seen) < c.o.LeaseTTL) {
+			continue
+		}
+		// Up to the target, a free partition is taken at once. Beyond it
+		// too, once it has been free for half a lease TTL: the nodes below
+		// their target had their turn (they are poked when a lease goes),
+		// and a partition nobody serves is worse than one node too many
+		// (shed gives it back later).
+		free := h.seen // the expiry marker seen, or
+		switch {
+		case h.node != "":
+			free = h.seen.Add(c.o.LeaseTTL) // the last renewal seen, plus the TTL
+		case free.IsZero():
+			free = c.started // never held since this node came
+		}
+		if n >= target && time.Since(free) < c.o.LeaseTTL/2 {
 			continue
 		}
 		c.takeOver(p)

@@ -550,3 +550,59 @@ func TestBalance(t *testing.T) {
 		}
 	}
 }
+
+// A partition nobody holds is taken even when every node is at its
+// target. Here a third node, "ghost", holds two of six partitions and
+// stops renewing them while its heartbeat goes on (a node that hangs; or
+// a dead one whose heartbeat's expiry the watchers have not seen): the two
+// running nodes count three nodes, own their target of two each, and the
+// ghost's two partitions stayed free for good before (found by
+// TestClusterCrashPartitions: senders without an answer for a minute
+// after a kill).
+func TestFreePartitionTakenAtTarget(t *testing.T) {
+	nodes := startNodes(t, 3)
+	cfg := testConfig(6)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := Setup(ctx, nodes[2].js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	nodesKV, err := nodes[2].js.KeyValue(ctx, BucketNodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases, err := nodes[2].js.KeyValue(ctx, BucketLeases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for ctx.Err() == nil {
+			_, _ = nodesKV.Put(ctx, "ghost", []byte(`{"started":"2026-01-01T00:00:00Z","applied":[0,0,0,0,0,0]}`))
+			select {
+			case <-ctx.Done():
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}()
+	for _, p := range []int{4, 5} {
+		// Held, never renewed: it expires after the lease TTL.
+		if _, err := leases.Create(ctx, LeaseKey(p), []byte(`{"node":"ghost"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		_, err := nodesKV.Get(ctx, "ghost")
+		return err
+	})
+	ms := joinAll(t, nodes[:2], cfg)
+	wait.For(t, 30*time.Second, 50*time.Millisecond, func() error {
+		owned := 0
+		for _, m := range ms {
+			owned += len(m.c.Owned())
+		}
+		if t0, t1 := ms[0].c.Target(), ms[1].c.Target(); owned != 6 || t0 != 2 || t1 != 2 {
+			return fmt.Errorf("%d of 6 partitions owned, targets %d and %d", owned, t0, t1)
+		}
+		return nil
+	})
+}

@@ -278,15 +278,12 @@ func (s *Server) joinCluster() error {
 	cp.state.Store(stateCatchingUp)
 	// Serve devices from a view at the log's end as of now, not from one
 	// still replaying (docs/cluster.md §10.4, "catching up").
-	for p := range cp.cfg.partitions() {
-		stream, err := cp.node.JetStream().Stream(ctx, cluster.StreamName(p))
-		if err != nil {
-			return fmt.Errorf("cluster: %w", err)
-		}
-		last := stream.CachedInfo().State.LastSeq
-		if err := s.store.Partition(p).WaitApplied(ctx, last); err != nil {
-			return fmt.Errorf("cluster: the view of partition %d applied %d of the log's %d entries in %v", p, s.store.Partition(p).Applied(), last, joinTimeout)
-		}
+	ends, err := cp.logEnds(ctx)
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	if err := s.waitViews(ctx, ends); err != nil {
+		return fmt.Errorf("cluster: %w (in %v)", err, joinTimeout)
 	}
 	cp.state.Store(stateServing)
 	s.watchQuorum() // cluster_quorum.go
@@ -312,6 +309,30 @@ func (cp *clusterParts) warnRouteTLS(ready <-chan struct{}) {
 		}
 		wait = 30 * time.Second
 	}
+}
+
+// logEnds is every partition's last log sequence as JetStream has it now.
+func (cp *clusterParts) logEnds(ctx context.Context) ([]uint64, error) {
+	ends := make([]uint64, cp.cfg.partitions())
+	for p := range ends {
+		stream, err := cp.node.JetStream().Stream(ctx, cluster.StreamName(p))
+		if err != nil {
+			return nil, err
+		}
+		ends[p] = stream.CachedInfo().State.LastSeq
+	}
+	return ends, nil
+}
+
+// waitViews waits until this node's view of every partition has applied
+// its log up to ends (logEnds).
+func (s *Server) waitViews(ctx context.Context, ends []uint64) error {
+	for p, last := range ends {
+		if err := s.store.Partition(p).WaitApplied(ctx, last); err != nil {
+			return fmt.Errorf("the view of partition %d applied %d of the log's %d entries", p, s.store.Partition(p).Applied(), last)
+		}
+	}
+	return nil
 }
 
 // logEnd is the log's last sequence as JetStream has it now (P = 1: one

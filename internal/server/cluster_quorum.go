@@ -130,7 +130,7 @@ func (s *Server) regainQuorum(ctx context.Context) {
 	q.setReason("no quorum: reached again, catching up with the log")
 	ctx, cancel := context.WithTimeout(ctx, joinTimeout)
 	defer cancel()
-	var last uint64
+	var last []uint64
 	for {
 		if r, _ := cp.node.Reach(); !r.OK() {
 			return
@@ -140,10 +140,10 @@ func (s *Server) regainQuorum(ctx context.Context) {
 		// still be being elected.
 		if cp.node.Current() {
 			c, ccancel := context.WithTimeout(ctx, 2*time.Second)
-			end, err := cp.logEnd(c)
+			ends, err := cp.logEnds(c)
 			ccancel()
 			if err == nil {
-				last = end
+				last = ends
 				break
 			}
 		}
@@ -153,7 +153,7 @@ func (s *Server) regainQuorum(ctx context.Context) {
 		case <-time.After(quorumCheck):
 		}
 	}
-	if err := s.store.WaitApplied(ctx, last); err != nil {
+	if err := s.waitViews(ctx, last); err != nil {
 		return
 	}
 	cp.join.CutOff(false)
