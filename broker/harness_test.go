@@ -92,6 +92,14 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 // event they get has come through the log to their node's view.
 var clusterMode = flag.Bool("cluster", false, "run the scenarios against a 3-node cluster, devices on a node that does not own the data")
 
+// clusterPartitions, with -cluster, gives the cluster several partitions
+// (docs/cluster.md §5, §11): the nodes share them, so the devices' node
+// owns some users' data and not others', and most pairs of users span two
+// partitions (the recipient's side an intent). s.store is then a front
+// over the owners' partitions: what a test writes or reads directly is
+// exact.
+var clusterPartitions = flag.Int("partitions", 1, "with -cluster: how many partitions the cluster has")
+
 // startCluster is start for -cluster: s.srv (and s.addr) is a node that
 // does not own the data; s.store and s.svc are the owner's, so what a
 // test writes or reads directly is exact.
@@ -112,9 +120,25 @@ func (s *testServer) startCluster() {
 		if s.opts.server != nil {
 			s.opts.server(c)
 		}
+		// Owners stay put: a test's direct reads and writes go to them.
+		c.Cluster.Partitions, c.Cluster.RebalanceDelay = *clusterPartitions, time.Hour
 	}
 	srvs := clustertest.New(t, cfgs)
 	clustertest.StartAll(t, srvs)
+	if *clusterPartitions > 1 {
+		parts := make([]*store.Store, *clusterPartitions)
+		for p := range parts {
+			parts[p] = srvs[clustertest.OwnerOf(t, srvs, p)].Store().Partition(p)
+		}
+		dev := srvs[0]
+		s.cluster, s.owner = srvs, nil
+		s.srv, s.broker, s.addr, s.ws = dev, dev.Broker(), dev.Addr("tcp"), dev.Addr("ws")
+		s.store, s.svc = store.Front(parts), dev.Service()
+		if s.opts.started != nil {
+			s.opts.started(dev)
+		}
+		return
+	}
 	o := clustertest.Owner(t, srvs)
 	dev := srvs[(o+1)%len(srvs)]
 	s.cluster, s.owner = srvs, srvs[o]

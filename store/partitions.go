@@ -45,20 +45,29 @@ func OpenPartitions(dir string, n int, of func(user string) int, o Options) (*St
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
-	front := &Store{opts: o, log: o.Logger, parts: make([]*Store, 0, n)}
+	parts := make([]*Store, 0, n)
 	for i := range n {
 		po := o
 		po.Partition = i
 		s, err := Open(filepath.Join(dir, fmt.Sprintf("p%02d", i)), po)
 		if err != nil {
-			for _, p := range front.parts {
+			for _, p := range parts {
 				p.Close()
 			}
 			return nil, err
 		}
-		front.parts = append(front.parts, s)
+		parts = append(parts, s)
 	}
-	return front, nil
+	return Front(parts), nil
+}
+
+// Front is a front over partition stores parts (parts[i] opened as
+// partition i, with one PartitionOf): OpenPartitions' own, or, for a test
+// that reads and writes a cluster's data from outside, the partitions of
+// whichever nodes own them. Closing it closes them.
+func Front(parts []*Store) *Store {
+	o := parts[0].opts
+	return &Store{opts: o, log: o.Logger, parts: parts}
 }
 
 // part is the store that holds user's data: s itself unless s is the
