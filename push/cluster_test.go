@@ -133,8 +133,10 @@ func (c *pushCluster) settled(n int) []push.APNsPush {
 			if p := s.Pusher().Pending(); p != 0 {
 				return fmt.Errorf("node %d has %d pushes pending", i, p)
 			}
-			if q, err := s.Store().QueuedPushes(0, 10); err != nil || len(q) != 0 {
-				return fmt.Errorf("node %d's view of the queue: %d entries (%v)", i, len(q), err)
+			for part := range s.Store().Partitions() {
+				if q, err := s.Store().Partition(part).QueuedPushes(0, 10); err != nil || len(q) != 0 {
+					return fmt.Errorf("node %d's view of partition %d's queue: %d entries (%v)", i, part, len(q), err)
+				}
 			}
 		}
 		return nil

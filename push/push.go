@@ -22,7 +22,10 @@
 // which only the owner of the data writes: a node works the queue only
 // between Own and Disown, and every node's pusher answers the same
 // questions — is the device connected, has it acknowledged — from the
-// cluster's presence and cursors.
+// cluster's presence and cursors. With several partitions each has its
+// own queue, the recipient's (docs/cluster.md §14.2): one Pusher per node
+// (one set of vendor clients) works the queues of the partitions the node
+// owns, each between OwnPartition and DisownPartition.
 package push
 
 import (
@@ -93,28 +96,22 @@ type Pusher struct {
 
 	replicated bool // Options.Replicated
 
-	mu sync.Mutex
-	// owned: this node works the queue (always, on a single node).
-	// tenure counts Own and Disown: a load stops when its tenure ends.
-	// loading, while a new owner loads the queue, holds the ids its own
-	// intake queued meanwhile, which the load must not add again (they
-	// may be sent and gone from memory by the time it reads them).
-	owned     bool
+	// queues are the partitions' queues (one unless the store has
+	// several partitions), indexed by partition.
+	queues []*queue
+
+	mu        sync.Mutex
 	closed    bool // Close was called: no more tenures
-	tenure    uint64
-	loading   map[uint64]bool
 	sched     schedule
-	entries   map[uint64]*entry
-	byMsg     map[string][]uint64 // user 00 msgKey → queued ids
+	queued    int                 // entries of every queue
+	byMsg     map[string][]*entry // user 00 msgKey → queued entries
 	schedKick chan struct{}
 
 	sentMu   sync.Mutex
 	sent     map[string][]Notification // user 00 msgKey → what was shown, for recalls
 	sentFIFO []sentMark
 
-	doneMu   sync.Mutex
-	done     []uint64
-	shown    []store.ShownPush // what was shown, written with the next done batch
+	doneMu   sync.Mutex // guards every queue's done and shown
 	doneWake chan struct{}
 
 	ctx    context.Context
@@ -125,6 +122,30 @@ type Pusher struct {
 type sentMark struct {
 	key string
 	at  time.Time
+}
+
+// queue is one partition's durable push queue as this node works it
+// (docs/cluster.md §14.2): the recipients' of that partition. Its ids
+// are the partition's own, so entries are kept per queue.
+type queue struct {
+	part int
+	st   *store.Store // the partition's store (Partition(part))
+
+	// Guarded by Pusher.mu. owned: this node works the queue (always, on
+	// a single node). tenure counts Own and Disown: a load stops when its
+	// tenure ends. loading, while a new owner loads the queue, holds the
+	// ids its own intake queued meanwhile, which the load must not add
+	// again (they may be sent and gone from memory by the time it reads
+	// them).
+	owned   bool
+	tenure  uint64
+	loading map[uint64]bool
+	entries map[uint64]*entry
+
+	// Guarded by Pusher.doneMu: settled ids, and what was shown, written
+	// together by the next flush.
+	done  []uint64
+	shown []store.ShownPush
 }
 
 const (
@@ -143,6 +164,7 @@ const (
 
 // entry is one queued notification in memory.
 type entry struct {
+	q     *queue
 	id    uint64
 	n     Notification
 	due   time.Time
@@ -191,8 +213,20 @@ func New(o Options) (*Pusher, error) {
 		cfg: c, st: o.Store, log: o.Log.With("component", "push"), now: o.Now, badge: o.Badge,
 		lanes: map[string]*lane{}, metrics: newMetrics(), warnings: warnings,
 		inWake: make(chan struct{}, 1), schedKick: make(chan struct{}, 1), doneWake: make(chan struct{}, 1),
-		entries: map[uint64]*entry{}, byMsg: map[string][]uint64{}, sent: map[string][]Notification{},
-		presence: o.Presence, replicated: o.Replicated, owned: !o.Replicated,
+		byMsg: map[string][]*entry{}, sent: map[string][]Notification{},
+		presence: o.Presence, replicated: o.Replicated,
+	}
+	n := 1
+	if o.Store != nil {
+		n = o.Store.Partitions()
+	}
+	p.queues = make([]*queue, n)
+	for i := range p.queues {
+		q := &queue{part: i, owned: !o.Replicated, entries: map[uint64]*entry{}}
+		if o.Store != nil {
+			q.st = o.Store.Partition(i)
+		}
+		p.queues[i] = q
 	}
 	hc := o.HTTPClient
 	add := func(v vendor, err error, conc int) error {
@@ -278,8 +312,10 @@ func (p *Pusher) connected(user, device string) bool {
 func (p *Pusher) Start() error {
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	if !p.replicated {
-		if err := p.load(0); err != nil {
-			return err
+		for _, q := range p.queues {
+			if err := p.load(q, 0); err != nil {
+				return err
+			}
 		}
 	}
 	for _, l := range p.lanes {
@@ -295,20 +331,20 @@ func (p *Pusher) Start() error {
 	return nil
 }
 
-// load adds the store's queue to memory in tenure and wakes the
+// load adds the store's queue q to memory in tenure and wakes the
 // scheduler. Ids this tenure's intake queued meanwhile are skipped.
-func (p *Pusher) load(tenure uint64) error {
+func (p *Pusher) load(q *queue, tenure uint64) error {
 	defer func() {
 		p.mu.Lock()
-		if p.tenure == tenure {
-			p.loading = nil
+		if q.tenure == tenure {
+			q.loading = nil
 		}
 		p.mu.Unlock()
 		p.kick()
 	}()
 	var after uint64
 	for {
-		items, err := p.st.QueuedPushes(after, 1024)
+		items, err := q.st.QueuedPushes(after, 1024)
 		if err != nil {
 			return fmt.Errorf("push: loading queue: %w", err)
 		}
@@ -316,92 +352,119 @@ func (p *Pusher) load(tenure uint64) error {
 			return nil
 		}
 		p.mu.Lock()
-		if p.tenure != tenure {
+		if q.tenure != tenure {
 			p.mu.Unlock()
 			return nil // disowned meanwhile
 		}
 		for _, it := range items {
 			after = it.ID
-			if p.entries[it.ID] != nil || p.loading[it.ID] {
+			if q.entries[it.ID] != nil || q.loading[it.ID] {
 				continue
 			}
 			var n Notification
 			if err := json.Unmarshal(it.Data, &n); err != nil {
 				p.log.Error("dropping undecodable queued push", "id", it.ID, "error", err)
-				p.settle(it.ID)
+				p.settle(q, it.ID)
 				continue
 			}
-			p.addLocked(it.ID, n)
+			p.addLocked(q, it.ID, n)
 		}
 		p.mu.Unlock()
 	}
 }
 
-// Own makes this cluster node work the queue, once the store is the log's
-// writer (store.Own): its view is at the log's end, the previous owner's
-// queue included. That queue is loaded in the background (a long one must
-// not delay the takeover), so a notification the previous owner had not
-// settled — in flight when it died — is sent again, as after a restart.
+// Own makes this cluster node work the queue of every partition: Own is
+// OwnPartition(0) for a store of one partition.
 func (p *Pusher) Own() {
+	for i := range p.queues {
+		p.OwnPartition(i)
+	}
+}
+
+// Disown is DisownPartition for every partition.
+func (p *Pusher) Disown() {
+	for i := range p.queues {
+		p.DisownPartition(i)
+	}
+}
+
+// OwnPartition makes this cluster node work partition part's queue, once
+// the partition's store is its log's writer (store.Own): its view is at
+// the log's end, the previous owner's queue included. That queue is loaded
+// in the background (a long one must not delay the takeover), so a
+// notification the previous owner had not settled — in flight when it
+// died — is sent again, as after a restart.
+func (p *Pusher) OwnPartition(part int) {
+	q := p.queues[part]
 	p.mu.Lock()
-	if p.owned || p.closed {
+	if q.owned || p.closed {
 		p.mu.Unlock()
 		return
 	}
-	p.owned = true
-	p.tenure++
-	tenure := p.tenure
-	p.loading = map[uint64]bool{}
+	q.owned = true
+	q.tenure++
+	tenure := q.tenure
+	q.loading = map[uint64]bool{}
 	p.mu.Unlock()
 	if len(p.lanes) > 0 {
-		p.log.Info("working the push queue: this node owns the data")
+		p.log.Info("working the push queue: this node owns the data", "partition", part)
 	}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		if err := p.load(tenure); err != nil {
-			p.log.Error("loading the push queue; it is loaded again at the next takeover", "error", err)
+		if err := p.load(q, tenure); err != nil {
+			p.log.Error("loading the push queue; it is loaded again at the next takeover", "partition", part, "error", err)
 		}
 	}()
 }
 
-// Disown stops this cluster node's work on the queue: the node no longer
-// owns the data, so it can neither send for it nor settle what it sent.
-// Everything in memory is forgotten (the store keeps it for the next
-// owner); a send in flight finishes, and the next owner sends it again.
-func (p *Pusher) Disown() {
+// DisownPartition stops this cluster node's work on partition part's
+// queue: the node no longer owns the partition, so it can neither send
+// for it nor settle what it sent. Everything of it in memory is forgotten
+// (the store keeps it for the next owner); a send in flight finishes, and
+// the next owner sends it again.
+func (p *Pusher) DisownPartition(part int) {
+	q := p.queues[part]
 	p.mu.Lock()
-	if !p.owned {
+	if !q.owned {
 		p.mu.Unlock()
 		return
 	}
-	p.owned = false
-	p.tenure++
-	p.loading = nil
-	for _, e := range p.entries {
+	q.owned = false
+	q.tenure++
+	q.loading = nil
+	for _, e := range q.entries {
 		// Settled in memory only: a worker that pops it skips it, a retry
 		// does not reschedule it, finish does not settle it.
-		e.state = settled
+		p.finishLocked(e)
 	}
-	clear(p.entries)
-	clear(p.byMsg)
-	p.sched = nil
-	p.metrics.queued.Store(0)
 	p.mu.Unlock()
 	for _, l := range p.lanes {
 		l.mu.Lock()
-		l.q = nil
+		l.q = slices.DeleteFunc(l.q, func(e *entry) bool { return e.q == q })
 		l.mu.Unlock()
 	}
 	p.inMu.Lock()
-	p.inbox = nil
+	if len(p.queues) == 1 {
+		p.inbox = nil
+	} else {
+		p.inbox = slices.DeleteFunc(p.inbox, func(a store.Appended) bool { return p.st.UserPartition(a.User) == part })
+	}
 	p.inMu.Unlock()
 	p.doneMu.Lock()
-	p.done = nil
+	q.done = nil
 	p.doneMu.Unlock()
 	if len(p.lanes) > 0 {
-		p.log.Info("push queue left to the new owner of the data")
+		p.log.Info("push queue left to the new owner of the data", "partition", part)
 	}
+}
+
+// queueOf is the queue of user's partition: the recipient's.
+func (p *Pusher) queueOf(user string) *queue {
+	if len(p.queues) == 1 {
+		return p.queues[0]
+	}
+	return p.queues[p.st.UserPartition(user)]
 }
 
 // notOwner reports an error of a write refused because this node no
@@ -423,7 +486,10 @@ func (p *Pusher) Close() {
 }
 
 // Committed is the store's commit hook: it keeps the `msg` events for the
-// intake goroutine and returns at once.
+// intake goroutine and returns at once. In a cluster it is to be fed only
+// the commits of partitions this node owns (a commit's events are all of
+// one partition); each notification goes to its recipient's partition's
+// queue.
 func (p *Pusher) Committed(evs []store.Appended) {
 	added := false
 	p.inMu.Lock()
@@ -522,8 +588,31 @@ func (p *Pusher) plan(batch []store.Appended) {
 	p.enqueue(ns)
 }
 
-// enqueue makes ns durable, then schedules them.
+// enqueue makes ns durable, each in its recipient's queue, then schedules
+// them.
 func (p *Pusher) enqueue(ns []Notification) {
+	if len(p.queues) == 1 {
+		p.enqueueIn(p.queues[0], ns)
+		return
+	}
+	// A commit's events are of one partition: mostly one round.
+	for len(ns) > 0 {
+		q := p.queueOf(ns[0].User)
+		var same, rest []Notification
+		for _, n := range ns {
+			if p.queueOf(n.User) == q {
+				same = append(same, n)
+			} else {
+				rest = append(rest, n)
+			}
+		}
+		p.enqueueIn(q, same)
+		ns = rest
+	}
+}
+
+// enqueueIn makes ns, all of q's partition, durable, then schedules them.
+func (p *Pusher) enqueueIn(q *queue, ns []Notification) {
 	if len(ns) == 0 {
 		return
 	}
@@ -531,7 +620,7 @@ func (p *Pusher) enqueue(ns []Notification) {
 	for i := range ns {
 		items[i], _ = json.Marshal(&ns[i])
 	}
-	ids, err := p.st.EnqueuePushes(items)
+	ids, err := q.st.EnqueuePushes(items)
 	if notOwner(err) {
 		// A cluster node that has just lost the data to another: the
 		// messages are unaffected, these notifications are not sent.
@@ -547,25 +636,26 @@ func (p *Pusher) enqueue(ns []Notification) {
 	for i, id := range ids {
 		// Not working the queue (ownership changed meanwhile): the store
 		// has them, for whichever node loads it next.
-		if !p.owned || p.entries[id] != nil {
+		if !q.owned || q.entries[id] != nil {
 			continue
 		}
-		if p.loading != nil {
-			p.loading[id] = true
+		if q.loading != nil {
+			q.loading[id] = true
 		}
-		p.addLocked(id, ns[i])
+		p.addLocked(q, id, ns[i])
 	}
 	p.mu.Unlock()
 	p.kick()
 }
 
-func (p *Pusher) addLocked(id uint64, n Notification) {
-	e := &entry{id: id, n: n, due: time.UnixMilli(n.Due), index: -1}
-	p.entries[id] = e
+func (p *Pusher) addLocked(q *queue, id uint64, n Notification) {
+	e := &entry{q: q, id: id, n: n, due: time.UnixMilli(n.Due), index: -1}
+	q.entries[id] = e
 	k := n.User + "\x00" + n.MsgKey
-	p.byMsg[k] = append(p.byMsg[k], id)
+	p.byMsg[k] = append(p.byMsg[k], e)
 	heap.Push(&p.sched, e)
-	p.metrics.queued.Store(int64(len(p.entries))) // under mu, as every change of entries
+	p.queued++
+	p.metrics.queued.Store(int64(p.queued)) // under mu, as every change of entries
 }
 
 func (p *Pusher) kick() {
@@ -676,7 +766,7 @@ func (p *Pusher) deliver(v vendor, e *entry) {
 	e.inflight = false
 	withdrawn := e.withdrawn
 	if err == nil && !withdrawn && !n.Silent {
-		p.remember(n)
+		p.remember(e.q, n)
 	}
 	p.mu.Unlock()
 	if err == nil {
@@ -728,7 +818,7 @@ func (p *Pusher) deliver(v vendor, e *entry) {
 		// The attempt count and the backoff survive a restart too.
 		e.n.Due = due.UnixMilli()
 		if b, err := json.Marshal(&e.n); err == nil {
-			if err := p.st.UpdatePush(e.id, b); err != nil && !notOwner(err) {
+			if err := e.q.st.UpdatePush(e.id, b); err != nil && !notOwner(err) {
 				p.log.Warn("recording a retry", "error", err)
 			}
 		}
@@ -779,7 +869,7 @@ func (p *Pusher) finish(e *entry) {
 	done := p.finishLocked(e)
 	p.mu.Unlock()
 	if done {
-		p.settle(e.id)
+		p.settle(e.q, e.id)
 	}
 }
 
@@ -792,27 +882,29 @@ func (p *Pusher) finishLocked(e *entry) bool {
 		heap.Remove(&p.sched, e.index)
 	}
 	e.state = settled
-	delete(p.entries, e.id)
-	p.metrics.queued.Store(int64(len(p.entries)))
+	delete(e.q.entries, e.id)
+	p.queued--
+	p.metrics.queued.Store(int64(p.queued))
 	k := e.n.User + "\x00" + e.n.MsgKey
-	ids := p.byMsg[k]
-	for i, id := range ids {
-		if id == e.id {
-			ids = append(ids[:i], ids[i+1:]...)
+	es := p.byMsg[k]
+	for i, o := range es {
+		if o == e {
+			es = append(es[:i], es[i+1:]...)
 			break
 		}
 	}
-	if len(ids) == 0 {
+	if len(es) == 0 {
 		delete(p.byMsg, k)
 	} else {
-		p.byMsg[k] = ids
+		p.byMsg[k] = es
 	}
 	return true
 }
 
-func (p *Pusher) settle(id uint64) {
+// settle has q's id removed from the store by the deleter.
+func (p *Pusher) settle(q *queue, id uint64) {
 	p.doneMu.Lock()
-	p.done = append(p.done, id)
+	q.done = append(q.done, id)
 	p.doneMu.Unlock()
 	select {
 	case p.doneWake <- struct{}{}:
@@ -842,27 +934,30 @@ func (p *Pusher) deleter() {
 }
 
 func (p *Pusher) flushDone() {
-	p.doneMu.Lock()
-	ids, shown := p.done, p.shown
-	p.done, p.shown = nil, nil
-	p.doneMu.Unlock()
-	if len(ids) == 0 && len(shown) == 0 {
-		return
-	}
-	// What was shown is written with the queue's deletes: a recall after a
-	// restart, or on the node that takes the data next, finds it there.
-	// Lost with a failed commit, its push stays queued and is sent (and
-	// recorded) again.
-	if err := p.st.SettlePushes(ids, shown); notOwner(err) {
-		// Left in the queue, the next owner of the data sends them again.
-		p.log.Info("sent pushes left in the queue: this node no longer owns the data", "count", len(ids))
-	} else if err != nil {
-		// Left in the queue, they are resent after a restart: at least once.
-		p.log.Warn("removing sent pushes from the queue", "count", len(ids), "error", err)
+	for _, q := range p.queues {
+		p.doneMu.Lock()
+		ids, shown := q.done, q.shown
+		q.done, q.shown = nil, nil
+		p.doneMu.Unlock()
+		if len(ids) == 0 && len(shown) == 0 {
+			continue
+		}
+		// What was shown is written with the queue's deletes, in the
+		// recipients' partition: a recall after a restart, or on the node
+		// that takes the data next, finds it there. Lost with a failed
+		// commit, its push stays queued and is sent (and recorded) again.
+		if err := q.st.SettlePushes(ids, shown); notOwner(err) {
+			// Left in the queue, the next owner of the data sends them again.
+			p.log.Info("sent pushes left in the queue: this node no longer owns the data", "partition", q.part, "count", len(ids))
+		} else if err != nil {
+			// Left in the queue, they are resent after a restart: at least once.
+			p.log.Warn("removing sent pushes from the queue", "partition", q.part, "count", len(ids), "error", err)
+		}
 	}
 }
 
-func (p *Pusher) remember(n Notification) {
+// remember records n, shown by q's partition's device, for a recall.
+func (p *Pusher) remember(q *queue, n Notification) {
 	k := n.User + "\x00" + n.MsgKey
 	now := p.now()
 	// Only what a silent update needs: no text is kept, in memory or in
@@ -870,7 +965,7 @@ func (p *Pusher) remember(n Notification) {
 	n = Notification{User: n.User, Device: n.Device, Vendor: n.Vendor, Token: n.Token, BundleID: n.BundleID, Seq: n.Seq, MsgKey: n.MsgKey}
 	if data, err := json.Marshal(n); err == nil {
 		p.doneMu.Lock()
-		p.shown = append(p.shown, store.ShownPush{User: n.User, MsgKey: n.MsgKey, Vendor: n.Vendor, Device: n.Device, Data: data, Expire: now.Add(sentMemory)})
+		q.shown = append(q.shown, store.ShownPush{User: n.User, MsgKey: n.MsgKey, Vendor: n.Vendor, Device: n.Device, Data: data, Expire: now.Add(sentMemory)})
 		p.doneMu.Unlock()
 	}
 	p.sentMu.Lock()
@@ -891,9 +986,8 @@ func (p *Pusher) Withdrawn(user, msgKey string) {
 	k := user + "\x00" + msgKey
 	p.mu.Lock()
 	var cancelled []*entry
-	for _, id := range append([]uint64(nil), p.byMsg[k]...) {
-		switch e := p.entries[id]; {
-		case e == nil:
+	for _, e := range slices.Clone(p.byMsg[k]) {
+		switch {
 		case e.inflight:
 			e.withdrawn = true // deliver follows a success with a silent update
 		case p.finishLocked(e):
@@ -902,15 +996,16 @@ func (p *Pusher) Withdrawn(user, msgKey string) {
 	}
 	p.mu.Unlock()
 	for _, e := range cancelled {
-		p.settle(e.id)
+		p.settle(e.q, e.id)
 	}
 	p.sentMu.Lock()
 	shown := p.sent[k]
 	delete(p.sent, k)
 	p.sentMu.Unlock()
 	// Not yet written: it need not be, now.
+	q := p.queueOf(user)
 	p.doneMu.Lock()
-	p.shown = slices.DeleteFunc(p.shown, func(sp store.ShownPush) bool { return sp.User == user && sp.MsgKey == msgKey })
+	q.shown = slices.DeleteFunc(q.shown, func(sp store.ShownPush) bool { return sp.User == user && sp.MsgKey == msgKey })
 	p.doneMu.Unlock()
 	// Off the caller's path: a recall command must not wait for a commit
 	// (nor for a store read).
@@ -965,7 +1060,7 @@ func (p *Pusher) RemoveUserTokens(user string) error {
 func (p *Pusher) Pending() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.entries)
+	return p.queued
 }
 
 // schedule is a min-heap of entries by due time.

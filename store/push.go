@@ -44,10 +44,25 @@ var pushSeqKey = []byte("ps")
 // older client id, loses it (DropMovedPushToken); the device's previous
 // token is dropped. Its home (docs/cluster.md §11.1) is t.User, the user
 // push/set_token names.
+//
+// With partitions the token's index px/ is in its holder's partition: a
+// holder in another partition than t.User's is found by the front in that
+// partition's view (pushTokenHolders) and loses the token by an intent.
 func (s *Store) SetPushToken(t PushToken) error {
-	if o := s.part(t.User); o != s {
-		return o.SetPushToken(t)
+	if s.parts == nil {
+		return s.setPushToken(t, nil)
 	}
+	home := s.UserPartition(t.User)
+	moved, err := s.pushTokenHolders(t.Vendor, t.Token, home)
+	if err != nil {
+		return err
+	}
+	return s.parts[home].setPushToken(t, moved)
+}
+
+// setPushToken is SetPushToken in t.User's partition; moved are the
+// holders of the token that other partitions name.
+func (s *Store) setPushToken(t PushToken, moved []tokenHolder) error {
 	t.Updated = s.Now().Unix()
 	b, err := json.Marshal(t)
 	if err != nil {
@@ -58,9 +73,16 @@ func (s *Store) SetPushToken(t PushToken) error {
 	// the commit from recording "none" after it.
 	defer s.tokenless.Forget(t.User)
 	return s.UpdateFor(t.User, func(tx *Tx) error {
-		// Who holds the token is read from px/, which is in no user's
-		// partition: with partitions, a view (docs/cluster.md §11.2,
-		// item 7).
+		// Who holds the token is read from px/ of t.User's partition, and
+		// of the others (moved) from their views (docs/cluster.md §11.2,
+		// item 7): DropMovedPushToken defers itself to the holder's.
+		for _, h := range moved {
+			if h.user != t.User || h.device != t.Device {
+				if err := tx.DropMovedPushToken(h.user, h.device, t.Vendor, t.Token); err != nil {
+					return err
+				}
+			}
+		}
 		ik := pushTokenIndex(t.Vendor, t.Token)
 		if owner, err := tx.Get(ik); err != nil {
 			return err
@@ -88,14 +110,24 @@ func (s *Store) SetPushToken(t PushToken) error {
 
 // DropMovedPushToken removes user's device's token if it is still token
 // of vendor, which another device has taken over (SetPushToken). It reads
-// and writes only user's pt/ key: with partitions, a transaction homed at
-// the device that took the token records it for user's partition
+// and writes only keys of user's partition: with partitions, a transaction
+// homed at the device that took the token records it for user's partition
 // (docs/cluster.md §11.1), where the device may have registered another
-// token meanwhile.
+// token meanwhile. With partitions, the token's index px/ there goes too
+// if it still names the device: the new holder's is in the new holder's
+// partition (with one, SetPushToken rewrites the one index itself).
 func (tx *Tx) DropMovedPushToken(user, device, vendor, token string) error {
 	if p, ok := tx.foreign(user); ok {
 		tx.deferOp(p, user, opDropToken, appendBytes(appendBytes(appendBytes(nil, device), vendor), token))
 		return nil
+	}
+	if tx.s.opts.PartitionOf != nil {
+		ik := pushTokenIndex(vendor, token)
+		if owner, err := tx.Get(ik); err != nil {
+			return err
+		} else if bytes.Equal(owner, key([]byte(user), []byte{sep}, []byte(device))) {
+			tx.Delete(ik)
+		}
 	}
 	dk := pushTokenKey(user, device)
 	old, err := tx.Get(dk)

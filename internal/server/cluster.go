@@ -225,17 +225,14 @@ func (s *Server) joinCluster() error {
 				// What the partition is owed from the others' logs, before
 				// and during the last owner's tenure (§11.3).
 				cp.pump.kick(p)
-			} else {
-				// The push queue is the owner's to work (docs/cluster.md
-				// §14.2); with partitions it is not built yet.
-				s.push.Own()
 			}
+			// The partition's push queue is its owner's to work
+			// (docs/cluster.md §14.2).
+			s.push.OwnPartition(p)
 			cp.log.Info("cluster: this node owns the data now", "partition", p)
 		},
 		OnLose: func(p int, err error) {
-			if cp.pump == nil {
-				s.push.Disown()
-			}
+			s.push.DisownPartition(p)
 			cp.routers[p].Stop()
 			s.store.Partition(p).Disown()
 			cp.log.Warn("cluster: this node no longer owns the data", "partition", p, "reason", err)

@@ -297,8 +297,8 @@ func New(cfg Config) (*Server, error) {
 	// 4. Offline push, told of the devices online (it skips them): its
 	// commands join the command layer; a recall withdraws a notification
 	// not yet sent (step 7).
-	// In a cluster it works the queue only while this node owns the data
-	// (joinCluster's OnOwn and OnLose).
+	// In a cluster it works a partition's queue only while this node owns
+	// the partition (joinCluster's OnOwn and OnLose).
 	pusher, err := push.New(push.Options{Config: cfg.Push, Store: s.store, Log: log, Badge: push.UnreadBadge(s.store),
 		HTTPClient: cfg.PushHTTPClient, Presence: devices, Replicated: s.cluster != nil})
 	if err != nil {
@@ -324,8 +324,9 @@ func New(cfg Config) (*Server, error) {
 	// 7. The store-to-delivery hand-off: a synced commit goes to the
 	// devices, then to the pusher.
 	// (A cluster node's view also commits the other owners' entries:
-	// every node delivers to its own devices, and only the owner plans
-	// pushes.)
+	// every node delivers to its own devices, and only the owner of the
+	// partition whose commit it is — a commit's events are all of one
+	// partition — plans pushes, into that partition's queue.)
 	// A recall withdraws the recipient's notification where the
 	// recipient's withdraw event commits (command.Recalls).
 	pushed := func(evs []store.Appended) {
@@ -335,7 +336,7 @@ func New(cfg Config) (*Server, error) {
 	if s.cluster != nil {
 		planned := pushed
 		pushed = func(evs []store.Appended) {
-			if s.store.Owns() {
+			if len(evs) > 0 && s.store.Partition(s.store.UserPartition(evs[0].User)).Owns() {
 				planned(evs)
 			}
 		}
