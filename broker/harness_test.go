@@ -149,6 +149,16 @@ func (s *testServer) startCluster() {
 	}
 }
 
+// ownerOf is, in -cluster mode, the node that owns user's data: with
+// several partitions, the owner of user's partition.
+func (s *testServer) ownerOf(user string) *srvpkg.Server {
+	if s.owner != nil || s.cluster == nil {
+		return s.owner
+	}
+	st := s.cluster[0].Store()
+	return s.cluster[clustertest.OwnerOf(s.t, s.cluster, st.UserPartition(user))]
+}
+
 // settle waits, in cluster mode, until every node's view has applied what
 // the owner's has: a login reads the view of the node it reaches.
 func (s *testServer) settle() {

@@ -126,12 +126,13 @@ func startPushServer(t *testing.T, grace, retryBase time.Duration) *pushRig {
 			rig.mu.Unlock()
 		},
 	})
-	if rig.s.owner != nil {
-		// In -cluster mode only the owner queues and sends notifications
-		// (docs/cluster.md): its pusher is the one whose queue, counters
-		// and kicks the tests read.
+	if o := rig.s.ownerOf("bob"); o != nil {
+		// In -cluster mode only the owner (of the recipient's partition)
+		// queues and sends notifications (docs/cluster.md §14.2): its
+		// pusher is the one whose queue, counters and kicks the tests
+		// read. The tests' recipient is bob.
 		rig.mu.Lock()
-		rig.pusher = rig.s.owner.Pusher()
+		rig.pusher = o.Pusher()
 		rig.mu.Unlock()
 	}
 	rig.s.users("alice", "bob", "carol")
@@ -339,9 +340,14 @@ func TestPushTokens(t *testing.T) {
 	if rep, _ := carol.request("push/set_token", map[string]any{"Vendor": "apns", "Token": "abcd"}); rep.str("ActionStatus") != "OK" {
 		t.Fatal(rep)
 	}
-	if toks, _ := st.PushTokens("bob"); len(toks) != 0 {
-		t.Errorf("token did not move: bob still has %+v", toks)
-	}
+	// bob's side of the move is his partition's, a moment later when the
+	// two are in different partitions (docs/cluster.md §11.3).
+	wait.For(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if toks, _ := st.PushTokens("bob"); len(toks) != 0 {
+			return fmt.Errorf("token did not move: bob still has %+v", toks)
+		}
+		return nil
+	})
 	if toks, _ := st.PushTokens("carol"); len(toks) != 1 {
 		t.Errorf("carol's tokens: %+v", toks)
 	}

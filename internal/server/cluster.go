@@ -67,11 +67,9 @@ type ClusterConfig struct {
 	// Listen (--cluster-advertise; cluster.NodeOptions.Advertise).
 	Advertise string
 
-	// Partitions is P (docs/cluster.md §5); 0 means one. Not a setting
-	// yet: with several, messages and every command's own data work
-	// (intents, store/intents.go), but the push queue, media and the
-	// relationship commands' other side are not partitioned yet
-	// (cluster.md §11.2), so only tests set it, without push and media.
+	// Partitions is P (--partitions, docs/cluster.md §5); 0 means one.
+	// With several, a transaction's writes for users of other partitions
+	// run there as intents (store/intents.go).
 	Partitions int
 	// RebalanceDelay is how long a node above its share of partitions
 	// waits before it gives one up (cluster.Config); 0: 30 s.
