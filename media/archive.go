@@ -165,6 +165,11 @@ func (m *Service) archiveHour(ctx context.Context, hour time.Time) error {
 			return err
 		}
 	}
+	// With several partitions their owners delete their marks first
+	// (archive_parts.go); a single store deletes them with the record.
+	if err := m.clearOtherMarks(ctx, hour.Unix(), marks); err != nil {
+		return err
+	}
 	b, _ := json.Marshal(rec)
 	return m.st.MarkArchived(hour.Unix(), b, marks)
 }
