@@ -58,6 +58,9 @@ func startMedia(cfg Config, key string, svc *command.Service, st *store.Store, c
 		S3: s3, PublicURL: public, SDKAppID: cfg.SDKAppID, Key: key, Limits: limits,
 		CleanAfter: cfg.MediaCleanAfter, DownloadTTL: cfg.MediaLinkTTL, LocalOnly: cfg.MediaLocalOnly, Log: log,
 		CleanEvery: cfg.MediaCleanEvery, ArchiveEvery: cfg.MediaArchiveEvery,
+		// The store's clock (tests move it): upload deadlines and archive
+		// hours follow the time the store keeps.
+		Clock: cfg.Clock,
 	}
 	if cp != nil {
 		// docs/cluster.md §14.3, §14.4: a download's grant is written by
