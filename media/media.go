@@ -729,7 +729,7 @@ func (m *Service) CheckElements(c *command.Caller, els []command.Element) *comma
 		uploads := map[string]*store.Upload{} // nil: external
 		for _, f := range fields {
 			id := str(f[0])
-			u, err := m.st.GetUpload(id)
+			u, err := m.uploadForSend(id)
 			switch {
 			case errors.Is(err, store.ErrNotFound) && c.Admin && !m.cfg.LocalOnly:
 				uploads[f[0]] = nil
@@ -778,6 +778,27 @@ func (m *Service) CheckElements(c *command.Caller, els []command.Element) *comma
 		}
 	}
 	return nil
+}
+
+// uploadForSend reads upload id for a message that names it. With several
+// partitions the upload may be another partition's (an App admin's upload
+// sent as a user), and this node, the sender's owner, reads it from its
+// view: one the admin committed a moment ago through the uploader's owner
+// may not be there yet, so an upload missing or uncommitted there is
+// looked at once more after the views reached their logs' ends (bounded,
+// as a download's, docs/cluster.md §14.3).
+func (m *Service) uploadForSend(id string) (*store.Upload, error) {
+	u, err := m.st.GetUpload(id)
+	if m.cfg.CatchUp == nil || m.st.Partitions() == 1 || (err == nil && u.Committed) ||
+		(err != nil && !errors.Is(err, store.ErrNotFound)) {
+		return u, err
+	}
+	ctx, cancel := context.WithTimeout(m.ctx, catchUpWait)
+	defer cancel()
+	if m.cfg.CatchUp(ctx) != nil {
+		return u, err
+	}
+	return m.st.GetUpload(id)
 }
 
 // externalURL: media hosted elsewhere must be named by an absolute http or
