@@ -83,16 +83,6 @@ func (m *Service) clearOtherMarks(ctx context.Context, hour int64, marks [][]byt
 	return nil
 }
 
-// clearMarksHome is clearMarksCommand's home: a user of the marks'
-// partition.
-func clearMarksHome(c *command.Caller, body []byte) string {
-	var r clearMarksRequest
-	if json.Unmarshal(body, &r) != nil || r.User == "" {
-		return c.UserID
-	}
-	return r.User
-}
-
 func (m *Service) clearMarks(ctx context.Context, c *command.Caller, body []byte) (any, error) {
 	var r clearMarksRequest
 	if json.Unmarshal(body, &r) != nil || r.Sig == "" || !hmac.Equal([]byte(r.Sig), []byte(m.clearMarksSig(r))) {

@@ -171,8 +171,8 @@ func New(cfg Config, st *store.Store, svc *command.Service) (*Service, error) {
 	svc.Register("media/apply_upload", m.applyUpload)
 	svc.Register("media/commit_upload", m.commitUpload)
 	svc.RegisterHome("open_msg_svc/get_history", m.getHistory, false, nil)
-	svc.RegisterHome(grantCommand, m.grantDownload, true, grantHome)
-	svc.RegisterHome(clearMarksCommand, m.clearMarks, true, clearMarksHome)
+	svc.RegisterHome(grantCommand, m.grantDownload, true, userHome)
+	svc.RegisterHome(clearMarksCommand, m.clearMarks, true, userHome) // a user of the marks' partition
 	svc.SetMediaChecker(m)
 	m.loop("cleaner", cfg.CleanEvery, m.ownsAny, func(ctx context.Context) error { _, err := m.Clean(ctx); return err })
 	m.loop("archiver", cfg.ArchiveEvery, func() bool { return m.owns(0) }, m.ArchiveDue)

@@ -261,23 +261,16 @@ func (tx *Tx) CheckCarried(d DueCheck, now time.Time, elsewhere ...*Store) (u *U
 	var dead [][]byte
 	prefix := key([]byte("mr/"), []byte(d.UUID), []byte{sep})
 	err = tx.scan(prefix, func(k, v []byte) error {
-		expire := int64(0)
-		if len(v) == 8 {
-			expire = int64(binary.BigEndian.Uint64(v))
-		}
 		msg, err := tx.Get(k[len(prefix):])
 		if err != nil {
 			return err
 		}
-		if msg == nil || (expire > 0 && expire <= now.Unix()) {
+		next, ok := refUntil(v, msg, now)
+		if !ok {
 			dead = append(dead, k) // the message expired or was deleted
 			return nil
 		}
-		live = true
-		if expire == 0 {
-			expire = now.Add(recheckLive).Unix()
-		}
-		until = max(until, expire)
+		live, until = true, max(until, next)
 		return nil
 	})
 	if err != nil {
@@ -310,6 +303,23 @@ func (tx *Tx) CheckCarried(d DueCheck, now time.Time, elsewhere ...*Store) (u *U
 		return nil
 	})
 	return u, false, err
+}
+
+// refUntil reads a media reference whose value is v and whose message's
+// record is msg (nil: gone): whether the message still carries the upload
+// at now, and when to look again (when it expires, or recheckLive on).
+func refUntil(v, msg []byte, now time.Time) (next int64, live bool) {
+	expire := int64(0)
+	if len(v) == 8 {
+		expire = int64(binary.BigEndian.Uint64(v))
+	}
+	if msg == nil || (expire > 0 && expire <= now.Unix()) {
+		return 0, false
+	}
+	if expire == 0 {
+		expire = now.Add(recheckLive).Unix()
+	}
+	return expire, true
 }
 
 // ForgetUpload deletes the records of an upload whose objects were removed

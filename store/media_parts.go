@@ -2,7 +2,6 @@ package store
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -223,22 +222,13 @@ func carriedElsewhere(others []*Store, uuid string, now time.Time) (until int64,
 	prefix := key([]byte("mr/"), []byte(uuid), []byte{sep})
 	for _, o := range others {
 		err := o.scan(prefix, func(rest, v []byte) error {
-			expire := int64(0)
-			if len(v) == 8 {
-				expire = int64(binary.BigEndian.Uint64(v))
-			}
-			if expire > 0 && expire <= now.Unix() {
-				return nil
-			}
 			msg, err := get(o.db, rest)
-			if err != nil || msg == nil {
+			if err != nil {
 				return err
 			}
-			live = true
-			if expire == 0 {
-				expire = now.Add(recheckLive).Unix()
+			if next, ok := refUntil(v, msg, now); ok {
+				live, until = true, max(until, next)
 			}
-			until = max(until, expire)
 			return nil
 		})
 		if err != nil {
