@@ -31,7 +31,8 @@ const clusterMediaURL = "http://im.example.com:8080"
 // startMediaCluster starts three nodes with media on one shared S3 (the
 // embedded gateway, started by the test as an operator runs MinIO), the
 // background work paced fast, each node logging into its own buffer.
-func startMediaCluster(t *testing.T) ([]*testServer, []*logcapture.Buffer) {
+// adjust changes every node's settings further.
+func startMediaCluster(t *testing.T, adjust ...func(*srvpkg.Config)) ([]*testServer, []*logcapture.Buffer) {
 	t.Helper()
 	gw, err := media.StartGateway(t.TempDir(), "", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -49,6 +50,9 @@ func startMediaCluster(t *testing.T) ([]*testServer, []*logcapture.Buffer) {
 		c.RESTRate = -1
 		c.Log, logs[i] = logcapture.New(slog.LevelInfo)
 		i++
+		for _, f := range adjust {
+			f(c)
+		}
 	})
 	return nodes, logs
 }

@@ -29,28 +29,9 @@ func TestClusterPartitionsChat(t *testing.T) {
 		c.BlacklistErr = true
 	})
 	srvs := servers(nodes)
-	owner := make([]int, P)
 	clustertest.WaitServing(t, srvs)
 	// Balanced (target ceil(6/3) = 2 each), every node owns some.
-	wait.For(t, 30*time.Second, 20*time.Millisecond, func() error {
-		seen := map[int]bool{}
-		for p := range P {
-			owner[p] = -1
-			for i, s := range srvs {
-				if s.Store().Partition(p).Owns() {
-					owner[p] = i
-				}
-			}
-			if owner[p] < 0 {
-				return fmt.Errorf("partition %d has no owner", p)
-			}
-			seen[owner[p]] = true
-		}
-		if len(seen) != 3 {
-			return fmt.Errorf("owners %v", owner)
-		}
-		return nil
-	})
+	owner := partitionOwners(t, srvs, P)
 	// alice's partition is node X's, bob's node Y's; their devices are on
 	// the third node Z and on X.
 	var alice, bob string

@@ -70,6 +70,15 @@ const maxHoursPerRun = 24 * 7
 func (m *Service) ArchiveDue(ctx context.Context) error {
 	m.archiveMu.Lock()
 	defer m.archiveMu.Unlock()
+	if m.cfg.CatchUp != nil && m.st.Partitions() > 1 {
+		// This node reads the other partitions from its views: they
+		// must hold what their logs held when the run began (a message
+		// committed by the hour's end, with no mark, is archived now or
+		// never; docs/cluster.md §14.4).
+		if err := m.cfg.CatchUp(ctx); err != nil {
+			return err
+		}
+	}
 	last, err := m.st.LastArchivedHour()
 	if err != nil {
 		return err
@@ -164,6 +173,11 @@ func (m *Service) archiveHour(ctx context.Context, hour time.Time) error {
 			minio.PutObjectOptions{ContentType: "application/gzip"}); err != nil {
 			return err
 		}
+	}
+	// With several partitions their owners delete their marks first
+	// (archive_parts.go); a single store deletes them with the record.
+	if err := m.clearOtherMarks(ctx, hour.Unix(), marks); err != nil {
+		return err
 	}
 	b, _ := json.Marshal(rec)
 	return m.st.MarkArchived(hour.Unix(), b, marks)

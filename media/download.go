@@ -245,14 +245,17 @@ func (m *Service) grant(ctx context.Context, uuid, user string, expire int64) er
 	return nil
 }
 
-// grantHome is grantCommand's home: the grant is the downloader's
-// (docs/cluster.md §10.1, mg/ keys), who is also its caller.
-func grantHome(c *command.Caller, body []byte) string {
-	var g grantRequest
-	if json.Unmarshal(body, &g) != nil || g.User == "" {
+// userHome is the home of the media service's internal commands
+// (grantCommand, clearMarksCommand): their body's User — for a grant the
+// downloader (docs/cluster.md §10.1, mg/ keys), who is also its caller.
+func userHome(c *command.Caller, body []byte) string {
+	var r struct {
+		User string `json:"User"`
+	}
+	if json.Unmarshal(body, &r) != nil || r.User == "" {
 		return c.UserID
 	}
-	return g.User
+	return r.User
 }
 
 func (m *Service) grantDownload(ctx context.Context, c *command.Caller, body []byte) (any, error) {

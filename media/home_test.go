@@ -40,6 +40,9 @@ func TestHome(t *testing.T) {
 		}, Home: "alice", Write: true},
 		// Only the media service signs a grant; the rule reads User all the same.
 		{Name: "grant_download unsigned", Caller: alice, Command: "media/grant_download", Body: `{"UUID":"u","User":"bob","Expire":0,"Sig":"x"}`, Home: "bob", Write: true, Code: command.CodeUnknownCommand},
+		// The archiver's request to a partition's owner (several partitions
+		// only); only the media service signs one.
+		{Name: "clear_archive_marks unsigned", Caller: adm, Command: "media/clear_archive_marks", Body: `{"Hour":0,"User":"bob","Marks":[],"Sig":"x"}`, Home: "bob", Write: true, Code: command.CodeUnknownCommand},
 		{Name: "get_history", Caller: adm, Command: "open_msg_svc/get_history", Body: `{"ChatType":"Group","MsgTime":"2026031415"}`, Home: "administrator", Code: media.CodeBadRequest},
 	})
 }

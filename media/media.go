@@ -91,9 +91,11 @@ type Config struct {
 	// Exec runs the one write a download makes (the grant, see
 	// grantDownload) where the data's owner is: the cluster's router.
 	Exec command.Executor
-	// Owns reports whether this node owns the data: the cleaner and the
-	// archiver write, so they run only there.
-	Owns func() bool
+	// Owns reports whether this node owns partition part's data: the
+	// cleaner and the archiver write, so they run only there — the
+	// cleaner for each partition on its owner, the archiver (which covers
+	// every partition) on partition 0's.
+	Owns func(part int) bool
 	// CatchUp waits until this node's view has applied the log as far as
 	// it reaches now: a download refused by a view that may be behind
 	// (a link used on this node the moment it was sent on another) is
@@ -169,19 +171,34 @@ func New(cfg Config, st *store.Store, svc *command.Service) (*Service, error) {
 	svc.Register("media/apply_upload", m.applyUpload)
 	svc.Register("media/commit_upload", m.commitUpload)
 	svc.RegisterHome("open_msg_svc/get_history", m.getHistory, false, nil)
-	svc.RegisterHome(grantCommand, m.grantDownload, true, grantHome)
+	svc.RegisterHome(grantCommand, m.grantDownload, true, userHome)
+	svc.RegisterHome(clearMarksCommand, m.clearMarks, true, userHome) // a user of the marks' partition
 	svc.SetMediaChecker(m)
-	m.loop("cleaner", cfg.CleanEvery, func(ctx context.Context) error { _, err := m.Clean(ctx); return err })
-	m.loop("archiver", cfg.ArchiveEvery, m.ArchiveDue)
+	m.loop("cleaner", cfg.CleanEvery, m.ownsAny, func(ctx context.Context) error { _, err := m.Clean(ctx); return err })
+	m.loop("archiver", cfg.ArchiveEvery, func() bool { return m.owns(0) }, m.ArchiveDue)
 	return m, nil
 }
 
+// owns reports whether this node may write partition p's media records
+// (always on a single node).
+func (m *Service) owns(p int) bool { return m.cfg.Owns == nil || m.cfg.Owns(p) }
+
+// ownsAny reports whether this node owns any partition.
+func (m *Service) ownsAny() bool {
+	for p := range m.st.Partitions() {
+		if m.owns(p) {
+			return true
+		}
+	}
+	return false
+}
+
 // loop runs f every `every`. In a cluster it runs only while this node
-// owns the data (the cleaner's and the archiver's writes can be made
-// nowhere else): the other nodes skip it without a word, and a node that
-// takes the data over starts at its next tick. Its log says when this
-// node starts and stops running it.
-func (m *Service) loop(name string, every time.Duration, f func(context.Context) error) {
+// owns the data it writes (owned: the cleaner's and the archiver's writes
+// can be made nowhere else): the other nodes skip it without a word, and
+// a node that takes the data over starts at its next tick. Its log says
+// when this node starts and stops running it.
+func (m *Service) loop(name string, every time.Duration, owned func() bool, f func(context.Context) error) {
 	if every < 0 {
 		return
 	}
@@ -190,12 +207,12 @@ func (m *Service) loop(name string, every time.Duration, f func(context.Context)
 		defer m.wg.Done()
 		t := time.NewTicker(every)
 		defer t.Stop()
-		owned := false
+		was := false
 		for {
 			run := true
 			if m.cfg.Owns != nil {
-				if run = m.cfg.Owns(); run != owned {
-					owned = run
+				if run = owned(); run != was {
+					was = run
 					if run {
 						m.log.Info("media: this node runs the "+name+" (it owns the data)", "every", every)
 					} else {
@@ -549,16 +566,34 @@ func (m *Service) removeObjects(ctx context.Context, uuid string) error {
 // objects first, then records, and reports how many it removed. An upload
 // whose object cannot be removed (store down) stays listed for the next run.
 // Its transactions (here and in cleanCarried) are the cleaner's own, on
-// records named by upload UUID, not a command's: they keep Store.Update,
-// not UpdateFor (docs/cluster.md §21.2: with partitions the cleaner runs
-// per owned partition, §14.1).
+// records named by upload UUID, not a command's: they use the partition's
+// Store.Update, not UpdateFor. With several partitions it cleans each
+// partition this node owns (docs/cluster.md §14.1, §14.3): an upload's
+// records are all in its uploader's partition.
 func (m *Service) Clean(ctx context.Context) (int, error) {
 	// Also creates the bucket soon after start, and logs while the store
 	// is unreachable.
 	if e := m.ensureBucket(ctx); e != nil {
 		return 0, e
 	}
-	pending, err := m.st.PendingUploads(m.now(), 1000)
+	n := 0
+	for p := range m.st.Partitions() {
+		if !m.owns(p) {
+			continue
+		}
+		gone, err := m.clean(ctx, p)
+		n += gone
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// clean is Clean for partition p.
+func (m *Service) clean(ctx context.Context, p int) (int, error) {
+	st := m.st.Partition(p)
+	pending, err := st.PendingUploads(m.now(), 1000)
 	if err != nil {
 		return 0, err
 	}
@@ -570,7 +605,7 @@ func (m *Service) Clean(ctx context.Context) (int, error) {
 		}
 		err := func() error {
 			defer m.unlock(id)
-			u, err := m.st.GetUpload(id)
+			u, err := st.GetUpload(id)
 			if errors.Is(err, store.ErrNotFound) {
 				u = nil // only the pending entry is left (record swept)
 			} else if err != nil {
@@ -582,7 +617,7 @@ func (m *Service) Clean(ctx context.Context) (int, error) {
 			if err := m.removeObjects(ctx, id); err != nil {
 				return err
 			}
-			return m.st.Update(func(tx *store.Tx) error {
+			return st.Update(func(tx *store.Tx) error {
 				if u == nil {
 					tx.DeletePending(p)
 				} else {
@@ -596,7 +631,7 @@ func (m *Service) Clean(ctx context.Context) (int, error) {
 		}
 		n++
 	}
-	gone, err := m.cleanCarried(ctx)
+	gone, err := m.cleanCarried(ctx, p)
 	return n + gone, err
 }
 
@@ -605,8 +640,20 @@ func (m *Service) Clean(ctx context.Context) (int, error) {
 // otherwise). Records are given up first (CheckCarried marks them Removing:
 // no longer served or accepted in messages), then the objects go, then the
 // records; a removal that fails stays due and is retried next run.
-func (m *Service) cleanCarried(ctx context.Context) (int, error) {
-	due, err := m.st.DueChecks(m.now(), 1000)
+//
+// With several partitions, the messages of partition p's uploads sent by
+// users of other partitions (an App admin's upload sent as a user) keep
+// their references in the sender's partition: CheckCarried looks in those
+// views too (docs/cluster.md §11.2 item 6).
+func (m *Service) cleanCarried(ctx context.Context, p int) (int, error) {
+	st := m.st.Partition(p)
+	var elsewhere []*store.Store
+	for q := range m.st.Partitions() {
+		if q != p {
+			elsewhere = append(elsewhere, m.st.Partition(q))
+		}
+	}
+	due, err := st.DueChecks(m.now(), 1000)
 	if err != nil {
 		return 0, err
 	}
@@ -619,9 +666,9 @@ func (m *Service) cleanCarried(ctx context.Context) (int, error) {
 			defer m.unlock(d.UUID)
 			var u *store.Upload
 			keep := false
-			err := m.st.Update(func(tx *store.Tx) error {
+			err := st.Update(func(tx *store.Tx) error {
 				var err error
-				u, keep, err = tx.CheckCarried(d, m.now())
+				u, keep, err = tx.CheckCarried(d, m.now(), elsewhere...)
 				return err
 			})
 			if err != nil || keep || u == nil {
@@ -631,7 +678,7 @@ func (m *Service) cleanCarried(ctx context.Context) (int, error) {
 				return err
 			}
 			n++
-			return m.st.Update(func(tx *store.Tx) error { tx.ForgetUpload(d); return nil })
+			return st.Update(func(tx *store.Tx) error { tx.ForgetUpload(d); return nil })
 		}()
 		if err != nil {
 			return n, err
@@ -682,7 +729,7 @@ func (m *Service) CheckElements(c *command.Caller, els []command.Element) *comma
 		uploads := map[string]*store.Upload{} // nil: external
 		for _, f := range fields {
 			id := str(f[0])
-			u, err := m.st.GetUpload(id)
+			u, err := m.uploadForSend(id)
 			switch {
 			case errors.Is(err, store.ErrNotFound) && c.Admin && !m.cfg.LocalOnly:
 				uploads[f[0]] = nil
@@ -731,6 +778,27 @@ func (m *Service) CheckElements(c *command.Caller, els []command.Element) *comma
 		}
 	}
 	return nil
+}
+
+// uploadForSend reads upload id for a message that names it. With several
+// partitions the upload may be another partition's (an App admin's upload
+// sent as a user), and this node, the sender's owner, reads it from its
+// view: one the admin committed a moment ago through the uploader's owner
+// may not be there yet, so an upload missing or uncommitted there is
+// looked at once more after the views reached their logs' ends (bounded,
+// as a download's, docs/cluster.md §14.3).
+func (m *Service) uploadForSend(id string) (*store.Upload, error) {
+	u, err := m.st.GetUpload(id)
+	if m.cfg.CatchUp == nil || m.st.Partitions() == 1 || (err == nil && u.Committed) ||
+		(err != nil && !errors.Is(err, store.ErrNotFound)) {
+		return u, err
+	}
+	ctx, cancel := context.WithTimeout(m.ctx, catchUpWait)
+	defer cancel()
+	if m.cfg.CatchUp(ctx) != nil {
+		return u, err
+	}
+	return m.st.GetUpload(id)
 }
 
 // externalURL: media hosted elsewhere must be named by an absolute http or

@@ -181,7 +181,13 @@ func (tx *Tx) mediaRefs(m *Message, hk []byte) ([][]byte, error) {
 			if err != nil {
 				return nil, err
 			}
-			if u == nil || !u.Committed || u.Removing {
+			// With partitions, an upload not in this (the sender's)
+			// partition is another user's (an App admin's, sent as a user:
+			// docs/cluster.md §11.2 item 6) or an external URL: the command
+			// layer checked it against every partition. Its reference stays
+			// with the sender's copy, where the uploader's cleaner looks
+			// (CheckCarried's elsewhere); one naming no upload is unused.
+			if u == nil && tx.s.opts.PartitionOf == nil || u != nil && (!u.Committed || u.Removing) {
 				continue // an external URL (App admin), not an upload of Duet's
 			}
 			rk := refKey(id, hk)
@@ -233,7 +239,13 @@ const recheckLive = 24 * time.Hour
 // and references are deleted, and the look stays due so a removal of its
 // objects that fails is retried; the caller removes the objects, then calls
 // ForgetUpload. A missing record is forgotten at once (u nil).
-func (tx *Tx) CheckCarried(d DueCheck, now time.Time) (u *Upload, keep bool, err error) {
+//
+// elsewhere are the other partitions of a cluster node's store (none on a
+// single node): their views are searched for references of messages sent
+// by another user than the uploader (carriedElsewhere). The grants of
+// users of other partitions are not deleted: a download reads the upload
+// record first, which says Removing, then is gone.
+func (tx *Tx) CheckCarried(d DueCheck, now time.Time, elsewhere ...*Store) (u *Upload, keep bool, err error) {
 	u, err = tx.Upload(d.UUID)
 	if err != nil {
 		return nil, false, err
@@ -249,23 +261,16 @@ func (tx *Tx) CheckCarried(d DueCheck, now time.Time) (u *Upload, keep bool, err
 	var dead [][]byte
 	prefix := key([]byte("mr/"), []byte(d.UUID), []byte{sep})
 	err = tx.scan(prefix, func(k, v []byte) error {
-		expire := int64(0)
-		if len(v) == 8 {
-			expire = int64(binary.BigEndian.Uint64(v))
-		}
 		msg, err := tx.Get(k[len(prefix):])
 		if err != nil {
 			return err
 		}
-		if msg == nil || (expire > 0 && expire <= now.Unix()) {
+		next, ok := refUntil(v, msg, now)
+		if !ok {
 			dead = append(dead, k) // the message expired or was deleted
 			return nil
 		}
-		live = true
-		if expire == 0 {
-			expire = now.Add(recheckLive).Unix()
-		}
-		until = max(until, expire)
+		live, until = true, max(until, next)
 		return nil
 	})
 	if err != nil {
@@ -273,6 +278,13 @@ func (tx *Tx) CheckCarried(d DueCheck, now time.Time) (u *Upload, keep bool, err
 	}
 	for _, k := range dead {
 		tx.Delete(k)
+	}
+	if len(elsewhere) > 0 {
+		u2, live2, err := carriedElsewhere(elsewhere, d.UUID, now)
+		if err != nil {
+			return nil, false, err
+		}
+		until, live = max(until, u2), live || live2
 	}
 	if live {
 		tx.Delete(checkKey(d.At, d.UUID))
@@ -293,6 +305,23 @@ func (tx *Tx) CheckCarried(d DueCheck, now time.Time) (u *Upload, keep bool, err
 	return u, false, err
 }
 
+// refUntil reads a media reference whose value is v and whose message's
+// record is msg (nil: gone): whether the message still carries the upload
+// at now, and when to look again (when it expires, or recheckLive on).
+func refUntil(v, msg []byte, now time.Time) (next int64, live bool) {
+	expire := int64(0)
+	if len(v) == 8 {
+		expire = int64(binary.BigEndian.Uint64(v))
+	}
+	if msg == nil || (expire > 0 && expire <= now.Unix()) {
+		return 0, false
+	}
+	if expire == 0 {
+		expire = now.Add(recheckLive).Unix()
+	}
+	return expire, true
+}
+
 // ForgetUpload deletes the records of an upload whose objects were removed
 // after CheckCarried gave it up.
 func (tx *Tx) ForgetUpload(d DueCheck) {
@@ -311,7 +340,7 @@ func (tx *Tx) ForgetUpload(d DueCheck) {
 // their messages. It skips the step rather than write, since a node is not
 // the log's owner when media starts and could not write anyway.
 func (s *Store) PrepareMediaLifetimes(now time.Time) error {
-	if s.repl != nil {
+	if s.repl != nil || s.parts != nil {
 		return nil
 	}
 	done := []byte("mv/lifetimes")
@@ -381,6 +410,9 @@ func (s *Store) PrepareMediaLifetimes(now time.Time) error {
 
 // GetUpload reads an upload record; ErrNotFound when absent.
 func (s *Store) GetUpload(uuid string) (*Upload, error) {
+	if s.parts != nil {
+		return s.getUploadAll(uuid)
+	}
 	v, err := get(s.db, uploadKey(uuid))
 	if err != nil {
 		return nil, err
@@ -443,11 +475,17 @@ func (s *Store) Granted(uuid, user string) (bool, error) {
 // ArchivedHour returns the record of an archived hour (the Unix time of its
 // start), or nil when the hour was not archived yet.
 func (s *Store) ArchivedHour(hour int64) ([]byte, error) {
+	if s.parts != nil {
+		return s.parts[0].ArchivedHour(hour) // partition 0's owner archives
+	}
 	return get(s.db, archiveKey(hour))
 }
 
 // LastArchivedHour is the start of the latest archived hour, or 0.
 func (s *Store) LastArchivedHour() (int64, error) {
+	if s.parts != nil {
+		return s.parts[0].LastArchivedHour()
+	}
 	lower := []byte("ma/")
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
 	if err != nil {
@@ -463,7 +501,13 @@ func (s *Store) LastArchivedHour() (int64, error) {
 // DirtyMarks returns the marks on hour (see onMessage): read them before
 // scanning the hour's messages, and pass them to MarkArchived, which deletes
 // them. A mark made after the read stays for the next archive run.
+//
+// On the front of several partitions the marks are every partition's, each
+// key prefixed by its partition's number (SplitMarks).
 func (s *Store) DirtyMarks(hour int64) ([][]byte, error) {
+	if s.parts != nil {
+		return s.dirtyMarksAll(hour)
+	}
 	var out [][]byte
 	prefix := dirtyKey(hour, nil)
 	err := s.scan(prefix, func(rest, _ []byte) error {
@@ -476,6 +520,9 @@ func (s *Store) DirtyMarks(hour int64) ([][]byte, error) {
 // DirtyHours returns the distinct hours (ascending, at most max) at or
 // before last that carry marks.
 func (s *Store) DirtyHours(last int64, max int) ([]int64, error) {
+	if s.parts != nil {
+		return s.dirtyHoursAll(last, max)
+	}
 	var out []int64
 	for from := int64(0); len(out) < max; {
 		lower := dirtyKey(from, nil)
@@ -500,7 +547,20 @@ func (s *Store) DirtyHours(last int64, max int) ([]int64, error) {
 
 // MarkArchived records that hour was archived, with rec (JSON) describing
 // the archive object, and deletes the marks the archive covered.
+//
+// On the front of several partitions it commits in partition 0 (whose
+// owner archives) and deletes partition 0's marks only: the caller has the
+// other partitions' owners delete theirs first (SplitMarks, ClearMarks).
 func (s *Store) MarkArchived(hour int64, rec []byte, marks [][]byte) error {
+	if s.parts != nil {
+		var own [][]byte
+		for _, m := range marks {
+			if len(m) > 0 && m[0] == 0 {
+				own = append(own, m[1:])
+			}
+		}
+		return s.parts[0].MarkArchived(hour, rec, own)
+	}
 	return s.Update(func(tx *Tx) error {
 		tx.Put(archiveKey(hour), rec)
 		for _, k := range marks {
@@ -513,6 +573,9 @@ func (s *Store) MarkArchived(hour int64, rec []byte, marks [][]byte) error {
 // FirstMessageTime is the time of the oldest message in the time index
 // (ok false when there is none).
 func (s *Store) FirstMessageTime() (t time.Time, ok bool, err error) {
+	if s.parts != nil {
+		return s.firstMessageTimeAll()
+	}
 	lower := []byte("m/")
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
 	if err != nil {
@@ -535,6 +598,9 @@ func (s *Store) ScanMessages(from, to time.Time, fn func(*Message) error) error 
 	}
 	if hi <= lo {
 		return nil
+	}
+	if s.parts != nil {
+		return s.scanMessagesAll(lo, hi, fn)
 	}
 	snap := s.db.NewSnapshot()
 	defer snap.Close()

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/duet-im/duet/command"
+	"github.com/duet-im/duet/internal/cluster"
 	"github.com/duet-im/duet/media"
 	"github.com/duet-im/duet/store"
 )
@@ -25,7 +26,10 @@ type mediaParts struct {
 // startMedia connects the media commands to the configured S3 store, or
 // starts the embedded gateway under {data}/s3 (a child process: see
 // media.StartGateway).
-func startMedia(cfg Config, key string, svc *command.Service, st *store.Store, cp *clusterParts, log *slog.Logger) (*mediaParts, error) {
+//
+// In a cluster exec is the router in front of the command layer (one per
+// partition behind cluster.Routers when P > 1).
+func startMedia(cfg Config, key string, svc *command.Service, st *store.Store, cp *clusterParts, exec command.Executor, log *slog.Logger) (*mediaParts, error) {
 	limits, err := media.ParseLimits(cfg.MediaLimits)
 	if err != nil {
 		return nil, err
@@ -54,22 +58,35 @@ func startMedia(cfg Config, key string, svc *command.Service, st *store.Store, c
 		S3: s3, PublicURL: public, SDKAppID: cfg.SDKAppID, Key: key, Limits: limits,
 		CleanAfter: cfg.MediaCleanAfter, DownloadTTL: cfg.MediaLinkTTL, LocalOnly: cfg.MediaLocalOnly, Log: log,
 		CleanEvery: cfg.MediaCleanEvery, ArchiveEvery: cfg.MediaArchiveEvery,
+		// The store's clock (tests move it): upload deadlines and archive
+		// hours follow the time the store keeps.
+		Clock: cfg.Clock,
 	}
 	if cp != nil {
 		// docs/cluster.md §14.3, §14.4: a download's grant is written by
-		// the owner (through the router, like any command's write); the
-		// cleaner and the archiver run on the owner; a download refused by
-		// this node's view looks again once the view is at the log's end.
-		mcfg.Exec, mcfg.Owns = cp.routers[0], st.Owns
+		// the downloader's owner (through the router, like any command's
+		// write); the cleaner runs for each partition on its owner, the
+		// archiver on partition 0's; a download refused by this node's
+		// view looks again once the view of every partition is at its
+		// log's end (the upload may be in any, the grant and the history
+		// in the downloader's).
+		mcfg.Exec = exec
+		mcfg.Owns = func(p int) bool { return st.Partition(p).Owns() }
 		mcfg.CatchUp = func(ctx context.Context) error {
-			if st.Owns() {
-				return nil // the writer's view has every entry
+			for p := range st.Partitions() {
+				ps := st.Partition(p)
+				if ps.Owns() {
+					continue // the writer's view has every entry
+				}
+				last, err := cp.partLogEnd(ctx, p)
+				if err != nil {
+					return err
+				}
+				if err := ps.WaitApplied(ctx, last); err != nil {
+					return err
+				}
 			}
-			last, err := cp.logEnd(ctx)
-			if err != nil {
-				return err
-			}
-			return st.WaitApplied(ctx, last)
+			return nil
 		}
 	}
 	p.svc, err = media.New(mcfg, st, svc)
@@ -80,6 +97,16 @@ func startMedia(cfg Config, key string, svc *command.Service, st *store.Store, c
 		return nil, fmt.Errorf("media: %w", err)
 	}
 	return p, nil
+}
+
+// partLogEnd is partition p's log's last sequence as JetStream has it now
+// (logEnd for any partition).
+func (cp *clusterParts) partLogEnd(ctx context.Context, p int) (uint64, error) {
+	stream, err := cp.node.JetStream().Stream(ctx, cluster.StreamName(p))
+	if err != nil {
+		return 0, err
+	}
+	return stream.CachedInfo().State.LastSeq, nil
 }
 
 // MediaURL is the base of download links: --media-url, or the HTTP

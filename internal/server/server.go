@@ -309,7 +309,7 @@ func New(cfg Config) (*Server, error) {
 
 	// 5. Media (it registers itself as the command layer's media checker).
 	if !cfg.NoMedia {
-		if s.media, err = startMedia(cfg, key, s.svc, s.store, s.cluster, log); err != nil {
+		if s.media, err = startMedia(cfg, key, s.svc, s.store, s.cluster, exec, log); err != nil {
 			return fail(err)
 		}
 	}
