@@ -14,7 +14,9 @@ test: deps vet compose
 # The end-to-end scenarios of the offline, history and relations suites,
 # and the push, REST and resend ones, again against a three-node cluster
 # (docs/cluster.md §22): the harness's -cluster mode connects the devices to
-# a node that does not own the data. The same tests, not copies; without
+# a node that does not own the data; then once more with four partitions
+# (-partitions 4), where that node owns some users' data and most pairs
+# span two partitions. The same tests, not copies; without
 # -race (the cluster code's own tests above run under -race). Each test
 # starts its own cluster, which is mostly waiting (elections, the first
 # balance), so four groups run at once. broker/'s other tests pass in
@@ -26,11 +28,12 @@ CLUSTER_SCENARIOS := 'TestOfflineFlow|TestSyncCommand|TestLargeBacklogFlowContro
 	'TestPushOfflineDeviceGetsOnePerMessage|TestPushSkipped|TestPushCancelledWhenDeviceReturns|TestPushTokens|TestOfflinePushInfoValidation|TestREST|TestIdempotentResend|TestReusedRandomIsANewMessage'
 cluster-scenarios:
 	go test -c -o broker.test ./broker/
-	@set -e; pids=""; i=0; for g in $(CLUSTER_SCENARIOS); do i=$$((i+1)); \
-		(cd broker && ../broker.test -test.count=1 -test.timeout 15m -test.run "^($$g)" -cluster >../cluster-scenarios.$$i.log 2>&1) & pids="$$pids $$!"; \
-	done; fail=0; for p in $$pids; do wait $$p || fail=1; done; \
-	for f in cluster-scenarios.*.log; do tail -n 1 $$f; done; \
-	if [ $$fail = 1 ]; then cat cluster-scenarios.*.log; fi; rm -f cluster-scenarios.*.log broker.test; exit $$fail
+	@set -e; fail=0; for parts in 1 4; do pids=""; i=0; for g in $(CLUSTER_SCENARIOS); do i=$$((i+1)); \
+		(cd broker && ../broker.test -test.count=1 -test.timeout 15m -test.run "^($$g)" -cluster -partitions $$parts >../cluster-scenarios.$$i.log 2>&1) & pids="$$pids $$!"; \
+	done; pfail=0; for p in $$pids; do wait $$p || pfail=1; done; \
+	echo "partitions $$parts:"; for f in cluster-scenarios.*.log; do tail -n 1 $$f; done; \
+	if [ $$pfail = 1 ]; then cat cluster-scenarios.*.log; fail=1; fi; rm -f cluster-scenarios.*.log; done; \
+	rm -f broker.test; exit $$fail
 
 # The web chat (web/, docs/web.md): the session layer's tests and the
 # Playwright suite in Debian's chromium, each against a real duet serve

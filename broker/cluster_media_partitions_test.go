@@ -18,34 +18,6 @@ import (
 	"github.com/duet-im/duet/store"
 )
 
-// partitionOwners waits until each of P partitions has an owner and every
-// node owns some (the balance of docs/cluster.md §8.3), and answers each
-// partition's owner.
-func partitionOwners(t *testing.T, srvs []*srvpkg.Server, P int) []int {
-	t.Helper()
-	owner := make([]int, P)
-	wait.For(t, 30*time.Second, 20*time.Millisecond, func() error {
-		seen := map[int]bool{}
-		for p := range P {
-			owner[p] = -1
-			for i, s := range srvs {
-				if s.Store().Partition(p).Owns() {
-					owner[p] = i
-				}
-			}
-			if owner[p] < 0 {
-				return fmt.Errorf("partition %d has no owner", p)
-			}
-			seen[owner[p]] = true
-		}
-		if len(seen) != len(srvs) {
-			return fmt.Errorf("owners %v", owner)
-		}
-		return nil
-	})
-	return owner
-}
-
 // Media and archives with several partitions (docs/cluster.md §14.3,
 // §14.4, §11.2 item 6): three nodes, P = 6, one shared S3. alice uploads
 // an image on a node that does not own her partition (the commands run on
@@ -73,7 +45,7 @@ func TestClusterMediaPartitions(t *testing.T) {
 	})
 	srvs := servers(nodes)
 	clustertest.WaitServing(t, srvs)
-	owner := partitionOwners(t, srvs, P)
+	owner := clustertest.Owners(t, srvs, P)
 	of := func(u string) int { return owner[cluster.Partition(u, P)] }
 
 	// alice's and bob's partitions have different owners x and y; carol's

@@ -31,7 +31,7 @@ func TestClusterPartitionsChat(t *testing.T) {
 	srvs := servers(nodes)
 	clustertest.WaitServing(t, srvs)
 	// Balanced (target ceil(6/3) = 2 each), every node owns some.
-	owner := partitionOwners(t, srvs, P)
+	owner := clustertest.Owners(t, srvs, P)
 	// alice's partition is node X's, bob's node Y's; their devices are on
 	// the third node Z and on X.
 	var alice, bob string

@@ -117,7 +117,7 @@ func appendBacklog(t testing.TB, st *store.Store, user string, n int) {
 	t.Helper()
 	for done := 0; done < n; {
 		batch := min(1000, n-done)
-		err := st.Update(func(tx *store.Tx) error {
+		err := st.UpdateFor(user, func(tx *store.Tx) error {
 			for i := 0; i < batch; i++ {
 				if _, err := tx.Append(user, []byte(fmt.Sprintf(`"Event":"msg","From_Account":"alice","To_Account":%q,"MsgKey":"k%d","MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"backlog"}}]}`, user, done+i))); err != nil {
 					return err
@@ -535,7 +535,7 @@ var errNotYet = fmt.Errorf("not yet")
 // appendBacklogText appends n msg events carrying text to user's timeline.
 func appendBacklogText(t testing.TB, s *testServer, user string, n int, text string) {
 	t.Helper()
-	err := s.store.Update(func(tx *store.Tx) error {
+	err := s.store.UpdateFor(user, func(tx *store.Tx) error {
 		for i := 0; i < n; i++ {
 			if _, err := tx.Append(user, []byte(fmt.Sprintf(`"Event":"msg","From_Account":"alice","To_Account":%q,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":%q}}]}`, user, text))); err != nil {
 				return err

@@ -39,7 +39,7 @@ func TestClusterPushPartitions(t *testing.T) {
 	c.srvs = clustertest.New(t, c.cfgs)
 	clustertest.StartAll(t, c.srvs)
 	clustertest.WaitServing(t, c.srvs)
-	owner := balancedOwners(t, c.srvs, P)
+	owner := clustertest.Owners(t, c.srvs, P)
 
 	// alice (the sender) and bob (the recipient) are in partitions of
 	// different nodes x and y; the devices are on the third node z.
@@ -149,35 +149,6 @@ func TestClusterPushPartitions(t *testing.T) {
 			t.Fatalf("after the recall of %q the vendor got %+v; want a background update withdrawing %s", text, g, keys[text])
 		}
 	}
-}
-
-// balancedOwners waits until each node owns its share of the P
-// partitions (no more moves) and returns each partition's owner.
-func balancedOwners(t *testing.T, srvs []*server.Server, P int) []int {
-	t.Helper()
-	owner := make([]int, P)
-	wait.For(t, 30*time.Second, 20*time.Millisecond, func() error {
-		count := make([]int, len(srvs))
-		for p := range P {
-			owner[p] = -1
-			for i, s := range srvs {
-				if s.Store().Partition(p).Owns() {
-					owner[p] = i
-				}
-			}
-			if owner[p] < 0 {
-				return fmt.Errorf("partition %d has no owner", p)
-			}
-			count[owner[p]]++
-		}
-		for i, n := range count {
-			if n != P/len(srvs) {
-				return fmt.Errorf("node %d owns %d partitions (%v)", i, n, owner)
-			}
-		}
-		return nil
-	})
-	return owner
 }
 
 // bodies requires the alerts of got to be want, each once, in any order.

@@ -117,6 +117,40 @@ func OwnerOf(t testing.TB, srvs []*server.Server, p int) int {
 	return o
 }
 
+// Owners waits until each of the P partitions has one owner and the
+// nodes share them evenly (each owns P/n, rounded down or up: the balance
+// of docs/cluster.md §8.3 reached, so no more moves while RebalanceDelay
+// is short), and returns each partition's owner.
+func Owners(t testing.TB, srvs []*server.Server, P int) []int {
+	t.Helper()
+	owner := make([]int, P)
+	wait.For(t, 30*time.Second, 20*time.Millisecond, func() error {
+		count := make([]int, len(srvs))
+		for p := range P {
+			owner[p] = -1
+			for i, s := range srvs {
+				if s.Store().Partition(p).Owns() {
+					if owner[p] >= 0 {
+						return fmt.Errorf("partition %d owned by nodes %d and %d", p, owner[p], i)
+					}
+					owner[p] = i
+				}
+			}
+			if owner[p] < 0 {
+				return fmt.Errorf("partition %d has no owner", p)
+			}
+			count[owner[p]]++
+		}
+		for i, n := range count {
+			if n < P/len(srvs) || n > (P+len(srvs)-1)/len(srvs) {
+				return fmt.Errorf("node %d owns %d partitions (%v)", i, n, owner)
+			}
+		}
+		return nil
+	})
+	return owner
+}
+
 // Settle waits until every node's view has applied as much of the log as
 // the furthest one (the owner's): a login, or a read, on any node then sees
 // what was written before.
