@@ -324,6 +324,7 @@ func (s *Store) loadSnapshot(taken, mark uint64, r io.Reader) error {
 	b = s.db.NewBatch()
 	defer func() { b.Close() }()
 	var n uint64
+	var targets []int // of the outbox records loaded
 	for {
 		klen, err := binary.ReadUvarint(br)
 		if err != nil {
@@ -349,6 +350,9 @@ func (s *Store) loadSnapshot(taken, mark uint64, r io.Reader) error {
 		}
 		if bytes.HasPrefix(k, []byte("d/")) {
 			s.dedup.add(k, now)
+		}
+		if t, ok := outboxTarget(k); ok && !containsInt(targets, t) {
+			targets = append(targets, t)
 		}
 		b.Set(k, v, nil)
 		n++
@@ -378,6 +382,11 @@ func (s *Store) loadSnapshot(taken, mark uint64, r io.Reader) error {
 	// afresh.
 	s.forgetCaches()
 	rp.advance(mark)
+	// Outbox records came with the snapshot (a restored backup's, or a
+	// rebuild's): their targets' owners are told, as when an applied entry
+	// brings some, or what the snapshot owes them would wait for this
+	// partition's next entry for them.
+	s.notifyIntents(targets)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package cluster
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -98,7 +99,29 @@ type BackupFile struct {
 type BackupPart struct {
 	Partition int    `json:"partition"`
 	Seq       uint64 `json:"seq"` // the log sequence the snapshot was taken at (0: a single node's data)
+	// Inbox is the partition's inbox marks (P > 1): for each source
+	// partition, the highest sequence of the source's log whose intents
+	// ran here, read once the snapshot was taken (so at least the
+	// snapshot's own). A restore numbers each log above them (NextSeq).
+	Inbox map[int]uint64 `json:"inbox,omitempty"`
 	BackupFile
+}
+
+// NextSeq is the sequence at which a restore of m makes partition p's log
+// continue (docs/cluster.md §19, "The numbering rule"): above its own
+// snapshot's sequence and above every other partition's inbox mark for
+// it, since a target runs only the source entries above its mark, and a
+// source's outbox records are keyed by its sequences. 0 with one
+// partition: no other partition reads its numbering.
+func (m Manifest) NextSeq(p int) uint64 {
+	if m.Partitions <= 1 || p >= len(m.Parts) {
+		return 0
+	}
+	n := m.Parts[p].Seq
+	for _, part := range m.Parts {
+		n = max(n, part.Inbox[p])
+	}
+	return n + 1
 }
 
 // CursorRecord is one line of cursors.jsonl: a device's cursor, or (with
@@ -118,6 +141,9 @@ type BackupSource struct {
 	Cursors func(ctx context.Context, put func(CursorRecord) error) error
 	// Snapshot hands put partition p's snapshot and its sequence.
 	Snapshot func(ctx context.Context, p int, put func(seq uint64, r io.Reader) error) error
+	// Marks, when set, reads partition p's inbox marks once its snapshot
+	// is taken (BackupPart.Inbox).
+	Marks func(ctx context.Context, p int) (map[int]uint64, error)
 }
 
 // WriteBackup writes the backup src describes to w. The files are spooled
@@ -177,7 +203,16 @@ func WriteBackup(ctx context.Context, w io.Writer, spool string, src BackupSourc
 		if err != nil {
 			return m, fmt.Errorf("partition %d: %w", p, err)
 		}
-		m.Parts = append(m.Parts, BackupPart{Partition: p, Seq: seq, BackupFile: bf})
+		var marks map[int]uint64
+		if src.Marks != nil {
+			if marks, err = src.Marks(ctx, p); err != nil {
+				return m, fmt.Errorf("partition %d: inbox marks: %w", p, err)
+			}
+		}
+		if len(marks) == 0 {
+			marks = nil
+		}
+		m.Parts = append(m.Parts, BackupPart{Partition: p, Seq: seq, Inbox: marks, BackupFile: bf})
 		partFiles[p] = f
 	}
 
@@ -408,6 +443,14 @@ func (c *Cluster) Backup(ctx context.Context, w io.Writer, spool string, cursors
 			}
 			return view.Snapshot(put)
 		},
+		Marks: func(_ context.Context, p int) (map[int]uint64, error) {
+			if v, ok := c.o.View(p).(interface {
+				InboxMarks() (map[int]uint64, error)
+			}); ok && c.o.Partitions > 1 {
+				return v.InboxMarks()
+			}
+			return nil, nil
+		},
 	})
 }
 
@@ -573,7 +616,12 @@ const restoreWait = 10 * time.Minute
 // is a directory for the cursors file, which is put only once every
 // partition is restored. It returns once this node's views have loaded the
 // restore.
-func (c *Cluster) Restore(ctx context.Context, r io.Reader, spool string, cursors *Cursors, entry func(object, sha256 string, seq uint64) []byte) (Restored, error) {
+//
+// With several partitions each log continues above what the backup's
+// partitions hold of its numbering (Manifest.NextSeq): empty builds the
+// snapshot of an empty view (store.EmptySnapshot) that bridges the jump
+// (jumpTo).
+func (c *Cluster) Restore(ctx context.Context, r io.Reader, spool string, cursors *Cursors, entry func(object, sha256 string, seq uint64) []byte, empty func(seq uint64) []byte) (Restored, error) {
 	var out Restored
 	id := nuid.Next()
 	var objects []string
@@ -636,7 +684,7 @@ func (c *Cluster) Restore(ctx context.Context, r io.Reader, spool string, cursor
 	}
 	for _, part := range m.Parts {
 		object := objects[part.Partition]
-		seq, err := c.appendRestore(ctx, part.Partition, entry(object, part.SHA256, part.Seq))
+		seq, err := c.appendRestore(ctx, part.Partition, entry(object, part.SHA256, part.Seq), m.NextSeq(part.Partition), empty)
 		if err != nil {
 			if len(out.Partitions) > 0 {
 				done = true // the partitions restored keep their objects
@@ -658,7 +706,7 @@ func (c *Cluster) Restore(ctx context.Context, r io.Reader, spool string, cursor
 	}
 	done = true
 	for _, rp := range out.Partitions {
-		if err := waitApplied(ctx, c.o.View(rp.Partition), rp.Seq, restoreWait); err != nil {
+		if err := c.waitRestored(ctx, rp, m.NextSeq(rp.Partition), empty); err != nil {
 			return out, fmt.Errorf("%s restored at %d, but not loaded here yet: %w", StreamName(rp.Partition), rp.Seq, err)
 		}
 	}
@@ -680,6 +728,26 @@ func (c *Cluster) Restore(ctx context.Context, r io.Reader, spool string, cursor
 		return out, fmt.Errorf("restoring cursors (%d put): %w", n, err)
 	}
 	return out, nil
+}
+
+// waitRestored waits until this node's view has loaded rp. A log that was
+// moved to continue at next is crossed by a rebuild from the bridge
+// snapshot: while the view waits, the bridge is kept in place (keepBridge).
+func (c *Cluster) waitRestored(ctx context.Context, rp RestoredPart, next uint64, empty func(seq uint64) []byte) error {
+	if next == 0 || rp.Seq != next {
+		return waitApplied(ctx, c.o.View(rp.Partition), rp.Seq, restoreWait)
+	}
+	ctx, cancel := context.WithTimeout(ctx, restoreWait)
+	defer cancel()
+	for {
+		c.keepBridge(ctx, rp.Partition, next-1, empty)
+		if waitApplied(ctx, c.o.View(rp.Partition), rp.Seq, time.Second) == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("this node's view has applied %d of the log's %d entries after %v", c.o.View(rp.Partition).Applied(), rp.Seq, restoreWait)
+		}
+	}
 }
 
 // emptyAt reads partition p's log's last sequence L and, once this node's
@@ -709,13 +777,22 @@ func (c *Cluster) emptyAt(ctx context.Context, p int) (uint64, error) {
 // appendRestore appends a restore entry to partition p's log right after
 // an end at which this node's view is empty, and returns its sequence.
 // Appended after anything else (a write that came between the check and
-// the publish) it is refused by JetStream, and the check runs again.
-func (c *Cluster) appendRestore(ctx context.Context, p int, entry []byte) (uint64, error) {
+// the publish) it is refused by JetStream, and the check runs again. With
+// next > 0 the entry lands at next or later: a log that ends below is
+// made to continue at next first (jumpTo).
+func (c *Cluster) appendRestore(ctx context.Context, p int, entry []byte, next uint64, empty func(seq uint64) []byte) (uint64, error) {
 	group := fmt.Sprintf("%s/restore/%s", c.node.name, nuid.Next())
 	for {
 		last, err := c.emptyAt(ctx, p)
 		if err != nil {
 			return 0, err
+		}
+		jumped := false
+		if next > last+1 {
+			if err := c.jumpTo(ctx, p, last, next, empty); err != nil {
+				return 0, err
+			}
+			last, jumped = next-1, true
 		}
 		msg := &nats.Msg{Subject: Subject(p), Data: entry, Header: nats.Header{}}
 		msg.Header.Set(HeaderGroup, group)
@@ -726,6 +803,12 @@ func (c *Cluster) appendRestore(ctx context.Context, p int, entry []byte) (uint6
 		switch {
 		case err == nil:
 			return ack.Sequence, nil
+		case wrongLastSeq(err) && jumped:
+			// Nobody can write after the jump until this entry is in (an
+			// owner's next append expects its own last, below it; a new
+			// owner cannot catch up across it): a stream that moved is not
+			// one this restore understands.
+			return 0, fmt.Errorf("%s: an entry landed after the log was moved to continue at %d: %w", StreamName(p), next, err)
 		case wrongLastSeq(err):
 			continue // something came after last: look again
 		case isAPIError(err):
@@ -814,4 +897,89 @@ func wireRestore(view View, rb *rebuilder) {
 		}
 		return res, nil
 	})
+}
+
+// jumpTo makes partition p's log, which ends at last with a view that
+// holds nothing, continue at next (docs/cluster.md §19, "The numbering
+// rule"). JetStream moves a stream's first sequence when it is purged up
+// to a sequence past its last: the stream is then empty, its first
+// sequence next and its last next-1. The entries up to last (fences) go,
+// so every view is then behind the log's first entry, and rebuilds (§10.4)
+// from the partition's snapshot, which is first replaced by that of an
+// empty view at next-1 (empty): the state those entries left. The owner's
+// next append, expecting its own last, is refused: it steps down, as for
+// the restore entry that follows.
+func (c *Cluster) jumpTo(ctx context.Context, p int, last, next uint64, empty func(seq uint64) []byte) error {
+	if empty == nil || c.obs == nil {
+		return fmt.Errorf("%s: the restore must continue the log at %d, and this node cannot move it", StreamName(p), next)
+	}
+	if err := c.putBridge(ctx, p, next-1, empty); err != nil {
+		return err
+	}
+	info, err := c.streamInfo(ctx, p)
+	if err != nil {
+		return err
+	}
+	if info.State.LastSeq != last {
+		return fmt.Errorf("%w: %s was written to during the restore (its last entry %d, checked empty at %d)", ErrNotEmpty, StreamName(p), info.State.LastSeq, last)
+	}
+	req, _ := json.Marshal(map[string]uint64{"seq": next})
+	msg, err := c.node.nc.RequestWithContext(ctx, fmt.Sprintf(apiStreamPurge, StreamName(p)), req)
+	if err != nil {
+		return fmt.Errorf("%s: moving its first sequence to %d: %w", StreamName(p), next, err)
+	}
+	var resp struct {
+		Success bool   `json:"success"`
+		Purged  uint64 `json:"purged"`
+		Error   *struct {
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil || !resp.Success {
+		why := string(msg.Data)
+		if resp.Error != nil {
+			why = resp.Error.Description
+		}
+		return fmt.Errorf("%s: moving its first sequence to %d: %s", StreamName(p), next, why)
+	}
+	if resp.Purged > info.State.Msgs {
+		// A write came between the check and the purge, and went with it:
+		// the restore replaces the partition's data anyway, but a client
+		// was acknowledged. The operator restored into a cluster in use.
+		c.report(p, fmt.Errorf("restore: %d entries written to %s after it was checked empty were dropped by the restore", resp.Purged-info.State.Msgs, StreamName(p)))
+	}
+	return nil
+}
+
+// apiStreamPurge is JetStream's purge request; its answer says how many
+// entries went (the client library's Purge does not).
+const apiStreamPurge = "$JS.API.STREAM.PURGE.%s"
+
+// putBridge stores the snapshot of an empty view at seq as partition p's
+// snapshot.
+func (c *Cluster) putBridge(ctx context.Context, p int, seq uint64, empty func(seq uint64) []byte) error {
+	h := nats.Header{}
+	h.Set(HeaderSnapshotSeq, strconv.FormatUint(seq, 10))
+	h.Set(HeaderSnapshotFormat, strconv.Itoa(c.snapshotFormat()))
+	h.Set(HeaderSnapshotPartitions, strconv.Itoa(c.o.Partitions))
+	if _, err := c.obs.Put(ctx, jetstream.ObjectMeta{Name: SnapshotName(p), Headers: h}, bytes.NewReader(empty(seq))); err != nil {
+		return fmt.Errorf("%s: putting the snapshot it continues from: %w", SnapshotName(p), err)
+	}
+	return nil
+}
+
+// keepBridge puts the bridge back if the object store's snapshot of p is
+// older than seq once the restore entry is in: a snapshot the deposed
+// owner was writing when the log moved, landed after the bridge, would
+// leave every view unable to rebuild across the jump.
+func (c *Cluster) keepBridge(ctx context.Context, p int, seq uint64, empty func(seq uint64) []byte) {
+	info, err := c.obs.GetInfo(ctx, SnapshotName(p))
+	if err == nil {
+		if s, err := strconv.ParseUint(info.Headers.Get(HeaderSnapshotSeq), 10, 64); err == nil && s >= seq {
+			return
+		}
+	}
+	if err := c.putBridge(ctx, p, seq, empty); err != nil {
+		c.report(p, err)
+	}
 }
