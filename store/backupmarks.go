@@ -46,11 +46,7 @@ func (s *Store) InboxMarks() (map[int]uint64, error) {
 // view then rebuilds from it across the jump, as after any trim.
 func EmptySnapshot(seq uint64) []byte {
 	var b bytes.Buffer
-	b.WriteString(snapshotMagic)
-	b.WriteByte(snapshotVersion)
-	b.Write(u64(seq))
-	b.WriteByte(0)
-	b.WriteByte(0) // uvarint 0 keys
+	_ = newSnapWriter(&b, seq).close() // a bytes.Buffer takes every write
 	return b.Bytes()
 }
 
