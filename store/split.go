@@ -129,8 +129,7 @@ func (sp *splitter) sender(hk []byte) ([]string, bool, error) {
 		return nil, false, err
 	}
 	if v != nil {
-		var m struct{ From string }
-		if json.Unmarshal(v, &m) == nil && m.From != "" {
+		if m, err := decodeMessage(v); err == nil && m.From != "" {
 			return []string{m.From}, false, nil
 		}
 	}
