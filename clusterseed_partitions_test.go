@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -113,6 +114,20 @@ func TestClusterSeedPartitions(t *testing.T) {
 	}
 	if err := single.Close(); err != nil {
 		t.Fatal(err)
+	}
+	// duet backup writes the same split for a cluster of P.
+	file := filepath.Join(t.TempDir(), "six.tar")
+	if out, errOut, code := duetRun(t, "backup", "--data", dir, "--out", file, "--partitions", fmt.Sprint(P)); code != 0 || !strings.Contains(out, "6 partition(s)") {
+		t.Fatalf("duet backup --partitions %d: exit %d: %s %s", P, code, out, errOut)
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := cluster.ReadBackup(f, cluster.BackupReader{})
+	f.Close()
+	if err != nil || m.Partitions != P || m.Source != "single node" {
+		t.Fatalf("duet backup --partitions %d: %+v, %v", P, m, err)
 	}
 
 	cfgs := clustertest.Configs(t, 3)
