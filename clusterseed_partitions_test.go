@@ -29,18 +29,7 @@ func TestClusterSeedPartitions(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a three-node cluster")
 	}
-	dir := filepath.Join(t.TempDir(), "single")
-	single, err := server.New(server.Config{
-		Data: dir, Secret: clustertest.Secret, SDKAppID: clustertest.SDKAppID, MQTT: "127.0.0.1:0", HTTP: "127.0.0.1:0",
-		NoMedia: true, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := single.Start(); err != nil {
-		single.Close()
-		t.Fatal(err)
-	}
+	dir, single := startSingleNode(t)
 	const P = 6
 	// Three users of three partitions.
 	var users []string
@@ -108,6 +97,7 @@ func TestClusterSeedPartitions(t *testing.T) {
 	}
 	want := map[string]data{}
 	for _, u := range users {
+		var err error
 		if want[u], err = read(single.Store(), u); err != nil || len(want[u].Timeline) < 6 {
 			t.Fatalf("%s on the single node: %d events, %v", u, len(want[u].Timeline), err)
 		}
@@ -172,4 +162,23 @@ func TestClusterSeedPartitions(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// startSingleNode starts a single node (no media) with its data in a new
+// directory, for a seed: the test stops it.
+func startSingleNode(t *testing.T) (string, *server.Server) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "single")
+	single, err := server.New(server.Config{
+		Data: dir, Secret: clustertest.Secret, SDKAppID: clustertest.SDKAppID, MQTT: "127.0.0.1:0", HTTP: "127.0.0.1:0",
+		NoMedia: true, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := single.Start(); err != nil {
+		single.Close()
+		t.Fatal(err)
+	}
+	return dir, single
 }
