@@ -682,10 +682,21 @@ func (c *Cluster) Restore(ctx context.Context, r io.Reader, spool string, cursor
 	if err != nil {
 		return out, err
 	}
-	for _, part := range m.Parts {
+	frozen, err := c.freeze(ctx, m, empty)
+	if err != nil {
+		return out, err
+	}
+	for i, part := range m.Parts {
 		object := objects[part.Partition]
-		seq, err := c.appendRestore(ctx, part.Partition, entry(object, part.SHA256, part.Seq), m.NextSeq(part.Partition), empty)
+		var at uint64
+		if frozen != nil {
+			at = frozen[part.Partition]
+		}
+		seq, err := c.appendRestore(ctx, part.Partition, entry(object, part.SHA256, part.Seq), at)
 		if err != nil {
+			if frozen != nil {
+				c.thaw(frozen[i:], i)
+			}
 			if len(out.Partitions) > 0 {
 				done = true // the partitions restored keep their objects
 				err = fmt.Errorf("%w (partitions restored before this one: %d)", err, len(out.Partitions))
@@ -706,7 +717,11 @@ func (c *Cluster) Restore(ctx context.Context, r io.Reader, spool string, cursor
 	}
 	done = true
 	for _, rp := range out.Partitions {
-		if err := c.waitRestored(ctx, rp, m.NextSeq(rp.Partition), empty); err != nil {
+		var at uint64
+		if frozen != nil {
+			at = frozen[rp.Partition]
+		}
+		if err := c.waitRestored(ctx, rp, at, empty); err != nil {
 			return out, fmt.Errorf("%s restored at %d, but not loaded here yet: %w", StreamName(rp.Partition), rp.Seq, err)
 		}
 	}
@@ -778,49 +793,106 @@ func (c *Cluster) emptyAt(ctx context.Context, p int) (uint64, error) {
 // an end at which this node's view is empty, and returns its sequence.
 // Appended after anything else (a write that came between the check and
 // the publish) it is refused by JetStream, and the check runs again. With
-// next > 0 the entry lands at next or later: a log that ends below is
-// made to continue at next first (jumpTo).
-func (c *Cluster) appendRestore(ctx context.Context, p int, entry []byte, next uint64, empty func(seq uint64) []byte) (uint64, error) {
+// at > 0 the log was moved to continue at at (freeze): the entry lands
+// there, where nothing else can have.
+func (c *Cluster) appendRestore(ctx context.Context, p int, entry []byte, at uint64) (uint64, error) {
 	group := fmt.Sprintf("%s/restore/%s", c.node.name, nuid.Next())
 	for {
-		last, err := c.emptyAt(ctx, p)
-		if err != nil {
-			return 0, err
-		}
-		jumped := false
-		if next > last+1 {
-			if err := c.jumpTo(ctx, p, last, next, empty); err != nil {
+		last := at - 1
+		if at == 0 {
+			var err error
+			if last, err = c.emptyAt(ctx, p); err != nil {
 				return 0, err
 			}
-			last, jumped = next-1, true
 		}
-		msg := &nats.Msg{Subject: Subject(p), Data: entry, Header: nats.Header{}}
+		seq, ok, err := c.publishAt(ctx, p, entry, "restore", group, last)
+		switch {
+		case err != nil:
+			return 0, err
+		case ok:
+			return seq, nil
+		case at > 0:
+			return 0, fmt.Errorf("%s: an entry landed after the log was moved to continue at %d", StreamName(p), at)
+		}
+		// Something came after last: look again.
+	}
+}
+
+// publishAt publishes data (of kind) as partition p's entry last+1 and
+// returns its sequence; ok false when another entry is there.
+func (c *Cluster) publishAt(ctx context.Context, p int, data []byte, kind, group string, last uint64) (seq uint64, ok bool, err error) {
+	for {
+		msg := &nats.Msg{Subject: Subject(p), Data: data, Header: nats.Header{}}
 		msg.Header.Set(HeaderGroup, group)
-		msg.Header.Set(HeaderKind, "restore")
+		msg.Header.Set(HeaderKind, kind)
 		pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 		ack, err := c.node.js.PublishMsg(pctx, msg, jetstream.WithExpectLastSequence(last))
 		cancel()
 		switch {
 		case err == nil:
-			return ack.Sequence, nil
-		case wrongLastSeq(err) && jumped:
-			// Nobody can write after the jump until this entry is in (an
-			// owner's next append expects its own last, below it; a new
-			// owner cannot catch up across it): a stream that moved is not
-			// one this restore understands.
-			return 0, fmt.Errorf("%s: an entry landed after the log was moved to continue at %d: %w", StreamName(p), next, err)
+			return ack.Sequence, true, nil
 		case wrongLastSeq(err):
-			continue // something came after last: look again
+			return 0, false, nil
 		case isAPIError(err):
-			return 0, err
+			return 0, false, err
 		}
-		// Unclear: did it land at last+1?
-		seq, found, rerr := c.landed(ctx, p, last+1, group)
-		if rerr != nil {
-			return 0, rerr
+		// Unclear: did it land at last+1? Not found: publish again (if the
+		// first attempt lands meanwhile, this one is refused).
+		seq, ours, err := c.landed(ctx, p, last+1, group)
+		if err != nil || ours {
+			return seq, ours, err
 		}
-		if found {
-			return seq, nil
+	}
+}
+
+// freeze moves, with several partitions, every partition's log to
+// continue at its sequence in a restore of m (Manifest.NextSeq, and at
+// least two past the log's end, so that its owner's next append, which
+// expects the end, is refused: jumpTo), one after the other, before any
+// restore entry, and returns those sequences. Until its restore entry
+// lands a moved log takes no other write: no owner can append to it, nor
+// a new one fence it (a view cannot catch up across the jump). So the
+// intents of a partition already restored cannot run into one not yet
+// restored (whose emptiness was checked). nil with one partition, where
+// nothing moves. A failure thaws the partitions moved so far.
+func (c *Cluster) freeze(ctx context.Context, m Manifest, empty func(seq uint64) []byte) ([]uint64, error) {
+	if m.Partitions <= 1 {
+		return nil, nil
+	}
+	at := make([]uint64, m.Partitions)
+	for p := range at {
+		last, err := c.emptyAt(ctx, p)
+		if err == nil {
+			next := max(m.NextSeq(p), last+2)
+			if err = c.jumpTo(ctx, p, last, next, empty); err == nil {
+				at[p] = next
+				continue
+			}
+		}
+		c.thaw(at[:p], 0)
+		if p > 0 {
+			err = fmt.Errorf("%w (the logs of partitions 0 to %d were moved, and are open again, empty)", err, p-1)
+		}
+		return nil, err
+	}
+	return at, nil
+}
+
+// thaw appends a fence at each of the moved logs' new start (at, from
+// partition first on) whose restore entry will not come: every view
+// rebuilds from the bridge, an empty view, and the partition takes an
+// owner again, empty: a restore can be tried again. Best effort.
+func (c *Cluster) thaw(at []uint64, first int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i, next := range at {
+		if next == 0 {
+			continue
+		}
+		p := first + i
+		group := fmt.Sprintf("%s/thaw/%s", c.node.name, nuid.Next())
+		if _, _, err := c.publishAt(ctx, p, c.o.FenceEntry(), "fence", group, next-1); err != nil {
+			c.report(p, fmt.Errorf("restore failed: %s stays moved to %d without its restore entry: %w", StreamName(p), next, err))
 		}
 	}
 }
