@@ -618,7 +618,8 @@ const restoreWait = 10 * time.Minute
 // restore.
 //
 // With several partitions each log continues above what the backup's
-// partitions hold of its numbering (Manifest.NextSeq): empty builds the
+// partitions hold of its numbering (Manifest.NextSeq), and every log is
+// moved there before the first restore entry (freeze): empty builds the
 // snapshot of an empty view (store.EmptySnapshot) that bridges the jump
 // (jumpTo).
 func (c *Cluster) Restore(ctx context.Context, r io.Reader, spool string, cursors *Cursors, entry func(object, sha256 string, seq uint64) []byte, empty func(seq uint64) []byte) (Restored, error) {
