@@ -16,9 +16,9 @@ import (
 	"github.com/duet-im/duet/store"
 )
 
-// partitionOwners waits until each of P partitions has an owner among
+// waitPartitionOwners waits until each of P partitions has an owner among
 // nodes and every node owns some, and returns each partition's owner.
-func partitionOwners(t *testing.T, nodes []*testServer, P int) []int {
+func waitPartitionOwners(t *testing.T, nodes []*testServer, P int) []int {
 	t.Helper()
 	owner := make([]int, P)
 	wait.For(t, 30*time.Second, 20*time.Millisecond, func() error {
@@ -102,7 +102,7 @@ func TestClusterPartitionsBackupRestore(t *testing.T) {
 		c.Cluster.Partitions, c.Cluster.RebalanceDelay = P, time.Second
 	}
 	src := startCluster(t, 3, six)
-	partitionOwners(t, src, P)
+	waitPartitionOwners(t, src, P)
 	// Three users in three partitions.
 	var users []string
 	taken := map[int]bool{}
@@ -169,7 +169,7 @@ func TestClusterPartitionsBackupRestore(t *testing.T) {
 	lastAlice, _ := src[0].store.LastSeq(alice)
 
 	dst := startCluster(t, 3, six)
-	partitionOwners(t, dst, P)
+	waitPartitionOwners(t, dst, P)
 	code, body := restoreInto(t, dst[2], backup)
 	var restored cluster.Restored
 	if code != http.StatusOK || json.Unmarshal([]byte(body), &restored) != nil || len(restored.Partitions) != P {
@@ -190,7 +190,7 @@ func TestClusterPartitionsBackupRestore(t *testing.T) {
 
 	// After the restore: messages across partitions, every way, are
 	// delivered, each with the recipient's next Seq.
-	partitionOwners(t, dst, P)
+	waitPartitionOwners(t, dst, P)
 	da = dst[0].connect(alice, connectOpts{})
 	db = dst[1].connect(bob, connectOpts{clientID: bob + ":phone"})
 	dc = dst[2].connect(carol, connectOpts{})
