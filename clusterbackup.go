@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/duet-im/duet/internal/cluster"
 	"github.com/duet-im/duet/internal/server"
@@ -209,10 +210,13 @@ func openSingleNode(data string) (st *store.Store, closeFn func(), err error) {
 }
 
 // singleNodeBackup writes a backup of a single node's store to w, spooling
-// in spool: one partition, its snapshot at sequence 0, its cursors.
-func singleNodeBackup(st *store.Store, w io.Writer, spool string) (cluster.Manifest, error) {
+// in spool: for a cluster of parts partitions, each partition's share of
+// the store (store.ExportPartition; with one partition, all of it) as its
+// snapshot at sequence 0, and the cursors.
+func singleNodeBackup(st *store.Store, w io.Writer, spool string, parts int) (cluster.Manifest, error) {
+	of := func(user string) int { return cluster.Partition(user, parts) }
 	return cluster.WriteBackup(context.Background(), w, spool, cluster.BackupSource{
-		Manifest: cluster.Manifest{Source: "single node", Partitions: 1, SnapshotFormat: st.SnapshotFormat()},
+		Manifest: cluster.Manifest{Source: "single node", Partitions: parts, SnapshotFormat: st.SnapshotFormat()},
 		Cursors: func(_ context.Context, put func(cluster.CursorRecord) error) error {
 			return st.ExportCursors(func(user, device string, seq uint64) error {
 				return put(cluster.CursorRecord{User: user, Device: device, Seq: seq})
@@ -220,7 +224,12 @@ func singleNodeBackup(st *store.Store, w io.Writer, spool string) (cluster.Manif
 				return put(cluster.CursorRecord{User: user, HighWater: true, Seq: seq})
 			})
 		},
-		Snapshot: func(_ context.Context, _ int, put func(uint64, io.Reader) error) error { return st.Export(put) },
+		Snapshot: func(_ context.Context, p int, put func(uint64, io.Reader) error) error {
+			if parts == 1 {
+				return st.Export(put)
+			}
+			return st.ExportPartition(p, of, put)
+		},
 	})
 }
 
@@ -231,12 +240,16 @@ func backupCmd(args []string) error {
 		return err
 	}
 	out := fl.String("out", "", "the backup file to write (required); written as FILE.tmp and renamed once whole")
-	setUsage(fl, "backup --data DIR --out FILE", "Writes a backup of a stopped single node's data directory to FILE, in the format of duet cluster backup: restore it with duet cluster restore, or keep it. The server must be stopped (its directory's lock is taken).")
+	parts := fl.Int("partitions", 1, "write it for a cluster of this many partitions (--cluster-partitions of the cluster it will be restored into): the data is split by user")
+	setUsage(fl, "backup --data DIR --out FILE [--partitions P]", "Writes a backup of a stopped single node's data directory to FILE, in the format of duet cluster backup: restore it with duet cluster restore (into a cluster of P partitions), or keep it. The server must be stopped (its directory's lock is taken).")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
 	if fl.NArg() > 0 || *out == "" {
-		return errors.New("backup: usage: duet backup --data DIR --out FILE")
+		return errors.New("backup: usage: duet backup --data DIR --out FILE [--partitions P]")
+	}
+	if *parts < 1 || *parts > cluster.MaxPartitions {
+		return fmt.Errorf("backup: --partitions %d: want 1 to %d", *parts, cluster.MaxPartitions)
 	}
 	st, closeStore, err := openSingleNode(cfg.Data)
 	if err != nil {
@@ -244,7 +257,7 @@ func backupCmd(args []string) error {
 	}
 	defer closeStore()
 	m, err := writeBackupFile(*out, func(w io.Writer) (cluster.Manifest, error) {
-		return singleNodeBackup(st, w, filepath.Dir(*out))
+		return singleNodeBackup(st, w, filepath.Dir(*out), *parts)
 	})
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
@@ -272,10 +285,14 @@ func clusterSeedCmd(args []string) error {
 		return fmt.Errorf("cluster seed: %w", err)
 	}
 	defer closeStore()
+	parts, err := clusterPartitions(cfg.HTTP)
+	if err != nil {
+		return fmt.Errorf("cluster seed: %w", err)
+	}
 	pr, pw := io.Pipe()
 	wrote := make(chan error, 1)
 	go func() {
-		_, err := singleNodeBackup(st, pw, *from)
+		_, err := singleNodeBackup(st, pw, *from, parts)
 		pw.CloseWithError(err)
 		wrote <- err
 	}()
@@ -288,4 +305,29 @@ func clusterSeedCmd(args []string) error {
 		return fmt.Errorf("cluster seed: %w", err)
 	}
 	return nil
+}
+
+// clusterPartitions asks the node at httpAddr for its cluster's number of
+// partitions (its GET /cluster): a seed splits the single node's data for
+// it.
+func clusterPartitions(httpAddr string) (int, error) {
+	base := nodeURL(httpAddr)
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get(base + "/cluster")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("%s/cluster answered %s: %s", base, resp.Status, strings.TrimSpace(string(body)))
+	}
+	var cs server.ClusterStatus
+	if err := json.Unmarshal(body, &cs); err != nil || cs.Partitions < 1 {
+		return 0, fmt.Errorf("%s/cluster names no partitions (%v)", base, err)
+	}
+	return cs.Partitions, nil
 }

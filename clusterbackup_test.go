@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,7 +10,6 @@ import (
 
 	"github.com/duet-im/duet/internal/cluster"
 	"github.com/duet-im/duet/internal/clustertest"
-	"github.com/duet-im/duet/internal/server"
 	"github.com/duet-im/duet/internal/wait"
 )
 
@@ -28,18 +25,7 @@ func TestClusterSeed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a three-node cluster")
 	}
-	dir := filepath.Join(t.TempDir(), "single")
-	single, err := server.New(server.Config{
-		Data: dir, Secret: clustertest.Secret, SDKAppID: clustertest.SDKAppID, MQTT: "127.0.0.1:0", HTTP: "127.0.0.1:0",
-		NoMedia: true, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := single.Start(); err != nil {
-		single.Close()
-		t.Fatal(err)
-	}
+	dir, single := startSingleNode(t)
 	cfg := Config{SDKAppID: clustertest.SDKAppID, Secret: clustertest.Secret}
 	if r := restAdmin(t, cfg, single.HTTPAddr(), "im_open_login_svc/multiaccount_import", map[string]any{"AccountList": []any{map[string]any{"UserID": "alice"}, map[string]any{"UserID": "bob"}}}); r["ErrorCode"] != float64(0) {
 		t.Fatalf("accounts: %v", r)

@@ -78,7 +78,7 @@ var subcommands = []subcommand{
 	{"usersig", "--user U [--expire SECONDS]", "print a UserSig made with the server's secret", usersigCmd},
 	{"account import", "USER...", "create accounts in the data directory (with the server stopped)", accountImportCmd},
 	{"import", "[--url URL] FILE", "import C2C history (JSON lines) through a running server's REST API", importCmd},
-	{"backup", "--data DIR --out FILE", "write a backup of a stopped single node (restorable into a cluster)", backupCmd},
+	{"backup", "--data DIR --out FILE [--partitions P]", "write a backup of a stopped single node (restorable into a cluster of P partitions)", backupCmd},
 	{"cluster status", "[--http HOST:PORT]", "print a running cluster's nodes, partitions and owners (a node's GET /cluster)", clusterStatusCmd},
 	{"cluster drain", "[--http HOST:PORT]", "move the work and the devices off a running node without stopping it (run on its machine)", clusterDrainCmd},
 	{"cluster undrain", "[--http HOST:PORT]", "let a drained node take work and devices again (run on its machine)", clusterUndrainCmd},

@@ -125,10 +125,16 @@ func (s *Store) Snapshot(put func(seq uint64, r io.Reader) error) error {
 // streamSnapshot hands put snap's replicated keys as a snapshot taken at
 // seq, written by a goroutine as put reads.
 func streamSnapshot(snap *pebble.Snapshot, seq uint64, put func(seq uint64, r io.Reader) error) error {
+	return streamWith(seq, func(w io.Writer) error { return writeSnapshot(w, snap, seq) }, put)
+}
+
+// streamWith hands put what write writes, as a snapshot taken at seq,
+// written by a goroutine as put reads.
+func streamWith(seq uint64, write func(io.Writer) error, put func(seq uint64, r io.Reader) error) error {
 	pr, pw := io.Pipe()
 	wrote := make(chan error, 1)
 	go func() {
-		err := writeSnapshot(pw, snap, seq)
+		err := write(pw)
 		pw.CloseWithError(err)
 		wrote <- err
 	}()
@@ -143,35 +149,58 @@ func streamSnapshot(snap *pebble.Snapshot, seq uint64, put func(seq uint64, r io
 }
 
 func writeSnapshot(w io.Writer, snap *pebble.Snapshot, seq uint64) error {
-	bw := bufio.NewWriterSize(w, 64<<10)
-	bw.WriteString(snapshotMagic)
-	bw.WriteByte(snapshotVersion)
-	bw.Write(u64(seq))
-	var n uint64
-	var buf [binary.MaxVarintLen64]byte
+	sw := newSnapWriter(w, seq)
 	for _, r := range replicatedRanges {
 		it, err := snap.NewIter(&pebble.IterOptions{LowerBound: r[0], UpperBound: r[1]})
 		if err != nil {
 			return err
 		}
 		for ok := it.First(); ok; ok = it.Next() {
-			k, v := it.Key(), it.Value()
-			bw.Write(buf[:binary.PutUvarint(buf[:], uint64(len(k)))])
-			bw.Write(k)
-			bw.Write(buf[:binary.PutUvarint(buf[:], uint64(len(v)))])
-			if _, err := bw.Write(v); err != nil {
+			if err := sw.add(it.Key(), it.Value()); err != nil {
 				it.Close()
 				return err
 			}
-			n++
 		}
 		if err := it.Close(); err != nil {
 			return err
 		}
 	}
-	bw.WriteByte(0)
-	bw.Write(buf[:binary.PutUvarint(buf[:], n)])
-	return bw.Flush()
+	return sw.close()
+}
+
+// snapWriter writes a snapshot (the format above) record by record.
+type snapWriter struct {
+	bw  *bufio.Writer
+	n   uint64
+	buf [binary.MaxVarintLen64]byte
+}
+
+func newSnapWriter(w io.Writer, seq uint64) *snapWriter {
+	sw := &snapWriter{bw: bufio.NewWriterSize(w, 64<<10)}
+	sw.bw.WriteString(snapshotMagic)
+	sw.bw.WriteByte(snapshotVersion)
+	sw.bw.Write(u64(seq))
+	return sw
+}
+
+// add writes one key (never empty: a 0 length ends the records).
+func (sw *snapWriter) add(k, v []byte) error {
+	if len(k) == 0 {
+		return errors.New("store: a snapshot record without a key")
+	}
+	sw.bw.Write(sw.buf[:binary.PutUvarint(sw.buf[:], uint64(len(k)))])
+	sw.bw.Write(k)
+	sw.bw.Write(sw.buf[:binary.PutUvarint(sw.buf[:], uint64(len(v)))])
+	_, err := sw.bw.Write(v)
+	sw.n++
+	return err
+}
+
+// close writes the end and the count, and flushes.
+func (sw *snapWriter) close() error {
+	sw.bw.WriteByte(0)
+	sw.bw.Write(sw.buf[:binary.PutUvarint(sw.buf[:], sw.n)])
+	return sw.bw.Flush()
 }
 
 // Export is Snapshot for a single node's store as well (a backup, or the
@@ -324,6 +353,7 @@ func (s *Store) loadSnapshot(taken, mark uint64, r io.Reader) error {
 	b = s.db.NewBatch()
 	defer func() { b.Close() }()
 	var n uint64
+	var targets []int // of the outbox records loaded
 	for {
 		klen, err := binary.ReadUvarint(br)
 		if err != nil {
@@ -349,6 +379,9 @@ func (s *Store) loadSnapshot(taken, mark uint64, r io.Reader) error {
 		}
 		if bytes.HasPrefix(k, []byte("d/")) {
 			s.dedup.add(k, now)
+		}
+		if t, ok := outboxTarget(k); ok && !containsInt(targets, t) {
+			targets = append(targets, t)
 		}
 		b.Set(k, v, nil)
 		n++
@@ -378,6 +411,11 @@ func (s *Store) loadSnapshot(taken, mark uint64, r io.Reader) error {
 	// afresh.
 	s.forgetCaches()
 	rp.advance(mark)
+	// Outbox records came with the snapshot (a restored backup's, or a
+	// rebuild's): their targets' owners are told, as when an applied entry
+	// brings some, or what the snapshot owes them would wait for this
+	// partition's next entry for them.
+	s.notifyIntents(targets)
 	return nil
 }
 

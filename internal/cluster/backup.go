@@ -3,6 +3,7 @@ package cluster
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -98,7 +99,29 @@ type BackupFile struct {
 type BackupPart struct {
 	Partition int    `json:"partition"`
 	Seq       uint64 `json:"seq"` // the log sequence the snapshot was taken at (0: a single node's data)
+	// Inbox is the partition's inbox marks (P > 1): for each source
+	// partition, the highest sequence of the source's log whose intents
+	// ran here, read once the snapshot was taken (so at least the
+	// snapshot's own). A restore numbers each log above them (NextSeq).
+	Inbox map[int]uint64 `json:"inbox,omitempty"`
 	BackupFile
+}
+
+// NextSeq is the sequence at which a restore of m makes partition p's log
+// continue (docs/cluster.md §19, "The numbering rule"): above its own
+// snapshot's sequence and above every other partition's inbox mark for
+// it, since a target runs only the source entries above its mark, and a
+// source's outbox records are keyed by its sequences. 0 with one
+// partition: no other partition reads its numbering.
+func (m Manifest) NextSeq(p int) uint64 {
+	if m.Partitions <= 1 || p >= len(m.Parts) {
+		return 0
+	}
+	n := m.Parts[p].Seq
+	for _, part := range m.Parts {
+		n = max(n, part.Inbox[p])
+	}
+	return n + 1
 }
 
 // CursorRecord is one line of cursors.jsonl: a device's cursor, or (with
@@ -118,6 +141,9 @@ type BackupSource struct {
 	Cursors func(ctx context.Context, put func(CursorRecord) error) error
 	// Snapshot hands put partition p's snapshot and its sequence.
 	Snapshot func(ctx context.Context, p int, put func(seq uint64, r io.Reader) error) error
+	// Marks, when set, reads partition p's inbox marks once its snapshot
+	// is taken (BackupPart.Inbox).
+	Marks func(ctx context.Context, p int) (map[int]uint64, error)
 }
 
 // WriteBackup writes the backup src describes to w. The files are spooled
@@ -177,7 +203,16 @@ func WriteBackup(ctx context.Context, w io.Writer, spool string, src BackupSourc
 		if err != nil {
 			return m, fmt.Errorf("partition %d: %w", p, err)
 		}
-		m.Parts = append(m.Parts, BackupPart{Partition: p, Seq: seq, BackupFile: bf})
+		var marks map[int]uint64
+		if src.Marks != nil {
+			if marks, err = src.Marks(ctx, p); err != nil {
+				return m, fmt.Errorf("partition %d: inbox marks: %w", p, err)
+			}
+		}
+		if len(marks) == 0 {
+			marks = nil
+		}
+		m.Parts = append(m.Parts, BackupPart{Partition: p, Seq: seq, Inbox: marks, BackupFile: bf})
 		partFiles[p] = f
 	}
 
@@ -408,6 +443,14 @@ func (c *Cluster) Backup(ctx context.Context, w io.Writer, spool string, cursors
 			}
 			return view.Snapshot(put)
 		},
+		Marks: func(_ context.Context, p int) (map[int]uint64, error) {
+			if v, ok := c.o.View(p).(interface {
+				InboxMarks() (map[int]uint64, error)
+			}); ok && c.o.Partitions > 1 {
+				return v.InboxMarks()
+			}
+			return nil, nil
+		},
 	})
 }
 
@@ -573,7 +616,13 @@ const restoreWait = 10 * time.Minute
 // is a directory for the cursors file, which is put only once every
 // partition is restored. It returns once this node's views have loaded the
 // restore.
-func (c *Cluster) Restore(ctx context.Context, r io.Reader, spool string, cursors *Cursors, entry func(object, sha256 string, seq uint64) []byte) (Restored, error) {
+//
+// With several partitions each log continues above what the backup's
+// partitions hold of its numbering (Manifest.NextSeq), and every log is
+// moved there before the first restore entry (freeze): empty builds the
+// snapshot of an empty view (store.EmptySnapshot) that bridges the jump
+// (jumpTo).
+func (c *Cluster) Restore(ctx context.Context, r io.Reader, spool string, cursors *Cursors, entry func(object, sha256 string, seq uint64) []byte, empty func(seq uint64) []byte) (Restored, error) {
 	var out Restored
 	id := nuid.Next()
 	var objects []string
@@ -634,10 +683,21 @@ func (c *Cluster) Restore(ctx context.Context, r io.Reader, spool string, cursor
 	if err != nil {
 		return out, err
 	}
-	for _, part := range m.Parts {
+	frozen, err := c.freeze(ctx, m, empty)
+	if err != nil {
+		return out, err
+	}
+	for i, part := range m.Parts {
 		object := objects[part.Partition]
-		seq, err := c.appendRestore(ctx, part.Partition, entry(object, part.SHA256, part.Seq))
+		var at uint64
+		if frozen != nil {
+			at = frozen[part.Partition]
+		}
+		seq, err := c.appendRestore(ctx, part.Partition, entry(object, part.SHA256, part.Seq), at)
 		if err != nil {
+			if frozen != nil {
+				c.thaw(frozen[i:], i)
+			}
 			if len(out.Partitions) > 0 {
 				done = true // the partitions restored keep their objects
 				err = fmt.Errorf("%w (partitions restored before this one: %d)", err, len(out.Partitions))
@@ -658,7 +718,11 @@ func (c *Cluster) Restore(ctx context.Context, r io.Reader, spool string, cursor
 	}
 	done = true
 	for _, rp := range out.Partitions {
-		if err := waitApplied(ctx, c.o.View(rp.Partition), rp.Seq, restoreWait); err != nil {
+		var at uint64
+		if frozen != nil {
+			at = frozen[rp.Partition]
+		}
+		if err := c.waitRestored(ctx, rp, at, empty); err != nil {
 			return out, fmt.Errorf("%s restored at %d, but not loaded here yet: %w", StreamName(rp.Partition), rp.Seq, err)
 		}
 	}
@@ -680,6 +744,26 @@ func (c *Cluster) Restore(ctx context.Context, r io.Reader, spool string, cursor
 		return out, fmt.Errorf("restoring cursors (%d put): %w", n, err)
 	}
 	return out, nil
+}
+
+// waitRestored waits until this node's view has loaded rp. A log that was
+// moved to continue at next is crossed by a rebuild from the bridge
+// snapshot: while the view waits, the bridge is kept in place (keepBridge).
+func (c *Cluster) waitRestored(ctx context.Context, rp RestoredPart, next uint64, empty func(seq uint64) []byte) error {
+	if next == 0 || rp.Seq != next {
+		return waitApplied(ctx, c.o.View(rp.Partition), rp.Seq, restoreWait)
+	}
+	ctx, cancel := context.WithTimeout(ctx, restoreWait)
+	defer cancel()
+	for {
+		c.keepBridge(ctx, rp.Partition, next-1, empty)
+		if waitApplied(ctx, c.o.View(rp.Partition), rp.Seq, time.Second) == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("this node's view has applied %d of the log's %d entries after %v", c.o.View(rp.Partition).Applied(), rp.Seq, restoreWait)
+		}
+	}
 }
 
 // emptyAt reads partition p's log's last sequence L and, once this node's
@@ -709,35 +793,107 @@ func (c *Cluster) emptyAt(ctx context.Context, p int) (uint64, error) {
 // appendRestore appends a restore entry to partition p's log right after
 // an end at which this node's view is empty, and returns its sequence.
 // Appended after anything else (a write that came between the check and
-// the publish) it is refused by JetStream, and the check runs again.
-func (c *Cluster) appendRestore(ctx context.Context, p int, entry []byte) (uint64, error) {
+// the publish) it is refused by JetStream, and the check runs again. With
+// at > 0 the log was moved to continue at at (freeze): the entry lands
+// there, where nothing else can have.
+func (c *Cluster) appendRestore(ctx context.Context, p int, entry []byte, at uint64) (uint64, error) {
 	group := fmt.Sprintf("%s/restore/%s", c.node.name, nuid.Next())
 	for {
-		last, err := c.emptyAt(ctx, p)
-		if err != nil {
-			return 0, err
+		last := at - 1
+		if at == 0 {
+			var err error
+			if last, err = c.emptyAt(ctx, p); err != nil {
+				return 0, err
+			}
 		}
-		msg := &nats.Msg{Subject: Subject(p), Data: entry, Header: nats.Header{}}
+		seq, ok, err := c.publishAt(ctx, p, entry, "restore", group, last)
+		switch {
+		case err != nil:
+			return 0, err
+		case ok:
+			return seq, nil
+		case at > 0:
+			return 0, fmt.Errorf("%s: an entry landed after the log was moved to continue at %d", StreamName(p), at)
+		}
+		// Something came after last: look again.
+	}
+}
+
+// publishAt publishes data (of kind) as partition p's entry last+1 and
+// returns its sequence; ok false when another entry is there.
+func (c *Cluster) publishAt(ctx context.Context, p int, data []byte, kind, group string, last uint64) (seq uint64, ok bool, err error) {
+	for {
+		msg := &nats.Msg{Subject: Subject(p), Data: data, Header: nats.Header{}}
 		msg.Header.Set(HeaderGroup, group)
-		msg.Header.Set(HeaderKind, "restore")
+		msg.Header.Set(HeaderKind, kind)
 		pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 		ack, err := c.node.js.PublishMsg(pctx, msg, jetstream.WithExpectLastSequence(last))
 		cancel()
 		switch {
 		case err == nil:
-			return ack.Sequence, nil
+			return ack.Sequence, true, nil
 		case wrongLastSeq(err):
-			continue // something came after last: look again
+			return 0, false, nil
 		case isAPIError(err):
-			return 0, err
+			return 0, false, err
 		}
-		// Unclear: did it land at last+1?
-		seq, found, rerr := c.landed(ctx, p, last+1, group)
-		if rerr != nil {
-			return 0, rerr
+		// Unclear: did it land at last+1? Not found: publish again (if the
+		// first attempt lands meanwhile, this one is refused).
+		seq, ours, err := c.landed(ctx, p, last+1, group)
+		if err != nil || ours {
+			return seq, ours, err
 		}
-		if found {
-			return seq, nil
+	}
+}
+
+// freeze moves, with several partitions, every partition's log to
+// continue at its sequence in a restore of m (Manifest.NextSeq, and at
+// least two past the log's end, so that its owner's next append, which
+// expects the end, is refused: jumpTo), one after the other, before any
+// restore entry, and returns those sequences. Until its restore entry
+// lands a moved log takes no other write: no owner can append to it, nor
+// a new one fence it (a view cannot catch up across the jump). So the
+// intents of a partition already restored cannot run into one not yet
+// restored (whose emptiness was checked). nil with one partition, where
+// nothing moves. A failure thaws the partitions moved so far.
+func (c *Cluster) freeze(ctx context.Context, m Manifest, empty func(seq uint64) []byte) ([]uint64, error) {
+	if m.Partitions <= 1 {
+		return nil, nil
+	}
+	at := make([]uint64, m.Partitions)
+	for p := range at {
+		last, err := c.emptyAt(ctx, p)
+		if err == nil {
+			next := max(m.NextSeq(p), last+2)
+			if err = c.jumpTo(ctx, p, last, next, empty); err == nil {
+				at[p] = next
+				continue
+			}
+		}
+		c.thaw(at[:p], 0)
+		if p > 0 {
+			err = fmt.Errorf("%w (the logs of partitions 0 to %d were moved, and are open again, empty)", err, p-1)
+		}
+		return nil, err
+	}
+	return at, nil
+}
+
+// thaw appends a fence at each of the moved logs' new start (at, from
+// partition first on) whose restore entry will not come: every view
+// rebuilds from the bridge, an empty view, and the partition takes an
+// owner again, empty: a restore can be tried again. Best effort.
+func (c *Cluster) thaw(at []uint64, first int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i, next := range at {
+		if next == 0 {
+			continue
+		}
+		p := first + i
+		group := fmt.Sprintf("%s/thaw/%s", c.node.name, nuid.Next())
+		if _, _, err := c.publishAt(ctx, p, c.o.FenceEntry(), "fence", group, next-1); err != nil {
+			c.report(p, fmt.Errorf("restore failed: %s stays moved to %d without its restore entry: %w", StreamName(p), next, err))
 		}
 	}
 }
@@ -814,4 +970,89 @@ func wireRestore(view View, rb *rebuilder) {
 		}
 		return res, nil
 	})
+}
+
+// jumpTo makes partition p's log, which ends at last with a view that
+// holds nothing, continue at next (docs/cluster.md §19, "The numbering
+// rule"). JetStream moves a stream's first sequence when it is purged up
+// to a sequence past its last: the stream is then empty, its first
+// sequence next and its last next-1. The entries up to last (fences) go,
+// so every view is then behind the log's first entry, and rebuilds (§10.4)
+// from the partition's snapshot, which is first replaced by that of an
+// empty view at next-1 (empty): the state those entries left. The owner's
+// next append, expecting its own last, is refused: it steps down, as for
+// the restore entry that follows.
+func (c *Cluster) jumpTo(ctx context.Context, p int, last, next uint64, empty func(seq uint64) []byte) error {
+	if empty == nil || c.obs == nil {
+		return fmt.Errorf("%s: the restore must continue the log at %d, and this node cannot move it", StreamName(p), next)
+	}
+	if err := c.putBridge(ctx, p, next-1, empty); err != nil {
+		return err
+	}
+	info, err := c.streamInfo(ctx, p)
+	if err != nil {
+		return err
+	}
+	if info.State.LastSeq != last {
+		return fmt.Errorf("%w: %s was written to during the restore (its last entry %d, checked empty at %d)", ErrNotEmpty, StreamName(p), info.State.LastSeq, last)
+	}
+	req, _ := json.Marshal(map[string]uint64{"seq": next})
+	msg, err := c.node.nc.RequestWithContext(ctx, fmt.Sprintf(apiStreamPurge, StreamName(p)), req)
+	if err != nil {
+		return fmt.Errorf("%s: moving its first sequence to %d: %w", StreamName(p), next, err)
+	}
+	var resp struct {
+		Success bool   `json:"success"`
+		Purged  uint64 `json:"purged"`
+		Error   *struct {
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil || !resp.Success {
+		why := string(msg.Data)
+		if resp.Error != nil {
+			why = resp.Error.Description
+		}
+		return fmt.Errorf("%s: moving its first sequence to %d: %s", StreamName(p), next, why)
+	}
+	if resp.Purged > info.State.Msgs {
+		// A write came between the check and the purge, and went with it:
+		// the restore replaces the partition's data anyway, but a client
+		// was acknowledged. The operator restored into a cluster in use.
+		c.report(p, fmt.Errorf("restore: %d entries written to %s after it was checked empty were dropped by the restore", resp.Purged-info.State.Msgs, StreamName(p)))
+	}
+	return nil
+}
+
+// apiStreamPurge is JetStream's purge request; its answer says how many
+// entries went (the client library's Purge does not).
+const apiStreamPurge = "$JS.API.STREAM.PURGE.%s"
+
+// putBridge stores the snapshot of an empty view at seq as partition p's
+// snapshot.
+func (c *Cluster) putBridge(ctx context.Context, p int, seq uint64, empty func(seq uint64) []byte) error {
+	h := nats.Header{}
+	h.Set(HeaderSnapshotSeq, strconv.FormatUint(seq, 10))
+	h.Set(HeaderSnapshotFormat, strconv.Itoa(c.snapshotFormat()))
+	h.Set(HeaderSnapshotPartitions, strconv.Itoa(c.o.Partitions))
+	if _, err := c.obs.Put(ctx, jetstream.ObjectMeta{Name: SnapshotName(p), Headers: h}, bytes.NewReader(empty(seq))); err != nil {
+		return fmt.Errorf("%s: putting the snapshot it continues from: %w", SnapshotName(p), err)
+	}
+	return nil
+}
+
+// keepBridge puts the bridge back if the object store's snapshot of p is
+// older than seq once the restore entry is in: a snapshot the deposed
+// owner was writing when the log moved, landed after the bridge, would
+// leave every view unable to rebuild across the jump.
+func (c *Cluster) keepBridge(ctx context.Context, p int, seq uint64, empty func(seq uint64) []byte) {
+	info, err := c.obs.GetInfo(ctx, SnapshotName(p))
+	if err == nil {
+		if s, err := strconv.ParseUint(info.Headers.Get(HeaderSnapshotSeq), 10, 64); err == nil && s >= seq {
+			return
+		}
+	}
+	if err := c.putBridge(ctx, p, seq, empty); err != nil {
+		c.report(p, err)
+	}
 }

@@ -101,7 +101,7 @@ func (s *Server) clusterRestore(w http.ResponseWriter, r *http.Request) {
 	cp := s.cluster
 	out, err := cp.join.Restore(ctx, r.Body, s.cfg.Data, cp.cursors, func(object, sum string, seq uint64) []byte {
 		return store.RestoreEntry(store.Restore{Object: object, SHA256: sum, Seq: seq})
-	})
+	}, store.EmptySnapshot)
 	if err != nil {
 		code := http.StatusInternalServerError
 		switch {
