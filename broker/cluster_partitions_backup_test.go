@@ -16,33 +16,6 @@ import (
 	"github.com/duet-im/duet/store"
 )
 
-// waitPartitionOwners waits until each of P partitions has an owner among
-// nodes and every node owns some, and returns each partition's owner.
-func waitPartitionOwners(t *testing.T, nodes []*testServer, P int) []int {
-	t.Helper()
-	owner := make([]int, P)
-	wait.For(t, 30*time.Second, 20*time.Millisecond, func() error {
-		seen := map[int]bool{}
-		for p := range P {
-			owner[p] = -1
-			for i, n := range nodes {
-				if n.store.Partition(p).Owns() {
-					owner[p] = i
-				}
-			}
-			if owner[p] < 0 {
-				return fmt.Errorf("partition %d has no owner", p)
-			}
-			seen[owner[p]] = true
-		}
-		if len(seen) != len(nodes) {
-			return fmt.Errorf("owners %v", owner)
-		}
-		return nil
-	})
-	return owner
-}
-
 // sameUserData fails unless every user's timeline, conversations,
 // friends and history with each other user read the same on every node of
 // got as on node want.
@@ -102,7 +75,7 @@ func TestClusterPartitionsBackupRestore(t *testing.T) {
 		c.Cluster.Partitions, c.Cluster.RebalanceDelay = P, time.Second
 	}
 	src := startCluster(t, 3, six)
-	waitPartitionOwners(t, src, P)
+	clustertest.Owners(t, servers(src), P)
 	// Three users in three partitions.
 	var users []string
 	taken := map[int]bool{}
@@ -169,7 +142,7 @@ func TestClusterPartitionsBackupRestore(t *testing.T) {
 	lastAlice, _ := src[0].store.LastSeq(alice)
 
 	dst := startCluster(t, 3, six)
-	waitPartitionOwners(t, dst, P)
+	clustertest.Owners(t, servers(dst), P)
 	code, body := restoreInto(t, dst[2], backup)
 	var restored cluster.Restored
 	if code != http.StatusOK || json.Unmarshal([]byte(body), &restored) != nil || len(restored.Partitions) != P {
@@ -190,7 +163,7 @@ func TestClusterPartitionsBackupRestore(t *testing.T) {
 
 	// After the restore: messages across partitions, every way, are
 	// delivered, each with the recipient's next Seq.
-	waitPartitionOwners(t, dst, P)
+	clustertest.Owners(t, servers(dst), P)
 	da = dst[0].connect(alice, connectOpts{})
 	db = dst[1].connect(bob, connectOpts{clientID: bob + ":phone"})
 	dc = dst[2].connect(carol, connectOpts{})

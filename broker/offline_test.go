@@ -486,12 +486,22 @@ func TestSendMsgControl(t *testing.T) {
 			t.Fatal(r)
 		}
 	}
-	list, _ := bob.request("recentcontact/get_list", map[string]any{})
-	item := event(list["SessionItem"].([]any)[0].(map[string]any))
-	// 1 (the plain message) + 1 (NoLastMsg still counts) — not the NoUnread one.
-	if item.num("UnreadMsgNum") != 2 {
-		t.Fatalf("unread %d, want 2", item.num("UnreadMsgNum"))
-	}
+	// 1 (the plain message) + 1 (NoLastMsg still counts) — not the NoUnread
+	// one. With partitions bob's side of a send is his partition's, a few
+	// milliseconds after alice's acknowledgement (docs/cluster.md §11.3).
+	var item event
+	wait.For(t, 5*time.Second, 10*time.Millisecond, func() error {
+		list, _ := bob.request("recentcontact/get_list", map[string]any{})
+		items, _ := list["SessionItem"].([]any)
+		if len(items) == 0 {
+			return fmt.Errorf("no conversation: %v", list)
+		}
+		item = event(items[0].(map[string]any))
+		if item.num("UnreadMsgNum") != 2 {
+			return fmt.Errorf("unread %d, want 2", item.num("UnreadMsgNum"))
+		}
+		return nil
+	})
 	last, _ := item["LastMsg"].(map[string]any)
 	if last == nil || last["MsgRandom"] != float64(10) {
 		t.Fatalf("last message %v, want the NoUnread one (MsgRandom 10), not the NoLastMsg one; first was %s", last, first.str("MsgKey"))
