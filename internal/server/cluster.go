@@ -330,16 +330,6 @@ func (s *Server) waitViews(ctx context.Context, ends []uint64) error {
 	return nil
 }
 
-// logEnd is the log's last sequence as JetStream has it now (P = 1: one
-// stream): a view that has applied it has every write acknowledged so far.
-func (cp *clusterParts) logEnd(ctx context.Context) (uint64, error) {
-	stream, err := cp.node.JetStream().Stream(ctx, cluster.StreamName(0))
-	if err != nil {
-		return 0, err
-	}
-	return stream.CachedInfo().State.LastSeq, nil
-}
-
 // clusterAccounts is what login asks about users on a cluster node: the
 // local view answers whether an account exists; an account that
 // --auto-accounts creates is created by the owner, through the command
