@@ -403,3 +403,52 @@ func (s *Store) notifyIntents(targets []int) {
 		s.opts.OnIntents(targets)
 	}
 }
+
+// userKeyPrefixes are the keys named by their user first: a transaction
+// writes them only for users of its own partition (I8). Keys whose owner
+// is found another way (the time index, media records, expiry entries)
+// are not checked here; store/split.go has the full table.
+var userKeyPrefixes = [...]string{"a/", "t/", "s/", "d/", "r/", "x/", "pf/", "nm/", "rf/", "rg/", "rb/", "rh/", "rq/", "rs/", "rc/", "rl/", "pt/", "pw/"}
+
+// foreignWrite reports a key this partition must not write: one named by
+// a user of another partition (userKeyPrefixes), a history record of
+// which neither user is this partition's, a download grant of another
+// partition's user. Checked for every write of every transaction on a
+// store with partitions: an operation the audit of docs/cluster.md §11.2
+// missed fails its transaction loudly instead of writing another
+// partition's key into this one (Q7).
+func (s *Store) foreignWrite(k []byte) bool {
+	of := s.opts.PartitionOf
+	local := func(u []byte) bool { return of(string(u)) == s.opts.Partition }
+	slash := bytes.IndexByte(k, '/')
+	if slash < 0 {
+		return false
+	}
+	prefix, rest := string(k[:slash+1]), k[slash+1:]
+	first, after, _ := bytes.Cut(rest, []byte{sep})
+	switch prefix {
+	case "h/", "k/":
+		second, _, _ := bytes.Cut(after, []byte{sep})
+		return !local(first) && !local(second)
+	case "mg/":
+		second, _, _ := bytes.Cut(after, []byte{sep})
+		return !local(second)
+	}
+	for _, p := range userKeyPrefixes {
+		if p == prefix {
+			return !local(first)
+		}
+	}
+	return false
+}
+
+// checkWrites refuses a transaction that writes a key of another
+// partition (foreignWrite).
+func (s *Store) checkWrites(tx *Tx) error {
+	for _, p := range tx.puts {
+		if s.foreignWrite(p.k) {
+			return fmt.Errorf("store: a transaction of partition %d writes %q, a key of another partition: an operation missing from docs/cluster.md §11.2", s.opts.Partition, p.k)
+		}
+	}
+	return nil
+}

@@ -549,3 +549,32 @@ func TestIntentsRecallAcrossPartitions(t *testing.T) {
 		t.Fatalf("bob's conversation: %+v, %v", cv, err)
 	}
 }
+
+// A transaction that writes a key of another partition other than through
+// the deferred operations is refused whole: a missed case of the audit
+// (docs/cluster.md §11.2, Q7) fails loudly instead of putting another
+// partition's data into this one.
+func TestForeignWriteRefused(t *testing.T) {
+	p := newPartitions(t, 2, map[string]int{"alice": 0, "bob": 1, "carol": 1})
+	a := p.owners[0]
+	for _, c := range []struct {
+		name string
+		fn   func(tx *Tx) error
+		ok   bool
+	}{
+		{"own account", func(tx *Tx) error { tx.Put(accountKey("alice"), []byte(`{}`)); return nil }, true},
+		{"history record with a user of this partition", func(tx *Tx) error { tx.Put(historyKey("alice", "bob", 1, 1, 1), []byte(`{}`)); return nil }, true},
+		{"another partition's account", func(tx *Tx) error { tx.Put(accountKey("bob"), []byte(`{}`)); return nil }, false},
+		{"another partition's profile", func(tx *Tx) error { return tx.PutProfile("bob", &Profile{}) }, false},
+		{"a history record of two other users", func(tx *Tx) error { tx.Put(historyKey("bob", "carol", 1, 1, 1), []byte(`{}`)); return nil }, false},
+		{"another partition's reverse index, raw", func(tx *Tx) error { tx.Put(friendedKey("bob", "alice"), nil); return nil }, false},
+	} {
+		err := a.UpdateFor("alice", c.fn)
+		if (err == nil) != c.ok {
+			t.Errorf("%s: %v", c.name, err)
+		}
+		if !c.ok && has(t, a, accountKey("bob")) {
+			t.Errorf("%s: written anyway", c.name)
+		}
+	}
+}

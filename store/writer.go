@@ -312,6 +312,13 @@ func (s *Store) commit(group []*txn) {
 			t.err = err
 			continue
 		}
+		if s.opts.PartitionOf != nil {
+			if err := s.checkWrites(tx); err != nil {
+				s.log.Error("store: refused a transaction", "error", err)
+				t.err = err
+				continue
+			}
+		}
 		for _, p := range tx.puts {
 			var err error
 			if p.del {
