@@ -616,18 +616,23 @@ func TestClusterCrash(t *testing.T) {
 		if first < 0 {
 			t.Errorf("round %d: no affected sender had a send acknowledged after the kill", round)
 		}
-		// The node restarts on its data, rejoins (healthy once its view has
-		// caught up with the log), and the load goes on.
-		c.start(nd)
-		c.waitHealthy(nd)
-		l.markKill(time.Now())
-		l.waitProgress(3, 60*time.Second, nil)
-		t.Logf("round %d: %s rejoined %v after the kill", round, nd.name, time.Since(at).Round(time.Millisecond))
+		c.rejoin(l, nd, round, at)
 		if t.Failed() {
 			t.FailNow()
 		}
 	}
 	l.finish()
+}
+
+// rejoin restarts nd on its data after the kill of round at at: it is
+// healthy once its view has caught up with the log, and the load goes on.
+func (c *duetCluster) rejoin(l *clusterLoad, nd *clusterNode, round int, at time.Time) {
+	c.t.Helper()
+	c.start(nd)
+	c.waitHealthy(nd)
+	l.markKill(time.Now())
+	l.waitProgress(3, 60*time.Second, nil)
+	c.t.Logf("round %d: %s rejoined %v after the kill", round, nd.name, time.Since(at).Round(time.Millisecond))
 }
 
 // TestClusterCrashPartitions is TestClusterCrash with six partitions
@@ -653,11 +658,7 @@ func TestClusterCrashPartitions(t *testing.T) {
 		l.waitProgress(1, 60*time.Second, nil)
 		first, last := l.takeover(nil)
 		t.Logf("round %d: killed %s; every sender had a send acknowledged %v to %v after the kill", round, nd.name, first.Round(time.Millisecond), last.Round(time.Millisecond))
-		c.start(nd)
-		c.waitHealthy(nd)
-		l.markKill(time.Now())
-		l.waitProgress(3, 60*time.Second, nil)
-		t.Logf("round %d: %s rejoined %v after the kill", round, nd.name, time.Since(at).Round(time.Millisecond))
+		c.rejoin(l, nd, round, at)
 		if t.Failed() {
 			t.FailNow()
 		}

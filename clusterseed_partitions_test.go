@@ -32,15 +32,7 @@ func TestClusterSeedPartitions(t *testing.T) {
 	dir, single := startSingleNode(t)
 	const P = 6
 	// Three users of three partitions.
-	var users []string
-	taken := map[int]bool{}
-	for i := 0; len(users) < 3; i++ {
-		u := fmt.Sprint("user", i)
-		if p := cluster.Partition(u, P); !taken[p] {
-			taken[p] = true
-			users = append(users, u)
-		}
-	}
+	users := clustertest.Users(3, P, func(p int) int { return p })
 	cfg := Config{SDKAppID: clustertest.SDKAppID, Secret: clustertest.Secret}
 	var list []any
 	for _, u := range users {

@@ -77,15 +77,7 @@ func TestClusterPartitionsBackupRestore(t *testing.T) {
 	src := startCluster(t, 3, six)
 	clustertest.Owners(t, servers(src), P)
 	// Three users in three partitions.
-	var users []string
-	taken := map[int]bool{}
-	for i := 0; len(users) < 3; i++ {
-		u := fmt.Sprint("user", i)
-		if p := cluster.Partition(u, P); !taken[p] {
-			taken[p] = true
-			users = append(users, u)
-		}
-	}
+	users := clustertest.Users(3, P, func(p int) int { return p })
 	alice, bob, carol := users[0], users[1], users[2]
 	for _, u := range users {
 		// On the partition's owner at the time (balance may still move it).

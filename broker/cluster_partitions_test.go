@@ -34,16 +34,8 @@ func TestClusterPartitionsChat(t *testing.T) {
 	owner := clustertest.Owners(t, srvs, P)
 	// alice's partition is node X's, bob's node Y's; their devices are on
 	// the third node Z and on X.
-	var alice, bob string
-	for i := 0; alice == "" || bob == ""; i++ {
-		u := fmt.Sprint("user", i)
-		switch o := owner[cluster.Partition(u, P)]; {
-		case alice == "":
-			alice = u
-		case o != owner[cluster.Partition(alice, P)]:
-			bob = u
-		}
-	}
+	users := clustertest.Users(2, P, func(p int) int { return owner[p] })
+	alice, bob := users[0], users[1]
 	x, y := owner[cluster.Partition(alice, P)], owner[cluster.Partition(bob, P)]
 	z := 3 - x - y
 	nodes[x].users(alice)

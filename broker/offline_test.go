@@ -25,6 +25,16 @@ func TestOfflineFlow(t *testing.T) {
 	for i := range keys {
 		keys[i] = alice.send("bob", i+1).str("MsgKey")
 	}
+	// bob comes later: with partitions his side of each send is his
+	// partition's, a few milliseconds after alice's acknowledgement
+	// (docs/cluster.md §11.3); the 50th could otherwise still come live,
+	// after sync_complete.
+	wait.For(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if last, _ := s.store.LastSeq("bob"); last != 50 {
+			return fmt.Errorf("bob's timeline at %d", last)
+		}
+		return nil
+	})
 	phone := s.connect("bob", connectOpts{clientID: "bob:phone", v5: true})
 	for i, k := range keys {
 		e := phone.next()

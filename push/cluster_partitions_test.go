@@ -43,16 +43,8 @@ func TestClusterPushPartitions(t *testing.T) {
 
 	// alice (the sender) and bob (the recipient) are in partitions of
 	// different nodes x and y; the devices are on the third node z.
-	var alice, bob string
-	for i := 0; alice == "" || bob == ""; i++ {
-		u := fmt.Sprint("user", i)
-		switch {
-		case alice == "":
-			alice = u
-		case owner[cluster.Partition(u, P)] != owner[cluster.Partition(alice, P)]:
-			bob = u
-		}
-	}
+	users := clustertest.Users(2, P, func(p int) int { return owner[p] })
+	alice, bob := users[0], users[1]
 	x, y := owner[cluster.Partition(alice, P)], owner[cluster.Partition(bob, P)]
 	z := 3 - x - y
 	for _, u := range []string{alice, bob} {

@@ -239,7 +239,9 @@ func (s *Store) Receive(src *Store) (int, error) {
 				cur = o.seq
 				ran++
 			}
-			tx.Put(inboxKey(src.opts.Partition), u64(cur))
+			if ran > 0 { // else another Receive ran them all meanwhile
+				tx.Put(inboxKey(src.opts.Partition), u64(cur))
+			}
 			wrote = tx.puts
 			return nil
 		})

@@ -296,6 +296,9 @@ func (r *replication) advance(seq uint64) {
 // WaitApplied returns once this view has applied the log up to seq, or
 // with ctx's error.
 func (s *Store) WaitApplied(ctx context.Context, seq uint64) error {
+	if s.parts != nil {
+		return errors.New("store: WaitApplied names one partition's log: call it on Partition(p)")
+	}
 	if s.repl == nil {
 		return nil
 	}

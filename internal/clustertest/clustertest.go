@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/duet-im/duet/internal/cluster"
 	"github.com/duet-im/duet/internal/freeport"
 	"github.com/duet-im/duet/internal/server"
 	"github.com/duet-im/duet/internal/wait"
@@ -149,6 +150,22 @@ func Owners(t testing.TB, srvs []*server.Server, P int) []int {
 		return nil
 	})
 	return owner
+}
+
+// Users names n users, "user0", "user1", …, each in a partition whose
+// key no earlier one's has: with key p → p, users of n partitions; with
+// key p → Owners(…)[p], users whose partitions n different nodes own.
+func Users(n, P int, key func(p int) int) []string {
+	var users []string
+	taken := map[int]bool{}
+	for i := 0; len(users) < n; i++ {
+		u := fmt.Sprint("user", i)
+		if k := key(cluster.Partition(u, P)); !taken[k] {
+			taken[k] = true
+			users = append(users, u)
+		}
+	}
+	return users
 }
 
 // Settle waits until every node's view has applied as much of the log as
