@@ -82,7 +82,7 @@ type AccountFields struct {
 // partition (docs/cluster.md §11.1).
 func (tx *Tx) PutAccount(user string, f AccountFields, now int64) error {
 	if p, ok := tx.foreign(user); ok {
-		return tx.deferPutAccount(p, user, f, now)
+		return tx.deferJSON(p, user, opPutAccount, nil, f, binary.AppendVarint(nil, now))
 	}
 	k := accountKey(user)
 	old, err := tx.Get(k)

@@ -41,7 +41,7 @@ type CopyChange struct {
 // user.
 func (tx *Tx) ChangeCopy(user, peer, msgKey string, c CopyChange) error {
 	if p, ok := tx.foreign(user); ok {
-		return tx.deferChangeCopy(p, user, peer, msgKey, c)
+		return tx.deferJSON(p, user, opChangeCopy, appendBytes(appendBytes(nil, peer), msgKey), c, nil)
 	}
 	hk := historyKeyOf(user, peer, msgKey)
 	if hk == nil {

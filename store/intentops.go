@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 )
@@ -173,36 +172,12 @@ func keyOf(k []byte, user string) bool {
 	return len(rest) > len(user) && string(rest[:len(user)]) == user && rest[len(user)] == sep
 }
 
-// Encoders, used by each operation when its user is foreign.
-
-func (tx *Tx) deferPutFriend(p int, owner, peer string, f *Friend) error {
-	a, err := jsonArgs(appendBytes(nil, peer), f)
+// deferJSON records op for user of partition p with arguments head, v's
+// JSON, then tail.
+func (tx *Tx) deferJSON(p int, user string, op byte, head []byte, v any, tail []byte) error {
+	a, err := jsonArgs(head, v)
 	if err == nil {
-		tx.deferOp(p, owner, opPutFriend, a)
-	}
-	return err
-}
-
-func (tx *Tx) deferPutRequest(p int, to string, r *FriendRequest) error {
-	a, err := jsonArgs(appendBytes(nil, r.From), r)
-	if err == nil {
-		tx.deferOp(p, to, opPutRequest, a)
-	}
-	return err
-}
-
-func (tx *Tx) deferPutAccount(p int, user string, f AccountFields, now int64) error {
-	a, err := jsonArgs(nil, f)
-	if err == nil {
-		tx.deferOp(p, user, opPutAccount, binary.AppendVarint(a, now))
-	}
-	return err
-}
-
-func (tx *Tx) deferChangeCopy(p int, user, peer, msgKey string, c CopyChange) error {
-	a, err := jsonArgs(appendBytes(appendBytes(nil, peer), msgKey), c)
-	if err == nil {
-		tx.deferOp(p, user, opChangeCopy, a)
+		tx.deferOp(p, user, op, append(a, tail...))
 	}
 	return err
 }

@@ -311,15 +311,17 @@ func (s *Store) TrimOutbox(target *Store) error {
 	if err != nil || mark == 0 {
 		return err
 	}
-	done, err := s.outbox(target.opts.Partition, 0, maxReceive)
+	// The records at or below the mark: their keys only, not decoded.
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: outboxPrefix(target.opts.Partition), UpperBound: outboxKey(target.opts.Partition, mark+1)})
 	if err != nil {
 		return err
 	}
 	var keys [][]byte
-	for _, o := range done {
-		if o.seq <= mark {
-			keys = append(keys, outboxKey(target.opts.Partition, o.seq))
-		}
+	for ok := it.First(); ok && len(keys) < maxReceive; ok = it.Next() {
+		keys = append(keys, bytes.Clone(it.Key()))
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return err
 	}
 	if len(keys) == 0 {
 		return nil
@@ -387,7 +389,7 @@ func (tx *Tx) runIntents(in []intent) error {
 				return err
 			}
 			m.SenderSeq, m.ReceiverSeq = resolve(m.SenderSeq), resolve(m.ReceiverSeq)
-			if err := tx.putCopies(m); err != nil {
+			if err := tx.putCopies(m, historyKey(m.From, m.To, m.MsgTime, m.MsgSeq, m.MsgRandom)); err != nil {
 				return err
 			}
 		default:
@@ -420,8 +422,7 @@ var userKeyPrefixes = [...]string{"a/", "t/", "s/", "d/", "r/", "x/", "pf/", "nm
 // missed fails its transaction loudly instead of writing another
 // partition's key into this one (Q7).
 func (s *Store) foreignWrite(k []byte) bool {
-	of := s.opts.PartitionOf
-	local := func(u []byte) bool { return of(string(u)) == s.opts.Partition }
+	local := func(u []byte) bool { return s.local(string(u)) }
 	slash := bytes.IndexByte(k, '/')
 	if slash < 0 {
 		return false

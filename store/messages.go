@@ -101,13 +101,14 @@ func (m *Message) appendJSON(b []byte) ([]byte, error) {
 // deferred to its partition, which fills in the Seq its own timeline gave
 // (m.ReceiverSeq is a placeholder here when the recipient is foreign).
 func (tx *Tx) PutMessage(m *Message) error {
-	if !bytes.Equal(historyKeyOf(m.From, m.To, m.MsgKey), historyKey(m.From, m.To, m.MsgTime, m.MsgSeq, m.MsgRandom)) {
+	hk := historyKey(m.From, m.To, m.MsgTime, m.MsgSeq, m.MsgRandom)
+	if !bytes.Equal(historyKeyOf(m.From, m.To, m.MsgKey), hk) {
 		return fmt.Errorf("store: message %q: MsgKey does not match its MsgSeq, MsgRandom and MsgTime", m.MsgKey)
 	}
 	pf, fromForeign := tx.foreign(m.From)
 	pt, toForeign := tx.foreign(m.To)
 	if !fromForeign || !toForeign {
-		if err := tx.putCopies(m); err != nil {
+		if err := tx.putCopies(m, hk); err != nil {
 			return err
 		}
 	}
@@ -127,8 +128,8 @@ func (tx *Tx) PutMessage(m *Message) error {
 // this partition's. The time index and the media references (the
 // archives' and the media cleaner's) go with the sender's copy only, so
 // that each exists once in the cluster. Seqs this partition does not know
-// (placeholders, intents.go) are stored as 0.
-func (tx *Tx) putCopies(m *Message) error {
+// (placeholders, intents.go) are stored as 0. hk is m's history key.
+func (tx *Tx) putCopies(m *Message, hk []byte) error {
 	_, fromForeign := tx.foreign(m.From)
 	_, toForeign := tx.foreign(m.To)
 	mine := *m
@@ -142,7 +143,6 @@ func (tx *Tx) putCopies(m *Message) error {
 	if err != nil {
 		return err
 	}
-	hk := historyKey(m.From, m.To, m.MsgTime, m.MsgSeq, m.MsgRandom)
 	tx.Put(hk, b)
 	keys := [][]byte{hk}
 	if !fromForeign {

@@ -318,7 +318,7 @@ func (tx *Tx) GetFriend(owner, peer string) (*Friend, error) {
 // reports whether peer is new in the list.
 func (tx *Tx) PutFriend(owner, peer string, f *Friend) (created bool, err error) {
 	if p, ok := tx.foreign(owner); ok {
-		return false, tx.deferPutFriend(p, owner, peer, f)
+		return false, tx.deferJSON(p, owner, opPutFriend, appendBytes(nil, peer), f, nil)
 	}
 	old, err := tx.Get(friendKey(owner, peer))
 	if err != nil {
@@ -446,7 +446,7 @@ func (tx *Tx) HasSentRequest(from, to string) (bool, error) {
 // PutRequest records (or refreshes) a pending request from r.From to `to`.
 func (tx *Tx) PutRequest(to string, r *FriendRequest) error {
 	if p, ok := tx.foreign(to); ok {
-		return tx.deferPutRequest(p, to, r)
+		return tx.deferJSON(p, to, opPutRequest, appendBytes(nil, r.From), r, nil)
 	}
 	old, err := tx.Get(requestKey(to, r.From))
 	if err != nil {

@@ -277,7 +277,7 @@ func (s *Server) joinCluster() error {
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	if err := s.waitViews(ctx, ends); err != nil {
+	if err := waitViews(ctx, s.store, ends); err != nil {
 		return fmt.Errorf("cluster: %w (in %v)", err, joinTimeout)
 	}
 	cp.state.Store(stateServing)
@@ -310,21 +310,29 @@ func (cp *clusterParts) warnRouteTLS(ready <-chan struct{}) {
 func (cp *clusterParts) logEnds(ctx context.Context) ([]uint64, error) {
 	ends := make([]uint64, cp.cfg.partitions())
 	for p := range ends {
-		stream, err := cp.node.JetStream().Stream(ctx, cluster.StreamName(p))
-		if err != nil {
+		var err error
+		if ends[p], err = cp.logEnd(ctx, p); err != nil {
 			return nil, err
 		}
-		ends[p] = stream.CachedInfo().State.LastSeq
 	}
 	return ends, nil
 }
 
-// waitViews waits until this node's view of every partition has applied
-// its log up to ends (logEnds).
-func (s *Server) waitViews(ctx context.Context, ends []uint64) error {
+// logEnd is partition p's last log sequence as JetStream has it now.
+func (cp *clusterParts) logEnd(ctx context.Context, p int) (uint64, error) {
+	stream, err := cp.node.JetStream().Stream(ctx, cluster.StreamName(p))
+	if err != nil {
+		return 0, err
+	}
+	return stream.CachedInfo().State.LastSeq, nil
+}
+
+// waitViews waits until this node's view of every partition of st has
+// applied its log up to ends (logEnds).
+func waitViews(ctx context.Context, st *store.Store, ends []uint64) error {
 	for p, last := range ends {
-		if err := s.store.Partition(p).WaitApplied(ctx, last); err != nil {
-			return fmt.Errorf("the view of partition %d applied %d of the log's %d entries", p, s.store.Partition(p).Applied(), last)
+		if err := st.Partition(p).WaitApplied(ctx, last); err != nil {
+			return fmt.Errorf("the view of partition %d applied %d of the log's %d entries: %w", p, st.Partition(p).Applied(), last, err)
 		}
 	}
 	return nil

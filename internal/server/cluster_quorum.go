@@ -153,7 +153,7 @@ func (s *Server) regainQuorum(ctx context.Context) {
 		case <-time.After(quorumCheck):
 		}
 	}
-	if err := s.waitViews(ctx, last); err != nil {
+	if err := waitViews(ctx, s.store, last); err != nil {
 		return
 	}
 	cp.join.CutOff(false)

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 
 	"github.com/duet-im/duet/command"
-	"github.com/duet-im/duet/internal/cluster"
 	"github.com/duet-im/duet/media"
 	"github.com/duet-im/duet/store"
 )
@@ -73,20 +72,11 @@ func startMedia(cfg Config, key string, svc *command.Service, st *store.Store, c
 		mcfg.Exec = exec
 		mcfg.Owns = func(p int) bool { return st.Partition(p).Owns() }
 		mcfg.CatchUp = func(ctx context.Context) error {
-			for p := range st.Partitions() {
-				ps := st.Partition(p)
-				if ps.Owns() {
-					continue // the writer's view has every entry
-				}
-				last, err := cp.partLogEnd(ctx, p)
-				if err != nil {
-					return err
-				}
-				if err := ps.WaitApplied(ctx, last); err != nil {
-					return err
-				}
+			ends, err := cp.logEnds(ctx)
+			if err != nil {
+				return err
 			}
-			return nil
+			return waitViews(ctx, st, ends)
 		}
 	}
 	p.svc, err = media.New(mcfg, st, svc)
@@ -97,16 +87,6 @@ func startMedia(cfg Config, key string, svc *command.Service, st *store.Store, c
 		return nil, fmt.Errorf("media: %w", err)
 	}
 	return p, nil
-}
-
-// partLogEnd is partition p's log's last sequence as JetStream has it now
-// (logEnd for any partition).
-func (cp *clusterParts) partLogEnd(ctx context.Context, p int) (uint64, error) {
-	stream, err := cp.node.JetStream().Stream(ctx, cluster.StreamName(p))
-	if err != nil {
-		return 0, err
-	}
-	return stream.CachedInfo().State.LastSeq, nil
 }
 
 // MediaURL is the base of download links: --media-url, or the HTTP
