@@ -32,6 +32,9 @@ import (
 var (
 	clusterRounds = flag.Int("cluster.rounds", 2, "kill -9 rounds of TestClusterCrash (odd rounds kill the owner, even rounds a node that owns nothing)")
 	clusterLogs   = flag.Bool("cluster.logs", false, "log every node's output at the end of the cluster tests, not only when one fails")
+	// 2 s keeps the rounds short; -cluster.lease-ttl 5s measures the
+	// default's failover (docs/cluster.md §8.4).
+	clusterTTL = flag.Duration("cluster.lease-ttl", 2*time.Second, "--lease-ttl of the process-level cluster tests' nodes")
 )
 
 const (
@@ -93,7 +96,7 @@ func startDuetCluster(t *testing.T, n int, partitions ...int) *duetCluster {
 			"--mqtt", nd.mqtt, "--ws", "", "--http", nd.http, "--web=false", "--log-level", "info",
 			"--cluster-name", "crash", "--node", nd.name, "--cluster-listen", routes[i],
 			"--cluster-routes", strings.Join(urls, ","), "--cluster-secret", "route-secret",
-			"--cluster-sync", "always", "--lease-ttl", "2s",
+			"--cluster-sync", "always", "--lease-ttl", clusterTTL.String(),
 			"--media=false"} // no S3 here: media in a cluster is TestClusterMedia's (broker/)
 		if len(partitions) > 0 {
 			nd.args = append(nd.args, "--partitions", fmt.Sprint(partitions[0]))
@@ -511,12 +514,38 @@ func (l *clusterLoad) finish() {
 		redelivered += r.redelivered
 		liveGaps += r.gaps
 	}
+	// Every acknowledged entry is in its owner's view; the others apply it
+	// with a lag that has no promised bound (docs/cluster.md §12.4): it
+	// lasts seconds while a consumer is recreated after a stream leader
+	// change. Each node's timelines are read once its view has every
+	// partition's log as far as any view had it now.
+	var ends []uint64
+	wait.For(t, 30*time.Second, 50*time.Millisecond, func() (err error) {
+		ends, err = l.c.viewEnds()
+		return err
+	})
 	var mu sync.Mutex
 	var lost, twice, gaps int
 	t.Run("timelines", func(t *testing.T) {
 		for k, nd := range l.c.nodes {
 			t.Run(nd.name, func(t *testing.T) {
 				t.Parallel()
+				began := time.Now()
+				wait.For(t, 60*time.Second, 50*time.Millisecond, func() error {
+					views, err := l.c.views(k)
+					if err != nil {
+						return err
+					}
+					for p, end := range ends {
+						if v := views[nd.name]; len(v) <= p || v[p] < end {
+							return fmt.Errorf("%s: view %v, want the log up to %v", nd.name, v, ends)
+						}
+					}
+					return nil
+				})
+				if d := time.Since(began); d > time.Second {
+					t.Logf("%s: its view reached the log's end %v after the load's", nd.name, d.Round(time.Millisecond))
+				}
 				for i, s := range l.senders {
 					for _, user := range []string{fmt.Sprint("r", i), fmt.Sprint("s", i)} {
 						// A node that cannot read the device's cursor yet (its
@@ -550,6 +579,55 @@ func (l *clusterLoad) finish() {
 	})
 	t.Logf("%d acknowledged messages (%d answers 20005, resent), %d lost, %d stored twice, %d Seq gaps in replays, %d live Seq gaps, %d events redelivered after reconnects",
 		acked, retried, lost, twice, gaps, liveGaps, redelivered)
+}
+
+// views is each node's view position per partition (its applied log
+// sequence), as node i's /cluster page lists the nodes that answered.
+func (c *duetCluster) views(i int) (map[string][]uint64, error) {
+	resp, err := http.Get("http://" + c.nodes[i].http + "/cluster")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var page struct {
+		Nodes []struct {
+			Node  string   `json:"node"`
+			Views []uint64 `json:"views"`
+		} `json:"nodes"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil {
+		return nil, fmt.Errorf("%s /cluster: %s, %w", c.nodes[i].name, resp.Status, err)
+	}
+	out := map[string][]uint64{}
+	for _, n := range page.Nodes {
+		if len(n.Views) > 0 {
+			out[n.Node] = n.Views
+		}
+	}
+	return out, nil
+}
+
+// viewEnds is, per partition, the furthest any node's view has applied the
+// log: with the load stopped, the log's end, which every owner's view has.
+// It needs every node's answer.
+func (c *duetCluster) viewEnds() ([]uint64, error) {
+	views, err := c.views(0)
+	if err != nil {
+		return nil, err
+	}
+	if len(views) != len(c.nodes) {
+		return nil, fmt.Errorf("/cluster lists the views of %d of %d nodes", len(views), len(c.nodes))
+	}
+	var ends []uint64
+	for _, v := range views {
+		for p, seq := range v {
+			if p == len(ends) {
+				ends = append(ends, 0)
+			}
+			ends[p] = max(ends[p], seq)
+		}
+	}
+	return ends, nil
 }
 
 // TestClusterCrash kills nodes of a three-node cluster with SIGKILL while

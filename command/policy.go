@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"sync"
 
+	"github.com/duet-im/duet/internal/fnv1a"
 	"github.com/duet-im/duet/store"
 )
 
@@ -104,14 +105,9 @@ func newRelCache() *relCache {
 	return &relCache{max: relCacheSize, m: make(map[string]*list.Element)}
 }
 
-// relStripe is FNV-1a of user, inline so the hot path does not allocate.
+// relStripe is user's stripe: fnv1a, which does not allocate on the hot path.
 func relStripe(user string) int {
-	h := uint32(2166136261)
-	for i := 0; i < len(user); i++ {
-		h ^= uint32(user[i])
-		h *= 16777619
-	}
-	return int(h % relGenStripes)
+	return int(fnv1a.Sum32(user) % relGenStripes)
 }
 
 func (rc *relCache) get(st *store.Store, user string) (*relState, error) {

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/duet-im/duet/internal/fnv1a"
 )
 
 // Xiaomi MiPush ("Server API address and parameters"): POST
@@ -70,7 +72,7 @@ func xiaomiForm(n *Notification, pkg, channelID string) url.Values {
 	f.Set("payload", n.Ext)
 	f.Set("notify_type", "-1") // DEFAULT_ALL: sound, vibration, light
 	// Messages with the same notify_id replace each other; one per message.
-	f.Set("notify_id", strconv.FormatUint(uint64(hash32(n.MsgKey)%1e9), 10))
+	f.Set("notify_id", strconv.FormatUint(uint64(fnv1a.Sum32(n.MsgKey)%1e9), 10))
 	f.Set("extra.notify_effect", "1") // open the launcher activity
 	// The message class: a channel registered for private (IM) messages;
 	// without one MiPush uses the public default channel (~1 a day per device).
@@ -84,15 +86,6 @@ func xiaomiForm(n *Notification, pkg, channelID string) url.Values {
 		f.Set("extra.sound_uri", xiaomiSoundURI(pkg, n.Android.Sound))
 	}
 	return f
-}
-
-func hash32(s string) uint32 {
-	h := uint32(2166136261)
-	for i := 0; i < len(s); i++ {
-		h ^= uint32(s[i])
-		h *= 16777619
-	}
-	return h
 }
 
 func (x *xiaomi) send(ctx context.Context, n *Notification) error {

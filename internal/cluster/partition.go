@@ -1,6 +1,10 @@
 package cluster
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/duet-im/duet/internal/fnv1a"
+)
 
 // MaxPartitions bounds P: the store prefixes a partition's keys with its
 // number in one byte (docs/cluster.md §10.1).
@@ -8,15 +12,9 @@ const MaxPartitions = 256
 
 // Partition is the partition of user among p: fnv1a32 of the UserID's bytes
 // mod p (§5). UserIDs are case-sensitive, so no folding.
-// It is computed by hand, not with hash/fnv, because every store call
-// that names a user asks it: no allocation.
+// Every store call that names a user asks it: fnv1a does not allocate.
 func Partition(user string, p int) int {
-	h := uint32(2166136261) // FNV-32 offset basis
-	for i := 0; i < len(user); i++ {
-		h ^= uint32(user[i])
-		h *= 16777619 // FNV-32 prime
-	}
-	return int(h % uint32(p))
+	return int(fnv1a.Sum32(user) % uint32(p))
 }
 
 // StreamName is partition p's log: DUET_P07.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -71,33 +72,97 @@ func (p *intentPump) kick(t int) {
 // run executes partition t's intents while this node owns t.
 func (p *intentPump) run(t int) {
 	defer p.wg.Done()
+	dst := p.s.store.Partition(t)
+	in := newInbox(t, p.n, func(src int) error {
+		_, err := dst.Receive(p.s.store.Partition(src))
+		return err
+	})
+	in.log = p.s.log
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
 	for {
 		select {
 		case <-p.wake[t]:
+		case <-retry.C:
 		case <-p.done:
+			retry.Stop()
 			return
 		}
-		dst := p.s.store.Partition(t)
 		if !dst.Owns() {
 			continue
 		}
-		for src := range p.n {
-			if src == t {
-				continue
-			}
-			_, err := dst.Receive(p.s.store.Partition(src))
-			if errors.Is(err, store.ErrNotOwner) || errors.Is(err, store.ErrClosed) {
-				break
-			}
-			if err != nil {
-				// Nothing ran (the transaction failed whole): try again
-				// soon; the records stay in the source's view.
-				p.s.log.Warn("cluster: running intents", "partition", t, "from", src, "error", err)
-				time.AfterFunc(200*time.Millisecond, func() { p.kick(t) })
-				break
-			}
+		if at := in.run(time.Now()); !at.IsZero() {
+			retry.Reset(time.Until(at))
 		}
 	}
+}
+
+// Backoff of a source whose intents fail: from the first to the longest
+// wait between two tries.
+const (
+	intentRetryFirst = 200 * time.Millisecond
+	intentRetryMax   = 10 * time.Second
+)
+
+// inbox is one target partition's side of the pump: it runs what each
+// source owes it. A source whose intents fail (the transaction failed
+// whole: nothing ran, the records stay in the source's view) is tried
+// again after a backoff, and the other sources go on meanwhile: their
+// intents are independent of it, only one source's own order matters
+// (§11.3). A failure that lasts, such as an intent of a newer build that
+// this one cannot run, thus holds back one source, not every partition's
+// messages to this one, and logs once per backoff, not five times a
+// second.
+type inbox struct {
+	t       int
+	receive func(src int) error // runs what src owes t
+	log     *slog.Logger        // nil: quiet
+	backoff []time.Duration     // per source: the current wait, 0 while it runs
+	retryAt []time.Time         // per source: not tried before
+}
+
+func newInbox(t, n int, receive func(src int) error) *inbox {
+	return &inbox{t: t, receive: receive, backoff: make([]time.Duration, n), retryAt: make([]time.Time, n)}
+}
+
+// run tries every source not in its backoff and returns when to try
+// again (zero: when woken). It stops at the first error saying this node
+// no longer owns t or the store closed.
+func (in *inbox) run(now time.Time) (next time.Time) {
+	for src := range in.backoff {
+		if src == in.t {
+			continue
+		}
+		if now.Before(in.retryAt[src]) {
+			next = earliest(next, in.retryAt[src])
+			continue
+		}
+		err := in.receive(src)
+		if errors.Is(err, store.ErrNotOwner) || errors.Is(err, store.ErrClosed) {
+			return time.Time{}
+		}
+		if err != nil {
+			in.backoff[src] = min(max(2*in.backoff[src], intentRetryFirst), intentRetryMax)
+			in.retryAt[src] = now.Add(in.backoff[src])
+			next = earliest(next, in.retryAt[src])
+			if in.log != nil {
+				in.log.Warn("cluster: running intents", "partition", in.t, "from", src, "error", err, "retry_in", in.backoff[src])
+			}
+			continue
+		}
+		if in.backoff[src] != 0 && in.log != nil {
+			in.log.Info("cluster: running intents again", "partition", in.t, "from", src)
+		}
+		in.backoff[src], in.retryAt[src] = 0, time.Time{}
+	}
+	return next
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // trim deletes, in each partition this node owns, the outbox records

@@ -59,7 +59,8 @@ type NodeStatus struct {
 	Reason  string   `json:"reason,omitempty"` // why a node is not healthy (its /healthz reason)
 	Version string   `json:"version,omitempty"`
 	Owned   []int    `json:"owned"`   // partitions it owns
-	Applied uint64   `json:"applied"` // the log sequence its view has applied
+	Applied uint64   `json:"applied"` // the log sequence its view has applied (summed over partitions)
+	Views   []uint64 `json:"views"`   // per partition: the log sequence its view has applied
 	Lag     []uint64 `json:"lag"`     // per partition: the log's last sequence as it last saw it minus what its view applied
 }
 
@@ -90,7 +91,7 @@ func (s *Server) serveStatus() error {
 // nodeStatus is this node's status.
 func (s *Server) nodeStatus() NodeStatus {
 	cp := s.cluster
-	ns := NodeStatus{Node: cp.node.Name(), Version: s.cfg.Version, Owned: []int{}, Lag: []uint64{}}
+	ns := NodeStatus{Node: cp.node.Name(), Version: s.cfg.Version, Owned: []int{}, Lag: []uint64{}, Views: []uint64{}}
 	if s.store != nil {
 		ns.Applied = s.store.Applied()
 	}
@@ -105,6 +106,9 @@ func (s *Server) nodeStatus() NodeStatus {
 		ns.Owned = cp.join.Owned()
 		for p := range cp.join.Partitions() {
 			ns.Lag = append(ns.Lag, cp.join.Lag(p))
+			if s.store != nil {
+				ns.Views = append(ns.Views, s.store.Partition(p).Applied())
+			}
 		}
 	}
 	ns.Reason = s.clusterUnhealthy()

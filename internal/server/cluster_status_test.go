@@ -249,8 +249,8 @@ func TestClusterStateIsVisible(t *testing.T) {
 			wantOwned = []int{0}
 		}
 		if n.Node != name(i) || n.State != "serving" || n.Reason != "" || n.Applied != last ||
-			fmt.Sprint(n.Owned) != fmt.Sprint(wantOwned) || fmt.Sprint(n.Lag) != "[0]" {
-			t.Errorf("/cluster node %d: %+v, want %s serving, applied %d, owning %v, lag [0]", i, n, name(i), last, wantOwned)
+			fmt.Sprint(n.Owned) != fmt.Sprint(wantOwned) || fmt.Sprint(n.Lag) != "[0]" || fmt.Sprint(n.Views) != fmt.Sprintf("[%d]", last) {
+			t.Errorf("/cluster node %d: %+v, want %s serving, applied %d, owning %v, lag [0], views [%d]", i, n, name(i), last, wantOwned, last)
 		}
 	}
 
