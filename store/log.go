@@ -284,6 +284,9 @@ type replication struct {
 	// because the previous owner's writes reached this view by Apply,
 	// which does not maintain it.
 	hotGen uint64
+	// failures is the writer's account of failed appends (writer.go),
+	// writer goroutine only.
+	failures appendFailures
 }
 
 // advance moves the applied mark; mu is held.

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/duet-im/duet/internal/logcapture"
 	"github.com/duet-im/duet/internal/wait"
 )
 
@@ -540,5 +542,57 @@ func TestPrepareMediaLifetimesOnAView(t *testing.T) {
 	v := openView(t, nil)
 	if err := v.PrepareMediaLifetimes(time.Now()); err != nil {
 		t.Fatalf("a view that owns nothing: %v", err)
+	}
+}
+
+// failingLog refuses every append while fail is set, as the cluster's log
+// does while its partition has no leader or the lease has lapsed.
+type failingLog struct {
+	w    *writer
+	fail atomic.Bool
+}
+
+func (f *failingLog) Append(e []byte) (uint64, error) {
+	if f.fail.Load() {
+		return 0, errors.New("cluster: partition lease not valid")
+	}
+	return f.w.Append(e)
+}
+
+// A run of failed appends is one warning (then one per appendWarnEvery with
+// the count), and one line when appends succeed again: a failover under
+// load had written a warning per group, hundreds a second.
+func TestAppendFailuresLoggedOnce(t *testing.T) {
+	logger, logs := logcapture.New(slog.LevelInfo)
+	v := open(t, t.TempDir(), Options{Replicated: true, Logger: logger})
+	t.Cleanup(func() { v.Close() })
+	l := newMemLog()
+	fl := &failingLog{w: l.takeOver(t, v, "v")}
+	if err := v.Own(fl); err != nil {
+		t.Fatal(err)
+	}
+	send := func() error {
+		return v.Update(func(tx *Tx) error {
+			_, err := tx.Append("u", []byte(`"Event":"x"}`))
+			return err
+		})
+	}
+	fl.fail.Store(true)
+	for i := 0; i < 50; i++ {
+		if err := send(); err == nil {
+			t.Fatal("an append the log refused was acknowledged")
+		}
+	}
+	fl.fail.Store(false)
+	if err := send(); err != nil {
+		t.Fatal(err)
+	}
+	warned := logs.Matching("store: log append failed")
+	again := logs.Matching("store: log appends succeed again", "failed_in_a_row=50")
+	if len(warned) != 1 || len(again) != 1 {
+		t.Errorf("%d warnings and %d recoveries logged for 50 failed appends, want 1 and 1:\n%s", len(warned), len(again), logs)
+	}
+	if n, _ := v.LastSeq("u"); n != 1 {
+		t.Errorf("LastSeq %d after 50 refused appends and one acknowledged", n)
 	}
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -289,6 +290,39 @@ func (s *Store) writer() {
 	}
 }
 
+// appendWarnEvery spaces the writer's warnings about failed log appends.
+// While a partition's log has no leader, or its owner's lease has lapsed
+// (docs/cluster.md §8.4), every group fails: a failover under load wrote
+// 480 identical lines a second. The first failure of a run is logged at
+// once, then one line per interval with the count, and one when appends
+// succeed again.
+const appendWarnEvery = 5 * time.Second
+
+// appendFailures is the account behind those lines.
+type appendFailures struct {
+	first, logged time.Time // the run's first failure; the last line written
+	streak        int       // failures since the last append that succeeded
+	unlogged      int       // failures since the last line
+}
+
+func (f *appendFailures) failed(log *slog.Logger, err error, txns int, now time.Time) {
+	if f.streak == 0 {
+		f.first = now
+	}
+	f.streak++
+	if f.streak > 1 && now.Sub(f.logged) < appendWarnEvery {
+		f.unlogged++
+		return
+	}
+	log.Warn("store: log append failed", "error", err, "txns", txns, "failed_in_a_row", f.streak, "not_logged", f.unlogged)
+	f.logged, f.unlogged = now, 0
+}
+
+func (f *appendFailures) succeeded(log *slog.Logger, now time.Time) {
+	log.Info("store: log appends succeed again", "failed_in_a_row", f.streak, "for", now.Sub(f.first).Round(time.Millisecond))
+	*f = appendFailures{}
+}
+
 // commit runs one group and answers its callers.
 func (s *Store) commit(group []*txn) {
 	lg, err := s.ownerLog()
@@ -350,9 +384,12 @@ func (s *Store) commit(group []*txn) {
 			// after it, and all that follows runs under repl.mu.
 			wrote, err := s.commitToLog(lg, b, appended, intents)
 			if err != nil {
-				s.log.Warn("store: log append failed", "error", err, "txns", ok)
+				s.repl.failures.failed(s.log, err, ok, time.Now())
 				s.failGroup(group, err)
 				return
+			}
+			if s.repl.failures.streak > 0 {
+				s.repl.failures.succeeded(s.log, time.Now())
 			}
 			defer s.repl.mu.Unlock()
 			notify = wrote
