@@ -37,10 +37,6 @@ type Applier struct {
 	rb         *rebuilder // nil: the view is never rebuilt from a snapshot
 	rebuilding atomic.Bool
 
-	// lead moves the log's leadership to this node before a takeover's
-	// fence (leader.go); nil: it stays where it is.
-	lead func(context.Context, *jetstream.StreamInfo) (bool, error)
-
 	cancel context.CancelFunc
 	done   chan struct{}
 	once   sync.Once
@@ -322,7 +318,7 @@ func (a *Applier) Own(ctx context.Context, lease *Lease, fenceEntry func() []byt
 	lctx, cancel := context.WithCancel(context.Background())
 	l := &Log{
 		js: a.js, stream: s, p: a.p, node: a.node, lease: lease, view: a.view, applyMu: &a.applyMu,
-		ctx: lctx, cancel: cancel, deadCh: make(chan struct{}), lead: a.lead, report: a.report,
+		ctx: lctx, cancel: cancel, deadCh: make(chan struct{}),
 	}
 	if err := l.fence(ctx, fenceEntry); err != nil {
 		l.Close()

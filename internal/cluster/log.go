@@ -60,9 +60,6 @@ type Log struct {
 	ctx    context.Context // ends on Close: stops a §9.3 resolution
 	cancel context.CancelFunc
 
-	lead   func(context.Context, *jetstream.StreamInfo) (bool, error) // the takeover's leadership move (leader.go); nil: none
-	report func(error)                                                // hears what went wrong on the way (nil: nobody)
-
 	appendMu sync.Mutex // one Append at a time
 
 	mu       sync.Mutex
@@ -285,7 +282,6 @@ func (l *Log) resolve(ctx context.Context, seq uint64, group string) (found, lan
 // starts again. On success the fence is applied to the view and becomes the
 // writer's last.
 func (l *Log) fence(ctx context.Context, entry func() []byte) error {
-	lead := l.lead
 	for {
 		if !l.lease.Valid() {
 			return ErrLeaseInvalid
@@ -298,17 +294,6 @@ func (l *Log) fence(ctx context.Context, entry func() []byte) error {
 				return fmt.Errorf("stream info: %w (%w)", err, ctx.Err())
 			}
 			continue
-		}
-		if lead != nil {
-			// Once per takeover, before its first append (leader.go).
-			moved, err := lead(ctx, info)
-			lead = nil
-			if err != nil && l.report != nil {
-				l.report(err)
-			}
-			if moved {
-				continue // read the last sequence from the new leader
-			}
 		}
 		L := info.State.LastSeq
 		if err := l.catchUp(ctx, L); err != nil {

@@ -126,7 +126,6 @@ func Join(ctx context.Context, n *Node, o JoinOptions) (*Cluster, error) {
 			cancel()
 			return nil, err
 		}
-		a.lead = n.leadLog
 		c.appliers = append(c.appliers, a)
 	}
 	lw, err := WatchLeases(cctx, leases)
