@@ -64,9 +64,9 @@ type NodeStatus struct {
 	Lag     []uint64 `json:"lag"`     // per partition: the log's last sequence as it last saw it minus what its view applied
 }
 
-// PartitionStatus is a partition's lease holder as the answering node's
-// lease watcher last saw it ("" free, "?" taken by a node it has not
-// heard of yet).
+// PartitionStatus is a partition's lease holder: the node that says it
+// owns it, else as the answering node's lease watcher last saw it ("" free,
+// "?" taken by a node it has not heard of yet).
 type PartitionStatus struct {
 	Partition int    `json:"partition"`
 	Owner     string `json:"owner"`
@@ -205,8 +205,30 @@ func (s *Server) clusterStatus() ClusterStatus {
 			cs.Nodes = append(cs.Nodes, NodeStatus{Node: n, State: "no answer", Owned: []int{}, Lag: []uint64{}})
 		}
 	}
+	claimedOwners(cs.Owners, cs.Nodes)
 	slices.SortFunc(cs.Nodes, func(a, b NodeStatus) int { return strings.Compare(a.Node, b.Node) })
 	return cs
+}
+
+// claimedOwners corrects owners, as this node's lease watcher saw them,
+// with what the nodes say they own: a node's own account is fresher than
+// the watcher, which can lag by seconds after a node leaves (its consumer
+// may have been on that node's server; CI saw the new owner's own page name
+// nobody for 20 s). The watcher's holder stays when no node claims the
+// partition, or when it is one of two claimants (an owner paused past its
+// lease still claims it).
+func claimedOwners(owners []PartitionStatus, nodes []NodeStatus) {
+	claims := map[int][]string{}
+	for _, n := range nodes {
+		for _, p := range n.Owned {
+			claims[p] = append(claims[p], n.Node)
+		}
+	}
+	for i, o := range owners {
+		if c := claims[o.Partition]; len(c) > 0 && !slices.Contains(c, o.Owner) {
+			owners[i].Owner = c[0]
+		}
+	}
 }
 
 // clusterPage is GET /cluster.
