@@ -82,7 +82,7 @@ func (s *Store) part(user string) *Store {
 // local reports whether user's data is in s (a partition store, or a
 // store of one partition).
 func (s *Store) local(user string) bool {
-	return s.opts.PartitionOf == nil || s.opts.PartitionOf(user) == s.opts.Partition
+	return s.UserPartition(user) == s.opts.Partition
 }
 
 // Partitions is the number of partitions behind s (1 unless OpenPartitions).

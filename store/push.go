@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cockroachdb/pebble"
@@ -76,19 +77,18 @@ func (s *Store) setPushToken(t PushToken, moved []tokenHolder) error {
 		// Who holds the token is read from px/ of t.User's partition, and
 		// of the others (moved) from their views (docs/cluster.md §11.2,
 		// item 7): DropMovedPushToken defers itself to the holder's.
-		for _, h := range moved {
-			if h.user != t.User || h.device != t.Device {
-				if err := tx.DropMovedPushToken(h.user, h.device, t.Vendor, t.Token); err != nil {
-					return err
-				}
-			}
-		}
 		ik := pushTokenIndex(t.Vendor, t.Token)
-		if owner, err := tx.Get(ik); err != nil {
+		v, err := tx.Get(ik)
+		if err != nil {
 			return err
-		} else if owner != nil {
-			if u, d, ok := bytes.Cut(owner, []byte{sep}); ok && (string(u) != t.User || string(d) != t.Device) {
-				if err := tx.DropMovedPushToken(string(u), string(d), t.Vendor, t.Token); err != nil {
+		}
+		holders := moved
+		if h, ok := tokenHolderOf(v); ok {
+			holders = append(slices.Clip(moved), h)
+		}
+		for _, h := range holders {
+			if h != (tokenHolder{t.User, t.Device}) {
+				if err := tx.DropMovedPushToken(h.user, h.device, t.Vendor, t.Token); err != nil {
 					return err
 				}
 			}

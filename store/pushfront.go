@@ -20,6 +20,13 @@ func (s *Store) UserPartition(user string) int {
 // tokenHolder is a device px/ names as holding a token.
 type tokenHolder struct{ user, device string }
 
+// tokenHolderOf decodes a px/ value ({user}00{device}); ok is false for
+// none.
+func tokenHolderOf(v []byte) (h tokenHolder, ok bool) {
+	u, d, ok := bytes.Cut(v, []byte{sep})
+	return tokenHolder{string(u), string(d)}, ok
+}
+
 // pushTokenHolders returns the devices that the partitions other than
 // home name in their px/ as holding vendor's token: one bloom-filtered
 // point read per partition, of this node's views of them (ms stale,
@@ -35,8 +42,8 @@ func (s *Store) pushTokenHolders(vendor, token string, home int) ([]tokenHolder,
 		if err != nil {
 			return nil, err
 		}
-		if u, d, ok := bytes.Cut(v, []byte{sep}); ok {
-			out = append(out, tokenHolder{string(u), string(d)})
+		if h, ok := tokenHolderOf(v); ok {
+			out = append(out, h)
 		}
 	}
 	return out, nil
